@@ -1,0 +1,224 @@
+//! The request and response shapes of Clerk's invitation endpoints, as the
+//! Backend API spec (version 2026-05-12) defines them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The Backend API version every request pins with the `Clerk-API-Version` header.
+pub const API_VERSION: &str = "2026-05-12";
+
+/// Clerk's `Invitation` schema. Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub object: String,
+    pub id: String,
+    pub email_address: String,
+    pub public_metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<bool>,
+    pub status: InvitationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+impl InvitationStatus {
+    pub const ALL: [InvitationStatus; 4] = [
+        InvitationStatus::Pending,
+        InvitationStatus::Accepted,
+        InvitationStatus::Revoked,
+        InvitationStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvitationStatus::Pending => "pending",
+            InvitationStatus::Accepted => "accepted",
+            InvitationStatus::Revoked => "revoked",
+            InvitationStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for InvitationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The email template a create request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateSlug {
+    Invitation,
+    WaitlistInvitation,
+}
+
+impl TemplateSlug {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateSlug::Invitation => "invitation",
+            TemplateSlug::WaitlistInvitation => "waitlist_invitation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [TemplateSlug::Invitation, TemplateSlug::WaitlistInvitation]
+            .into_iter()
+            .find(|slug| slug.as_str() == s)
+    }
+}
+
+/// The body of `POST /invitations`, and one item of `POST /invitations/bulk`.
+/// Fields left `None` are not sent, so Clerk applies its own defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateInvitation {
+    pub email_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_existing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_slug: Option<TemplateSlug>,
+}
+
+impl CreateInvitation {
+    pub fn new(email_address: impl Into<String>) -> Self {
+        CreateInvitation {
+            email_address: email_address.into(),
+            public_metadata: None,
+            redirect_url: None,
+            notify: None,
+            ignore_existing: None,
+            expires_in_days: None,
+            template_slug: None,
+        }
+    }
+}
+
+/// The order of a list: a field and a direction, e.g. `+created_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: OrderField,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    CreatedAt,
+    EmailAddress,
+    ExpiresAt,
+}
+
+impl OrderBy {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (descending, name) = match s.as_bytes().first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let field = match name {
+            "created_at" => OrderField::CreatedAt,
+            "email_address" => OrderField::EmailAddress,
+            "expires_at" => OrderField::ExpiresAt,
+            _ => return None,
+        };
+        Some(OrderBy { field, descending })
+    }
+}
+
+impl std::fmt::Display for OrderBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.descending { '-' } else { '+' };
+        let name = match self.field {
+            OrderField::CreatedAt => "created_at",
+            OrderField::EmailAddress => "email_address",
+            OrderField::ExpiresAt => "expires_at",
+        };
+        write!(f, "{sign}{name}")
+    }
+}
+
+/// The body of `GET /invitations?paginated=true`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvitationPage {
+    pub data: Vec<Invitation>,
+    pub total_count: u64,
+}
+
+/// Clerk's `ClerkErrors` schema: the body of every error response.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClerkErrors {
+    pub errors: Vec<ClerkError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_trace_id: Option<String>,
+}
+
+/// One entry of `ClerkErrors.errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClerkError {
+    pub message: String,
+    pub long_message: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Map<String, Value>>,
+}
+
+impl ClerkError {
+    /// The addresses Clerk names in `meta.email_addresses` (a `duplicate_record` error).
+    pub fn email_addresses(&self) -> Vec<String> {
+        self.meta
+            .as_ref()
+            .and_then(|meta| meta.get("email_addresses"))
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The error codes invite-sync branches on.
+pub mod codes {
+    pub const DUPLICATE_RECORD: &str = "duplicate_record";
+    pub const FORM_IDENTIFIER_EXISTS: &str = "form_identifier_exists";
+    pub const FORM_PARAM_FORMAT_INVALID: &str = "form_param_format_invalid";
+    pub const FORM_PARAM_UNKNOWN: &str = "form_param_unknown";
+    pub const FORM_PARAM_VALUE_INVALID: &str = "form_param_value_invalid";
+    pub const FORM_PARAM_MISSING: &str = "form_param_missing";
+    pub const REQUEST_BODY_INVALID: &str = "request_body_invalid";
+    pub const BULK_SIZE_EXCEEDED: &str = "bulk_size_exceeded";
+    pub const INVITATION_ALREADY_REVOKED: &str = "invitation_already_revoked";
+    pub const INVITATION_ALREADY_ACCEPTED: &str = "invitation_already_accepted";
+    pub const RESOURCE_NOT_FOUND: &str = "resource_not_found";
+    pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
+    pub const AUTHENTICATION_INVALID: &str = "authentication_invalid";
+}

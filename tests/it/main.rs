@@ -1,0 +1,8 @@
+//! Integration tests: one binary, a module per area. They talk to a real PostgreSQL
+//! (a fresh database per test) and to the Clerk simulator over a real socket.
+
+mod client;
+mod common;
+mod config;
+mod sim;
+mod store;
