@@ -1,0 +1,650 @@
+//! Settings: layering, validation, secrets.
+//!
+//! Layers, lowest to highest: the built-in defaults (config/default.toml, compiled in) <
+//! the `--config` file < `INVITE_SYNC__SECTION__KEY` variables < `DATABASE_URL` and
+//! `CLERK_SECRET_KEY`. Loading takes the environment as a map, so tests never touch the
+//! process environment; [`Settings::from_process_env`] is the service's entry point.
+//!
+//! Every problem is collected and reported at once, each naming its full dotted key and
+//! where the value came from. Secrets (the Clerk key, the database password) never
+//! appear in `Debug`, `Display`, an error, or [`Settings::effective_toml`].
+
+mod error;
+mod render;
+mod schema;
+mod sources;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use url::Url;
+
+use crate::clerk::{
+    ClientOptions, CreateInvitation, KeyKind, RequestRate, RetryPolicy, TemplateSlug,
+};
+
+pub use error::{ConfigError, Problem};
+pub use render::{check, CHECK_INVALID, CHECK_OK};
+pub use sources::{
+    env_var_name, process_env, CLERK_SECRET_KEY_VAR, CREDENTIALS_DIRECTORY_VAR, DATABASE_URL_VAR,
+    ENV_PREFIX, ENV_SEPARATOR,
+};
+
+use sources::{EnvSource, TomlSource};
+
+/// The built-in defaults: config/default.toml, embedded so the documented defaults and
+/// the real ones cannot drift apart.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
+
+/// What the secret key, the password and other secrets are replaced with when shown.
+pub const REDACTED: &str = "[redacted]";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub clerk: ClerkSettings,
+    pub source: SourceSettings,
+    pub sync: SyncSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// The connection URL; it may hold a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub min_connections: Option<u32>,
+    pub connect_timeout_seconds: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClerkSettings {
+    #[serde(deserialize_with = "deserialize_url")]
+    pub api_url: Url,
+    pub secret_key: Option<SecretString>,
+    pub secret_key_file: Option<PathBuf>,
+    pub timeout_seconds: u64,
+    /// `None`: by the key's kind (100 for `sk_test_`, 1000 for `sk_live_`).
+    pub requests_per_window: Option<u32>,
+    pub request_window_seconds: u64,
+    pub bulk_create_per_window: u32,
+    pub single_create_per_window: u32,
+    pub create_window_seconds: u64,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// `name` or `schema.name`, each part an SQL identifier (checked at load).
+    pub relation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Cron with seconds, 6 or 7 fields.
+    pub schedule: String,
+    pub dry_run: bool,
+    pub notify: bool,
+    pub ignore_existing: bool,
+    pub expires_in_days: Option<u32>,
+    pub redirect_url: Option<String>,
+    pub template_slug: Option<TemplateSlug>,
+    pub max_revocations: u32,
+    pub max_revocation_ratio: f64,
+    /// Lower-cased emails and `@domain` patterns.
+    pub protected: Vec<String>,
+    pub ownership: Ownership,
+    pub reinvite_expired: bool,
+    pub on_change: OnChange,
+    pub shutdown_timeout_seconds: u64,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive (checked at load).
+    pub level: String,
+    pub redact_emails: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Which pending invitations a cycle may revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// Only those the ledger says invite-sync created.
+    Owned,
+    /// Any, including ones made by hand in Clerk.
+    All,
+}
+
+/// What to do with a pending invitation whose metadata or redirect differ from the roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    Report,
+    Replace,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl Ownership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ownership::Owned => "owned",
+            Ownership::All => "all",
+        }
+    }
+}
+
+impl OnChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnChange::Report => "report",
+            OnChange::Replace => "replace",
+        }
+    }
+}
+
+macro_rules! display_as_str {
+    ($($ty:ty),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(LogFormat, Ownership, OnChange);
+
+fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Url::parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// Settings together with where each key's value came from.
+pub(crate) struct Loaded {
+    pub settings: Settings,
+    /// Dotted key → origin (`file PATH` or `env NAME`); keys at their default are absent.
+    pub origins: HashMap<String, String>,
+    /// The layers that contributed, lowest first, for people to read.
+    pub layers: Vec<String>,
+}
+
+impl Settings {
+    /// Loads and validates the layers: defaults, `file` if given, then `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::load_traced(file, env).map(|loaded| loaded.settings)
+    }
+
+    /// [`Settings::load`] with the process environment.
+    pub fn from_process_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(file, &process_env())
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Settings::load(None, &HashMap::new())
+    }
+
+    pub(crate) fn load_traced(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut problems = Vec::new();
+        let mut layers = vec!["built-in defaults".to_owned()];
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            match TomlSource::read(path) {
+                Ok(source) => {
+                    layers.push(format!("file {}", path.display()));
+                    builder = builder.add_source(source);
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let (prefixed, mut env_problems) = EnvSource::prefixed(env);
+        problems.append(&mut env_problems);
+        let conventional = EnvSource::conventional(env);
+        layers.extend(
+            prefixed
+                .vars()
+                .chain(conventional.vars())
+                .map(|v| format!("env {v}")),
+        );
+        let merged = builder
+            .add_source(prefixed)
+            .add_source(conventional)
+            .build()
+            .map_err(|e| {
+                let mut all = problems.clone();
+                all.push(Problem::new(
+                    "configuration",
+                    format!("cannot merge the layers: {e}"),
+                ));
+                ConfigError::new(all)
+            })?;
+
+        let mut walked = schema::walk(&merged.cache);
+        problems.append(&mut walked.problems);
+        expand_credentials_directory(&mut walked, env, &mut problems);
+        cross_check(&walked, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::new(problems));
+        }
+        let settings = toml::Value::Table(walked.table)
+            .try_into::<Settings>()
+            .map_err(|e| ConfigError::single("configuration", e.to_string()))?;
+        Ok(Loaded {
+            settings,
+            origins: walked.origins,
+            layers,
+        })
+    }
+
+    /// The whole effective configuration as TOML, secrets redacted. It loads back as a
+    /// config file when no secret is set.
+    pub fn effective_toml(&self) -> String {
+        render::render(self, None)
+    }
+}
+
+fn get<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let (section, name) = key.split_once('.')?;
+    table.get(section)?.as_table()?.get(name)
+}
+
+/// `%d/...` in `clerk.secret_key_file` means systemd's credentials directory, as it would
+/// in the unit file itself.
+fn expand_credentials_directory(
+    walked: &mut schema::Walked,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<Problem>,
+) {
+    const KEY: &str = "clerk.secret_key_file";
+    let Some(toml::Value::Table(clerk)) = walked.table.get_mut("clerk") else {
+        return;
+    };
+    let Some(toml::Value::String(path)) = clerk.get_mut("secret_key_file") else {
+        return;
+    };
+    let Some(rest) = path.strip_prefix("%d/") else {
+        return;
+    };
+    match env.get(CREDENTIALS_DIRECTORY_VAR).filter(|d| !d.is_empty()) {
+        Some(directory) => *path = format!("{}/{rest}", directory.trim_end_matches('/')),
+        None => problems.push(
+            Problem::new(
+                KEY,
+                format!(
+                    "uses %d but {CREDENTIALS_DIRECTORY_VAR} is not set \
+                     (systemd sets it for a unit with LoadCredential=)"
+                ),
+            )
+            .with_origin(walked.origins.get(KEY).cloned()),
+        ),
+    }
+}
+
+/// Rules that involve more than one key.
+fn cross_check(walked: &schema::Walked, problems: &mut Vec<Problem>) {
+    let origin = |key: &str| walked.origins.get(key).cloned();
+    let describe = |key: &str| match walked.origins.get(key) {
+        Some(origin) => format!("{key} ({origin})"),
+        None => key.to_owned(),
+    };
+    if get(&walked.table, "clerk.secret_key").is_some()
+        && get(&walked.table, "clerk.secret_key_file").is_some()
+    {
+        problems.push(
+            Problem::new(
+                "clerk.secret_key",
+                format!(
+                    "is set together with {}; set only one of them",
+                    describe("clerk.secret_key_file")
+                ),
+            )
+            .with_origin(origin("clerk.secret_key")),
+        );
+    }
+    let int = |key: &str| get(&walked.table, key).and_then(toml::Value::as_integer);
+    if let (Some(min), Some(max)) = (
+        int("database.min_connections"),
+        int("database.max_connections"),
+    ) {
+        if min > max {
+            problems.push(
+                Problem::new(
+                    "database.min_connections",
+                    format!("must not exceed database.max_connections ({max}), got {min}"),
+                )
+                .with_origin(origin("database.min_connections")),
+            );
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.redacted_url())
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl DatabaseSettings {
+    /// Connect options for sqlx. Fields the URL leaves out come from the `PG*` variables
+    /// and `~/.pgpass`, as sqlx does; the application name defaults to `invite-sync`.
+    /// The options' own `Debug` shows the password: log [`Self::redacted_url`] instead.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
+        let url = self.url.expose_secret();
+        schema::check_database_url(url)
+            .map_err(|reason| ConfigError::single("database.url", reason))?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            let reason = match Url::parse(url) {
+                Ok(parsed) => schema::scrub_password(&parsed, &format!("is not usable: {e}")),
+                Err(_) => "is not usable".to_owned(),
+            };
+            ConfigError::single("database.url", reason)
+        })?;
+        Ok(if options.get_application_name().is_none() {
+            options.application_name("invite-sync")
+        } else {
+            options
+        })
+    }
+
+    /// A pool configured from these settings; connect it with `connect_with(connect_options()?)`.
+    pub fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(self.min_connections.unwrap_or(0))
+            .acquire_timeout(self.connect_timeout())
+    }
+
+    /// The database the URL names, if it names one.
+    pub fn database_name(&self) -> Option<String> {
+        let url = Url::parse(self.url.expose_secret()).ok();
+        let from_query = url.as_ref().and_then(|u| {
+            u.query_pairs()
+                .find(|(name, _)| name == "dbname")
+                .map(|(_, value)| value.into_owned())
+        });
+        let from_path = url.as_ref().and_then(|u| {
+            let path = u.path().trim_start_matches('/');
+            (!path.is_empty())
+                .then(|| schema::percent_decode(path).unwrap_or_else(|| path.to_owned()))
+        });
+        from_query.or(from_path)
+    }
+
+    /// The URL with any password replaced by `[redacted]`, for logs and `config check`.
+    pub fn redacted_url(&self) -> String {
+        render::redact_database_url(self.url.expose_secret())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+}
+
+impl ClerkSettings {
+    /// The secret key, from `secret_key` or read from `secret_key_file` (trimmed), checked
+    /// to be an `sk_test_` or `sk_live_` key. Errors never contain the key.
+    pub fn secret_key(&self) -> Result<SecretString, ConfigError> {
+        let (key, text) = match (&self.secret_key, &self.secret_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::single(
+                    "clerk.secret_key",
+                    "is set together with clerk.secret_key_file; set only one of them",
+                ))
+            }
+            (Some(key), None) => ("clerk.secret_key", SecretString::from(key.expose_secret())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::single(
+                        "clerk.secret_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                ("clerk.secret_key_file", SecretString::from(text))
+            }
+            (None, None) => {
+                return Err(ConfigError::single(
+                    "clerk.secret_key",
+                    format!(
+                        "is not set: set clerk.secret_key or clerk.secret_key_file in the \
+                         config file, or the {CLERK_SECRET_KEY_VAR} (or {}) environment variable",
+                        env_var_name("clerk.secret_key")
+                    ),
+                ))
+            }
+        };
+        let checked = schema::check_secret_key(text.expose_secret()).map_err(|reason| {
+            let reason = if key == "clerk.secret_key_file" {
+                format!("the file's content {reason}")
+            } else {
+                reason
+            };
+            ConfigError::single(key, reason)
+        })?;
+        Ok(SecretString::from(checked))
+    }
+
+    /// Everything the Clerk client needs. Requires the secret key.
+    pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
+        let secret_key = self.secret_key()?;
+        let kind = KeyKind::of(secret_key.expose_secret()).unwrap_or(KeyKind::Test);
+        Ok(ClientOptions {
+            api_url: self.api_url.clone(),
+            secret_key,
+            timeout: self.timeout(),
+            rate: Some(self.request_rate(kind)),
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts,
+                ..RetryPolicy::default()
+            },
+        })
+    }
+
+    /// The general request rate for a key of this kind: `requests_per_window` if set,
+    /// else Clerk's limit for the kind.
+    pub fn request_rate(&self, kind: KeyKind) -> RequestRate {
+        RequestRate {
+            requests: self
+                .requests_per_window
+                .unwrap_or(kind.default_rate().requests),
+            per: self.request_window(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+
+    pub fn request_window(&self) -> Duration {
+        Duration::from_secs(self.request_window_seconds)
+    }
+
+    /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
+    pub fn create_window(&self) -> Duration {
+        Duration::from_secs(self.create_window_seconds)
+    }
+}
+
+impl SourceSettings {
+    /// The schema, if the relation names one.
+    pub fn schema(&self) -> Option<&str> {
+        self.relation.split_once('.').map(|(schema, _)| schema)
+    }
+
+    /// The table or view name without its schema.
+    pub fn name(&self) -> &str {
+        self.relation
+            .split_once('.')
+            .map_or(self.relation.as_str(), |(_, name)| name)
+    }
+
+    /// The relation quoted for SQL, e.g. `"hr"."people"`: safe to splice into a query,
+    /// and matched case-sensitively as written.
+    pub fn quoted(&self) -> String {
+        self.relation
+            .split('.')
+            .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+impl SyncSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+
+    /// Whether an email is protected from revocation, exactly or by its `@domain`.
+    pub fn is_protected(&self, email: &str) -> bool {
+        let email = email.trim().to_lowercase();
+        let domain = email.rsplit_once('@').map(|(_, domain)| domain);
+        self.protected
+            .iter()
+            .any(|entry| match entry.strip_prefix('@') {
+                Some(protected_domain) => domain == Some(protected_domain),
+                None => *entry == email,
+            })
+    }
+
+    /// A create request for `email` carrying the configured invitation options.
+    pub fn new_invitation(&self, email: impl Into<String>) -> CreateInvitation {
+        CreateInvitation {
+            redirect_url: self.redirect_url.clone(),
+            notify: Some(self.notify),
+            ignore_existing: Some(self.ignore_existing),
+            expires_in_days: self.expires_in_days,
+            template_slug: self.template_slug,
+            ..CreateInvitation::new(email)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        match Settings::defaults() {
+            Ok(settings) => settings,
+            Err(e) => panic!("the built-in defaults are invalid: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_in_default_toml() {
+        for spec in schema::SPECS {
+            let set = format!("\n{} = ", spec.name);
+            let commented = format!("\n# {} = ", spec.name);
+            assert!(
+                DEFAULTS_TOML.contains(&set)
+                    || (spec.optional && DEFAULTS_TOML.contains(&commented)),
+                "{}.{} is not in config/default.toml",
+                spec.section,
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn relation_parts() {
+        let source = SourceSettings {
+            relation: "hr.People".to_owned(),
+        };
+        assert_eq!(source.schema(), Some("hr"));
+        assert_eq!(source.name(), "People");
+        assert_eq!(source.quoted(), "\"hr\".\"People\"");
+        let plain = SourceSettings {
+            relation: "desired_invitees".to_owned(),
+        };
+        assert_eq!((plain.schema(), plain.name()), (None, "desired_invitees"));
+    }
+
+    #[test]
+    fn protected_matching() {
+        let mut sync = defaults().sync;
+        sync.protected = vec![
+            "ceo@example.com".to_owned(),
+            "@board.example.com".to_owned(),
+        ];
+        assert!(sync.is_protected("CEO@example.com"));
+        assert!(sync.is_protected("anyone@board.example.com"));
+        assert!(!sync.is_protected("anyone@sub.board.example.com"));
+        assert!(!sync.is_protected("ceo@example.org"));
+    }
+
+    #[test]
+    fn key_kinds_and_rates() {
+        let clerk = defaults().clerk;
+        assert_eq!(clerk.request_rate(KeyKind::Test).requests, 100);
+        assert_eq!(clerk.request_rate(KeyKind::Live).requests, 1000);
+        assert_eq!(
+            clerk.request_rate(KeyKind::Live).per,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn database_names() {
+        let mut database = defaults().database;
+        assert_eq!(database.database_name().as_deref(), Some("invite_sync"));
+        database.url = SecretString::from("postgres://u@h/my%20db");
+        assert_eq!(database.database_name().as_deref(), Some("my db"));
+        database.url = SecretString::from("postgres://u@h/?dbname=other");
+        assert_eq!(database.database_name().as_deref(), Some("other"));
+        database.url = SecretString::from("postgres://u@h");
+        assert_eq!(database.database_name(), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! Showing the configuration to people: the effective TOML with secrets redacted, and the
+//! `config check` report.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use url::Url;
+
+use super::schema::percent_decode;
+use super::{ConfigError, Settings, REDACTED};
+
+/// `config check` exit code: the configuration is valid.
+pub const CHECK_OK: i32 = 0;
+/// `config check` exit code: the configuration has problems, each printed with its key.
+pub const CHECK_INVALID: i32 = 2;
+
+/// Validates the configuration as the service would load it, and returns the text to
+/// print with the exit code: [`CHECK_OK`] and the effective configuration (secrets
+/// redacted, each value not at its default annotated with its origin), or
+/// [`CHECK_INVALID`] and one line per problem.
+///
+/// Beyond loading, a configured secret key is read (from its file, if so) and checked.
+/// A missing key is only a warning, since `migrate` and `import` run without one.
+pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32) {
+    let loaded = match Settings::load_traced(file, env) {
+        Ok(loaded) => loaded,
+        Err(e) => return invalid(&e),
+    };
+    let clerk = &loaded.settings.clerk;
+    let mut out = String::from("# configuration is valid\n");
+    let _ = writeln!(out, "# layers, lowest first: {}", loaded.layers.join(" < "));
+    if clerk.secret_key.is_some() || clerk.secret_key_file.is_some() {
+        if let Err(e) = clerk.secret_key() {
+            return invalid(&e);
+        }
+    } else {
+        out.push_str(
+            "# warning: no Clerk secret key is set (clerk.secret_key, clerk.secret_key_file \
+             or CLERK_SECRET_KEY); run, sync and plan need one\n",
+        );
+    }
+    out.push_str("# secrets are redacted; a comment after a value names where it came from\n\n");
+    out.push_str(&render(&loaded.settings, Some(&loaded.origins)));
+    (out, CHECK_OK)
+}
+
+fn invalid(error: &ConfigError) -> (String, i32) {
+    let heading = match error.problems().len() {
+        1 => "invalid configuration:".to_owned(),
+        n => format!("invalid configuration ({n} problems):"),
+    };
+    let mut out = heading;
+    for problem in error.problems() {
+        let _ = write!(out, "\n  {problem}");
+    }
+    out.push('\n');
+    (out, CHECK_INVALID)
+}
+
+type Fields = Vec<(&'static str, Option<toml::Value>)>;
+
+/// Every key with its value, in the order of config/default.toml; `None` when unset.
+pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
+    use toml::Value as V;
+    let text = |s: &str| Some(V::String(s.to_owned()));
+    let int = |n: u64| Some(V::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+    let boolean = |b: bool| Some(V::Boolean(b));
+    let Settings {
+        database,
+        clerk,
+        source,
+        sync,
+        http,
+        log,
+    } = settings;
+    vec![
+        (
+            "database",
+            vec![
+                ("url", text(&database.redacted_url())),
+                ("max_connections", int(database.max_connections.into())),
+                (
+                    "min_connections",
+                    database.min_connections.and_then(|n| int(n.into())),
+                ),
+                (
+                    "connect_timeout_seconds",
+                    int(database.connect_timeout_seconds),
+                ),
+                ("migrate_on_start", boolean(database.migrate_on_start)),
+            ],
+        ),
+        (
+            "clerk",
+            vec![
+                ("api_url", text(clerk.api_url.as_str())),
+                ("secret_key", clerk.secret_key.as_ref().and(text(REDACTED))),
+                (
+                    "secret_key_file",
+                    clerk
+                        .secret_key_file
+                        .as_ref()
+                        .and_then(|p| text(&p.display().to_string())),
+                ),
+                ("timeout_seconds", int(clerk.timeout_seconds)),
+                (
+                    "requests_per_window",
+                    clerk.requests_per_window.and_then(|n| int(n.into())),
+                ),
+                ("request_window_seconds", int(clerk.request_window_seconds)),
+                (
+                    "bulk_create_per_window",
+                    int(clerk.bulk_create_per_window.into()),
+                ),
+                (
+                    "single_create_per_window",
+                    int(clerk.single_create_per_window.into()),
+                ),
+                ("create_window_seconds", int(clerk.create_window_seconds)),
+                ("max_attempts", int(clerk.max_attempts.into())),
+            ],
+        ),
+        ("source", vec![("relation", text(&source.relation))]),
+        (
+            "sync",
+            vec![
+                ("schedule", text(&sync.schedule)),
+                ("dry_run", boolean(sync.dry_run)),
+                ("notify", boolean(sync.notify)),
+                ("ignore_existing", boolean(sync.ignore_existing)),
+                (
+                    "expires_in_days",
+                    sync.expires_in_days.and_then(|n| int(n.into())),
+                ),
+                ("redirect_url", sync.redirect_url.as_deref().and_then(text)),
+                (
+                    "template_slug",
+                    sync.template_slug.and_then(|slug| text(slug.as_str())),
+                ),
+                ("max_revocations", int(sync.max_revocations.into())),
+                (
+                    "max_revocation_ratio",
+                    Some(V::Float(sync.max_revocation_ratio)),
+                ),
+                (
+                    "protected",
+                    Some(V::Array(
+                        sync.protected
+                            .iter()
+                            .map(|p| V::String(p.clone()))
+                            .collect(),
+                    )),
+                ),
+                ("ownership", text(sync.ownership.as_str())),
+                ("reinvite_expired", boolean(sync.reinvite_expired)),
+                ("on_change", text(sync.on_change.as_str())),
+                (
+                    "shutdown_timeout_seconds",
+                    int(sync.shutdown_timeout_seconds),
+                ),
+                ("target", text(&sync.target)),
+            ],
+        ),
+        ("http", vec![("listen", text(&http.listen.to_string()))]),
+        (
+            "log",
+            vec![
+                ("format", text(log.format.as_str())),
+                ("level", text(&log.level)),
+                ("redact_emails", boolean(log.redact_emails)),
+            ],
+        ),
+    ]
+}
+
+pub(crate) fn render(settings: &Settings, origins: Option<&HashMap<String, String>>) -> String {
+    let mut out = String::new();
+    for (index, (section, fields)) in entries(settings).into_iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "[{section}]");
+        for (name, value) in fields {
+            let origin = origins.and_then(|o| o.get(&format!("{section}.{name}")));
+            let _ = match (value, origin) {
+                (Some(value), None) => writeln!(out, "{name} = {value}"),
+                (Some(value), Some(origin)) => writeln!(out, "{name} = {value}  # {origin}"),
+                (None, None) => writeln!(out, "# {name} is not set"),
+                (None, Some(origin)) => writeln!(out, "# {name} is not set ({origin})"),
+            };
+        }
+    }
+    out
+}
+
+/// A database URL with its password, in the user info or a `password` parameter,
+/// replaced by `[redacted]`. A URL that cannot be parsed is redacted whole.
+pub(crate) fn redact_database_url(raw: &str) -> String {
+    let Ok(mut url) = Url::parse(raw) else {
+        return REDACTED.to_owned();
+    };
+    let had_password = url.password().is_some();
+    if had_password && url.set_password(None).is_err() {
+        return REDACTED.to_owned();
+    }
+    if url.query_pairs().any(|(name, _)| name == "password") {
+        let query = url.query().unwrap_or_default().to_owned();
+        let rebuilt: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                if percent_decode(name).as_deref() == Some("password") {
+                    format!("{name}={REDACTED}")
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect();
+        url.set_query(Some(&rebuilt.join("&")));
+    }
+    let mut text = url.to_string();
+    if had_password {
+        let at = url.scheme().len() + "://".len() + url.username().len();
+        let marker = if url.username().is_empty() {
+            format!(":{REDACTED}@")
+        } else {
+            format!(":{REDACTED}")
+        };
+        if text.is_char_boundary(at) {
+            text.insert_str(at, &marker);
+        } else {
+            return REDACTED.to_owned();
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::SPECS;
+
+    #[test]
+    fn every_key_is_rendered_in_schema_order() {
+        let settings = match Settings::defaults() {
+            Ok(settings) => settings,
+            Err(e) => panic!("the built-in defaults are invalid: {e}"),
+        };
+        let rendered: Vec<String> = entries(&settings)
+            .into_iter()
+            .flat_map(|(section, fields)| {
+                fields
+                    .into_iter()
+                    .map(move |(name, _)| format!("{section}.{name}"))
+            })
+            .collect();
+        let known: Vec<String> = SPECS
+            .iter()
+            .map(|spec| format!("{}.{}", spec.section, spec.name))
+            .collect();
+        assert_eq!(rendered, known);
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_database_url("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:[redacted]@db:5432/x"
+        );
+        assert_eq!(
+            redact_database_url("postgres://:hunter2@db/x"),
+            "postgres://:[redacted]@db/x"
+        );
+        assert_eq!(
+            redact_database_url("postgres://app@db/x?sslmode=require&password=hunter2"),
+            "postgres://app@db/x?sslmode=require&password=[redacted]"
+        );
+        assert_eq!(
+            redact_database_url("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+        assert_eq!(redact_database_url("hunter2 not a url"), REDACTED);
+    }
+}

@@ -1,0 +1,799 @@
+//! The known keys, their types and checks, and the walk over the merged layers that
+//! reports every problem at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use config::{Value, ValueKind};
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+use super::error::Problem;
+use super::sources::is_env_origin;
+use crate::clerk::KeyKind;
+
+/// A check of a string value: the normalised value, or why it is refused. A reason never
+/// repeats the value; the walk adds it for keys that are not secret.
+type Check = fn(&str) -> Result<String, String>;
+
+pub(crate) enum Kind {
+    Bool,
+    Int { min: i64, max: i64 },
+    Float { min: f64, max: f64 },
+    Text(Check),
+    Choice(&'static [&'static str]),
+    List(Check),
+}
+
+pub(crate) struct Spec {
+    pub section: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub optional: bool,
+    pub secret: bool,
+}
+
+pub(crate) const SECTIONS: [&str; 6] = ["database", "clerk", "source", "sync", "http", "log"];
+
+pub(crate) const LOG_FORMATS: &[&str] = &["pretty", "json"];
+pub(crate) const OWNERSHIPS: &[&str] = &["owned", "all"];
+pub(crate) const ON_CHANGES: &[&str] = &["report", "replace"];
+pub(crate) const TEMPLATE_SLUGS: &[&str] = &["invitation", "waitlist_invitation"];
+
+const fn spec(section: &'static str, name: &'static str, kind: Kind) -> Spec {
+    Spec {
+        section,
+        name,
+        kind,
+        optional: false,
+        secret: false,
+    }
+}
+
+const fn optional(section: &'static str, name: &'static str, kind: Kind) -> Spec {
+    Spec {
+        section,
+        name,
+        kind,
+        optional: true,
+        secret: false,
+    }
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+/// Every key, in the order of config/default.toml.
+pub(crate) static SPECS: &[Spec] = &[
+    Spec {
+        secret: true,
+        ..spec("database", "url", Kind::Text(check_database_url))
+    },
+    spec("database", "max_connections", int(1, 1000)),
+    optional("database", "min_connections", int(0, 1000)),
+    spec("database", "connect_timeout_seconds", int(1, 3600)),
+    spec("database", "migrate_on_start", Kind::Bool),
+    spec("clerk", "api_url", Kind::Text(check_api_url)),
+    Spec {
+        secret: true,
+        ..optional("clerk", "secret_key", Kind::Text(check_secret_key))
+    },
+    optional("clerk", "secret_key_file", Kind::Text(check_path)),
+    spec("clerk", "timeout_seconds", int(1, 600)),
+    optional("clerk", "requests_per_window", int(1, 100_000)),
+    spec("clerk", "request_window_seconds", int(1, 3600)),
+    spec("clerk", "bulk_create_per_window", int(1, 100_000)),
+    spec("clerk", "single_create_per_window", int(1, 100_000)),
+    spec("clerk", "create_window_seconds", int(1, 86_400)),
+    spec("clerk", "max_attempts", int(1, 20)),
+    spec("source", "relation", Kind::Text(check_relation)),
+    spec("sync", "schedule", Kind::Text(check_schedule)),
+    spec("sync", "dry_run", Kind::Bool),
+    spec("sync", "notify", Kind::Bool),
+    spec("sync", "ignore_existing", Kind::Bool),
+    optional("sync", "expires_in_days", int(1, 365)),
+    optional("sync", "redirect_url", Kind::Text(check_redirect_url)),
+    optional("sync", "template_slug", Kind::Choice(TEMPLATE_SLUGS)),
+    spec("sync", "max_revocations", int(0, 1_000_000)),
+    spec(
+        "sync",
+        "max_revocation_ratio",
+        Kind::Float { min: 0.0, max: 1.0 },
+    ),
+    spec("sync", "protected", Kind::List(check_protected)),
+    spec("sync", "ownership", Kind::Choice(OWNERSHIPS)),
+    spec("sync", "reinvite_expired", Kind::Bool),
+    spec("sync", "on_change", Kind::Choice(ON_CHANGES)),
+    spec("sync", "shutdown_timeout_seconds", int(1, 3600)),
+    spec("sync", "target", Kind::Text(check_target)),
+    spec("http", "listen", Kind::Text(check_socket_addr)),
+    spec("log", "format", Kind::Choice(LOG_FORMATS)),
+    spec("log", "level", Kind::Text(check_filter)),
+    spec("log", "redact_emails", Kind::Bool),
+];
+
+/// The merged layers, checked: a normalised table ready to deserialize, where each key
+/// came from, and every problem.
+pub(crate) struct Walked {
+    pub table: toml::Table,
+    pub origins: HashMap<String, String>,
+    pub problems: Vec<Problem>,
+}
+
+pub(crate) fn walk(root: &Value) -> Walked {
+    let mut walked = Walked {
+        table: toml::Table::new(),
+        origins: HashMap::new(),
+        problems: Vec::new(),
+    };
+    let ValueKind::Table(root_table) = &root.kind else {
+        walked
+            .problems
+            .push(Problem::new("configuration", "is not a table"));
+        return walked;
+    };
+    let empty = config::Map::new();
+    for section in SECTIONS {
+        let fields = match root_table.get(section).map(|value| (value, &value.kind)) {
+            None => &empty,
+            Some((_, ValueKind::Table(fields))) => fields,
+            Some((value, kind)) => {
+                walked.problems.push(
+                    Problem::new(
+                        section,
+                        format!("expected a table ([{section}]), found {}", describe(kind)),
+                    )
+                    .with_origin(origin_of(value)),
+                );
+                continue;
+            }
+        };
+        let mut section_table = toml::Table::new();
+        let specs: Vec<&Spec> = SPECS.iter().filter(|s| s.section == section).collect();
+        for spec in &specs {
+            let key = format!("{section}.{}", spec.name);
+            let Some(value) = fields.get(spec.name) else {
+                if !spec.optional {
+                    walked.problems.push(Problem::new(key, "must be set"));
+                }
+                continue;
+            };
+            let origin = origin_of(value);
+            match coerce(spec, value) {
+                Ok(Some(normalised)) => {
+                    section_table.insert(spec.name.to_owned(), normalised);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    walked
+                        .problems
+                        .push(Problem::new(key.clone(), reason).with_origin(origin.clone()));
+                }
+            }
+            if let Some(origin) = origin {
+                walked.origins.insert(key, origin);
+            }
+        }
+        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        walked
+            .problems
+            .extend(unknown(section, fields, &names, "unknown key"));
+        walked
+            .table
+            .insert(section.to_owned(), toml::Value::Table(section_table));
+    }
+    let mut unknown_sections = unknown("", root_table, &SECTIONS, "unknown section");
+    walked.problems.append(&mut unknown_sections);
+    walked
+}
+
+fn unknown(
+    section: &str,
+    fields: &config::Map<String, Value>,
+    known: &[&str],
+    what: &str,
+) -> Vec<Problem> {
+    let mut names: Vec<&String> = fields
+        .keys()
+        .filter(|name| !known.contains(&name.as_str()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let key = if section.is_empty() {
+                name.clone()
+            } else {
+                format!("{section}.{name}")
+            };
+            let reason = match suggest(name, known) {
+                Some(near) => format!("{what} (did you mean `{near}`?)"),
+                None => what.to_owned(),
+            };
+            let origin = fields.get(name).and_then(origin_of);
+            Problem::new(key, reason).with_origin(origin)
+        })
+        .collect()
+}
+
+/// Where a value came from. A merged table has no origin of its own, so it takes that
+/// of its first value that has one.
+fn origin_of(value: &Value) -> Option<String> {
+    if let Some(origin) = value.origin() {
+        return Some(origin.to_owned());
+    }
+    match &value.kind {
+        ValueKind::Table(fields) => {
+            let mut names: Vec<&String> = fields.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .find_map(|name| fields.get(name).and_then(origin_of))
+        }
+        ValueKind::Array(items) => items.iter().find_map(origin_of),
+        _ => None,
+    }
+}
+
+/// The known name closest to a misspelt one, if it is close enough to be a typo.
+fn suggest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&name, k), *k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+fn describe(kind: &ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Nil => "nothing",
+        ValueKind::Boolean(_) => "a boolean",
+        ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
+            "an integer"
+        }
+        ValueKind::Float(_) => "a float",
+        ValueKind::String(_) => "a string",
+        ValueKind::Table(_) => "a table",
+        ValueKind::Array(_) => "an array",
+    }
+}
+
+fn expected(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Bool => "a boolean (true or false)",
+        Kind::Int { .. } => "an integer",
+        Kind::Float { .. } => "a number",
+        Kind::Text(_) | Kind::Choice(_) => "a string",
+        Kind::List(_) => "an array of strings",
+    }
+}
+
+/// One value, checked and converted to its TOML form. `Ok(None)`: an optional key left
+/// unset. Values from the environment arrive as text and are parsed here; values from a
+/// file must already have the right type.
+fn coerce(spec: &Spec, value: &Value) -> Result<Option<toml::Value>, String> {
+    match &value.kind {
+        ValueKind::Nil if spec.optional => Ok(None),
+        ValueKind::String(text) if is_env_origin(value.origin()) => from_env_text(spec, text),
+        kind => from_typed(spec, kind),
+    }
+}
+
+fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return match spec.kind {
+            Kind::List(_) => Ok(Some(toml::Value::Array(Vec::new()))),
+            _ if spec.optional => Ok(None),
+            _ => Err("is empty".to_owned()),
+        };
+    }
+    let got = || got(spec, trimmed);
+    match &spec.kind {
+        Kind::Bool => match trimmed.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Some(toml::Value::Boolean(true))),
+            "false" | "0" => Ok(Some(toml::Value::Boolean(false))),
+            _ => Err(format!("expected true or false{}", got())),
+        },
+        Kind::Int { min, max } => match trimmed.parse::<i64>() {
+            Ok(n) => in_int_range(n, *min, *max).map(Some),
+            Err(_) => Err(format!("expected an integer{}", got())),
+        },
+        Kind::Float { min, max } => match trimmed.parse::<f64>() {
+            Ok(x) => in_float_range(x, *min, *max).map(Some),
+            Err(_) => Err(format!("expected a number{}", got())),
+        },
+        Kind::Text(check) => text_value(spec, *check, trimmed),
+        Kind::Choice(choices) => choice(spec, choices, trimmed),
+        Kind::List(check) => {
+            let items: Vec<&str> = trimmed
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .collect();
+            list(*check, items)
+        }
+    }
+}
+
+fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, String> {
+    let mismatch = || {
+        format!(
+            "expected {}, found {}",
+            expected(&spec.kind),
+            describe(kind)
+        )
+    };
+    match (&spec.kind, kind) {
+        (Kind::Bool, ValueKind::Boolean(b)) => Ok(Some(toml::Value::Boolean(*b))),
+        (Kind::Int { min, max }, ValueKind::I64(n)) => in_int_range(*n, *min, *max).map(Some),
+        (Kind::Int { min, max }, ValueKind::U64(n)) => {
+            in_int_range(i64::try_from(*n).unwrap_or(i64::MAX), *min, *max).map(Some)
+        }
+        (Kind::Int { min, max }, ValueKind::I128(n)) => {
+            let n = i64::try_from(*n).unwrap_or(if *n < 0 { i64::MIN } else { i64::MAX });
+            in_int_range(n, *min, *max).map(Some)
+        }
+        (Kind::Int { min, max }, ValueKind::U128(n)) => {
+            in_int_range(i64::try_from(*n).unwrap_or(i64::MAX), *min, *max).map(Some)
+        }
+        (Kind::Float { min, max }, ValueKind::Float(x)) => in_float_range(*x, *min, *max).map(Some),
+        // Whole numbers are natural for a ratio such as 1 or 0.
+        #[allow(clippy::cast_precision_loss)]
+        (Kind::Float { min, max }, ValueKind::I64(n)) => {
+            in_float_range(*n as f64, *min, *max).map(Some)
+        }
+        (Kind::Text(check), ValueKind::String(text)) => text_value(spec, *check, text),
+        (Kind::Choice(choices), ValueKind::String(text)) => choice(spec, choices, text),
+        (Kind::List(check), ValueKind::Array(items)) => {
+            let mut texts = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                match &item.kind {
+                    ValueKind::String(text) => texts.push(text.as_str()),
+                    other => {
+                        return Err(format!(
+                            "item {}: expected a string, found {}",
+                            index + 1,
+                            describe(other)
+                        ))
+                    }
+                }
+            }
+            list(*check, texts)
+        }
+        _ => Err(mismatch()),
+    }
+}
+
+fn got(spec: &Spec, text: &str) -> String {
+    if spec.secret {
+        String::new()
+    } else {
+        format!(" (got {})", quoted(text))
+    }
+}
+
+/// A value quoted for a message, cut short so one bad value cannot flood the output.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() > MAX {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{:?}...", cut)
+    } else {
+        format!("{text:?}")
+    }
+}
+
+fn in_int_range(n: i64, min: i64, max: i64) -> Result<toml::Value, String> {
+    if (min..=max).contains(&n) {
+        Ok(toml::Value::Integer(n))
+    } else {
+        Err(format!("must be between {min} and {max} (got {n})"))
+    }
+}
+
+fn in_float_range(x: f64, min: f64, max: f64) -> Result<toml::Value, String> {
+    if (min..=max).contains(&x) {
+        Ok(toml::Value::Float(x))
+    } else {
+        Err(format!("must be between {min} and {max} (got {x})"))
+    }
+}
+
+fn text_value(spec: &Spec, check: Check, text: &str) -> Result<Option<toml::Value>, String> {
+    match check(text) {
+        Ok(normalised) => Ok(Some(toml::Value::String(normalised))),
+        Err(reason) => Err(format!("{reason}{}", got(spec, text))),
+    }
+}
+
+fn choice(spec: &Spec, choices: &[&str], text: &str) -> Result<Option<toml::Value>, String> {
+    if choices.contains(&text) {
+        Ok(Some(toml::Value::String(text.to_owned())))
+    } else {
+        let options: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+        Err(format!(
+            "must be one of {}{}",
+            options.join(", "),
+            got(spec, text)
+        ))
+    }
+}
+
+fn list(check: Check, items: Vec<&str>) -> Result<Option<toml::Value>, String> {
+    let mut values = Vec::with_capacity(items.len());
+    let mut reasons = Vec::new();
+    for item in items {
+        match check(item) {
+            Ok(normalised) => values.push(toml::Value::String(normalised)),
+            Err(reason) => reasons.push(format!("{}: {reason}", quoted(item))),
+        }
+    }
+    if reasons.is_empty() {
+        Ok(Some(toml::Value::Array(values)))
+    } else {
+        Err(reasons.join("; "))
+    }
+}
+
+// The checks. None of them repeats its input: for secret keys the walk shows no value.
+
+/// The parameters sqlx reads from a connection URL. Refusing others also keeps sqlx from
+/// logging an unrecognised parameter's value, which might be a mistyped password.
+const PG_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+pub(crate) fn check_database_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|e| format!("is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err("must start with postgres:// or postgresql://".to_owned());
+    }
+    let mut unknown: Vec<String> = url
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .filter(|name| !PG_PARAMS.contains(&name.as_str()) && !name.starts_with("options["))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "has unknown connection parameters: {}",
+            unknown.join(", ")
+        ));
+    }
+    PgConnectOptions::from_str(text)
+        .map_err(|e| scrub_password(&url, &format!("is not usable: {e}")))?;
+    Ok(text.to_owned())
+}
+
+/// Removes a URL's password, raw or decoded, from a message built from it.
+pub(crate) fn scrub_password(url: &Url, message: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    if let Some(password) = url.password() {
+        secrets.push(password.to_owned());
+        if let Some(decoded) = percent_decode(password) {
+            secrets.push(decoded);
+        }
+    }
+    for (name, value) in url.query_pairs() {
+        if name == "password" {
+            secrets.push(value.into_owned());
+        }
+    }
+    let mut scrubbed = message.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        scrubbed = scrubbed.replace(secret.as_str(), "[redacted]");
+    }
+    scrubbed
+}
+
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn check_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("is not an absolute URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".to_owned());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain a user name or password".to_owned());
+    }
+    Ok(url)
+}
+
+fn check_api_url(text: &str) -> Result<String, String> {
+    let url = check_http_url(text)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+fn check_redirect_url(text: &str) -> Result<String, String> {
+    check_http_url(text).map(|_| text.to_owned())
+}
+
+pub(crate) const SECRET_KEY_PREFIXES: [&str; 2] = ["sk_test_", "sk_live_"];
+
+/// A Clerk secret key, trimmed. Reasons never include the key.
+pub(crate) fn check_secret_key(text: &str) -> Result<String, String> {
+    let key = text.trim();
+    if key.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    let Some(rest) = SECRET_KEY_PREFIXES
+        .iter()
+        .find_map(|prefix| key.strip_prefix(prefix))
+    else {
+        return Err("does not start with sk_test_ or sk_live_ (value not shown)".to_owned());
+    };
+    if rest.is_empty() {
+        return Err("has nothing after its sk_test_ or sk_live_ prefix".to_owned());
+    }
+    if KeyKind::of(key).is_none() {
+        return Err("contains characters other than printable ASCII (value not shown)".to_owned());
+    }
+    Ok(key.to_owned())
+}
+
+fn check_path(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("is empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// An unquoted SQL identifier as PostgreSQL reads one, limited to ASCII.
+pub(crate) fn is_sql_identifier(part: &str) -> bool {
+    let mut chars = part.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && part.len() <= 63
+}
+
+pub(crate) fn check_relation(text: &str) -> Result<String, String> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() > 2 {
+        return Err("must be `name` or `schema.name`, with at most one dot".to_owned());
+    }
+    if parts.iter().all(|part| is_sql_identifier(part)) {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "must be `name` or `schema.name`, each part an SQL identifier \
+             ([A-Za-z_][A-Za-z0-9_]*, at most 63 characters)"
+                .to_owned(),
+        )
+    }
+}
+
+pub(crate) fn check_schedule(text: &str) -> Result<String, String> {
+    let fields = text.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "must be a cron expression of 6 or 7 fields (sec min hour day-of-month month \
+             day-of-week [year]), found {fields}"
+        ));
+    }
+    // The scheduler's own parser, so that what passes here also runs.
+    tokio_cron_scheduler::Job::new(text, |_, _| {})
+        .map_err(|_| "is not a valid cron expression".to_owned())?;
+    Ok(text.to_owned())
+}
+
+fn check_target(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && text.len() <= 63;
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "must be 1 to 63 characters: ASCII letters, digits, `_`, `-`, `.`, \
+             starting with a letter or digit"
+                .to_owned(),
+        )
+    }
+}
+
+fn check_socket_addr(text: &str) -> Result<String, String> {
+    text.parse::<SocketAddr>()
+        .map(|_| text.to_owned())
+        .map_err(|_| "must be an IP address and port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned())
+}
+
+fn check_filter(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("is empty".to_owned());
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("is not a tracing filter directive: {e}"))
+}
+
+/// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
+pub(crate) fn check_protected(text: &str) -> Result<String, String> {
+    let entry = text.trim().to_lowercase();
+    let valid_domain = |domain: &str| {
+        !domain.is_empty()
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.chars().any(char::is_whitespace)
+    };
+    let valid = match entry.split_once('@') {
+        Some(("", domain)) => valid_domain(domain),
+        Some((local, domain)) => !local.chars().any(char::is_whitespace) && valid_domain(domain),
+        None => false,
+    };
+    if valid {
+        Ok(entry)
+    } else {
+        Err("is neither an email address nor an @domain".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relation_names() {
+        for good in ["desired_invitees", "hr.people", "_x", "A1.b_2"] {
+            assert!(check_relation(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "a.b.c", "1abc", "a-b", "a b", "a.", ".a", "a;drop", "\"a\"",
+        ] {
+            assert!(check_relation(bad).is_err(), "{bad}");
+        }
+        assert!(check_relation(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn schedules() {
+        assert!(check_schedule("0 */5 * * * *").is_ok());
+        assert!(check_schedule("0 0 3 * * Mon").is_ok());
+        assert!(check_schedule("*/5 * * * *").is_err());
+        assert!(check_schedule("0 */5 * * * * * *").is_err());
+        assert!(check_schedule("0 */5 * * * nope").is_err());
+    }
+
+    #[test]
+    fn secret_keys() {
+        assert_eq!(
+            check_secret_key(" sk_test_abc\n").as_deref(),
+            Ok("sk_test_abc")
+        );
+        assert!(check_secret_key("sk_live_abc").is_ok());
+        assert!(check_secret_key("sk_test_").is_err());
+        assert!(check_secret_key("pk_test_abc").is_err());
+        assert!(check_secret_key("sk_test_a b").is_err());
+        let reason = check_secret_key("xx_SUPERSECRET").unwrap_err();
+        assert!(!reason.contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn protected_entries() {
+        assert_eq!(
+            check_protected(" CEO@Example.com ").as_deref(),
+            Ok("ceo@example.com")
+        );
+        assert_eq!(
+            check_protected("@Board.example.com").as_deref(),
+            Ok("@board.example.com")
+        );
+        for bad in ["", "example.com", "@", "a@", "a@b@c", "@.com", "a b@x.com"] {
+            assert!(check_protected(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn database_urls() {
+        assert!(check_database_url("postgres://u:p@localhost:5432/db?sslmode=require").is_ok());
+        assert!(check_database_url("postgresql:///db?host=/run/postgresql").is_ok());
+        assert!(check_database_url("mysql://localhost/db").is_err());
+        assert!(check_database_url("not a url").is_err());
+        let reason = check_database_url("postgres://u:p@h/db?pasword=hunter2").unwrap_err();
+        assert!(reason.contains("pasword") && !reason.contains("hunter2"));
+        let reason = check_database_url("postgres://u:hunter2@h/db?sslmode=bogus").unwrap_err();
+        assert!(!reason.contains("hunter2"), "{reason}");
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(check_api_url("https://api.clerk.com/v1").is_ok());
+        assert!(check_api_url("http://127.0.0.1:4000/v1").is_ok());
+        assert!(check_api_url("ftp://x/v1").is_err());
+        assert!(check_api_url("/v1").is_err());
+        assert!(check_api_url("https://u:p@x/v1").is_err());
+        assert!(check_redirect_url("https://app.example.com/welcome?from=invite").is_ok());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("dry_rn", &["dry_run", "notify"]), Some("dry_run"));
+        assert_eq!(suggest("sycn", &SECTIONS), Some("sync"));
+        assert_eq!(suggest("completely_else", &["dry_run"]), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+    }
+}
