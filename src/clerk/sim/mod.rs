@@ -1,0 +1,342 @@
+//! A faithful in-memory Clerk Backend API for invitations, served over a real socket.
+//!
+//! It answers the four invitation operations under `/v1` with Clerk's shapes,
+//! validation, error codes and rate limits, and a control API under `/_sim/`
+//! (no auth) to seed users, accept or expire invitations, inject faults and read
+//! counters. Where Clerk's behaviour is unknown it takes the harsher reading:
+//! one bad item fails a whole bulk call, and `ignore_existing: true` creates a
+//! second pending invitation next to the first.
+//!
+//! Choices worth knowing when reading its answers:
+//! - An empty bulk array is answered 422 `form_param_value_invalid` (the array
+//!   violates `minItems: 1`; no parameter is missing).
+//! - Calls that get no response at all (a `Hang` or `DropAfterApply` fault) are
+//!   counted in [`SimStats`] under status [`SimStats::NO_RESPONSE`] (0).
+//! - Every call that passes auth and the rate limits counts against the limits,
+//!   including ones then answered by a fault or a validation error.
+
+mod errors;
+mod http;
+mod input;
+mod state;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::model::Invitation;
+use state::State;
+
+/// How a simulator is started.
+#[derive(Clone)]
+pub struct SimOptions {
+    /// Where [`start`] binds. Default `127.0.0.1:0` (any free port).
+    pub listen: SocketAddr,
+    /// The only key accepted as `Authorization: Bearer <key>`. Its prefix picks the
+    /// per-10-s limit: `sk_live_` gets production's 1000, anything else development's 100.
+    pub secret_key: String,
+    /// The length of the "hour" of the hourly create limits; tests shorten it.
+    pub hour: Duration,
+    /// `false` disables every rate limit.
+    pub rate_limits: bool,
+    /// How long a `Hang` fault holds its request (it ends early on shutdown).
+    pub hang: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            secret_key: "sk_test_simulator".to_owned(),
+            hour: Duration::from_secs(3600),
+            rate_limits: true,
+            hang: Duration::from_secs(60),
+        }
+    }
+}
+
+// Hand-written so the key never reaches a log through a Debug print.
+impl fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("listen", &self.listen)
+            .field("secret_key", &"<redacted>")
+            .field("hour", &self.hour)
+            .field("rate_limits", &self.rate_limits)
+            .field("hang", &self.hang)
+            .finish()
+    }
+}
+
+/// One of the four simulated Backend API operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    CreateInvitation,
+    CreateBulkInvitations,
+    ListInvitations,
+    RevokeInvitation,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [
+        Operation::CreateInvitation,
+        Operation::CreateBulkInvitations,
+        Operation::ListInvitations,
+        Operation::RevokeInvitation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateInvitation => "create_invitation",
+            Operation::CreateBulkInvitations => "create_bulk_invitations",
+            Operation::ListInvitations => "list_invitations",
+            Operation::RevokeInvitation => "revoke_invitation",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Answer the next `times` calls of `operation` (those that pass auth and the rate
+/// limits) with `kind` instead of the normal behaviour. Faults queue up in the order
+/// they were injected.
+///
+/// JSON: `{"operation": "create_invitation", "times": 2, "kind": {"type": "status", "status": 503}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub operation: Operation,
+    #[serde(default = "one")]
+    pub times: u32,
+    pub kind: FaultKind,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Fault {
+    pub fn new(operation: Operation, times: u32, kind: FaultKind) -> Self {
+        Fault {
+            operation,
+            times,
+            kind,
+        }
+    }
+}
+
+/// What an injected fault does to a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer with this HTTP status and a ClerkErrors body; nothing is applied. The code
+    /// is `too_many_requests` for 429, `internal_clerk_error` for 5xx, `fault_injected`
+    /// otherwise. `retry_after` (seconds) is sent as a `Retry-After` header when given.
+    Status {
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+    /// Hold the request for `SimOptions::hang` (or until shutdown) without applying it,
+    /// then close the connection without a response.
+    Hang,
+    /// Apply the request, then close the connection without sending any response byte.
+    DropAfterApply,
+}
+
+/// Calls per operation and final HTTP status.
+///
+/// JSON: `{"create_invitation": {"200": 3, "422": 1}, ...}`. Calls that got no
+/// response (hang, dropped connection) are counted under status 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SimStats {
+    pub counts: BTreeMap<Operation, BTreeMap<u16, u64>>,
+}
+
+impl SimStats {
+    /// The status under which calls that got no response are counted.
+    pub const NO_RESPONSE: u16 = 0;
+
+    /// Calls of `operation` answered with `status`.
+    pub fn count(&self, operation: Operation, status: u16) -> u64 {
+        self.counts
+            .get(&operation)
+            .and_then(|by_status| by_status.get(&status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls of `operation`, whatever their status.
+    pub fn total(&self, operation: Operation) -> u64 {
+        self.counts
+            .get(&operation)
+            .map(|by_status| by_status.values().sum())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn record(&mut self, operation: Operation, status: u16) {
+        *self
+            .counts
+            .entry(operation)
+            .or_default()
+            .entry(status)
+            .or_insert(0) += 1;
+    }
+}
+
+/// What the server tasks and the handle share.
+pub(crate) struct Sim {
+    options: SimOptions,
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+}
+
+impl Sim {
+    fn new(options: SimOptions) -> Self {
+        let state = State::new(&options);
+        Sim {
+            options,
+            state: Mutex::new(state),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written in a
+        // way that matters to a simulator, so keep serving rather than poison every call.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Bind `options.listen` and serve the simulator on it.
+pub async fn start(options: SimOptions) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind(options.listen).await?;
+    start_on(listener, options).await
+}
+
+/// Serve the simulator on an already bound listener (`options.listen` is ignored).
+pub async fn start_on(listener: TcpListener, options: SimOptions) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let sim = Arc::new(Sim::new(options));
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&sim)));
+    tracing::debug!(%addr, "clerk simulator listening");
+    Ok(SimHandle {
+        addr,
+        sim,
+        server: Some(server),
+    })
+}
+
+/// A running simulator. Dropping it stops the server, like [`SimHandle::shutdown`]
+/// without waiting for the connections to close.
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Arc<Sim>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Clerk API base, e.g. `http://127.0.0.1:PORT/v1`; operation paths are appended
+    /// to it (`{base}/invitations`).
+    pub fn base_url(&self) -> Url {
+        let mut addr = self.addr;
+        // A wildcard bind is reached through the loopback address of its family.
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            _ => {}
+        }
+        Url::parse(&format!("http://{addr}/v1")).expect("a socket address makes a valid URL")
+    }
+
+    /// The root of the server (the control API lives under `{root}/_sim/`).
+    pub fn root_url(&self) -> Url {
+        let mut url = self.base_url();
+        url.set_path("/");
+        url
+    }
+
+    pub fn secret_key(&self) -> &str {
+        &self.sim.options.secret_key
+    }
+
+    /// Make these emails existing users, so creating invitations for them fails.
+    pub fn seed_users(&self, emails: &[&str]) {
+        let mut state = self.sim.state();
+        for email in emails {
+            state.add_user(email);
+        }
+    }
+
+    /// Accept a pending invitation (its email becomes a user). `false` if the id is
+    /// unknown or the invitation is not pending.
+    pub fn accept(&self, invitation_id: &str) -> bool {
+        self.sim.state().accept(invitation_id).is_ok()
+    }
+
+    /// Expire a pending invitation now. `false` if the id is unknown or the invitation
+    /// is not pending.
+    pub fn expire(&self, invitation_id: &str) -> bool {
+        self.sim.state().expire(invitation_id).is_ok()
+    }
+
+    pub fn inject_fault(&self, fault: Fault) {
+        self.sim.state().inject_fault(fault);
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.sim.state().stats().clone()
+    }
+
+    /// Every invitation of every status, in creation order.
+    pub fn invitations(&self) -> Vec<Invitation> {
+        self.sim.state().all_invitations()
+    }
+
+    /// Forget invitations, users, faults, counters and rate-limit windows.
+    pub fn reset(&self) {
+        self.sim.state().reset();
+    }
+
+    /// Stop accepting, end every connection (and every hang), and wait for the server to stop.
+    pub async fn shutdown(mut self) {
+        self.sim.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            if let Err(error) = server.await {
+                tracing::warn!(%error, "clerk simulator server task failed");
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.sim.shutdown.cancel();
+    }
+}
