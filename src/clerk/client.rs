@@ -1,9 +1,24 @@
 //! The HTTP client for Clerk's four invitation operations.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::Instrument;
 use url::Url;
+
+use super::model::{
+    codes, ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
+    OrderBy, API_VERSION,
+};
 
 /// What kind of Clerk instance a secret key belongs to, read from its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,4 +62,688 @@ pub struct ClientOptions {
     pub timeout: Duration,
     pub rate: Option<RequestRate>,
     pub retry: RetryPolicy,
+}
+
+impl KeyKind {
+    /// The kind of a secret key, or `None` when it is not a Clerk secret key at all.
+    pub fn of(secret_key: &str) -> Option<KeyKind> {
+        let kind = if secret_key.starts_with("sk_test_") {
+            KeyKind::Test
+        } else if secret_key.starts_with("sk_live_") {
+            KeyKind::Live
+        } else {
+            return None;
+        };
+        let rest = &secret_key[8..];
+        let well_formed = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic());
+        well_formed.then_some(kind)
+    }
+
+    /// Clerk's documented Backend API limit for this kind of instance.
+    pub fn default_rate(self) -> RequestRate {
+        let requests = match self {
+            KeyKind::Test => 100,
+            KeyKind::Live => 1000,
+        };
+        RequestRate {
+            requests,
+            per: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The four invitation operations, named as the spec's operation ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    CreateInvitation,
+    CreateBulkInvitations,
+    ListInvitations,
+    RevokeInvitation,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateInvitation => "create_invitation",
+            Operation::CreateBulkInvitations => "create_bulk_invitations",
+            Operation::ListInvitations => "list_invitations",
+            Operation::RevokeInvitation => "revoke_invitation",
+        }
+    }
+
+    /// Whether sending the request twice does no harm: a second list reads again, a
+    /// second revoke answers `invitation_already_revoked`. A second create invites twice.
+    fn idempotent(self) -> bool {
+        matches!(
+            self,
+            Operation::ListInvitations | Operation::RevokeInvitation
+        )
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call to Clerk did not succeed. Callers branch on the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The secret key is missing or not a Clerk secret key. No request was made.
+    #[error("the Clerk secret key is not usable: {0}")]
+    InvalidKey(&'static str),
+    /// Clerk answered with an error status and a `ClerkErrors` body.
+    #[error("Clerk answered {status} to {operation}: {}", summary(.errors))]
+    Clerk {
+        operation: Operation,
+        status: u16,
+        errors: Vec<ClerkError>,
+        trace_id: Option<String>,
+    },
+    /// Clerk answered 429, or an earlier 429's `Retry-After` has not passed yet (then
+    /// nothing was sent: `sent` is false).
+    #[error("Clerk rate-limited {operation}; retry after {}", retry_after_text(*.retry_after))]
+    RateLimited {
+        operation: Operation,
+        retry_after: Option<Duration>,
+        sent: bool,
+        trace_id: Option<String>,
+    },
+    /// The request never reached Clerk (the connection could not be made), even after retries.
+    #[error("{operation} never reached Clerk after {attempts} attempt(s): {source}")]
+    NeverSent {
+        operation: Operation,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request may have been applied: it was sent but no complete answer came back.
+    #[error("the outcome of {operation} is unknown: {source}")]
+    OutcomeUnknown {
+        operation: Operation,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Clerk answered, but the body was not what the spec says.
+    #[error("Clerk's answer {status} to {operation} could not be read: {message}")]
+    Decode {
+        operation: Operation,
+        status: u16,
+        message: String,
+    },
+}
+
+fn summary(errors: &[ClerkError]) -> String {
+    if errors.is_empty() {
+        return "no error detail".to_owned();
+    }
+    errors
+        .iter()
+        .map(|e| {
+            let text = if e.long_message.is_empty() {
+                &e.message
+            } else {
+                &e.long_message
+            };
+            format!("{} ({text})", e.code)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn retry_after_text(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("{} s", d.as_secs()),
+        None => "an unspecified time".to_owned(),
+    }
+}
+
+impl ClientError {
+    /// The operation that failed.
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            ClientError::InvalidKey(_) => None,
+            ClientError::Clerk { operation, .. }
+            | ClientError::RateLimited { operation, .. }
+            | ClientError::NeverSent { operation, .. }
+            | ClientError::OutcomeUnknown { operation, .. }
+            | ClientError::Decode { operation, .. } => Some(*operation),
+        }
+    }
+
+    /// The HTTP status Clerk answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Clerk { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::RateLimited { sent: true, .. } => Some(429),
+            _ => None,
+        }
+    }
+
+    /// Every error code in Clerk's answer.
+    pub fn codes(&self) -> Vec<&str> {
+        match self {
+            ClientError::Clerk { errors, .. } => errors.iter().map(|e| e.code.as_str()).collect(),
+            ClientError::RateLimited { sent: true, .. } => vec![codes::TOO_MANY_REQUESTS],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether Clerk's answer carries this error code.
+    pub fn has_code(&self, code: &str) -> bool {
+        self.codes().contains(&code)
+    }
+
+    /// The Clerk errors of the answer (empty when Clerk did not answer with errors).
+    pub fn clerk_errors(&self) -> &[ClerkError] {
+        match self {
+            ClientError::Clerk { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+
+    pub fn trace_id(&self) -> Option<&str> {
+        match self {
+            ClientError::Clerk { trace_id, .. } | ClientError::RateLimited { trace_id, .. } => {
+                trace_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a create that failed this way may still have created invitations, so
+    /// that it must be settled by looking the email up before it is sent again.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            ClientError::OutcomeUnknown { .. } | ClientError::Decode { .. } => true,
+            ClientError::Clerk { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Largest page Clerk serves.
+pub const MAX_PAGE: u32 = 500;
+/// Most items one bulk create may carry.
+pub const MAX_BULK: usize = 10;
+/// Longest `Retry-After` the client sleeps through itself before giving up on a read.
+const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(60);
+
+/// Filters and page of one `GET /invitations` call.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<InvitationStatus>,
+    pub query: Option<String>,
+    pub order_by: Option<OrderBy>,
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+/// A client for Clerk's invitation endpoints.
+///
+/// It pins the API version, keeps to the request rate of the key's kind, retries what is
+/// safe to retry, remembers a 429's `Retry-After` per operation, and never retries a create
+/// whose outcome is unknown.
+#[derive(Clone)]
+pub struct ClerkClient {
+    http: reqwest::Client,
+    base: Url,
+    authorization: HeaderValue,
+    retry: RetryPolicy,
+    limiter: Arc<RateLimiter>,
+    blocked_until: Arc<std::sync::Mutex<HashMap<Operation, Instant>>>,
+    never_sent_failures: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ClerkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkClient")
+            .field("base", &self.base.as_str())
+            .field("secret_key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClerkClient {
+    /// Builds a client. A missing or malformed secret key is refused here, before any request.
+    pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
+        let key = options.secret_key.expose_secret();
+        if key.trim().is_empty() {
+            return Err(ClientError::InvalidKey("it is empty"));
+        }
+        let kind = KeyKind::of(key).ok_or(ClientError::InvalidKey(
+            "it must start with sk_test_ or sk_live_ followed by printable characters",
+        ))?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            ClientError::InvalidKey("it contains characters not allowed in a header")
+        })?;
+        authorization.set_sensitive(true);
+
+        let mut headers = HeaderMap::new();
+        headers.insert("Clerk-API-Version", HeaderValue::from_static(API_VERSION));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("invite-sync/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|_| ClientError::InvalidKey("the HTTP client could not be built"))?;
+
+        let mut base = options.api_url;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(ClerkClient {
+            http,
+            base,
+            authorization,
+            retry: options.retry,
+            limiter: Arc::new(RateLimiter::new(
+                options.rate.unwrap_or_else(|| kind.default_rate()),
+            )),
+            blocked_until: Arc::default(),
+            never_sent_failures: Arc::default(),
+        })
+    }
+
+    /// How many attempts so far failed before reaching Clerk.
+    pub fn never_sent_failures(&self) -> u64 {
+        self.never_sent_failures.load(Ordering::Relaxed)
+    }
+
+    /// `POST /invitations`.
+    pub async fn create_invitation(
+        &self,
+        request: &CreateInvitation,
+    ) -> Result<Invitation, ClientError> {
+        self.call(
+            Operation::CreateInvitation,
+            Method::POST,
+            "invitations",
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /invitations/bulk` with 1 to 10 items. All or nothing, as far as Clerk says.
+    pub async fn create_bulk_invitations(
+        &self,
+        requests: &[CreateInvitation],
+    ) -> Result<Vec<Invitation>, ClientError> {
+        self.call(
+            Operation::CreateBulkInvitations,
+            Method::POST,
+            "invitations/bulk",
+            &[],
+            Some(requests),
+        )
+        .await
+    }
+
+    /// `POST /invitations/{id}/revoke`.
+    pub async fn revoke_invitation(&self, invitation_id: &str) -> Result<Invitation, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| ClientError::InvalidKey("the Clerk API URL cannot carry a path"))?
+            .pop_if_empty()
+            .extend(["invitations", invitation_id, "revoke"]);
+        self.call_url::<Invitation, ()>(Operation::RevokeInvitation, Method::POST, url, None)
+            .await
+    }
+
+    /// One page of `GET /invitations?paginated=true`.
+    pub async fn list_invitations(&self, query: &ListQuery) -> Result<InvitationPage, ClientError> {
+        let mut params: Vec<(&str, String)> = vec![("paginated", "true".to_owned())];
+        if let Some(status) = query.status {
+            params.push(("status", status.as_str().to_owned()));
+        }
+        if let Some(q) = &query.query {
+            params.push(("query", q.clone()));
+        }
+        if let Some(order_by) = query.order_by {
+            params.push(("order_by", order_by.to_string()));
+        }
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        if let Some(offset) = query.offset {
+            params.push(("offset", offset.to_string()));
+        }
+        self.call::<InvitationPage, ()>(
+            Operation::ListInvitations,
+            Method::GET,
+            "invitations",
+            &params,
+            None,
+        )
+        .await
+    }
+
+    /// Every invitation with this status (all non-revoked ones for `None`), across as many
+    /// pages of 500 as it takes, oldest first. Each id appears once.
+    pub async fn list_all(
+        &self,
+        status: Option<InvitationStatus>,
+    ) -> Result<Vec<Invitation>, ClientError> {
+        let order_by = OrderBy::parse("+created_at");
+        let mut seen = HashSet::new();
+        let mut all = Vec::new();
+        let mut offset: u64 = 0;
+        loop {
+            let page = self
+                .list_invitations(&ListQuery {
+                    status,
+                    query: None,
+                    order_by,
+                    limit: Some(MAX_PAGE),
+                    offset: Some(offset),
+                })
+                .await?;
+            let received = page.data.len() as u64;
+            for invitation in page.data {
+                if seen.insert(invitation.id.clone()) {
+                    all.push(invitation);
+                }
+            }
+            offset += received;
+            if received < u64::from(MAX_PAGE) || offset >= page.total_count {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The invitations whose email address equals `email`, case-insensitively, of any status
+    /// but revoked ones only when `status` asks for them.
+    pub async fn find_by_email(
+        &self,
+        email: &str,
+        status: Option<InvitationStatus>,
+    ) -> Result<Vec<Invitation>, ClientError> {
+        let mut found = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .list_invitations(&ListQuery {
+                    status,
+                    query: Some(email.to_owned()),
+                    order_by: OrderBy::parse("+created_at"),
+                    limit: Some(MAX_PAGE),
+                    offset: Some(offset),
+                })
+                .await?;
+            let received = page.data.len() as u64;
+            found.extend(
+                page.data
+                    .into_iter()
+                    .filter(|i| i.email_address.eq_ignore_ascii_case(email)),
+            );
+            offset += received;
+            if received < u64::from(MAX_PAGE) || offset >= page.total_count {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn call<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        operation: Operation,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut url = self
+            .base
+            .join(path)
+            .map_err(|_| ClientError::InvalidKey("the Clerk API URL cannot carry a path"))?;
+        if !params.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        self.call_url(operation, method, url, body).await
+    }
+
+    async fn call_url<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        operation: Operation,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.check_not_blocked(operation)?;
+            self.limiter.acquire().await;
+            let span = tracing::info_span!(
+                "clerk_call",
+                operation = operation.as_str(),
+                attempt,
+                status = tracing::field::Empty,
+                clerk_trace_id = tracing::field::Empty,
+            );
+            let outcome = self
+                .send_once::<T, B>(operation, method.clone(), url.clone(), body, attempt)
+                .instrument(span.clone())
+                .await;
+            let retry_in = match &outcome {
+                Ok(_) => None,
+                Err(error) => self.retry_delay(operation, error, attempt),
+            };
+            match (outcome, retry_in) {
+                (Err(error), Some(delay)) => {
+                    tracing::warn!(
+                        parent: &span,
+                        operation = operation.as_str(),
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        error = %error,
+                        "Clerk call failed; retrying",
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                (outcome, _) => return outcome,
+            }
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        operation: Operation,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        attempt: u32,
+    ) -> Result<T, ClientError> {
+        let span = tracing::Span::current();
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(source) => {
+                return Err(if source.is_connect() || source.is_builder() {
+                    self.never_sent_failures.fetch_add(1, Ordering::Relaxed);
+                    ClientError::NeverSent {
+                        operation,
+                        attempts: attempt,
+                        source,
+                    }
+                } else {
+                    ClientError::OutcomeUnknown { operation, source }
+                });
+            }
+        };
+        let status = response.status();
+        span.record("status", status.as_u16());
+        let header_trace_id = response
+            .headers()
+            .get("clerk-trace-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(id) = &header_trace_id {
+            span.record("clerk_trace_id", id.as_str());
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::OutcomeUnknown { operation, source })?;
+
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                operation,
+                status: status.as_u16(),
+                message: e.to_string(),
+            });
+        }
+        let errors: Option<ClerkErrors> = serde_json::from_slice(&bytes).ok();
+        let trace_id = errors
+            .as_ref()
+            .and_then(|e| e.clerk_trace_id.clone())
+            .or(header_trace_id);
+        if let Some(id) = &trace_id {
+            span.record("clerk_trace_id", id.as_str());
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(wait) = retry_after {
+                self.block(operation, wait);
+            }
+            return Err(ClientError::RateLimited {
+                operation,
+                retry_after,
+                sent: true,
+                trace_id,
+            });
+        }
+        match errors {
+            Some(errors) => Err(ClientError::Clerk {
+                operation,
+                status: status.as_u16(),
+                errors: errors.errors,
+                trace_id,
+            }),
+            None if status.is_server_error() => Err(ClientError::Clerk {
+                operation,
+                status: status.as_u16(),
+                errors: Vec::new(),
+                trace_id,
+            }),
+            None => Err(ClientError::Decode {
+                operation,
+                status: status.as_u16(),
+                message: "the error body is not a ClerkErrors object".to_owned(),
+            }),
+        }
+    }
+
+    /// How long to wait before trying again, or `None` when the error is final.
+    fn retry_delay(
+        &self,
+        operation: Operation,
+        error: &ClientError,
+        attempt: u32,
+    ) -> Option<Duration> {
+        if attempt >= self.retry.max_attempts {
+            return None;
+        }
+        let retryable = match error {
+            ClientError::NeverSent { .. } => true,
+            ClientError::OutcomeUnknown { .. } => operation.idempotent(),
+            ClientError::Clerk { status, .. } => *status >= 500 && operation.idempotent(),
+            // The hourly create limits can block for up to an hour: the caller records
+            // the wait and moves on. Reads and revokes sit out a short block here.
+            ClientError::RateLimited {
+                retry_after: Some(wait),
+                sent: true,
+                ..
+            } => {
+                return (operation.idempotent() && *wait <= MAX_RETRY_AFTER_WAIT).then_some(*wait);
+            }
+            _ => false,
+        };
+        retryable.then(|| self.backoff(attempt))
+    }
+
+    /// Exponential backoff with full jitter: a random wait up to `initial * 2^(attempt-1)`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.retry.max_backoff);
+        let millis = ceiling.as_millis().max(1) as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
+    }
+
+    fn block(&self, operation: Operation, wait: Duration) {
+        if let Ok(mut blocked) = self.blocked_until.lock() {
+            blocked.insert(operation, Instant::now() + wait);
+        }
+    }
+
+    fn check_not_blocked(&self, operation: Operation) -> Result<(), ClientError> {
+        let until = match self.blocked_until.lock() {
+            Ok(blocked) => blocked.get(&operation).copied(),
+            Err(_) => None,
+        };
+        match until {
+            Some(until) if until > Instant::now() => Err(ClientError::RateLimited {
+                operation,
+                retry_after: Some(until - Instant::now()),
+                sent: false,
+                trace_id: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A sliding-window limiter: at most `rate.requests` calls start in any `rate.per`.
+struct RateLimiter {
+    rate: RequestRate,
+    started: Mutex<VecDeque<Instant>>,
+}
+
+impl RateLimiter {
+    fn new(rate: RequestRate) -> Self {
+        RateLimiter {
+            rate,
+            started: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    async fn acquire(&self) {
+        loop {
+            let mut started = self.started.lock().await;
+            let now = Instant::now();
+            while started
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.rate.per)
+            {
+                started.pop_front();
+            }
+            if started.len() < self.rate.requests.max(1) as usize {
+                started.push_back(now);
+                return;
+            }
+            let free_at = started.front().map(|t| *t + self.rate.per);
+            drop(started);
+            if let Some(free_at) = free_at {
+                tokio::time::sleep_until(free_at).await;
+            }
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! Clerk's Backend API, as far as invitations go: the client, the shapes, and a faithful simulator.
 
+pub mod budget;
 pub mod client;
 pub mod model;
 pub mod sim;
 
-pub use client::{ClientOptions, KeyKind, RequestRate, RetryPolicy};
+pub use client::{
+    ClerkClient, ClientError, ClientOptions, KeyKind, ListQuery, Operation, RequestRate,
+    RetryPolicy,
+};
 pub use model::{
     ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
     OrderBy, TemplateSlug, API_VERSION,
