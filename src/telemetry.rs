@@ -1,0 +1,86 @@
+//! The tracing subscriber: human-readable lines for a terminal, JSON lines for production.
+
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Pretty,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
+pub fn init(format: Format, level: &str) -> Result<(), String> {
+    init_with_prefix(format, level, "")
+}
+
+/// Like [`init`], with `prefix` at the start of every line (the demo marks its lines so).
+pub fn init_with_prefix(format: Format, level: &str, prefix: &'static str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)
+            .map_err(|e| format!("RUST_LOG is not a valid filter: {e}"))?,
+        _ => EnvFilter::try_new(level)
+            .map_err(|e| format!("log.level is not a valid filter: {e}"))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(PrefixedStderr { prefix })
+        .with_span_events(FmtSpan::NONE);
+    let installed = match format {
+        Format::Pretty => builder.with_target(false).try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
+    installed.map_err(|e| format!("the log subscriber could not be installed: {e}"))
+}
+
+/// Standard error, each line led by a fixed prefix.
+#[derive(Clone, Copy)]
+struct PrefixedStderr {
+    prefix: &'static str,
+}
+
+struct PrefixedLine {
+    prefix: &'static str,
+    buffer: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PrefixedStderr {
+    type Writer = PrefixedLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        PrefixedLine {
+            prefix: self.prefix,
+            buffer: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl std::io::Write for PrefixedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PrefixedLine {
+    // The formatter writes one event per writer: the whole event goes out at once.
+    fn drop(&mut self) {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(self.buffer.len() + self.prefix.len());
+        for line in self.buffer.split_inclusive(|b| *b == b'\n') {
+            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(line);
+        }
+        let _ = std::io::stderr().lock().write_all(&out);
+    }
+}

@@ -1,0 +1,27 @@
+//! PostgreSQL: the roster invite-sync reads and the state it keeps. One file per table or concern.
+
+pub mod budget;
+pub mod desired;
+pub mod ledger;
+pub mod lock;
+pub mod runs;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The schema, forward-only, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool. Fails when the database does not answer within the pool's acquire timeout.
+pub async fn connect(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) -> Result<PgPool, sqlx::Error> {
+    pool.connect_with(options).await
+}
+
+/// Applies every migration not yet applied; running it again changes nothing.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

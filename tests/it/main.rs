@@ -4,5 +4,6 @@
 mod client;
 mod common;
 mod config;
+mod import;
 mod sim;
 mod store;

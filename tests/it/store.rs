@@ -1,1 +1,224 @@
+use chrono::{Duration as ChronoDuration, Utc};
 
+use crate::common::TestDb;
+use invite_sync::store::{self, budget};
+
+#[tokio::test]
+async fn migrations_apply_to_a_fresh_database_and_again_change_nothing() {
+    let db = TestDb::empty().await;
+    store::migrate(&db.pool).await.expect("first run applies");
+    store::migrate(&db.pool)
+        .await
+        .expect("second run is a no-op");
+
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, store::MIGRATOR.iter().count());
+
+    for table in [
+        "desired_invitees",
+        "invite_sync_ledger",
+        "invite_sync_known_users",
+        "invite_sync_runs",
+        "invite_sync_clerk_calls",
+        "invite_sync_rate_blocks",
+    ] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(exists, "{table} exists after migrating");
+    }
+}
+
+#[tokio::test]
+async fn an_integrator_inserts_with_just_the_email_and_gets_the_defaults() {
+    let db = TestDb::migrated().await;
+    sqlx::query("INSERT INTO desired_invitees (email) VALUES ('ann@example.com')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (metadata, notify, created, updated): (
+        serde_json::Value,
+        Option<bool>,
+        chrono::DateTime<Utc>,
+        chrono::DateTime<Utc>,
+    ) = sqlx::query_as(
+        "SELECT public_metadata, notify, created_at, updated_at FROM desired_invitees",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(metadata, serde_json::json!({}));
+    assert_eq!(notify, None);
+    assert_eq!(created, updated);
+}
+
+#[tokio::test]
+async fn a_second_spelling_of_the_same_email_is_rejected() {
+    let db = TestDb::migrated().await;
+    sqlx::query("INSERT INTO desired_invitees (email) VALUES ('Ann@Example.com')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for other in ["ann@example.com", "ANN@EXAMPLE.COM", " ann@example.com "] {
+        let error = sqlx::query("INSERT INTO desired_invitees (email) VALUES ($1)")
+            .bind(other)
+            .execute(&db.pool)
+            .await
+            .expect_err("a second spelling must be rejected");
+        let code = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("23505"), "{other}: unique violation");
+    }
+    // An upsert names the same conflict target.
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, source) VALUES ('ANN@example.com', 'hr')
+         ON CONFLICT ((lower(btrim(email)))) DO UPDATE SET source = EXCLUDED.source",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT email, source FROM desired_invitees")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("Ann@Example.com".to_owned(), Some("hr".to_owned()))]
+    );
+}
+
+#[tokio::test]
+async fn the_database_maintains_updated_at_on_change() {
+    let db = TestDb::migrated().await;
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, created_at, updated_at)
+         VALUES ('bo@example.com', now() - interval '1 day', now() - interval '1 day')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE desired_invitees SET public_metadata = '{\"team\": \"ops\"}'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let age: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - updated_at)::float8 FROM desired_invitees",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(age < 60.0, "updated_at moved to now, was {age} s old");
+}
+
+#[tokio::test]
+async fn a_blank_email_is_rejected() {
+    let db = TestDb::migrated().await;
+    let error = sqlx::query("INSERT INTO desired_invitees (email) VALUES ('  ')")
+        .execute(&db.pool)
+        .await
+        .expect_err("blank email");
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23514")
+    );
+}
+
+#[tokio::test]
+async fn the_budget_records_calls_per_target_and_endpoint() {
+    let db = TestDb::migrated().await;
+    let before = Utc::now() - ChronoDuration::seconds(5);
+    for _ in 0..3 {
+        let id = budget::record_call(&db.pool, "default", "create_bulk_invitations", 10, None)
+            .await
+            .unwrap();
+        budget::record_status(&db.pool, id, 200).await.unwrap();
+    }
+    budget::record_call(&db.pool, "default", "create_invitation", 1, None)
+        .await
+        .unwrap();
+    budget::record_call(&db.pool, "staging", "create_bulk_invitations", 10, None)
+        .await
+        .unwrap();
+
+    let bulk = budget::calls_since(&db.pool, "default", "create_bulk_invitations", before)
+        .await
+        .unwrap();
+    assert_eq!(bulk.len(), 3);
+    assert!(bulk.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    let later = budget::calls_since(&db.pool, "default", "create_bulk_invitations", Utc::now())
+        .await
+        .unwrap();
+    assert!(later.is_empty());
+
+    let over_ten = sqlx::query(
+        "INSERT INTO invite_sync_clerk_calls (target, endpoint, items) VALUES ('default', 'create_bulk_invitations', 11)",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(over_ten.is_err(), "a bulk call carries at most 10 items");
+}
+
+#[tokio::test]
+async fn a_stored_block_holds_until_it_passes_and_the_later_one_wins() {
+    let db = TestDb::migrated().await;
+    assert_eq!(
+        budget::blocked_until(&db.pool, "default", "create_invitation")
+            .await
+            .unwrap(),
+        None
+    );
+    let soon = Utc::now() + ChronoDuration::seconds(30);
+    let later = Utc::now() + ChronoDuration::seconds(300);
+    budget::record_block(&db.pool, "default", "create_invitation", later)
+        .await
+        .unwrap();
+    budget::record_block(&db.pool, "default", "create_invitation", soon)
+        .await
+        .unwrap();
+    let until = budget::blocked_until(&db.pool, "default", "create_invitation")
+        .await
+        .unwrap()
+        .expect("blocked");
+    assert!((until - later).num_milliseconds().abs() < 5);
+
+    let past = Utc::now() - ChronoDuration::seconds(1);
+    budget::record_block(&db.pool, "default", "create_bulk_invitations", past)
+        .await
+        .unwrap();
+    assert_eq!(
+        budget::blocked_until(&db.pool, "default", "create_bulk_invitations")
+            .await
+            .unwrap(),
+        None,
+        "a block in the past no longer holds"
+    );
+}
+
+#[tokio::test]
+async fn only_one_create_per_person_can_be_in_flight() {
+    let db = TestDb::migrated().await;
+    let insert = "INSERT INTO invite_sync_ledger (target, email, state, owned) VALUES ('default', 'cy@example.com', 'sending', true)";
+    sqlx::query(insert).execute(&db.pool).await.unwrap();
+    let second = sqlx::query(insert).execute(&db.pool).await;
+    assert!(
+        second.is_err(),
+        "a second in-flight create for one email is refused"
+    );
+    let not_normalised = sqlx::query(
+        "INSERT INTO invite_sync_ledger (target, email, state, owned) VALUES ('default', 'Cy@example.com', 'pending', true)",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(
+        not_normalised.is_err(),
+        "the ledger holds normalised emails only"
+    );
+}

@@ -1,0 +1,118 @@
+//! The shared hourly budget of Clerk's create endpoints: every call recorded in Postgres, so
+//! restarts and replicas count the same calls, and a 429's `Retry-After` kept until it passes.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::clerk::Operation;
+
+/// The hourly-limited endpoints, as named in `invite_sync_clerk_calls.endpoint`.
+pub fn endpoint_name(operation: Operation) -> Option<&'static str> {
+    match operation {
+        Operation::CreateInvitation | Operation::CreateBulkInvitations => Some(operation.as_str()),
+        Operation::ListInvitations | Operation::RevokeInvitation => None,
+    }
+}
+
+/// Records a call before it is sent and returns its id.
+pub async fn record_call(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    endpoint: &str,
+    items: i32,
+    run_id: Option<Uuid>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO invite_sync_clerk_calls (target, endpoint, items, run_id)
+           VALUES ($1, $2, $3, $4) RETURNING id"#,
+        target,
+        endpoint,
+        items,
+        run_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Stores the HTTP status Clerk answered to a recorded call.
+pub async fn record_status(
+    db: impl PgExecutor<'_>,
+    call_id: i64,
+    status: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE invite_sync_clerk_calls SET status = $2 WHERE id = $1",
+        call_id,
+        status,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The calls to `endpoint` made since `since`, oldest first (their times tell when the
+/// window frees up).
+pub async fn calls_since(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    endpoint: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT called_at FROM invite_sync_clerk_calls
+           WHERE target = $1 AND endpoint = $2 AND called_at > $3
+           ORDER BY called_at"#,
+        target,
+        endpoint,
+        since,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Keeps a 429's block: the endpoint is not called before `until`. A later block wins.
+pub async fn record_block(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    endpoint: &str,
+    until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"INSERT INTO invite_sync_rate_blocks (target, endpoint, blocked_until)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (target, endpoint) DO UPDATE
+           SET blocked_until = GREATEST(invite_sync_rate_blocks.blocked_until, EXCLUDED.blocked_until),
+               recorded_at = now()"#,
+        target,
+        endpoint,
+        until,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// When the endpoint's block ends, if it is blocked now.
+pub async fn blocked_until(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    endpoint: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT blocked_until FROM invite_sync_rate_blocks
+           WHERE target = $1 AND endpoint = $2 AND blocked_until > now()"#,
+        target,
+        endpoint,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Removes the record of a call that certainly never reached Clerk: it used no budget.
+pub async fn forget_call(db: impl PgExecutor<'_>, call_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM invite_sync_clerk_calls WHERE id = $1", call_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

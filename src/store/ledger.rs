@@ -1,0 +1,316 @@
+//! The invitation ledger: what invite-sync created, is creating, and has seen.
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::clerk::Invitation;
+use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
+
+struct Row {
+    id: i64,
+    email: String,
+    clerk_invitation_id: Option<String>,
+    state: String,
+    owned: bool,
+    row_digest: Option<String>,
+    redirect_url: Option<String>,
+    attempts: i32,
+    last_error_code: Option<String>,
+    last_error: Option<String>,
+    terminal: bool,
+    next_attempt_at: Option<DateTime<Utc>>,
+    revoked_by_us: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn into_entry(self) -> Result<LedgerEntry, sqlx::Error> {
+        let corrupt = |what: String| sqlx::Error::Decode(what.into());
+        Ok(LedgerEntry {
+            id: self.id,
+            email: Email::parse(&self.email)
+                .map_err(|e| corrupt(format!("ledger row {}: {e}", self.id)))?,
+            clerk_invitation_id: self.clerk_invitation_id,
+            state: LedgerState::parse(&self.state).ok_or_else(|| {
+                corrupt(format!("ledger row {}: state {:?}", self.id, self.state))
+            })?,
+            owned: self.owned,
+            row_digest: self.row_digest,
+            redirect_url: self.redirect_url,
+            attempts: self.attempts,
+            last_error_code: self.last_error_code,
+            last_error: self.last_error,
+            terminal: self.terminal,
+            next_attempt_at: self.next_attempt_at,
+            revoked_by_us: self.revoked_by_us,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// Every ledger entry of the target, oldest first.
+pub async fn load(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at
+           FROM invite_sync_ledger WHERE target = $1 ORDER BY id"#,
+        target
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Row::into_entry).collect()
+}
+
+/// The entries whose create is in flight or has an unknown outcome.
+pub async fn sending(
+    db: impl PgExecutor<'_>,
+    target: &str,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at
+           FROM invite_sync_ledger WHERE target = $1 AND state = 'sending' ORDER BY id"#,
+        target
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Row::into_entry).collect()
+}
+
+/// Marks an invitee `sending` before its create goes out, carrying over the attempts of an
+/// earlier failure. Fails (unique violation) if a create for the address is already in flight.
+pub async fn start_sending(
+    conn: &mut PgConnection,
+    target: &str,
+    invitee: &DesiredInvitee,
+    call_id: i64,
+    run_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    let earlier = sqlx::query_scalar!(
+        r#"DELETE FROM invite_sync_ledger
+           WHERE target = $1 AND email = $2 AND state = 'failed'
+           RETURNING attempts"#,
+        target,
+        invitee.email.as_str(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let attempts = earlier.into_iter().max().unwrap_or(0) + 1;
+    sqlx::query_scalar!(
+        r#"INSERT INTO invite_sync_ledger
+             (target, email, state, owned, row_digest, public_metadata, redirect_url, attempts,
+              call_id, run_id, sent_at)
+           VALUES ($1, $2, 'sending', true, $3, $4, $5, $6, $7, $8, now())
+           RETURNING id"#,
+        target,
+        invitee.email.as_str(),
+        invitee.digest,
+        serde_json::Value::Object(invitee.metadata()),
+        invitee.request.redirect_url,
+        attempts,
+        call_id,
+        run_id,
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+fn millis(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+/// Records the invitation a create produced (or that a lookup found for an unsettled create).
+pub async fn mark_created(
+    db: impl PgExecutor<'_>,
+    ledger_id: i64,
+    invitation: &Invitation,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE invite_sync_ledger
+           SET state = 'pending', clerk_invitation_id = $2, clerk_created_at = $3, expires_at = $4,
+               settled_at = now(), last_error_code = NULL, last_error = NULL, terminal = false,
+               next_attempt_at = NULL
+           WHERE id = $1"#,
+        ledger_id,
+        invitation.id,
+        millis(invitation.created_at),
+        invitation.expires_at.and_then(millis),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records that Clerk refused a create. `terminal` failures wait for the roster row to change;
+/// the others are retried at `next_attempt_at`.
+pub async fn mark_failed(
+    db: impl PgExecutor<'_>,
+    ledger_id: i64,
+    code: &str,
+    message: &str,
+    terminal: bool,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE invite_sync_ledger
+           SET state = 'failed', last_error_code = $2, last_error = $3, terminal = $4,
+               next_attempt_at = $5, settled_at = now()
+           WHERE id = $1"#,
+        ledger_id,
+        code,
+        message,
+        terminal,
+        next_attempt_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets `sending` entries whose create certainly did not reach Clerk.
+pub async fn forget(db: impl PgExecutor<'_>, ledger_ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "DELETE FROM invite_sync_ledger WHERE id = ANY($1) AND state = 'sending'",
+        ledger_ids
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records an invitation invite-sync did not create but now knows of (a duplicate it
+/// stumbled on). `owned` only when invite-sync had asked for it.
+pub async fn record_seen(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    invitation: &Invitation,
+    owned: bool,
+) -> Result<(), sqlx::Error> {
+    let email = Email::parse(&invitation.email_address)
+        .map_err(|e| sqlx::Error::Decode(format!("invitation {}: {e}", invitation.id).into()))?;
+    sqlx::query!(
+        r#"INSERT INTO invite_sync_ledger
+             (target, email, clerk_invitation_id, state, owned, public_metadata, clerk_created_at,
+              expires_at, settled_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+           ON CONFLICT (target, clerk_invitation_id) WHERE clerk_invitation_id IS NOT NULL
+           DO UPDATE SET state = EXCLUDED.state, owned = invite_sync_ledger.owned OR EXCLUDED.owned"#,
+        target,
+        email.as_str(),
+        invitation.id,
+        LedgerState::from(invitation.status).as_str(),
+        owned,
+        serde_json::Value::Object(invitation.public_metadata.clone()),
+        millis(invitation.created_at),
+        invitation.expires_at.and_then(millis),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stores the state Clerk's list showed for an invitation the ledger holds.
+pub async fn set_state(
+    db: impl PgExecutor<'_>,
+    ledger_id: i64,
+    state: LedgerState,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE invite_sync_ledger SET state = $2 WHERE id = $1 AND state <> 'sending'",
+        ledger_id,
+        state.as_str(),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records a revocation invite-sync made (or that Clerk says was already made).
+pub async fn mark_revoked_by_us(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    invitation_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE invite_sync_ledger SET state = 'revoked', revoked_by_us = true
+           WHERE target = $1 AND clerk_invitation_id = $2"#,
+        target,
+        invitation_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records that an invitation was accepted.
+pub async fn mark_accepted(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    invitation_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE invite_sync_ledger SET state = 'accepted'
+           WHERE target = $1 AND clerk_invitation_id = $2"#,
+        target,
+        invitation_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Remembers that these addresses belong to users, so no create is spent on them.
+pub async fn add_known_users(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: &[Email],
+    seen_via: &str,
+) -> Result<(), sqlx::Error> {
+    let emails: Vec<String> = emails.iter().map(|e| e.as_str().to_owned()).collect();
+    sqlx::query!(
+        r#"INSERT INTO invite_sync_known_users (target, email, seen_via)
+           SELECT $1, email, $3 FROM unnest($2::text[]) AS email
+           ON CONFLICT (target, email) DO NOTHING"#,
+        target,
+        &emails,
+        seen_via,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn known_users(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<Email>, sqlx::Error> {
+    let rows = sqlx::query_scalar!(
+        "SELECT email FROM invite_sync_known_users WHERE target = $1",
+        target
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().filter_map(|e| Email::parse(e).ok()).collect())
+}
+
+impl From<crate::clerk::InvitationStatus> for LedgerState {
+    fn from(status: crate::clerk::InvitationStatus) -> Self {
+        use crate::clerk::InvitationStatus as S;
+        match status {
+            S::Pending => LedgerState::Pending,
+            S::Accepted => LedgerState::Accepted,
+            S::Revoked => LedgerState::Revoked,
+            S::Expired => LedgerState::Expired,
+        }
+    }
+}
+
+/// The attempts recorded on an entry.
+pub async fn attempts(db: impl PgExecutor<'_>, ledger_id: i64) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT attempts FROM invite_sync_ledger WHERE id = $1",
+        ledger_id
+    )
+    .fetch_one(db)
+    .await
+}
