@@ -1,6 +1,12 @@
 //! invite-sync keeps a Clerk application's invitations equal to a roster in PostgreSQL.
 
 pub mod clerk;
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod domain;
+pub mod import;
+pub mod reconcile;
+pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,294 @@
+//! The command line: one binary, a subcommand per task.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::clerk::sim::{self, SimOptions};
+use crate::commands::{self, OutputFormat};
+use crate::config::{self, Settings};
+use crate::{store, telemetry};
+
+/// Exit code of a command that failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "invite-sync",
+    version,
+    about = "Keeps a Clerk application's invitations equal to a roster in PostgreSQL"
+)]
+pub struct Cli {
+    /// The configuration file (TOML). Built-in defaults apply to what it leaves out, and
+    /// INVITE_SYNC__SECTION__KEY, DATABASE_URL and CLERK_SECRET_KEY override it.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "INVITE_SYNC_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: cycles on the schedule, at start, on SIGHUP; stops cleanly on SIGTERM.
+    Run,
+    /// Run one cycle. Exit 0 done, 1 failed or items failed, 3 revocations held.
+    Sync(SyncArgs),
+    /// Show what the next cycle would do, revocations first.
+    Plan(PlanArgs),
+    /// Show the last runs, the backlog, the budget, held revocations and the lock holder.
+    Status(StatusArgs),
+    /// Load a CSV roster into the roster table (upsert by email).
+    Import(ImportArgs),
+    /// Run the whole loop on the local PostgreSQL against the built-in simulated Clerk.
+    Demo(DemoArgs),
+    /// Apply the database migrations (safe to run again).
+    Migrate,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Serve a simulated Clerk Backend API (invitations only) for rehearsals and tests.
+    ClerkSim(ClerkSimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Plan and report, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Release up to N revocations the guard holds, this once.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub allow_revocations: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file: a header row naming the columns, `email` required.
+    pub file: PathBuf,
+    /// The file is the whole roster: rows not in it are deleted.
+    #[arg(long)]
+    pub replace: bool,
+    /// Report what would change, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the good lines even when some are bad.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// With --replace, delete more than sync.max_revocation_ratio of the roster.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after the scripted cycles instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration with secrets redacted, or name every bad key (exit 2).
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ClerkSimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8900")]
+    pub listen: SocketAddr,
+    /// The secret key clients must send (sk_test_... or sk_live_..., which sets the request rate).
+    #[arg(long, env = "CLERK_SIM_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Length in seconds of the "hour" of the hourly create limits.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hour_seconds: u64,
+    /// Serve without any rate limit.
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => return config_check(cli.config),
+        Command::ClerkSim(args) => clerk_sim(args).await,
+        Command::Demo(args) => commands::demo::run(args.once).await,
+        command => {
+            let settings = match load(cli.config) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            match command {
+                Command::Run => commands::run::run(&settings).await,
+                Command::Sync(args) => {
+                    commands::sync::run(&settings, args.dry_run, args.allow_revocations).await
+                }
+                Command::Plan(args) => {
+                    commands::plan::run(&settings, args.format, args.detailed_exitcode).await
+                }
+                Command::Status(args) => commands::status::run(&settings, args.format).await,
+                Command::Import(args) => import(&settings, args).await,
+                Command::Migrate => migrate(&settings).await,
+                Command::Config { .. } | Command::ClerkSim(_) | Command::Demo(_) => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error.message = %error, error.cause_chain = ?error, "command failed");
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn config_check(file: Option<PathBuf>) -> ExitCode {
+    let env = config::process_env();
+    let (text, code) = config::check(file.as_deref(), &env);
+    if code == 0 {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    ExitCode::from(code as u8)
+}
+
+/// Loads the settings and installs logging; a bad configuration is a usage error.
+fn load(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let settings = Settings::from_process_env(file.as_deref()).map_err(|error| {
+        eprintln!("invalid configuration:\n{error}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    let format = match settings.log.format {
+        config::LogFormat::Pretty => telemetry::Format::Pretty,
+        config::LogFormat::Json => telemetry::Format::Json,
+    };
+    telemetry::init(format, &settings.log.level).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    Ok(settings)
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let pool = crate::reconcile::connect(settings).await?;
+    store::migrate(&pool)
+        .await
+        .context("the migrations could not be applied")?;
+    let applied = store::MIGRATOR.iter().count();
+    tracing::info!(migrations = applied, "database schema is up to date");
+    println!("database schema is up to date ({applied} migrations)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let pool = crate::reconcile::connect(settings).await?;
+    let options = crate::import::ImportOptions {
+        relation: settings.source.relation.clone(),
+        replace: args.replace,
+        dry_run: args.dry_run,
+        skip_invalid: args.skip_invalid,
+        force: args.force,
+        max_delete_ratio: settings.sync.max_revocation_ratio,
+    };
+    match crate::import::import_path(&pool, &args.file, &options).await {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("import failed: {error}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(telemetry::Format::Pretty, "info").map_err(anyhow::Error::msg)?;
+    let mut options = SimOptions {
+        listen: args.listen,
+        hour: Duration::from_secs(args.hour_seconds),
+        rate_limits: !args.no_rate_limits,
+        ..SimOptions::default()
+    };
+    if let Some(key) = args.secret_key {
+        if crate::clerk::KeyKind::of(&key).is_none() {
+            eprintln!("--secret-key must start with sk_test_ or sk_live_");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        options.secret_key = key;
+    }
+    let handle = sim::start(options)
+        .await
+        .with_context(|| format!("the simulator could not listen on {}", args.listen))?;
+    tracing::info!(
+        api_url = %handle.base_url(),
+        control = %format!("http://{}/_sim/", handle.addr()),
+        hour_seconds = args.hour_seconds,
+        rate_limits = !args.no_rate_limits,
+        "simulated Clerk is serving; Ctrl-C stops it"
+    );
+    shutdown_signal().await;
+    handle.shutdown().await;
+    tracing::info!("simulated Clerk stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,233 @@
+//! `invite-sync demo`: the whole loop on the local PostgreSQL with the built-in simulated
+//! Clerk: a sample roster invited, a few people removed and revoked, acceptance and expiry
+//! noticed, then the service keeps running until Ctrl-C (or stops with `--once`).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Executor};
+use tokio_util::sync::CancellationToken;
+
+use crate::clerk::sim::{self, SimOptions};
+use crate::config::Settings;
+use crate::reconcile::{self, CycleResult, Request};
+use crate::{import, service, store, telemetry};
+
+/// The database the demo uses (and resets) on the local server.
+pub const DATABASE: &str = "invite_sync_demo";
+/// The sample roster.
+const ROSTER: &str = include_str!("../../config/demo-roster.csv");
+/// People in the roster who already have an account in the simulated Clerk.
+const EXISTING_USERS: [&str; 3] = ["grace@example.com", "ken@example.com", "vint@example.com"];
+/// People the demo removes from the roster.
+const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
+
+pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
+    telemetry::init_with_prefix(telemetry::Format::Pretty, "info", "[simulated Clerk] ")
+        .map_err(anyhow::Error::msg)?;
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let database_url = create_database(&server_url).await?;
+
+    let simulator = sim::start(SimOptions::default())
+        .await
+        .context("the simulated Clerk could not start")?;
+    simulator.seed_users(&EXISTING_USERS);
+
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("CLERK_SECRET_KEY", simulator.secret_key()),
+        ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
+        ("INVITE_SYNC__SYNC__SCHEDULE", "*/30 * * * * *"),
+        ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "15"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let settings = Settings::load(None, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reconciler = reconcile::from_settings(&settings).await?;
+    let pool = reconciler.pool.clone();
+    store::migrate(&pool)
+        .await
+        .context("the migrations could not be applied")?;
+    pool.execute(
+        "TRUNCATE desired_invitees, invite_sync_ledger, invite_sync_known_users, invite_sync_runs,
+                  invite_sync_clerk_calls, invite_sync_rate_blocks",
+    )
+    .await
+    .context("the demo database could not be reset")?;
+
+    heading("1. The sample roster goes into desired_invitees");
+    let imported = import::import_reader(
+        &pool,
+        ROSTER.as_bytes(),
+        &import::ImportOptions {
+            relation: settings.source.relation.clone(),
+            replace: false,
+            dry_run: false,
+            skip_invalid: false,
+            force: false,
+            max_delete_ratio: settings.sync.max_revocation_ratio,
+        },
+    )
+    .await
+    .context("the sample roster could not be loaded")?;
+    println!("{}", imported.render());
+    println!(
+        "{} of them already have an account in the simulated Clerk: {}",
+        EXISTING_USERS.len(),
+        EXISTING_USERS.join(", ")
+    );
+
+    heading("2. The plan before the first cycle");
+    print_plan(&reconciler, &settings).await?;
+
+    heading("3. First cycle: invitations are created in bulk");
+    cycle(&reconciler, "demo").await?;
+    print_status(&pool, &settings).await?;
+
+    heading(&format!(
+        "4. {} people leave: their rows are deleted",
+        LEAVERS.len()
+    ));
+    let leavers: Vec<String> = LEAVERS.iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query("DELETE FROM desired_invitees WHERE lower(btrim(email)) = ANY($1)")
+        .bind(&leavers)
+        .execute(&pool)
+        .await?;
+    print_plan(&reconciler, &settings).await?;
+    cycle(&reconciler, "demo").await?;
+
+    heading("5. In Clerk, two people accept and one invitation expires");
+    let invitations = simulator.invitations();
+    let pending_of = |email: &str| {
+        invitations
+            .iter()
+            .find(|i| {
+                i.email_address.eq_ignore_ascii_case(email)
+                    && i.status == crate::clerk::InvitationStatus::Pending
+            })
+            .map(|i| i.id.clone())
+    };
+    for email in ["ada@example.com", "linus@example.com"] {
+        if let Some(id) = pending_of(email) {
+            simulator.accept(&id);
+            println!("{email} accepted {id}");
+        }
+    }
+    if let Some(id) = pending_of("radia@example.com") {
+        simulator.expire(&id);
+        println!("radia@example.com: invitation {id} expired");
+    }
+    cycle(&reconciler, "demo").await?;
+    print_status(&pool, &settings).await?;
+
+    let stats = simulator.stats();
+    println!(
+        "\nSimulated Clerk received: {}",
+        serde_json::to_string(&stats).unwrap_or_default()
+    );
+    if once {
+        simulator.shutdown().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    heading("6. The service keeps running (Ctrl-C stops it)");
+    println!(
+        "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'))",
+        simulator.base_url(),
+        simulator.addr(),
+        redact_url(&database_url)
+    );
+    let shutdown = CancellationToken::new();
+    service::cancel_on_signal(shutdown.clone());
+    let served = service::run(
+        reconciler,
+        &settings.sync.schedule,
+        shutdown,
+        settings.sync.shutdown_timeout(),
+    )
+    .await;
+    simulator.shutdown().await;
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn heading(text: &str) {
+    println!("\n=== {text} (Clerk is simulated) ===");
+}
+
+async fn cycle(reconciler: &reconcile::Reconciler, trigger: &str) -> anyhow::Result<()> {
+    let result = reconciler
+        .run_cycle(&Request::new(trigger), &CancellationToken::new())
+        .await?;
+    if let CycleResult::Ran(report) = result {
+        println!(
+            "cycle {}: {} created, {} revoked, {} held, {} failed; {} bulk and {} single create calls; counts {}",
+            report.outcome.as_str(),
+            report.created,
+            report.revoked,
+            report.held_revocations,
+            report.failed,
+            report.bulk_calls,
+            report.single_calls,
+            serde_json::to_string(&report.counts).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn print_plan(reconciler: &reconcile::Reconciler, settings: &Settings) -> anyhow::Result<()> {
+    let preview = reconciler.preview(0).await?;
+    print!(
+        "{}",
+        super::plan::render_text(&preview, &settings.sync.target)
+    );
+    Ok(())
+}
+
+async fn print_status(pool: &sqlx::PgPool, settings: &Settings) -> anyhow::Result<()> {
+    let status =
+        super::status::collect(pool, &reconcile::CycleConfig::from_settings(settings)).await?;
+    print!("{}", super::status::render_text(&status));
+    Ok(())
+}
+
+/// Creates the demo database on the server of `server_url` if it is missing; returns its URL.
+async fn create_database(server_url: &str) -> anyhow::Result<String> {
+    let server: PgConnectOptions = server_url
+        .parse()
+        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    let mut admin = server
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("no PostgreSQL answers at DATABASE_URL (or 127.0.0.1:5432)")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        admin
+            .execute(format!("CREATE DATABASE {DATABASE}").as_str())
+            .await
+            .with_context(|| format!("the database {DATABASE} could not be created"))?;
+    }
+    let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;
+    url.set_path(&format!("/{DATABASE}"));
+    Ok(url.to_string())
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

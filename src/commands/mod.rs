@@ -1,0 +1,42 @@
+//! What each subcommand does. `cli` parses; these run.
+
+pub mod demo;
+pub mod plan;
+pub mod run;
+pub mod status;
+pub mod sync;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::store;
+
+/// Applies the migrations unless `database.migrate_on_start = false`.
+pub async fn migrate_if_configured(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    if settings.database.migrate_on_start {
+        store::migrate(pool)
+            .await
+            .context("the migrations could not be applied")?;
+    }
+    Ok(())
+}
+
+/// Output format of `plan` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// A duration as people read it: `0 s`, `42 min`, `3 h 20 min`.
+pub fn human_duration(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds} s"),
+        60..=3599 => format!("{} min", seconds.div_ceil(60)),
+        _ => {
+            let minutes = seconds.div_ceil(60);
+            format!("{} h {} min", minutes / 60, minutes % 60)
+        }
+    }
+}

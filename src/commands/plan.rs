@@ -1,0 +1,223 @@
+//! `invite-sync plan`: what the next cycle would do, revocations first, listed by email.
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use super::{human_duration, OutputFormat};
+use crate::config::Settings;
+use crate::reconcile::plan::Item;
+use crate::reconcile::{self, Preview};
+
+pub async fn run(
+    settings: &Settings,
+    format: OutputFormat,
+    detailed_exitcode: bool,
+) -> anyhow::Result<ExitCode> {
+    let reconciler = reconcile::from_settings(settings).await?;
+    let preview = reconciler.preview(0).await?;
+    match format {
+        OutputFormat::Text => print!("{}", render_text(&preview, &settings.sync.target)),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&render_json(&preview, &settings.sync.target))?
+        ),
+    }
+    let changes = has_changes(&preview);
+    Ok(if detailed_exitcode && changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether the next cycle would send anything (created, revoked, or held for release).
+pub fn has_changes(preview: &Preview) -> bool {
+    preview.queued > 0 || !preview.verdict.allowed.is_empty() || !preview.verdict.held.is_empty()
+}
+
+pub fn render_json(preview: &Preview, target: &str) -> Value {
+    let revocations: Vec<Value> = preview
+        .verdict
+        .allowed
+        .iter()
+        .map(|r| (r, "revoke"))
+        .chain(preview.verdict.held.iter().map(|r| (r, "held")))
+        .chain(preview.verdict.protected.iter().map(|r| (r, "protected")))
+        .map(|(r, status)| json!({"email": r.email.as_str(), "invitation_id": r.invitation_id, "status": status}))
+        .collect();
+    let creates: Vec<Value> = preview
+        .plan
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Create { invitee, reinvite } => Some(json!({
+                "email": invitee.email.as_str(),
+                "reinvite": reinvite,
+                "not_before": invitee.not_before,
+            })),
+            Item::Replace {
+                invitee,
+                invitation_id,
+                ..
+            } => Some(json!({
+                "email": invitee.email.as_str(),
+                "replaces": invitation_id,
+            })),
+            _ => None,
+        })
+        .collect();
+    let drift: Vec<Value> = preview
+        .plan
+        .items
+        .iter()
+        .filter(|item| {
+            !matches!(
+                item,
+                Item::Create { .. } | Item::Replace { .. } | Item::Revoke { .. }
+            )
+        })
+        .map(|item| {
+            let mut entry = json!({"category": item.category().as_str(), "email": item.email()});
+            if let Some(id) = item.invitation_id() {
+                entry["invitation_id"] = json!(id);
+            }
+            if let Some(reason) = reason(item) {
+                entry["reason"] = json!(reason);
+            }
+            entry
+        })
+        .collect();
+    let counts: serde_json::Map<String, Value> = preview
+        .plan
+        .counts()
+        .into_iter()
+        .map(|(category, n)| (category.as_str().to_owned(), json!(n)))
+        .collect();
+    json!({
+        "target": target,
+        "counts": counts,
+        "revocations": revocations,
+        "held_reason": preview.verdict.reason.filter(|_| !preview.verdict.held.is_empty()).map(|r| r.describe()),
+        "creates": creates,
+        "drift": drift,
+        "budget": preview.budget,
+        "backlog": preview.queued,
+        "eta_seconds": preview.eta.as_secs(),
+    })
+}
+
+fn reason(item: &Item) -> Option<String> {
+    match item {
+        Item::Invalid { reason, .. } => Some(reason.clone()),
+        Item::Stale { differences, .. } | Item::Replace { differences, .. } => {
+            Some(format!("differs in {}", differences.join(", ")))
+        }
+        Item::Failed {
+            code,
+            reason,
+            retry_at,
+            ..
+        } => Some(format!(
+            "{}: {} (retry {})",
+            code.as_deref().unwrap_or("error"),
+            reason.as_deref().unwrap_or(""),
+            retry_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "when the row changes".into())
+        )),
+        Item::Deferred { not_before, .. } => {
+            Some(format!("not before {}", not_before.to_rfc3339()))
+        }
+        _ => None,
+    }
+}
+
+pub fn render_text(preview: &Preview, target: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let verdict = &preview.verdict;
+    let _ = writeln!(out, "Plan for target {target}");
+    let revoke_total = verdict.allowed.len() + verdict.held.len() + verdict.protected.len();
+    let _ = writeln!(out, "\nRevocations ({revoke_total}):");
+    for r in &verdict.allowed {
+        let _ = writeln!(out, "  - revoke     {}  {}", r.email, r.invitation_id);
+    }
+    for r in &verdict.held {
+        let _ = writeln!(out, "  ! held       {}  {}", r.email, r.invitation_id);
+    }
+    for r in &verdict.protected {
+        let _ = writeln!(out, "  = protected  {}  {}", r.email, r.invitation_id);
+    }
+    if let Some(reason) = verdict.reason.filter(|_| !verdict.held.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  {} held: {}. Release with `invite-sync sync --allow-revocations {}`.",
+            verdict.held.len(),
+            reason.describe(),
+            verdict.held.len()
+        );
+    }
+    let _ = writeln!(out, "\nCreates ({}), in queue order:", preview.queued);
+    for item in &preview.plan.items {
+        match item {
+            Item::Create { invitee, reinvite } => {
+                let label = if *reinvite { "reinvite" } else { "create" };
+                let _ = writeln!(out, "  + {label:<10} {}", invitee.email);
+            }
+            Item::Replace {
+                invitee,
+                invitation_id,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ {:<10} {}  (revokes {invitation_id})",
+                    "replace", invitee.email
+                );
+            }
+            _ => {}
+        }
+    }
+    let drift: Vec<&Item> = preview
+        .plan
+        .items
+        .iter()
+        .filter(|item| {
+            !matches!(
+                item,
+                Item::Create { .. }
+                    | Item::Replace { .. }
+                    | Item::Revoke { .. }
+                    | Item::InSync { .. }
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "\nDrift and other items ({}):", drift.len());
+    for item in drift {
+        let _ = write!(out, "  * {:<18} {}", item.category().as_str(), item.email());
+        if let Some(id) = item.invitation_id() {
+            let _ = write!(out, "  {id}");
+        }
+        if let Some(reason) = reason(item) {
+            let _ = write!(out, "  ({reason})");
+        }
+        let _ = writeln!(out);
+    }
+    let counts: Vec<String> = preview
+        .plan
+        .counts()
+        .into_iter()
+        .map(|(category, n)| format!("{}={n}", category.as_str()))
+        .collect();
+    let _ = writeln!(out, "\nCounts: {}", counts.join(" "));
+    let _ = writeln!(
+        out,
+        "Budget left this window: {} bulk calls, {} single calls. Backlog {}, ETA {}.",
+        preview.budget.bulk.left,
+        preview.budget.single.left,
+        preview.queued,
+        human_duration(preview.eta.as_secs())
+    );
+    out
+}

@@ -1,0 +1,107 @@
+//! `invite-sync status`: the last runs, the backlog, the budget, held revocations, the lock holder.
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use super::{human_duration, OutputFormat};
+use crate::config::Settings;
+use crate::reconcile::{self, CycleConfig};
+use crate::store::{lock, runs};
+
+pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    let pool = reconcile::connect(settings).await?;
+    let status = collect(&pool, &CycleConfig::from_settings(settings)).await?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        OutputFormat::Text => print!("{}", render_text(&status)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status as JSON: the same document `status --format json` prints.
+pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Result<Value> {
+    let recent = runs::recent(pool, &config.target, 10).await?;
+    let budget = reconcile::budget_now(pool, &config.target, config.budget).await?;
+    let holder = lock::holder(pool, &config.target).await?;
+    let latest = recent.iter().find(|r| r.outcome != "running");
+    let last_success = recent
+        .iter()
+        .find(|r| r.outcome == "succeeded")
+        .map(|r| r.finished_at);
+    Ok(json!({
+        "target": config.target,
+        "lock_holder": holder,
+        "budget": budget,
+        "backlog": latest.map(|r| r.backlog).unwrap_or(0),
+        "backlog_eta_seconds": latest.and_then(|r| r.backlog_eta_seconds).unwrap_or(0),
+        "held_revocations": latest.map(|r| r.held_revocations).unwrap_or(0),
+        "last_success_at": last_success.flatten(),
+        "runs": recent,
+    }))
+}
+
+pub fn render_text(status: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let get = |key: &str| status.get(key).cloned().unwrap_or(Value::Null);
+    let _ = writeln!(out, "Target {}", get("target").as_str().unwrap_or(""));
+    match get("lock_holder") {
+        Value::Null => {
+            let _ = writeln!(out, "Lock: free (no cycle running)");
+        }
+        holder => {
+            let _ = writeln!(
+                out,
+                "Lock: held by pid {} ({})",
+                holder["pid"],
+                holder["application_name"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let budget = get("budget");
+    let _ = writeln!(
+        out,
+        "Budget left this window: {} bulk calls, {} single calls",
+        budget["bulk"]["left"], budget["single"]["left"]
+    );
+    let _ = writeln!(
+        out,
+        "Backlog: {} (ETA {})",
+        get("backlog"),
+        human_duration(get("backlog_eta_seconds").as_u64().unwrap_or(0))
+    );
+    let held = get("held_revocations").as_i64().unwrap_or(0);
+    if held > 0 {
+        let _ = writeln!(
+            out,
+            "HELD REVOCATIONS: {held}. Review `invite-sync plan`, release with `invite-sync sync --allow-revocations {held}`"
+        );
+    } else {
+        let _ = writeln!(out, "Held revocations: 0");
+    }
+    let _ = writeln!(out, "\nLast runs:");
+    for run in get("runs").as_array().into_iter().flatten() {
+        let counts = run["counts"].as_object().map(|c| {
+            ["created", "revoked", "failed_items"]
+                .iter()
+                .map(|k| format!("{k}={}", c.get(*k).cloned().unwrap_or(json!(0))))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let _ = writeln!(
+            out,
+            "  {}  {:<11} {:<8} {}{}",
+            run["started_at"].as_str().unwrap_or(""),
+            run["outcome"].as_str().unwrap_or(""),
+            run["trigger"].as_str().unwrap_or(""),
+            counts.unwrap_or_default(),
+            if run["dry_run"].as_bool() == Some(true) {
+                " (dry run)"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}

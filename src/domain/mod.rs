@@ -1,0 +1,9 @@
+//! The project's own types, parsed once at the edge: emails, roster rows, ledger entries.
+
+mod email;
+mod invitee;
+mod ledger;
+
+pub use email::{Email, EmailError};
+pub use invitee::{DesiredInvitee, DesiredRow, InvalidRow, RowDefaults, MAX_METADATA_BYTES};
+pub use ledger::{LedgerEntry, LedgerState};

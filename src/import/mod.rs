@@ -1,0 +1,314 @@
+//! The CSV roster import: the HR export path into the roster relation.
+//!
+//! A file is read as a stream of records and written in batches inside one transaction, so
+//! it either lands whole (the bad lines left out only when asked) or not at all. Memory
+//! stays bounded by a batch plus the set of addresses seen, which duplicate detection and
+//! `--replace` need anyway.
+
+mod columns;
+mod records;
+mod write;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use sqlx::PgPool;
+
+use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
+use columns::Layout;
+use records::{Record, RecordError, Records};
+use write::{Batch, Writer};
+
+/// Rows per upsert statement.
+const BATCH_ROWS: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The roster relation (`name` or `schema.name`).
+    pub relation: String,
+    /// The file is the whole roster: rows it does not name are deleted.
+    pub replace: bool,
+    /// Compute the summary, write nothing.
+    pub dry_run: bool,
+    /// Write the good lines even when some are bad.
+    pub skip_invalid: bool,
+    /// Allow `replace` to delete more than `max_delete_ratio` of the roster.
+    pub force: bool,
+    pub max_delete_ratio: f64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Rows that exist with exactly the file's values: not written at all.
+    pub unchanged: u64,
+    pub invalid: u64,
+    pub problems: Vec<LineProblem>,
+    /// Whether the import was committed; false for a dry run and a refused import, whose
+    /// counts say what would have happened.
+    pub written: bool,
+}
+
+/// A bad line: the physical line its record starts on (the header is line 1), and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineProblem {
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the roster file could not be read: {0}")]
+    Io(#[from] io::Error),
+    /// The file cannot be imported at all: no header, a bad header, a runaway record.
+    #[error("{0}")]
+    Csv(String),
+    #[error("the roster could not be written: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "the file would delete {would_delete} of the roster's {roster} rows, more than the \
+         allowed {}%; nothing was written (--force allows it)",
+        max_ratio * 100.0
+    )]
+    RefusedDeletion {
+        would_delete: u64,
+        roster: u64,
+        max_ratio: f64,
+    },
+    /// Some lines are bad and `skip_invalid` is off: nothing was written. The summary holds
+    /// every problem and the counts the import would have had.
+    #[error(
+        "{} bad line{}; nothing was written (--skip-invalid writes the good ones)\n{}",
+        .0.invalid,
+        if .0.invalid == 1 { "" } else { "s" },
+        .0.render().trim_end()
+    )]
+    Invalid(ImportSummary),
+}
+
+impl ImportSummary {
+    /// The counts on one line, then one line per problem.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "inserted {}, updated {}, deleted {}, unchanged {}, invalid {}{}\n",
+            self.inserted,
+            self.updated,
+            self.deleted,
+            self.unchanged,
+            self.invalid,
+            if self.written {
+                ""
+            } else {
+                " (nothing written)"
+            }
+        );
+        for problem in &self.problems {
+            let _ = writeln!(text, "line {}: {}", problem.line, problem.reason);
+        }
+        text
+    }
+}
+
+pub async fn import_path(
+    pool: &PgPool,
+    path: &Path,
+    options: &ImportOptions,
+) -> Result<ImportSummary, ImportError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    import_reader(pool, file, options).await
+}
+
+/// Imports CSV text. Reading is synchronous, a batch at a time between the awaited writes,
+/// which suits a file or an in-memory buffer.
+pub async fn import_reader<R: Read + Send>(
+    pool: &PgPool,
+    reader: R,
+    options: &ImportOptions,
+) -> Result<ImportSummary, ImportError> {
+    let mut records = Records::new(BufReader::with_capacity(64 * 1024, reader));
+    let mut record = Record::default();
+    if !read(&mut records, &mut record)? {
+        return Err(ImportError::Csv(
+            "the file is empty; its first line must be a header naming the columns \
+             (email at least)"
+                .to_owned(),
+        ));
+    }
+    let names = record
+        .fields()
+        .map(|field| std::str::from_utf8(field).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
+    let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
+    let writer = Writer::new(&options.relation, layout.present);
+
+    let mut tx = pool.begin().await?;
+    let roster = match options.replace {
+        true => writer.start_replace(&mut tx).await?,
+        false => 0,
+    };
+    let mut summary = ImportSummary::default();
+    let mut seen: HashMap<Email, u64> = HashMap::new();
+    let mut batch = Batch::default();
+    let mut newly_seen: Vec<String> = Vec::new();
+    loop {
+        let more = read(&mut records, &mut record)?;
+        if more {
+            match examine(&layout, &record, &mut seen) {
+                Examined::Blank => {}
+                Examined::Good { row, email } => {
+                    newly_seen.push(email.as_str().to_owned());
+                    batch.push(row);
+                }
+                Examined::Bad { reason, email } => {
+                    newly_seen.extend(email.map(|e| e.as_str().to_owned()));
+                    summary.invalid += 1;
+                    summary.problems.push(LineProblem {
+                        line: record.line,
+                        reason,
+                    });
+                }
+            }
+        }
+        if batch.len() >= BATCH_ROWS || !more {
+            let counts = writer.upsert(&mut tx, &mut batch).await?;
+            summary.inserted += counts.inserted;
+            summary.updated += counts.updated;
+            summary.unchanged += counts.unchanged;
+        }
+        if options.replace && (newly_seen.len() >= BATCH_ROWS || !more) {
+            writer.note_seen(&mut tx, &mut newly_seen).await?;
+        }
+        if !more {
+            break;
+        }
+    }
+    if options.replace {
+        summary.deleted = writer.delete_unseen(&mut tx).await?;
+    }
+
+    if summary.invalid > 0 && !options.skip_invalid {
+        tx.rollback().await?;
+        return Err(ImportError::Invalid(summary));
+    }
+    if options.replace
+        && !options.force
+        && summary.deleted as f64 > options.max_delete_ratio * roster as f64
+    {
+        tx.rollback().await?;
+        return Err(ImportError::RefusedDeletion {
+            would_delete: summary.deleted,
+            roster,
+            max_ratio: options.max_delete_ratio,
+        });
+    }
+    if options.dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+        summary.written = true;
+    }
+    tracing::info!(
+        inserted = summary.inserted,
+        updated = summary.updated,
+        deleted = summary.deleted,
+        unchanged = summary.unchanged,
+        invalid = summary.invalid,
+        written = summary.written,
+        "roster import finished"
+    );
+    Ok(summary)
+}
+
+fn read<R: io::BufRead>(
+    records: &mut Records<R>,
+    record: &mut Record,
+) -> Result<bool, ImportError> {
+    records.read(record).map_err(|error| match error {
+        RecordError::Io(error) => ImportError::Io(error),
+        RecordError::TooLong { line } => ImportError::Csv(format!(
+            "line {line}: the record runs past {} MiB; is a quote left open?",
+            records::MAX_RECORD_BYTES / (1024 * 1024)
+        )),
+    })
+}
+
+enum Examined {
+    /// Every cell empty: a spreadsheet's trailing filler, not a line to judge.
+    Blank,
+    Good {
+        row: DesiredRow,
+        email: Email,
+    },
+    /// The address, when it can be read, still counts as named by the file.
+    Bad {
+        reason: String,
+        email: Option<Email>,
+    },
+}
+
+/// Judges one record: its cells, the row rules of `DesiredInvitee::from_row`, and whether
+/// an earlier line already named the address.
+fn examine(layout: &Layout, record: &Record, seen: &mut HashMap<Email, u64>) -> Examined {
+    let cells: Vec<Option<&str>> = record
+        .fields()
+        .map(|field| std::str::from_utf8(field).ok())
+        .collect();
+    if cells
+        .iter()
+        .all(|cell| cell.is_some_and(|c| c.trim().is_empty()))
+    {
+        return Examined::Blank;
+    }
+    let mut reasons = Vec::new();
+    let (email, row) = if cells.len() != layout.width() {
+        reasons.push(format!(
+            "the line has {} field{} but the header has {}",
+            cells.len(),
+            if cells.len() == 1 { "" } else { "s" },
+            layout.width()
+        ));
+        (layout.email_of(&cells), None)
+    } else if let Some(column) = cells.iter().position(Option::is_none) {
+        reasons.push(format!("field {} is not valid UTF-8", column + 1));
+        (layout.email_of(&cells), None)
+    } else {
+        let text: Vec<&str> = cells.iter().map(|cell| cell.unwrap_or_default()).collect();
+        let parsed = layout.parse(&text);
+        match parsed.row {
+            Ok(row) => (parsed.email, Some(row)),
+            Err(problems) => {
+                reasons.extend(problems);
+                (parsed.email, None)
+            }
+        }
+    };
+    if let Some(email) = &email {
+        match seen.get(email) {
+            Some(first) => reasons.insert(0, format!("{email} already appears on line {first}")),
+            None => {
+                seen.insert(email.clone(), record.line);
+            }
+        }
+    }
+    match (email, row) {
+        (Some(email), Some(row)) if reasons.is_empty() => {
+            match DesiredInvitee::from_row(&row, &RowDefaults::default()) {
+                Ok(_) => Examined::Good { row, email },
+                Err(invalid) => Examined::Bad {
+                    reason: invalid.reason,
+                    email: Some(email),
+                },
+            }
+        }
+        (email, _) => Examined::Bad {
+            reason: reasons.join("; "),
+            email,
+        },
+    }
+}

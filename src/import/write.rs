@@ -1,0 +1,196 @@
+//! The database side of an import: batched upserts, the addresses the file named, and the
+//! deletion of everyone else when the file replaces the roster. Everything runs on the one
+//! connection that holds the import's transaction.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use super::columns::Present;
+use crate::domain::DesiredRow;
+use crate::store::desired::quote_relation;
+
+/// The rows of one upsert, column by column, as `UNNEST` takes them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    email: Vec<String>,
+    public_metadata: Vec<Value>,
+    redirect_url: Vec<Option<String>>,
+    notify: Vec<Option<bool>>,
+    expires_in_days: Vec<Option<i32>>,
+    template_slug: Vec<Option<String>>,
+    not_before: Vec<Option<DateTime<Utc>>>,
+    source: Vec<Option<String>>,
+}
+
+impl Batch {
+    pub fn push(&mut self, row: DesiredRow) {
+        self.email.push(row.email);
+        self.public_metadata.push(row.public_metadata);
+        self.redirect_url.push(row.redirect_url);
+        self.notify.push(row.notify);
+        self.expires_in_days.push(row.expires_in_days);
+        self.template_slug.push(row.template_slug);
+        self.not_before.push(row.not_before);
+        self.source.push(row.source);
+    }
+
+    pub fn len(&self) -> usize {
+        self.email.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.email.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.email.clear();
+        self.public_metadata.clear();
+        self.redirect_url.clear();
+        self.notify.clear();
+        self.expires_in_days.clear();
+        self.template_slug.clear();
+        self.not_before.clear();
+        self.source.clear();
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+/// A session-private table of the addresses the file named, for `--replace`.
+const SEEN: &str = "invite_sync_import_seen";
+
+pub struct Writer {
+    relation: String,
+    upsert: String,
+}
+
+impl Writer {
+    pub fn new(relation: &str, present: Present) -> Writer {
+        let relation = quote_relation(relation);
+        let set: Vec<&str> = [
+            (present.public_metadata, "public_metadata"),
+            (present.redirect_url, "redirect_url"),
+            (present.notify, "notify"),
+            (present.expires_in_days, "expires_in_days"),
+            (present.template_slug, "template_slug"),
+            (present.not_before, "not_before"),
+            (present.source, "source"),
+        ]
+        .into_iter()
+        .filter_map(|(present, column)| present.then_some(column))
+        .collect();
+        // New rows get every column (absent ones as their defaults). An existing row is
+        // updated only in the columns the file has, and only when one of them differs, so
+        // an unchanged row is not written and keeps its updated_at.
+        let on_conflict = if set.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!(
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                set.iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                set.iter()
+                    .map(|c| format!("t.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                set.iter()
+                    .map(|c| format!("EXCLUDED.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
+        let upsert = format!(
+            "INSERT INTO {relation} AS t
+                 (email, public_metadata, redirect_url, notify, expires_in_days, template_slug,
+                  not_before, source)
+             SELECT * FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::boolean[],
+                                  $5::integer[], $6::text[], $7::timestamptz[], $8::text[])
+             ON CONFLICT ((lower(btrim(email)))) {on_conflict}
+             RETURNING (t.xmax = 0) AS inserted"
+        );
+        Writer { relation, upsert }
+    }
+
+    /// The roster's size before the import, and a place to note the file's addresses.
+    pub async fn start_replace(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        sqlx::query(&format!(
+            "CREATE TEMPORARY TABLE {SEEN} (email text PRIMARY KEY) ON COMMIT DROP"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.relation))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Writes a batch and empties it. Rows that RETURNING does not name were left as they were.
+    pub async fn upsert(
+        &self,
+        conn: &mut PgConnection,
+        batch: &mut Batch,
+    ) -> Result<Counts, sqlx::Error> {
+        if batch.is_empty() {
+            return Ok(Counts::default());
+        }
+        let returned: Vec<bool> = sqlx::query_scalar(&self.upsert)
+            .bind(&batch.email)
+            .bind(&batch.public_metadata)
+            .bind(&batch.redirect_url)
+            .bind(&batch.notify)
+            .bind(&batch.expires_in_days)
+            .bind(&batch.template_slug)
+            .bind(&batch.not_before)
+            .bind(&batch.source)
+            .fetch_all(&mut *conn)
+            .await?;
+        let inserted = returned.iter().filter(|inserted| **inserted).count() as u64;
+        let updated = returned.len() as u64 - inserted;
+        let counts = Counts {
+            inserted,
+            updated,
+            unchanged: (batch.len() - returned.len()) as u64,
+        };
+        batch.clear();
+        Ok(counts)
+    }
+
+    /// Notes normalised addresses the file names, and empties the list.
+    pub async fn note_seen(
+        &self,
+        conn: &mut PgConnection,
+        emails: &mut Vec<String>,
+    ) -> Result<(), sqlx::Error> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {SEEN} (email) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&*emails)
+        .execute(&mut *conn)
+        .await?;
+        emails.clear();
+        Ok(())
+    }
+
+    /// Deletes the roster rows whose address the file did not name.
+    pub async fn delete_unseen(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM {} AS r
+             WHERE NOT EXISTS (SELECT 1 FROM {SEEN} AS s WHERE s.email = lower(btrim(r.email)))",
+            self.relation
+        ))
+        .execute(&mut *conn)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+}

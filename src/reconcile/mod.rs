@@ -1,0 +1,669 @@
+//! One reconcile cycle: read the roster, Clerk and the ledger; plan; guard; execute; report.
+//! Level-triggered: every cycle recomputes the plan from the whole current state.
+
+pub mod execute;
+pub mod guard;
+pub mod plan;
+pub mod report;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::clerk::budget::{self, Budget, Endpoint};
+use crate::clerk::{ClerkClient, ClientError, Invitation, Operation};
+use crate::config::Settings;
+use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState, RowDefaults};
+use crate::store::{self, budget as budget_store, desired, ledger, lock, runs};
+use execute::{Executor, Stop, Tally};
+use guard::{HoldReason, Revocation, Verdict};
+use plan::{Item, Plan, Policy};
+use report::Reporter;
+
+/// What a cycle obeys, taken from the settings once.
+#[derive(Debug, Clone)]
+pub struct CycleConfig {
+    pub target: String,
+    pub relation: String,
+    pub dry_run: bool,
+    pub policy: Policy,
+    pub guard: guard::Limits,
+    pub budget: budget::Limits,
+    pub reporter: Reporter,
+}
+
+impl CycleConfig {
+    pub fn from_settings(settings: &Settings) -> CycleConfig {
+        let sync = &settings.sync;
+        CycleConfig {
+            target: sync.target.clone(),
+            relation: settings.source.relation.clone(),
+            dry_run: sync.dry_run,
+            policy: Policy {
+                ownership: sync.ownership,
+                on_change: sync.on_change,
+                reinvite_expired: sync.reinvite_expired,
+                defaults: RowDefaults {
+                    notify: sync.notify,
+                    ignore_existing: sync.ignore_existing,
+                    expires_in_days: sync.expires_in_days,
+                    redirect_url: sync.redirect_url.clone(),
+                    template_slug: sync.template_slug,
+                },
+            },
+            guard: guard::Limits {
+                max_revocations: sync.max_revocations as usize,
+                max_revocation_ratio: sync.max_revocation_ratio,
+                protected: sync.protected.clone(),
+            },
+            budget: budget::Limits {
+                bulk_calls: settings.clerk.bulk_create_per_window,
+                single_calls: settings.clerk.single_create_per_window,
+                window: Duration::from_secs(settings.clerk.create_window_seconds),
+            },
+            reporter: Reporter {
+                redact_emails: settings.log.redact_emails,
+            },
+        }
+    }
+}
+
+/// What asked for a cycle, and how it should run.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub trigger: String,
+    /// Overrides `sync.dry_run` when set.
+    pub dry_run: Option<bool>,
+    /// `sync --allow-revocations N`.
+    pub allow_revocations: usize,
+}
+
+impl Request {
+    pub fn new(trigger: impl Into<String>) -> Request {
+        Request {
+            trigger: trigger.into(),
+            dry_run: None,
+            allow_revocations: 0,
+        }
+    }
+}
+
+/// What the next cycle would do: the plan, the guard's verdict, the budget and the backlog.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub plan: Plan,
+    pub verdict: Verdict,
+    pub budget: Budget,
+    /// Creates waiting (all of them, before this cycle's budget is spent).
+    pub queued: usize,
+    pub eta: Duration,
+    pub owned_pending: usize,
+    pub desired_rows: usize,
+}
+
+/// The end of a cycle.
+#[derive(Debug, Clone)]
+pub enum CycleResult {
+    /// Another process holds the lock.
+    Skipped {
+        holder: Option<lock::Holder>,
+    },
+    Ran(Box<Report>),
+}
+
+/// What one cycle did, as the run record stores it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: Uuid,
+    pub outcome: runs::Outcome,
+    pub dry_run: bool,
+    pub counts: BTreeMap<&'static str, usize>,
+    pub created: usize,
+    pub revoked: usize,
+    pub adopted: usize,
+    pub failed: usize,
+    pub held_revocations: usize,
+    pub hold_reason: Option<HoldReason>,
+    pub protected: usize,
+    pub bulk_calls: usize,
+    pub single_calls: usize,
+    pub backlog: usize,
+    pub eta_seconds: u64,
+    pub budget_left: Budget,
+    /// When more budget frees up, if the backlog waits for it.
+    pub next_budget_at: Option<DateTime<Utc>>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("the database failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("listing Clerk's invitations failed: {0}")]
+    Clerk(#[from] ClientError),
+}
+
+/// Runs cycles against one target.
+#[derive(Clone)]
+pub struct Reconciler {
+    pub pool: PgPool,
+    pub clerk: ClerkClient,
+    pub config: CycleConfig,
+}
+
+struct State {
+    desired: Vec<crate::domain::DesiredRow>,
+    clerk: Vec<Invitation>,
+    ledger: Vec<LedgerEntry>,
+    known_users: HashSet<Email>,
+}
+
+impl Reconciler {
+    pub fn new(pool: PgPool, clerk: ClerkClient, config: CycleConfig) -> Reconciler {
+        Reconciler {
+            pool,
+            clerk,
+            config,
+        }
+    }
+
+    async fn read_state(&self) -> Result<State, CycleError> {
+        let desired = desired::load(&self.pool, &self.config.relation).await?;
+        let clerk = self.clerk.list_all(None).await?;
+        let ledger = ledger::load(&self.pool, &self.config.target).await?;
+        let known_users = ledger::known_users(&self.pool, &self.config.target)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(State {
+            desired,
+            clerk,
+            ledger,
+            known_users,
+        })
+    }
+
+    /// The budget left now, from the calls recorded in Postgres.
+    pub async fn budget(&self) -> Result<Budget, sqlx::Error> {
+        budget_now(&self.pool, &self.config.target, self.config.budget).await
+    }
+
+    fn decide(&self, state: &State, allow_revocations: usize) -> (Plan, Verdict, usize) {
+        let plan = plan::plan(
+            plan::Inputs {
+                desired: &state.desired,
+                clerk: &state.clerk,
+                ledger: &state.ledger,
+                known_users: &state.known_users,
+                now: Utc::now(),
+            },
+            &self.config.policy,
+        );
+        let pending: HashSet<&str> = state
+            .clerk
+            .iter()
+            .filter(|i| i.status == crate::clerk::InvitationStatus::Pending)
+            .map(|i| i.id.as_str())
+            .collect();
+        let owned_pending = state
+            .ledger
+            .iter()
+            .filter(|e| e.owned)
+            .filter_map(|e| e.clerk_invitation_id.as_deref())
+            .filter(|id| pending.contains(id))
+            .collect::<HashSet<_>>()
+            .len();
+        let revocations = plan
+            .revocations()
+            .map(|(email, id)| Revocation {
+                email: email.clone(),
+                invitation_id: id.to_owned(),
+            })
+            .collect();
+        let verdict = guard::check(
+            revocations,
+            guard::Context {
+                desired_rows: state.desired.len(),
+                owned_pending,
+                allow: allow_revocations,
+            },
+            &self.config.guard,
+        );
+        (plan, verdict, owned_pending)
+    }
+
+    /// What the next cycle would do, without the lock and without writing anything.
+    pub async fn preview(&self, allow_revocations: usize) -> Result<Preview, CycleError> {
+        let state = self.read_state().await?;
+        let (plan, verdict, owned_pending) = self.decide(&state, allow_revocations);
+        let budget = self.budget().await?;
+        let queued = plan.creates().count();
+        let eta = budget.eta(queued as u64, &self.config.budget, Utc::now());
+        Ok(Preview {
+            desired_rows: state.desired.len(),
+            plan,
+            verdict,
+            budget,
+            queued,
+            eta,
+            owned_pending,
+        })
+    }
+
+    /// Runs one cycle under the target's lock. Shutdown is checked between Clerk calls: the
+    /// call in flight finishes and is recorded.
+    pub async fn run_cycle(
+        &self,
+        request: &Request,
+        shutdown: &CancellationToken,
+    ) -> Result<CycleResult, CycleError> {
+        let target = self.config.target.as_str();
+        let Some(mut leader) = lock::LeaderLock::try_acquire(&self.pool, target).await? else {
+            let holder = lock::holder(&self.pool, target).await.ok().flatten();
+            tracing::info!(
+                target,
+                holder_pid = holder.as_ref().map(|h| h.pid),
+                "another invite-sync holds the lock for this target; this cycle is skipped"
+            );
+            return Ok(CycleResult::Skipped { holder });
+        };
+        let outcome = self.locked_cycle(request, shutdown, &mut leader).await;
+        if let Err(error) = leader.release().await {
+            tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
+        }
+        outcome.map(|report| CycleResult::Ran(Box::new(report)))
+    }
+
+    async fn locked_cycle(
+        &self,
+        request: &Request,
+        shutdown: &CancellationToken,
+        leader: &mut lock::LeaderLock,
+    ) -> Result<Report, CycleError> {
+        let target = self.config.target.as_str();
+        let dry_run = request.dry_run.unwrap_or(self.config.dry_run);
+        let run_id = Uuid::new_v4();
+        let abandoned = runs::close_abandoned(&self.pool, target).await?;
+        if abandoned > 0 {
+            tracing::warn!(runs = abandoned, "closed runs a stopped process left open");
+        }
+        let host = hostname();
+        runs::start(&self.pool, run_id, target, &request.trigger, dry_run, &host).await?;
+        let span =
+            tracing::info_span!("cycle", run_id = %run_id, trigger = %request.trigger, dry_run);
+
+        let mut executor = Executor {
+            pool: &self.pool,
+            clerk: &self.clerk,
+            lock: leader,
+            shutdown,
+            target,
+            run_id,
+            reporter: self.config.reporter,
+            tally: Tally::default(),
+        };
+        let result = self
+            .cycle_steps(request, dry_run, &mut executor)
+            .instrument(span)
+            .await;
+        let tally = executor.tally;
+        let (outcome, summary, report) = match result {
+            Ok(done) => {
+                let report = self.report(run_id, dry_run, &done, &tally);
+                let outcome = if done.stop.is_some() {
+                    match done.stop {
+                        Some(Stop::Shutdown) => runs::Outcome::Interrupted,
+                        _ => runs::Outcome::Failed,
+                    }
+                } else if report.held_revocations > 0 {
+                    runs::Outcome::Held
+                } else if report.failed > 0 || !report.errors.is_empty() || tally.unsettled > 0 {
+                    runs::Outcome::Partial
+                } else {
+                    runs::Outcome::Succeeded
+                };
+                let report = Report { outcome, ..report };
+                (outcome, summary_of(&report, done.stop.as_ref()), report)
+            }
+            Err(error) => {
+                let summary = runs::Summary {
+                    errors: 1,
+                    error: Some(error.to_string()),
+                    ..runs::Summary::default()
+                };
+                runs::finish(&self.pool, run_id, runs::Outcome::Failed, &summary).await?;
+                tracing::error!(run_id = %run_id, error = %error, "cycle failed");
+                return Err(error);
+            }
+        };
+        runs::finish(&self.pool, run_id, outcome, &summary).await?;
+        log_summary(&report);
+        Ok(report)
+    }
+
+    async fn cycle_steps(
+        &self,
+        request: &Request,
+        dry_run: bool,
+        executor: &mut Executor<'_>,
+    ) -> Result<Done, CycleError> {
+        if !dry_run {
+            if let Err(stop) = executor.settle().await {
+                return Ok(Done::stopped(stop));
+            }
+        }
+        let state = self.read_state().await?;
+        if !dry_run {
+            self.store_observations(&state).await?;
+        }
+        let (plan, verdict, _) = self.decide(&state, request.allow_revocations);
+        self.config.reporter.drift(&plan, dry_run);
+        self.log_verdict(&verdict, dry_run);
+        let budget = self.budget().await?;
+        let queue: Vec<DesiredInvitee> = plan.creates().cloned().collect();
+        let mut done = Done {
+            counts: plan
+                .counts()
+                .into_iter()
+                .map(|(c, n)| (c.as_str(), n))
+                .collect(),
+            held: verdict.held.len(),
+            hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
+            protected: verdict.protected.len(),
+            budget,
+            queued: queue.len(),
+            stop: None,
+        };
+        if dry_run {
+            return Ok(done);
+        }
+
+        let replaced: Vec<Revocation> = plan
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Replace {
+                    invitee,
+                    invitation_id,
+                    ..
+                } => Some(Revocation {
+                    email: invitee.email.clone(),
+                    invitation_id: invitation_id.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut revocations = verdict.allowed.clone();
+        revocations.extend(replaced.iter().cloned());
+        let gone = match executor.revoke(&revocations).await {
+            Ok(gone) => gone,
+            Err(stop) => {
+                done.stop = Some(stop);
+                return Ok(done);
+            }
+        };
+        // A replacement whose revoke failed keeps its old invitation: no second one.
+        let kept: HashSet<&Email> = replaced
+            .iter()
+            .filter(|r| !gone.contains(&r.invitation_id))
+            .map(|r| &r.email)
+            .collect();
+        let queue: Vec<DesiredInvitee> = queue
+            .into_iter()
+            .filter(|i| !kept.contains(&i.email))
+            .collect();
+        match executor.create(queue, budget).await {
+            Ok(after) => done.budget = after,
+            Err(stop) => done.stop = Some(stop),
+        }
+        done.budget = self.budget().await.unwrap_or(done.budget);
+        Ok(done)
+    }
+
+    /// Stores what Clerk's list shows of the ledger's invitations.
+    async fn store_observations(&self, state: &State) -> Result<(), sqlx::Error> {
+        let observed = plan::observe(&state.ledger, &state.clerk);
+        for (before, after) in state.ledger.iter().zip(&observed) {
+            if before.state != after.state {
+                ledger::set_state(&self.pool, after.id, after.state).await?;
+                if after.state == LedgerState::Accepted {
+                    ledger::add_known_users(
+                        &self.pool,
+                        &self.config.target,
+                        std::slice::from_ref(&after.email),
+                        "accepted",
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_verdict(&self, verdict: &Verdict, dry_run: bool) {
+        let reporter = self.config.reporter;
+        for held in &verdict.held {
+            tracing::error!(
+                category = "revoke",
+                outcome = "held",
+                email = reporter.email(held.email.as_str()),
+                invitation_id = %held.invitation_id,
+                reason = verdict.reason.map(HoldReason::describe).unwrap_or(""),
+                dry_run,
+                "revocation held by the guard; release with `invite-sync sync --allow-revocations N`"
+            );
+        }
+        for protected in &verdict.protected {
+            tracing::warn!(
+                category = "revoke",
+                outcome = "protected",
+                email = reporter.email(protected.email.as_str()),
+                invitation_id = %protected.invitation_id,
+                dry_run,
+                "protected address: never revoked"
+            );
+        }
+    }
+
+    fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: &Tally) -> Report {
+        let backlog = if dry_run { done.queued } else { tally.backlog };
+        let now = Utc::now();
+        let eta = done.budget.eta(backlog as u64, &self.config.budget, now);
+        Report {
+            run_id,
+            outcome: runs::Outcome::Succeeded,
+            dry_run,
+            counts: done.counts.clone(),
+            created: tally.created,
+            revoked: tally.revoked,
+            adopted: tally.adopted,
+            failed: tally.failed,
+            held_revocations: done.held,
+            hold_reason: done.hold_reason,
+            protected: done.protected,
+            bulk_calls: tally.bulk_calls,
+            single_calls: tally.single_calls,
+            backlog,
+            eta_seconds: eta.as_secs(),
+            budget_left: done.budget,
+            next_budget_at: (backlog > 0).then(|| done.budget.next_free_at()).flatten(),
+            errors: tally.errors.clone(),
+        }
+    }
+}
+
+/// What the steps of a cycle leave for its report.
+struct Done {
+    counts: BTreeMap<&'static str, usize>,
+    held: usize,
+    hold_reason: Option<HoldReason>,
+    protected: usize,
+    budget: Budget,
+    queued: usize,
+    stop: Option<Stop>,
+}
+
+impl Done {
+    fn stopped(stop: Stop) -> Done {
+        Done {
+            counts: BTreeMap::new(),
+            held: 0,
+            hold_reason: None,
+            protected: 0,
+            budget: Budget {
+                bulk: Endpoint {
+                    left: 0,
+                    frees_at: None,
+                    blocked_until: None,
+                },
+                single: Endpoint {
+                    left: 0,
+                    frees_at: None,
+                    blocked_until: None,
+                },
+            },
+            queued: 0,
+            stop: Some(stop),
+        }
+    }
+}
+
+fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
+    let mut counts = json!(report.counts);
+    if let Some(map) = counts.as_object_mut() {
+        for (key, value) in [
+            ("created", report.created),
+            ("revoked", report.revoked),
+            ("adopted", report.adopted),
+            ("failed_items", report.failed),
+            ("bulk_calls", report.bulk_calls),
+            ("single_calls", report.single_calls),
+        ] {
+            map.insert(key.to_owned(), json!(value));
+        }
+    }
+    let mut errors = report.errors.clone();
+    if let Some(stop) = stop {
+        errors.push(stop.to_string());
+    }
+    runs::Summary {
+        counts,
+        held_revocations: report.held_revocations as i32,
+        errors: errors.len() as i32,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        budget_left: json!({
+            "create_bulk_invitations": report.budget_left.bulk.left,
+            "create_invitation": report.budget_left.single.left,
+        }),
+        backlog: report.backlog as i32,
+        backlog_eta_seconds: Some(report.eta_seconds as i64),
+    }
+}
+
+fn log_summary(report: &Report) {
+    let counts = serde_json::to_string(&report.counts).unwrap_or_default();
+    let event = |level_error: bool| {
+        if level_error {
+            tracing::error!(
+                run_id = %report.run_id,
+                outcome = report.outcome.as_str(),
+                dry_run = report.dry_run,
+                counts = %counts,
+                created = report.created,
+                revoked = report.revoked,
+                held_revocations = report.held_revocations,
+                failed = report.failed,
+                backlog = report.backlog,
+                eta_seconds = report.eta_seconds,
+                "cycle finished with revocations held"
+            )
+        } else {
+            tracing::info!(
+                run_id = %report.run_id,
+                outcome = report.outcome.as_str(),
+                dry_run = report.dry_run,
+                counts = %counts,
+                created = report.created,
+                revoked = report.revoked,
+                held_revocations = report.held_revocations,
+                failed = report.failed,
+                backlog = report.backlog,
+                eta_seconds = report.eta_seconds,
+                "cycle finished"
+            )
+        }
+    };
+    event(report.held_revocations > 0);
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The budget left now for a target, from the calls recorded in Postgres.
+pub async fn budget_now(
+    pool: &PgPool,
+    target: &str,
+    limits: budget::Limits,
+) -> Result<Budget, sqlx::Error> {
+    let now = Utc::now();
+    let since =
+        now - chrono::Duration::from_std(limits.window).unwrap_or(chrono::Duration::hours(1));
+    let mut endpoints = Vec::with_capacity(2);
+    for (operation, limit) in [
+        (Operation::CreateBulkInvitations, limits.bulk_calls),
+        (Operation::CreateInvitation, limits.single_calls),
+    ] {
+        let name = operation.as_str();
+        let calls = budget_store::calls_since(pool, target, name, since).await?;
+        let blocked = budget_store::blocked_until(pool, target, name).await?;
+        endpoints.push(Endpoint::from_calls(
+            limit,
+            limits.window,
+            &calls,
+            blocked,
+            now,
+        ));
+    }
+    Ok(Budget {
+        bulk: endpoints[0],
+        single: endpoints[1],
+    })
+}
+
+/// Connects to the database of the settings.
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    use anyhow::Context;
+    store::connect(
+        settings.database.pool_options(),
+        settings.database.connect_options()?,
+    )
+    .await
+    .context("the database does not answer")
+}
+
+/// Connects and builds a reconciler from the settings; the Clerk key is checked here.
+pub async fn from_settings(settings: &Settings) -> anyhow::Result<Reconciler> {
+    let pool = connect(settings).await?;
+    let clerk = ClerkClient::new(settings.clerk.client_options()?)?;
+    Ok(Reconciler::new(
+        pool,
+        clerk,
+        CycleConfig::from_settings(settings),
+    ))
+}

@@ -1,0 +1,550 @@
+//! The plan: from the roster, Clerk's invitations and the ledger, what to do about each
+//! email and each invitation. A pure function: no I/O, no clock (the caller passes `now`).
+//!
+//! Invariants (held by property tests): no email is both created and revoked; nothing
+//! foreign is revoked; every create is desired; no create for an email with a pending
+//! invitation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::clerk::{Invitation, InvitationStatus};
+use crate::domain::{DesiredInvitee, DesiredRow, Email, LedgerEntry, LedgerState, RowDefaults};
+
+pub use crate::config::{OnChange, Ownership};
+
+/// The settings the plan obeys.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub ownership: Ownership,
+    pub on_change: OnChange,
+    pub reinvite_expired: bool,
+    pub defaults: RowDefaults,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            ownership: Ownership::Owned,
+            on_change: OnChange::Report,
+            reinvite_expired: true,
+            defaults: RowDefaults::default(),
+        }
+    }
+}
+
+/// Everything the plan looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub desired: &'a [DesiredRow],
+    /// Clerk's non-revoked invitations (pending, accepted, expired).
+    pub clerk: &'a [Invitation],
+    pub ledger: &'a [LedgerEntry],
+    /// People Clerk said are users.
+    pub known_users: &'a HashSet<Email>,
+    pub now: DateTime<Utc>,
+}
+
+/// One decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// Invite: desired, no live invitation. `reinvite` when the last one expired.
+    Create {
+        invitee: DesiredInvitee,
+        reinvite: bool,
+    },
+    /// The pending invitation is stale and `on_change = "replace"`: revoke it, then invite again.
+    Replace {
+        invitee: DesiredInvitee,
+        invitation_id: String,
+        differences: Vec<&'static str>,
+    },
+    /// Revoke: pending, not desired, owned (or `ownership = "all"`).
+    Revoke {
+        email: Email,
+        invitation_id: String,
+    },
+    /// Pending, not desired, not ours: reported, left alone.
+    Foreign {
+        email: Email,
+        invitation_id: String,
+    },
+    /// Pending and desired, but what it carries differs from the roster.
+    Stale {
+        email: Email,
+        invitation_id: String,
+        differences: Vec<&'static str>,
+    },
+    /// A roster row that can never succeed.
+    Invalid {
+        email: String,
+        reason: String,
+    },
+    /// `not_before` is in the future.
+    Deferred {
+        email: Email,
+        not_before: DateTime<Utc>,
+    },
+    Accepted {
+        email: Email,
+    },
+    AlreadyUser {
+        email: Email,
+    },
+    /// Revoked by someone else: not invited again until the roster row changes.
+    RevokedExternally {
+        email: Email,
+        invitation_id: Option<String>,
+    },
+    /// Expired, and `reinvite_expired` is off.
+    Expired {
+        email: Email,
+    },
+    /// Clerk refused the last create: retried at `retry_at`, or when the row changes if `None`.
+    Failed {
+        email: Email,
+        code: Option<String>,
+        reason: Option<String>,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// A create whose outcome is not known yet; settled by a lookup before anything is sent.
+    Unsettled {
+        email: Email,
+    },
+    InSync {
+        email: Email,
+        invitation_id: String,
+        owned: bool,
+    },
+}
+
+/// The categories the run record and `plan` count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Revoke,
+    Replace,
+    Create,
+    Reinvite,
+    Foreign,
+    Stale,
+    Invalid,
+    Deferred,
+    Accepted,
+    AlreadyUser,
+    RevokedExternally,
+    Expired,
+    Failed,
+    Unsettled,
+    InSync,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Revoke => "revoke",
+            Category::Replace => "replace",
+            Category::Create => "create",
+            Category::Reinvite => "reinvite",
+            Category::Foreign => "foreign",
+            Category::Stale => "stale",
+            Category::Invalid => "invalid",
+            Category::Deferred => "deferred",
+            Category::Accepted => "accepted",
+            Category::AlreadyUser => "already_user",
+            Category::RevokedExternally => "revoked_externally",
+            Category::Expired => "expired",
+            Category::Failed => "failed",
+            Category::Unsettled => "unsettled",
+            Category::InSync => "in_sync",
+        }
+    }
+}
+
+impl Item {
+    pub fn category(&self) -> Category {
+        match self {
+            Item::Create {
+                reinvite: false, ..
+            } => Category::Create,
+            Item::Create { reinvite: true, .. } => Category::Reinvite,
+            Item::Replace { .. } => Category::Replace,
+            Item::Revoke { .. } => Category::Revoke,
+            Item::Foreign { .. } => Category::Foreign,
+            Item::Stale { .. } => Category::Stale,
+            Item::Invalid { .. } => Category::Invalid,
+            Item::Deferred { .. } => Category::Deferred,
+            Item::Accepted { .. } => Category::Accepted,
+            Item::AlreadyUser { .. } => Category::AlreadyUser,
+            Item::RevokedExternally { .. } => Category::RevokedExternally,
+            Item::Expired { .. } => Category::Expired,
+            Item::Failed { .. } => Category::Failed,
+            Item::Unsettled { .. } => Category::Unsettled,
+            Item::InSync { .. } => Category::InSync,
+        }
+    }
+
+    /// The address the item is about, as normalised (or as written, for an unparseable row).
+    pub fn email(&self) -> &str {
+        match self {
+            Item::Create { invitee, .. } | Item::Replace { invitee, .. } => invitee.email.as_str(),
+            Item::Invalid { email, .. } => email,
+            Item::Revoke { email, .. }
+            | Item::Foreign { email, .. }
+            | Item::Stale { email, .. }
+            | Item::Deferred { email, .. }
+            | Item::Accepted { email }
+            | Item::AlreadyUser { email }
+            | Item::RevokedExternally { email, .. }
+            | Item::Expired { email }
+            | Item::Failed { email, .. }
+            | Item::Unsettled { email }
+            | Item::InSync { email, .. } => email.as_str(),
+        }
+    }
+
+    pub fn invitation_id(&self) -> Option<&str> {
+        match self {
+            Item::Replace { invitation_id, .. }
+            | Item::Revoke { invitation_id, .. }
+            | Item::Foreign { invitation_id, .. }
+            | Item::Stale { invitation_id, .. }
+            | Item::InSync { invitation_id, .. } => Some(invitation_id),
+            Item::RevokedExternally { invitation_id, .. } => invitation_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What the next cycle would do, item by item.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Revocations first, then creates in queue order (oldest `not_before`, then oldest
+    /// row), then everything else by category and email.
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    pub fn counts(&self) -> BTreeMap<Category, usize> {
+        let mut counts = BTreeMap::new();
+        for item in &self.items {
+            *counts.entry(item.category()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The invitees to create (creates, reinvites and the create half of replacements), in
+    /// queue order.
+    pub fn creates(&self) -> impl Iterator<Item = &DesiredInvitee> {
+        self.items.iter().filter_map(|item| match item {
+            Item::Create { invitee, .. } | Item::Replace { invitee, .. } => Some(invitee),
+            _ => None,
+        })
+    }
+
+    /// The `(email, invitation id)` pairs to revoke because they are not desired.
+    pub fn revocations(&self) -> impl Iterator<Item = (&Email, &str)> {
+        self.items.iter().filter_map(|item| match item {
+            Item::Revoke {
+                email,
+                invitation_id,
+            } => Some((email, invitation_id.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// Decides, for each desired row and each pending invitation, what the cycle does.
+pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
+    let Inputs {
+        desired,
+        clerk,
+        ledger,
+        known_users,
+        now,
+    } = inputs;
+
+    let ledger = observe(ledger, clerk);
+    let owned_ids: HashSet<&str> = ledger
+        .iter()
+        .filter(|entry| entry.owned)
+        .filter_map(|entry| entry.clerk_invitation_id.as_deref())
+        .collect();
+    let mut by_email: HashMap<Email, Vec<&LedgerEntry>> = HashMap::new();
+    for entry in &ledger {
+        by_email.entry(entry.email.clone()).or_default().push(entry);
+    }
+    for entries in by_email.values_mut() {
+        entries.sort_by_key(|entry| entry.id);
+    }
+
+    let mut clerk_by_email: HashMap<Email, Vec<&Invitation>> = HashMap::new();
+    for invitation in clerk {
+        if let Ok(email) = Email::parse(&invitation.email_address) {
+            clerk_by_email.entry(email).or_default().push(invitation);
+        }
+    }
+    for invitations in clerk_by_email.values_mut() {
+        invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    }
+
+    let mut items = Vec::new();
+    let mut desired_emails: HashSet<Email> = HashSet::new();
+    let mut creates: Vec<(DesiredInvitee, bool)> = Vec::new();
+
+    for row in desired {
+        let invitee = match DesiredInvitee::from_row(row, &policy.defaults) {
+            Ok(invitee) => invitee,
+            Err(invalid) => {
+                let email = match invalid.parsed {
+                    Some(email) => {
+                        let shown = email.to_string();
+                        desired_emails.insert(email);
+                        shown
+                    }
+                    None => invalid.email,
+                };
+                items.push(Item::Invalid {
+                    email,
+                    reason: invalid.reason,
+                });
+                continue;
+            }
+        };
+        if !desired_emails.insert(invitee.email.clone()) {
+            items.push(Item::Invalid {
+                email: invitee.email.to_string(),
+                reason: format!("another roster row has the address {}", invitee.email),
+            });
+            continue;
+        }
+        let invitations = clerk_by_email
+            .get(&invitee.email)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let entries = by_email
+            .get(&invitee.email)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        match decide(
+            invitee,
+            invitations,
+            entries,
+            known_users,
+            &owned_ids,
+            now,
+            policy,
+        ) {
+            Item::Create { invitee, reinvite } => creates.push((invitee, reinvite)),
+            item => items.push(item),
+        }
+    }
+
+    let mut revokes = Vec::new();
+    for invitation in clerk {
+        if invitation.status != InvitationStatus::Pending {
+            continue;
+        }
+        let Ok(email) = Email::parse(&invitation.email_address) else {
+            continue;
+        };
+        if desired_emails.contains(&email) {
+            continue;
+        }
+        let ours = owned_ids.contains(invitation.id.as_str());
+        if ours || policy.ownership == Ownership::All {
+            revokes.push(Item::Revoke {
+                email,
+                invitation_id: invitation.id.clone(),
+            });
+        } else {
+            items.push(Item::Foreign {
+                email,
+                invitation_id: invitation.id.clone(),
+            });
+        }
+    }
+
+    revokes.sort_by(|a, b| (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id())));
+    creates.sort_by(|(a, _), (b, _)| queue_key(a).cmp(&queue_key(b)));
+    let (mut replaces, rest): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|item| matches!(item, Item::Replace { .. }));
+    items = rest;
+    replaces.sort_by(|a, b| match (a, b) {
+        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. }) => {
+            queue_key(a).cmp(&queue_key(b))
+        }
+        _ => std::cmp::Ordering::Equal,
+    });
+    items.sort_by(|a, b| (a.category(), a.email()).cmp(&(b.category(), b.email())));
+
+    let mut ordered = revokes;
+    ordered.extend(replaces);
+    ordered.extend(
+        creates
+            .into_iter()
+            .map(|(invitee, reinvite)| Item::Create { invitee, reinvite }),
+    );
+    ordered.extend(items);
+    Plan { items: ordered }
+}
+
+/// Queue order: oldest `not_before` (a row without one has waited since it was written),
+/// then oldest row, then address.
+fn queue_key(invitee: &DesiredInvitee) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, &str) {
+    (
+        invitee.not_before.or(invitee.created_at),
+        invitee.created_at,
+        invitee.email.as_str(),
+    )
+}
+
+fn decide(
+    invitee: DesiredInvitee,
+    invitations: &[&Invitation],
+    entries: &[&LedgerEntry],
+    known_users: &HashSet<Email>,
+    owned_ids: &HashSet<&str>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Item {
+    let email = invitee.email.clone();
+    if entries.iter().any(|e| e.state == LedgerState::Sending) {
+        return Item::Unsettled { email };
+    }
+    let accepted = invitations
+        .iter()
+        .any(|i| i.status == InvitationStatus::Accepted)
+        || entries.iter().any(|e| e.state == LedgerState::Accepted);
+    if accepted {
+        return Item::Accepted { email };
+    }
+    if known_users.contains(&email) {
+        return Item::AlreadyUser { email };
+    }
+    if let Some(pending) = invitations
+        .iter()
+        .rev()
+        .find(|i| i.status == InvitationStatus::Pending)
+    {
+        let owned = owned_ids.contains(pending.id.as_str());
+        let recorded = entries
+            .iter()
+            .rev()
+            .find(|e| e.clerk_invitation_id.as_deref() == Some(pending.id.as_str()));
+        let mut differences = Vec::new();
+        if pending.public_metadata != invitee.metadata() {
+            differences.push("public_metadata");
+        }
+        if let Some(entry) = recorded.filter(|e| e.owned) {
+            if entry.redirect_url != invitee.request.redirect_url {
+                differences.push("redirect_url");
+            }
+        }
+        if differences.is_empty() {
+            return Item::InSync {
+                email,
+                invitation_id: pending.id.clone(),
+                owned,
+            };
+        }
+        let may_replace = owned || policy.ownership == Ownership::All;
+        return if policy.on_change == OnChange::Replace && may_replace {
+            Item::Replace {
+                invitation_id: pending.id.clone(),
+                invitee,
+                differences,
+            }
+        } else {
+            Item::Stale {
+                email,
+                invitation_id: pending.id.clone(),
+                differences,
+            }
+        };
+    }
+    if let Some(not_before) = invitee.not_before.filter(|t| *t > now) {
+        return Item::Deferred { email, not_before };
+    }
+    if let Some(last) = entries.last() {
+        let same_row = last.row_digest.as_deref() == Some(invitee.digest.as_str());
+        match last.state {
+            LedgerState::Failed if last.terminal && same_row => {
+                return Item::Failed {
+                    email,
+                    code: last.last_error_code.clone(),
+                    reason: last.last_error.clone(),
+                    retry_at: None,
+                };
+            }
+            LedgerState::Failed
+                if !last.terminal && last.next_attempt_at.is_some_and(|t| t > now) =>
+            {
+                return Item::Failed {
+                    email,
+                    code: last.last_error_code.clone(),
+                    reason: last.last_error.clone(),
+                    retry_at: last.next_attempt_at,
+                };
+            }
+            LedgerState::Revoked if !last.revoked_by_us && same_row => {
+                return Item::RevokedExternally {
+                    email,
+                    invitation_id: last.clerk_invitation_id.clone(),
+                };
+            }
+            _ => {}
+        }
+    }
+    let expired = invitations
+        .iter()
+        .any(|i| i.status == InvitationStatus::Expired)
+        || entries
+            .last()
+            .is_some_and(|e| e.state == LedgerState::Expired);
+    if expired {
+        return if policy.reinvite_expired {
+            Item::Create {
+                invitee,
+                reinvite: true,
+            }
+        } else {
+            Item::Expired { email }
+        };
+    }
+    Item::Create {
+        invitee,
+        reinvite: false,
+    }
+}
+
+/// The ledger as Clerk's list shows it now: each invitation the ledger holds as pending or
+/// expired takes the status Clerk reports, and one missing from Clerk's non-revoked list
+/// was revoked (by someone else, unless invite-sync revoked it).
+pub fn observe(ledger: &[LedgerEntry], clerk: &[Invitation]) -> Vec<LedgerEntry> {
+    let by_id: HashMap<&str, &Invitation> = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
+    ledger
+        .iter()
+        .map(|entry| {
+            let mut entry = entry.clone();
+            if let (Some(id), LedgerState::Pending | LedgerState::Expired) =
+                (entry.clerk_invitation_id.as_deref(), entry.state)
+            {
+                entry.state = match by_id.get(id).map(|i| i.status) {
+                    Some(InvitationStatus::Pending) => LedgerState::Pending,
+                    Some(InvitationStatus::Accepted) => LedgerState::Accepted,
+                    Some(InvitationStatus::Expired) => LedgerState::Expired,
+                    Some(InvitationStatus::Revoked) | None => LedgerState::Revoked,
+                };
+            }
+            entry
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
