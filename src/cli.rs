@@ -146,7 +146,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::ClerkSim(args) => clerk_sim(args).await,
         Command::Demo(args) => commands::demo::run(args.once).await,
         command => {
-            let settings = match load(cli.config) {
+            // Terraform's convention: with --detailed-exitcode, 2 means "changes", so a
+            // configuration error is 1 there.
+            let config_error = match &command {
+                Command::Plan(args) if args.detailed_exitcode => EXIT_FAILED,
+                _ => EXIT_USAGE,
+            };
+            let needs_clerk = matches!(command, Command::Run | Command::Sync(_) | Command::Plan(_));
+            let settings = match load(cli.config, needs_clerk, config_error) {
                 Ok(settings) => settings,
                 Err(code) => return code,
             };
@@ -188,19 +195,36 @@ fn config_check(file: Option<PathBuf>) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// Loads the settings and installs logging; a bad configuration is a usage error.
-fn load(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
+/// Loads the settings and installs logging. A bad configuration, or a missing or unusable
+/// Clerk secret key for a command that calls Clerk, exits with `config_error` before any
+/// connection is made.
+fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Settings, ExitCode> {
     let settings = Settings::from_process_env(file.as_deref()).map_err(|error| {
         eprintln!("invalid configuration:\n{error}");
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(config_error)
     })?;
+    if needs_clerk {
+        let checked = settings
+            .clerk
+            .client_options()
+            .map_err(|e| e.to_string())
+            .and_then(|options| {
+                crate::clerk::ClerkClient::new(options)
+                    .map(drop)
+                    .map_err(|e| format!("clerk.secret_key: {e}"))
+            });
+        if let Err(error) = checked {
+            eprintln!("invalid configuration:\n{error}");
+            return Err(ExitCode::from(config_error));
+        }
+    }
     let format = match settings.log.format {
         config::LogFormat::Pretty => telemetry::Format::Pretty,
         config::LogFormat::Json => telemetry::Format::Json,
     };
     telemetry::init(format, &settings.log.level).map_err(|error| {
         eprintln!("{error}");
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(config_error)
     })?;
     Ok(settings)
 }

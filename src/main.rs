@@ -4,7 +4,22 @@ use clap::Parser;
 use invite_sync::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                // With --detailed-exitcode, 2 means "changes": a usage error is 1 there.
+                _ if std::env::args_os().any(|a| a == "--detailed-exitcode") => {
+                    ExitCode::from(cli::EXIT_FAILED)
+                }
+                _ => ExitCode::from(cli::EXIT_USAGE),
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

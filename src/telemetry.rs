@@ -1,5 +1,7 @@
 //! The tracing subscriber: human-readable lines for a terminal, JSON lines for production.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -28,7 +30,10 @@ pub fn init_with_prefix(format: Format, level: &str, prefix: &'static str) -> Re
         .with_writer(PrefixedStderr { prefix })
         .with_span_events(FmtSpan::NONE);
     let installed = match format {
-        Format::Pretty => builder.with_target(false).try_init(),
+        Format::Pretty => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         Format::Json => builder
             .json()
             .flatten_event(true)

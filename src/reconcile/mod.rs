@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::clerk::budget::{self, Budget, Endpoint};
 use crate::clerk::{ClerkClient, ClientError, Invitation, Operation};
 use crate::config::Settings;
-use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState, RowDefaults};
+use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::store::{self, budget as budget_store, desired, ledger, lock, runs};
 use execute::{Executor, Stop, Tally};
 use guard::{HoldReason, Revocation, Verdict};
@@ -50,13 +50,7 @@ impl CycleConfig {
                 ownership: sync.ownership,
                 on_change: sync.on_change,
                 reinvite_expired: sync.reinvite_expired,
-                defaults: RowDefaults {
-                    notify: sync.notify,
-                    ignore_existing: sync.ignore_existing,
-                    expires_in_days: sync.expires_in_days,
-                    redirect_url: sync.redirect_url.clone(),
-                    template_slug: sync.template_slug,
-                },
+                defaults: sync.row_defaults(),
             },
             guard: guard::Limits {
                 max_revocations: sync.max_revocations as usize,
@@ -83,6 +77,8 @@ pub struct Request {
     pub dry_run: Option<bool>,
     /// `sync --allow-revocations N`.
     pub allow_revocations: usize,
+    /// The id the run is to have (one was promised to whoever asked for it).
+    pub run_id: Option<Uuid>,
 }
 
 impl Request {
@@ -91,6 +87,7 @@ impl Request {
             trigger: trigger.into(),
             dry_run: None,
             allow_revocations: 0,
+            run_id: None,
         }
     }
 }
@@ -122,6 +119,8 @@ pub enum CycleResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub run_id: Uuid,
+    pub desired_rows: usize,
+    pub owned_pending: usize,
     pub outcome: runs::Outcome,
     pub dry_run: bool,
     pub counts: BTreeMap<&'static str, usize>,
@@ -274,7 +273,27 @@ impl Reconciler {
             );
             return Ok(CycleResult::Skipped { holder });
         };
+        let metrics = crate::metrics::metrics();
+        metrics.lock_held.set(1);
+        let started = std::time::Instant::now();
         let outcome = self.locked_cycle(request, shutdown, &mut leader).await;
+        metrics
+            .cycle_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.lock_held.set(0);
+        let outcome_label = match &outcome {
+            Ok(report) => report.outcome.as_str(),
+            Err(_) => runs::Outcome::Failed.as_str(),
+        };
+        metrics
+            .cycles
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: outcome_label.to_owned(),
+            })
+            .inc();
+        if let Ok(report) = &outcome {
+            record_gauges(report);
+        }
         if let Err(error) = leader.release().await {
             tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
         }
@@ -289,7 +308,7 @@ impl Reconciler {
     ) -> Result<Report, CycleError> {
         let target = self.config.target.as_str();
         let dry_run = request.dry_run.unwrap_or(self.config.dry_run);
-        let run_id = Uuid::new_v4();
+        let run_id = request.run_id.unwrap_or_else(Uuid::new_v4);
         let abandoned = runs::close_abandoned(&self.pool, target).await?;
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "closed runs a stopped process left open");
@@ -363,12 +382,14 @@ impl Reconciler {
         if !dry_run {
             self.store_observations(&state).await?;
         }
-        let (plan, verdict, _) = self.decide(&state, request.allow_revocations);
+        let (plan, verdict, owned_pending) = self.decide(&state, request.allow_revocations);
         self.config.reporter.drift(&plan, dry_run);
         self.log_verdict(&verdict, dry_run);
         let budget = self.budget().await?;
         let queue: Vec<DesiredInvitee> = plan.creates().cloned().collect();
         let mut done = Done {
+            desired_rows: state.desired.len(),
+            owned_pending,
             counts: plan
                 .counts()
                 .into_iter()
@@ -478,6 +499,8 @@ impl Reconciler {
         let eta = done.budget.eta(backlog as u64, &self.config.budget, now);
         Report {
             run_id,
+            desired_rows: done.desired_rows,
+            owned_pending: done.owned_pending,
             outcome: runs::Outcome::Succeeded,
             dry_run,
             counts: done.counts.clone(),
@@ -501,6 +524,8 @@ impl Reconciler {
 
 /// What the steps of a cycle leave for its report.
 struct Done {
+    desired_rows: usize,
+    owned_pending: usize,
     counts: BTreeMap<&'static str, usize>,
     held: usize,
     hold_reason: Option<HoldReason>,
@@ -513,6 +538,8 @@ struct Done {
 impl Done {
     fn stopped(stop: Stop) -> Done {
         Done {
+            desired_rows: 0,
+            owned_pending: 0,
             counts: BTreeMap::new(),
             held: 0,
             hold_reason: None,
@@ -564,6 +591,50 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
         }),
         backlog: report.backlog as i32,
         backlog_eta_seconds: Some(report.eta_seconds as i64),
+    }
+}
+
+fn record_gauges(report: &Report) {
+    use crate::metrics::{CategoryLabel, EndpointLabel, Metrics};
+    let metrics = crate::metrics::metrics();
+    for category in plan::Category::ALL {
+        let count = report.counts.get(category.as_str()).copied().unwrap_or(0);
+        Metrics::gauge(
+            &metrics.drift.get_or_create(&CategoryLabel {
+                category: category.as_str().to_owned(),
+            }),
+            count,
+        );
+    }
+    Metrics::gauge(&metrics.desired, report.desired_rows);
+    Metrics::gauge(&metrics.owned_pending, report.owned_pending);
+    Metrics::gauge(&metrics.backlog, report.backlog);
+    Metrics::gauge(&metrics.backlog_eta, report.eta_seconds as usize);
+    Metrics::gauge(&metrics.held_revocations, report.held_revocations);
+    for (endpoint, left) in [
+        (
+            Operation::CreateBulkInvitations,
+            report.budget_left.bulk.left,
+        ),
+        (Operation::CreateInvitation, report.budget_left.single.left),
+    ] {
+        Metrics::gauge(
+            &metrics.budget_left.get_or_create(&EndpointLabel {
+                endpoint: endpoint.as_str().to_owned(),
+            }),
+            left as usize,
+        );
+    }
+    if !report.dry_run
+        && matches!(
+            report.outcome,
+            runs::Outcome::Succeeded | runs::Outcome::Held | runs::Outcome::Partial
+        )
+        && report.errors.is_empty()
+    {
+        metrics
+            .last_success
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 }
 
@@ -659,8 +730,8 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
 
 /// Connects and builds a reconciler from the settings; the Clerk key is checked here.
 pub async fn from_settings(settings: &Settings) -> anyhow::Result<Reconciler> {
-    let pool = connect(settings).await?;
     let clerk = ClerkClient::new(settings.clerk.client_options()?)?;
+    let pool = connect(settings).await?;
     Ok(Reconciler::new(
         pool,
         clerk,

@@ -1,9 +1,11 @@
 //! Integration tests: one binary, a module per area. They talk to a real PostgreSQL
 //! (a fresh database per test) and to the Clerk simulator over a real socket.
 
+mod cli;
 mod client;
 mod common;
 mod config;
 mod import;
+mod reconcile;
 mod sim;
 mod store;

@@ -1,0 +1,1749 @@
+//! The `invite-sync` binary as an operator runs it: exit codes, output, signals, and two
+//! processes against one database. Each test starts the built binary against its own
+//! database and an in-process simulated Clerk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use invite_sync::clerk::sim::{Fault, FaultKind, Operation, SimOptions, SimStats};
+use invite_sync::clerk::InvitationStatus;
+use serde_json::Value;
+
+use crate::common::{people, server_url, wait_for, Harness, TestDb};
+
+/// How long a one-shot command may take before the test gives up on it.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(15);
+
+const SIGHUP: u32 = 1;
+const SIGINT: u32 = 2;
+const SIGTERM: u32 = 15;
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// A running `invite-sync`. Its output goes to files, so a chatty child never blocks on a
+/// full pipe; dropping it kills and reaps the child, so a failed assertion leaves nothing
+/// running.
+struct Proc {
+    label: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+/// How a process ended, and what it printed.
+struct Finished {
+    label: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    #[track_caller]
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "unexpected exit of {self}");
+        self
+    }
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Proc {
+    fn spawn(mut command: Command, args: &[&str]) -> Proc {
+        let label = format!("invite-sync {}", args.join(" "));
+        let dir = std::env::temp_dir().join(format!(
+            "invite-sync-cli-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory for the child's output");
+        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+        let child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("`{label}` could not start: {e}"));
+        Proc { label, child, dir }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        self.read("stdout")
+    }
+
+    fn stderr(&self) -> String {
+        self.read("stderr")
+    }
+
+    /// Whether the child has exited (and is reaped).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("the child's status can be read")
+    }
+
+    /// Waits for the child to exit, failing the test (and killing it) after `deadline`.
+    async fn wait(&mut self, deadline: Duration) -> Finished {
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.exited() {
+                return Finished {
+                    label: self.label.clone(),
+                    status,
+                    stdout: self.stdout(),
+                    stderr: self.stderr(),
+                };
+            }
+            if tokio::time::Instant::now() >= give_up {
+                panic!(
+                    "`{}` did not exit within {deadline:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.label,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `ready` says so while the child keeps running; fails the test, showing
+    /// the child's output, if it exits first or `deadline` passes.
+    async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            if ready().await {
+                return;
+            }
+            let state = match self.exited() {
+                Some(status) => format!("exited ({status})"),
+                None if tokio::time::Instant::now() >= give_up => {
+                    format!("timed out after {deadline:?}")
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            panic!(
+                "`{}` {state} while waiting for {what}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.label,
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+
+    /// Sends a signal with kill(1): the crate has no libc binding.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits until the child has installed a handler for `signal`: sending it earlier would
+    /// get the default action (SIGHUP and SIGTERM kill) instead of the service's.
+    async fn wait_for_handler(&self, signal: u32) {
+        let pid = self.pid();
+        wait_for(
+            &format!("pid {pid} to catch signal {signal}"),
+            Duration::from_secs(10),
+            || std::future::ready(catches(pid, signal).then_some(())),
+        )
+        .await;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `/proc/PID/status` says the process catches `signal`.
+fn catches(pid: u32, signal: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// The binary with nothing in its environment but PATH and `env`.
+fn bare_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invite-sync"));
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// Runs a command to its end.
+async fn run(command: Command, args: &[&str]) -> Finished {
+    Proc::spawn(command, args).wait(COMMAND_DEADLINE).await
+}
+
+/// Runs the binary with the harness's environment.
+async fn invite_sync(h: &Harness, args: &[&str]) -> Finished {
+    run(h.command(), args).await
+}
+
+/// Runs the binary with the harness's environment plus `extra`.
+async fn invite_sync_with(h: &Harness, extra: &[(&str, &str)], args: &[&str]) -> Finished {
+    let mut command = h.command();
+    command.envs(extra.iter().copied());
+    run(command, args).await
+}
+
+// ---------------------------------------------------------------------------
+// Looking at the outcome
+
+/// A target name no other test uses: the advisory lock's key is derived from it alone.
+fn unique_target() -> String {
+    format!("cli-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn harness(overrides: &[(&str, &str)]) -> Harness {
+    Harness::with(SimOptions::default(), overrides).await
+}
+
+async fn add(h: &Harness, emails: &[String]) {
+    let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+    h.add_people(&emails).await;
+}
+
+/// Pending invitations in the simulator per email.
+fn pending_per_email(h: &Harness) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for invitation in h.pending() {
+        *counts
+            .entry(invitation.email_address.to_lowercase())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts that exactly `emails` hold a pending invitation, one each, and that the simulator
+/// holds no other invitation that is not revoked.
+#[track_caller]
+fn assert_one_pending_each(h: &Harness, emails: &[String]) {
+    let counts = pending_per_email(h);
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "emails with two pending invitations: {doubled:?}"
+    );
+    let pending: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = emails.iter().map(String::as_str).collect();
+    assert_eq!(
+        pending, wanted,
+        "the pending invitations are not the roster"
+    );
+    let live = h
+        .sim
+        .invitations()
+        .into_iter()
+        .filter(|i| i.status != InvitationStatus::Revoked)
+        .count();
+    assert_eq!(
+        live,
+        emails.len(),
+        "the simulator holds invitations beyond one per person"
+    );
+}
+
+fn writes(h: &Harness) -> (u64, u64, u64) {
+    let stats = h.sim.stats();
+    (
+        stats.total(Operation::CreateInvitation),
+        stats.total(Operation::CreateBulkInvitations),
+        stats.total(Operation::RevokeInvitation),
+    )
+}
+
+async fn scalar(h: &Harness, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn json(finished: &Finished) -> Value {
+    serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {finished}"))
+}
+
+/// The `email` fields of a JSON array, sorted.
+fn emails_of(list: &Value) -> Vec<String> {
+    let mut emails: Vec<String> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|entry| entry["email"].as_str().expect("an email").to_owned())
+        .collect();
+    emails.sort();
+    emails
+}
+
+fn sorted(emails: &[String]) -> Vec<String> {
+    let mut emails = emails.to_vec();
+    emails.sort();
+    emails
+}
+
+// ---------------------------------------------------------------------------
+// config check
+
+#[tokio::test]
+async fn config_check_exits_2_and_names_each_bad_key() {
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-cli-config-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invite-sync.toml");
+    std::fs::write(&file, "[sync]\nmax_revocatons = 3\n").unwrap();
+    let file_arg = file.display().to_string();
+
+    let finished = run(
+        bare_command(&[("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "2")]),
+        &["--config", &file_arg, "config", "check"],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    finished.assert_code(2);
+    for key in ["sync.max_revocation_ratio", "sync.max_revocatons"] {
+        assert!(
+            finished.stderr.contains(key),
+            "{key} is not named: {finished}"
+        );
+    }
+    assert!(
+        finished
+            .stderr
+            .contains("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO"),
+        "the variable the bad value came from is not named: {finished}"
+    );
+    assert!(finished.stdout.is_empty(), "{finished}");
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_toml_without_the_secret_key_or_the_password() {
+    let finished = run(
+        bare_command(&[
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2pass@127.0.0.1:5432/invite_sync",
+            ),
+            ("CLERK_SECRET_KEY", "sk_test_VERYSECRET123"),
+            ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "7"),
+        ]),
+        &["config", "check"],
+    )
+    .await;
+    finished.assert_code(0);
+    for secret in ["VERYSECRET", "hunter2pass"] {
+        assert!(
+            !finished.stdout.contains(secret) && !finished.stderr.contains(secret),
+            "{secret} leaked: {finished}"
+        );
+    }
+    // The output is the effective configuration: it parses as TOML and carries the values.
+    let parsed: toml::Table = finished
+        .stdout
+        .parse()
+        .unwrap_or_else(|e| panic!("not TOML ({e}): {finished}"));
+    assert_eq!(parsed["sync"]["max_revocations"].as_integer(), Some(7));
+    assert_eq!(
+        parsed["database"]["url"].as_str(),
+        Some("postgres://app:[redacted]@127.0.0.1:5432/invite_sync")
+    );
+    assert_eq!(parsed["clerk"]["secret_key"].as_str(), Some("[redacted]"));
+}
+
+#[tokio::test]
+async fn config_check_keeps_secrets_written_in_the_config_file_out_of_its_output() {
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-cli-config-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invite-sync.toml");
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"postgres://app:hunter2pass@db.internal/app\"\n\n\
+         [clerk]\nsecret_key = \"sk_live_VERYSECRET123\"\n",
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let finished = run(bare_command(&[]), &["-c", &file_arg, "config", "check"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    finished.assert_code(0);
+    for secret in ["VERYSECRET", "hunter2pass"] {
+        assert!(
+            !finished.stdout.contains(secret) && !finished.stderr.contains(secret),
+            "{secret} leaked: {finished}"
+        );
+    }
+    assert!(finished.stdout.contains("[redacted]"), "{finished}");
+}
+
+// ---------------------------------------------------------------------------
+// migrate
+
+#[tokio::test]
+async fn migrate_applied_twice_on_a_fresh_database_succeeds_both_times() {
+    let db = TestDb::empty().await;
+    let url = db.url();
+    for round in ["first", "second"] {
+        let finished = run(bare_command(&[("DATABASE_URL", &url)]), &["migrate"]).await;
+        assert_eq!(finished.code(), Some(0), "{round} migrate: {finished}");
+        assert!(
+            finished.stdout.contains("database schema is up to date"),
+            "{finished}"
+        );
+    }
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'
+           AND table_name IN ('desired_invitees', 'invite_sync_ledger', 'invite_sync_runs',
+                              'invite_sync_clerk_calls', 'invite_sync_rate_blocks',
+                              'invite_sync_known_users')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 6);
+}
+
+// ---------------------------------------------------------------------------
+// sync
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_invites_everyone_once_and_a_second_sync_creates_nothing() {
+    let h = harness(&[]).await;
+    let roster = people("sync", 12);
+    add(&h, &roster).await;
+
+    let first = invite_sync(&h, &["sync"]).await;
+    first.assert_code(0);
+    assert!(
+        first
+            .stdout
+            .contains("succeeded: 12 created, 0 revoked, 0 held, 0 failed, backlog 0"),
+        "{first}"
+    );
+    assert_one_pending_each(&h, &roster);
+    let after_first = writes(&h);
+
+    let second = invite_sync(&h, &["sync"]).await;
+    second.assert_code(0);
+    assert!(
+        second
+            .stdout
+            .contains("succeeded: 0 created, 0 revoked, 0 held, 0 failed"),
+        "{second}"
+    );
+    assert_eq!(writes(&h), after_first, "the second sync wrote to Clerk");
+    assert_one_pending_each(&h, &roster);
+    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_exits_3_while_revocations_are_held_and_allow_revocations_releases_them() {
+    let h = harness(&[]).await;
+    let roster = people("held", 30);
+    add(&h, &roster).await;
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    assert_one_pending_each(&h, &roster);
+
+    sqlx::query("DELETE FROM desired_invitees")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let held = invite_sync(&h, &["sync"]).await;
+    held.assert_code(3);
+    assert_eq!(
+        h.sim.stats().total(Operation::RevokeInvitation),
+        0,
+        "a held revocation reached Clerk: {held}"
+    );
+    assert!(held.stdout.contains("30 held"), "{held}");
+    assert!(
+        held.stdout
+            .contains("invite-sync sync --allow-revocations 30"),
+        "the output does not say how to release them: {held}"
+    );
+    assert_eq!(h.pending().len(), 30);
+    let plan = invite_sync(&h, &["plan", "--detailed-exitcode"]).await;
+    plan.assert_code(2);
+    assert!(
+        plan.stdout.contains("! held")
+            && plan
+                .stdout
+                .contains("invite-sync sync --allow-revocations 30"),
+        "{plan}"
+    );
+
+    let released = invite_sync(&h, &["sync", "--allow-revocations", "30"]).await;
+    released.assert_code(0);
+    assert!(released.stdout.contains("30 revoked, 0 held"), "{released}");
+    let stats = h.sim.stats();
+    assert_eq!(stats.total(Operation::RevokeInvitation), 30);
+    assert_eq!(stats.count(Operation::RevokeInvitation, 200), 30);
+    assert!(h.pending().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_revocations_releases_at_most_n_and_only_this_once() {
+    let h = harness(&[]).await;
+    add(&h, &people("once", 30)).await;
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    sqlx::query("DELETE FROM desired_invitees")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+
+    let partly = invite_sync(&h, &["sync", "--allow-revocations", "5"]).await;
+    partly.assert_code(3);
+    assert!(partly.stdout.contains("5 revoked, 25 held"), "{partly}");
+    assert_eq!(h.sim.stats().count(Operation::RevokeInvitation, 200), 5);
+
+    let again = invite_sync(&h, &["sync"]).await;
+    again.assert_code(3);
+    assert!(again.stdout.contains("0 revoked, 25 held"), "{again}");
+    assert_eq!(h.sim.stats().total(Operation::RevokeInvitation), 5);
+    assert_eq!(h.pending().len(), 25);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_exits_1_when_an_item_fails() {
+    let h = harness(&[]).await;
+    let roster = people("fail", 1);
+    add(&h, &roster).await;
+    h.sim.inject_fault(Fault::new(
+        Operation::CreateInvitation,
+        1,
+        FaultKind::Status {
+            status: 400,
+            retry_after: None,
+        },
+    ));
+
+    let finished = invite_sync(&h, &["sync"]).await;
+    finished.assert_code(1);
+    assert!(
+        finished.stdout.contains("partial: 0 created") && finished.stdout.contains("1 failed"),
+        "{finished}"
+    );
+    assert!(h.pending().is_empty());
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_ledger WHERE state = 'failed'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_exits_2_on_a_usage_error_or_a_bad_configuration() {
+    let h = harness(&[]).await;
+    let usage = invite_sync(&h, &["sync", "--allow-revocations", "notanumber"]).await;
+    usage.assert_code(2);
+    assert!(usage.stderr.contains("--allow-revocations"), "{usage}");
+
+    let config = invite_sync_with(
+        &h,
+        &[("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "2")],
+        &["sync"],
+    )
+    .await;
+    config.assert_code(2);
+    assert!(
+        config.stderr.contains("sync.max_revocation_ratio"),
+        "{config}"
+    );
+    assert_eq!(writes(&h), (0, 0, 0));
+    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_reads_the_secret_key_from_a_systemd_credential_file() {
+    let h = harness(&[]).await;
+    add(&h, &people("cred", 2)).await;
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-cli-credentials-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("clerk-secret-key"),
+        format!("{}\n", h.sim.secret_key()),
+    )
+    .unwrap();
+    let mut command = h.command();
+    command
+        .env_remove("CLERK_SECRET_KEY")
+        .env("CREDENTIALS_DIRECTORY", &dir)
+        .env("INVITE_SYNC__CLERK__SECRET_KEY_FILE", "%d/clerk-secret-key");
+    let finished = run(command, &["sync"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    finished.assert_code(0);
+    assert!(finished.stdout.contains("2 created"), "{finished}");
+    assert!(!finished.stderr.contains(h.sim.secret_key()), "{finished}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_without_a_usable_secret_key_is_a_configuration_error() {
+    let h = harness(&[]).await;
+    let mut missing = h.command();
+    missing.env_remove("CLERK_SECRET_KEY");
+    let missing = run(missing, &["sync"]).await;
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("clerk.secret_key"), "{missing}");
+
+    let mut unreadable = h.command();
+    unreadable.env_remove("CLERK_SECRET_KEY").env(
+        "INVITE_SYNC__CLERK__SECRET_KEY_FILE",
+        "/nonexistent/clerk-secret-key",
+    );
+    let unreadable = run(unreadable, &["plan", "--detailed-exitcode"]).await;
+    // plan's 2 means "changes": a configuration error there is 1 by its own contract.
+    unreadable.assert_code(1);
+    let mut unreadable_sync = h.command();
+    unreadable_sync.env_remove("CLERK_SECRET_KEY").env(
+        "INVITE_SYNC__CLERK__SECRET_KEY_FILE",
+        "/nonexistent/clerk-secret-key",
+    );
+    let unreadable_sync = run(unreadable_sync, &["sync"]).await;
+    unreadable_sync.assert_code(2);
+    assert!(
+        unreadable_sync.stderr.contains("clerk.secret_key_file"),
+        "{unreadable_sync}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_dry_run_sends_no_write_call() {
+    let h = harness(&[]).await;
+    let roster = people("dry", 12);
+    add(&h, &roster).await;
+
+    let finished = invite_sync(&h, &["sync", "--dry-run"]).await;
+    finished.assert_code(0);
+    assert!(
+        finished.stdout.contains("[dry run: nothing sent]"),
+        "{finished}"
+    );
+    assert_eq!(writes(&h), (0, 0, 0), "a dry run wrote to Clerk");
+    assert!(h.sim.invitations().is_empty());
+    assert_eq!(
+        scalar(&h, "SELECT count(*) FROM invite_sync_ledger").await,
+        0
+    );
+    assert_eq!(
+        scalar(&h, "SELECT count(*) FROM invite_sync_clerk_calls").await,
+        0,
+        "a dry run spent budget"
+    );
+    assert_eq!(
+        scalar(&h, "SELECT count(*) FROM invite_sync_runs WHERE dry_run").await,
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// plan
+
+/// Ten people synced, then two removed and three added.
+async fn synced_then_changed(prefix: &str) -> (Harness, Vec<String>, Vec<String>) {
+    let h = harness(&[]).await;
+    let first = people(prefix, 10);
+    add(&h, &first).await;
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    let removed = vec![first[3].clone(), first[7].clone()];
+    let removed_refs: Vec<&str> = removed.iter().map(String::as_str).collect();
+    h.remove_people(&removed_refs).await;
+    let added = people(&format!("{prefix}new"), 3);
+    add(&h, &added).await;
+    (h, removed, added)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_json_lists_the_exact_emails_to_create_and_to_revoke() {
+    let h = harness(&[]).await;
+    let roster = people("pj", 4);
+    add(&h, &roster).await;
+    let before = invite_sync(&h, &["plan", "--format", "json"]).await;
+    before.assert_code(0);
+    let plan = json(&before);
+    assert_eq!(emails_of(&plan["creates"]), sorted(&roster), "{before}");
+    assert_eq!(emails_of(&plan["revocations"]), Vec::<String>::new());
+    assert_eq!(plan["backlog"], 4);
+    drop(h);
+
+    let (h, removed, added) = synced_then_changed("pjc").await;
+    let calls_before = h.sim.stats();
+    let after = invite_sync(&h, &["plan", "--format", "json"]).await;
+    after.assert_code(0);
+    let plan = json(&after);
+    assert_eq!(emails_of(&plan["creates"]), sorted(&added), "{after}");
+    assert_eq!(emails_of(&plan["revocations"]), sorted(&removed), "{after}");
+    for revocation in plan["revocations"].as_array().unwrap() {
+        assert_eq!(revocation["status"], "revoke", "{after}");
+        let id = revocation["invitation_id"].as_str().unwrap();
+        assert!(
+            h.pending().iter().any(|i| i.id == id),
+            "{id} is not a pending invitation"
+        );
+    }
+    assert_eq!(plan["counts"]["in_sync"], 8, "{after}");
+    assert_eq!(
+        writes(&h),
+        (
+            calls_before.total(Operation::CreateInvitation),
+            calls_before.total(Operation::CreateBulkInvitations),
+            calls_before.total(Operation::RevokeInvitation)
+        ),
+        "plan wrote to Clerk"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_text_lists_revocations_before_creates() {
+    let (h, removed, added) = synced_then_changed("pt").await;
+    let finished = invite_sync(&h, &["plan"]).await;
+    finished.assert_code(0);
+    let text = &finished.stdout;
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {finished}"))
+    };
+    let revocations_heading = line_of("Revocations (2)");
+    let creates_heading = line_of("Creates (3)");
+    assert!(revocations_heading < creates_heading, "{finished}");
+    for email in &removed {
+        let line = line_of(&format!("revoke     {email}"));
+        assert!(
+            revocations_heading < line && line < creates_heading,
+            "{finished}"
+        );
+    }
+    for email in &added {
+        assert!(line_of(&format!("create     {email}")) > creates_heading);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_detailed_exitcode_is_2_with_changes_and_0_when_in_sync() {
+    let h = harness(&[]).await;
+    add(&h, &people("pd", 5)).await;
+
+    invite_sync(&h, &["plan"]).await.assert_code(0);
+    let changes = invite_sync(&h, &["plan", "--detailed-exitcode"]).await;
+    changes.assert_code(2);
+    assert!(changes.stdout.contains("Creates (5)"), "{changes}");
+
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    let in_sync = invite_sync(&h, &["plan", "--detailed-exitcode"]).await;
+    in_sync.assert_code(0);
+    assert!(in_sync.stdout.contains("Creates (0)"), "{in_sync}");
+
+    h.remove_people(&["pd0002@example.com"]).await;
+    invite_sync(&h, &["plan", "--detailed-exitcode", "--format", "json"])
+        .await
+        .assert_code(2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_detailed_exitcode_reports_a_bad_configuration_as_an_error_not_as_changes() {
+    let h = harness(&[]).await;
+    let finished = invite_sync_with(
+        &h,
+        &[("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "2")],
+        &["plan", "--detailed-exitcode"],
+    )
+    .await;
+    assert!(
+        finished.stderr.contains("sync.max_revocation_ratio"),
+        "{finished}"
+    );
+    finished.assert_code(1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_detailed_exitcode_is_1_when_clerk_cannot_be_reached() {
+    let h = harness(&[]).await;
+    add(&h, &people("pe", 2)).await;
+    // Nothing listens on port 9 of the loopback address.
+    let finished = invite_sync_with(
+        &h,
+        &[
+            ("INVITE_SYNC__CLERK__API_URL", "http://127.0.0.1:9/v1"),
+            ("INVITE_SYNC__CLERK__MAX_ATTEMPTS", "1"),
+        ],
+        &["plan", "--detailed-exitcode"],
+    )
+    .await;
+    finished.assert_code(1);
+    assert!(finished.stderr.contains("error:"), "{finished}");
+}
+
+// ---------------------------------------------------------------------------
+// status
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_json_shows_the_last_run_the_budget_the_backlog_and_held_revocations() {
+    let target = unique_target();
+    let h = harness(&[
+        ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "1"),
+        ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "1"),
+        ("INVITE_SYNC__SYNC__TARGET", &target),
+    ])
+    .await;
+    add(&h, &people("st", 15)).await;
+    let synced = invite_sync(&h, &["sync"]).await;
+    synced.assert_code(0);
+    assert!(
+        synced.stdout.contains("11 created") && synced.stdout.contains("backlog 4"),
+        "{synced}"
+    );
+
+    let finished = invite_sync(&h, &["status", "--format", "json"]).await;
+    finished.assert_code(0);
+    let status = json(&finished);
+    assert_eq!(status["target"], target.as_str(), "{finished}");
+    assert_eq!(status["lock_holder"], Value::Null, "{finished}");
+    assert_eq!(status["backlog"], 4, "{finished}");
+    assert!(
+        status["backlog_eta_seconds"].as_u64().unwrap() > 0,
+        "{finished}"
+    );
+    assert_eq!(status["held_revocations"], 0, "{finished}");
+    assert_eq!(status["budget"]["bulk"]["left"], 0, "{finished}");
+    assert_eq!(status["budget"]["single"]["left"], 0, "{finished}");
+    assert!(
+        status["budget"]["bulk"]["frees_at"].is_string(),
+        "{finished}"
+    );
+    assert!(status["last_success_at"].is_string(), "{finished}");
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{finished}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+    assert_eq!(runs[0]["trigger"], "sync");
+    assert_eq!(runs[0]["counts"]["created"], 11);
+    assert_eq!(runs[0]["backlog"], 4);
+
+    let text = invite_sync(&h, &["status"]).await;
+    text.assert_code(0);
+    for expected in [
+        &format!("Target {target}"),
+        "Lock: free",
+        "Budget left this window: 0 bulk calls, 0 single calls",
+        "Backlog: 4",
+        "Held revocations: 0",
+        "created=11",
+    ] {
+        assert!(text.stdout.contains(expected), "no {expected:?}: {text}");
+    }
+
+    sqlx::query("DELETE FROM desired_invitees")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    invite_sync(&h, &["sync"]).await.assert_code(3);
+    let finished = invite_sync(&h, &["status", "--format", "json"]).await;
+    finished.assert_code(0);
+    let status = json(&finished);
+    assert_eq!(status["held_revocations"], 11, "{finished}");
+    assert_eq!(status["runs"][0]["outcome"], "held", "{finished}");
+    assert_eq!(status["runs"].as_array().unwrap().len(), 2);
+    let text = invite_sync(&h, &["status"]).await;
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains("HELD REVOCATIONS: 11")
+            && text.stdout.contains("--allow-revocations 11"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// One writer
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
+    let target = unique_target();
+    let h = Harness::with(
+        SimOptions {
+            hang: Duration::from_secs(5),
+            ..SimOptions::default()
+        },
+        &[("INVITE_SYNC__SYNC__TARGET", &target)],
+    )
+    .await;
+    let roster = people("two", 12);
+    add(&h, &roster).await;
+    // A's list hangs, then the connection closes without an answer; the client (timeout
+    // 10 s, longer than the hang) retries the list, which is safe to repeat, and goes on.
+    h.sim
+        .inject_fault(Fault::new(Operation::ListInvitations, 1, FaultKind::Hang));
+
+    let mut a = Proc::spawn(h.command(), &["sync"]);
+    let holder = || async {
+        invite_sync::store::lock::holder(&h.db.pool, &target)
+            .await
+            .expect("the lock holder can be read")
+    };
+    a.wait_until("A to hold the lock", Duration::from_secs(10), || async {
+        holder().await.is_some()
+    })
+    .await;
+    let holder = holder().await.expect("A holds the lock");
+
+    let status = invite_sync(&h, &["status", "--format", "json"]).await;
+    status.assert_code(0);
+    assert_eq!(json(&status)["lock_holder"]["pid"], holder.pid, "{status}");
+    let text = invite_sync(&h, &["status"]).await;
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains(&format!(
+            "Lock: held by pid {} (invite-sync leader {target})",
+            holder.pid
+        )),
+        "{text}"
+    );
+
+    let b = invite_sync(&h, &["sync"]).await;
+    b.assert_code(0);
+    assert!(b.stdout.contains("skipped"), "{b}");
+    assert!(
+        b.stdout.contains(&format!("pid {}", holder.pid)),
+        "B does not name the holder: {b}"
+    );
+    assert!(
+        a.exited().is_none(),
+        "A finished before B did: the race was not tested"
+    );
+
+    let a = a.wait(COMMAND_DEADLINE).await;
+    a.assert_code(0);
+    assert!(a.stdout.contains("12 created"), "{a}");
+    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 1);
+    assert_one_pending_each(&h, &roster);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_no_lock_holder_when_only_another_database_holds_the_same_target() {
+    let h = harness(&[]).await;
+    // Advisory locks are per database: this one does not stop a cycle in `h`'s database.
+    let other = TestDb::empty().await;
+    let mut other_session = other.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('invite-sync:' || $1, 0))")
+        .bind("default")
+        .execute(&mut *other_session)
+        .await
+        .unwrap();
+
+    let synced = invite_sync(&h, &["sync"]).await;
+    synced.assert_code(0);
+    assert!(synced.stdout.starts_with("succeeded"), "{synced}");
+
+    let finished = invite_sync(&h, &["status", "--format", "json"]).await;
+    finished.assert_code(0);
+    assert_eq!(json(&finished)["lock_holder"], Value::Null, "{finished}");
+}
+
+// ---------------------------------------------------------------------------
+// The service: signals
+
+/// `invite-sync run`, its HTTP server on a port of its own.
+fn service(h: &Harness) -> Proc {
+    let mut command = h.command();
+    command.env("INVITE_SYNC__HTTP__LISTEN", "127.0.0.1:0");
+    Proc::spawn(command, &["run"])
+}
+
+/// Expires `email`'s pending invitation in Clerk: a change no roster notification reports,
+/// which only a cycle that lists Clerk notices (and answers with a new invitation).
+fn expire_in_clerk(h: &Harness, email: &str) -> String {
+    let invitation = h
+        .pending()
+        .into_iter()
+        .find(|i| i.email_address == email)
+        .unwrap_or_else(|| panic!("{email} has no pending invitation"));
+    assert!(h.sim.expire(&invitation.id));
+    invitation.id
+}
+
+/// Whether `email` holds a pending invitation other than `old_id`.
+fn reinvited(h: &Harness, email: &str, old_id: &str) -> bool {
+    h.pending()
+        .iter()
+        .any(|i| i.email_address == email && i.id != old_id)
+}
+
+/// A cron expression that does not fire during a test.
+const NEVER: &str = "0 0 0 1 1 *";
+
+async fn finished_runs(h: &Harness) -> i64 {
+    scalar(
+        h,
+        "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_it() {
+    let h = Harness::with(
+        SimOptions {
+            hour: Duration::from_secs(1),
+            ..SimOptions::default()
+        },
+        &[
+            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+            ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "2"),
+            ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "1"),
+            ("INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS", "3600"),
+            ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "10"),
+        ],
+    )
+    .await;
+    let roster = people("term", 60);
+    add(&h, &roster).await;
+
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "the start cycle to finish",
+            Duration::from_secs(10),
+            || async { finished_runs(&h).await >= 1 },
+        )
+        .await;
+    let (outcome, backlog): (String, i32) =
+        sqlx::query_as("SELECT outcome, backlog FROM invite_sync_runs")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((outcome.as_str(), backlog), ("succeeded", 39));
+    assert_eq!(h.pending().len(), 21);
+
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    let stopped = service.wait(Duration::from_secs(12)).await;
+    stopped.assert_code(0);
+    assert_eq!(
+        finished_runs(&h).await,
+        scalar(&h, "SELECT count(*) FROM invite_sync_runs").await,
+        "a run was left open: {stopped}"
+    );
+
+    // The ledger agrees with Clerk: nothing in flight, and the same pending invitations.
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_ledger WHERE state = 'sending'"
+        )
+        .await,
+        0
+    );
+    let ledger_pending: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT clerk_invitation_id FROM invite_sync_ledger WHERE state = 'pending'",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let sim_pending: BTreeSet<String> = h.pending().into_iter().map(|i| i.id).collect();
+    assert_eq!(ledger_pending, sim_pending);
+    assert_eq!(ledger_pending.len(), 21);
+
+    // A fresh start with a one-second window drains the rest, a window's worth per sync.
+    let short_window = [("INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS", "1")];
+    for _ in 0..3 {
+        if h.pending().len() == roster.len() {
+            break;
+        }
+        wait_for(
+            "the create window to pass",
+            Duration::from_secs(5),
+            || async {
+                let recent = scalar(
+                    &h,
+                    "SELECT count(*) FROM invite_sync_clerk_calls
+                       WHERE called_at > now() - interval '1100 milliseconds'",
+                )
+                .await;
+                (recent == 0).then_some(())
+            },
+        )
+        .await;
+        let resumed = invite_sync_with(&h, &short_window, &["sync"]).await;
+        resumed.assert_code(0);
+        assert!(!resumed.stdout.contains(" 0 created"), "{resumed}");
+    }
+    assert_one_pending_each(&h, &roster);
+    let stats = h.sim.stats();
+    assert_eq!(
+        stats.total(Operation::CreateBulkInvitations) + stats.total(Operation::CreateInvitation),
+        stats.count(Operation::CreateBulkInvitations, 200)
+            + stats.count(Operation::CreateInvitation, 200),
+        "a create was refused: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_makes_run_start_a_cycle_and_sigint_stops_it() {
+    let h = harness(&[("INVITE_SYNC__SYNC__SCHEDULE", NEVER)]).await;
+    h.add_people(&["late@example.com"]).await;
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "the start cycle to finish",
+            Duration::from_secs(10),
+            || async { finished_runs(&h).await >= 1 },
+        )
+        .await;
+    service.wait_for_handler(SIGHUP).await;
+
+    let expired = expire_in_clerk(&h, "late@example.com");
+    service.signal("HUP");
+    service
+        .wait_until(
+            "a new invitation for late@example.com",
+            Duration::from_secs(10),
+            || std::future::ready(reinvited(&h, "late@example.com", &expired)),
+        )
+        .await;
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'sighup'"
+        )
+        .await,
+        1
+    );
+
+    // Ctrl-C stops it as cleanly as SIGTERM.
+    service.wait_for_handler(SIGINT).await;
+    service.signal("INT");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_follows_its_cron_schedule() {
+    let h = harness(&[("INVITE_SYNC__SYNC__SCHEDULE", "* * * * * *")]).await;
+    h.add_people(&["ticked@example.com"]).await;
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "the start cycle to finish",
+            Duration::from_secs(10),
+            || async { finished_runs(&h).await >= 1 },
+        )
+        .await;
+
+    let expired = expire_in_clerk(&h, "ticked@example.com");
+    service
+        .wait_until(
+            "a new invitation for ticked@example.com",
+            Duration::from_secs(10),
+            || std::future::ready(reinvited(&h, "ticked@example.com", &expired)),
+        )
+        .await;
+    assert!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'schedule'"
+        )
+        .await
+            >= 1
+    );
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NULL"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roster_change_wakes_run_within_seconds() {
+    let h = harness(&[
+        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
+    ])
+    .await;
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "the start cycle to finish",
+            Duration::from_secs(10),
+            || async { finished_runs(&h).await >= 1 },
+        )
+        .await;
+    service
+        .wait_until(
+            "the service to listen for roster changes",
+            Duration::from_secs(10),
+            || async {
+                scalar(
+                    &h,
+                    "SELECT count(*) FROM pg_stat_activity
+                       WHERE datname = current_database() AND query ILIKE 'LISTEN%invite_sync%'",
+                )
+                .await
+                    > 0
+            },
+        )
+        .await;
+
+    h.add_people(&["woken@example.com"]).await;
+    service
+        .wait_until(
+            "an invitation for woken@example.com",
+            Duration::from_secs(10),
+            || {
+                std::future::ready(
+                    h.pending()
+                        .iter()
+                        .any(|i| i.email_address == "woken@example.com"),
+                )
+            },
+        )
+        .await;
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'notify'"
+        )
+        .await,
+        1
+    );
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_drains_a_backlog_by_itself_as_the_budget_frees_up() {
+    let h = Harness::with(
+        SimOptions {
+            hour: Duration::from_secs(1),
+            ..SimOptions::default()
+        },
+        &[
+            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+            ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "1"),
+            ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "1"),
+            ("INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let roster = people("drain", 25);
+    add(&h, &roster).await;
+    let mut service = service(&h);
+    service
+        .wait_until("the backlog to drain", Duration::from_secs(14), || {
+            std::future::ready(h.pending().len() >= roster.len())
+        })
+        .await;
+    let backlog_cycles = scalar(
+        &h,
+        "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'backlog'",
+    )
+    .await;
+    assert!(backlog_cycles >= 2, "{backlog_cycles} backlog cycles");
+    assert!(service.exited().is_none());
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+    assert_one_pending_each(&h, &roster);
+}
+
+fn revocation_in_flight(h: &Harness) -> bool {
+    h.sim
+        .stats()
+        .count(Operation::RevokeInvitation, SimStats::NO_RESPONSE)
+        == 1
+}
+
+/// Ten people synced by a first `sync`, then two removed and twelve added; the next
+/// revocation hangs for `hang`.
+async fn revocation_will_hang(
+    hang: Duration,
+    overrides: &[(&str, &str)],
+) -> (Harness, Vec<String>) {
+    let h = Harness::with(
+        SimOptions {
+            hang,
+            ..SimOptions::default()
+        },
+        overrides,
+    )
+    .await;
+    let first = people("stay", 10);
+    add(&h, &first).await;
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    h.remove_people(&[first[0].as_str(), first[1].as_str()])
+        .await;
+    let added = people("join", 12);
+    add(&h, &added).await;
+    h.sim
+        .inject_fault(Fault::new(Operation::RevokeInvitation, 1, FaultKind::Hang));
+    let mut roster: Vec<String> = first[2..].to_vec();
+    roster.extend(added);
+    (h, roster)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_revocation_lets_that_call_finish_and_sends_nothing_after_it() {
+    let (h, roster) = revocation_will_hang(
+        Duration::from_secs(2),
+        &[
+            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+            ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "10"),
+        ],
+    )
+    .await;
+    let creates_before = writes(&h);
+
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "a revocation to be in flight",
+            Duration::from_secs(10),
+            || std::future::ready(revocation_in_flight(&h)),
+        )
+        .await;
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    let stopped = service.wait(Duration::from_secs(10)).await;
+    stopped.assert_code(0);
+
+    // The revoke in flight was retried to its end (a revoke is safe to repeat); the
+    // second revoke and the creates were not sent.
+    let stats = h.sim.stats();
+    assert_eq!(
+        stats.count(Operation::RevokeInvitation, 200),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.total(Operation::RevokeInvitation), 2, "{stats:?}");
+    assert_eq!(
+        (
+            stats.total(Operation::CreateInvitation),
+            stats.total(Operation::CreateBulkInvitations)
+        ),
+        (creates_before.0, creates_before.1),
+        "a create was sent after SIGTERM: {stopped}"
+    );
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM invite_sync_runs WHERE trigger = 'start'")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "interrupted", "{stopped}");
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_ledger WHERE revoked_by_us"
+        )
+        .await,
+        1
+    );
+
+    let resumed = invite_sync(&h, &["sync"]).await;
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout.contains("12 created, 1 revoked"),
+        "{resumed}"
+    );
+    let pending: BTreeSet<String> = h
+        .pending()
+        .into_iter()
+        .map(|i| i.email_address.to_lowercase())
+        .collect();
+    assert_eq!(pending, roster.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(pending_per_email(&h).values().max(), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_exits_1_when_the_cycle_in_progress_outlasts_the_shutdown_timeout() {
+    let (h, roster) = revocation_will_hang(
+        Duration::from_secs(8),
+        &[
+            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+            ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let mut service = service(&h);
+    service
+        .wait_until(
+            "a revocation to be in flight",
+            Duration::from_secs(10),
+            || std::future::ready(revocation_in_flight(&h)),
+        )
+        .await;
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    let stopped = service.wait(Duration::from_secs(4)).await;
+    stopped.assert_code(1);
+    assert!(
+        stopped.stderr.contains("shutdown_timeout_seconds"),
+        "{stopped}"
+    );
+
+    // The next start closes the run the stopped process left open, and does the work.
+    let resumed = invite_sync(&h, &["sync"]).await;
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout.contains("12 created, 2 revoked"),
+        "{resumed}"
+    );
+    assert_eq!(
+        scalar(
+            &h,
+            "SELECT count(*) FROM invite_sync_runs WHERE outcome = 'running' OR finished_at IS NULL"
+        )
+        .await,
+        0
+    );
+    let abandoned: String =
+        sqlx::query_scalar("SELECT outcome FROM invite_sync_runs WHERE trigger = 'start'")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(abandoned, "interrupted");
+    assert_one_pending_each(&h, &roster);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_interrupted_by_sigterm_exits_1_after_the_call_in_flight() {
+    let (h, _) = revocation_will_hang(Duration::from_secs(2), &[]).await;
+    let mut sync = Proc::spawn(h.command(), &["sync"]);
+    sync.wait_until(
+        "a revocation to be in flight",
+        Duration::from_secs(10),
+        || std::future::ready(revocation_in_flight(&h)),
+    )
+    .await;
+    sync.wait_for_handler(SIGTERM).await;
+    sync.signal("TERM");
+    let stopped = sync.wait(Duration::from_secs(10)).await;
+    stopped.assert_code(1);
+    assert!(stopped.stdout.contains("interrupted"), "{stopped}");
+    assert_eq!(h.sim.stats().count(Operation::RevokeInvitation, 200), 1);
+}
+
+// ---------------------------------------------------------------------------
+// import
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_refuses_a_file_with_a_bad_line_unless_told_to_skip_it() {
+    let h = harness(&[]).await;
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-cli-import-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("roster.csv");
+    std::fs::write(
+        &file,
+        "email,meta.team\nAnn@Example.com,red\nnot-an-email,blue\nbob@example.com,green\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+
+    let refused = invite_sync(&h, &["import", &path]).await;
+    let skipped = invite_sync(&h, &["import", "--skip-invalid", &path]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    refused.assert_code(1);
+    assert!(refused.stderr.contains("line 3"), "{refused}");
+    skipped.assert_code(0);
+    assert!(skipped.stdout.contains("line 3"), "{skipped}");
+    let emails: Vec<String> =
+        sqlx::query_scalar("SELECT lower(email) FROM desired_invitees ORDER BY 1")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(emails, ["ann@example.com", "bob@example.com"]);
+
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    let ann = h
+        .pending()
+        .into_iter()
+        .find(|i| i.email_address.eq_ignore_ascii_case("ann@example.com"))
+        .expect("ann is invited");
+    assert_eq!(ann.public_metadata["team"], "red");
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_logs_neither_the_secret_key_nor_the_database_password_even_at_trace_level() {
+    const KEY: &str = "sk_test_LEAKCANARY0123";
+    const WRONG_KEY: &str = "sk_test_WRONGCANARY0123";
+    let h = Harness::with(
+        SimOptions {
+            secret_key: KEY.to_owned(),
+            ..SimOptions::default()
+        },
+        &[("RUST_LOG", "trace")],
+    )
+    .await;
+    add(&h, &people("leak", 3)).await;
+    // The test server trusts local connections, so a password in the URL is carried
+    // through every layer without being needed.
+    let mut url = url::Url::parse(&h.db.url()).unwrap();
+    let password = match url.password() {
+        Some(password) => password.to_owned(),
+        None => {
+            url.set_password(Some("hunter2pass")).unwrap();
+            "hunter2pass".to_owned()
+        }
+    };
+    let url = url.to_string();
+
+    let ok = invite_sync_with(&h, &[("DATABASE_URL", &url)], &["sync"]).await;
+    ok.assert_code(0);
+    let refused = invite_sync_with(
+        &h,
+        &[("DATABASE_URL", &url), ("CLERK_SECRET_KEY", WRONG_KEY)],
+        &["sync"],
+    )
+    .await;
+    refused.assert_code(1);
+    assert!(refused.stderr.contains("401"), "{refused}");
+    for finished in [&ok, &refused] {
+        assert!(
+            finished.stderr.lines().count() > 20,
+            "trace logging is off: {finished}"
+        );
+        for secret in [KEY, WRONG_KEY, "LEAKCANARY", "WRONGCANARY", &password] {
+            assert!(
+                !finished.stdout.contains(secret) && !finished.stderr.contains(secret),
+                "{secret} leaked: {finished}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pretty_logs_to_a_file_carry_no_terminal_escape_codes() {
+    let h = harness(&[]).await;
+    add(&h, &people("ansi", 1)).await;
+    let finished = invite_sync(&h, &["sync"]).await;
+    finished.assert_code(0);
+    assert!(finished.stderr.contains("cycle finished"), "{finished}");
+    assert!(
+        !finished.stderr.contains('\u{1b}'),
+        "escape codes in a log file: {:?}",
+        finished.stderr.lines().next()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_with_json_logs_keeps_stdout_for_the_summary_and_writes_json_lines_to_stderr() {
+    let h = harness(&[("INVITE_SYNC__LOG__FORMAT", "json")]).await;
+    add(&h, &people("json", 3)).await;
+    let finished = invite_sync(&h, &["sync"]).await;
+    finished.assert_code(0);
+    let lines: Vec<&str> = finished.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{finished}");
+    assert!(lines[0].starts_with("succeeded: 3 created"), "{finished}");
+    assert!(finished.stderr.lines().count() > 0, "{finished}");
+    for line in finished.stderr.lines() {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+        assert!(event["level"].is_string(), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// demo and clerk-sim
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_once_shows_the_plan_the_creates_and_the_revocations_of_the_leavers() {
+    let server = server_url();
+    let finished = run(
+        bare_command(&[("DATABASE_URL", &server)]),
+        &["demo", "--once"],
+    )
+    .await;
+    finished.assert_code(0);
+    let out = &finished.stdout;
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the output: {finished}"))
+    };
+    // The plan, before anything is sent.
+    let plan = at("The plan before the first cycle");
+    assert!(at("+ create     ada@example.com") > plan);
+    // The first cycle creates everyone but the three who already have an account.
+    let first_cycle = at("First cycle");
+    assert!(
+        out[first_cycle..].contains("cycle succeeded: 37 created, 0 revoked"),
+        "{finished}"
+    );
+    // The leavers' invitations are planned for revocation and then revoked.
+    let leave = at("people leave");
+    for leaver in ["alan@example.com", "jean@example.com", "tim@example.com"] {
+        assert!(
+            at(&format!("- revoke     {leaver}")) > leave,
+            "{leaver}: {finished}"
+        );
+    }
+    assert!(
+        out[leave..].contains("cycle succeeded: 0 created, 3 revoked"),
+        "{finished}"
+    );
+    assert!(!finished.stderr.trim().is_empty(), "no log lines");
+    for line in finished.stderr.lines() {
+        assert!(
+            line.starts_with("[simulated Clerk]"),
+            "a log line is not marked as simulated: {line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clerk_sim_serves_the_invitation_api_until_sigterm() {
+    // A port that was free a moment ago; the simulator binds it itself.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sim = Proc::spawn(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            &listen,
+            "--secret-key",
+            "sk_test_cli",
+            "--hour-seconds",
+            "5",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let root = format!("http://{listen}");
+    sim.wait_until("the simulator to answer", Duration::from_secs(10), || {
+        let request = http.get(format!("{root}/_sim/stats")).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+
+    let created = http
+        .post(format!("{root}/v1/invitations"))
+        .bearer_auth("sk_test_cli")
+        .json(&serde_json::json!({"email_address": "cli@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let invitation: Value = created.json().await.unwrap();
+    assert_eq!(invitation["email_address"], "cli@example.com");
+    assert_eq!(invitation["status"], "pending");
+
+    let refused = http
+        .post(format!("{root}/v1/invitations"))
+        .bearer_auth("sk_test_other")
+        .json(&serde_json::json!({"email_address": "other@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let stats: Value = http
+        .get(format!("{root}/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["create_invitation"]["200"], 1, "{stats}");
+    assert_eq!(stats["create_invitation"]["401"], 1, "{stats}");
+
+    sim.wait_for_handler(SIGTERM).await;
+    sim.signal("TERM");
+    let stopped = sim.wait(Duration::from_secs(10)).await;
+    stopped.assert_code(0);
+    assert!(
+        stopped.stderr.contains("simulated Clerk stopped"),
+        "{stopped}"
+    );
+}
+
+#[tokio::test]
+async fn clerk_sim_refuses_a_secret_key_that_is_not_a_clerk_key() {
+    let finished = run(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-key",
+            "not-a-key",
+        ],
+    )
+    .await;
+    finished.assert_code(2);
+    assert!(finished.stderr.contains("--secret-key"), "{finished}");
+}
