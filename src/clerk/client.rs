@@ -566,9 +566,19 @@ impl ClerkClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        let started = std::time::Instant::now();
+        let metrics = crate::metrics::metrics();
         let response = match request.send().await {
             Ok(response) => response,
             Err(source) => {
+                // The URL's query can carry an email address (a lookup): keep it out of errors.
+                let source = source.without_url();
+                let kind = if source.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport_error"
+                };
+                metrics.clerk_call(operation.as_str(), kind, started.elapsed());
                 return Err(if source.is_connect() || source.is_builder() {
                     self.never_sent_failures.fetch_add(1, Ordering::Relaxed);
                     ClientError::NeverSent {
@@ -583,6 +593,7 @@ impl ClerkClient {
         };
         let status = response.status();
         span.record("status", status.as_u16());
+        metrics.clerk_call(operation.as_str(), status.as_str(), started.elapsed());
         let header_trace_id = response
             .headers()
             .get("clerk-trace-id")
@@ -600,7 +611,10 @@ impl ClerkClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| ClientError::OutcomeUnknown { operation, source })?;
+            .map_err(|source| ClientError::OutcomeUnknown {
+                operation,
+                source: source.without_url(),
+            })?;
 
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {

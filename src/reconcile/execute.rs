@@ -128,10 +128,12 @@ impl Executor<'_> {
                         ledger::set_state(self.pool, entry.id, invitation.status.into()).await?;
                     }
                     self.tally.adopted += 1;
+                    crate::metrics::metrics().action("settle", "adopted");
                     tracing::info!(action = "adopt", email, invitation_id = %invitation.id, "settled an unconfirmed create: Clerk has it");
                 }
                 None => {
                     ledger::forget(self.pool, &[entry.id]).await?;
+                    crate::metrics::metrics().action("settle", "requeued");
                     tracing::info!(
                         action = "requeue",
                         email,
@@ -155,6 +157,7 @@ impl Executor<'_> {
                     ledger::mark_revoked_by_us(self.pool, self.target, id).await?;
                     self.tally.revoked += 1;
                     gone.push(id.to_owned());
+                    crate::metrics::metrics().action("revoke", "revoked");
                     tracing::info!(
                         action = "revoke",
                         outcome = "revoked",
@@ -170,6 +173,7 @@ impl Executor<'_> {
                     ledger::mark_revoked_by_us(self.pool, self.target, id).await?;
                     self.tally.revoked += 1;
                     gone.push(id.to_owned());
+                    crate::metrics::metrics().action("revoke", "already_gone");
                     tracing::info!(
                         action = "revoke",
                         outcome = "already_gone",
@@ -187,6 +191,7 @@ impl Executor<'_> {
                         "accepted",
                     )
                     .await?;
+                    crate::metrics::metrics().action("revoke", "accepted");
                     tracing::info!(
                         action = "revoke",
                         outcome = "accepted",
@@ -201,6 +206,7 @@ impl Executor<'_> {
                     }
                     self.tally.failed += 1;
                     self.note_error("revoke", &error);
+                    crate::metrics::metrics().action("revoke", "failed");
                     tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %error, "revoke failed");
                     if matches!(
                         error,
@@ -367,11 +373,13 @@ impl Executor<'_> {
                 Some(invitation) => {
                     ledger::mark_created(self.pool, ledger_id, &invitation).await?;
                     self.tally.created += 1;
+                    crate::metrics::metrics().action("create", "created");
                     tracing::info!(action = "create", outcome = "created", endpoint = endpoint_name, email, invitation_id = %invitation.id, "invited");
                 }
                 None => {
                     // Clerk answered without this address: the lookup next cycle settles it.
                     self.tally.unsettled += 1;
+                    crate::metrics::metrics().action("create", "unconfirmed");
                     tracing::warn!(
                         action = "create",
                         outcome = "unconfirmed",
@@ -456,6 +464,7 @@ impl Executor<'_> {
             if duplicates.contains(&member.email) {
                 ledger::forget(self.pool, &[ledger_id]).await?;
                 self.adopt_pending(&member.email).await?;
+                crate::metrics::metrics().action("create", "duplicate");
                 tracing::info!(
                     action = "create",
                     outcome = "duplicate",
@@ -473,6 +482,7 @@ impl Executor<'_> {
                 )
                 .await?;
                 self.tally.marked_users += 1;
+                crate::metrics::metrics().action("create", "already_user");
                 tracing::info!(
                     action = "create",
                     outcome = "already_user",
@@ -505,6 +515,7 @@ impl Executor<'_> {
                 )
                 .await?;
                 self.tally.failed += 1;
+                crate::metrics::metrics().action("create", "failed");
                 tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %error, "create refused");
             }
         }

@@ -219,12 +219,14 @@ impl Reconciler {
             .filter(|id| pending.contains(id))
             .collect::<HashSet<_>>()
             .len();
+        // Replacements revoke too: the guard and the protected list see them as well.
         let revocations = plan
             .revocations()
             .map(|(email, id)| Revocation {
                 email: email.clone(),
                 invitation_id: id.to_owned(),
             })
+            .chain(replacements(&plan))
             .collect();
         let verdict = guard::check(
             revocations,
@@ -406,23 +408,23 @@ impl Reconciler {
             return Ok(done);
         }
 
-        let replaced: Vec<Revocation> = plan
-            .items
+        // A replacement's old invitation is revoked only when the guard allows it and the
+        // budget can send its new one now; otherwise it stays, reported as stale.
+        let replaced: HashSet<String> = replacements(&plan).map(|r| r.invitation_id).collect();
+        let mut room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
+        let revocations: Vec<Revocation> = verdict
+            .allowed
             .iter()
-            .filter_map(|item| match item {
-                Item::Replace {
-                    invitee,
-                    invitation_id,
-                    ..
-                } => Some(Revocation {
-                    email: invitee.email.clone(),
-                    invitation_id: invitation_id.clone(),
-                }),
-                _ => None,
+            .filter(|r| {
+                if !replaced.contains(&r.invitation_id) {
+                    return true;
+                }
+                let fits = room > 0;
+                room = room.saturating_sub(1);
+                fits
             })
+            .cloned()
             .collect();
-        let mut revocations = verdict.allowed.clone();
-        revocations.extend(replaced.iter().cloned());
         let gone = match executor.revoke(&revocations).await {
             Ok(gone) => gone,
             Err(stop) => {
@@ -430,11 +432,10 @@ impl Reconciler {
                 return Ok(done);
             }
         };
-        // A replacement whose revoke failed keeps its old invitation: no second one.
-        let kept: HashSet<&Email> = replaced
-            .iter()
+        // A replacement whose old invitation is still there gets no second one.
+        let kept: HashSet<Email> = replacements(&plan)
             .filter(|r| !gone.contains(&r.invitation_id))
-            .map(|r| &r.email)
+            .map(|r| r.email)
             .collect();
         let queue: Vec<DesiredInvitee> = queue
             .into_iter()
@@ -520,6 +521,21 @@ impl Reconciler {
             errors: tally.errors.clone(),
         }
     }
+}
+
+/// The revocations that replacements (stale, `on_change = "replace"`) ask for.
+fn replacements(plan: &Plan) -> impl Iterator<Item = Revocation> + '_ {
+    plan.items.iter().filter_map(|item| match item {
+        Item::Replace {
+            invitee,
+            invitation_id,
+            ..
+        } => Some(Revocation {
+            email: invitee.email.clone(),
+            invitation_id: invitation_id.clone(),
+        }),
+        _ => None,
+    })
 }
 
 /// What the steps of a cycle leave for its report.

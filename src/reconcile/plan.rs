@@ -142,6 +142,24 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 15] = [
+        Category::Revoke,
+        Category::Replace,
+        Category::Create,
+        Category::Reinvite,
+        Category::Foreign,
+        Category::Stale,
+        Category::Invalid,
+        Category::Deferred,
+        Category::Accepted,
+        Category::AlreadyUser,
+        Category::RevokedExternally,
+        Category::Expired,
+        Category::Failed,
+        Category::Unsettled,
+        Category::InSync,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Revoke => "revoke",
@@ -316,7 +334,7 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
         if !desired_emails.insert(invitee.email.clone()) {
             items.push(Item::Invalid {
                 email: invitee.email.to_string(),
-                reason: format!("another roster row has the address {}", invitee.email),
+                reason: "another roster row has the same address".to_owned(),
             });
             continue;
         }

@@ -524,7 +524,7 @@ fn a_second_row_with_the_same_address_in_another_case_is_invalid() {
             create(world.invitee(&first), false),
             Item::Invalid {
                 email: "ann@x.com".to_owned(),
-                reason: "another roster row has the address ann@x.com".to_owned(),
+                reason: "another roster row has the same address".to_owned(),
             },
         ]
     );
