@@ -21,6 +21,8 @@ pub const DATABASE: &str = "invite_sync_demo";
 const ROSTER: &str = include_str!("../../config/demo-roster.csv");
 /// People in the roster who already have an account in the simulated Clerk.
 const EXISTING_USERS: [&str; 3] = ["grace@example.com", "ken@example.com", "vint@example.com"];
+/// The bearer token of the demo's `/v1/` endpoints.
+const DEMO_API_TOKEN: &str = "demo-token-not-a-secret";
 /// People the demo removes from the roster.
 const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
 
@@ -42,6 +44,8 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
         ("INVITE_SYNC__SYNC__SCHEDULE", "*/30 * * * * *"),
         ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "15"),
+        ("INVITE_SYNC__HTTP__LISTEN", "127.0.0.1:8080"),
+        ("INVITE_SYNC__HTTP__API_TOKEN", DEMO_API_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -74,7 +78,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("the sample roster could not be loaded")?;
-    println!("{}", imported.render());
+    print!("{}", imported.render());
     println!(
         "{} of them already have an account in the simulated Clerk: {}",
         EXISTING_USERS.len(),
@@ -136,20 +140,16 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
 
     heading("6. The service keeps running (Ctrl-C stops it)");
     println!(
-        "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'))",
+        "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'): a cycle follows within seconds)\nHTTP: http://{}/metrics, and curl -H 'Authorization: Bearer {DEMO_API_TOKEN}' http://{}/v1/status",
         simulator.base_url(),
         simulator.addr(),
-        redact_url(&database_url)
+        redact_url(&database_url),
+        settings.http.listen,
+        settings.http.listen,
     );
     let shutdown = CancellationToken::new();
     service::cancel_on_signal(shutdown.clone());
-    let served = service::run(
-        reconciler,
-        &settings.sync.schedule,
-        shutdown,
-        settings.sync.shutdown_timeout(),
-    )
-    .await;
+    let served = service::run(reconciler, &settings, shutdown).await;
     simulator.shutdown().await;
     served?;
     Ok(ExitCode::SUCCESS)

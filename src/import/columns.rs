@@ -4,6 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::{DesiredRow, Email};
+use crate::store::roster::Columns;
 
 const META_PREFIX: &str = "meta.";
 
@@ -59,25 +60,14 @@ impl Column {
     }
 }
 
-/// The roster columns a file sets. A column the file does not have is left as it is on
-/// rows that already exist; the file only speaks for the columns it names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Present {
-    pub public_metadata: bool,
-    pub redirect_url: bool,
-    pub notify: bool,
-    pub expires_in_days: bool,
-    pub template_slug: bool,
-    pub not_before: bool,
-    pub source: bool,
-}
-
 /// The header, understood.
 #[derive(Debug, Clone)]
 pub struct Layout {
     columns: Vec<Column>,
     email: usize,
-    pub present: Present,
+    /// The roster columns the file sets. A column the file does not have is left as it is
+    /// on rows that already exist; the file only speaks for the columns it names.
+    pub present: Columns,
 }
 
 /// One record's outcome: the row when every cell is good, and the address whenever it
@@ -132,7 +122,7 @@ impl Layout {
         }
         match email {
             Some(email) if problems.is_empty() => {
-                let present = Present {
+                let present = Columns {
                     public_metadata: has_meta || columns.contains(&Column::PublicMetadata),
                     redirect_url: columns.contains(&Column::RedirectUrl),
                     notify: columns.contains(&Column::Notify),

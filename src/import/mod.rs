@@ -7,7 +7,6 @@
 
 mod columns;
 mod records;
-mod write;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -17,9 +16,9 @@ use std::path::Path;
 use sqlx::PgPool;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
+use crate::store::roster::{Batch, Writer};
 use columns::Layout;
 use records::{Record, RecordError, Records};
-use write::{Batch, Writer};
 
 /// Rows per upsert statement.
 const BATCH_ROWS: usize = 1000;
@@ -148,25 +147,23 @@ pub async fn import_reader<R: Read + Send>(
     let writer = Writer::new(&options.relation, layout.present);
 
     let mut tx = pool.begin().await?;
-    let roster = match options.replace {
-        true => writer.start_replace(&mut tx).await?,
-        false => 0,
+    let roster = if options.replace {
+        writer.start_replace(&mut tx).await?
+    } else {
+        0
     };
     let mut summary = ImportSummary::default();
     let mut seen: HashMap<Email, u64> = HashMap::new();
     let mut batch = Batch::default();
-    let mut newly_seen: Vec<String> = Vec::new();
+    // Addresses named for the first time, waiting to be noted for `replace`.
+    let mut named: Vec<String> = Vec::new();
     loop {
         let more = read(&mut records, &mut record)?;
         if more {
-            match examine(&layout, &record, &mut seen) {
+            match examine(&layout, &record, &mut seen, &mut named) {
                 Examined::Blank => {}
-                Examined::Good { row, email } => {
-                    newly_seen.push(email.as_str().to_owned());
-                    batch.push(row);
-                }
-                Examined::Bad { reason, email } => {
-                    newly_seen.extend(email.map(|e| e.as_str().to_owned()));
+                Examined::Good(row) => batch.push(row),
+                Examined::Bad(reason) => {
                     summary.invalid += 1;
                     summary.problems.push(LineProblem {
                         line: record.line,
@@ -181,8 +178,10 @@ pub async fn import_reader<R: Read + Send>(
             summary.updated += counts.updated;
             summary.unchanged += counts.unchanged;
         }
-        if options.replace && (newly_seen.len() >= BATCH_ROWS || !more) {
-            writer.note_seen(&mut tx, &mut newly_seen).await?;
+        if !options.replace {
+            named.clear();
+        } else if named.len() >= BATCH_ROWS || !more {
+            writer.note_seen(&mut tx, &mut named).await?;
         }
         if !more {
             break;
@@ -241,20 +240,19 @@ fn read<R: io::BufRead>(
 enum Examined {
     /// Every cell empty: a spreadsheet's trailing filler, not a line to judge.
     Blank,
-    Good {
-        row: DesiredRow,
-        email: Email,
-    },
-    /// The address, when it can be read, still counts as named by the file.
-    Bad {
-        reason: String,
-        email: Option<Email>,
-    },
+    Good(DesiredRow),
+    Bad(String),
 }
 
 /// Judges one record: its cells, the row rules of `DesiredInvitee::from_row`, and whether
-/// an earlier line already named the address.
-fn examine(layout: &Layout, record: &Record, seen: &mut HashMap<Email, u64>) -> Examined {
+/// an earlier line already named the address. An address read for the first time goes to
+/// `named`, whether or not its line is good: a person on a bad line is still in the file.
+fn examine(
+    layout: &Layout,
+    record: &Record,
+    seen: &mut HashMap<Email, u64>,
+    named: &mut Vec<String>,
+) -> Examined {
     let cells: Vec<Option<&str>> = record
         .fields()
         .map(|field| std::str::from_utf8(field).ok())
@@ -288,27 +286,22 @@ fn examine(layout: &Layout, record: &Record, seen: &mut HashMap<Email, u64>) -> 
             }
         }
     };
-    if let Some(email) = &email {
-        match seen.get(email) {
+    if let Some(email) = email {
+        match seen.get(&email) {
             Some(first) => reasons.insert(0, format!("{email} already appears on line {first}")),
             None => {
-                seen.insert(email.clone(), record.line);
+                named.push(email.as_str().to_owned());
+                seen.insert(email, record.line);
             }
         }
     }
-    match (email, row) {
-        (Some(email), Some(row)) if reasons.is_empty() => {
+    match row {
+        Some(row) if reasons.is_empty() => {
             match DesiredInvitee::from_row(&row, &RowDefaults::default()) {
-                Ok(_) => Examined::Good { row, email },
-                Err(invalid) => Examined::Bad {
-                    reason: invalid.reason,
-                    email: Some(email),
-                },
+                Ok(_) => Examined::Good(row),
+                Err(invalid) => Examined::Bad(invalid.reason),
             }
         }
-        (email, _) => Examined::Bad {
-            reason: reasons.join("; "),
-            email,
-        },
+        _ => Examined::Bad(reasons.join("; ")),
     }
 }

@@ -1,14 +1,37 @@
-//! The database side of an import: batched upserts, the addresses the file named, and the
-//! deletion of everyone else when the file replaces the roster. Everything runs on the one
-//! connection that holds the import's transaction.
+//! Writing the roster: batched upserts by case-insensitive email (an existing row is written
+//! only when a value differs, so its `updated_at` keeps meaning something) and removals.
+//! The CSV import and the roster webhook both write through here.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::columns::Present;
+use super::desired::quote_relation;
 use crate::domain::DesiredRow;
-use crate::store::desired::quote_relation;
+
+/// Which optional columns a writer sets on an existing row (new rows get every column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    pub public_metadata: bool,
+    pub redirect_url: bool,
+    pub notify: bool,
+    pub expires_in_days: bool,
+    pub template_slug: bool,
+    pub not_before: bool,
+    pub source: bool,
+}
+
+impl Columns {
+    pub const ALL: Columns = Columns {
+        public_metadata: true,
+        redirect_url: true,
+        notify: true,
+        expires_in_days: true,
+        template_slug: true,
+        not_before: true,
+        source: true,
+    };
+}
 
 /// The rows of one upsert, column by column, as `UNNEST` takes them.
 #[derive(Debug, Default)]
@@ -44,17 +67,11 @@ impl Batch {
     }
 
     fn clear(&mut self) {
-        self.email.clear();
-        self.public_metadata.clear();
-        self.redirect_url.clear();
-        self.notify.clear();
-        self.expires_in_days.clear();
-        self.template_slug.clear();
-        self.not_before.clear();
-        self.source.clear();
+        *self = Batch::default();
     }
 }
 
+/// What an upsert did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub inserted: u64,
@@ -62,7 +79,7 @@ pub struct Counts {
     pub unchanged: u64,
 }
 
-/// A session-private table of the addresses the file named, for `--replace`.
+/// A session-private table of the addresses an import named, for `--replace`.
 const SEEN: &str = "invite_sync_import_seen";
 
 pub struct Writer {
@@ -71,40 +88,37 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(relation: &str, present: Present) -> Writer {
+    pub fn new(relation: &str, columns: Columns) -> Writer {
         let relation = quote_relation(relation);
         let set: Vec<&str> = [
-            (present.public_metadata, "public_metadata"),
-            (present.redirect_url, "redirect_url"),
-            (present.notify, "notify"),
-            (present.expires_in_days, "expires_in_days"),
-            (present.template_slug, "template_slug"),
-            (present.not_before, "not_before"),
-            (present.source, "source"),
+            (columns.public_metadata, "public_metadata"),
+            (columns.redirect_url, "redirect_url"),
+            (columns.notify, "notify"),
+            (columns.expires_in_days, "expires_in_days"),
+            (columns.template_slug, "template_slug"),
+            (columns.not_before, "not_before"),
+            (columns.source, "source"),
         ]
         .into_iter()
-        .filter_map(|(present, column)| present.then_some(column))
+        .filter_map(|(set, column)| set.then_some(column))
         .collect();
-        // New rows get every column (absent ones as their defaults). An existing row is
-        // updated only in the columns the file has, and only when one of them differs, so
-        // an unchanged row is not written and keeps its updated_at.
         let on_conflict = if set.is_empty() {
             "DO NOTHING".to_owned()
         } else {
+            let list = |prefix: &str| {
+                set.iter()
+                    .map(|c| format!("{prefix}{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             format!(
                 "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
                 set.iter()
                     .map(|c| format!("{c} = EXCLUDED.{c}"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                set.iter()
-                    .map(|c| format!("t.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                set.iter()
-                    .map(|c| format!("EXCLUDED.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                list("t."),
+                list("EXCLUDED."),
             )
         };
         let upsert = format!(
@@ -119,20 +133,12 @@ impl Writer {
         Writer { relation, upsert }
     }
 
-    /// The roster's size before the import, and a place to note the file's addresses.
-    pub async fn start_replace(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-        sqlx::query(&format!(
-            "CREATE TEMPORARY TABLE {SEEN} (email text PRIMARY KEY) ON COMMIT DROP"
-        ))
-        .execute(&mut *conn)
-        .await?;
-        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.relation))
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+    /// The quoted relation the writer writes.
+    pub fn relation(&self) -> &str {
+        &self.relation
     }
 
-    /// Writes a batch and empties it. Rows that RETURNING does not name were left as they were.
+    /// Writes a batch and empties it. Rows RETURNING does not name were left as they were.
     pub async fn upsert(
         &self,
         conn: &mut PgConnection,
@@ -153,17 +159,48 @@ impl Writer {
             .fetch_all(&mut *conn)
             .await?;
         let inserted = returned.iter().filter(|inserted| **inserted).count() as u64;
-        let updated = returned.len() as u64 - inserted;
         let counts = Counts {
             inserted,
-            updated,
+            updated: returned.len() as u64 - inserted,
             unchanged: (batch.len() - returned.len()) as u64,
         };
         batch.clear();
         Ok(counts)
     }
 
-    /// Notes normalised addresses the file names, and empties the list.
+    /// Deletes the rows of these normalised addresses.
+    pub async fn delete(
+        &self,
+        conn: &mut PgConnection,
+        emails: &[String],
+    ) -> Result<u64, sqlx::Error> {
+        if emails.is_empty() {
+            return Ok(0);
+        }
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM {} WHERE lower(btrim(email)) = ANY($1)",
+            self.relation
+        ))
+        .bind(emails)
+        .execute(&mut *conn)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// The roster's size before a replacing import, and a place to note its addresses.
+    pub async fn start_replace(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        sqlx::query(&format!(
+            "CREATE TEMPORARY TABLE {SEEN} (email text PRIMARY KEY) ON COMMIT DROP"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.relation))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Notes normalised addresses the import names, and empties the list.
     pub async fn note_seen(
         &self,
         conn: &mut PgConnection,
@@ -182,7 +219,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes the roster rows whose address the file did not name.
+    /// Deletes the roster rows whose address the import did not name.
     pub async fn delete_unseen(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
         let deleted = sqlx::query(&format!(
             "DELETE FROM {} AS r
