@@ -26,9 +26,8 @@ use serde::{Deserialize, Deserializer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use url::Url;
 
-use crate::clerk::{
-    ClientOptions, CreateInvitation, KeyKind, RequestRate, RetryPolicy, TemplateSlug,
-};
+use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
+use crate::domain::RowDefaults;
 
 pub use error::{ConfigError, Problem};
 pub use render::{check, CHECK_INVALID, CHECK_OK};
@@ -113,12 +112,20 @@ pub struct SyncSettings {
     pub on_change: OnChange,
     pub shutdown_timeout_seconds: u64,
     pub target: String,
+    /// Quiet time after a roster change notification before a cycle runs.
+    pub debounce_seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// Bearer token of the `/v1/` endpoints; unset turns them off.
+    pub api_token: Option<SecretString>,
+    /// Secrets of the roster webhook (several during a rotation); empty turns it off.
+    pub roster_webhook_secret: Vec<SecretString>,
+    /// Secrets of the Clerk (Svix) webhook; empty turns it off.
+    pub clerk_webhook_secret: Vec<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -530,44 +537,25 @@ impl SourceSettings {
             .split_once('.')
             .map_or(self.relation.as_str(), |(_, name)| name)
     }
-
-    /// The relation quoted for SQL, e.g. `"hr"."people"`: safe to splice into a query,
-    /// and matched case-sensitively as written.
-    pub fn quoted(&self) -> String {
-        self.relation
-            .split('.')
-            .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
-            .collect::<Vec<_>>()
-            .join(".")
-    }
 }
 
 impl SyncSettings {
+    pub fn debounce(&self) -> Duration {
+        Duration::from_secs_f64(self.debounce_seconds)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_seconds)
     }
 
-    /// Whether an email is protected from revocation, exactly or by its `@domain`.
-    pub fn is_protected(&self, email: &str) -> bool {
-        let email = email.trim().to_lowercase();
-        let domain = email.rsplit_once('@').map(|(_, domain)| domain);
-        self.protected
-            .iter()
-            .any(|entry| match entry.strip_prefix('@') {
-                Some(protected_domain) => domain == Some(protected_domain),
-                None => *entry == email,
-            })
-    }
-
-    /// A create request for `email` carrying the configured invitation options.
-    pub fn new_invitation(&self, email: impl Into<String>) -> CreateInvitation {
-        CreateInvitation {
-            redirect_url: self.redirect_url.clone(),
-            notify: Some(self.notify),
-            ignore_existing: Some(self.ignore_existing),
+    /// What a create request carries where the roster row is silent.
+    pub fn row_defaults(&self) -> RowDefaults {
+        RowDefaults {
+            notify: self.notify,
+            ignore_existing: self.ignore_existing,
             expires_in_days: self.expires_in_days,
+            redirect_url: self.redirect_url.clone(),
             template_slug: self.template_slug,
-            ..CreateInvitation::new(email)
         }
     }
 }
@@ -605,24 +593,10 @@ mod tests {
         };
         assert_eq!(source.schema(), Some("hr"));
         assert_eq!(source.name(), "People");
-        assert_eq!(source.quoted(), "\"hr\".\"People\"");
         let plain = SourceSettings {
             relation: "desired_invitees".to_owned(),
         };
         assert_eq!((plain.schema(), plain.name()), (None, "desired_invitees"));
-    }
-
-    #[test]
-    fn protected_matching() {
-        let mut sync = defaults().sync;
-        sync.protected = vec![
-            "ceo@example.com".to_owned(),
-            "@board.example.com".to_owned(),
-        ];
-        assert!(sync.is_protected("CEO@example.com"));
-        assert!(sync.is_protected("anyone@board.example.com"));
-        assert!(!sync.is_protected("anyone@sub.board.example.com"));
-        assert!(!sync.is_protected("ceo@example.org"));
     }
 
     #[test]

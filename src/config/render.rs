@@ -160,9 +160,24 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                     int(sync.shutdown_timeout_seconds),
                 ),
                 ("target", text(&sync.target)),
+                ("debounce_seconds", Some(V::Float(sync.debounce_seconds))),
             ],
         ),
-        ("http", vec![("listen", text(&http.listen.to_string()))]),
+        (
+            "http",
+            vec![
+                ("listen", text(&http.listen.to_string())),
+                ("api_token", http.api_token.as_ref().and(text(REDACTED))),
+                (
+                    "roster_webhook_secret",
+                    redacted_list(http.roster_webhook_secret.len()),
+                ),
+                (
+                    "clerk_webhook_secret",
+                    redacted_list(http.clerk_webhook_secret.len()),
+                ),
+            ],
+        ),
         (
             "log",
             vec![
@@ -172,6 +187,14 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
             ],
         ),
     ]
+}
+
+fn redacted_list(count: usize) -> Option<toml::Value> {
+    Some(toml::Value::Array(
+        (0..count)
+            .map(|_| toml::Value::String(REDACTED.to_owned()))
+            .collect(),
+    ))
 }
 
 pub(crate) fn render(settings: &Settings, origins: Option<&HashMap<String, String>>) -> String {

@@ -108,7 +108,35 @@ pub(crate) static SPECS: &[Spec] = &[
     spec("sync", "on_change", Kind::Choice(ON_CHANGES)),
     spec("sync", "shutdown_timeout_seconds", int(1, 3600)),
     spec("sync", "target", Kind::Text(check_target)),
+    spec(
+        "sync",
+        "debounce_seconds",
+        Kind::Float {
+            min: 0.0,
+            max: 3600.0,
+        },
+    ),
     spec("http", "listen", Kind::Text(check_socket_addr)),
+    Spec {
+        secret: true,
+        ..optional("http", "api_token", Kind::Text(check_api_token))
+    },
+    Spec {
+        secret: true,
+        ..spec(
+            "http",
+            "roster_webhook_secret",
+            Kind::List(check_webhook_secret),
+        )
+    },
+    Spec {
+        secret: true,
+        ..spec(
+            "http",
+            "clerk_webhook_secret",
+            Kind::List(check_webhook_secret),
+        )
+    },
     spec("log", "format", Kind::Choice(LOG_FORMATS)),
     spec("log", "level", Kind::Text(check_filter)),
     spec("log", "redact_emails", Kind::Bool),
@@ -686,6 +714,29 @@ fn check_filter(text: &str) -> Result<String, String> {
 }
 
 /// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
+/// A bearer token for the `/v1/` endpoints. Reasons never include the token.
+fn check_api_token(text: &str) -> Result<String, String> {
+    let token = text.trim();
+    if token.chars().count() < 16 {
+        return Err("must be at least 16 characters (value not shown)".to_owned());
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces (value not shown)".to_owned());
+    }
+    Ok(token.to_owned())
+}
+
+/// A webhook signing secret: `whsec_` and base64. Reasons never include the secret.
+fn check_webhook_secret(text: &str) -> Result<String, String> {
+    use base64::Engine;
+    let secret = text.trim();
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if !key.is_empty() => Ok(secret.to_owned()),
+        _ => Err("must be whsec_ followed by base64 (value not shown)".to_owned()),
+    }
+}
+
 pub(crate) fn check_protected(text: &str) -> Result<String, String> {
     let entry = text.trim().to_lowercase();
     let valid_domain = |domain: &str| {

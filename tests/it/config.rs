@@ -263,13 +263,15 @@ fn env_values_are_parsed_to_each_type() {
     assert_eq!(s.sync.expires_in_days, Some(7));
     assert!((s.sync.max_revocation_ratio - 0.5).abs() < f64::EPSILON);
     assert_eq!(s.sync.protected, ["ceo@example.com", "@board.example.com"]);
-    assert!(s.sync.is_protected("someone@board.example.com"));
     assert_eq!(s.sync.on_change, OnChange::Replace);
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.http.listen.port(), 9090);
     // A numeric-looking value for a text key stays text.
     assert_eq!(s.sync.target, "123");
-    assert_eq!(s.source.quoted(), "\"hr\".\"people\"");
+    assert_eq!(
+        invite_sync::store::desired::quote_relation(&s.source.relation),
+        "\"hr\".\"people\""
+    );
 }
 
 #[test]
@@ -791,7 +793,7 @@ fn database_connect_options() {
 }
 
 #[test]
-fn new_invitation_carries_sync_options() {
+fn row_defaults_carry_sync_options() {
     let s = load(
         None,
         &env(&[
@@ -800,13 +802,12 @@ fn new_invitation_carries_sync_options() {
             ("INVITE_SYNC__SYNC__TEMPLATE_SLUG", "invitation"),
         ]),
     );
-    let request = s.sync.new_invitation("a@example.com");
-    assert_eq!(request.email_address, "a@example.com");
-    assert_eq!(request.expires_in_days, Some(3));
-    assert_eq!(request.notify, Some(false));
-    assert_eq!(request.ignore_existing, Some(true));
-    assert_eq!(request.template_slug, Some(TemplateSlug::Invitation));
-    assert_eq!(request.redirect_url, None);
+    let defaults = s.sync.row_defaults();
+    assert_eq!(defaults.expires_in_days, Some(3));
+    assert!(!defaults.notify);
+    assert!(defaults.ignore_existing);
+    assert_eq!(defaults.template_slug, Some(TemplateSlug::Invitation));
+    assert_eq!(defaults.redirect_url, None);
 }
 
 #[test]
