@@ -12,12 +12,6 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     super::migrate_if_configured(&reconciler.pool, settings).await?;
     let shutdown = CancellationToken::new();
     service::cancel_on_signal(shutdown.clone());
-    service::run(
-        reconciler,
-        &settings.sync.schedule,
-        shutdown,
-        settings.sync.shutdown_timeout(),
-    )
-    .await?;
+    service::run(reconciler, settings, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@ pub async fn run(
         trigger: "sync".to_owned(),
         dry_run: dry_run.then_some(true),
         allow_revocations,
+        run_id: None,
     };
     let result = reconciler.run_cycle(&request, &shutdown).await?;
     Ok(match result {

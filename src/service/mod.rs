@@ -1,6 +1,11 @@
 //! The long-running service: cycles on a cron schedule, at start, on SIGHUP and on demand,
 //! one at a time, sooner while a backlog waits for budget; a clean stop on SIGTERM / SIGINT.
 
+pub mod http;
+pub mod notify;
+pub mod roster_webhook;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,12 +15,16 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Settings;
 use crate::reconcile::{CycleResult, Reconciler, Request};
 
 /// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
 #[derive(Debug, Clone)]
 pub struct Triggers {
     tx: mpsc::Sender<String>,
+    /// The run id of the next cycle, once someone asked for it: every request before that
+    /// cycle starts is answered with the same id.
+    next_run: Arc<Mutex<Option<uuid::Uuid>>>,
 }
 
 impl Triggers {
@@ -23,12 +32,27 @@ impl Triggers {
         // A full queue already holds a request: the next cycle serves this one too.
         let _ = self.tx.try_send(trigger.to_owned());
     }
+
+    /// Requests a cycle and returns the id its run will have.
+    pub fn request_run(&self, trigger: &str) -> uuid::Uuid {
+        let id = match self.next_run.lock() {
+            Ok(mut next) => *next.get_or_insert_with(uuid::Uuid::new_v4),
+            Err(_) => uuid::Uuid::new_v4(),
+        };
+        self.request(trigger);
+        id
+    }
+
+    fn take_run_id(&self) -> Option<uuid::Uuid> {
+        self.next_run.lock().ok().and_then(|mut next| next.take())
+    }
 }
 
 /// Runs cycles one at a time.
 pub struct Worker {
     reconciler: Reconciler,
     rx: mpsc::Receiver<String>,
+    triggers: Triggers,
     shutdown: CancellationToken,
     /// When the backlog's budget frees up: a cycle runs then without being asked.
     wake_at: Option<tokio::time::Instant>,
@@ -44,14 +68,19 @@ pub enum Step {
 
 pub fn worker(reconciler: Reconciler, shutdown: CancellationToken) -> (Worker, Triggers) {
     let (tx, rx) = mpsc::channel(4);
+    let triggers = Triggers {
+        tx,
+        next_run: Arc::default(),
+    };
     (
         Worker {
             reconciler,
             rx,
+            triggers: triggers.clone(),
             shutdown,
             wake_at: None,
         },
-        Triggers { tx },
+        triggers,
     )
 }
 
@@ -71,11 +100,11 @@ impl Worker {
         // Requests queued meanwhile are served by this cycle.
         while self.rx.try_recv().is_ok() {}
         self.wake_at = None;
-        match self
-            .reconciler
-            .run_cycle(&Request::new(trigger), &self.shutdown)
-            .await
-        {
+        let request = Request {
+            run_id: self.triggers.take_run_id(),
+            ..Request::new(trigger)
+        };
+        match self.reconciler.run_cycle(&request, &self.shutdown).await {
             Ok(result) => {
                 if let CycleResult::Ran(report) = &result {
                     if report.backlog > 0 {
@@ -139,38 +168,98 @@ pub async fn schedule(expression: &str, triggers: Triggers) -> anyhow::Result<Jo
     Ok(scheduler)
 }
 
-/// Runs the service until `shutdown` fires, then lets the cycle in progress finish its call
-/// and record itself, within `shutdown_timeout`.
+/// Runs the service until `shutdown` fires: the worker, the schedule, the change listener
+/// and the HTTP server. Then the cycle in progress finishes its call and records itself,
+/// within `sync.shutdown_timeout_seconds`.
 pub async fn run(
     reconciler: Reconciler,
-    schedule_expression: &str,
+    settings: &Settings,
     shutdown: CancellationToken,
-    shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.http.listen)
+        .await
+        .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?;
+    run_on(reconciler, settings, listener, shutdown).await
+}
+
+/// [`run`] with the HTTP server on a listener the caller bound (port 0 in tests).
+pub async fn run_on(
+    reconciler: Reconciler,
+    settings: &Settings,
+    http_listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = reconciler.pool.clone();
     let (worker, triggers) = worker(reconciler, shutdown.clone());
+    let state = http::AppState::new(pool.clone(), triggers.clone(), settings)?;
+    let schedule_expression = settings.sync.schedule.as_str();
     let mut scheduler = schedule(schedule_expression, triggers.clone()).await?;
     triggers.request("start");
     let hangups = spawn_hangup_listener(triggers.clone(), shutdown.clone());
+    let notifications = tokio::spawn(notify::listen(
+        pool,
+        triggers.clone(),
+        settings.sync.debounce(),
+        shutdown.clone(),
+    ));
+    let address = http_listener.local_addr().ok();
+    let server = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
     let worker: JoinHandle<()> = tokio::spawn(worker.run());
-    tracing::info!(schedule = schedule_expression, "invite-sync is running");
+    tracing::info!(
+        schedule = schedule_expression,
+        http = %address.map(|a| a.to_string()).unwrap_or_default(),
+        "invite-sync is running"
+    );
 
-    shutdown.cancelled().await;
+    supervise(&shutdown).await;
+    let shutdown_timeout = settings.sync.shutdown_timeout();
     tracing::info!(
         timeout_seconds = shutdown_timeout.as_secs(),
         "stopping: the cycle in progress finishes its call"
     );
     let _ = scheduler.shutdown().await;
     hangups.abort();
-    match tokio::time::timeout(shutdown_timeout, worker).await {
-        Ok(_) => {
+    let stopped = tokio::time::timeout(shutdown_timeout, async {
+        let _ = worker.await;
+        let _ = notifications.await;
+        server.await
+    })
+    .await;
+    match stopped {
+        Ok(Ok(Ok(()))) => {
             tracing::info!("stopped");
             Ok(())
         }
+        Ok(Ok(Err(error))) => Err(anyhow::Error::new(error).context("the HTTP server failed")),
+        Ok(Err(error)) => Err(anyhow::Error::new(error).context("the HTTP server task failed")),
         Err(_) => anyhow::bail!(
             "the cycle in progress did not stop within sync.shutdown_timeout_seconds ({} s)",
             shutdown_timeout.as_secs()
         ),
     }
+}
+
+/// The main loop under systemd: says it is ready, pings the watchdog at half its interval
+/// while the process is alive, and says it is stopping. Without systemd these are no-ops.
+async fn supervise(shutdown: &CancellationToken) {
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %error, "could not tell systemd the service is ready");
+    }
+    match sd_notify::watchdog_enabled() {
+        Some(interval) => {
+            let mut ticks = tokio::time::interval(interval / 2);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = ticks.tick() => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        }
+        None => shutdown.cancelled().await,
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
 fn spawn_hangup_listener(triggers: Triggers, shutdown: CancellationToken) -> JoinHandle<()> {

@@ -314,3 +314,21 @@ pub async fn attempts(db: impl PgExecutor<'_>, ledger_id: i64) -> Result<i32, sq
     .fetch_one(db)
     .await
 }
+
+/// Marks the pending invitations of people Clerk says are users as accepted.
+pub async fn mark_accepted_by_email(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: &[Email],
+) -> Result<u64, sqlx::Error> {
+    let emails: Vec<String> = emails.iter().map(|e| e.as_str().to_owned()).collect();
+    let done = sqlx::query!(
+        r#"UPDATE invite_sync_ledger SET state = 'accepted'
+           WHERE target = $1 AND email = ANY($2) AND state = 'pending'"#,
+        target,
+        &emails,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

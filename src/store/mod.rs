@@ -4,7 +4,9 @@ pub mod budget;
 pub mod desired;
 pub mod ledger;
 pub mod lock;
+pub mod roster;
 pub mod runs;
+pub mod webhooks;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -1,0 +1,204 @@
+//! Prometheus metrics: one registry for the process, served at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub operation: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+/// Every metric invite-sync exports.
+pub struct Metrics {
+    registry: Registry,
+    pub cycles: Family<OutcomeLabel, Counter>,
+    pub cycle_duration: Histogram,
+    pub actions: Family<ActionLabels, Counter>,
+    pub drift: Family<CategoryLabel, Gauge>,
+    pub desired: Gauge,
+    pub owned_pending: Gauge,
+    pub backlog: Gauge,
+    pub backlog_eta: Gauge,
+    pub budget_left: Family<EndpointLabel, Gauge>,
+    pub clerk_calls: Family<CallLabels, Counter>,
+    pub clerk_call_duration: Family<OperationLabel, Histogram>,
+    pub held_revocations: Gauge,
+    pub last_success: Gauge<f64, AtomicU64>,
+    pub lock_held: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("invite_sync");
+        let metrics = Metrics {
+            cycles: Family::default(),
+            cycle_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            actions: Family::default(),
+            drift: Family::default(),
+            desired: Gauge::default(),
+            owned_pending: Gauge::default(),
+            backlog: Gauge::default(),
+            backlog_eta: Gauge::default(),
+            budget_left: Family::default(),
+            clerk_calls: Family::default(),
+            clerk_call_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 12))
+            }),
+            held_revocations: Gauge::default(),
+            last_success: Gauge::default(),
+            lock_held: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "cycles",
+            "Reconcile cycles by outcome",
+            metrics.cycles.clone(),
+        );
+        registry.register(
+            "cycle_duration_seconds",
+            "Duration of reconcile cycles",
+            metrics.cycle_duration.clone(),
+        );
+        registry.register(
+            "actions",
+            "Actions sent to Clerk by kind (create, revoke, adopt) and outcome",
+            metrics.actions.clone(),
+        );
+        registry.register(
+            "drift_items",
+            "Items of the last plan by category",
+            metrics.drift.clone(),
+        );
+        registry.register(
+            "desired_invitees",
+            "Rows in the roster",
+            metrics.desired.clone(),
+        );
+        registry.register(
+            "owned_pending_invitations",
+            "Pending invitations invite-sync created",
+            metrics.owned_pending.clone(),
+        );
+        registry.register(
+            "backlog_invitations",
+            "Creates waiting for budget",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "backlog_eta_seconds",
+            "Time until the backlog drains at the budget's pace",
+            metrics.backlog_eta.clone(),
+        );
+        registry.register(
+            "budget_left_calls",
+            "Calls left in the current hourly window, per create endpoint",
+            metrics.budget_left.clone(),
+        );
+        registry.register(
+            "clerk_calls",
+            "Calls to Clerk by operation and HTTP status (or transport error)",
+            metrics.clerk_calls.clone(),
+        );
+        registry.register(
+            "clerk_call_duration_seconds",
+            "Latency of calls to Clerk by operation",
+            metrics.clerk_call_duration.clone(),
+        );
+        registry.register(
+            "held_revocations",
+            "Revocations the guard held in the last cycle",
+            metrics.held_revocations.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful cycle",
+            metrics.last_success.clone(),
+        );
+        registry.register(
+            "lock_held",
+            "1 while this process holds the leader lock",
+            metrics.lock_held.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn clerk_call(&self, operation: &str, status: &str, took: Duration) {
+        self.clerk_calls
+            .get_or_create(&CallLabels {
+                operation: operation.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+        self.clerk_call_duration
+            .get_or_create(&OperationLabel {
+                operation: operation.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn action(&self, kind: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn gauge(gauge: &Gauge, value: usize) {
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}

@@ -1,0 +1,303 @@
+//! The HTTP surface: health, readiness, metrics, the operator API, and the signed roster and
+//! Clerk webhooks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::roster_webhook;
+use super::Triggers;
+use crate::config::Settings;
+use crate::domain::Email;
+use crate::reconcile::CycleConfig;
+use crate::store::{ledger, webhooks};
+use crate::webhook::{Scheme, Verifier};
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub triggers: Triggers,
+    pub config: CycleConfig,
+    api_token: Option<Arc<SecretString>>,
+    roster: Option<Arc<Verifier>>,
+    clerk: Option<Arc<Verifier>>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, triggers: Triggers, settings: &Settings) -> anyhow::Result<AppState> {
+        let verifier =
+            |secrets: &[SecretString], key: &str| -> anyhow::Result<Option<Arc<Verifier>>> {
+                if secrets.is_empty() {
+                    return Ok(None);
+                }
+                let exposed: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
+                Verifier::new(&exposed)
+                    .map(|v| Some(Arc::new(v)))
+                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))
+            };
+        Ok(AppState {
+            pool,
+            triggers,
+            config: CycleConfig::from_settings(settings),
+            api_token: settings.http.api_token.clone().map(Arc::new),
+            roster: verifier(
+                &settings.http.roster_webhook_secret,
+                "http.roster_webhook_secret",
+            )?,
+            clerk: verifier(
+                &settings.http.clerk_webhook_secret,
+                "http.clerk_webhook_secret",
+            )?,
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sync", post(trigger_sync))
+        .route("/v1/status", get(status))
+        .route("/v1/webhooks/roster", post(roster_hook))
+        .route("/v1/webhooks/clerk", post(clerk_hook))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then stops accepting and lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// An error answer: a status and a JSON reason. Internal details are logged, not returned.
+struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %error, "HTTP request failed");
+    Problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error".to_owned(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let check = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    match check {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Ok(Err(error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": format!("the database does not answer: {}", database_reason(&error))})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": "the database did not answer within 2 s"})),
+        )
+            .into_response(),
+    }
+}
+
+/// A database error without anything the connection string holds.
+fn database_reason(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::PoolTimedOut => "no connection available",
+        sqlx::Error::Io(_) => "connection failed",
+        sqlx::Error::Database(_) => "query failed",
+        _ => "error",
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::metrics().encode(),
+    )
+        .into_response()
+}
+
+/// 404 when no token is configured (the API is off), 401 unless the bearer token matches.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    let Some(token) = &state.api_token else {
+        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    use subtle::ConstantTimeEq;
+    let expected = token.expose_secret().as_bytes();
+    let matches: bool = expected.ct_eq(presented.as_bytes()).into();
+    if matches {
+        Ok(())
+    } else {
+        Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".to_owned(),
+        ))
+    }
+}
+
+async fn trigger_sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    let run_id = state.triggers.request_run("api");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))).into_response())
+}
+
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    let status = crate::commands::status::collect(&state.pool, &state.config)
+        .await
+        .map_err(internal)?;
+    Ok(Json(status).into_response())
+}
+
+fn verify(
+    verifier: &Option<Arc<Verifier>>,
+    scheme: Scheme,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, Problem> {
+    let Some(verifier) = verifier else {
+        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+    };
+    let now = chrono::Utc::now().timestamp();
+    verifier
+        .verify(scheme, headers, body, now)
+        .map(|delivery| delivery.id)
+        .map_err(|e| Problem(StatusCode::UNAUTHORIZED, format!("signature rejected: {e}")))
+}
+
+async fn roster_hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let message_id = verify(&state.roster, Scheme::StandardWebhooks, &headers, &body)?;
+    let changes = roster_webhook::parse(&body).map_err(|e| Problem(StatusCode::BAD_REQUEST, e))?;
+    let mut tx = state.pool.begin().await.map_err(internal)?;
+    if !webhooks::record_delivery(&mut *tx, "roster", &message_id)
+        .await
+        .map_err(internal)?
+    {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "applied": false})),
+        )
+            .into_response());
+    }
+    let applied = roster_webhook::apply(&mut tx, &state.config.relation, &changes)
+        .await
+        .map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    tracing::info!(
+        message_id,
+        upserted = applied.upserted,
+        removed = applied.removed,
+        "roster webhook applied"
+    );
+    Ok((
+        StatusCode::OK,
+        Json(
+            json!({"status": "applied", "upserted": applied.upserted, "removed": applied.removed}),
+        ),
+    )
+        .into_response())
+}
+
+async fn clerk_hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let message_id = verify(&state.clerk, Scheme::Svix, &headers, &body)?;
+    let event: Value = serde_json::from_slice(&body).map_err(|e| {
+        Problem(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+    if kind != "user.created" {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"status": "ignored", "type": kind})),
+        )
+            .into_response());
+    }
+    let emails: Vec<Email> = event
+        .pointer("/data/email_addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|address| address.get("email_address").and_then(Value::as_str))
+        .filter_map(|address| Email::parse(address).ok())
+        .collect();
+    let mut tx = state.pool.begin().await.map_err(internal)?;
+    if !webhooks::record_delivery(&mut *tx, "clerk", &message_id)
+        .await
+        .map_err(internal)?
+    {
+        return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response());
+    }
+    let target = state.config.target.as_str();
+    ledger::add_known_users(&mut *tx, target, &emails, "user.created")
+        .await
+        .map_err(internal)?;
+    ledger::mark_accepted_by_email(&mut *tx, target, &emails)
+        .await
+        .map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    let reporter = state.config.reporter;
+    for email in &emails {
+        tracing::info!(
+            email = reporter.email(email.as_str()),
+            "Clerk says this person is now a user"
+        );
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "applied", "users": emails.len()})),
+    )
+        .into_response())
+}

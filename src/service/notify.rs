@@ -1,0 +1,96 @@
+//! Roster change notifications: the trigger on `desired_invitees` sends `NOTIFY invite_sync`;
+//! the listener waits for a burst of changes to end, then asks for a cycle. It reconnects
+//! after the database restarts, and asks for a cycle then, since changes may have been missed.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::Triggers;
+
+/// The channel the roster trigger notifies.
+pub const CHANNEL: &str = "invite_sync";
+
+/// Listens until `shutdown` fires.
+pub async fn listen(
+    pool: PgPool,
+    triggers: Triggers,
+    debounce: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut first = true;
+    loop {
+        let listener = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            listener = subscribe(&pool) => listener,
+        };
+        let mut listener = match listener {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        if !first {
+            tracing::info!(
+                "listening for roster changes again; a cycle catches up on what was missed"
+            );
+            triggers.request("notify");
+        }
+        first = false;
+        if let Err(error) = relay(&mut listener, &triggers, debounce, &shutdown).await {
+            tracing::warn!(error = %error, "lost the roster change listener");
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Turns notifications into cycle requests until the connection is lost.
+async fn relay(
+    listener: &mut PgListener,
+    triggers: &Triggers,
+    debounce: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), sqlx::Error> {
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            received = listener.try_recv() => received?,
+        };
+        if received.is_none() {
+            return Err(sqlx::Error::Protocol("the connection was closed".into()));
+        }
+        // Wait for the burst to end: every further notification restarts the quiet time.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(debounce) => break,
+                more = listener.try_recv() => {
+                    if more?.is_none() {
+                        triggers.request("notify");
+                        return Err(sqlx::Error::Protocol("the connection was closed".into()));
+                    }
+                }
+            }
+        }
+        tracing::debug!("roster changed; a cycle is requested");
+        triggers.request("notify");
+    }
+}

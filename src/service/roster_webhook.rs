@@ -1,0 +1,285 @@
+//! The roster webhook's payloads: `invitee.upserted`, `invitee.removed` and `roster.batch`,
+//! checked whole before anything is written, then applied in one transaction.
+
+use serde_json::{Map, Value};
+use sqlx::PgConnection;
+
+use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
+
+/// Most items one `roster.batch` may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// One change to the roster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Upsert(DesiredRow),
+    Remove(Email),
+}
+
+/// What was written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub upserted: u64,
+    pub removed: u64,
+}
+
+const UPSERT_FIELDS: [&str; 8] = [
+    "email",
+    "public_metadata",
+    "redirect_url",
+    "not_before",
+    "notify",
+    "expires_in_days",
+    "template_slug",
+    "source",
+];
+
+/// Parses and checks a payload; the error names the field at fault.
+pub fn parse(body: &[u8]) -> Result<Vec<Change>, String> {
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let object = payload
+        .as_object()
+        .ok_or_else(|| "the body must be a JSON object with type and data".to_owned())?;
+    let kind = object
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "type: missing or not a string".to_owned())?;
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .ok_or_else(|| "data: missing or not an object".to_owned())?;
+    match kind {
+        "invitee.upserted" => Ok(vec![Change::Upsert(upsert(data, "data")?)]),
+        "invitee.removed" => Ok(vec![Change::Remove(removal(data, "data")?)]),
+        "roster.batch" => batch(data),
+        other => Err(format!(
+            "type: unknown event type {other:?}; expected invitee.upserted, invitee.removed or roster.batch"
+        )),
+    }
+}
+
+fn batch(data: &Map<String, Value>) -> Result<Vec<Change>, String> {
+    if let Some(unknown) = data
+        .keys()
+        .find(|k| !["upserted", "removed"].contains(&k.as_str()))
+    {
+        return Err(format!("data.{unknown}: unknown field"));
+    }
+    let list = |name: &str| -> Result<Vec<Value>, String> {
+        match data.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(_) => Err(format!("data.{name}: must be an array")),
+        }
+    };
+    let upserted = list("upserted")?;
+    let removed = list("removed")?;
+    if upserted.len() + removed.len() > MAX_BATCH {
+        return Err(format!(
+            "data: {} items; a batch carries at most {MAX_BATCH}",
+            upserted.len() + removed.len()
+        ));
+    }
+    let mut changes = Vec::with_capacity(upserted.len() + removed.len());
+    for (i, item) in upserted.iter().enumerate() {
+        let path = format!("data.upserted[{i}]");
+        let item = item
+            .as_object()
+            .ok_or_else(|| format!("{path}: must be an object"))?;
+        changes.push(Change::Upsert(upsert(item, &path)?));
+    }
+    for (i, item) in removed.iter().enumerate() {
+        let path = format!("data.removed[{i}]");
+        let item = item
+            .as_object()
+            .ok_or_else(|| format!("{path}: must be an object"))?;
+        changes.push(Change::Remove(removal(item, &path)?));
+    }
+    Ok(changes)
+}
+
+fn email(data: &Map<String, Value>, path: &str) -> Result<Email, String> {
+    let raw = data
+        .get("email")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{path}.email: missing or not a string"))?;
+    Email::parse(raw).map_err(|e| format!("{path}.email: {e}"))
+}
+
+fn removal(data: &Map<String, Value>, path: &str) -> Result<Email, String> {
+    if let Some(unknown) = data.keys().find(|k| k.as_str() != "email") {
+        return Err(format!("{path}.{unknown}: unknown field"));
+    }
+    email(data, path)
+}
+
+fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
+    if let Some(unknown) = data.keys().find(|k| !UPSERT_FIELDS.contains(&k.as_str())) {
+        return Err(format!("{path}.{unknown}: unknown field"));
+    }
+    let email = email(data, path)?;
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match data.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{path}.{name}: must be a string")),
+        }
+    };
+    let not_before = match text("not_before")? {
+        None => None,
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(&raw)
+                .map_err(|e| format!("{path}.not_before: not an RFC 3339 time: {e}"))?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let notify = match data.get("notify") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(format!("{path}.notify: must be true or false")),
+    };
+    let expires_in_days = match data.get("expires_in_days") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| format!("{path}.expires_in_days: must be an integer"))?,
+        ),
+    };
+    let public_metadata = match data.get("public_metadata") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(value @ Value::Object(_)) => value.clone(),
+        Some(_) => return Err(format!("{path}.public_metadata: must be a JSON object")),
+    };
+    let row = DesiredRow {
+        email: email.as_str().to_owned(),
+        public_metadata,
+        redirect_url: text("redirect_url")?,
+        notify,
+        expires_in_days,
+        template_slug: text("template_slug")?,
+        not_before,
+        source: Some(text("source")?.unwrap_or_else(|| "webhook".to_owned())),
+        created_at: None,
+        updated_at: None,
+    };
+    DesiredInvitee::from_row(&row, &RowDefaults::default())
+        .map_err(|invalid| format!("{path}: {}", invalid.reason))?;
+    Ok(row)
+}
+
+/// Writes the changes in the caller's transaction.
+pub async fn apply(
+    conn: &mut PgConnection,
+    relation: &str,
+    changes: &[Change],
+) -> Result<Applied, sqlx::Error> {
+    let writer = crate::store::roster::Writer::new(relation, crate::store::roster::Columns::ALL);
+    let mut batch = crate::store::roster::Batch::default();
+    let mut removals = Vec::new();
+    for change in changes {
+        match change {
+            Change::Upsert(row) => batch.push(row.clone()),
+            Change::Remove(email) => removals.push(email.as_str().to_owned()),
+        }
+    }
+    let upserted = batch.len() as u64;
+    writer.upsert(conn, &mut batch).await?;
+    let removed = writer.delete(conn, &removals).await?;
+    Ok(Applied { upserted, removed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(body: &str) -> Result<Vec<Change>, String> {
+        parse(body.as_bytes())
+    }
+
+    #[test]
+    fn an_upsert_carries_every_field() {
+        let changes = parse_str(
+            r#"{"type":"invitee.upserted","data":{"email":" Ann@X.com","public_metadata":{"team":"ops"},
+                "redirect_url":"https://app.example.com/in","not_before":"2030-01-01T00:00:00Z","notify":false}}"#,
+        )
+        .unwrap();
+        let [Change::Upsert(row)] = changes.as_slice() else {
+            panic!("one upsert: {changes:?}");
+        };
+        assert_eq!(row.email, "ann@x.com");
+        assert_eq!(row.public_metadata["team"], "ops");
+        assert_eq!(row.notify, Some(false));
+        assert_eq!(row.source.as_deref(), Some("webhook"));
+        assert!(row.not_before.is_some());
+    }
+
+    #[test]
+    fn a_batch_keeps_upserts_and_removals() {
+        let changes = parse_str(
+            r#"{"type":"roster.batch","data":{"upserted":[{"email":"a@x.com"}],"removed":[{"email":"B@x.com"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1], Change::Remove(Email::parse("b@x.com").unwrap()));
+    }
+
+    #[test]
+    fn each_rejection_names_the_field_at_fault() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            (
+                r#"{"type":"invitee.created","data":{}}"#,
+                "type: unknown event type",
+            ),
+            (r#"{"data":{}}"#, "type: missing"),
+            (r#"{"type":"invitee.upserted"}"#, "data: missing"),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"nope"}}"#,
+                "data.email:",
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","public_metadata":[1]}}"#,
+                "data.public_metadata: must be a JSON object",
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","nickname":"a"}}"#,
+                "data.nickname: unknown field",
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","not_before":"tomorrow"}}"#,
+                "data.not_before",
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","redirect_url":"ftp://x.example"}}"#,
+                "data: redirect_url",
+            ),
+            (
+                r#"{"type":"roster.batch","data":{"upserted":[{"email":"a@x.com"},{"email":"bad"}]}}"#,
+                "data.upserted[1].email",
+            ),
+            (
+                r#"{"type":"roster.batch","data":{"removed":[{"email":"a@x.com","why":1}]}}"#,
+                "data.removed[0].why: unknown field",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = parse_str(body).expect_err(body);
+            assert!(error.contains(expected), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_more_than_1000_items_is_refused() {
+        let items: Vec<String> = (0..1001)
+            .map(|i| format!(r#"{{"email":"p{i}@x.com"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"type":"roster.batch","data":{{"upserted":[{}]}}}}"#,
+            items.join(",")
+        );
+        assert!(parse_str(&body).unwrap_err().contains("at most 1000"));
+    }
+}
