@@ -24,7 +24,9 @@ pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Resul
     let recent = runs::recent(pool, &config.target, 10).await?;
     let budget = reconcile::budget_now(pool, &config.target, config.budget).await?;
     let holder = lock::holder(pool, &config.target).await?;
-    let latest = recent.iter().find(|r| r.outcome != "running");
+    let latest = recent
+        .iter()
+        .find(|r| r.outcome != "running" && r.outcome != "skipped");
     let last_success = recent
         .iter()
         .find(|r| r.outcome == "succeeded")

@@ -273,6 +273,11 @@ impl Reconciler {
                 holder_pid = holder.as_ref().map(|h| h.pid),
                 "another invite-sync holds the lock for this target; this cycle is skipped"
             );
+            // Someone was promised this run's id (POST /v1/sync): leave a record of it.
+            if let Some(run_id) = request.run_id {
+                runs::record_skipped(&self.pool, run_id, target, &request.trigger, &hostname())
+                    .await?;
+            }
             return Ok(CycleResult::Skipped { holder });
         };
         let metrics = crate::metrics::metrics();

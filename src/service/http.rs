@@ -157,11 +157,13 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(token) = &state.api_token else {
         return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
     };
+    // The scheme name is case-insensitive (RFC 7235); the token is not.
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     use subtle::ConstantTimeEq;
     let expected = token.expose_secret().as_bytes();
     let matches: bool = expected.ct_eq(presented.as_bytes()).into();

@@ -21,7 +21,8 @@ pub async fn listen(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
-    let mut first = true;
+    // Set whenever changes may have gone unnoticed: a cycle catches up once listening again.
+    let mut missed = false;
     loop {
         let listener = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -30,6 +31,7 @@ pub async fn listen(
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(error) => {
+                missed = true;
                 tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -40,14 +42,15 @@ pub async fn listen(
             }
         };
         backoff = Duration::from_millis(500);
-        if !first {
+        if missed {
             tracing::info!(
                 "listening for roster changes again; a cycle catches up on what was missed"
             );
             triggers.request("notify");
+            missed = false;
         }
-        first = false;
         if let Err(error) = relay(&mut listener, &triggers, debounce, &shutdown).await {
+            missed = true;
             tracing::warn!(error = %error, "lost the roster change listener");
         }
         if shutdown.is_cancelled() {

@@ -82,19 +82,29 @@ fn batch(data: &Map<String, Value>) -> Result<Vec<Change>, String> {
         ));
     }
     let mut changes = Vec::with_capacity(upserted.len() + removed.len());
+    // One person once per batch: two changes to the same address have no order to apply.
+    let mut seen: std::collections::HashMap<Email, String> = std::collections::HashMap::new();
+    let mut once = |email: &Email, path: &str| match seen.insert(email.clone(), path.to_owned()) {
+        Some(first) => Err(format!("{path}.email: the same address as {first}")),
+        None => Ok(()),
+    };
     for (i, item) in upserted.iter().enumerate() {
         let path = format!("data.upserted[{i}]");
         let item = item
             .as_object()
             .ok_or_else(|| format!("{path}: must be an object"))?;
-        changes.push(Change::Upsert(upsert(item, &path)?));
+        let row = upsert(item, &path)?;
+        once(&email(item, &path)?, &path)?;
+        changes.push(Change::Upsert(row));
     }
     for (i, item) in removed.iter().enumerate() {
         let path = format!("data.removed[{i}]");
         let item = item
             .as_object()
             .ok_or_else(|| format!("{path}: must be an object"))?;
-        changes.push(Change::Remove(removal(item, &path)?));
+        let address = removal(item, &path)?;
+        once(&address, &path)?;
+        changes.push(Change::Remove(address));
     }
     Ok(changes)
 }

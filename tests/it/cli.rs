@@ -1747,3 +1747,44 @@ async fn clerk_sim_refuses_a_secret_key_that_is_not_a_clerk_key() {
     finished.assert_code(2);
     assert!(finished.stderr.contains("--secret-key"), "{finished}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    let h = harness(&[("INVITE_SYNC__SYNC__SCHEDULE", NEVER)]).await;
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-notify-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let socket_path = dir.join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("a notify socket");
+    let mut command = h.command();
+    command
+        .env("INVITE_SYNC__HTTP__LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut service = Proc::spawn(command, &["run"]);
+
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let mut buffer = [0u8; 256];
+        let received = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("no READY=1 and two WATCHDOG=1 within 10 s: {seen:?}"))
+            .expect("a datagram");
+        seen.push(String::from_utf8_lossy(&buffer[..received]).into_owned());
+    }
+    assert!(
+        seen.iter().position(|m| m.contains("READY=1"))
+            < seen.iter().position(|m| m.contains("WATCHDOG=1")),
+        "ready before the first watchdog ping: {seen:?}"
+    );
+
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

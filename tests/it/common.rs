@@ -1,5 +1,7 @@
 //! What the tests share: a fresh database per test, dropped afterwards, and waiting on a
 //! condition with a deadline instead of sleeping.
+// Each test module uses its own part of this.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +19,6 @@ pub fn server_url() -> String {
 pub struct TestDb {
     pub pool: PgPool,
     pub name: String,
-    #[allow(dead_code)]
     pub options: PgConnectOptions,
     admin: PgConnectOptions,
 }
@@ -58,8 +59,30 @@ impl TestDb {
         }
     }
 
+    /// A connection to the server's maintenance database, outside this test's database.
+    pub async fn admin_connection(&self) -> sqlx::PgConnection {
+        self.admin
+            .clone()
+            .connect()
+            .await
+            .expect("the test server answers")
+    }
+
+    /// Ends every session of this database, as a server restart does; returns how many.
+    pub async fn terminate_sessions(&self) -> usize {
+        let mut admin = self.admin_connection().await;
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("the sessions can be terminated");
+        ended.into_iter().filter(|ended| *ended).count()
+    }
+
     /// A URL for this database, for subprocesses and settings.
-    #[allow(dead_code)]
     pub fn url(&self) -> String {
         let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
         url.set_path(&format!("/{}", self.name));
@@ -109,4 +132,124 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A fresh database, a simulated Clerk on its own port, and a reconciler wired to both.
+pub struct Harness {
+    pub db: TestDb,
+    pub sim: invite_sync::clerk::sim::SimHandle,
+    pub reconciler: invite_sync::reconcile::Reconciler,
+    pub env: std::collections::HashMap<String, String>,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with(invite_sync::clerk::sim::SimOptions::default(), &[]).await
+    }
+
+    /// `overrides` are `INVITE_SYNC__SECTION__KEY` variables (or any the config reads).
+    pub async fn with(
+        options: invite_sync::clerk::sim::SimOptions,
+        overrides: &[(&str, &str)],
+    ) -> Harness {
+        let db = TestDb::migrated().await;
+        let sim = invite_sync::clerk::sim::start(options)
+            .await
+            .expect("the simulator starts");
+        let mut env: std::collections::HashMap<String, String> = [
+            ("DATABASE_URL".to_owned(), db.url()),
+            ("CLERK_SECRET_KEY".to_owned(), sim.secret_key().to_owned()),
+            (
+                "INVITE_SYNC__CLERK__API_URL".to_owned(),
+                sim.base_url().to_string(),
+            ),
+            (
+                "INVITE_SYNC__LOG__LEVEL".to_owned(),
+                "info,sqlx=warn".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        for (key, value) in overrides {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let settings =
+            invite_sync::config::Settings::load(None, &env).expect("the test settings load");
+        let reconciler = invite_sync::reconcile::from_settings(&settings)
+            .await
+            .expect("the reconciler builds");
+        Harness {
+            db,
+            sim,
+            reconciler,
+            env,
+        }
+    }
+
+    pub async fn add_people(&self, emails: &[&str]) {
+        for email in emails {
+            sqlx::query("INSERT INTO desired_invitees (email) VALUES ($1)")
+                .bind(email)
+                .execute(&self.db.pool)
+                .await
+                .expect("roster row inserted");
+        }
+    }
+
+    pub async fn remove_people(&self, emails: &[&str]) {
+        let emails: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
+        sqlx::query("DELETE FROM desired_invitees WHERE lower(btrim(email)) = ANY($1)")
+            .bind(&emails)
+            .execute(&self.db.pool)
+            .await
+            .expect("roster rows deleted");
+    }
+
+    /// Runs one cycle and returns its report (panics if it was skipped).
+    pub async fn cycle(&self) -> invite_sync::reconcile::Report {
+        self.cycle_with(invite_sync::reconcile::Request::new("test"))
+            .await
+    }
+
+    pub async fn cycle_with(
+        &self,
+        request: invite_sync::reconcile::Request,
+    ) -> invite_sync::reconcile::Report {
+        match self
+            .reconciler
+            .run_cycle(&request, &tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("the cycle runs")
+        {
+            invite_sync::reconcile::CycleResult::Ran(report) => *report,
+            skipped => panic!("the cycle was skipped: {skipped:?}"),
+        }
+    }
+
+    /// Pending invitations in the simulator, by lower-cased email.
+    pub fn pending(&self) -> Vec<invite_sync::clerk::Invitation> {
+        self.sim
+            .invitations()
+            .into_iter()
+            .filter(|i| i.status == invite_sync::clerk::InvitationStatus::Pending)
+            .collect()
+    }
+
+    /// Runs the binary with this harness's environment.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-sync"));
+        command.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            command.env("PATH", path);
+        }
+        command.envs(&self.env);
+        command
+    }
+}
+
+/// `count` addresses `prefix0000@example.com` ...
+pub fn people(prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("{prefix}{i:04}@example.com"))
+        .collect()
 }

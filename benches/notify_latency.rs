@@ -1,0 +1,130 @@
+//! Time from a row inserted into `desired_invitees` to the simulated Clerk holding its
+//! invitation, with the service running as in production (LISTEN/NOTIFY, default debounce).
+//!
+//! `cargo bench --bench notify_latency` (uses DATABASE_URL, else 127.0.0.1:5432; creates and
+//! drops a scratch database). Prints every sample, the median and the 90th percentile.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Executor};
+use tokio_util::sync::CancellationToken;
+
+use invite_sync::clerk::sim::{self, SimOptions};
+use invite_sync::config::Settings;
+use invite_sync::{reconcile, service, store};
+
+const SAMPLES: usize = 20;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let server: PgConnectOptions = server_url.parse()?;
+    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = server.clone().database("postgres").connect().await?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let result = measure(&server_url, &name).await;
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await?;
+    result
+}
+
+async fn measure(server_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut url = url::Url::parse(server_url)?;
+    url.set_path(&format!("/{name}"));
+    let simulator = sim::start(SimOptions::default()).await?;
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_SECRET_KEY", simulator.secret_key()),
+        ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
+        ("INVITE_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+        ("INVITE_SYNC__LOG__LEVEL", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let settings = Settings::load(None, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reconciler = reconcile::from_settings(&settings).await?;
+    let pool = reconciler.pool.clone();
+    store::migrate(&pool).await?;
+
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = tokio::spawn({
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        async move { service::run_on(reconciler, &settings, listener, shutdown).await }
+    });
+    // The start cycle runs first; samples begin once it is recorded.
+    wait(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .map(|n| n >= 1)
+        .unwrap_or(false)
+    })
+    .await?;
+
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let email = format!("latency{i:02}@example.com");
+        let started = Instant::now();
+        sqlx::query("INSERT INTO desired_invitees (email) VALUES ($1)")
+            .bind(&email)
+            .execute(&pool)
+            .await?;
+        wait(Duration::from_secs(30), || {
+            let found = simulator
+                .invitations()
+                .iter()
+                .any(|inv| inv.email_address == email);
+            async move { found }
+        })
+        .await?;
+        let took = started.elapsed();
+        println!(
+            "sample {:>2}: {:>7.1} ms",
+            i + 1,
+            took.as_secs_f64() * 1000.0
+        );
+        samples.push(took);
+    }
+    shutdown.cancel();
+    running.await??;
+    simulator.shutdown().await;
+
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "insert -> invitation in the simulator, {SAMPLES} samples (debounce {} s): median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        settings.sync.debounce_seconds,
+        ms(samples[SAMPLES / 2]),
+        ms(samples[SAMPLES * 9 / 10]),
+        ms(samples[0]),
+        ms(samples[SAMPLES - 1]),
+    );
+    Ok(())
+}
+
+/// Polls `check` every 2 ms until it holds.
+async fn wait<F, Fut>(deadline: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let give_up = Instant::now() + deadline;
+    while !check().await {
+        if Instant::now() > give_up {
+            anyhow::bail!("timed out after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,1254 @@
+//! The running service over a real socket: health and readiness, metrics, the operator API,
+//! the signed roster and Clerk webhooks, roster change notifications, and a clean stop. Each
+//! test runs `service::run_on` on a port of its own against its own database and simulator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use invite_sync::clerk::sim::{Operation, SimOptions};
+use invite_sync::clerk::{ClerkClient, InvitationStatus};
+use invite_sync::config::Settings;
+use invite_sync::reconcile::{CycleConfig, Reconciler};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{wait_for, Harness};
+
+/// A schedule that never fires during a test: cycles come from the start, notifications,
+/// the API and webhooks only.
+const NEVER: &str = "0 0 0 1 1 *";
+const API_TOKEN: &str = "operator-token-0123456789abcdef";
+const ROSTER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CLERK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// The second secret of a rotation: either may sign.
+const ROTATED_SECRET: &str = "whsec_cm90YXRlZC1zZWNyZXQtZm9yLXRlc3Rz";
+/// Signs nothing this service accepts.
+const OTHER_SECRET: &str = "whsec_dGhpcmQtc2VjcmV0LW5vdC1jb25maWd1cmVk";
+const SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+/// How long a change may take to reach the simulator.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// The service under test
+
+/// A harness whose schedule never fires, on a target no other test uses.
+async fn harness(extra: &[(&str, &str)]) -> Harness {
+    let target = format!("http-{}", uuid::Uuid::new_v4().simple());
+    let shutdown_timeout = SHUTDOWN_TIMEOUT_SECONDS.to_string();
+    let mut overrides: Vec<(&str, &str)> = vec![
+        // The whole suite shares one server's connection limit.
+        ("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "5"),
+        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+        ("INVITE_SYNC__SYNC__TARGET", &target),
+        (
+            "INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS",
+            &shutdown_timeout,
+        ),
+    ];
+    overrides.extend_from_slice(extra);
+    Harness::with(SimOptions::default(), &overrides).await
+}
+
+/// `run_on` in a task of its own; dropping it cancels the service, so a failed assertion
+/// leaves nothing running.
+struct Service {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    async fn start(h: &Harness) -> Service {
+        let settings = Settings::load(None, &h.env).expect("the test settings load");
+        let reconciler = invite_sync::reconcile::from_settings(&settings)
+            .await
+            .expect("the reconciler builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port is free");
+        let addr = listener.local_addr().expect("the listener has an address");
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            invite_sync::service::run_on(reconciler, &settings, listener, token).await
+        });
+        Service {
+            addr,
+            client: client(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// A request with `Authorization: Bearer <token>` when a token is given.
+    async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        Answer::read(request.send().await.expect("the service answers")).await
+    }
+
+    /// POSTs `body` to `path` with `headers`.
+    async fn post(&self, path: &str, headers: HeaderMap, body: Vec<u8>) -> Answer {
+        let response = self
+            .client
+            .post(self.url(path))
+            .headers(headers)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        Answer::read(response).await
+    }
+
+    /// A roster webhook signed with the configured secret, timestamped now.
+    async fn roster(&self, id: &str, body: &Value) -> Answer {
+        let body = body.to_string().into_bytes();
+        let headers = signed("webhook-", ROSTER_SECRET, id, now(), &body);
+        self.post("/v1/webhooks/roster", headers, body).await
+    }
+
+    /// A Clerk (Svix) webhook signed with the configured secret, timestamped now.
+    async fn clerk(&self, id: &str, body: &Value) -> Answer {
+        let body = body.to_string().into_bytes();
+        let headers = signed("svix-", CLERK_SECRET, id, now(), &body);
+        self.post("/v1/webhooks/clerk", headers, body).await
+    }
+
+    /// Cancels the service and waits for `run_on` to return, at most the shutdown timeout
+    /// plus a little.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("the service runs");
+        tokio::time::timeout(
+            Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS) + Duration::from_secs(1),
+            task,
+        )
+        .await
+        .expect("run_on returns within the shutdown timeout")
+        .expect("the service task does not panic")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client builds")
+}
+
+/// A response read whole.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    text: String,
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("the body can be read");
+        Answer {
+            status,
+            content_type,
+            text,
+        }
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text))
+    }
+
+    #[track_caller]
+    fn expect(&self, status: StatusCode) -> &Answer {
+        assert_eq!(self.status, status, "{}", self.text);
+        self
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The three signature headers of `prefix` (`webhook-` or `svix-`), signed with `secret`.
+fn signed(prefix: &str, secret: &str, id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
+    let signature =
+        invite_sync::webhook::sign(secret, id, timestamp, body).expect("the secret is valid");
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("id", id.to_owned()),
+        ("timestamp", timestamp.to_string()),
+        ("signature", signature),
+    ] {
+        headers.insert(
+            HeaderName::try_from(format!("{prefix}{name}")).expect("a header name"),
+            HeaderValue::try_from(value).expect("a header value"),
+        );
+    }
+    headers
+}
+
+fn message_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
+
+// ---------------------------------------------------------------------------
+// Looking at the outcome
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Run {
+    id: uuid::Uuid,
+    trigger: String,
+    outcome: String,
+    counts: Value,
+}
+
+async fn runs(h: &Harness) -> Vec<Run> {
+    sqlx::query_as("SELECT id, trigger, outcome, counts FROM invite_sync_runs ORDER BY started_at")
+        .fetch_all(&h.db.pool)
+        .await
+        .expect("the runs load")
+}
+
+/// Waits until at least `count` runs were recorded and none is running.
+async fn wait_idle(h: &Harness, count: usize) -> Vec<Run> {
+    wait_for(&format!("{count} finished runs"), DEADLINE, || async {
+        let runs = runs(h).await;
+        (runs.len() >= count && runs.iter().all(|r| r.outcome != "running")).then_some(runs)
+    })
+    .await
+}
+
+/// The roster's emails, sorted.
+async fn roster(h: &Harness) -> Vec<String> {
+    sqlx::query_scalar("SELECT email FROM desired_invitees ORDER BY email")
+        .fetch_all(&h.db.pool)
+        .await
+        .expect("the roster loads")
+}
+
+/// The simulator's invitations for `email` in `status`.
+fn invitations(h: &Harness, email: &str, status: InvitationStatus) -> usize {
+    h.sim
+        .invitations()
+        .into_iter()
+        .filter(|i| i.email_address.eq_ignore_ascii_case(email) && i.status == status)
+        .count()
+}
+
+/// Waits until `email` holds a pending invitation.
+async fn wait_invited(h: &Harness, email: &str) {
+    wait_for(&format!("an invitation for {email}"), DEADLINE, || async {
+        (invitations(h, email, InvitationStatus::Pending) > 0).then_some(())
+    })
+    .await
+}
+
+fn count(run: &Run, category: &str) -> u64 {
+    run.counts
+        .get(category)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The session that listens for roster changes, if one does.
+async fn listener_pid(h: &Harness) -> Option<i32> {
+    let mut admin = h.db.admin_connection().await;
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN %' \
+         ORDER BY backend_start DESC LIMIT 1",
+    )
+    .bind(&h.db.name)
+    .fetch_optional(&mut admin)
+    .await
+    .expect("pg_stat_activity can be read")
+}
+
+// ---------------------------------------------------------------------------
+// The exposition format
+
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// What `/metrics` exposes: each family's type, and the samples.
+#[derive(Debug, Default)]
+struct Exposition {
+    types: BTreeMap<String, String>,
+    samples: Vec<Sample>,
+}
+
+impl Exposition {
+    /// Parses the Prometheus / OpenMetrics text format, panicking on the first line that is
+    /// not one of `# HELP`, `# TYPE`, `# UNIT`, a sample, or the final `# EOF`.
+    fn parse(text: &str) -> Exposition {
+        let mut exposition = Exposition::default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.last(), Some(&"# EOF"), "no final # EOF:\n{text}");
+        for line in &lines[..lines.len() - 1] {
+            if let Some(comment) = line.strip_prefix("# ") {
+                let mut parts = comment.splitn(3, ' ');
+                let (keyword, name, rest) = (parts.next(), parts.next(), parts.next());
+                match (keyword, name, rest) {
+                    (Some("HELP"), Some(name), Some(_)) | (Some("UNIT"), Some(name), Some(_)) => {
+                        assert!(is_metric_name(name), "bad name in {line:?}");
+                    }
+                    (Some("TYPE"), Some(name), Some(kind)) => {
+                        assert!(is_metric_name(name), "bad name in {line:?}");
+                        assert!(
+                            [
+                                "counter",
+                                "gauge",
+                                "histogram",
+                                "summary",
+                                "info",
+                                "stateset",
+                                "gaugehistogram",
+                                "unknown"
+                            ]
+                            .contains(&kind),
+                            "unknown type in {line:?}"
+                        );
+                        let before = exposition.types.insert(name.to_owned(), kind.to_owned());
+                        assert!(before.is_none(), "a second # TYPE for {name}");
+                    }
+                    _ => panic!("unexpected comment line {line:?}"),
+                }
+                continue;
+            }
+            exposition.samples.push(parse_sample(line));
+        }
+        exposition
+    }
+
+    /// The family a sample belongs to: its name, or its name less a type's suffix.
+    fn family_of(&self, sample: &str) -> Option<(&str, &str)> {
+        if let Some((family, kind)) = self.types.get_key_value(sample) {
+            return Some((family, kind));
+        }
+        ["_total", "_created", "_bucket", "_sum", "_count", "_info"]
+            .iter()
+            .filter_map(|suffix| sample.strip_suffix(suffix))
+            .find_map(|family| self.types.get_key_value(family))
+            .map(|(family, kind)| (family.as_str(), kind.as_str()))
+    }
+
+    /// The sum of a sample over all its label sets.
+    fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `name{label="value",...} value [timestamp]`.
+fn parse_sample(line: &str) -> Sample {
+    let name_end = line
+        .find(['{', ' '])
+        .unwrap_or_else(|| panic!("no value in {line:?}"));
+    let name = &line[..name_end];
+    assert!(is_metric_name(name), "bad sample name in {line:?}");
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut inside) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inside.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = inside
+                .find("=\"")
+                .unwrap_or_else(|| panic!("bad label in {line:?}"));
+            let key = &inside[..eq];
+            assert!(is_metric_name(key), "bad label name in {line:?}");
+            let mut value = String::new();
+            let mut chars = inside[eq + 2..].char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => break eq + 2 + i + 1,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c @ ('\\' | '"'))) => value.push(c),
+                        other => panic!("bad escape {other:?} in {line:?}"),
+                    },
+                    Some((_, c)) => value.push(c),
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            labels.insert(key.to_owned(), value);
+            inside = &inside[end..];
+            inside = inside.strip_prefix(',').unwrap_or(inside);
+        }
+    }
+    let mut fields = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space before the value in {line:?}"))
+        .split(' ');
+    let value = fields
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("bad value in {line:?}"));
+    if let Some(timestamp) = fields.next() {
+        assert!(
+            timestamp.parse::<f64>().is_ok(),
+            "bad timestamp in {line:?}"
+        );
+    }
+    assert!(fields.next().is_none(), "trailing text in {line:?}");
+    Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    }
+}
+
+async fn scrape(service: &Service) -> Exposition {
+    let answer = Answer::read(service.get("/metrics").await).await;
+    answer.expect(StatusCode::OK);
+    assert!(
+        answer
+            .content_type
+            .starts_with("application/openmetrics-text")
+            || answer.content_type.starts_with("text/plain"),
+        "content type {:?}",
+        answer.content_type
+    );
+    Exposition::parse(&answer.text)
+}
+
+// ---------------------------------------------------------------------------
+// Health and readiness
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_and_readyz_answer_200_while_the_database_is_there_and_readyz_503_once_it_is_gone()
+{
+    let h = harness(&[]).await;
+    let service = Service::start(&h).await;
+
+    let health = Answer::read(service.get("/healthz").await).await;
+    health.expect(StatusCode::OK);
+    assert_eq!(health.text.trim(), "ok");
+    let ready = Answer::read(service.get("/readyz").await).await;
+    assert_eq!(
+        ready.expect(StatusCode::OK).json(),
+        json!({"status": "ready"})
+    );
+    wait_idle(&h, 1).await;
+
+    let mut admin = h.db.admin_connection().await;
+    sqlx::query(&format!(r#"DROP DATABASE "{}" WITH (FORCE)"#, h.db.name))
+        .execute(&mut admin)
+        .await
+        .expect("the test database can be dropped");
+
+    let gone = Answer::read(service.get("/readyz").await).await;
+    let body = gone.expect(StatusCode::SERVICE_UNAVAILABLE).json();
+    assert_eq!(body["status"], "unavailable", "{body}");
+    let reason = body["reason"].as_str().expect("a reason");
+    assert!(reason.contains("database"), "{reason}");
+    assert!(
+        !reason.contains(&h.db.name),
+        "the reason names the database: {reason}"
+    );
+    // Liveness does not depend on the database: restarting would not bring it back.
+    Answer::read(service.get("/healthz").await)
+        .await
+        .expect(StatusCode::OK);
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_reached() {
+    // A port nobody listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port is free")
+        .port();
+    let env: std::collections::HashMap<String, String> = [
+        (
+            "DATABASE_URL",
+            format!("postgres://invite:s3cret-password@127.0.0.1:{closed}/roster"),
+        ),
+        ("CLERK_SECRET_KEY", "sk_test_unused".to_owned()),
+        (
+            "INVITE_SYNC__DATABASE__CONNECT_TIMEOUT_SECONDS",
+            "1".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let settings = Settings::load(None, &env).expect("the settings load");
+    let pool = settings
+        .database
+        .pool_options()
+        .connect_lazy_with(settings.database.connect_options().unwrap());
+    let clerk = ClerkClient::new(settings.clerk.client_options().unwrap()).unwrap();
+    let reconciler = Reconciler::new(pool.clone(), clerk, CycleConfig::from_settings(&settings));
+    let shutdown = CancellationToken::new();
+    let (_worker, triggers) = invite_sync::service::worker(reconciler, shutdown.clone());
+    let state = invite_sync::service::http::AppState::new(pool, triggers, &settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(invite_sync::service::http::serve(
+        listener,
+        state,
+        shutdown.clone(),
+    ));
+
+    let client = client();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let ready = Answer::read(
+        client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let body = ready.expect(StatusCode::SERVICE_UNAVAILABLE).json();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "readiness took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["status"], "unavailable", "{body}");
+    let reason = body["reason"].as_str().expect("a reason");
+    assert!(!reason.is_empty());
+    for secret in ["s3cret-password", "invite:", &closed.to_string()] {
+        assert!(
+            !reason.contains(secret),
+            "the reason leaks {secret}: {reason}"
+        );
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_as_openmetrics_with_prefixed_names_and_cycle_counters_that_move() {
+    let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.1")]).await;
+    h.add_people(&["metered@example.com"]).await;
+    let service = Service::start(&h).await;
+    wait_invited(&h, "metered@example.com").await;
+    wait_idle(&h, 1).await;
+
+    let before = scrape(&service).await;
+    assert!(!before.types.is_empty(), "no metric families");
+    for family in before.types.keys() {
+        assert!(family.starts_with("invite_sync_"), "family {family}");
+    }
+    for sample in &before.samples {
+        assert!(sample.name.starts_with("invite_sync_"), "{sample:?}");
+        let (family, kind) = before
+            .family_of(&sample.name)
+            .unwrap_or_else(|| panic!("no # TYPE for {sample:?}"));
+        match kind {
+            "counter" => assert!(
+                sample.name == format!("{family}_total")
+                    || sample.name == format!("{family}_created"),
+                "a counter sample not ending in _total: {sample:?}"
+            ),
+            "gauge" => assert_eq!(sample.name, family, "{sample:?}"),
+            "histogram" => {
+                assert!(
+                    ["_bucket", "_sum", "_count", "_created"]
+                        .iter()
+                        .any(|s| sample.name == format!("{family}{s}")),
+                    "{sample:?}"
+                );
+                if sample.name.ends_with("_bucket") {
+                    assert!(sample.labels.contains_key("le"), "{sample:?}");
+                }
+            }
+            _ => {}
+        }
+    }
+    for (family, kind) in [
+        ("invite_sync_cycles", "counter"),
+        ("invite_sync_clerk_calls", "counter"),
+        ("invite_sync_actions", "counter"),
+        ("invite_sync_cycle_duration_seconds", "histogram"),
+        ("invite_sync_backlog_invitations", "gauge"),
+    ] {
+        assert_eq!(
+            before.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    let cycles_before = before.sum("invite_sync_cycles_total");
+    let calls_before = before.sum("invite_sync_clerk_calls_total");
+    assert!(cycles_before >= 1.0, "the start cycle is counted");
+    assert!(calls_before >= 1.0, "the start cycle's calls are counted");
+    assert!(before
+        .samples
+        .iter()
+        .any(|s| s.name == "invite_sync_clerk_calls_total"
+            && s.labels.contains_key("operation")
+            && s.labels.contains_key("status")));
+
+    h.add_people(&["metered-too@example.com"]).await;
+    wait_invited(&h, "metered-too@example.com").await;
+    let after = wait_for("the cycle counters to move", DEADLINE, || async {
+        let after = scrape(&service).await;
+        (after.sum("invite_sync_cycles_total") > cycles_before
+            && after.sum("invite_sync_clerk_calls_total") > calls_before)
+            .then_some(after)
+    })
+    .await;
+    // Every labelled series only grows, whatever other tests in this process do.
+    for sample in before.samples.iter().filter(|s| s.name.ends_with("_total")) {
+        let later = after
+            .samples
+            .iter()
+            .find(|s| s.name == sample.name && s.labels == sample.labels)
+            .unwrap_or_else(|| panic!("{sample:?} disappeared"));
+        assert!(later.value >= sample.value, "{sample:?} -> {later:?}");
+    }
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// The operator API
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_or_webhook_secrets_the_api_and_the_webhooks_answer_404() {
+    let h = harness(&[]).await;
+    let service = Service::start(&h).await;
+    for token in [None, Some(API_TOKEN)] {
+        service
+            .api(reqwest::Method::POST, "/v1/sync", token)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        service
+            .api(reqwest::Method::GET, "/v1/status", token)
+            .await
+            .expect(StatusCode::NOT_FOUND);
+    }
+    let upsert = json!({"type": "invitee.upserted", "data": {"email": "ann@example.com"}});
+    service
+        .roster(&message_id(), &upsert)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let created = json!({"type": "user.created", "data": {"email_addresses": [{"email_address": "ann@example.com"}]}});
+    service
+        .clerk(&message_id(), &created)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    wait_idle(&h, 1).await;
+    assert!(roster(&h).await.is_empty());
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_wants_the_bearer_token_starts_a_run_by_id_and_reports_the_status_json() {
+    let h = harness(&[("INVITE_SYNC__HTTP__API_TOKEN", API_TOKEN)]).await;
+    h.add_people(&["api@example.com"]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+
+    for path in ["/v1/sync", "/v1/status"] {
+        let method = if path == "/v1/sync" {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+            let answer = service.api(method.clone(), path, token).await;
+            answer.expect(StatusCode::UNAUTHORIZED);
+            assert!(answer.json()["error"].is_string(), "{answer:?}");
+        }
+        // The token alone, without the scheme, is not a bearer token.
+        let bare = service
+            .client
+            .request(method, service.url(path))
+            .header(AUTHORIZATION, API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(runs(&h).await.len(), 1, "a refused request started a run");
+
+    let accepted = service
+        .api(reqwest::Method::POST, "/v1/sync", Some(API_TOKEN))
+        .await;
+    let body = accepted.expect(StatusCode::ACCEPTED).json();
+    let run_id: uuid::Uuid = body["run_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no run id: {body}"));
+    let run = wait_for("the requested run to finish", DEADLINE, || async {
+        runs(&h)
+            .await
+            .into_iter()
+            .find(|r| r.id == run_id && r.outcome != "running")
+    })
+    .await;
+    assert_eq!(run.trigger, "api");
+    assert_eq!(run.outcome, "succeeded", "{run:?}");
+    let settled = wait_idle(&h, 2).await;
+
+    let status = service
+        .api(reqwest::Method::GET, "/v1/status", Some(API_TOKEN))
+        .await;
+    status.expect(StatusCode::OK);
+    assert!(status.content_type.starts_with("application/json"));
+    let status = status.json();
+    for key in [
+        "target",
+        "lock_holder",
+        "budget",
+        "backlog",
+        "backlog_eta_seconds",
+        "held_revocations",
+        "runs",
+    ] {
+        assert!(status.get(key).is_some(), "no {key}: {status}");
+    }
+    assert_eq!(
+        status["target"],
+        h.env["INVITE_SYNC__SYNC__TARGET"].as_str()
+    );
+    assert_eq!(status["lock_holder"], Value::Null);
+    let listed: Vec<&str> = status["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(listed.len(), settled.len(), "{status}");
+    assert!(listed.contains(&run_id.to_string().as_str()), "{status}");
+
+    // The same document the CLI prints, nothing changed in between.
+    let mut command = h.command();
+    command.args(["status", "--format", "json"]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    assert_eq!(status, printed);
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Change notifications
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roster_changes_are_invited_and_revoked_without_the_schedule_even_across_a_database_restart(
+) {
+    let h = harness(&[
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
+        ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1"),
+    ])
+    .await;
+    // An empty roster would hold the revocation.
+    h.add_people(&["stays@example.com"]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+    wait_for("the change listener", DEADLINE, || listener_pid(&h)).await;
+
+    h.add_people(&["first@example.com"]).await;
+    wait_invited(&h, "first@example.com").await;
+    h.remove_people(&["first@example.com"]).await;
+    wait_for("the revocation of first@example.com", DEADLINE, || async {
+        (invitations(&h, "first@example.com", InvitationStatus::Revoked) == 1
+            && invitations(&h, "first@example.com", InvitationStatus::Pending) == 0)
+            .then_some(())
+    })
+    .await;
+    let before = wait_idle(&h, 1).await.len();
+
+    let old_listener = listener_pid(&h).await.expect("a listening session");
+    assert!(h.db.terminate_sessions().await > 0);
+    wait_for("the listener to reconnect", DEADLINE, || async {
+        listener_pid(&h).await.filter(|pid| *pid != old_listener)
+    })
+    .await;
+    // Reconnecting asks for a catch-up cycle; once it is done, only a notification can
+    // bring the next row in.
+    wait_idle(&h, before + 1).await;
+    let invited_before = h.sim.stats().total(Operation::CreateBulkInvitations)
+        + h.sim.stats().total(Operation::CreateInvitation);
+
+    h.add_people(&["after-restart@example.com"]).await;
+    wait_invited(&h, "after-restart@example.com").await;
+    let invited_after = h.sim.stats().total(Operation::CreateBulkInvitations)
+        + h.sim.stats().total(Operation::CreateInvitation);
+    assert!(invited_after > invited_before);
+    assert_eq!(
+        invitations(&h, "first@example.com", InvitationStatus::Pending),
+        0
+    );
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_twenty_inserts_is_served_by_a_few_cycles() {
+    let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.5")]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+    wait_for("the change listener", DEADLINE, || listener_pid(&h)).await;
+
+    let people = crate::common::people("burst", 20);
+    let mut conn = h.db.pool.acquire().await.unwrap();
+    for email in &people {
+        // One statement each: twenty notifications, not one.
+        sqlx::query("INSERT INTO desired_invitees (email) VALUES ($1)")
+            .bind(email)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    wait_for("all twenty invited", DEADLINE, || async {
+        people
+            .iter()
+            .all(|email| invitations(&h, email, InvitationStatus::Pending) == 1)
+            .then_some(())
+    })
+    .await;
+    let runs = wait_idle(&h, 2).await;
+    let notified: Vec<&Run> = runs.iter().filter(|r| r.trigger != "start").collect();
+    assert!(
+        !notified.is_empty() && notified.len() <= 3,
+        "{} cycles for one burst: {runs:?}",
+        notified.len()
+    );
+    assert!(notified.iter().all(|r| r.trigger == "notify"), "{runs:?}");
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// The roster webhook
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_roster_webhooks_upsert_remove_and_batch_and_a_replay_is_not_applied_twice() {
+    let secrets = format!("{ROSTER_SECRET},{ROTATED_SECRET}");
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", &secrets),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
+    ])
+    .await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+
+    let upsert = json!({"type": "invitee.upserted", "data": {
+        "email": " Ann@Example.com", "public_metadata": {"team": "ops"}}});
+    let answer = service.roster(&message_id(), &upsert).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 1, "removed": 0})
+    );
+    assert_eq!(roster(&h).await, ["ann@example.com"]);
+    let source: Option<String> = sqlx::query_scalar("SELECT source FROM desired_invitees")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("webhook"));
+    wait_invited(&h, "ann@example.com").await;
+
+    // Signed with the other secret of the rotation.
+    let removal = json!({"type": "invitee.removed", "data": {"email": "ANN@example.com"}})
+        .to_string()
+        .into_bytes();
+    let headers = signed("webhook-", ROTATED_SECRET, &message_id(), now(), &removal);
+    let answer = service.post("/v1/webhooks/roster", headers, removal).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 0, "removed": 1})
+    );
+    assert!(roster(&h).await.is_empty());
+
+    h.add_people(&["bob@example.com", "cara@example.com"]).await;
+    let batch = json!({"type": "roster.batch", "data": {
+        "upserted": [{"email": "dan@example.com"}, {"email": "eve@example.com", "notify": false}],
+        "removed": [{"email": "bob@example.com"}]}});
+    let answer = service.roster(&message_id(), &batch).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 2, "removed": 1})
+    );
+    assert_eq!(
+        roster(&h).await,
+        ["cara@example.com", "dan@example.com", "eve@example.com"]
+    );
+
+    // A redelivery of a message already applied is acknowledged and not applied again.
+    let replayed_id = message_id();
+    let fay = json!({"type": "invitee.upserted", "data": {"email": "fay@example.com"}});
+    let body = fay.to_string().into_bytes();
+    let headers = signed("webhook-", ROSTER_SECRET, &replayed_id, now(), &body);
+    service
+        .post("/v1/webhooks/roster", headers.clone(), body.clone())
+        .await
+        .expect(StatusCode::OK);
+    h.remove_people(&["fay@example.com"]).await;
+    let replay = service.post("/v1/webhooks/roster", headers, body).await;
+    assert_eq!(replay.expect(StatusCode::OK).json()["applied"], false);
+    // Signed anew, the same message id is still the same message.
+    let replay = service.roster(&replayed_id, &fay).await;
+    assert_eq!(replay.expect(StatusCode::OK).json()["status"], "duplicate");
+    assert!(!roster(&h).await.contains(&"fay@example.com".to_owned()));
+
+    for email in ["dan@example.com", "eve@example.com", "cara@example.com"] {
+        wait_invited(&h, email).await;
+    }
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roster_webhooks_with_a_bad_signature_or_payload_are_refused_and_change_nothing() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    h.add_people(&["kept@example.com"]).await;
+    let service = Service::start(&h).await;
+    let path = "/v1/webhooks/roster";
+    let upsert = json!({"type": "invitee.upserted", "data": {"email": "gus@example.com"}});
+    let body = upsert.to_string().into_bytes();
+
+    let mut refusals: Vec<(&str, HeaderMap)> = vec![
+        (
+            "another secret",
+            signed("webhook-", OTHER_SECRET, &message_id(), now(), &body),
+        ),
+        (
+            "ten minutes old",
+            signed("webhook-", ROSTER_SECRET, &message_id(), now() - 600, &body),
+        ),
+        (
+            "ten minutes ahead",
+            signed("webhook-", ROSTER_SECRET, &message_id(), now() + 600, &body),
+        ),
+        (
+            "svix headers",
+            signed("svix-", ROSTER_SECRET, &message_id(), now(), &body),
+        ),
+    ];
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let mut headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &body);
+        headers.remove(name);
+        refusals.push((name, headers));
+    }
+    let id = message_id();
+    let mut tampered = signed("webhook-", ROSTER_SECRET, &id, now(), &body);
+    tampered.insert("webhook-id", HeaderValue::from_static("msg_someone_else"));
+    refusals.push(("another id", tampered));
+    for (case, headers) in refusals {
+        let answer = service.post(path, headers, body.clone()).await;
+        answer.expect(StatusCode::UNAUTHORIZED);
+        assert!(answer.json()["error"].is_string(), "{case}: {answer:?}");
+    }
+    // The body the signature covers, one byte changed.
+    let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &body);
+    let altered = upsert.to_string().replace("gus", "gut").into_bytes();
+    service
+        .post(path, headers, altered)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+
+    let rejections = [
+        (
+            r#"{"type": "invitee.upserted", "data": "#.to_owned(),
+            "JSON",
+        ),
+        (
+            json!({"type": "invitee.created", "data": {"email": "gus@example.com"}}).to_string(),
+            "type",
+        ),
+        (
+            json!({"type": "invitee.upserted", "data": {"email": "not-an-email"}}).to_string(),
+            "data.email",
+        ),
+        (
+            json!({"type": "roster.batch", "data": {
+                "upserted": [{"email": "gus@example.com"}, {"email": "nope"}],
+                "removed": [{"email": "kept@example.com"}]}})
+            .to_string(),
+            "data.upserted[1].email",
+        ),
+        (
+            json!({"type": "roster.batch", "data": {
+                "upserted": [{"email": "gus@example.com"}],
+                "removed": [{"email": "kept@example.com", "why": "left"}]}})
+            .to_string(),
+            "data.removed[0].why",
+        ),
+    ];
+    for (payload, named) in rejections {
+        let body = payload.into_bytes();
+        let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &body);
+        let answer = service.post(path, headers, body).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+        let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+        assert!(error.contains(named), "{named}: {error}");
+    }
+
+    // Just over the limit, correctly signed.
+    let padding = "x".repeat(invite_sync::service::http::MAX_BODY);
+    let big = json!({"type": "invitee.upserted", "data": {
+        "email": "gus@example.com", "public_metadata": {"padding": padding}}})
+    .to_string()
+    .into_bytes();
+    let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &big);
+    service
+        .post(path, headers, big)
+        .await
+        .expect(StatusCode::PAYLOAD_TOO_LARGE);
+
+    assert_eq!(roster(&h).await, ["kept@example.com"]);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_webhook_deliveries")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "a refused delivery was recorded");
+
+    // A refused message may be sent again once it is right.
+    let answer = service.roster(&id, &upsert).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(roster(&h).await, ["gus@example.com", "kept@example.com"]);
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// The Clerk webhook
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clerk_user_created_webhook_marks_the_person_as_a_user_and_no_invitation_is_spent_on_them(
+) {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+        ("INVITE_SYNC__HTTP__API_TOKEN", API_TOKEN),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.1"),
+    ])
+    .await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+
+    let created = json!({"type": "user.created", "object": "event", "data": {
+        "id": "user_2abc", "email_addresses": [{"email_address": "Ann@Example.com"}]}});
+    let answer = service.clerk(&message_id(), &created).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "users": 1})
+    );
+    let known: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, seen_via FROM invite_sync_known_users ORDER BY email")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        known,
+        [("ann@example.com".to_owned(), "user.created".to_owned())]
+    );
+
+    let updated = json!({"type": "user.updated", "data": {
+        "email_addresses": [{"email_address": "bob@example.com"}]}});
+    let answer = service.clerk(&message_id(), &updated).await;
+    assert_eq!(answer.expect(StatusCode::OK).json()["status"], "ignored");
+    let body = created.to_string().into_bytes();
+    let forged = signed("svix-", OTHER_SECRET, &message_id(), now(), &body);
+    service
+        .post("/v1/webhooks/clerk", forged, body.clone())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    // Clerk signs with svix-* headers; webhook-* ones are not what it sends.
+    let standard = signed("webhook-", CLERK_SECRET, &message_id(), now(), &body);
+    service
+        .post("/v1/webhooks/clerk", standard, body)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let malformed = br#"{"type": "user.created", "data": "#.to_vec();
+    let headers = signed("svix-", CLERK_SECRET, &message_id(), now(), &malformed);
+    service
+        .post("/v1/webhooks/clerk", headers, malformed)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let big = json!({"type": "user.created", "data": {
+        "email_addresses": [{"email_address": "big@example.com"}],
+        "padding": "x".repeat(invite_sync::service::http::MAX_BODY)}})
+    .to_string()
+    .into_bytes();
+    let headers = signed("svix-", CLERK_SECRET, &message_id(), now(), &big);
+    service
+        .post("/v1/webhooks/clerk", headers, big)
+        .await
+        .expect(StatusCode::PAYLOAD_TOO_LARGE);
+    let known: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_known_users")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(known, 1);
+
+    h.add_people(&["ann@example.com"]).await;
+    let run_id = service
+        .api(reqwest::Method::POST, "/v1/sync", Some(API_TOKEN))
+        .await
+        .expect(StatusCode::ACCEPTED)
+        .json()["run_id"]
+        .as_str()
+        .and_then(|id| id.parse::<uuid::Uuid>().ok())
+        .expect("a run id");
+    let run = wait_for("the requested run", DEADLINE, || async {
+        runs(&h)
+            .await
+            .into_iter()
+            .find(|r| r.id == run_id && r.outcome != "running")
+    })
+    .await;
+    let runs = wait_idle(&h, 2).await;
+    assert_eq!(run.outcome, "succeeded", "{run:?}");
+    assert_eq!(
+        count(&run, "already_user") + count(&run, "accepted"),
+        1,
+        "{run:?}"
+    );
+    for run in &runs {
+        assert_eq!(count(run, "create"), 0, "{run:?}");
+        assert_eq!(count(run, "created"), 0, "{run:?}");
+    }
+    let stats = h.sim.stats();
+    assert_eq!(stats.total(Operation::CreateInvitation), 0);
+    assert_eq!(stats.total(Operation::CreateBulkInvitations), 0);
+    assert!(h.sim.invitations().is_empty());
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Stopping
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_the_token_stops_the_service_in_time_and_closes_the_port() {
+    let h = harness(&[]).await;
+    let service = Service::start(&h).await;
+    Answer::read(service.get("/healthz").await)
+        .await
+        .expect(StatusCode::OK);
+    wait_idle(&h, 1).await;
+    let addr = service.addr;
+    let client = service.client.clone();
+
+    let started = std::time::Instant::now();
+    service.stop().await.expect("run_on returns Ok");
+    assert!(
+        started.elapsed() < Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the port still accepts after the stop");
+    assert!(client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err());
+    let runs = runs(&h).await;
+    assert!(runs.iter().all(|r| r.outcome != "running"), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roster_batch_naming_one_person_twice_is_refused_or_applied_once_never_a_server_error() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+    let batch = json!({"type": "roster.batch", "data": {"upserted": [
+        {"email": "dup@example.com", "public_metadata": {"n": 1}},
+        {"email": "DUP@example.com", "public_metadata": {"n": 2}}]}});
+    let answer = service.roster(&message_id(), &batch).await;
+    match answer.status {
+        StatusCode::OK => assert_eq!(roster(&h).await, ["dup@example.com"]),
+        StatusCode::BAD_REQUEST => {
+            let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+            assert!(error.contains("data.upserted[1]"), "{error}");
+            assert!(roster(&h).await.is_empty());
+        }
+        _ => panic!("{answer:?}"),
+    }
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requested_run_that_another_holder_of_the_lock_skips_is_still_recorded() {
+    let h = harness(&[("INVITE_SYNC__HTTP__API_TOKEN", API_TOKEN)]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+    let target = h.env["INVITE_SYNC__SYNC__TARGET"].clone();
+    let elsewhere = invite_sync::store::lock::LeaderLock::try_acquire(&h.db.pool, &target)
+        .await
+        .unwrap()
+        .expect("the lock is free between cycles");
+
+    let body = service
+        .api(reqwest::Method::POST, "/v1/sync", Some(API_TOKEN))
+        .await
+        .expect(StatusCode::ACCEPTED)
+        .json();
+    let run_id: uuid::Uuid = body["run_id"].as_str().unwrap().parse().unwrap();
+    let run = wait_for("the requested run to be recorded", DEADLINE, || async {
+        runs(&h).await.into_iter().find(|r| r.id == run_id)
+    })
+    .await;
+    assert_eq!(run.outcome, "skipped", "{run:?}");
+    elsewhere.release().await.unwrap();
+    service.stop().await.expect("the service stops cleanly");
+}
