@@ -154,6 +154,18 @@ impl Metrics {
             "1 while this process holds the leader lock",
             metrics.lock_held.clone(),
         );
+        // Series a dashboard or an alert reads from the start: present at zero before the
+        // first cycle, so a rule sees 0 rather than nothing.
+        for outcome in ["succeeded", "partial", "held", "failed", "interrupted"] {
+            metrics.cycles.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            });
+        }
+        for endpoint in ["create_bulk_invitations", "create_invitation"] {
+            metrics.budget_left.get_or_create(&EndpointLabel {
+                endpoint: endpoint.to_owned(),
+            });
+        }
         Metrics {
             registry,
             ..metrics

@@ -1,0 +1,485 @@
+//! The operator documentation against the code, so they cannot drift apart: every key of
+//! config/default.toml is in docs/configuration.md with its variable and default, the docs
+//! name no key and no variable that does not exist, every metric is described, and the
+//! Prometheus rules parse and name only metrics the process exports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use invite_sync::config::{env_var_name, DEFAULTS_TOML};
+use invite_sync::metrics::{
+    ActionLabels, CallLabels, CategoryLabel, EndpointLabel, OperationLabel, OutcomeLabel,
+};
+
+const CONFIGURATION_MD: &str = "docs/configuration.md";
+const OPERATIONS_MD: &str = "docs/operations.md";
+const ALERTS_YAML: &str = "deploy/prometheus/alerts.yaml";
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|e| panic!("{relative} cannot be read: {e}"))
+}
+
+/// Every Markdown file under docs/, by its path relative to the repository.
+fn docs() -> Vec<(String, String)> {
+    let dir = repo_path("docs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("docs/ cannot be listed: {e}"))
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "docs/ holds no Markdown file");
+    names
+        .into_iter()
+        .map(|name| {
+            let relative = format!("docs/{name}");
+            let text = read(&relative);
+            (relative, text)
+        })
+        .collect()
+}
+
+/// A key of config/default.toml.
+#[derive(Debug)]
+struct Key {
+    /// `section.key`.
+    dotted: String,
+    /// The value exactly as default.toml writes it; `None` for an optional key, which
+    /// default.toml shows commented out (`# key = example`).
+    default: Option<String>,
+}
+
+/// The keys of config/default.toml, in file order: those it sets, read with the `toml`
+/// crate, and the optional ones it shows commented out.
+fn default_keys() -> Vec<Key> {
+    let parsed: toml::Table = toml::from_str(DEFAULTS_TOML).expect("config/default.toml parses");
+    let mut keys = Vec::new();
+    let mut section: Option<String> = None;
+    for line in DEFAULTS_TOML.lines() {
+        let line = line.trim_end();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.to_owned());
+            continue;
+        }
+        let Some(section) = &section else { continue };
+        let (commented, assignment) = match line.strip_prefix("# ") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let Some((name, value)) = assignment.split_once(" = ") else {
+            continue;
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            continue;
+        }
+        let set = parsed
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .and_then(|table| table.get(name));
+        let default = if commented {
+            assert!(
+                set.is_none(),
+                "{section}.{name} is both set and shown commented out in config/default.toml"
+            );
+            None
+        } else {
+            let set = set.unwrap_or_else(|| panic!("{section}.{name} is not parsed as set"));
+            let written: toml::Table = toml::from_str(&format!("value = {value}"))
+                .unwrap_or_else(|e| panic!("{section}.{name}: {value} is not a TOML value: {e}"));
+            assert_eq!(
+                written.get("value"),
+                Some(set),
+                "{section}.{name}: the line does not hold the parsed value"
+            );
+            Some(value.to_owned())
+        };
+        keys.push(Key {
+            dotted: format!("{section}.{name}"),
+            default,
+        });
+    }
+    let found: BTreeSet<&str> = keys.iter().map(|k| k.dotted.as_str()).collect();
+    for (section, table) in &parsed {
+        let table = table.as_table().expect("every top-level item is a section");
+        for name in table.keys() {
+            assert!(
+                found.contains(format!("{section}.{name}").as_str()),
+                "{section}.{name} is set in config/default.toml on a line this test cannot read"
+            );
+        }
+    }
+    assert!(keys.len() > 20, "too few keys read: {keys:?}");
+    keys
+}
+
+fn sections() -> BTreeSet<String> {
+    let parsed: toml::Table = toml::from_str(DEFAULTS_TOML).expect("config/default.toml parses");
+    parsed.keys().cloned().collect()
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Every `section.key` the text names: a known section, a dot and a lower-case name, not
+/// part of a longer dotted word, a path or a host name (`api.clerk.com`, `invite-sync.service`).
+fn dotted_keys_in(text: &str, sections: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for section in sections {
+        let prefix = format!("{section}.");
+        for (at, _) in text.match_indices(&prefix) {
+            let before = text[..at].chars().next_back();
+            if before.is_some_and(|c| is_word(c) || matches!(c, '.' | '-' | '/' | '@')) {
+                continue;
+            }
+            let rest = &text[at + prefix.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let after = rest[name.len()..].chars().next();
+            if name.is_empty()
+                || after.is_some_and(|c| {
+                    is_word(c) || (c == '.' && rest[name.len() + 1..].starts_with(is_word))
+                })
+            {
+                continue;
+            }
+            found.insert(format!("{section}.{name}"));
+        }
+    }
+    found
+}
+
+/// Every `INVITE_SYNC__...` variable the text names.
+fn variables_in(text: &str) -> BTreeSet<String> {
+    text.match_indices("INVITE_SYNC__")
+        .filter(|(at, _)| !text[..*at].ends_with(is_word))
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The families of the process's metrics exposition: name → type.
+///
+/// A labelled family is printed only once it has a series, so each is first given one with
+/// label values the service itself uses (at zero: nothing is counted). Every family that
+/// src/metrics.rs registers must then be in the exposition.
+fn metric_families() -> BTreeMap<String, String> {
+    let metrics = invite_sync::metrics::metrics();
+    let label = |value: &str| value.to_owned();
+    drop(metrics.cycles.get_or_create(&OutcomeLabel {
+        outcome: label("succeeded"),
+    }));
+    drop(metrics.actions.get_or_create(&ActionLabels {
+        kind: label("create"),
+        outcome: label("created"),
+    }));
+    drop(metrics.drift.get_or_create(&CategoryLabel {
+        category: label("in_sync"),
+    }));
+    drop(metrics.budget_left.get_or_create(&EndpointLabel {
+        endpoint: label("create_invitation"),
+    }));
+    drop(metrics.clerk_calls.get_or_create(&CallLabels {
+        operation: label("list_invitations"),
+        status: label("200"),
+    }));
+    drop(metrics.clerk_call_duration.get_or_create(&OperationLabel {
+        operation: label("list_invitations"),
+    }));
+    let exposition = metrics.encode();
+    let families: BTreeMap<String, String> = exposition
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.strip_prefix("# TYPE ")?.split_whitespace();
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect();
+    let registered = read("src/metrics.rs").matches("registry.register(").count();
+    assert_eq!(
+        families.len(),
+        registered,
+        "src/metrics.rs registers {registered} families but the exposition shows {}: \
+         give a new labelled family a series above\n{exposition}",
+        families.len()
+    );
+    families
+}
+
+/// The sample names a family is queried by.
+fn sample_names(family: &str, kind: &str) -> Vec<String> {
+    match kind {
+        "counter" => vec![format!("{family}_total")],
+        "histogram" => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|suffix| format!("{family}{suffix}"))
+            .collect(),
+        _ => vec![family.to_owned()],
+    }
+}
+
+/// The family a sample name belongs to, if the process exports it.
+fn family_of<'a>(sample: &str, families: &'a BTreeMap<String, String>) -> Option<&'a str> {
+    families.iter().find_map(|(family, kind)| {
+        sample_names(family, kind)
+            .iter()
+            .any(|name| name == sample)
+            .then_some(family.as_str())
+    })
+}
+
+/// Every `invite_sync_...` identifier in the text.
+fn invite_sync_names_in(text: &str) -> BTreeSet<String> {
+    text.match_indices("invite_sync_")
+        .filter(|(at, _)| !text[..*at].ends_with(is_word))
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| name.len() > "invite_sync_".len())
+        .collect()
+}
+
+/// The cells of a Markdown table row, trimmed; `None` for any other line.
+fn table_cells(line: &str) -> Option<Vec<&str>> {
+    let inner = line.trim().strip_prefix('|')?.strip_suffix('|')?;
+    Some(inner.split(" | ").map(str::trim).collect())
+}
+
+#[test]
+fn configuration_md_documents_every_key_with_its_variable_and_default() {
+    let doc = read(CONFIGURATION_MD);
+    let mut missing = Vec::new();
+    for key in default_keys() {
+        let mention = format!("`{}`", key.dotted);
+        let variable = env_var_name(&key.dotted);
+        // | `section.key` | `default` or "unset ..." | the variable | what it does |
+        let row = doc
+            .lines()
+            .filter_map(table_cells)
+            .find(|cells| cells.first() == Some(&mention.as_str()));
+        let Some(cells) = row else {
+            missing.push(format!("no table row starts with {mention}"));
+            continue;
+        };
+        let default_cell = cells.get(1).copied().unwrap_or_default();
+        match &key.default {
+            Some(default) if default_cell != format!("`{default}`") => missing.push(format!(
+                "{mention}: the default cell is {default_cell:?}, not `{default}`"
+            )),
+            None if !default_cell.starts_with("unset") => missing.push(format!(
+                "{mention} has no default, but its default cell is {default_cell:?}"
+            )),
+            _ => {}
+        }
+        if !cells.get(2).is_some_and(|cell| cell.contains(&variable)) {
+            missing.push(format!(
+                "{mention}: the variable cell does not name {variable}"
+            ));
+        }
+        if cells.get(3).is_none_or(|cell| cell.is_empty()) {
+            missing.push(format!("{mention}: no description"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{CONFIGURATION_MD} is behind config/default.toml:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn the_docs_name_no_key_or_variable_that_does_not_exist() {
+    let keys: BTreeSet<String> = default_keys().into_iter().map(|k| k.dotted).collect();
+    let variables: BTreeSet<String> = keys.iter().map(|k| env_var_name(k)).collect();
+    let sections = sections();
+    let mut unknown = Vec::new();
+    for (path, text) in docs() {
+        for key in dotted_keys_in(&text, &sections) {
+            if !keys.contains(&key) {
+                unknown.push(format!("{path}: {key}"));
+            }
+        }
+        for variable in variables_in(&text) {
+            if variable != "INVITE_SYNC__SECTION__KEY" && !variables.contains(&variable) {
+                unknown.push(format!("{path}: {variable}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name keys or variables config/default.toml does not have:\n  {}",
+        unknown.join("\n  ")
+    );
+}
+
+#[test]
+fn the_key_scanner_skips_host_names_and_file_names() {
+    let sections: BTreeSet<String> = ["clerk", "sync", "log"].map(str::to_owned).into();
+    let found = dotted_keys_in(
+        "`sync.dry_run`, api.clerk.com, invite-sync.service, /v1/log.txt, sync.target. \
+         log.format, clerk.secret_key_file",
+        &sections,
+    );
+    let expected: BTreeSet<String> = [
+        "sync.dry_run",
+        "sync.target",
+        "log.format",
+        "clerk.secret_key_file",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn operations_md_describes_every_metric_with_its_type() {
+    let doc = read(OPERATIONS_MD);
+    let mut missing = Vec::new();
+    for (family, kind) in metric_families() {
+        let name = sample_names(&family, &kind)
+            .into_iter()
+            .next()
+            .expect("a family has a sample name");
+        let shown = if kind == "histogram" {
+            family.clone()
+        } else {
+            name
+        };
+        let described = doc
+            .lines()
+            .any(|line| line.contains(&format!("`{shown}`")) && line.contains(&kind));
+        if !described {
+            missing.push(format!("`{shown}` ({kind})"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{OPERATIONS_MD} has no table row for:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn the_docs_name_only_metrics_and_tables_that_exist() {
+    let families = metric_families();
+    let mut schema = String::new();
+    for entry in std::fs::read_dir(repo_path("migrations")).expect("migrations/ is listed") {
+        let path = entry.expect("a migration entry").path();
+        schema.push_str(&std::fs::read_to_string(&path).expect("a migration is read"));
+    }
+    let schema_names = invite_sync_names_in(&schema);
+    let mut unknown = Vec::new();
+    for (path, text) in docs() {
+        for name in invite_sync_names_in(&text) {
+            let known = families.contains_key(&name)
+                || family_of(&name, &families).is_some()
+                || schema_names.contains(&name);
+            if !known {
+                unknown.push(format!("{path}: {name}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name metrics or tables that do not exist:\n  {}",
+        unknown.join("\n  ")
+    );
+}
+
+#[test]
+fn the_alert_rules_parse_and_name_only_exported_metrics() {
+    let text = read(ALERTS_YAML);
+    let root: serde_yaml::Value = serde_yaml::from_str(&text).expect("alerts.yaml is YAML");
+    let groups = root["groups"]
+        .as_sequence()
+        .expect("alerts.yaml has a list of groups");
+    assert!(!groups.is_empty(), "alerts.yaml has no group");
+    let families = metric_families();
+    let str_at = |value: &serde_yaml::Value, path: &[&str]| -> Option<String> {
+        let mut node = value;
+        for step in path {
+            node = node.get(step)?;
+        }
+        match node {
+            serde_yaml::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let mut alerts = BTreeSet::new();
+    let mut problems = Vec::new();
+    for group in groups {
+        let group_name = str_at(group, &["name"]).unwrap_or_default();
+        assert!(!group_name.is_empty(), "a group has no name");
+        let rules = group["rules"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("group {group_name} has no list of rules"));
+        assert!(!rules.is_empty(), "group {group_name} has no rule");
+        for rule in rules {
+            let Some(alert) = str_at(rule, &["alert"]) else {
+                problems.push(format!("a rule of {group_name} has no alert name"));
+                continue;
+            };
+            if !alerts.insert(alert.clone()) {
+                problems.push(format!("{alert} appears twice"));
+            }
+            for path in [
+                &["expr"][..],
+                &["for"],
+                &["labels", "severity"],
+                &["annotations", "summary"],
+                &["annotations", "description"],
+            ] {
+                if str_at(rule, path).is_none() {
+                    problems.push(format!("{alert} has no {}", path.join(".")));
+                }
+            }
+            let expr = str_at(rule, &["expr"]).unwrap_or_default();
+            let names = invite_sync_names_in(&expr);
+            if names.is_empty() {
+                problems.push(format!(
+                    "{alert}: the expression names no invite_sync_ metric"
+                ));
+            }
+            for name in names {
+                if family_of(&name, &families).is_none() {
+                    problems.push(format!(
+                        "{alert}: {name} is not in the metrics exposition (families: {})",
+                        families.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    for required in [
+        "invite_sync_last_success_timestamp_seconds",
+        "invite_sync_held_revocations",
+        "invite_sync_backlog_eta_seconds",
+        "invite_sync_clerk_calls_total",
+    ] {
+        if !invite_sync_names_in(&text).contains(required) {
+            problems.push(format!("no rule watches {required}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{ALERTS_YAML}:\n  {}",
+        problems.join("\n  ")
+    );
+}
