@@ -157,14 +157,20 @@ impl Metrics {
         // Series a dashboard or an alert reads from the start: present at zero before the
         // first cycle, so a rule sees 0 rather than nothing.
         for outcome in ["succeeded", "partial", "held", "failed", "interrupted"] {
-            metrics.cycles.get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
-            });
+            metrics
+                .cycles
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(0);
         }
         for endpoint in ["create_bulk_invitations", "create_invitation"] {
-            metrics.budget_left.get_or_create(&EndpointLabel {
-                endpoint: endpoint.to_owned(),
-            });
+            metrics
+                .budget_left
+                .get_or_create(&EndpointLabel {
+                    endpoint: endpoint.to_owned(),
+                })
+                .set(0);
         }
         Metrics {
             registry,

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
+pub use super::model::Operation;
 use super::model::{
     codes, ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
     OrderBy, API_VERSION,
@@ -89,41 +90,6 @@ impl KeyKind {
             requests,
             per: Duration::from_secs(10),
         }
-    }
-}
-
-/// The four invitation operations, named as the spec's operation ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    CreateInvitation,
-    CreateBulkInvitations,
-    ListInvitations,
-    RevokeInvitation,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::CreateInvitation => "create_invitation",
-            Operation::CreateBulkInvitations => "create_bulk_invitations",
-            Operation::ListInvitations => "list_invitations",
-            Operation::RevokeInvitation => "revoke_invitation",
-        }
-    }
-
-    /// Whether sending the request twice does no harm: a second list reads again, a
-    /// second revoke answers `invitation_already_revoked`. A second create invites twice.
-    fn idempotent(self) -> bool {
-        matches!(
-            self,
-            Operation::ListInvitations | Operation::RevokeInvitation
-        )
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -428,31 +394,7 @@ impl ClerkClient {
         &self,
         status: Option<InvitationStatus>,
     ) -> Result<Vec<Invitation>, ClientError> {
-        let order_by = OrderBy::parse("+created_at");
-        let mut seen = HashSet::new();
-        let mut all = Vec::new();
-        let mut offset: u64 = 0;
-        loop {
-            let page = self
-                .list_invitations(&ListQuery {
-                    status,
-                    query: None,
-                    order_by,
-                    limit: Some(MAX_PAGE),
-                    offset: Some(offset),
-                })
-                .await?;
-            let received = page.data.len() as u64;
-            for invitation in page.data {
-                if seen.insert(invitation.id.clone()) {
-                    all.push(invitation);
-                }
-            }
-            offset += received;
-            if received < u64::from(MAX_PAGE) || offset >= page.total_count {
-                return Ok(all);
-            }
-        }
+        self.every_page(status, None).await
     }
 
     /// The invitations whose email address equals `email`, case-insensitively, of any status
@@ -462,27 +404,40 @@ impl ClerkClient {
         email: &str,
         status: Option<InvitationStatus>,
     ) -> Result<Vec<Invitation>, ClientError> {
-        let mut found = Vec::new();
-        let mut offset = 0;
+        let mut found = self.every_page(status, Some(email.to_owned())).await?;
+        // `query` matches substrings: keep the address itself only.
+        found.retain(|i| i.email_address.eq_ignore_ascii_case(email));
+        Ok(found)
+    }
+
+    async fn every_page(
+        &self,
+        status: Option<InvitationStatus>,
+        query: Option<String>,
+    ) -> Result<Vec<Invitation>, ClientError> {
+        let mut seen = HashSet::new();
+        let mut all = Vec::new();
+        let mut offset: u64 = 0;
         loop {
             let page = self
                 .list_invitations(&ListQuery {
                     status,
-                    query: Some(email.to_owned()),
+                    query: query.clone(),
                     order_by: OrderBy::parse("+created_at"),
                     limit: Some(MAX_PAGE),
                     offset: Some(offset),
                 })
                 .await?;
             let received = page.data.len() as u64;
-            found.extend(
-                page.data
-                    .into_iter()
-                    .filter(|i| i.email_address.eq_ignore_ascii_case(email)),
-            );
+            for invitation in page.data {
+                // A page boundary shifted by an invitation created meanwhile repeats one.
+                if seen.insert(invitation.id.clone()) {
+                    all.push(invitation);
+                }
+            }
             offset += received;
             if received < u64::from(MAX_PAGE) || offset >= page.total_count {
-                return Ok(found);
+                return Ok(all);
             }
         }
     }

@@ -7,6 +7,49 @@ use serde_json::{Map, Value};
 /// The Backend API version every request pins with the `Clerk-API-Version` header.
 pub const API_VERSION: &str = "2026-05-12";
 
+/// The four invitation operations, named as the spec's operation ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    CreateInvitation,
+    CreateBulkInvitations,
+    ListInvitations,
+    RevokeInvitation,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [
+        Operation::CreateInvitation,
+        Operation::CreateBulkInvitations,
+        Operation::ListInvitations,
+        Operation::RevokeInvitation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateInvitation => "create_invitation",
+            Operation::CreateBulkInvitations => "create_bulk_invitations",
+            Operation::ListInvitations => "list_invitations",
+            Operation::RevokeInvitation => "revoke_invitation",
+        }
+    }
+
+    /// Whether sending the request twice does no harm: a second list reads again, a
+    /// second revoke answers `invitation_already_revoked`. A second create invites twice.
+    pub fn idempotent(self) -> bool {
+        matches!(
+            self,
+            Operation::ListInvitations | Operation::RevokeInvitation
+        )
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Clerk's `Invitation` schema. Timestamps are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Invitation {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::clerk::model::codes;
 use crate::clerk::{budget::Budget, ClerkClient, ClientError, InvitationStatus, Operation};
-use crate::domain::{DesiredInvitee, Email};
+use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::reconcile::guard::Revocation;
 use crate::reconcile::report::Reporter;
 use crate::store::{budget as budget_store, ledger, lock::LeaderLock};
@@ -98,14 +98,14 @@ impl Executor<'_> {
     /// Settles creates left `sending` by a crash or an unknown outcome: adopts the invitation
     /// Clerk has for the address, or forgets the row so the plan queues the person again.
     pub async fn settle(&mut self) -> Result<(), Stop> {
-        let unsettled = ledger::sending(self.pool, self.target).await?;
-        if unsettled.is_empty() {
-            return Ok(());
-        }
-        let known: std::collections::HashSet<String> = ledger::load(self.pool, self.target)
-            .await?
-            .into_iter()
-            .filter_map(|e| e.clerk_invitation_id)
+        let entries = ledger::load(self.pool, self.target).await?;
+        let known: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.clerk_invitation_id.as_deref())
+            .collect();
+        let unsettled: Vec<&LedgerEntry> = entries
+            .iter()
+            .filter(|e| e.state == LedgerState::Sending)
             .collect();
         for entry in unsettled {
             self.checkpoint().await?;
@@ -118,7 +118,7 @@ impl Executor<'_> {
             };
             let adopted = found
                 .into_iter()
-                .filter(|i| !known.contains(&i.id) && i.status != InvitationStatus::Revoked)
+                .filter(|i| !known.contains(i.id.as_str()) && i.status != InvitationStatus::Revoked)
                 .max_by_key(|i| (i.status == InvitationStatus::Pending, i.created_at));
             let email = self.reporter.email(entry.email.as_str());
             match adopted {
@@ -152,34 +152,29 @@ impl Executor<'_> {
             self.checkpoint().await?;
             let email = self.reporter.email(revocation.email.as_str());
             let id = revocation.invitation_id.as_str();
-            match self.clerk.revoke_invitation(id).await {
-                Ok(_) => {
-                    ledger::mark_revoked_by_us(self.pool, self.target, id).await?;
-                    self.tally.revoked += 1;
-                    gone.push(id.to_owned());
-                    crate::metrics::metrics().action("revoke", "revoked");
-                    tracing::info!(
-                        action = "revoke",
-                        outcome = "revoked",
-                        email,
-                        invitation_id = id,
-                        "revoked"
-                    );
-                }
+            // Gone already counts as done: the goal is that the link no longer works.
+            let outcome = match self.clerk.revoke_invitation(id).await {
+                Ok(_) => Ok("revoked"),
                 Err(error)
                     if error.has_code(codes::RESOURCE_NOT_FOUND)
                         || error.has_code(codes::INVITATION_ALREADY_REVOKED) =>
                 {
+                    Ok("already_gone")
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(outcome) => {
                     ledger::mark_revoked_by_us(self.pool, self.target, id).await?;
                     self.tally.revoked += 1;
                     gone.push(id.to_owned());
-                    crate::metrics::metrics().action("revoke", "already_gone");
+                    crate::metrics::metrics().action("revoke", outcome);
                     tracing::info!(
                         action = "revoke",
-                        outcome = "already_gone",
+                        outcome,
                         email,
                         invitation_id = id,
-                        "already revoked in Clerk"
+                        "revoked"
                     );
                 }
                 Err(error) if error.has_code(codes::INVITATION_ALREADY_ACCEPTED) => {

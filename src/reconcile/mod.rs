@@ -275,8 +275,20 @@ impl Reconciler {
             );
             // Someone was promised this run's id (POST /v1/sync): leave a record of it.
             if let Some(run_id) = request.run_id {
-                runs::record_skipped(&self.pool, run_id, target, &request.trigger, &hostname())
-                    .await?;
+                runs::start(
+                    &self.pool,
+                    run_id,
+                    target,
+                    &request.trigger,
+                    false,
+                    &hostname(),
+                )
+                .await?;
+                let summary = runs::Summary {
+                    error: Some("another process holds the lock".to_owned()),
+                    ..runs::Summary::default()
+                };
+                runs::finish(&self.pool, run_id, runs::Outcome::Skipped, &summary).await?;
             }
             return Ok(CycleResult::Skipped { holder });
         };
@@ -661,38 +673,27 @@ fn record_gauges(report: &Report) {
 
 fn log_summary(report: &Report) {
     let counts = serde_json::to_string(&report.counts).unwrap_or_default();
-    let event = |level_error: bool| {
-        if level_error {
-            tracing::error!(
-                run_id = %report.run_id,
-                outcome = report.outcome.as_str(),
-                dry_run = report.dry_run,
-                counts = %counts,
-                created = report.created,
-                revoked = report.revoked,
-                held_revocations = report.held_revocations,
-                failed = report.failed,
-                backlog = report.backlog,
-                eta_seconds = report.eta_seconds,
-                "cycle finished with revocations held"
-            )
-        } else {
-            tracing::info!(
-                run_id = %report.run_id,
-                outcome = report.outcome.as_str(),
-                dry_run = report.dry_run,
-                counts = %counts,
-                created = report.created,
-                revoked = report.revoked,
-                held_revocations = report.held_revocations,
-                failed = report.failed,
-                backlog = report.backlog,
-                eta_seconds = report.eta_seconds,
-                "cycle finished"
-            )
-        }
-    };
-    event(report.held_revocations > 0);
+    tracing::info!(
+        run_id = %report.run_id,
+        outcome = report.outcome.as_str(),
+        dry_run = report.dry_run,
+        counts = %counts,
+        created = report.created,
+        revoked = report.revoked,
+        held_revocations = report.held_revocations,
+        failed = report.failed,
+        backlog = report.backlog,
+        eta_seconds = report.eta_seconds,
+        "cycle finished"
+    );
+    if report.held_revocations > 0 {
+        tracing::error!(
+            run_id = %report.run_id,
+            held_revocations = report.held_revocations,
+            reason = report.hold_reason.map(HoldReason::describe).unwrap_or(""),
+            "revocations held; review `invite-sync plan`, release with `invite-sync sync --allow-revocations N`"
+        );
+    }
 }
 
 fn hostname() -> String {

@@ -63,23 +63,6 @@ pub async fn load(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
     rows.into_iter().map(Row::into_entry).collect()
 }
 
-/// The entries whose create is in flight or has an unknown outcome.
-pub async fn sending(
-    db: impl PgExecutor<'_>,
-    target: &str,
-) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-    let rows = sqlx::query_as!(
-        Row,
-        r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
-                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at
-           FROM invite_sync_ledger WHERE target = $1 AND state = 'sending' ORDER BY id"#,
-        target
-    )
-    .fetch_all(db)
-    .await?;
-    rows.into_iter().map(Row::into_entry).collect()
-}
-
 /// Marks an invitee `sending` before its create goes out, carrying over the attempts of an
 /// earlier failure. Fails (unique violation) if a create for the address is already in flight.
 pub async fn start_sending(

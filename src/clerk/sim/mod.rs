@@ -76,39 +76,7 @@ impl fmt::Debug for SimOptions {
     }
 }
 
-/// One of the four simulated Backend API operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    CreateInvitation,
-    CreateBulkInvitations,
-    ListInvitations,
-    RevokeInvitation,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 4] = [
-        Operation::CreateInvitation,
-        Operation::CreateBulkInvitations,
-        Operation::ListInvitations,
-        Operation::RevokeInvitation,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::CreateInvitation => "create_invitation",
-            Operation::CreateBulkInvitations => "create_bulk_invitations",
-            Operation::ListInvitations => "list_invitations",
-            Operation::RevokeInvitation => "revoke_invitation",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use super::model::Operation;
 
 /// Answer the next `times` calls of `operation` (those that pass auth and the rate
 /// limits) with `kind` instead of the normal behaviour. Faults queue up in the order
