@@ -25,27 +25,35 @@ answers() {
 }
 
 start_private_cluster() {
-  local bin data sock log
+  local bin root data sock log here="$PWD"
   bin=$(pg_bin_dir)
-  data="$PWD/target/postgres/data"
-  sock="$PWD/target/postgres/socket"
-  log="$PWD/target/postgres/server.log"
-  mkdir -p "$sock"
+  root="$here/target/postgres"
   # initdb and postgres refuse to run as root.
   local as=()
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
-    chown -R postgres "$PWD/target/postgres"
     as=(runuser -u postgres --)
+    mkdir -p "$root"
+    # The postgres user must reach the data directory; a checkout under a private home
+    # directory is out of its reach, so the cluster lives in the temporary directory then.
+    if ! (cd / && "${as[@]}" test -x "$here/target"); then
+      root="${TMPDIR:-/tmp}/invite-sync-postgres-$(printf '%s' "$here" | cksum | cut -d' ' -f1)"
+      echo "the postgres user cannot reach target/; the private cluster lives in $root" >&2
+    fi
   fi
+  data="$root/data"
+  sock="$root/socket"
+  log="$root/server.log"
+  mkdir -p "$sock"
+  [ "${#as[@]}" -gt 0 ] && chown -R postgres "$root"
   if [ ! -f "$data/PG_VERSION" ]; then
-    echo "starting a private PostgreSQL cluster in target/postgres (port $PRIVATE_PG_PORT)" >&2
-    "${as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+    echo "starting a private PostgreSQL cluster in $root (port $PRIVATE_PG_PORT)" >&2
+    (cd "$root" && "${as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null)
   fi
   if ! answers "postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/postgres"; then
-    "${as[@]}" "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
+    (cd "$root" && "${as[@]}" "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
       -o "-p $PRIVATE_PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
-      start >/dev/null
+      start >/dev/null)
   fi
 }
 
