@@ -2,7 +2,8 @@
 //! invitation, with the service running as in production (LISTEN/NOTIFY, default debounce).
 //!
 //! `cargo bench --bench notify_latency` (uses DATABASE_URL, else 127.0.0.1:5432; creates and
-//! drops a scratch database). Prints every sample, the median and the 90th percentile.
+//! drops a scratch database; INVITE_SYNC__SYNC__DEBOUNCE_SECONDS sets another debounce).
+//! Prints every sample, the median and the 90th percentile.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ async fn measure(server_url: &str, name: &str) -> anyhow::Result<()> {
     let mut url = url::Url::parse(server_url)?;
     url.set_path(&format!("/{name}"));
     let simulator = sim::start(SimOptions::default()).await?;
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),
         ("CLERK_SECRET_KEY", simulator.secret_key()),
         ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
@@ -48,6 +49,10 @@ async fn measure(server_url: &str, name: &str) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    // A debounce to measure with instead of the default 1 s.
+    if let Ok(debounce) = std::env::var("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS") {
+        env.insert("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS".to_owned(), debounce);
+    }
     let settings = Settings::load(None, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let reconciler = reconcile::from_settings(&settings).await?;
     let pool = reconciler.pool.clone();
