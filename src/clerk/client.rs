@@ -233,6 +233,8 @@ impl ClientError {
 pub const MAX_PAGE: u32 = 500;
 /// Most items one bulk create may carry.
 pub const MAX_BULK: usize = 10;
+/// Longest `Retry-After` taken from Clerk; anything longer is read as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Longest `Retry-After` the client sleeps through itself before giving up on a read.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(60);
 
@@ -415,29 +417,44 @@ impl ClerkClient {
         status: Option<InvitationStatus>,
         query: Option<String>,
     ) -> Result<Vec<Invitation>, ClientError> {
-        let mut seen = HashSet::new();
-        let mut all = Vec::new();
-        let mut offset: u64 = 0;
-        loop {
-            let page = self
-                .list_invitations(&ListQuery {
-                    status,
-                    query: query.clone(),
-                    order_by: OrderBy::parse("+created_at"),
-                    limit: Some(MAX_PAGE),
-                    offset: Some(offset),
-                })
-                .await?;
-            let received = page.data.len() as u64;
-            for invitation in page.data {
-                // A page boundary shifted by an invitation created meanwhile repeats one.
-                if seen.insert(invitation.id.clone()) {
-                    all.push(invitation);
+        // Offset paging skips an invitation when one before it leaves the list between two
+        // pages (a revocation). A changed total_count shows that happened: list again.
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 0;
+        'listing: loop {
+            attempt += 1;
+            let mut seen = HashSet::new();
+            let mut all = Vec::new();
+            let mut offset: u64 = 0;
+            let mut total: Option<u64> = None;
+            loop {
+                let page = self
+                    .list_invitations(&ListQuery {
+                        status,
+                        query: query.clone(),
+                        order_by: OrderBy::parse("+created_at"),
+                        limit: Some(MAX_PAGE),
+                        offset: Some(offset),
+                    })
+                    .await?;
+                if total.is_some_and(|t| t != page.total_count) && attempt < ATTEMPTS {
+                    tracing::debug!(
+                        attempt,
+                        "the invitation list changed while it was paged; listing again"
+                    );
+                    continue 'listing;
                 }
-            }
-            offset += received;
-            if received < u64::from(MAX_PAGE) || offset >= page.total_count {
-                return Ok(all);
+                total = Some(page.total_count);
+                let received = page.data.len() as u64;
+                for invitation in page.data {
+                    if seen.insert(invitation.id.clone()) {
+                        all.push(invitation);
+                    }
+                }
+                offset += received;
+                if received < u64::from(MAX_PAGE) || offset >= page.total_count {
+                    return Ok(all);
+                }
             }
         }
     }
@@ -562,7 +579,8 @@ impl ClerkClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            // Clerk's blocks last at most an hour; a wild value must not overflow a clock.
+            .map(|seconds| Duration::from_secs(seconds.min(MAX_RETRY_AFTER.as_secs())));
         let bytes = response
             .bytes()
             .await

@@ -83,6 +83,9 @@ pub struct ClerkSettings {
     pub single_create_per_window: u32,
     pub create_window_seconds: u64,
     pub max_attempts: u32,
+    /// A create whose outcome is unknown is looked up only this long after it was sent, so
+    /// a request Clerk is still working on is not taken for one it never got.
+    pub settle_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -520,6 +523,10 @@ impl ClerkSettings {
     }
 
     /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
+    pub fn settle_after(&self) -> Duration {
+        Duration::from_secs(self.settle_after_seconds)
+    }
+
     pub fn create_window(&self) -> Duration {
         Duration::from_secs(self.create_window_seconds)
     }

@@ -119,6 +119,7 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                 ),
                 ("create_window_seconds", int(clerk.create_window_seconds)),
                 ("max_attempts", int(clerk.max_attempts.into())),
+                ("settle_after_seconds", int(clerk.settle_after_seconds)),
             ],
         ),
         ("source", vec![("relation", text(&source.relation))]),

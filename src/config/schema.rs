@@ -88,6 +88,7 @@ pub(crate) static SPECS: &[Spec] = &[
     spec("clerk", "single_create_per_window", int(1, 100_000)),
     spec("clerk", "create_window_seconds", int(1, 86_400)),
     spec("clerk", "max_attempts", int(1, 20)),
+    spec("clerk", "settle_after_seconds", int(0, 86_400)),
     spec("source", "relation", Kind::Text(check_relation)),
     spec("sync", "schedule", Kind::Text(check_schedule)),
     spec("sync", "dry_run", Kind::Bool),
@@ -369,7 +370,7 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
                 .map(str::trim)
                 .filter(|item| !item.is_empty())
                 .collect();
-            list(*check, items)
+            list(spec, *check, items)
         }
     }
 }
@@ -417,7 +418,7 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
                     }
                 }
             }
-            list(*check, texts)
+            list(spec, *check, texts)
         }
         _ => Err(mismatch()),
     }
@@ -478,12 +479,14 @@ fn choice(spec: &Spec, choices: &[&str], text: &str) -> Result<Option<toml::Valu
     }
 }
 
-fn list(check: Check, items: Vec<&str>) -> Result<Option<toml::Value>, String> {
+fn list(spec: &Spec, check: Check, items: Vec<&str>) -> Result<Option<toml::Value>, String> {
     let mut values = Vec::with_capacity(items.len());
     let mut reasons = Vec::new();
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         match check(item) {
             Ok(normalised) => values.push(toml::Value::String(normalised)),
+            // A secret list names the item by its position, never by its value.
+            Err(reason) if spec.secret => reasons.push(format!("item {}: {reason}", index + 1)),
             Err(reason) => reasons.push(format!("{}: {reason}", quoted(item))),
         }
     }

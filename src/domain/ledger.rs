@@ -19,6 +19,8 @@ pub struct LedgerEntry {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub revoked_by_us: bool,
     pub created_at: DateTime<Utc>,
+    /// When its create was sent (the database's clock).
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// The states of `invite_sync_ledger.state`.

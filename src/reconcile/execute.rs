@@ -1,7 +1,7 @@
 //! The executor: sends the guarded revocations, then drains the create queue through
 //! Clerk's two create endpoints within the hourly budget recorded in Postgres.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -9,11 +9,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clerk::model::codes;
-use crate::clerk::{budget::Budget, ClerkClient, ClientError, InvitationStatus, Operation};
+use crate::clerk::{
+    budget::Budget, ClerkClient, ClientError, Invitation, InvitationStatus, Operation,
+};
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::reconcile::guard::Revocation;
 use crate::reconcile::report::Reporter;
-use crate::store::{budget as budget_store, ledger, lock::LeaderLock};
+use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock};
 
 /// Why the executor stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,7 @@ pub struct Executor<'a> {
     pub target: &'a str,
     pub run_id: Uuid,
     pub reporter: Reporter,
+    pub settle_after: std::time::Duration,
     pub tally: Tally,
 }
 
@@ -95,19 +98,24 @@ impl Executor<'_> {
         self.lock.ensure_held().await.map_err(Stop::LockLost)
     }
 
-    /// Settles creates left `sending` by a crash or an unknown outcome: adopts the invitation
-    /// Clerk has for the address, or forgets the row so the plan queues the person again.
+    /// Settles creates left `sending` by a crash or an unknown outcome, once
+    /// `settle_after` has passed since they were sent: adopts the invitation Clerk made for
+    /// the address, or forgets the row so the plan queues the person again. Younger ones
+    /// wait (the plan reports them unsettled), since Clerk may still be working on them.
     pub async fn settle(&mut self) -> Result<(), Stop> {
         let entries = ledger::load(self.pool, self.target).await?;
-        let known: std::collections::HashSet<&str> = entries
+        let now = store::now(self.pool).await?;
+        let settle_after = chrono::Duration::from_std(self.settle_after).unwrap_or_default();
+        let known: HashSet<&str> = entries
             .iter()
             .filter_map(|e| e.clerk_invitation_id.as_deref())
             .collect();
-        let unsettled: Vec<&LedgerEntry> = entries
+        let due: Vec<&LedgerEntry> = entries
             .iter()
             .filter(|e| e.state == LedgerState::Sending)
+            .filter(|e| e.sent_at.is_none_or(|sent| sent + settle_after <= now))
             .collect();
-        for entry in unsettled {
+        for entry in due {
             self.checkpoint().await?;
             let found = match self.clerk.find_by_email(entry.email.as_str(), None).await {
                 Ok(found) => found,
@@ -116,18 +124,10 @@ impl Executor<'_> {
                     continue;
                 }
             };
-            let adopted = found
-                .into_iter()
-                .filter(|i| !known.contains(i.id.as_str()) && i.status != InvitationStatus::Revoked)
-                .max_by_key(|i| (i.status == InvitationStatus::Pending, i.created_at));
             let email = self.reporter.email(entry.email.as_str());
-            match adopted {
+            match adoptable(found, &known, entry.sent_at.unwrap_or(entry.created_at)) {
                 Some(invitation) => {
-                    ledger::mark_created(self.pool, entry.id, &invitation).await?;
-                    if invitation.status != InvitationStatus::Pending {
-                        ledger::set_state(self.pool, entry.id, invitation.status.into()).await?;
-                    }
-                    self.tally.adopted += 1;
+                    self.adopt(entry.id, &invitation).await?;
                     crate::metrics::metrics().action("settle", "adopted");
                     tracing::info!(action = "adopt", email, invitation_id = %invitation.id, "settled an unconfirmed create: Clerk has it");
                 }
@@ -142,6 +142,20 @@ impl Executor<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Records `invitation` as what the ledger entry's create produced. When the entry is
+    /// gone (another process settled it meanwhile) the invitation is still recorded as ours.
+    async fn adopt(&mut self, ledger_id: i64, invitation: &Invitation) -> Result<(), Stop> {
+        if ledger::mark_created(self.pool, ledger_id, invitation).await? {
+            if invitation.status != InvitationStatus::Pending {
+                ledger::set_state(self.pool, ledger_id, invitation.status.into()).await?;
+            }
+        } else {
+            ledger::record_seen(self.pool, self.target, invitation, true).await?;
+        }
+        self.tally.adopted += 1;
         Ok(())
     }
 
@@ -202,7 +216,7 @@ impl Executor<'_> {
                     self.tally.failed += 1;
                     self.note_error("revoke", &error);
                     crate::metrics::metrics().action("revoke", "failed");
-                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %error, "revoke failed");
+                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %self.reporter.scrub(&error.to_string()), "revoke failed");
                     if matches!(
                         error,
                         ClientError::RateLimited { .. } | ClientError::NeverSent { .. }
@@ -265,7 +279,15 @@ impl Executor<'_> {
                 Endpoint::Bulk => budget.bulk.left -= 1,
                 Endpoint::Single => budget.single.left -= 1,
             }
-            match self.send(endpoint, members).await? {
+            let sent = match self.send(endpoint, members).await {
+                Ok(sent) => sent,
+                Err(stop) => {
+                    self.tally.backlog =
+                        main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>();
+                    return Err(stop);
+                }
+            };
+            match sent {
                 Sent::Done => {}
                 Sent::Retry {
                     batch,
@@ -314,6 +336,7 @@ impl Executor<'_> {
         let operation = endpoint.operation();
         let endpoint_name = operation.as_str();
         let mut tx = self.pool.begin().await?;
+        let sent_at = store::now(&mut *tx).await?;
         let call_id = budget_store::record_call(
             &mut *tx,
             self.target,
@@ -350,7 +373,7 @@ impl Executor<'_> {
             Ok(invitations) => invitations,
             Err(error) => {
                 return self
-                    .refused(endpoint, call_id, members, ledger_ids, error)
+                    .refused(endpoint, call_id, sent_at, members, ledger_ids, error)
                     .await;
             }
         };
@@ -393,6 +416,7 @@ impl Executor<'_> {
         &mut self,
         endpoint: Endpoint,
         call_id: i64,
+        sent_at: DateTime<Utc>,
         members: Vec<DesiredInvitee>,
         ledger_ids: Vec<i64>,
         error: ClientError,
@@ -408,11 +432,21 @@ impl Executor<'_> {
                 self.note_error("create", &error);
                 return Ok(Sent::Halt(members));
             }
-            ClientError::RateLimited { retry_after, .. } => {
-                let wait = retry_after.unwrap_or(std::time::Duration::from_secs(60));
-                let until = Utc::now()
-                    + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1));
-                budget_store::record_block(self.pool, self.target, endpoint_name, until).await?;
+            ClientError::RateLimited {
+                retry_after, sent, ..
+            } => {
+                if !*sent {
+                    // The client's own record of the block stopped it: Clerk saw nothing.
+                    budget_store::forget_call(self.pool, call_id).await?;
+                }
+                let wait = retry_after.map_or(60, |d| d.as_secs().max(1));
+                let until = budget_store::record_block(
+                    self.pool,
+                    self.target,
+                    endpoint_name,
+                    i64::try_from(wait).unwrap_or(i64::MAX),
+                )
+                .await?;
                 ledger::forget(self.pool, &ledger_ids).await?;
                 tracing::warn!(endpoint = endpoint_name, blocked_until = %until.to_rfc3339(), "Clerk rate-limited the endpoint; it is not called before the block ends");
                 return Ok(Sent::EndpointClosed(members));
@@ -421,7 +455,7 @@ impl Executor<'_> {
             _ if error.may_have_applied() => {
                 self.tally.unsettled += members.len();
                 self.note_error("create", &error);
-                tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %error, "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
+                tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %self.reporter.scrub(&error.to_string()), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
                 return Ok(Sent::Halt(Vec::new()));
             }
             _ => {}
@@ -485,12 +519,26 @@ impl Executor<'_> {
                     email,
                     "already a user; marked, no budget spent on them again"
                 );
-            } else if endpoint == Endpoint::Bulk {
+            } else if endpoint == Endpoint::Bulk && attributed {
                 ledger::forget(self.pool, &[ledger_id]).await?;
-                if attributed {
-                    batch.push(member);
-                } else {
-                    singly.push(member);
+                batch.push(member);
+            } else if endpoint == Endpoint::Bulk {
+                // Whether Clerk made some of a bulk call it refused without naming anyone is
+                // not known: look each one up before sending it alone.
+                match self.clerk.find_by_email(member.email.as_str(), None).await {
+                    Ok(found) => match adoptable(found, &HashSet::new(), sent_at) {
+                        Some(invitation) => {
+                            self.adopt(ledger_id, &invitation).await?;
+                            crate::metrics::metrics().action("create", "adopted");
+                            tracing::info!(action = "create", outcome = "adopted", endpoint = endpoint_name, email, invitation_id = %invitation.id, "the refused bulk call had invited this one");
+                        }
+                        None => {
+                            ledger::forget(self.pool, &[ledger_id]).await?;
+                            singly.push(member);
+                        }
+                    },
+                    // Left sending: the next cycles settle it by the same lookup.
+                    Err(lookup) => self.note_error("lookup", &lookup),
                 }
             } else {
                 let code = errors
@@ -504,18 +552,18 @@ impl Executor<'_> {
                     self.pool,
                     ledger_id,
                     code,
-                    &error.to_string(),
+                    &self.reporter.scrub(&error.to_string()),
                     terminal,
                     next,
                 )
                 .await?;
                 self.tally.failed += 1;
                 crate::metrics::metrics().action("create", "failed");
-                tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %error, "create refused");
+                tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %self.reporter.scrub(&error.to_string()), "create refused");
             }
         }
         if endpoint == Endpoint::Bulk && !attributed {
-            tracing::info!(members = singly.len(), error = %error, "a bulk create was refused for a reason no address was named for; its members go one by one");
+            tracing::info!(members = singly.len(), error = %self.reporter.scrub(&error.to_string()), "a bulk create was refused for a reason no address was named for; its members go one by one");
         }
         Ok(Sent::Retry { batch, singly })
     }
@@ -543,9 +591,31 @@ impl Executor<'_> {
     }
 
     fn note_error(&mut self, what: &str, error: &ClientError) {
+        let error = self.reporter.scrub(&error.to_string());
         tracing::warn!(what, error = %error, "Clerk call failed");
         self.tally.errors.push(format!("{what}: {error}"));
     }
+}
+
+/// How far Clerk's clock may trail the database's when telling a create of ours from an
+/// invitation made by hand just before it.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The invitation a create sent at `sent_at` most likely made: not revoked, not already in
+/// the ledger, and not older than the create (an older one was made by someone else).
+/// Pending ones first, then the newest.
+fn adoptable(
+    found: Vec<Invitation>,
+    known: &HashSet<&str>,
+    sent_at: DateTime<Utc>,
+) -> Option<Invitation> {
+    let since = (sent_at - CLOCK_SKEW).timestamp_millis();
+    found
+        .into_iter()
+        .filter(|i| i.status != InvitationStatus::Revoked)
+        .filter(|i| !known.contains(i.id.as_str()))
+        .filter(|i| i.created_at >= since)
+        .max_by_key(|i| (i.status == InvitationStatus::Pending, i.created_at))
 }
 
 /// When to try a refused create again: 1 minute doubling per attempt, at most 6 hours.
@@ -553,4 +623,62 @@ pub fn backoff_after(attempts: i32) -> DateTime<Utc> {
     let exponent = attempts.clamp(1, 20) as u32 - 1;
     let minutes = 2i64.saturating_pow(exponent).min(360);
     Utc::now() + chrono::Duration::minutes(minutes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clerk::InvitationStatus as S;
+
+    fn invitation(id: &str, status: S, created_at: DateTime<Utc>) -> Invitation {
+        Invitation {
+            object: "invitation".to_owned(),
+            id: id.to_owned(),
+            email_address: "ann@example.com".to_owned(),
+            public_metadata: serde_json::Map::new(),
+            revoked: Some(status == S::Revoked),
+            status,
+            url: None,
+            expires_at: None,
+            created_at: created_at.timestamp_millis(),
+            updated_at: created_at.timestamp_millis(),
+        }
+    }
+
+    #[test]
+    fn a_lookup_adopts_only_what_the_create_could_have_made() {
+        let sent = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let known: HashSet<&str> = ["inv_known"].into_iter().collect();
+        let minutes = chrono::Duration::minutes;
+        let found = vec![
+            invitation("inv_by_hand", S::Pending, sent - minutes(30)),
+            invitation("inv_known", S::Pending, sent + minutes(1)),
+            invitation("inv_revoked", S::Revoked, sent + minutes(1)),
+            invitation("inv_ours", S::Pending, sent + chrono::Duration::seconds(2)),
+        ];
+        let adopted = adoptable(found, &known, sent).map(|i| i.id);
+        assert_eq!(adopted.as_deref(), Some("inv_ours"));
+
+        let only_by_hand = vec![invitation("inv_by_hand", S::Pending, sent - minutes(30))];
+        assert_eq!(
+            adoptable(only_by_hand, &known, sent),
+            None,
+            "made by hand before the create"
+        );
+
+        // Clerk's clock may trail: a few minutes before the send still counts.
+        let skewed = vec![invitation("inv_skewed", S::Pending, sent - minutes(2))];
+        assert!(adoptable(skewed, &known, sent).is_some());
+
+        let pending_first = vec![
+            invitation("inv_accepted", S::Accepted, sent + minutes(2)),
+            invitation("inv_pending", S::Pending, sent + minutes(1)),
+        ];
+        assert_eq!(
+            adoptable(pending_first, &known, sent)
+                .map(|i| i.id)
+                .as_deref(),
+            Some("inv_pending")
+        );
+    }
 }

@@ -37,6 +37,8 @@ pub struct CycleConfig {
     pub guard: guard::Limits,
     pub budget: budget::Limits,
     pub reporter: Reporter,
+    /// How long after it was sent an unconfirmed create is looked up.
+    pub settle_after: Duration,
 }
 
 impl CycleConfig {
@@ -65,6 +67,7 @@ impl CycleConfig {
             reporter: Reporter {
                 redact_emails: settings.log.redact_emails,
             },
+            settle_after: settings.clerk.settle_after(),
         }
     }
 }
@@ -175,8 +178,10 @@ impl Reconciler {
 
     async fn read_state(&self) -> Result<State, CycleError> {
         let desired = desired::load(&self.pool, &self.config.relation).await?;
-        let clerk = self.clerk.list_all(None).await?;
+        let mut clerk = self.clerk.list_all(None).await?;
         let ledger = ledger::load(&self.pool, &self.config.target).await?;
+        let missing = self.look_up_missing(&ledger, &clerk).await?;
+        clerk.extend(missing);
         let known_users = ledger::known_users(&self.pool, &self.config.target)
             .await?
             .into_iter()
@@ -187,6 +192,37 @@ impl Reconciler {
             ledger,
             known_users,
         })
+    }
+
+    /// The invitations the ledger holds as live that Clerk's list did not show, looked up
+    /// one by one: revoked (then the plan sees that), or still live and missed by the list.
+    /// One gone from both is left out, and the plan takes it for revoked.
+    async fn look_up_missing(
+        &self,
+        ledger: &[LedgerEntry],
+        clerk: &[Invitation],
+    ) -> Result<Vec<Invitation>, CycleError> {
+        let listed: HashSet<&str> = clerk.iter().map(|i| i.id.as_str()).collect();
+        let mut found = Vec::new();
+        for entry in ledger {
+            let Some(id) = entry.clerk_invitation_id.as_deref() else {
+                continue;
+            };
+            if !matches!(entry.state, LedgerState::Pending | LedgerState::Expired)
+                || listed.contains(id)
+            {
+                continue;
+            }
+            let email = entry.email.as_str();
+            for status in [Some(crate::clerk::InvitationStatus::Revoked), None] {
+                let hits = self.clerk.find_by_email(email, status).await?;
+                if let Some(invitation) = hits.into_iter().find(|i| i.id == id) {
+                    found.push(invitation);
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The budget left now, from the calls recorded in Postgres.
@@ -275,20 +311,8 @@ impl Reconciler {
             );
             // Someone was promised this run's id (POST /v1/sync): leave a record of it.
             if let Some(run_id) = request.run_id {
-                runs::start(
-                    &self.pool,
-                    run_id,
-                    target,
-                    &request.trigger,
-                    false,
-                    &hostname(),
-                )
-                .await?;
-                let summary = runs::Summary {
-                    error: Some("another process holds the lock".to_owned()),
-                    ..runs::Summary::default()
-                };
-                runs::finish(&self.pool, run_id, runs::Outcome::Skipped, &summary).await?;
+                runs::record_skipped(&self.pool, run_id, target, &request.trigger, &hostname())
+                    .await?;
             }
             return Ok(CycleResult::Skipped { holder });
         };
@@ -345,6 +369,7 @@ impl Reconciler {
             target,
             run_id,
             reporter: self.config.reporter,
+            settle_after: self.config.settle_after,
             tally: Tally::default(),
         };
         let result = self
@@ -714,7 +739,7 @@ pub async fn budget_now(
     target: &str,
     limits: budget::Limits,
 ) -> Result<Budget, sqlx::Error> {
-    let now = Utc::now();
+    let now = store::now(pool).await?;
     let since =
         now - chrono::Duration::from_std(limits.window).unwrap_or(chrono::Duration::hours(1));
     let mut endpoints = Vec::with_capacity(2);

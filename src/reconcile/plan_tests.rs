@@ -69,6 +69,7 @@ fn entry(id: i64, address: &str, invitation_id: Option<&str>, state: LedgerState
         next_attempt_at: None,
         revoked_by_us: false,
         created_at: at(0),
+        sent_at: None,
     }
 }
 
@@ -1441,6 +1442,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         next_attempt_at: raw.next_attempt_at,
                         revoked_by_us: raw.revoked_by_us,
                         created_at: at(id as i64),
+                        sent_at: None,
                     }
                 })
                 .collect();

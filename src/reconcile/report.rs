@@ -22,6 +22,40 @@ impl Reporter {
         }
     }
 
+    /// `text` with every email address in it redacted, when addresses are; Clerk's error
+    /// messages name the addresses they refuse.
+    pub fn scrub(&self, text: &str) -> String {
+        if !self.redact_emails {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find('@') {
+            let is_part = |c: char| !c.is_whitespace() && !",;:()[]<>\"'".contains(c);
+            let start = rest[..at]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !is_part(*c))
+                .map_or(0, |(i, c)| i + c.len_utf8());
+            let end = rest[at..]
+                .char_indices()
+                .find(|(_, c)| !is_part(*c))
+                .map_or(rest.len(), |(i, _)| at + i);
+            let candidate = rest[start..end].trim_end_matches('.');
+            out.push_str(&rest[..start]);
+            match Email::parse(candidate) {
+                Ok(email) => {
+                    out.push_str(&email.redacted());
+                    out.push_str(&rest[start + candidate.len()..end]);
+                }
+                Err(_) => out.push_str(&rest[start..end]),
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// One event per item that is not in sync.
     pub fn drift(&self, plan: &Plan, dry_run: bool) {
         for item in &plan.items {
@@ -71,5 +105,29 @@ impl Reporter {
                 _ => tracing::info!(category, email, invitation_id, dry_run, "drift"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_hides_every_address_in_a_message_and_keeps_the_rest() {
+        let reporter = Reporter {
+            redact_emails: true,
+        };
+        let text = "duplicate_record (There are already pending invitations for the following email addresses: Ann@X.com, bob@y.org.)";
+        let scrubbed = reporter.scrub(text);
+        assert!(!scrubbed.to_lowercase().contains("ann@x.com"), "{scrubbed}");
+        assert!(!scrubbed.contains("bob@y.org"), "{scrubbed}");
+        assert!(scrubbed.contains(&Email::parse("ann@x.com").unwrap().redacted()));
+        assert!(scrubbed.starts_with("duplicate_record (There are already"));
+        assert!(scrubbed.ends_with(".)"), "{scrubbed}");
+        assert_eq!(reporter.scrub("no address @ all"), "no address @ all");
+        let plain = Reporter {
+            redact_emails: false,
+        };
+        assert_eq!(plain.scrub(text), text);
     }
 }

@@ -25,6 +25,11 @@ use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Requests handled at once; more wait. With the body limit, this bounds the memory
+/// bodies can take (64 MiB).
+pub const MAX_CONCURRENT: usize = 64;
+/// A request that takes longer, a slowly sent body included, is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -75,6 +80,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/roster", post(roster_hook))
         .route("/v1/webhooks/clerk", post(clerk_hook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT,
+        ))
         .with_state(state)
 }
 

@@ -211,7 +211,22 @@ pub async fn run_on(
         "invite-sync is running"
     );
 
-    supervise(&shutdown).await;
+    let mut worker = worker;
+    // The worker only ends on shutdown; ending sooner (a panic) must stop the process, so
+    // that systemd or Kubernetes restarts it rather than keep a service that runs no cycles.
+    let worker_died = tokio::select! {
+        biased;
+        _ = supervise(&shutdown) => None,
+        ended = &mut worker => {
+            if shutdown.is_cancelled() {
+                None
+            } else {
+                tracing::error!(ended = ?ended.err(), "the cycle worker stopped unexpectedly; shutting down");
+                shutdown.cancel();
+                Some(())
+            }
+        }
+    };
     let shutdown_timeout = settings.sync.shutdown_timeout();
     tracing::info!(
         timeout_seconds = shutdown_timeout.as_secs(),
@@ -220,12 +235,15 @@ pub async fn run_on(
     let _ = scheduler.shutdown().await;
     hangups.abort();
     let stopped = tokio::time::timeout(shutdown_timeout, async {
-        let _ = worker.await;
+        if !worker.is_finished() {
+            let _ = worker.await;
+        }
         let _ = notifications.await;
         server.await
     })
     .await;
     match stopped {
+        _ if worker_died.is_some() => anyhow::bail!("the cycle worker stopped unexpectedly"),
         Ok(Ok(Ok(()))) => {
             tracing::info!("stopped");
             Ok(())

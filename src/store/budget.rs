@@ -71,26 +71,27 @@ pub async fn calls_since(
     .await
 }
 
-/// Keeps a 429's block: the endpoint is not called before `until`. A later block wins.
+/// Keeps a 429's block: the endpoint is not called for `seconds` from now (the database's
+/// clock). A later block wins.
 pub async fn record_block(
     db: impl PgExecutor<'_>,
     target: &str,
     endpoint: &str,
-    until: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+    seconds: i64,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar!(
         r#"INSERT INTO invite_sync_rate_blocks (target, endpoint, blocked_until)
-           VALUES ($1, $2, $3)
+           VALUES ($1, $2, now() + make_interval(secs => $3::bigint::double precision))
            ON CONFLICT (target, endpoint) DO UPDATE
            SET blocked_until = GREATEST(invite_sync_rate_blocks.blocked_until, EXCLUDED.blocked_until),
-               recorded_at = now()"#,
+               recorded_at = now()
+           RETURNING blocked_until"#,
         target,
         endpoint,
-        until,
+        seconds,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
 }
 
 /// When the endpoint's block ends, if it is blocked now.

@@ -22,6 +22,7 @@ struct Row {
     next_attempt_at: Option<DateTime<Utc>>,
     revoked_by_us: bool,
     created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
 }
 
 impl Row {
@@ -45,6 +46,7 @@ impl Row {
             next_attempt_at: self.next_attempt_at,
             revoked_by_us: self.revoked_by_us,
             created_at: self.created_at,
+            sent_at: self.sent_at,
         })
     }
 }
@@ -54,7 +56,8 @@ pub async fn load(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
-                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at,
+                  sent_at
            FROM invite_sync_ledger WHERE target = $1 ORDER BY id"#,
         target
     )
@@ -106,12 +109,13 @@ fn millis(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 /// Records the invitation a create produced (or that a lookup found for an unsettled create).
+/// `false` when the entry is gone: another process settled it meanwhile.
 pub async fn mark_created(
     db: impl PgExecutor<'_>,
     ledger_id: i64,
     invitation: &Invitation,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
         r#"UPDATE invite_sync_ledger
            SET state = 'pending', clerk_invitation_id = $2, clerk_created_at = $3, expires_at = $4,
                settled_at = now(), last_error_code = NULL, last_error = NULL, terminal = false,
@@ -124,7 +128,7 @@ pub async fn mark_created(
     )
     .execute(db)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Records that Clerk refused a create. `terminal` failures wait for the roster row to change;

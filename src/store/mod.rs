@@ -23,6 +23,15 @@ pub async fn connect(
     pool.connect_with(options).await
 }
 
+/// The database's clock: the one `called_at`, `sent_at` and the stored blocks are written by.
+pub async fn now(
+    db: impl sqlx::PgExecutor<'_>,
+) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
+        .fetch_one(db)
+        .await
+}
+
 /// Applies every migration not yet applied; running it again changes nothing.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

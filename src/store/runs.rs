@@ -91,6 +91,28 @@ pub async fn start(
     Ok(())
 }
 
+/// Records, in one statement, a cycle that did not run because another process holds the
+/// lock (someone was promised its id).
+pub async fn record_skipped(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    target: &str,
+    trigger: &str,
+    host: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"INSERT INTO invite_sync_runs (id, target, trigger, dry_run, host, outcome, finished_at, error)
+           VALUES ($1, $2, $3, false, $4, 'skipped', now(), 'another process holds the lock')"#,
+        id,
+        target,
+        trigger,
+        host,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn finish(
     db: impl PgExecutor<'_>,
     id: Uuid,

@@ -820,3 +820,20 @@ fn example_config_is_valid() {
     assert!(s.clerk.secret_key_file.is_some());
     assert!(s.database.connect_options().is_ok());
 }
+
+#[test]
+fn a_bad_webhook_secret_is_named_by_position_not_by_value() {
+    let error = Settings::load(
+        None,
+        &env(&[(
+            "INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_NEARLYsecret!!",
+        )]),
+    )
+    .expect_err("the second secret is not base64");
+    let text = error.to_string();
+    assert!(text.contains("http.roster_webhook_secret"), "{text}");
+    assert!(text.contains("item 2"), "{text}");
+    assert!(!text.contains("NEARLYsecret"), "{text}");
+    assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{text}");
+}

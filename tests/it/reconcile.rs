@@ -607,7 +607,10 @@ async fn an_unanswered_bulk_create_is_settled_without_a_duplicate(
     fault: FaultKind,
     applied: bool,
 ) {
-    let h = Harness::with(options, env).await;
+    // Settled at the very next cycle: the grace before a lookup has its own test.
+    let mut env = env.to_vec();
+    env.push(("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "0"));
+    let h = Harness::with(options, &env).await;
     let emails = people("crash", 30);
     h.add_people(&refs(&emails)).await;
     h.sim
@@ -1014,6 +1017,7 @@ async fn with_redact_emails_no_address_reaches_the_log_of_a_cycle() {
 async fn with_redact_emails_a_failed_lookup_does_not_log_the_address() {
     let mut env = redact_env().to_vec();
     env.push(("INVITE_SYNC__CLERK__MAX_ATTEMPTS", "1"));
+    env.push(("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "0"));
     let h = Harness::with(SimOptions::default(), &env).await;
     let emails = people("hidden", 10);
     h.add_people(&refs(&emails)).await;
@@ -1731,4 +1735,56 @@ async fn a_restarted_process_shares_the_budget_already_spent() {
         report.eta_seconds
     );
     assert_eq!(writes(&h.sim.stats()), before, "nothing over the budget");
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "2")],
+    )
+    .await;
+    let emails = people("grace", 12);
+    h.add_people(&refs(&emails)).await;
+    h.sim.inject_fault(Fault::new(
+        SimOp::CreateBulkInvitations,
+        1,
+        FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        },
+    ));
+    let first = h.cycle().await;
+    assert_eq!(first.bulk_calls, 1);
+
+    // Right away: the ten are neither looked up nor sent again; the other two go out.
+    let lists_before = h.sim.stats().total(SimOp::ListInvitations);
+    let second = h.cycle().await;
+    assert_eq!(second.adopted, 0);
+    assert_eq!(second.counts.get("unsettled"), Some(&10));
+    assert_eq!(second.created, 2);
+    assert_eq!(
+        h.sim.stats().total(SimOp::ListInvitations) - lists_before,
+        1,
+        "only the cycle's own listing, no lookup"
+    );
+
+    // Once the grace has passed, the lookup finds nothing and they are sent.
+    let pool = h.db.pool.clone();
+    crate::common::wait_for("the grace to pass", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let due: bool = sqlx::query_scalar(
+                "SELECT bool_and(sent_at + interval '2 seconds' <= now()) FROM invite_sync_ledger WHERE state = 'sending'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            due.then_some(())
+        }
+    })
+    .await;
+    let third = h.cycle().await;
+    assert_eq!(third.created, 10);
+    assert_one_pending_each(&h, &emails);
 }
