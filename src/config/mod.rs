@@ -532,20 +532,6 @@ impl ClerkSettings {
     }
 }
 
-impl SourceSettings {
-    /// The schema, if the relation names one.
-    pub fn schema(&self) -> Option<&str> {
-        self.relation.split_once('.').map(|(schema, _)| schema)
-    }
-
-    /// The table or view name without its schema.
-    pub fn name(&self) -> &str {
-        self.relation
-            .split_once('.')
-            .map_or(self.relation.as_str(), |(_, name)| name)
-    }
-}
-
 impl SyncSettings {
     pub fn debounce(&self) -> Duration {
         Duration::from_secs_f64(self.debounce_seconds)
@@ -591,19 +577,6 @@ mod tests {
                 spec.name
             );
         }
-    }
-
-    #[test]
-    fn relation_parts() {
-        let source = SourceSettings {
-            relation: "hr.People".to_owned(),
-        };
-        assert_eq!(source.schema(), Some("hr"));
-        assert_eq!(source.name(), "People");
-        let plain = SourceSettings {
-            relation: "desired_invitees".to_owned(),
-        };
-        assert_eq!((plain.schema(), plain.name()), (None, "desired_invitees"));
     }
 
     #[test]

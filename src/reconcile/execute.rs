@@ -192,14 +192,7 @@ impl Executor<'_> {
                     );
                 }
                 Err(error) if error.has_code(codes::INVITATION_ALREADY_ACCEPTED) => {
-                    ledger::mark_accepted(self.pool, self.target, id).await?;
-                    ledger::add_known_users(
-                        self.pool,
-                        self.target,
-                        std::slice::from_ref(&revocation.email),
-                        "accepted",
-                    )
-                    .await?;
+                    ledger::record_accepted(self.pool, self.target, id, &revocation.email).await?;
                     crate::metrics::metrics().action("revoke", "accepted");
                     tracing::info!(
                         action = "revoke",
@@ -216,7 +209,7 @@ impl Executor<'_> {
                     self.tally.failed += 1;
                     self.note_error("revoke", &error);
                     crate::metrics::metrics().action("revoke", "failed");
-                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %self.reporter.scrub(&error.to_string()), "revoke failed");
+                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %self.shown(&error), "revoke failed");
                     if matches!(
                         error,
                         ClientError::RateLimited { .. } | ClientError::NeverSent { .. }
@@ -234,7 +227,7 @@ impl Executor<'_> {
         &mut self,
         queue: Vec<DesiredInvitee>,
         mut budget: Budget,
-    ) -> Result<Budget, Stop> {
+    ) -> Result<(), Stop> {
         let mut main: VecDeque<DesiredInvitee> = queue.into();
         let mut batches: Vec<Vec<DesiredInvitee>> = Vec::new();
         let mut singly: VecDeque<DesiredInvitee> = VecDeque::new();
@@ -324,7 +317,7 @@ impl Executor<'_> {
                 "creates stopped for this cycle"
             );
         }
-        Ok(budget)
+        Ok(())
     }
 
     /// One create call: recorded and marked `sending` before it goes out, settled after.
@@ -455,7 +448,7 @@ impl Executor<'_> {
             _ if error.may_have_applied() => {
                 self.tally.unsettled += members.len();
                 self.note_error("create", &error);
-                tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %self.reporter.scrub(&error.to_string()), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
+                tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %self.shown(&error), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
                 return Ok(Sent::Halt(Vec::new()));
             }
             _ => {}
@@ -552,18 +545,18 @@ impl Executor<'_> {
                     self.pool,
                     ledger_id,
                     code,
-                    &self.reporter.scrub(&error.to_string()),
+                    &self.shown(&error),
                     terminal,
                     next,
                 )
                 .await?;
                 self.tally.failed += 1;
                 crate::metrics::metrics().action("create", "failed");
-                tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %self.reporter.scrub(&error.to_string()), "create refused");
+                tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %self.shown(&error), "create refused");
             }
         }
         if endpoint == Endpoint::Bulk && !attributed {
-            tracing::info!(members = singly.len(), error = %self.reporter.scrub(&error.to_string()), "a bulk create was refused for a reason no address was named for; its members go one by one");
+            tracing::info!(members = singly.len(), error = %self.shown(&error), "a bulk create was refused for a reason no address was named for; its members go one by one");
         }
         Ok(Sent::Retry { batch, singly })
     }
@@ -590,8 +583,14 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// An error as logs and the run record show it: Clerk's messages name the addresses
+    /// they refuse, which `log.redact_emails` hides.
+    fn shown(&self, error: &ClientError) -> String {
+        self.reporter.scrub(&error.to_string())
+    }
+
     fn note_error(&mut self, what: &str, error: &ClientError) {
-        let error = self.reporter.scrub(&error.to_string());
+        let error = self.shown(error);
         tracing::warn!(what, error = %error, "Clerk call failed");
         self.tally.errors.push(format!("{what}: {error}"));
     }

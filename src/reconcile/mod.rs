@@ -483,10 +483,10 @@ impl Reconciler {
             .into_iter()
             .filter(|i| !kept.contains(&i.email))
             .collect();
-        match executor.create(queue, budget).await {
-            Ok(after) => done.budget = after,
-            Err(stop) => done.stop = Some(stop),
+        if let Err(stop) = executor.create(queue, budget).await {
+            done.stop = Some(stop);
         }
+        // What the calls left, as the database records them.
         done.budget = self.budget().await.unwrap_or(done.budget);
         Ok(done)
     }
@@ -495,17 +495,15 @@ impl Reconciler {
     async fn store_observations(&self, state: &State) -> Result<(), sqlx::Error> {
         let observed = plan::observe(&state.ledger, &state.clerk);
         for (before, after) in state.ledger.iter().zip(&observed) {
-            if before.state != after.state {
-                ledger::set_state(&self.pool, after.id, after.state).await?;
-                if after.state == LedgerState::Accepted {
-                    ledger::add_known_users(
-                        &self.pool,
-                        &self.config.target,
-                        std::slice::from_ref(&after.email),
-                        "accepted",
-                    )
-                    .await?;
+            if before.state == after.state {
+                continue;
+            }
+            match (after.state, after.clerk_invitation_id.as_deref()) {
+                (LedgerState::Accepted, Some(id)) => {
+                    ledger::record_accepted(&self.pool, &self.config.target, id, &after.email)
+                        .await?
                 }
+                _ => ledger::set_state(&self.pool, after.id, after.state).await?,
             }
         }
         Ok(())

@@ -232,17 +232,25 @@ pub async fn mark_revoked_by_us(
     Ok(())
 }
 
-/// Records that an invitation was accepted.
-pub async fn mark_accepted(
+/// Records that an invitation was accepted: its entry says so, and its address is a user's,
+/// so no create is spent on it again.
+pub async fn record_accepted(
     db: impl PgExecutor<'_>,
     target: &str,
     invitation_id: &str,
+    email: &Email,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        r#"UPDATE invite_sync_ledger SET state = 'accepted'
-           WHERE target = $1 AND clerk_invitation_id = $2"#,
+        r#"WITH accepted AS (
+               UPDATE invite_sync_ledger SET state = 'accepted'
+               WHERE target = $1 AND clerk_invitation_id = $2 AND state <> 'sending'
+           )
+           INSERT INTO invite_sync_known_users (target, email, seen_via)
+           VALUES ($1, $3, 'accepted')
+           ON CONFLICT (target, email) DO NOTHING"#,
         target,
         invitation_id,
+        email.as_str(),
     )
     .execute(db)
     .await?;

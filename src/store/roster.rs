@@ -133,11 +133,6 @@ impl Writer {
         Writer { relation, upsert }
     }
 
-    /// The quoted relation the writer writes.
-    pub fn relation(&self) -> &str {
-        &self.relation
-    }
-
     /// Writes a batch and empties it. Rows RETURNING does not name were left as they were.
     pub async fn upsert(
         &self,

@@ -816,7 +816,10 @@ fn example_config_is_valid() {
     let s = load(Some(&path), &HashMap::new());
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.sync.target, "production");
-    assert_eq!(s.source.schema(), Some("hr"));
+    assert_eq!(
+        s.source.relation.split_once('.').map(|(schema, _)| schema),
+        Some("hr")
+    );
     assert!(s.clerk.secret_key_file.is_some());
     assert!(s.database.connect_options().is_ok());
 }
