@@ -34,7 +34,15 @@ pub(crate) struct Spec {
     pub secret: bool,
 }
 
-pub(crate) const SECTIONS: [&str; 6] = ["database", "clerk", "source", "sync", "http", "log"];
+pub(crate) const SECTIONS: [&str; 7] = [
+    "database",
+    "clerk",
+    "source",
+    "sync",
+    "http",
+    "log",
+    "retention",
+];
 
 pub(crate) const LOG_FORMATS: &[&str] = &["pretty", "json"];
 pub(crate) const OWNERSHIPS: &[&str] = &["owned", "all"];
@@ -141,6 +149,7 @@ pub(crate) static SPECS: &[Spec] = &[
     spec("log", "format", Kind::Choice(LOG_FORMATS)),
     spec("log", "level", Kind::Text(check_filter)),
     spec("log", "redact_emails", Kind::Bool),
+    spec("retention", "days", int(1, 36_500)),
 ];
 
 /// The merged layers, checked: a normalised table ready to deserialize, where each key
@@ -661,6 +670,14 @@ pub(crate) fn check_relation(text: &str) -> Result<String, String> {
         return Err("must be `name` or `schema.name`, with at most one dot".to_owned());
     }
     if parts.iter().all(|part| is_sql_identifier(part)) {
+        // The name is quoted in SQL, so `Desired_Invitees` would name another table than the
+        // `desired_invitees` an unquoted CREATE TABLE Desired_Invitees made.
+        if text.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "must be lower case: PostgreSQL folds unquoted names to lower case, so write {:?}",
+                text.to_ascii_lowercase()
+            ));
+        }
         Ok(text.to_owned())
     } else {
         Err(
@@ -767,8 +784,13 @@ mod tests {
 
     #[test]
     fn relation_names() {
-        for good in ["desired_invitees", "hr.people", "_x", "A1.b_2"] {
+        for good in ["desired_invitees", "hr.people", "_x", "a1.b_2"] {
             assert!(check_relation(good).is_ok(), "{good}");
+        }
+        for folded in ["Desired_Invitees", "HR.people", "A1.b_2"] {
+            let error = check_relation(folded).unwrap_err();
+            assert!(error.contains("lower case"), "{folded}: {error}");
+            assert!(error.contains(&folded.to_ascii_lowercase()), "{error}");
         }
         for bad in [
             "", "a.b.c", "1abc", "a-b", "a b", "a.", ".a", "a;drop", "\"a\"",

@@ -36,11 +36,22 @@ const UPSERT_FIELDS: [&str; 8] = [
 
 /// Parses and checks a payload; the error names the field at fault.
 pub fn parse(body: &[u8]) -> Result<Vec<Change>, String> {
-    let payload: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let payload = match serde_json::from_slice::<Strict>(body) {
+        Ok(Strict(payload)) => payload,
+        Err(e) if e.is_data() => return Err(format!("the body is refused: {e}")),
+        Err(e) => return Err(format!("the body is not valid JSON: {e}")),
+    };
     let object = payload
         .as_object()
         .ok_or_else(|| "the body must be a JSON object with type and data".to_owned())?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["type", "data"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{unknown}: unknown field; the body holds type and data"
+        ));
+    }
     let kind = object
         .get("type")
         .and_then(Value::as_str)
@@ -180,6 +191,80 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
     Ok(row)
 }
 
+/// A JSON value read like `serde_json::Value`, except that an object naming a key twice is
+/// refused: which of the two values would count is not something to guess.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// Writes the changes in the caller's transaction.
 pub async fn apply(
     conn: &mut PgConnection,
@@ -273,6 +358,22 @@ mod tests {
             (
                 r#"{"type":"roster.batch","data":{"removed":[{"email":"a@x.com","why":1}]}}"#,
                 "data.removed[0].why: unknown field",
+            ),
+            (
+                r#"{"type":"invitee.removed","data":{"email":"a@x.com"},"id":"x"}"#,
+                "id: unknown field",
+            ),
+            (
+                r#"{"type":"invitee.removed","data":{"email":"a@x.com","email":"b@x.com"}}"#,
+                r#"the key "email" appears twice"#,
+            ),
+            (
+                r#"{"type":"roster.batch","data":{"upserted":[{"email":"a@x.com","public_metadata":{"t":1,"t":2}}]}}"#,
+                r#"the key "t" appears twice"#,
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","source":"h\u0000r"}}"#,
+                "data: source contains a NUL",
             ),
         ];
         for (body, expected) in cases {

@@ -1788,3 +1788,58 @@ async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     service.wait(Duration::from_secs(10)).await.assert_code(0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// Hostile rows and names
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_and_sync_report_rows_no_reader_can_take_and_go_on_with_the_others() {
+    let relation = [("INVITE_SYNC__SOURCE__RELATION", "hostile_roster")];
+    let h = harness(&relation).await;
+    let hostile = h.hostile_roster().await;
+    let good = people("good", 2);
+    add(&h, &good).await;
+
+    let plan = invite_sync(&h, &["plan", "--format", "json"]).await;
+    plan.assert_code(0);
+    let plan = json(&plan);
+    assert_eq!(plan["counts"]["invalid"], hostile, "{plan}");
+    assert_eq!(emails_of(&plan["creates"]), sorted(&good));
+    let reasons: Vec<&str> = plan["drift"]
+        .as_array()
+        .expect("drift is a list")
+        .iter()
+        .filter(|entry| entry["category"] == "invalid")
+        .filter_map(|entry| entry["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"not_before is infinity"), "{reasons:#?}");
+
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    assert_one_pending_each(&h, &good);
+}
+
+#[tokio::test]
+async fn a_relation_name_postgresql_would_fold_is_refused_by_config_check() {
+    let finished = run(
+        bare_command(&[("INVITE_SYNC__SOURCE__RELATION", "Desired_Invitees")]),
+        &["config", "check"],
+    )
+    .await;
+    finished.assert_code(2);
+    assert!(
+        finished.stderr.contains("source.relation") && finished.stderr.contains("lower case"),
+        "{finished}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relation_that_does_not_exist_fails_the_cycle_naming_it() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "hr.missing_people")]).await;
+    let finished = invite_sync(&h, &["sync"]).await;
+    assert_eq!(finished.code(), Some(1), "{finished}");
+    assert!(
+        finished.stderr.contains("source.relation")
+            && finished.stderr.contains("hr.missing_people"),
+        "{finished}"
+    );
+}

@@ -1788,3 +1788,79 @@ async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it
     assert_eq!(third.created, 10);
     assert_one_pending_each(&h, &emails);
 }
+
+#[tokio::test]
+async fn rows_no_reader_can_take_are_reported_invalid_and_the_good_ones_beside_them_are_invited() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__SOURCE__RELATION", "hostile_roster")],
+    )
+    .await;
+    let hostile = h.hostile_roster().await;
+    let good = people("good", 3);
+    h.add_people(&refs(&good)).await;
+    let (logs, _guard) = capture_logs();
+
+    let report = h.cycle().await;
+
+    assert_eq!(count(&report, "invalid"), hostile, "{:?}", report.counts);
+    assert_eq!(report.created, good.len());
+    assert_one_pending_each(&h, &good);
+    let text = logs.text();
+    for reason in [
+        "not_before is infinity",
+        "not_before is -infinity",
+        "not_before is out of range",
+        "created_at is infinity",
+        "updated_at is -infinity",
+        "public_metadata cannot be read as JSON",
+        "email is NULL",
+        "public_metadata is NULL",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("roster row is invalid") && l.contains(reason)),
+            "the drift log names {reason:?}"
+        );
+    }
+    // A second cycle reads the same roster: nothing stops, nothing is sent again.
+    let again = h.cycle().await;
+    assert_eq!(count(&again, "invalid"), hostile);
+    assert_eq!(again.created, 0);
+}
+
+#[tokio::test]
+async fn addresses_clerk_would_refuse_are_invalid_before_any_create_is_spent() {
+    let h = Harness::new().await;
+    let long_local = format!("{}@example.com", "a".repeat(100));
+    let long_total = format!("a@{}example.com", format!("{}.", "b".repeat(60)).repeat(4));
+    let refused = [
+        "ann@[127.0.0.1]",
+        long_local.as_str(),
+        long_total.as_str(),
+        "ann@localhost",
+        "ann@exa_mple.com",
+        "ann@-example.com",
+        ".ann@example.com",
+        "ann..lee@example.com",
+        "ann(comment)@example.com",
+        "ännchen@example.com",
+    ];
+    h.add_people(&refused).await;
+    h.add_people(&["fine+tag@sub.example.com"]).await;
+
+    let report = h.cycle().await;
+
+    assert_eq!(
+        count(&report, "invalid"),
+        refused.len(),
+        "{:?}",
+        report.counts
+    );
+    assert_one_pending_each(&h, &["fine+tag@sub.example.com".to_owned()]);
+    assert_eq!(
+        h.sim.invitations().len(),
+        1,
+        "no create was spent on a refused address"
+    );
+}

@@ -226,3 +226,36 @@ async fn only_one_create_per_person_can_be_in_flight() {
         "the ledger holds normalised emails only"
     );
 }
+
+#[tokio::test]
+async fn the_roster_table_refuses_times_outside_the_years_1_to_9999() {
+    let db = TestDb::migrated().await;
+    for (column, value) in [
+        ("not_before", "infinity"),
+        ("not_before", "-infinity"),
+        ("not_before", "270000-01-01 00:00:00+00"),
+        ("not_before", "10000-01-01 00:00:00+00"),
+        ("created_at", "infinity"),
+        ("updated_at", "-infinity"),
+    ] {
+        let error = sqlx::query(&format!(
+            "INSERT INTO desired_invitees (email, {column}) VALUES ('t@example.com', $1::timestamptz)"
+        ))
+        .bind(value)
+        .execute(&db.pool)
+        .await
+        .expect_err(value);
+        let constraint = error
+            .as_database_error()
+            .and_then(|e| e.constraint())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(constraint.contains(column), "{column} = {value}: {error}");
+    }
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, not_before) VALUES ('t@example.com', '9999-12-31')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a time within the years 1 to 9999 is kept");
+}
