@@ -55,6 +55,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Clone, Deserialize)]
@@ -138,6 +139,13 @@ pub struct LogSettings {
     /// A tracing `EnvFilter` directive (checked at load).
     pub level: String,
     pub redact_emails: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Run history, recorded Clerk calls and webhook deliveries older than this are pruned.
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -73,6 +73,7 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
         sync,
         http,
         log,
+        retention,
     } = settings;
     vec![
         (
@@ -187,6 +188,7 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                 ("redact_emails", boolean(log.redact_emails)),
             ],
         ),
+        ("retention", vec![("days", int(retention.days.into()))]),
     ]
 }
 

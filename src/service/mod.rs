@@ -1,6 +1,7 @@
 //! The long-running service: cycles on a cron schedule, at start, on SIGHUP and on demand,
 //! one at a time, sooner while a backlog waits for budget; a clean stop on SIGTERM / SIGINT.
 
+pub mod housekeeping;
 pub mod http;
 pub mod notify;
 pub mod roster_webhook;
@@ -196,6 +197,11 @@ pub async fn run_on(
     let mut scheduler = schedule(schedule_expression, triggers.clone()).await?;
     triggers.request("start");
     let hangups = spawn_hangup_listener(triggers.clone(), shutdown.clone());
+    let housekeeping = tokio::spawn(housekeeping::run(
+        pool.clone(),
+        settings.retention.days,
+        shutdown.clone(),
+    ));
     let notifications = tokio::spawn(notify::listen(
         pool,
         triggers.clone(),
@@ -239,6 +245,7 @@ pub async fn run_on(
             let _ = worker.await;
         }
         let _ = notifications.await;
+        let _ = housekeeping.await;
         server.await
     })
     .await;

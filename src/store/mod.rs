@@ -4,6 +4,7 @@ pub mod budget;
 pub mod desired;
 pub mod ledger;
 pub mod lock;
+pub mod retention;
 pub mod roster;
 pub mod runs;
 pub mod webhooks;

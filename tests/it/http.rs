@@ -1383,3 +1383,37 @@ async fn an_address_with_unicode_whitespace_is_one_rule_for_the_table_the_webhoo
     .await;
     service.stop().await.expect("the service stops cleanly");
 }
+
+// ---------------------------------------------------------------------------
+// Housekeeping
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_prunes_history_older_than_retention_days_when_it_starts() {
+    let h = harness(&[("INVITE_SYNC__RETENTION__DAYS", "7")]).await;
+    for sql in [
+        "INSERT INTO invite_sync_webhook_deliveries (source, message_id, received_at)
+         VALUES ('roster', 'msg_old', now() - interval '8 days'),
+                ('roster', 'msg_recent', now() - interval '6 days')",
+        "INSERT INTO invite_sync_clerk_calls (target, endpoint, items, called_at)
+         VALUES ('default', 'create_invitation', 1, now() - interval '8 days')",
+    ] {
+        sqlx::query(sql).execute(&h.db.pool).await.unwrap();
+    }
+    let service = Service::start(&h).await;
+
+    let left: Vec<String> = wait_for("the housekeeping pass", DEADLINE, || async {
+        let calls: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_clerk_calls")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT message_id FROM invite_sync_webhook_deliveries")
+                .fetch_all(&h.db.pool)
+                .await
+                .unwrap();
+        (calls == 0 && ids.len() == 1).then_some(ids)
+    })
+    .await;
+    assert_eq!(left, ["msg_recent"]);
+    service.stop().await.expect("the service stops cleanly");
+}

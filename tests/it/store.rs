@@ -259,3 +259,140 @@ async fn the_roster_table_refuses_times_outside_the_years_1_to_9999() {
     .await
     .expect("a time within the years 1 to 9999 is kept");
 }
+
+/// Runs `sql` with the interval `ago` (e.g. "40 days") bound as $1.
+async fn insert_aged(db: &TestDb, sql: &str, ago: &str) {
+    sqlx::query(sql)
+        .bind(ago)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
+    let db = TestDb::migrated().await;
+    let run = "INSERT INTO invite_sync_runs (id, target, trigger, dry_run, outcome, started_at)
+               VALUES (gen_random_uuid(), $2, 'test', false, 'succeeded', now() - $1::interval)";
+    for (target, ago) in [
+        ("a", "40 days"),
+        ("a", "35 days"),
+        ("a", "1 hour"),
+        ("b", "40 days"),
+    ] {
+        sqlx::query(run)
+            .bind(ago)
+            .bind(target)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let call = "INSERT INTO invite_sync_clerk_calls (target, endpoint, items, called_at)
+                VALUES ('a', 'create_invitation', 1, now() - $1::interval)";
+    for ago in ["40 days", "40 days", "2 days", "10 minutes"] {
+        insert_aged(&db, call, ago).await;
+    }
+    let unsettled_call = scalar(&db, "SELECT min(id) FROM invite_sync_clerk_calls").await;
+    let ledger = "INSERT INTO invite_sync_ledger (target, email, state, owned, call_id, updated_at)
+                  VALUES ('a', $2, $3, true, $4, now() - $1::interval)";
+    for (email, state, call_id, ago) in [
+        // Superseded history: pruned.
+        ("x@example.com", "revoked", None, "40 days"),
+        ("x@example.com", "expired", None, "39 days"),
+        ("x@example.com", "pending", None, "38 days"),
+        // The latest word on y: kept however old.
+        ("y@example.com", "revoked", None, "40 days"),
+        // An unsettled create keeps its call.
+        ("z@example.com", "sending", Some(unsettled_call), "40 days"),
+        // Accepted stays.
+        ("w@example.com", "accepted", None, "40 days"),
+        ("w@example.com", "failed", None, "1 day"),
+    ] {
+        sqlx::query(ledger)
+            .bind(ago)
+            .bind(email)
+            .bind(state)
+            .bind(call_id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let delivery = "INSERT INTO invite_sync_webhook_deliveries (source, message_id, received_at)
+                    VALUES ('roster', gen_random_uuid()::text, now() - $1::interval)";
+    for ago in ["40 days", "2 days", "1 minute"] {
+        insert_aged(&db, delivery, ago).await;
+    }
+    let block = "INSERT INTO invite_sync_rate_blocks (target, endpoint, blocked_until)
+                 VALUES ('a', $2, now() - $1::interval)";
+    for (ago, endpoint) in [
+        ("40 days", "create_invitation"),
+        ("-1 hour", "create_bulk_invitations"),
+    ] {
+        sqlx::query(block)
+            .bind(ago)
+            .bind(endpoint)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    let pruned = store::retention::prune(&db.pool, 30).await.unwrap();
+
+    assert_eq!(
+        pruned,
+        store::retention::Pruned {
+            runs: 2,
+            clerk_calls: 1,
+            webhook_deliveries: 1,
+            rate_blocks: 1,
+            ledger: 2,
+        }
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM invite_sync_runs WHERE target = 'b'"
+        )
+        .await,
+        1,
+        "the latest run of a target stays"
+    );
+    let kept: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, state FROM invite_sync_ledger ORDER BY email, id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let kept: Vec<(&str, &str)> = kept.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
+    assert_eq!(
+        kept,
+        [
+            ("w@example.com", "accepted"),
+            ("w@example.com", "failed"),
+            ("x@example.com", "pending"),
+            ("y@example.com", "revoked"),
+            ("z@example.com", "sending"),
+        ]
+    );
+
+    // The shortest retention still keeps the budget's window and the replay window.
+    let pruned = store::retention::prune(&db.pool, 1).await.unwrap();
+    assert_eq!((pruned.clerk_calls, pruned.webhook_deliveries), (1, 0));
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM invite_sync_clerk_calls").await,
+        2,
+        "the unsettled create's call and the one inside the hour stay"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM invite_sync_webhook_deliveries").await,
+        2
+    );
+    let again = store::retention::prune(&db.pool, 1).await.unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+}
