@@ -168,7 +168,9 @@ impl Layout {
                 continue;
             }
             match column {
-                Column::Email => match Email::parse(value) {
+                // The email rule trims spaces only, as the table does: other whitespace
+                // around an address makes the line bad rather than silently another person.
+                Column::Email => match Email::parse(cell) {
                     Ok(parsed) => {
                         row.email = parsed.as_str().to_owned();
                         email = Some(parsed);

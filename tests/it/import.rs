@@ -833,3 +833,17 @@ async fn a_nul_character_in_a_cell_is_a_bad_line_that_skip_invalid_can_skip() {
     let emails: Vec<String> = rows(&db).await.into_iter().map(|r| r.email).collect();
     assert_eq!(emails, ["ann@example.com"]);
 }
+
+#[tokio::test]
+async fn an_address_padded_with_whitespace_other_than_spaces_is_a_bad_line() {
+    let db = TestDb::migrated().await;
+    let text = "email,source\n  ann@example.com ,hr\ndan@example.com\u{a0},hr\n";
+    let summary = invalid(import(&db, text, &options()).await);
+    assert_eq!(problems(&summary).len(), 1, "{:?}", summary.problems);
+    assert_eq!(summary.problems[0].line, 3);
+    assert!(
+        summary.problems[0].reason.contains("whitespace"),
+        "{:?}",
+        summary.problems
+    );
+}
