@@ -1,13 +1,10 @@
 use std::fmt;
 
-/// An email address, normalised once: surrounding ASCII spaces trimmed (what the roster
-/// table's `btrim` trims, so the table and the service see one address), lower-cased. Two
+/// An email address, normalised once: surrounding whitespace trimmed, lower-cased. Two
 /// spellings of one address are one `Email`.
 ///
-/// The address must be one Clerk will take: ASCII, a dot-atom local part of at most 64
-/// characters, a host name of letters, digits and hyphens with a dot (no IP literal), at most
-/// 254 characters in all. Other whitespace anywhere (a tab, U+00A0) makes it invalid rather
-/// than trimmed.
+/// [`Email::parse`] recognises an address as Clerk, the ledger or a Clerk webhook holds it;
+/// [`Email::parse_invitable`] is the stricter rule a roster row's address must meet.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email(String);
 
@@ -45,7 +42,42 @@ pub enum EmailError {
 const LOCAL_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
 
 impl Email {
+    /// Recognises an address invite-sync did not take from the roster (Clerk's invitations,
+    /// the ledger, a Clerk webhook): one `@`, a dotted domain, no inner whitespace. An address
+    /// the roster would refuse (an IP literal, a non-ASCII one made in Clerk's dashboard) is
+    /// still recognised here, so it never stops the reading of the rest.
     pub fn parse(raw: &str) -> Result<Email, EmailError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if trimmed.chars().count() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EmailError::Whitespace);
+        }
+        let (local, domain) = match trimmed.split_once('@') {
+            Some((local, domain)) if !domain.contains('@') => (local, domain),
+            _ => return Err(EmailError::At),
+        };
+        if local.is_empty() {
+            return Err(EmailError::NoLocalPart);
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|label| label.is_empty()) {
+            return Err(EmailError::Domain);
+        }
+        Ok(Email(trimmed.to_lowercase()))
+    }
+
+    /// The address of a roster row: one Clerk will take. Surrounding spaces are trimmed (what
+    /// the roster table's `btrim` trims, so the table and the service see one address) and it
+    /// is lower-cased; other whitespace anywhere (a tab, U+00A0) makes it invalid rather than
+    /// trimmed. ASCII, a dot-atom local part of at most 64 characters, a host name of letters,
+    /// digits and hyphens with a dot (no IP literal), at most 254 characters in all. What
+    /// passes here normalises exactly as [`Email::parse`] does.
+    pub fn parse_invitable(raw: &str) -> Result<Email, EmailError> {
         let trimmed = raw.trim_matches(' ');
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
@@ -66,6 +98,17 @@ impl Email {
         check_local(local)?;
         check_domain(domain)?;
         Ok(Email(trimmed.to_ascii_lowercase()))
+    }
+
+    /// The person a roster row names although its address breaks [`Email::parse_invitable`]
+    /// (the row is then invalid): still on the roster, so their invitation is not revoked.
+    /// None when whitespace other than spaces is involved, for the table's key (`btrim`) sees
+    /// another address than the one the service would read.
+    pub fn named_by_row(raw: &str, error: &EmailError) -> Option<Email> {
+        match error {
+            EmailError::Whitespace => None,
+            _ => Email::parse(raw).ok(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -210,7 +253,7 @@ mod tests {
             ("ann\u{0}@example.com", EmailError::Whitespace),
         ];
         for (raw, error) in cases {
-            assert_eq!(Email::parse(raw), Err(error), "{raw:?}");
+            assert_eq!(Email::parse_invitable(raw), Err(error), "{raw:?}");
         }
         let longest_local = format!("{}@example.com", "a".repeat(64));
         let longest_label = format!("a@{}.com", "c".repeat(63));
@@ -223,24 +266,47 @@ mod tests {
             &longest_local,
             &longest_label,
         ] {
-            assert!(Email::parse(good).is_ok(), "{good}");
+            let email = Email::parse_invitable(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(Ok(&email), Email::parse(good).as_ref(), "one normal form");
         }
     }
 
     #[test]
     fn only_spaces_are_trimmed_as_the_tables_btrim_does() {
         assert_eq!(
-            Email::parse("  Dan@Example.com  ").unwrap().as_str(),
+            Email::parse_invitable("  Dan@Example.com  ")
+                .unwrap()
+                .as_str(),
             "dan@example.com"
         );
         assert_eq!(
-            Email::parse("dan@example.com\u{a0}"),
+            Email::parse_invitable("dan@example.com\u{a0}"),
             Err(EmailError::Whitespace)
         );
         assert_eq!(
-            Email::parse("dan@example.com\n"),
+            Email::parse_invitable("dan@example.com\n"),
             Err(EmailError::Whitespace)
         );
+    }
+
+    #[test]
+    fn an_address_clerk_holds_is_recognised_even_where_the_roster_would_refuse_it() {
+        let long_local = format!("{}@x.com", "a".repeat(100));
+        for held in ["ann@[127.0.0.1]", "Ännchen@Example.com", &long_local] {
+            assert!(Email::parse(held).is_ok(), "{held}");
+            assert!(Email::parse_invitable(held).is_err(), "{held}");
+        }
+        assert_eq!(
+            Email::parse("Ännchen@Example.com").unwrap().as_str(),
+            "ännchen@example.com"
+        );
+        let named = |raw: &str| {
+            let error = Email::parse_invitable(raw).unwrap_err();
+            Email::named_by_row(raw, &error).map(|e| e.to_string())
+        };
+        assert_eq!(named("Ann@[127.0.0.1]").as_deref(), Some("ann@[127.0.0.1]"));
+        assert_eq!(named("dan@example.com\u{a0}"), None);
+        assert_eq!(named("not an address"), None);
     }
 
     #[test]

@@ -78,7 +78,8 @@ impl DesiredInvitee {
             parsed,
             reason,
         };
-        let email = Email::parse(&row.email).map_err(|e| invalid(None, e.to_string()))?;
+        let email = Email::parse_invitable(&row.email)
+            .map_err(|e| invalid(Email::named_by_row(&row.email, &e), e.to_string()))?;
         let Value::Object(metadata) = &row.public_metadata else {
             return Err(invalid(
                 Some(email),

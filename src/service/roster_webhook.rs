@@ -125,7 +125,7 @@ fn email(data: &Map<String, Value>, path: &str) -> Result<Email, String> {
         .get("email")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{path}.email: missing or not a string"))?;
-    Email::parse(raw).map_err(|e| format!("{path}.email: {e}"))
+    Email::parse_invitable(raw).map_err(|e| format!("{path}.email: {e}"))
 }
 
 fn removal(data: &Map<String, Value>, path: &str) -> Result<Email, String> {

@@ -18,10 +18,7 @@ pub type RosterRow = Result<DesiredRow, InvalidRow>;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The relation or one of its columns does not exist, or may not be read.
-    #[error(
-        "the roster relation {relation:?} (source.relation) cannot be read: {message}; an \
-         unquoted name is lower case in PostgreSQL"
-    )]
+    #[error("the roster relation {relation:?} (source.relation) cannot be read: {message}")]
     Relation { relation: String, message: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -200,7 +197,10 @@ pub fn parse(raw: RawRow) -> RosterRow {
 
 fn unreadable(email: String, problems: Vec<String>) -> InvalidRow {
     InvalidRow {
-        parsed: Email::parse(&email).ok(),
+        parsed: match Email::parse_invitable(&email) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => Email::named_by_row(&email, &error),
+        },
         email,
         reason: problems.join("; "),
     }

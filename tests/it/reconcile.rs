@@ -1864,3 +1864,23 @@ async fn addresses_clerk_would_refuse_are_invalid_before_any_create_is_spent() {
         "no create was spent on a refused address"
     );
 }
+
+#[tokio::test]
+async fn an_invitation_for_an_address_the_email_rule_now_refuses_is_reported_and_neither_revoked_nor_fatal(
+) {
+    let h = Harness::new().await;
+    // Invited before the rule was strict: in Clerk, in the ledger as invite-sync's, on the roster.
+    let address = "ann@[127.0.0.1]";
+    let invitation = create_in_clerk(&h, address).await;
+    invite_sync::store::ledger::record_seen(&h.db.pool, TARGET, &invitation, true)
+        .await
+        .expect("the ledger takes the address Clerk holds");
+    h.add_people(&[address, "bo@example.com"]).await;
+
+    let report = h.cycle().await;
+
+    assert_eq!(count(&report, "invalid"), 1, "{:?}", report.counts);
+    assert_eq!(report.revoked, 0);
+    assert_eq!(pending_of(&h, address).len(), 1, "the invitation stays");
+    assert_one_pending_each(&h, &[address.to_owned(), "bo@example.com".to_owned()]);
+}

@@ -396,3 +396,64 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
     let again = store::retention::prune(&db.pool, 1).await.unwrap();
     assert_eq!(again.total(), 0, "{again:?}");
 }
+
+/// Whether each of the roster table's time constraints is validated, by name.
+async fn time_constraints(db: &TestDb) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT conname::text, convalidated FROM pg_constraint
+         WHERE conrelid = 'desired_invitees'::regclass AND conname LIKE '%_in_range'
+         ORDER BY conname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_time_constraints_migrate_over_rows_written_before_them_which_are_reported_not_fatal() {
+    let db = TestDb::migrated().await;
+    assert!(
+        time_constraints(&db).await.iter().all(|(_, valid)| *valid),
+        "on a clean table the constraints hold for every row"
+    );
+    // A roster that took an infinite time before the constraints existed.
+    for (name, _) in time_constraints(&db).await {
+        sqlx::query(&format!(
+            "ALTER TABLE desired_invitees DROP CONSTRAINT {name}"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, not_before) VALUES
+         ('old@example.com', 'infinity'), ('fine@example.com', NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    sqlx::raw_sql(include_str!(
+        "../../migrations/20261128100000_roster_times_in_range.sql"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("the migration applies over rows out of range");
+
+    let constraints = time_constraints(&db).await;
+    assert_eq!(constraints.len(), 3);
+    assert!(
+        constraints.iter().all(|(_, valid)| !valid),
+        "{constraints:?}"
+    );
+    let rows = store::desired::load(&db.pool, "desired_invitees")
+        .await
+        .expect("the roster reads");
+    let invalid: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.as_ref().err())
+        .map(|invalid| format!("{}: {}", invalid.email, invalid.reason))
+        .collect();
+    assert_eq!(invalid, ["old@example.com: not_before is infinity"]);
+    assert_eq!(rows.iter().filter(|row| row.is_ok()).count(), 1);
+}
