@@ -1,4 +1,4 @@
-//! The HTTP client for Clerk's four invitation operations.
+//! The HTTP client for Clerk's four invitation operations and the user lookup by email.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,11 @@ use url::Url;
 pub use super::model::Operation;
 use super::model::{
     codes, ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
-    OrderBy, API_VERSION,
+    OrderBy, User, API_VERSION,
 };
+
+/// The most `email_address` values one `GET /users` call may carry (Clerk's limit).
+pub const USERS_PER_LOOKUP: usize = 100;
 
 /// What kind of Clerk instance a secret key belongs to, read from its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +391,33 @@ impl ClerkClient {
             None,
         )
         .await
+    }
+
+    /// The users owning any of `emails` (`GET /users?email_address=...`), matched
+    /// case-insensitively by Clerk; addresses of no user are simply absent from the answer.
+    /// One call per [`USERS_PER_LOOKUP`] addresses (callers normally pass at most that many);
+    /// no call at all for an empty slice, which Clerk would read as "every user". Each user
+    /// appears once. The calls cost the general request limit only, not the create budget.
+    pub async fn users_by_email(&self, emails: &[String]) -> Result<Vec<User>, ClientError> {
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for chunk in emails.chunks(USERS_PER_LOOKUP) {
+            let mut params: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|email| ("email_address", email.clone()))
+                .collect();
+            // A user may own several of the addresses, so there are never more users than this.
+            params.push(("limit", chunk.len().to_string()));
+            let found: Vec<User> = self
+                .call::<Vec<User>, ()>(Operation::ListUsers, Method::GET, "users", &params, None)
+                .await?;
+            for user in found {
+                if seen.insert(user.id.clone()) {
+                    users.push(user);
+                }
+            }
+        }
+        Ok(users)
     }
 
     /// Every invitation with this status (all non-revoked ones for `None`), across as many
