@@ -1748,6 +1748,125 @@ async fn clerk_sim_refuses_a_secret_key_that_is_not_a_clerk_key() {
     assert!(finished.stderr.contains("--secret-key"), "{finished}");
 }
 
+#[tokio::test]
+async fn clerk_sim_refuses_a_webhook_url_without_a_usable_secret() {
+    let secret = "whsec_not*base64!";
+    let bad_secret = run(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            secret,
+        ],
+    )
+    .await;
+    bad_secret.assert_code(2);
+    assert!(
+        bad_secret.stderr.contains("--webhook-secret"),
+        "{bad_secret}"
+    );
+    assert!(!bad_secret.stderr.contains("not*base64"), "{bad_secret}");
+
+    let no_secret = run(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+        ],
+    )
+    .await;
+    no_secret.assert_code(2);
+    assert!(no_secret.stderr.contains("--webhook-secret"), "{no_secret}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clerk_sim_delivers_signed_user_webhooks_to_its_webhook_url() {
+    use invite_sync::webhook::{Scheme, Verifier};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // The receiving end: every delivery goes to the test.
+    let (sender, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sender = sender.clone();
+                async move {
+                    let _ = sender.send((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(receiver, app).await });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sim = Proc::spawn(
+        bare_command(&[("CLERK_SIM_WEBHOOK_SECRET", SECRET)]),
+        &["clerk-sim", "--listen", &listen, "--webhook-url", &hook],
+    );
+    let http = reqwest::Client::new();
+    let root = format!("http://{listen}");
+    sim.wait_until("the simulator to answer", Duration::from_secs(10), || {
+        let request = http.get(format!("{root}/_sim/stats")).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+
+    let seeded: Value = http
+        .post(format!("{root}/_sim/users"))
+        .json(&serde_json::json!({"email_addresses": ["hook@example.com"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = seeded["created"][0]
+        .as_str()
+        .expect("a new user id")
+        .to_owned();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the receiver runs");
+    let verifier = Verifier::new(&[SECRET]).unwrap();
+    verifier
+        .verify(
+            Scheme::Svix,
+            &headers,
+            &body,
+            chrono::Utc::now().timestamp(),
+        )
+        .expect("signed with the secret");
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "user.created");
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert!(!sim.stderr().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+
+    sim.wait_for_handler(SIGTERM).await;
+    sim.signal("TERM");
+    let stopped = sim.wait(Duration::from_secs(10)).await;
+    stopped.assert_code(0);
+    assert!(
+        !stopped.stderr.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{stopped}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     let h = harness(&[("INVITE_SYNC__SYNC__SCHEDULE", NEVER)]).await;

@@ -282,7 +282,9 @@ async fn every_answer_carries_a_clerk_trace_id() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_clerk_errors() {
     let h = Harness::start().await;
-    h.get("/organizations").await.error(404, "resource_not_found");
+    h.get("/organizations")
+        .await
+        .error(404, "resource_not_found");
     h.send(h.auth(h.http.post(h.v1("/users"))))
         .await
         .error(405, "method_not_allowed");
