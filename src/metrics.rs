@@ -54,6 +54,7 @@ pub struct Metrics {
     pub owned_pending: Gauge,
     pub backlog: Gauge,
     pub backlog_eta: Gauge,
+    pub awaiting_user_check: Gauge,
     pub budget_left: Family<EndpointLabel, Gauge>,
     pub clerk_calls: Family<CallLabels, Counter>,
     pub clerk_call_duration: Family<OperationLabel, Histogram>,
@@ -74,6 +75,7 @@ impl Metrics {
             owned_pending: Gauge::default(),
             backlog: Gauge::default(),
             backlog_eta: Gauge::default(),
+            awaiting_user_check: Gauge::default(),
             budget_left: Family::default(),
             clerk_calls: Family::default(),
             clerk_call_duration: Family::new_with_constructor(|| {
@@ -123,6 +125,11 @@ impl Metrics {
             "backlog_eta_seconds",
             "Time until the backlog drains at the budget's pace",
             metrics.backlog_eta.clone(),
+        );
+        registry.register(
+            "awaiting_user_check",
+            "Queued people not yet known not to be Clerk users: each is looked up before a create",
+            metrics.awaiting_user_check.clone(),
         );
         registry.register(
             "budget_left_calls",
