@@ -24,10 +24,10 @@ const SIGTERM: u32 = 15;
 // ---------------------------------------------------------------------------
 // Processes
 
-/// A running `invite-sync`. Its output goes to files, so a chatty child never blocks on a
-/// full pipe; dropping it kills and reaps the child, so a failed assertion leaves nothing
-/// running.
-struct Proc {
+/// A running `invite-sync` (or another program a test needs). Its output goes to files, so a
+/// chatty child never blocks on a full pipe; dropping it kills and reaps the child, so a
+/// failed assertion leaves nothing running.
+pub(crate) struct Proc {
     label: String,
     child: Child,
     dir: PathBuf,
@@ -64,8 +64,12 @@ impl fmt::Display for Finished {
 }
 
 impl Proc {
-    fn spawn(mut command: Command, args: &[&str]) -> Proc {
-        let label = format!("invite-sync {}", args.join(" "));
+    fn spawn(command: Command, args: &[&str]) -> Proc {
+        Proc::start(format!("invite-sync {}", args.join(" ")), command, args)
+    }
+
+    /// Starts `command` with `args`; `label` names it in failure messages.
+    pub(crate) fn start(label: String, mut command: Command, args: &[&str]) -> Proc {
         let dir = std::env::temp_dir().join(format!(
             "invite-sync-cli-test-{}",
             uuid::Uuid::new_v4().simple()
@@ -95,7 +99,7 @@ impl Proc {
         self.read("stdout")
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.read("stderr")
     }
 
@@ -132,7 +136,7 @@ impl Proc {
 
     /// Waits until `ready` says so while the child keeps running; fails the test, showing
     /// the child's output, if it exits first or `deadline` passes.
-    async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
+    pub(crate) async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
