@@ -58,6 +58,7 @@ pub struct Metrics {
     pub budget_left: Family<EndpointLabel, Gauge>,
     pub clerk_calls: Family<CallLabels, Counter>,
     pub clerk_call_duration: Family<OperationLabel, Histogram>,
+    pub invitation_wait: Histogram,
     pub held_revocations: Gauge,
     pub last_success: Gauge<f64, AtomicU64>,
     pub lock_held: Gauge,
@@ -81,6 +82,8 @@ impl Metrics {
             clerk_call_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 12))
             }),
+            // 0.1 s to about five days: a notified change, then a backlog's wait for budget.
+            invitation_wait: Histogram::new(exponential_buckets(0.1, 4.0, 12)),
             held_revocations: Gauge::default(),
             last_success: Gauge::default(),
             lock_held: Gauge::default(),
@@ -145,6 +148,11 @@ impl Metrics {
             "clerk_call_duration_seconds",
             "Latency of calls to Clerk by operation",
             metrics.clerk_call_duration.clone(),
+        );
+        registry.register(
+            "invitation_wait_seconds",
+            "Time from a roster row being due (written, or its not_before) to its invitation being created",
+            metrics.invitation_wait.clone(),
         );
         registry.register(
             "held_revocations",

@@ -604,7 +604,16 @@ impl Executor<'_> {
                 Some(invitation) => {
                     ledger::mark_created(self.pool, ledger_id, &invitation).await?;
                     self.tally.created += 1;
-                    crate::metrics::metrics().action("create", "created");
+                    let metrics = crate::metrics::metrics();
+                    metrics.action("create", "created");
+                    if let Some(due) = [member.not_before, member.created_at]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                    {
+                        let waited = (Utc::now() - due).to_std().unwrap_or_default();
+                        metrics.invitation_wait.observe(waited.as_secs_f64());
+                    }
                     tracing::info!(action = "create", outcome = "created", endpoint = endpoint_name, email, invitation_id = %invitation.id, "invited");
                 }
                 None => {
