@@ -12,6 +12,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::wait;
+
 use invite_sync::clerk::sim::{self, SimOptions};
 use invite_sync::config::Settings;
 use invite_sync::{reconcile, service, store};
@@ -115,21 +118,5 @@ async fn measure(server_url: &str, name: &str) -> anyhow::Result<()> {
         ms(samples[0]),
         ms(samples[SAMPLES - 1]),
     );
-    Ok(())
-}
-
-/// Polls `check` every 2 ms until it holds.
-async fn wait<F, Fut>(deadline: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let give_up = Instant::now() + deadline;
-    while !check().await {
-        if Instant::now() > give_up {
-            anyhow::bail!("timed out after {deadline:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     Ok(())
 }

@@ -135,6 +135,13 @@ pub struct ClerkSimArgs {
     /// Serve without any rate limit.
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// Deliver Svix-signed `user.created` / `user.deleted` webhooks to this URL
+    /// (e.g. http://127.0.0.1:8080/v1/webhooks/clerk); needs --webhook-secret.
+    #[arg(long, requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The endpoint's signing secret, `whsec_<base64>` (used only with --webhook-url).
+    #[arg(long, env = "CLERK_SIM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -277,6 +284,16 @@ async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
         }
         options.secret_key = key;
     }
+    if let (Some(url), Some(secret)) = (&args.webhook_url, &args.webhook_secret) {
+        match sim::WebhookTarget::new(url, secret) {
+            Ok(target) => options.webhook = Some(target),
+            Err(error) => {
+                eprintln!("--webhook-url/--webhook-secret: {error}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        }
+    }
+    let webhook_url = options.webhook.as_ref().map(|t| t.url().to_string());
     let handle = sim::start(options)
         .await
         .with_context(|| format!("the simulator could not listen on {}", args.listen))?;
@@ -285,6 +302,7 @@ async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
         control = %format!("http://{}/_sim/", handle.addr()),
         hour_seconds = args.hour_seconds,
         rate_limits = !args.no_rate_limits,
+        webhook_url = webhook_url.as_deref().unwrap_or("none"),
         "simulated Clerk is serving; Ctrl-C stops it"
     );
     shutdown_signal().await;

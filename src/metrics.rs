@@ -54,9 +54,11 @@ pub struct Metrics {
     pub owned_pending: Gauge,
     pub backlog: Gauge,
     pub backlog_eta: Gauge,
+    pub awaiting_user_check: Gauge,
     pub budget_left: Family<EndpointLabel, Gauge>,
     pub clerk_calls: Family<CallLabels, Counter>,
     pub clerk_call_duration: Family<OperationLabel, Histogram>,
+    pub invitation_wait: Histogram,
     pub held_revocations: Gauge,
     pub last_success: Gauge<f64, AtomicU64>,
     pub lock_held: Gauge,
@@ -74,11 +76,14 @@ impl Metrics {
             owned_pending: Gauge::default(),
             backlog: Gauge::default(),
             backlog_eta: Gauge::default(),
+            awaiting_user_check: Gauge::default(),
             budget_left: Family::default(),
             clerk_calls: Family::default(),
             clerk_call_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 12))
             }),
+            // 0.1 s to about five days: a notified change, then a backlog's wait for budget.
+            invitation_wait: Histogram::new(exponential_buckets(0.1, 4.0, 12)),
             held_revocations: Gauge::default(),
             last_success: Gauge::default(),
             lock_held: Gauge::default(),
@@ -125,6 +130,11 @@ impl Metrics {
             metrics.backlog_eta.clone(),
         );
         registry.register(
+            "awaiting_user_check",
+            "Queued people not yet known not to be Clerk users: each is looked up before a create",
+            metrics.awaiting_user_check.clone(),
+        );
+        registry.register(
             "budget_left_calls",
             "Calls left in the current hourly window, per create endpoint",
             metrics.budget_left.clone(),
@@ -138,6 +148,11 @@ impl Metrics {
             "clerk_call_duration_seconds",
             "Latency of calls to Clerk by operation",
             metrics.clerk_call_duration.clone(),
+        );
+        registry.register(
+            "invitation_wait_seconds",
+            "Time from a roster row being due (written, or its not_before) to its invitation being created",
+            metrics.invitation_wait.clone(),
         );
         registry.register(
             "held_revocations",

@@ -6,6 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// How long past the window's edge a call still counts: invite-sync records a call just
+/// before it is sent and Clerk counts it when it arrives, so a slot is taken as free only
+/// this long after Clerk's own window lets it go.
+pub const EDGE_MARGIN: Duration = Duration::from_secs(1);
+
 /// The hourly limits of the two create endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -59,7 +64,8 @@ impl Endpoint {
         blocked_until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Endpoint {
-        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
+        let window =
+            chrono::Duration::from_std(window + EDGE_MARGIN).unwrap_or(chrono::Duration::hours(1));
         let used = calls.iter().filter(|t| **t > now - window).count() as u32;
         let mut left = limit.saturating_sub(used);
         let blocked = blocked_until.filter(|until| *until > now);
@@ -102,6 +108,15 @@ impl Budget {
         }
     }
 
+    /// When a create can next go out on either endpoint: now while one has a slot left,
+    /// else when the first frees.
+    pub fn next_slot_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if self.bulk.left > 0 || self.single.left > 0 {
+            return now;
+        }
+        self.next_free_at().unwrap_or(now).max(now)
+    }
+
     /// How long `backlog` invitations take at most to drain at the limits' pace.
     pub fn eta(&self, backlog: u64, limits: &Limits, now: DateTime<Utc>) -> Duration {
         if backlog == 0 {
@@ -136,8 +151,12 @@ mod tests {
         let calls: Vec<_> = (0..25).map(|i| at(i * 10)).collect();
         let endpoint = Endpoint::from_calls(25, window, &calls, None, at(600));
         assert_eq!(endpoint.left, 0);
-        assert_eq!(endpoint.frees_at, Some(at(3600)));
-        let later = Endpoint::from_calls(25, window, &calls, None, at(3605));
+        assert_eq!(
+            endpoint.frees_at,
+            Some(at(3601)),
+            "the window plus its edge margin"
+        );
+        let later = Endpoint::from_calls(25, window, &calls, None, at(3606));
         assert_eq!(later.left, 1, "the first call left the window");
     }
 

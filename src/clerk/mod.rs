@@ -1,4 +1,4 @@
-//! Clerk's Backend API, as far as invitations go: the client, the shapes, and a faithful simulator.
+//! Clerk's Backend API, as far as invitations and user lookups go: the client, the shapes, and a faithful simulator.
 
 pub mod budget;
 pub mod client;
@@ -10,6 +10,6 @@ pub use client::{
     RetryPolicy,
 };
 pub use model::{
-    ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
-    OrderBy, TemplateSlug, API_VERSION,
+    ClerkError, ClerkErrors, CreateInvitation, DeletedObject, Invitation, InvitationPage,
+    InvitationStatus, OrderBy, TemplateSlug, User, UserEmailAddress, API_VERSION,
 };

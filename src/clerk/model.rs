@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 /// The Backend API version every request pins with the `Clerk-API-Version` header.
 pub const API_VERSION: &str = "2026-05-12";
 
-/// The four invitation operations, named as the spec's operation ids.
+/// The Backend API operations invite-sync and its simulator know: the four invitation
+/// operations and the user lookups (`ListUsers` is the spec's `GetUserList`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
@@ -15,14 +16,20 @@ pub enum Operation {
     CreateBulkInvitations,
     ListInvitations,
     RevokeInvitation,
+    ListUsers,
+    GetUser,
+    DeleteUser,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 7] = [
         Operation::CreateInvitation,
         Operation::CreateBulkInvitations,
         Operation::ListInvitations,
         Operation::RevokeInvitation,
+        Operation::ListUsers,
+        Operation::GetUser,
+        Operation::DeleteUser,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,15 +38,24 @@ impl Operation {
             Operation::CreateBulkInvitations => "create_bulk_invitations",
             Operation::ListInvitations => "list_invitations",
             Operation::RevokeInvitation => "revoke_invitation",
+            Operation::ListUsers => "list_users",
+            Operation::GetUser => "get_user",
+            Operation::DeleteUser => "delete_user",
         }
     }
 
-    /// Whether sending the request twice does no harm: a second list reads again, a
-    /// second revoke answers `invitation_already_revoked`. A second create invites twice.
+    /// Whether sending the request twice does no harm: a second list or get reads again, a
+    /// second revoke answers `invitation_already_revoked`, a second delete 404. A second
+    /// create invites twice.
     pub fn idempotent(self) -> bool {
+        !self.creates()
+    }
+
+    /// Whether the operation spends one of the hourly create limits.
+    pub fn creates(self) -> bool {
         matches!(
             self,
-            Operation::ListInvitations | Operation::RevokeInvitation
+            Operation::CreateInvitation | Operation::CreateBulkInvitations
         )
     }
 }
@@ -202,6 +218,51 @@ impl std::fmt::Display for OrderBy {
         };
         write!(f, "{sign}{name}")
     }
+}
+
+/// Clerk's `User` schema, as far as invite-sync reads it; every other field is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub email_addresses: Vec<UserEmailAddress>,
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+}
+
+/// One entry of `User.email_addresses` (Clerk's `EmailAddress` schema), as far as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEmailAddress {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub email_address: String,
+}
+
+impl User {
+    /// The user's primary email address, if it is among its addresses.
+    pub fn primary_email(&self) -> Option<&str> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .find(|address| address.id.as_deref() == Some(primary))
+            .map(|address| address.email_address.as_str())
+    }
+
+    /// Every email address of the user.
+    pub fn emails(&self) -> impl Iterator<Item = &str> {
+        self.email_addresses
+            .iter()
+            .map(|address| address.email_address.as_str())
+    }
+}
+
+/// Clerk's `DeletedObject` schema: the answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedObject {
+    pub object: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub deleted: bool,
 }
 
 /// The body of `GET /invitations?paginated=true`.

@@ -57,7 +57,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         .await
         .context("the migrations could not be applied")?;
     pool.execute(
-        "TRUNCATE desired_invitees, invite_sync_ledger, invite_sync_known_users, invite_sync_runs,
+        "TRUNCATE desired_invitees, invite_sync_ledger, invite_sync_known_users, invite_sync_user_checks, invite_sync_runs,
                   invite_sync_clerk_calls, invite_sync_rate_blocks",
     )
     .await

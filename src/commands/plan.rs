@@ -103,6 +103,7 @@ pub fn render_json(preview: &Preview, target: &str) -> Value {
         "drift": drift,
         "budget": preview.budget,
         "backlog": preview.queued,
+        "awaiting_user_check": preview.awaiting_user_check,
         "eta_seconds": preview.eta.as_secs(),
     })
 }
@@ -213,10 +214,11 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
     let _ = writeln!(out, "\nCounts: {}", counts.join(" "));
     let _ = writeln!(
         out,
-        "Budget left this window: {} bulk calls, {} single calls. Backlog {}, ETA {}.",
+        "Budget left this window: {} bulk calls, {} single calls. Backlog {} ({} awaiting a user check), ETA {} for those known to be invitable.",
         preview.budget.bulk.left,
         preview.budget.single.left,
         preview.queued,
+        preview.awaiting_user_check,
         human_duration(preview.eta.as_secs())
     );
     out

@@ -37,6 +37,9 @@ pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Resul
         "budget": budget,
         "backlog": latest.map(|r| r.backlog).unwrap_or(0),
         "backlog_eta_seconds": latest.and_then(|r| r.backlog_eta_seconds).unwrap_or(0),
+        "awaiting_user_check": latest
+            .and_then(|r| r.counts.get("awaiting_user_check").and_then(Value::as_u64))
+            .unwrap_or(0),
         "held_revocations": latest.map(|r| r.held_revocations).unwrap_or(0),
         "last_success_at": last_success.flatten(),
         "runs": recent,
@@ -69,8 +72,9 @@ pub fn render_text(status: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "Backlog: {} (ETA {})",
+        "Backlog: {} ({} awaiting a user check; ETA {} for those known to be invitable)",
         get("backlog"),
+        get("awaiting_user_check"),
         human_duration(get("backlog_eta_seconds").as_u64().unwrap_or(0))
     );
     let held = get("held_revocations").as_i64().unwrap_or(0);

@@ -87,6 +87,11 @@ pub struct ClerkSettings {
     /// A create whose outcome is unknown is looked up only this long after it was sent, so
     /// a request Clerk is still working on is not taken for one it never got.
     pub settle_after_seconds: u64,
+    /// Clerk's answer that an address is not a user's holds this long; then it is asked
+    /// again before a create is spent on it.
+    pub user_check_max_age_seconds: u64,
+    /// At most this many addresses are looked up in Clerk's users per cycle.
+    pub user_checks_per_cycle: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -121,6 +121,14 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                 ("create_window_seconds", int(clerk.create_window_seconds)),
                 ("max_attempts", int(clerk.max_attempts.into())),
                 ("settle_after_seconds", int(clerk.settle_after_seconds)),
+                (
+                    "user_check_max_age_seconds",
+                    int(clerk.user_check_max_age_seconds),
+                ),
+                (
+                    "user_checks_per_cycle",
+                    int(clerk.user_checks_per_cycle.into()),
+                ),
             ],
         ),
         ("source", vec![("relation", text(&source.relation))]),

@@ -97,6 +97,8 @@ pub(crate) static SPECS: &[Spec] = &[
     spec("clerk", "create_window_seconds", int(1, 86_400)),
     spec("clerk", "max_attempts", int(1, 20)),
     spec("clerk", "settle_after_seconds", int(0, 86_400)),
+    spec("clerk", "user_check_max_age_seconds", int(0, 604_800)),
+    spec("clerk", "user_checks_per_cycle", int(100, 1_000_000)),
     spec("source", "relation", Kind::Text(check_relation)),
     spec("sync", "schedule", Kind::Text(check_schedule)),
     spec("sync", "dry_run", Kind::Bool),

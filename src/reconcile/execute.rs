@@ -2,6 +2,7 @@
 //! Clerk's two create endpoints within the hourly budget recorded in Postgres.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -10,12 +11,13 @@ use uuid::Uuid;
 
 use crate::clerk::model::codes;
 use crate::clerk::{
-    budget::Budget, ClerkClient, ClientError, Invitation, InvitationStatus, Operation,
+    budget::{self, Budget},
+    ClerkClient, ClientError, Invitation, InvitationStatus, Operation,
 };
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::reconcile::guard::Revocation;
 use crate::reconcile::report::Reporter;
-use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock};
+use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock, users};
 
 /// Why the executor stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +44,42 @@ pub struct Tally {
     pub unsettled: usize,
     pub bulk_calls: usize,
     pub single_calls: usize,
-    /// Creates left for a later cycle.
+    /// Creates left for a later cycle (those awaiting a user check included).
     pub backlog: usize,
+    /// Of the backlog, people not yet known not to be users.
+    pub awaiting_user_check: usize,
+    /// Addresses looked up in Clerk's users before a create, and the calls that took.
+    pub user_checks: usize,
+    pub user_check_calls: usize,
+    /// Of those, the addresses that belong to users (no create is spent on them).
+    pub users_found: usize,
     pub errors: Vec<String>,
+}
+
+/// How the executor drains the create queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub limits: budget::Limits,
+    /// How long a cycle waits for the next create slot before it ends and the service
+    /// wakes it again when the slot frees.
+    pub linger: Duration,
+    /// How long Clerk's "not a user" answer holds before it is asked again.
+    pub user_check_max_age: Duration,
+    /// At most this many addresses are looked up per cycle.
+    pub user_checks_per_cycle: usize,
+}
+
+impl Drain {
+    pub fn new(limits: budget::Limits, user_check_max_age: Duration, per_cycle: usize) -> Drain {
+        Drain {
+            limits,
+            // A quarter of the window, at most 30 s: slots that free one after another (as
+            // they were spent) are used in the same cycle, and a cycle never waits long.
+            linger: (limits.window / 4).min(Duration::from_secs(30)),
+            user_check_max_age,
+            user_checks_per_cycle: per_cycle,
+        }
+    }
 }
 
 pub struct Executor<'a> {
@@ -56,6 +91,7 @@ pub struct Executor<'a> {
     pub run_id: Uuid,
     pub reporter: Reporter,
     pub settle_after: std::time::Duration,
+    pub drain: Drain,
     pub tally: Tally,
 }
 
@@ -79,15 +115,85 @@ impl Endpoint {
 enum Sent {
     /// Done; carry on.
     Done,
-    /// Members to send again: as a batch (bulk), or one by one.
+    /// Members to send again: each batch as one call, the others one by one.
     Retry {
-        batch: Vec<DesiredInvitee>,
+        batches: Vec<Vec<DesiredInvitee>>,
         singly: Vec<DesiredInvitee>,
     },
     /// The endpoint cannot be used any more this cycle.
     EndpointClosed(Vec<DesiredInvitee>),
     /// Creates stop this cycle (Clerk unreachable, or an outcome unknown).
     Halt(Vec<DesiredInvitee>),
+}
+
+/// Which create call goes out next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextCall {
+    /// A batch left by a refused bulk call, as one bulk call.
+    RetryBatch,
+    /// One that must go alone, as a single call.
+    Alone,
+    /// The next `n` of the queue as one bulk call.
+    Bulk(usize),
+    /// The next one of the queue as a single call.
+    Single,
+}
+
+/// What waits to be sent, for [`next_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    pub retry_batches: usize,
+    pub alone: usize,
+    pub queue: usize,
+}
+
+/// Picks the next create call so the backlog drains soonest: every free slot of either
+/// endpoint is used while anyone waits; bulk calls of 10 while 10 or more wait, single calls
+/// for the rest, and a bulk call for stragglers when no single slot is left and none frees
+/// soon (`single_soon`: within the cycle's wait). `None` when nothing can go out now.
+pub fn next_call(
+    waiting: Waiting,
+    bulk_left: u32,
+    single_left: u32,
+    single_soon: bool,
+) -> Option<NextCall> {
+    if waiting.retry_batches > 0 && bulk_left > 0 {
+        return Some(NextCall::RetryBatch);
+    }
+    if waiting.alone > 0 && single_left > 0 {
+        return Some(NextCall::Alone);
+    }
+    match waiting.queue {
+        0 => None,
+        n if n >= MAX_BULK && bulk_left > 0 => Some(NextCall::Bulk(MAX_BULK)),
+        _ if single_left > 0 => Some(NextCall::Single),
+        n if bulk_left > 0 && !single_soon => Some(NextCall::Bulk(n.min(MAX_BULK))),
+        _ => None,
+    }
+}
+
+/// The most invitations one bulk call carries.
+pub const MAX_BULK: usize = 10;
+
+/// Splits the members of a bulk call Clerk refused without naming whom for into two halves
+/// sent apart: a cause among them is found in at most 2 x ceil(log2 n) more calls (8 for a
+/// full bulk of 10 with one cause), each half that succeeds inviting its members at once,
+/// where sending them one by one cost n single calls. A half of one goes as a single call.
+pub fn halves(mut members: Vec<DesiredInvitee>) -> (Vec<Vec<DesiredInvitee>>, Vec<DesiredInvitee>) {
+    if members.len() <= 1 {
+        return (Vec::new(), members);
+    }
+    let second = members.split_off(members.len().div_ceil(2));
+    let mut batches = Vec::new();
+    let mut singly = Vec::new();
+    for half in [members, second] {
+        if half.len() == 1 {
+            singly.extend(half);
+        } else {
+            batches.push(half);
+        }
+    }
+    (batches, singly)
 }
 
 impl Executor<'_> {
@@ -222,50 +328,139 @@ impl Executor<'_> {
         Ok(gone)
     }
 
-    /// Sends the queue, oldest first, while the budget lasts. The queue is in plan order.
+    /// Looks up, in calls of 100, the queued people Clerk has not recently said are not
+    /// users (at most `user_checks_per_cycle` of them, in queue order): users are recorded
+    /// with their Clerk user id and leave the queue; the rest are recorded as checked.
+    /// Returns the queue of people known to be invitable, in queue order.
+    async fn check_users(
+        &mut self,
+        queue: Vec<DesiredInvitee>,
+    ) -> Result<VecDeque<DesiredInvitee>, Stop> {
+        let max_age = i64::try_from(self.drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
+        let mut invitable = users::fresh_not_users(self.pool, self.target, max_age).await?;
+        let unchecked: Vec<Email> = queue
+            .iter()
+            .filter(|m| !invitable.contains(&m.email))
+            .map(|m| m.email.clone())
+            .take(self.drain.user_checks_per_cycle)
+            .collect();
+        for chunk in unchecked.chunks(crate::clerk::client::USERS_PER_LOOKUP) {
+            self.checkpoint().await?;
+            let addresses: Vec<String> = chunk.iter().map(|e| e.as_str().to_owned()).collect();
+            self.tally.user_check_calls += 1;
+            let found = match self.clerk.users_by_email(&addresses).await {
+                Ok(found) => found,
+                Err(error) => {
+                    if matches!(error.status(), Some(401 | 403))
+                        || matches!(error, ClientError::InvalidKey(_))
+                    {
+                        return Err(Stop::Unauthorized(error));
+                    }
+                    // The rest wait, unchecked: no create is sent for them this cycle.
+                    self.note_error("user lookup", &error);
+                    break;
+                }
+            };
+            let (known, not_users) = users_among(chunk, &found);
+            users::record_users(self.pool, self.target, &known, "lookup").await?;
+            users::record_not_users(self.pool, self.target, &not_users).await?;
+            self.tally.user_checks += chunk.len();
+            self.tally.users_found += known.len();
+            let metrics = crate::metrics::metrics();
+            for user in &known {
+                metrics.action("user_check", "user");
+                tracing::info!(
+                    action = "user_check",
+                    outcome = "user",
+                    email = self.reporter.email(user.email.as_str()),
+                    "already a user; no invitation is sent"
+                );
+            }
+            for _ in &not_users {
+                metrics.action("user_check", "not_user");
+            }
+            invitable.extend(not_users);
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = queue
+            .into_iter()
+            .partition(|m| invitable.contains(&m.email));
+        let users_now = users::live(self.pool, self.target).await?;
+        self.tally.awaiting_user_check = waiting
+            .iter()
+            .filter(|m| !users_now.contains(&m.email))
+            .count();
+        Ok(ready.into())
+    }
+
+    /// Sends the queue, oldest first, while the budget lasts: everyone is first known not to
+    /// be a user; a call goes out as soon as a slot frees on either endpoint, waiting for a
+    /// slot within the cycle while one frees within `linger`.
     pub async fn create(
         &mut self,
         queue: Vec<DesiredInvitee>,
         mut budget: Budget,
     ) -> Result<(), Stop> {
-        let mut main: VecDeque<DesiredInvitee> = queue.into();
+        let total = queue.len();
+        let mut main = match self.check_users(queue).await {
+            Ok(main) => main,
+            Err(stop) => {
+                self.tally.backlog = total;
+                self.tally.awaiting_user_check = total;
+                return Err(stop);
+            }
+        };
+        let awaiting = self.tally.awaiting_user_check;
         let mut batches: Vec<Vec<DesiredInvitee>> = Vec::new();
         let mut singly: VecDeque<DesiredInvitee> = VecDeque::new();
         let mut halted = false;
+        let backlog = |main: &VecDeque<DesiredInvitee>,
+                       singly: &VecDeque<DesiredInvitee>,
+                       batches: &Vec<Vec<DesiredInvitee>>| {
+            main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>() + awaiting
+        };
 
         loop {
             if main.is_empty() && batches.is_empty() && singly.is_empty() {
                 break;
             }
-            let (endpoint, members) = if let Some(batch) = batches.pop() {
-                if budget.bulk.left > 0 {
-                    (Endpoint::Bulk, batch)
-                } else {
-                    for member in batch.into_iter().rev() {
-                        main.push_front(member);
-                    }
-                    continue;
+            if budget.bulk.left == 0 {
+                // A batch that cannot go out as one joins the queue's head.
+                for member in batches.drain(..).flatten().rev() {
+                    main.push_front(member);
                 }
-            } else if !singly.is_empty() && budget.single.left > 0 {
-                (Endpoint::Single, singly.pop_front().into_iter().collect())
-            } else if !main.is_empty() {
-                let remaining = main.len();
-                let single_left = budget.single.left as usize;
-                if budget.bulk.left > 0 && (remaining >= 10 || single_left < remaining) {
-                    let take = remaining.min(10);
-                    (Endpoint::Bulk, main.drain(..take).collect())
-                } else if budget.single.left > 0 {
-                    (Endpoint::Single, main.pop_front().into_iter().collect())
-                } else {
-                    break;
-                }
-            } else {
-                break;
+            }
+            let waiting = Waiting {
+                retry_batches: batches.len(),
+                alone: singly.len(),
+                queue: main.len(),
             };
+            let single_soon = if budget.single.left == 0 {
+                self.frees_soon(budget.single.frees_at).await?
+            } else {
+                false
+            };
+            let Some(call) = next_call(waiting, budget.bulk.left, budget.single.left, single_soon)
+            else {
+                match self.wait_for_slot(&budget).await? {
+                    Some(fresh) => {
+                        budget = fresh;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let (endpoint, members): (Endpoint, Vec<DesiredInvitee>) = match call {
+                NextCall::RetryBatch => (Endpoint::Bulk, batches.pop().unwrap_or_default()),
+                NextCall::Alone => (Endpoint::Single, singly.pop_front().into_iter().collect()),
+                NextCall::Bulk(n) => (Endpoint::Bulk, main.drain(..n.min(main.len())).collect()),
+                NextCall::Single => (Endpoint::Single, main.pop_front().into_iter().collect()),
+            };
+            if members.is_empty() {
+                continue;
+            }
             if let Err(stop) = self.checkpoint().await {
                 main.extend(members);
-                self.tally.backlog =
-                    main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>();
+                self.tally.backlog = backlog(&main, &singly, &batches);
                 return Err(stop);
             }
             match endpoint {
@@ -275,20 +470,17 @@ impl Executor<'_> {
             let sent = match self.send(endpoint, members).await {
                 Ok(sent) => sent,
                 Err(stop) => {
-                    self.tally.backlog =
-                        main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>();
+                    self.tally.backlog = backlog(&main, &singly, &batches);
                     return Err(stop);
                 }
             };
             match sent {
                 Sent::Done => {}
                 Sent::Retry {
-                    batch,
+                    batches: again,
                     singly: one_by_one,
                 } => {
-                    if !batch.is_empty() {
-                        batches.push(batch);
-                    }
+                    batches.extend(again);
                     singly.extend(one_by_one);
                 }
                 Sent::EndpointClosed(back) => {
@@ -309,8 +501,7 @@ impl Executor<'_> {
                 }
             }
         }
-        self.tally.backlog =
-            main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>();
+        self.tally.backlog = backlog(&main, &singly, &batches);
         if halted {
             tracing::warn!(
                 backlog = self.tally.backlog,
@@ -318,6 +509,35 @@ impl Executor<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Whether an endpoint that frees at `frees_at` does so within `linger`.
+    async fn frees_soon(&self, frees_at: Option<DateTime<Utc>>) -> Result<bool, sqlx::Error> {
+        let Some(frees_at) = frees_at else {
+            return Ok(false);
+        };
+        let now = store::now(self.pool).await?;
+        Ok((frees_at - now).to_std().unwrap_or_default() <= self.drain.linger)
+    }
+
+    /// Waits, within the cycle, for the next create slot when it frees within `linger`, and
+    /// returns the budget then; `None` when it frees later (the service wakes a cycle then).
+    async fn wait_for_slot(&mut self, budget: &Budget) -> Result<Option<Budget>, Stop> {
+        let Some(frees_at) = budget.next_free_at() else {
+            return Ok(None);
+        };
+        let now = store::now(self.pool).await?;
+        let wait = (frees_at - now).to_std().unwrap_or_default();
+        if wait > self.drain.linger {
+            return Ok(None);
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        self.checkpoint().await?;
+        let fresh = super::budget_now(self.pool, self.target, self.drain.limits).await?;
+        Ok(Some(fresh))
     }
 
     /// One create call: recorded and marked `sending` before it goes out, settled after.
@@ -384,7 +604,16 @@ impl Executor<'_> {
                 Some(invitation) => {
                     ledger::mark_created(self.pool, ledger_id, &invitation).await?;
                     self.tally.created += 1;
-                    crate::metrics::metrics().action("create", "created");
+                    let metrics = crate::metrics::metrics();
+                    metrics.action("create", "created");
+                    if let Some(due) = [member.not_before, member.created_at]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                    {
+                        let waited = (Utc::now() - due).to_std().unwrap_or_default();
+                        metrics.invitation_wait.observe(waited.as_secs_f64());
+                    }
                     tracing::info!(action = "create", outcome = "created", endpoint = endpoint_name, email, invitation_id = %invitation.id, "invited");
                 }
                 None => {
@@ -469,18 +698,18 @@ impl Executor<'_> {
                 .collect()
         };
         let mut duplicates = named(codes::DUPLICATE_RECORD);
-        let mut users = named(codes::FORM_IDENTIFIER_EXISTS);
+        let mut existing = named(codes::FORM_IDENTIFIER_EXISTS);
         if members.len() == 1 {
             if error.has_code(codes::DUPLICATE_RECORD) && duplicates.is_empty() {
                 duplicates.push(members[0].email.clone());
             }
-            if error.has_code(codes::FORM_IDENTIFIER_EXISTS) && users.is_empty() {
-                users.push(members[0].email.clone());
+            if error.has_code(codes::FORM_IDENTIFIER_EXISTS) && existing.is_empty() {
+                existing.push(members[0].email.clone());
             }
         }
-        let attributed = !duplicates.is_empty() || !users.is_empty();
+        let attributed = !duplicates.is_empty() || !existing.is_empty();
         let mut batch = Vec::new();
-        let mut singly = Vec::new();
+        let mut unnamed = Vec::new();
         for (member, ledger_id) in members.into_iter().zip(ledger_ids) {
             let email = self.reporter.email(member.email.as_str());
             if duplicates.contains(&member.email) {
@@ -494,15 +723,14 @@ impl Executor<'_> {
                     email,
                     "a pending invitation already exists; recorded, not sent again"
                 );
-            } else if users.contains(&member.email) {
+            } else if existing.contains(&member.email) {
                 ledger::forget(self.pool, &[ledger_id]).await?;
-                ledger::add_known_users(
-                    self.pool,
-                    self.target,
-                    std::slice::from_ref(&member.email),
-                    "form_identifier_exists",
-                )
-                .await?;
+                let user = users::KnownUser {
+                    email: member.email.clone(),
+                    clerk_user_id: None,
+                };
+                users::record_users(self.pool, self.target, &[user], "form_identifier_exists")
+                    .await?;
                 self.tally.marked_users += 1;
                 crate::metrics::metrics().action("create", "already_user");
                 tracing::info!(
@@ -527,7 +755,7 @@ impl Executor<'_> {
                         }
                         None => {
                             ledger::forget(self.pool, &[ledger_id]).await?;
-                            singly.push(member);
+                            unnamed.push(member);
                         }
                     },
                     // Left sending: the next cycles settle it by the same lookup.
@@ -556,9 +784,13 @@ impl Executor<'_> {
             }
         }
         if endpoint == Endpoint::Bulk && !attributed {
-            tracing::info!(members = singly.len(), error = %self.shown(&error), "a bulk create was refused for a reason no address was named for; its members go one by one");
+            tracing::info!(members = unnamed.len(), error = %self.shown(&error), "a bulk create was refused for a reason no address was named for; its members go again in two halves");
         }
-        Ok(Sent::Retry { batch, singly })
+        let (mut batches, singly) = halves(unnamed);
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        Ok(Sent::Retry { batches, singly })
     }
 
     async fn attempts(&self, ledger_id: i64) -> Result<i32, sqlx::Error> {
@@ -594,6 +826,34 @@ impl Executor<'_> {
         tracing::warn!(what, error = %error, "Clerk call failed");
         self.tally.errors.push(format!("{what}: {error}"));
     }
+}
+
+/// Splits the addresses asked about into the users Clerk answered with (each with its user
+/// id) and the rest, who are not users.
+pub fn users_among(
+    asked: &[Email],
+    found: &[crate::clerk::User],
+) -> (Vec<users::KnownUser>, Vec<Email>) {
+    let mut ids: HashMap<Email, &str> = HashMap::new();
+    for user in found {
+        for address in &user.email_addresses {
+            if let Ok(email) = Email::parse(&address.email_address) {
+                ids.entry(email).or_insert(user.id.as_str());
+            }
+        }
+    }
+    let mut known = Vec::new();
+    let mut not_users = Vec::new();
+    for email in asked {
+        match ids.get(email) {
+            Some(id) => known.push(users::KnownUser {
+                email: email.clone(),
+                clerk_user_id: Some((*id).to_owned()),
+            }),
+            None => not_users.push(email.clone()),
+        }
+    }
+    (known, not_users)
 }
 
 /// How far Clerk's clock may trail the database's when telling a create of ours from an
@@ -642,6 +902,153 @@ mod tests {
             created_at: created_at.timestamp_millis(),
             updated_at: created_at.timestamp_millis(),
         }
+    }
+
+    fn waiting(retry_batches: usize, alone: usize, queue: usize) -> Waiting {
+        Waiting {
+            retry_batches,
+            alone,
+            queue,
+        }
+    }
+
+    #[test]
+    fn bulk_calls_carry_the_queue_while_ten_or_more_wait_and_singles_the_rest() {
+        assert_eq!(
+            next_call(waiting(0, 0, 25), 3, 5, false),
+            Some(NextCall::Bulk(10))
+        );
+        assert_eq!(
+            next_call(waiting(0, 0, 9), 3, 5, false),
+            Some(NextCall::Single)
+        );
+        assert_eq!(next_call(waiting(0, 0, 0), 3, 5, false), None);
+    }
+
+    #[test]
+    fn every_free_slot_of_either_endpoint_is_used_while_anyone_waits() {
+        // Bulk used up: singles go on with a long queue.
+        assert_eq!(
+            next_call(waiting(0, 0, 1000), 0, 1, false),
+            Some(NextCall::Single)
+        );
+        // Singles used up and none freeing soon: stragglers go as one bulk call.
+        assert_eq!(
+            next_call(waiting(0, 0, 4), 2, 0, false),
+            Some(NextCall::Bulk(4))
+        );
+        assert_eq!(next_call(waiting(0, 0, 4), 0, 0, false), None);
+    }
+
+    #[test]
+    fn stragglers_wait_for_a_single_slot_that_frees_soon_rather_than_take_a_bulk_one() {
+        assert_eq!(next_call(waiting(0, 0, 4), 2, 0, true), None);
+        assert_eq!(
+            next_call(waiting(0, 0, 12), 2, 0, true),
+            Some(NextCall::Bulk(10))
+        );
+    }
+
+    #[test]
+    fn what_a_refusal_left_goes_before_the_queue() {
+        assert_eq!(
+            next_call(waiting(1, 1, 50), 1, 1, false),
+            Some(NextCall::RetryBatch)
+        );
+        assert_eq!(
+            next_call(waiting(1, 1, 50), 0, 1, false),
+            Some(NextCall::Alone)
+        );
+        // One that must go alone waits for a single slot; the queue uses the bulk one.
+        assert_eq!(
+            next_call(waiting(0, 1, 50), 1, 0, false),
+            Some(NextCall::Bulk(10))
+        );
+        assert_eq!(next_call(waiting(0, 1, 0), 1, 0, false), None);
+    }
+
+    fn invitees(n: usize) -> Vec<DesiredInvitee> {
+        (0..n)
+            .map(|i| {
+                let row = crate::domain::DesiredRow::new(format!("p{i}@example.com"));
+                DesiredInvitee::from_row(&row, &crate::domain::RowDefaults::default())
+                    .expect("a valid row")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_bulk_is_halved_and_a_half_of_one_goes_alone() {
+        let (batches, singly) = halves(invitees(10));
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5]);
+        assert!(singly.is_empty());
+        let (batches, singly) = halves(invitees(3));
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [2]);
+        assert_eq!(singly.len(), 1);
+        let (batches, singly) = halves(invitees(1));
+        assert!(batches.is_empty());
+        assert_eq!(singly.len(), 1);
+    }
+
+    #[test]
+    fn halving_finds_one_cause_among_ten_in_at_most_eight_calls() {
+        // Every half holding the cause is refused and halved again; the others succeed.
+        for cause in 0..10 {
+            let mut calls = 0;
+            let mut refused = vec![invitees(10)];
+            let bad = format!("p{cause}@example.com");
+            while let Some(members) = refused.pop() {
+                let (batches, singly) = halves(members);
+                for part in batches
+                    .into_iter()
+                    .chain(singly.into_iter().map(|m| vec![m]))
+                {
+                    calls += 1;
+                    if part.len() > 1 && part.iter().any(|m| m.email.as_str() == bad) {
+                        refused.push(part);
+                    }
+                }
+            }
+            assert!(calls <= 8, "cause {cause}: {calls} calls");
+        }
+    }
+
+    #[test]
+    fn users_are_told_apart_by_any_of_their_addresses() {
+        let user = |id: &str, addresses: &[&str]| -> crate::clerk::User {
+            serde_json::from_value(serde_json::json!({
+                "id": id,
+                "email_addresses": addresses
+                    .iter()
+                    .map(|a| serde_json::json!({"email_address": a}))
+                    .collect::<Vec<_>>(),
+            }))
+            .expect("a user")
+        };
+        let asked: Vec<Email> = ["ann@example.com", "bob@example.com", "cy@example.com"]
+            .iter()
+            .map(|a| Email::parse(a).expect("an address"))
+            .collect();
+        let found = [
+            user("user_1", &["other@example.com", "Ann@Example.com"]),
+            user("user_2", &["cy@example.com"]),
+        ];
+        let (known, not_users) = users_among(&asked, &found);
+        let known: Vec<_> = known
+            .iter()
+            .map(|u| (u.email.as_str(), u.clerk_user_id.as_deref()))
+            .collect();
+        assert_eq!(
+            known,
+            [
+                ("ann@example.com", Some("user_1")),
+                ("cy@example.com", Some("user_2"))
+            ]
+        );
+        assert_eq!(
+            not_users,
+            [Email::parse("bob@example.com").expect("an address")]
+        );
     }
 
     #[test]

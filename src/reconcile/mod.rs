@@ -21,7 +21,7 @@ use crate::clerk::budget::{self, Budget, Endpoint};
 use crate::clerk::{ClerkClient, ClientError, Invitation, Operation};
 use crate::config::Settings;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
-use crate::store::{self, budget as budget_store, desired, ledger, lock, runs};
+use crate::store::{self, budget as budget_store, desired, ledger, lock, runs, users};
 use execute::{Executor, Stop, Tally};
 use guard::{HoldReason, Revocation, Verdict};
 use plan::{Item, Plan, Policy};
@@ -39,11 +39,17 @@ pub struct CycleConfig {
     pub reporter: Reporter,
     /// How long after it was sent an unconfirmed create is looked up.
     pub settle_after: Duration,
+    pub drain: execute::Drain,
 }
 
 impl CycleConfig {
     pub fn from_settings(settings: &Settings) -> CycleConfig {
         let sync = &settings.sync;
+        let limits = budget::Limits {
+            bulk_calls: settings.clerk.bulk_create_per_window,
+            single_calls: settings.clerk.single_create_per_window,
+            window: Duration::from_secs(settings.clerk.create_window_seconds),
+        };
         CycleConfig {
             target: sync.target.clone(),
             relation: settings.source.relation.clone(),
@@ -59,15 +65,16 @@ impl CycleConfig {
                 max_revocation_ratio: sync.max_revocation_ratio,
                 protected: sync.protected.clone(),
             },
-            budget: budget::Limits {
-                bulk_calls: settings.clerk.bulk_create_per_window,
-                single_calls: settings.clerk.single_create_per_window,
-                window: Duration::from_secs(settings.clerk.create_window_seconds),
-            },
+            budget: limits,
             reporter: Reporter {
                 redact_emails: settings.log.redact_emails,
             },
             settle_after: settings.clerk.settle_after(),
+            drain: execute::Drain::new(
+                limits,
+                Duration::from_secs(settings.clerk.user_check_max_age_seconds),
+                settings.clerk.user_checks_per_cycle as usize,
+            ),
         }
     }
 }
@@ -103,6 +110,10 @@ pub struct Preview {
     pub budget: Budget,
     /// Creates waiting (all of them, before this cycle's budget is spent).
     pub queued: usize,
+    /// Of those, people Clerk has not recently said are not users: each is looked up
+    /// before a create is spent on them.
+    pub awaiting_user_check: usize,
+    /// How long the people known to be invitable take to drain at the budget's pace.
     pub eta: Duration,
     pub owned_pending: usize,
     pub desired_rows: usize,
@@ -137,6 +148,12 @@ pub struct Report {
     pub bulk_calls: usize,
     pub single_calls: usize,
     pub backlog: usize,
+    /// Of the backlog, people not yet known not to be users.
+    pub awaiting_user_check: usize,
+    /// Addresses looked up in Clerk's users, the calls that took, and the users found.
+    pub user_checks: usize,
+    pub user_check_calls: usize,
+    pub users_found: usize,
     pub eta_seconds: u64,
     pub budget_left: Budget,
     /// When more budget frees up, if the backlog waits for it.
@@ -167,6 +184,7 @@ struct State {
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,
+    deleted_users: HashSet<Email>,
 }
 
 impl Reconciler {
@@ -184,15 +202,14 @@ impl Reconciler {
         let ledger = ledger::load(&self.pool, &self.config.target).await?;
         let missing = self.look_up_missing(&ledger, &clerk).await?;
         clerk.extend(missing);
-        let known_users = ledger::known_users(&self.pool, &self.config.target)
-            .await?
-            .into_iter()
-            .collect();
+        let known_users = users::live(&self.pool, &self.config.target).await?;
+        let deleted_users = users::deleted(&self.pool, &self.config.target).await?;
         Ok(State {
             desired,
             clerk,
             ledger,
             known_users,
+            deleted_users,
         })
     }
 
@@ -239,6 +256,7 @@ impl Reconciler {
                 clerk: &state.clerk,
                 ledger: &state.ledger,
                 known_users: &state.known_users,
+                deleted_users: &state.deleted_users,
                 now: Utc::now(),
             },
             &self.config.policy,
@@ -284,16 +302,30 @@ impl Reconciler {
         let (plan, verdict, owned_pending) = self.decide(&state, allow_revocations);
         let budget = self.budget().await?;
         let queued = plan.creates().count();
-        let eta = budget.eta(queued as u64, &self.config.budget, Utc::now());
+        let awaiting_user_check = self.awaiting_user_check(&plan).await?;
+        let invitable = queued - awaiting_user_check;
+        let eta = budget.eta(invitable as u64, &self.config.budget, Utc::now());
         Ok(Preview {
             desired_rows: state.desired.len(),
             plan,
             verdict,
             budget,
             queued,
+            awaiting_user_check,
             eta,
             owned_pending,
         })
+    }
+
+    /// How many of the plan's creates Clerk has not recently said are not users.
+    async fn awaiting_user_check(&self, plan: &Plan) -> Result<usize, sqlx::Error> {
+        let max_age =
+            i64::try_from(self.config.drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
+        let checked = users::fresh_not_users(&self.pool, &self.config.target, max_age).await?;
+        Ok(plan
+            .creates()
+            .filter(|i| !checked.contains(&i.email))
+            .count())
     }
 
     /// Runs one cycle under the target's lock. Shutdown is checked between Clerk calls: the
@@ -372,6 +404,7 @@ impl Reconciler {
             run_id,
             reporter: self.config.reporter,
             settle_after: self.config.settle_after,
+            drain: self.config.drain,
             tally: Tally::default(),
         };
         let result = self
@@ -446,9 +479,11 @@ impl Reconciler {
             protected: verdict.protected.len(),
             budget,
             queued: queue.len(),
+            awaiting_user_check: 0,
             stop: None,
         };
         if dry_run {
+            done.awaiting_user_check = self.awaiting_user_check(&plan).await?;
             return Ok(done);
         }
 
@@ -538,8 +573,15 @@ impl Reconciler {
 
     fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: &Tally) -> Report {
         let backlog = if dry_run { done.queued } else { tally.backlog };
+        let awaiting_user_check = if dry_run {
+            done.awaiting_user_check
+        } else {
+            tally.awaiting_user_check
+        };
         let now = Utc::now();
-        let eta = done.budget.eta(backlog as u64, &self.config.budget, now);
+        // Only people known to be invitable: those awaiting a user check may be users.
+        let invitable = backlog.saturating_sub(awaiting_user_check);
+        let eta = done.budget.eta(invitable as u64, &self.config.budget, now);
         Report {
             run_id,
             desired_rows: done.desired_rows,
@@ -557,9 +599,13 @@ impl Reconciler {
             bulk_calls: tally.bulk_calls,
             single_calls: tally.single_calls,
             backlog,
+            awaiting_user_check,
+            user_checks: tally.user_checks,
+            user_check_calls: tally.user_check_calls,
+            users_found: tally.users_found,
             eta_seconds: eta.as_secs(),
             budget_left: done.budget,
-            next_budget_at: (backlog > 0).then(|| done.budget.next_free_at()).flatten(),
+            next_budget_at: (backlog > 0).then(|| done.budget.next_slot_at(now)),
             errors: tally.errors.clone(),
         }
     }
@@ -590,6 +636,8 @@ struct Done {
     protected: usize,
     budget: Budget,
     queued: usize,
+    /// Of the queue, people awaiting a user check (a dry run checks no one).
+    awaiting_user_check: usize,
     stop: Option<Stop>,
 }
 
@@ -615,6 +663,7 @@ impl Done {
                 },
             },
             queued: 0,
+            awaiting_user_check: 0,
             stop: Some(stop),
         }
     }
@@ -630,6 +679,10 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
             ("failed_items", report.failed),
             ("bulk_calls", report.bulk_calls),
             ("single_calls", report.single_calls),
+            ("awaiting_user_check", report.awaiting_user_check),
+            ("user_checks", report.user_checks),
+            ("user_check_calls", report.user_check_calls),
+            ("users_found", report.users_found),
         ] {
             map.insert(key.to_owned(), json!(value));
         }
@@ -667,6 +720,7 @@ fn record_gauges(report: &Report) {
     Metrics::gauge(&metrics.desired, report.desired_rows);
     Metrics::gauge(&metrics.owned_pending, report.owned_pending);
     Metrics::gauge(&metrics.backlog, report.backlog);
+    Metrics::gauge(&metrics.awaiting_user_check, report.awaiting_user_check);
     Metrics::gauge(&metrics.backlog_eta, report.eta_seconds as usize);
     Metrics::gauge(&metrics.held_revocations, report.held_revocations);
     for (endpoint, left) in [
@@ -740,8 +794,9 @@ pub async fn budget_now(
     limits: budget::Limits,
 ) -> Result<Budget, sqlx::Error> {
     let now = store::now(pool).await?;
-    let since =
-        now - chrono::Duration::from_std(limits.window).unwrap_or(chrono::Duration::hours(1));
+    let since = now
+        - chrono::Duration::from_std(limits.window + budget::EDGE_MARGIN)
+            .unwrap_or(chrono::Duration::hours(1));
     let mut endpoints = Vec::with_capacity(2);
     for (operation, limit) in [
         (Operation::CreateBulkInvitations, limits.bulk_calls),

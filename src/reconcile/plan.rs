@@ -47,6 +47,8 @@ pub struct Inputs<'a> {
     pub ledger: &'a [LedgerEntry],
     /// People Clerk said are users.
     pub known_users: &'a HashSet<Email>,
+    /// Users Clerk deleted: what they accepted before no longer counts.
+    pub deleted_users: &'a HashSet<Email>,
     pub now: DateTime<Utc>,
 }
 
@@ -284,6 +286,7 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
         clerk,
         ledger,
         known_users,
+        deleted_users,
         now,
     } = inputs;
 
@@ -357,7 +360,10 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
             invitee,
             invitations,
             entries,
-            known_users,
+            Users {
+                known: known_users,
+                deleted: deleted_users,
+            },
             &owned_ids,
             now,
             policy,
@@ -427,11 +433,18 @@ fn queue_key(invitee: &DesiredInvitee) -> (Option<DateTime<Utc>>, Option<DateTim
     )
 }
 
+/// Who is a user, and who was one until Clerk deleted them.
+#[derive(Clone, Copy)]
+struct Users<'a> {
+    known: &'a HashSet<Email>,
+    deleted: &'a HashSet<Email>,
+}
+
 fn decide(
     invitee: DesiredInvitee,
     invitations: &[&Invitation],
     entries: &[&LedgerEntry],
-    known_users: &HashSet<Email>,
+    users: Users<'_>,
     owned_ids: &HashSet<&str>,
     now: DateTime<Utc>,
     policy: &Policy,
@@ -440,14 +453,16 @@ fn decide(
     if entries.iter().any(|e| e.state == LedgerState::Sending) {
         return Item::Unsettled { email };
     }
-    let accepted = invitations
-        .iter()
-        .any(|i| i.status == InvitationStatus::Accepted)
-        || entries.iter().any(|e| e.state == LedgerState::Accepted);
+    // A deleted user's acceptance is history: they are invited again.
+    let accepted = !users.deleted.contains(&email)
+        && (invitations
+            .iter()
+            .any(|i| i.status == InvitationStatus::Accepted)
+            || entries.iter().any(|e| e.state == LedgerState::Accepted));
     if accepted {
         return Item::Accepted { email };
     }
-    if known_users.contains(&email) {
+    if users.known.contains(&email) {
         return Item::AlreadyUser { email };
     }
     if let Some(pending) = invitations

@@ -78,6 +78,7 @@ struct World {
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,
+    deleted_users: HashSet<Email>,
     policy: Policy,
 }
 
@@ -88,6 +89,7 @@ impl World {
             clerk: Vec::new(),
             ledger: Vec::new(),
             known_users: HashSet::new(),
+            deleted_users: HashSet::new(),
             policy: Policy::default(),
         }
     }
@@ -121,6 +123,11 @@ impl World {
         self
     }
 
+    fn deleted_user(mut self, address: &str) -> Self {
+        self.deleted_users.insert(email(address));
+        self
+    }
+
     fn policy(mut self, change: impl FnOnce(&mut Policy)) -> Self {
         change(&mut self.policy);
         self
@@ -133,6 +140,7 @@ impl World {
                 clerk: &self.clerk,
                 ledger: &self.ledger,
                 known_users: &self.known_users,
+                deleted_users: &self.deleted_users,
                 now: now(),
             },
             &self.policy,
@@ -710,6 +718,40 @@ fn someone_who_is_already_a_user_is_not_invited() {
 }
 
 #[test]
+fn a_deleted_user_who_had_accepted_and_is_still_desired_is_invited_again() {
+    let world = World::new()
+        .row(row("ann@example.com"))
+        .invitation(invitation(
+            "inv_1",
+            "ann@example.com",
+            InvitationStatus::Accepted,
+        ))
+        .entry(entry(
+            1,
+            "ann@example.com",
+            Some("inv_1"),
+            LedgerState::Accepted,
+        ))
+        .deleted_user("ann@example.com");
+    let invitee = world.invitee(&row("ann@example.com"));
+    assert_eq!(only(&world.run()), &create(invitee, false));
+}
+
+#[test]
+fn a_deleted_user_invited_again_is_in_sync_while_the_new_invitation_waits() {
+    let world = World::new()
+        .row(row("ann@example.com"))
+        .invitation(invitation(
+            "inv_1",
+            "ann@example.com",
+            InvitationStatus::Accepted,
+        ))
+        .invitation(pending("inv_2", "ann@example.com"))
+        .deleted_user("ann@example.com");
+    assert_eq!(categories(&world.run()), [Category::InSync]);
+}
+
+#[test]
 fn an_owned_invitation_revoked_outside_invite_sync_is_not_sent_again_for_the_same_row() {
     let ann = row_with("ann@x.com", json!({"team": "ops"}));
     let digest = World::new().invitee(&ann).digest;
@@ -1204,6 +1246,8 @@ const STATES: [LedgerState; 6] = [
     LedgerState::Failed,
 ];
 
+static NO_ONE: std::sync::LazyLock<HashSet<Email>> = std::sync::LazyLock::new(HashSet::new);
+
 #[derive(Debug, Clone)]
 struct Scenario {
     desired: Vec<DesiredRow>,
@@ -1221,6 +1265,7 @@ impl Scenario {
             clerk: &self.clerk,
             ledger: &self.ledger,
             known_users: &self.known_users,
+            deleted_users: &NO_ONE,
             now: now(),
         };
         plan(inputs, &self.policy)

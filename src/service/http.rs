@@ -20,7 +20,7 @@ use super::Triggers;
 use crate::config::Settings;
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
-use crate::store::{ledger, webhooks};
+use crate::store::{ledger, users, webhooks};
 use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
@@ -272,21 +272,23 @@ async fn clerk_hook(
         )
     })?;
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-    if kind != "user.created" {
+    if kind != "user.created" && kind != "user.deleted" {
         return Ok((
             StatusCode::OK,
             Json(json!({"status": "ignored", "type": kind})),
         )
             .into_response());
     }
-    let emails: Vec<Email> = event
-        .pointer("/data/email_addresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|address| address.get("email_address").and_then(Value::as_str))
-        .filter_map(|address| Email::parse(address).ok())
-        .collect();
+    let user_id = event
+        .pointer("/data/id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            Problem(
+                StatusCode::BAD_REQUEST,
+                format!("a {kind} event needs data.id"),
+            )
+        })?;
     let mut tx = state.pool.begin().await.map_err(internal)?;
     if !webhooks::record_delivery(&mut *tx, "clerk", &message_id)
         .await
@@ -295,23 +297,59 @@ async fn clerk_hook(
         return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response());
     }
     let target = state.config.target.as_str();
-    ledger::add_known_users(&mut *tx, target, &emails, "user.created")
-        .await
-        .map_err(internal)?;
-    ledger::mark_accepted_by_email(&mut *tx, target, &emails)
-        .await
-        .map_err(internal)?;
-    tx.commit().await.map_err(internal)?;
     let reporter = state.config.reporter;
+    let (emails, said) = if kind == "user.deleted" {
+        let emails = users::mark_deleted(&mut *tx, target, user_id)
+            .await
+            .map_err(internal)?;
+        (
+            emails,
+            "Clerk deleted this user; invited again while on the roster",
+        )
+    } else {
+        let emails = user_created(&mut tx, target, user_id, &event)
+            .await
+            .map_err(internal)?;
+        (emails, "Clerk says this person is now a user")
+    };
+    tx.commit().await.map_err(internal)?;
     for email in &emails {
-        tracing::info!(
-            email = reporter.email(email.as_str()),
-            "Clerk says this person is now a user"
-        );
+        tracing::info!(email = reporter.email(email.as_str()), "{said}");
+    }
+    if kind == "user.deleted" && !emails.is_empty() {
+        state.triggers.request("clerk_webhook");
     }
     Ok((
         StatusCode::OK,
         Json(json!({"status": "applied", "users": emails.len()})),
     )
         .into_response())
+}
+
+/// Records the addresses of a `user.created` event as the user's, and their pending
+/// invitations as accepted. Returns the addresses.
+async fn user_created(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    target: &str,
+    user_id: &str,
+    event: &Value,
+) -> Result<Vec<Email>, sqlx::Error> {
+    let emails: Vec<Email> = event
+        .pointer("/data/email_addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|address| address.get("email_address").and_then(Value::as_str))
+        .filter_map(|address| Email::parse(address).ok())
+        .collect();
+    let known: Vec<users::KnownUser> = emails
+        .iter()
+        .map(|email| users::KnownUser {
+            email: email.clone(),
+            clerk_user_id: Some(user_id.to_owned()),
+        })
+        .collect();
+    users::record_users(&mut **tx, target, &known, "user.created").await?;
+    ledger::mark_accepted_by_email(&mut **tx, target, &emails).await?;
+    Ok(emails)
 }

@@ -109,16 +109,11 @@ impl Worker {
             Ok(result) => {
                 if let CycleResult::Ran(report) = &result {
                     if report.backlog > 0 {
-                        let at = report
-                            .next_budget_at
-                            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
-                            .unwrap_or(Duration::from_secs(60));
-                        // One second past the window's edge, so the freed budget is there.
-                        self.wake_at =
-                            Some(tokio::time::Instant::now() + at + Duration::from_secs(1));
+                        let at = backlog_wake_in(report.next_budget_at, Utc::now());
+                        self.wake_at = Some(tokio::time::Instant::now() + at);
                         tracing::info!(
                             backlog = report.backlog,
-                            next_cycle_in_seconds = at.as_secs() + 1,
+                            next_cycle_in_ms = at.as_millis() as u64,
                             "backlog waits for budget; next cycle scheduled"
                         );
                     }
@@ -138,6 +133,21 @@ impl Worker {
                 return;
             }
         }
+    }
+}
+
+/// When the next cycle runs while a backlog waits: as soon as a create slot frees on either
+/// endpoint (the budget's edge margin already covers Clerk's clock). When a slot is free
+/// already, the cycle stopped for another reason (an error, the lookups' per-cycle limit): a
+/// short pause, so a failing Clerk is not called in a tight loop.
+pub fn backlog_wake_in(
+    next_slot_at: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Duration {
+    const PAUSE: Duration = Duration::from_secs(5);
+    match next_slot_at {
+        Some(at) if at > now => (at - now).to_std().unwrap_or(PAUSE),
+        _ => PAUSE,
     }
 }
 

@@ -11,7 +11,11 @@ use crate::clerk::Operation;
 pub fn endpoint_name(operation: Operation) -> Option<&'static str> {
     match operation {
         Operation::CreateInvitation | Operation::CreateBulkInvitations => Some(operation.as_str()),
-        Operation::ListInvitations | Operation::RevokeInvitation => None,
+        Operation::ListInvitations
+        | Operation::RevokeInvitation
+        | Operation::ListUsers
+        | Operation::GetUser
+        | Operation::DeleteUser => None,
     }
 }
 

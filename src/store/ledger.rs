@@ -247,7 +247,7 @@ pub async fn record_accepted(
            )
            INSERT INTO invite_sync_known_users (target, email, seen_via)
            VALUES ($1, $3, 'accepted')
-           ON CONFLICT (target, email) DO NOTHING"#,
+           ON CONFLICT (target, email) DO UPDATE SET deleted_at = NULL"#,
         target,
         invitation_id,
         email.as_str(),
@@ -255,37 +255,6 @@ pub async fn record_accepted(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// Remembers that these addresses belong to users, so no create is spent on them.
-pub async fn add_known_users(
-    db: impl PgExecutor<'_>,
-    target: &str,
-    emails: &[Email],
-    seen_via: &str,
-) -> Result<(), sqlx::Error> {
-    let emails: Vec<String> = emails.iter().map(|e| e.as_str().to_owned()).collect();
-    sqlx::query!(
-        r#"INSERT INTO invite_sync_known_users (target, email, seen_via)
-           SELECT $1, email, $3 FROM unnest($2::text[]) AS email
-           ON CONFLICT (target, email) DO NOTHING"#,
-        target,
-        &emails,
-        seen_via,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn known_users(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<Email>, sqlx::Error> {
-    let rows = sqlx::query_scalar!(
-        "SELECT email FROM invite_sync_known_users WHERE target = $1",
-        target
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().filter_map(|e| Email::parse(e).ok()).collect())
 }
 
 impl From<crate::clerk::InvitationStatus> for LedgerState {

@@ -24,10 +24,10 @@ const SIGTERM: u32 = 15;
 // ---------------------------------------------------------------------------
 // Processes
 
-/// A running `invite-sync`. Its output goes to files, so a chatty child never blocks on a
-/// full pipe; dropping it kills and reaps the child, so a failed assertion leaves nothing
-/// running.
-struct Proc {
+/// A running `invite-sync` (or another program a test needs). Its output goes to files, so a
+/// chatty child never blocks on a full pipe; dropping it kills and reaps the child, so a
+/// failed assertion leaves nothing running.
+pub(crate) struct Proc {
     label: String,
     child: Child,
     dir: PathBuf,
@@ -64,8 +64,12 @@ impl fmt::Display for Finished {
 }
 
 impl Proc {
-    fn spawn(mut command: Command, args: &[&str]) -> Proc {
-        let label = format!("invite-sync {}", args.join(" "));
+    fn spawn(command: Command, args: &[&str]) -> Proc {
+        Proc::start(format!("invite-sync {}", args.join(" ")), command, args)
+    }
+
+    /// Starts `command` with `args`; `label` names it in failure messages.
+    pub(crate) fn start(label: String, mut command: Command, args: &[&str]) -> Proc {
         let dir = std::env::temp_dir().join(format!(
             "invite-sync-cli-test-{}",
             uuid::Uuid::new_v4().simple()
@@ -95,7 +99,7 @@ impl Proc {
         self.read("stdout")
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.read("stderr")
     }
 
@@ -132,7 +136,7 @@ impl Proc {
 
     /// Waits until `ready` says so while the child keeps running; fails the test, showing
     /// the child's output, if it exits first or `deadline` passes.
-    async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
+    pub(crate) async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -1103,7 +1107,8 @@ async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_i
     assert_eq!(ledger_pending, sim_pending);
     assert_eq!(ledger_pending.len(), 21);
 
-    // A fresh start with a one-second window drains the rest, a window's worth per sync.
+    // A fresh start with a one-second window drains the rest, a window's worth per sync
+    // (a slot frees one second after the window lets it go).
     let short_window = [("INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS", "1")];
     for _ in 0..3 {
         if h.pending().len() == roster.len() {
@@ -1116,7 +1121,7 @@ async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_i
                 let recent = scalar(
                     &h,
                     "SELECT count(*) FROM invite_sync_clerk_calls
-                       WHERE called_at > now() - interval '1100 milliseconds'",
+                       WHERE called_at > now() - interval '2100 milliseconds'",
                 )
                 .await;
                 (recent == 0).then_some(())
@@ -1746,6 +1751,125 @@ async fn clerk_sim_refuses_a_secret_key_that_is_not_a_clerk_key() {
     .await;
     finished.assert_code(2);
     assert!(finished.stderr.contains("--secret-key"), "{finished}");
+}
+
+#[tokio::test]
+async fn clerk_sim_refuses_a_webhook_url_without_a_usable_secret() {
+    let secret = "whsec_not*base64!";
+    let bad_secret = run(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            secret,
+        ],
+    )
+    .await;
+    bad_secret.assert_code(2);
+    assert!(
+        bad_secret.stderr.contains("--webhook-secret"),
+        "{bad_secret}"
+    );
+    assert!(!bad_secret.stderr.contains("not*base64"), "{bad_secret}");
+
+    let no_secret = run(
+        bare_command(&[]),
+        &[
+            "clerk-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+        ],
+    )
+    .await;
+    no_secret.assert_code(2);
+    assert!(no_secret.stderr.contains("--webhook-secret"), "{no_secret}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clerk_sim_delivers_signed_user_webhooks_to_its_webhook_url() {
+    use invite_sync::webhook::{Scheme, Verifier};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // The receiving end: every delivery goes to the test.
+    let (sender, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sender = sender.clone();
+                async move {
+                    let _ = sender.send((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(receiver, app).await });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sim = Proc::spawn(
+        bare_command(&[("CLERK_SIM_WEBHOOK_SECRET", SECRET)]),
+        &["clerk-sim", "--listen", &listen, "--webhook-url", &hook],
+    );
+    let http = reqwest::Client::new();
+    let root = format!("http://{listen}");
+    sim.wait_until("the simulator to answer", Duration::from_secs(10), || {
+        let request = http.get(format!("{root}/_sim/stats")).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+
+    let seeded: Value = http
+        .post(format!("{root}/_sim/users"))
+        .json(&serde_json::json!({"email_addresses": ["hook@example.com"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = seeded["created"][0]
+        .as_str()
+        .expect("a new user id")
+        .to_owned();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the receiver runs");
+    let verifier = Verifier::new(&[SECRET]).unwrap();
+    verifier
+        .verify(
+            Scheme::Svix,
+            &headers,
+            &body,
+            chrono::Utc::now().timestamp(),
+        )
+        .expect("signed with the secret");
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "user.created");
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert!(!sim.stderr().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+
+    sim.wait_for_handler(SIGTERM).await;
+    sim.signal("TERM");
+    let stopped = sim.wait(Duration::from_secs(10)).await;
+    stopped.assert_code(0);
+    assert!(
+        !stopped.stderr.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{stopped}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

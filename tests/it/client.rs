@@ -545,3 +545,61 @@ async fn the_client_keeps_to_the_request_rate_of_a_test_key() {
     assert_eq!(stats.count(SimOp::ListInvitations, 200), 110);
     assert_eq!(stats.count(SimOp::ListInvitations, 429), 0);
 }
+
+#[tokio::test]
+async fn users_by_email_finds_users_in_calls_of_100_and_skips_an_empty_lookup() {
+    let (sim, client) = sim_and_client().await;
+    assert!(client
+        .users_by_email(&[])
+        .await
+        .expect("no call")
+        .is_empty());
+    assert_eq!(sim.stats().total(SimOp::ListUsers), 0);
+
+    let ada = sim.create_user("Ada@Example.com");
+    let addresses: Vec<String> = (0..149)
+        .map(|i| format!("nobody{i}@example.com"))
+        .chain(["ada@example.COM".to_owned()])
+        .collect();
+    let users = client.users_by_email(&addresses).await.expect("users");
+    assert_eq!(users, std::slice::from_ref(&ada));
+    assert_eq!(users[0].primary_email(), Some("Ada@Example.com"));
+    assert!(users[0].id.starts_with("user_"));
+    let stats = sim.stats();
+    assert_eq!(
+        stats.count(SimOp::ListUsers, 200),
+        2,
+        "150 addresses, 2 calls"
+    );
+    assert_eq!(stats.user_lookup_addresses, 150);
+
+    assert!(sim.delete_user(&ada.id));
+    let gone = client
+        .users_by_email(&["ada@example.com".to_owned()])
+        .await
+        .expect("users");
+    assert!(gone.is_empty());
+}
+
+#[tokio::test]
+async fn users_by_email_is_retried_on_5xx_like_a_list() {
+    let (sim, client) = sim_and_client().await;
+    let user = sim.create_user("retry@example.com");
+    sim.inject_fault(Fault::new(
+        SimOp::ListUsers,
+        1,
+        FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        },
+    ));
+    let users = client
+        .users_by_email(&["retry@example.com".to_owned()])
+        .await
+        .expect("users after a retry");
+    assert_eq!(users, [user]);
+    assert_eq!(sim.stats().count(SimOp::ListUsers, 503), 1);
+    assert_eq!(sim.stats().count(SimOp::ListUsers, 200), 1);
+    assert!(Operation::ListUsers.idempotent());
+    assert!(!Operation::ListUsers.creates());
+}

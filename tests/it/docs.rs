@@ -1,7 +1,9 @@
 //! The operator documentation against the code, so they cannot drift apart: every key of
 //! config/default.toml is in docs/configuration.md with its variable and default, the docs
-//! name no key and no variable that does not exist, every metric is described, and the
-//! Prometheus rules parse and name only metrics the process exports.
+//! name no key and no variable that does not exist, every metric is described, the
+//! Prometheus rules parse and name only metrics the process exports, every alert has unit
+//! tests, the PrometheusRule carries the rules, and the Grafana dashboard queries only metrics
+//! the process exports and shows every one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,10 @@ use invite_sync::metrics::{
 const CONFIGURATION_MD: &str = "docs/configuration.md";
 const OPERATIONS_MD: &str = "docs/operations.md";
 const ALERTS_YAML: &str = "deploy/prometheus/alerts.yaml";
+const ALERTS_TEST_YAML: &str = "deploy/prometheus/alerts.test.yaml";
+const PROMETHEUS_RULE_YAML: &str = "deploy/prometheus/prometheusrule.yaml";
+/// Series of Prometheus itself that the dashboard may query besides invite-sync's own.
+const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -243,7 +249,7 @@ fn family_of<'a>(sample: &str, families: &'a BTreeMap<String, String>) -> Option
 }
 
 /// Every `invite_sync_...` identifier in the text.
-fn invite_sync_names_in(text: &str) -> BTreeSet<String> {
+pub(crate) fn invite_sync_names_in(text: &str) -> BTreeSet<String> {
     text.match_indices("invite_sync_")
         .filter(|(at, _)| !text[..*at].ends_with(is_word))
         .map(|(at, _)| {
@@ -480,6 +486,151 @@ fn the_alert_rules_parse_and_name_only_exported_metrics() {
     assert!(
         problems.is_empty(),
         "{ALERTS_YAML}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn yaml(relative: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
+}
+
+/// The alert names of alerts.yaml.
+fn alert_names() -> BTreeSet<String> {
+    let root = yaml(ALERTS_YAML);
+    root["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_sequence().into_iter().flatten())
+        .filter_map(|rule| rule["alert"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_alert_has_a_unit_test_that_fires_it_and_one_that_keeps_it_silent() {
+    let root = yaml(ALERTS_TEST_YAML);
+    let rule_files: Vec<&str> = root["rule_files"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_yaml::Value::as_str)
+        .collect();
+    assert_eq!(
+        rule_files,
+        ["alerts.yaml"],
+        "{ALERTS_TEST_YAML} must test the shipped rules"
+    );
+    let mut fired = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for test in root["tests"].as_sequence().into_iter().flatten() {
+        for case in test["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let Some(alert) = case["alertname"].as_str() else {
+                continue;
+            };
+            let expected = case["exp_alerts"]
+                .as_sequence()
+                .map_or(0, |alerts| alerts.len());
+            if expected > 0 {
+                fired.insert(alert.to_owned());
+            } else {
+                silent.insert(alert.to_owned());
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for alert in alert_names() {
+        if !fired.contains(&alert) {
+            missing.push(format!("{alert}: no test expects it to fire"));
+        }
+        if !silent.contains(&alert) {
+            missing.push(format!("{alert}: no test expects it to stay silent"));
+        }
+    }
+    for alert in fired.union(&silent) {
+        if !alert_names().contains(alert) {
+            missing.push(format!("{alert} is tested but not in {ALERTS_YAML}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{ALERTS_TEST_YAML}:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn the_prometheus_rule_carries_exactly_the_alert_rules() {
+    let rule = yaml(PROMETHEUS_RULE_YAML);
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert!(
+        rule["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()),
+        "{PROMETHEUS_RULE_YAML} has no metadata.name"
+    );
+    assert!(
+        rule["spec"] == yaml(ALERTS_YAML),
+        "{PROMETHEUS_RULE_YAML}'s spec differs from {ALERTS_YAML}: run scripts/gen-prometheusrule"
+    );
+}
+
+/// Every metric name the dashboard's queries and variables use: `invite_sync_...` sample
+/// names, and Prometheus' own series in [`PROMETHEUS_SERIES`].
+#[test]
+fn the_dashboard_queries_only_exported_metrics_and_shows_every_one() {
+    let families = metric_families();
+    let mut problems = Vec::new();
+    let mut shown = BTreeSet::new();
+    let mut check = |place: String, expr: &str| {
+        let names = invite_sync_names_in(expr);
+        let own = PROMETHEUS_SERIES.iter().any(|series| {
+            expr.match_indices(series).any(|(at, _)| {
+                !expr[..at].ends_with(is_word) && !expr[at + series.len()..].starts_with(is_word)
+            })
+        });
+        if names.is_empty() && !own {
+            problems.push(format!("{place}: {expr:?} names no metric"));
+        }
+        for name in names {
+            match family_of(&name, &families) {
+                Some(family) => {
+                    shown.insert(family.to_owned());
+                }
+                None => problems.push(format!(
+                    "{place}: {name} is not in the metrics exposition (served: {})",
+                    families
+                        .iter()
+                        .flat_map(|(family, kind)| sample_names(family, kind))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+    };
+    for query in crate::dashboard::queries() {
+        check(query.place(), &query.expr);
+    }
+    for definition in crate::dashboard::variable_queries() {
+        check(format!("variable {definition:?}"), &definition);
+    }
+    // Names in titles or descriptions must exist too.
+    for name in invite_sync_names_in(&crate::dashboard::text()) {
+        if family_of(&name, &families).is_none() && !families.contains_key(&name) {
+            problems.push(format!("{name} is named in the dashboard but not exported"));
+        }
+    }
+    for family in families.keys() {
+        if !shown.contains(family) {
+            problems.push(format!(
+                "{family} is exported but no panel shows it: add a panel for it"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}:\n  {}",
+        crate::dashboard::DASHBOARD_JSON,
         problems.join("\n  ")
     );
 }

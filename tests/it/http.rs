@@ -1179,6 +1179,90 @@ async fn a_clerk_user_created_webhook_marks_the_person_as_a_user_and_no_invitati
 // Stopping
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_user_still_on_the_roster_is_invited_again_within_one_cycle_of_the_webhooks() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.1"),
+    ])
+    .await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+    h.add_people(&["ann@example.com", "bob@example.com"]).await;
+    wait_invited(&h, "ann@example.com").await;
+    wait_invited(&h, "bob@example.com").await;
+
+    // Ann accepts: Clerk makes her a user and says so.
+    let first = h
+        .sim
+        .invitations()
+        .into_iter()
+        .find(|i| i.email_address == "ann@example.com")
+        .expect("ann was invited");
+    assert!(h.sim.accept(&first.id));
+    let ann = h
+        .sim
+        .users()
+        .into_iter()
+        .find(|u| u.emails().any(|e| e == "ann@example.com"))
+        .expect("accepting made ann a user");
+    let created = json!({"type": "user.created", "object": "event", "data": {
+        "id": ann.id, "email_addresses": [{"email_address": "ann@example.com"}]}});
+    service
+        .clerk(&message_id(), &created)
+        .await
+        .expect(StatusCode::OK);
+    let idle = wait_idle(&h, 2).await.len();
+
+    // Clerk deletes her account while she is still on the roster.
+    assert!(h.sim.delete_user(&ann.id));
+    let deleted = json!({"type": "user.deleted", "object": "event", "data": {
+        "deleted": true, "id": ann.id, "object": "user"}});
+    let answer = service.clerk(&message_id(), &deleted).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "users": 1})
+    );
+    // The webhook asks for the cycle itself: the schedule never fires in this test.
+    wait_for("ann invited again", DEADLINE, || async {
+        (invitations(&h, "ann@example.com", InvitationStatus::Pending) == 1).then_some(())
+    })
+    .await;
+    let runs = wait_idle(&h, idle + 1).await;
+    assert_eq!(runs.len(), idle + 1, "one cycle invited her again");
+    assert_eq!(
+        invitations(&h, "ann@example.com", InvitationStatus::Accepted),
+        1
+    );
+    assert_eq!(
+        invitations(&h, "bob@example.com", InvitationStatus::Pending),
+        1
+    );
+    assert_eq!(h.sim.invitations().len(), 3, "no duplicate");
+    let deleted_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT deleted_at FROM invite_sync_known_users WHERE email = 'ann@example.com'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(deleted_at.is_some());
+
+    // A deletion for an id nobody here has, and an event without an id, change nothing.
+    let stranger = json!({"type": "user.deleted", "data": {"deleted": true, "id": "user_none"}});
+    let answer = service.clerk(&message_id(), &stranger).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "users": 0})
+    );
+    let no_id = json!({"type": "user.deleted", "data": {"deleted": true}});
+    service
+        .clerk(&message_id(), &no_id)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert_eq!(h.sim.invitations().len(), 3);
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancelling_the_token_stops_the_service_in_time_and_closes_the_port() {
     let h = harness(&[]).await;
     let service = Service::start(&h).await;

@@ -315,7 +315,7 @@ async fn an_accepted_invitation_is_never_touched_again() {
 }
 
 #[tokio::test]
-async fn an_existing_user_in_a_bulk_of_10_costs_one_more_bulk_call_and_is_remembered() {
+async fn an_existing_user_is_found_by_a_lookup_and_no_create_is_spent_on_them() {
     let h = Harness::new().await;
     let emails = people("new", 10);
     let user = emails[3].as_str();
@@ -325,22 +325,35 @@ async fn an_existing_user_in_a_bulk_of_10_costs_one_more_bulk_call_and_is_rememb
     let report = h.cycle().await;
 
     assert_eq!(report.created, 9);
+    assert_eq!((report.user_check_calls, report.user_checks), (1, 10));
+    assert_eq!(report.users_found, 1);
     let stats = h.sim.stats();
-    assert_eq!(stats.total(SimOp::CreateBulkInvitations), 2);
-    assert_eq!(stats.count(SimOp::CreateBulkInvitations, 422), 1);
-    assert_eq!(stats.total(SimOp::CreateInvitation), 0);
+    assert_eq!(stats.total(SimOp::ListUsers), 1);
+    // Nine are fewer than a bulk call's ten: they go as single calls, none refused.
+    assert_eq!(stats.total(SimOp::CreateBulkInvitations), 0);
+    assert_eq!(stats.total(SimOp::CreateInvitation), 9);
+    assert_eq!(stats.count(SimOp::CreateInvitation, 422), 0);
     let others: Vec<String> = emails.iter().filter(|e| *e != user).cloned().collect();
     assert_one_pending_each(&h, &others);
     assert!(invitations_of(&h, user).is_empty());
-    let known: Vec<(String, String)> =
-        sqlx::query_as("SELECT email, seen_via FROM invite_sync_known_users WHERE target = $1")
-            .bind(TARGET)
-            .fetch_all(&h.db.pool)
-            .await
-            .unwrap();
+    let clerk_id = h
+        .sim
+        .users()
+        .into_iter()
+        .find(|u| u.emails().any(|e| e == user))
+        .expect("the simulator has the user")
+        .id;
+    let known: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT email, seen_via, clerk_user_id FROM invite_sync_known_users WHERE target = $1",
+    )
+    .bind(TARGET)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         known,
-        [(user.to_owned(), "form_identifier_exists".to_owned())]
+        [(user.to_owned(), "lookup".to_owned(), Some(clerk_id))],
+        "users are remembered with their Clerk user id"
     );
     assert!(
         ledger_of(&h, user).await.is_empty(),
@@ -353,7 +366,142 @@ async fn an_existing_user_in_a_bulk_of_10_costs_one_more_bulk_call_and_is_rememb
         (again.created, again.bulk_calls, again.single_calls),
         (0, 0, 0)
     );
+    assert_eq!(again.user_check_calls, 0, "nobody left to look up");
     assert_eq!(writes(&h.sim.stats()), writes(&stats));
+}
+
+#[tokio::test]
+async fn a_roster_where_70_percent_are_users_invites_the_rest_without_a_refused_create() {
+    let h = Harness::new().await;
+    let emails = people("move", 300);
+    let users: Vec<&str> = emails
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 < 7)
+        .map(|(_, e)| e.as_str())
+        .collect();
+    h.sim.seed_users(&users);
+    add_many(&h, &emails).await;
+
+    let report = h.cycle().await;
+
+    let invitable: Vec<String> = emails
+        .iter()
+        .filter(|e| !users.contains(&e.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(invitable.len(), 90);
+    assert_eq!((report.created, report.backlog), (90, 0));
+    assert_eq!((report.user_check_calls, report.users_found), (3, 210));
+    // 90 people: 9 bulk calls of 10, the fewest there can be.
+    assert_eq!((report.bulk_calls, report.single_calls), (9, 0));
+    let stats = h.sim.stats();
+    for operation in [SimOp::CreateBulkInvitations, SimOp::CreateInvitation] {
+        assert_eq!(stats.count(operation, 422), 0, "no create refused");
+        assert_eq!(stats.count(operation, 400), 0, "no create refused");
+    }
+    assert_one_pending_each(&h, &invitable);
+    let with_ids: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invite_sync_known_users WHERE clerk_user_id IS NOT NULL",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(with_ids, 210);
+}
+
+#[tokio::test]
+async fn a_not_a_user_answer_is_trusted_until_it_is_older_than_its_max_age() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__CLERK__USER_CHECK_MAX_AGE_SECONDS", "600")],
+    )
+    .await;
+    h.add_people(&["fresh@example.com", "stale@example.com"])
+        .await;
+    sqlx::query(
+        "INSERT INTO invite_sync_user_checks (target, email, checked_at) VALUES
+         ($1, 'fresh@example.com', now() - interval '599 seconds'),
+         ($1, 'stale@example.com', now() - interval '601 seconds')",
+    )
+    .bind(TARGET)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    // Both signed up on their own since; only the stale answer is asked again.
+    h.sim
+        .seed_users(&["fresh@example.com", "stale@example.com"]);
+
+    let preview = h.reconciler.preview(0).await.expect("the plan reads");
+    assert_eq!((preview.queued, preview.awaiting_user_check), (2, 1));
+    let report = h.cycle().await;
+
+    assert_eq!((report.user_check_calls, report.user_checks), (1, 1));
+    assert_eq!(report.users_found, 1, "the stale answer was asked again");
+    // The fresh answer was trusted: its create was refused and marked the user, as before.
+    assert_eq!(report.created, 0);
+    let stats = h.sim.stats();
+    assert_eq!(stats.count(SimOp::CreateInvitation, 422), 1);
+    let again = h.cycle().await;
+    assert_eq!(count(&again, "already_user"), 2);
+    assert_eq!(writes(&h.sim.stats()), writes(&stats));
+}
+
+#[tokio::test]
+async fn a_backlog_drains_through_both_endpoints_as_slots_free_without_a_429() {
+    const WINDOW: u64 = 2;
+    let h = Harness::with(
+        SimOptions {
+            secret_key: "sk_live_simulator".to_owned(),
+            ..short_hour(WINDOW)
+        },
+        &[
+            ("INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS", "2"),
+            ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "2"),
+            ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "4"),
+        ],
+    )
+    .await;
+    let emails = people("drain", 60);
+    add_many(&h, &emails).await;
+    let token = CancellationToken::new();
+    let (mut worker, triggers) = invite_sync::service::worker(h.reconciler.clone(), token.clone());
+
+    triggers.request("start");
+    let mut cycles = 0;
+    loop {
+        let step = tokio::time::timeout(Duration::from_secs(10), worker.step())
+            .await
+            .expect("the worker wakes for the backlog by itself");
+        let report = ran(step);
+        cycles += 1;
+        assert!(cycles <= 6, "a few cycles drain 60 at 24 a window");
+        if report.backlog == 0 {
+            break;
+        }
+        assert!(report.next_budget_at.is_some(), "{report:?}");
+    }
+
+    assert_one_pending_each(&h, &emails);
+    let stats = h.sim.stats();
+    for operation in [
+        SimOp::CreateBulkInvitations,
+        SimOp::CreateInvitation,
+        SimOp::ListInvitations,
+        SimOp::ListUsers,
+    ] {
+        assert_eq!(stats.count(operation, 429), 0, "{operation:?} answered 429");
+    }
+    // 24 a window: 2 bulk calls of 10 and 4 singles, twice; the last 12 as one bulk of 10
+    // and 2 singles. Every slot was used while people waited.
+    assert_eq!(
+        (
+            stats.total(SimOp::CreateBulkInvitations),
+            stats.total(SimOp::CreateInvitation)
+        ),
+        (5, 10)
+    );
+    token.cancel();
 }
 
 #[tokio::test]
@@ -474,22 +622,25 @@ async fn a_stored_retry_after_blocks_the_endpoint_until_it_passes() {
         "the refused members are not left sending"
     );
 
+    // The next cycle finds the block ending within its wait for a slot: it waits it out
+    // and sends the rest through the bulk endpoint, not one call before the block ends.
     let second = h.cycle().await;
-    assert_eq!(second.bulk_calls, 0);
-    assert_eq!(h.sim.stats().total(SimOp::CreateBulkInvitations), 1);
-    assert_eq!(second.backlog, 25);
-
-    let reconciler = &h.reconciler;
-    wait_for("the block to pass", Duration::from_secs(5), || async move {
-        let budget = reconciler.budget().await.expect("the budget reads");
-        budget.bulk.blocked_until.is_none().then_some(())
-    })
-    .await;
-    let third = h.cycle().await;
-
-    assert_eq!(third.created, 25);
-    assert_eq!(third.bulk_calls, 3);
-    assert_eq!(third.backlog, 0);
+    assert_eq!(second.created, 25);
+    assert_eq!(second.bulk_calls, 3);
+    assert_eq!(second.backlog, 0);
+    let first_bulk_after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT min(called_at) FROM invite_sync_clerk_calls
+         WHERE endpoint = 'create_bulk_invitations' AND run_id = $1",
+    )
+    .bind(second.run_id)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        first_bulk_after >= blocks[0].1,
+        "a bulk call at {first_bulk_after} before the block ended at {}",
+        blocks[0].1
+    );
     assert_one_pending_each(&h, &emails);
     let stats = h.sim.stats();
     assert_eq!(
@@ -1486,7 +1637,7 @@ async fn a_refused_create_waits_for_its_roster_row_to_change() {
 }
 
 #[tokio::test]
-async fn a_bulk_refused_without_naming_anyone_is_sent_one_by_one() {
+async fn a_bulk_refused_without_naming_anyone_is_sent_again_in_two_halves() {
     let h = Harness::new().await;
     let emails = people("split", 10);
     h.add_people(&refs(&emails)).await;
@@ -1502,10 +1653,12 @@ async fn a_bulk_refused_without_naming_anyone_is_sent_one_by_one() {
     let report = h.cycle().await;
 
     assert_eq!(report.created, 10);
-    assert_eq!((report.bulk_calls, report.single_calls), (1, 10));
+    // The refused call and its two halves of 5, where one by one took 10 single calls.
+    assert_eq!((report.bulk_calls, report.single_calls), (3, 0));
     let stats = h.sim.stats();
-    assert_eq!(stats.total(SimOp::CreateBulkInvitations), 1);
-    assert_eq!(stats.total(SimOp::CreateInvitation), 10);
+    assert_eq!(stats.total(SimOp::CreateBulkInvitations), 3);
+    assert_eq!(stats.count(SimOp::CreateBulkInvitations, 400), 1);
+    assert_eq!(stats.total(SimOp::CreateInvitation), 0);
     assert_one_pending_each(&h, &emails);
 }
 

@@ -282,7 +282,12 @@ async fn every_answer_carries_a_clerk_trace_id() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_clerk_errors() {
     let h = Harness::start().await;
-    h.get("/users").await.error(404, "resource_not_found");
+    h.get("/organizations")
+        .await
+        .error(404, "resource_not_found");
+    h.send(h.auth(h.http.post(h.v1("/users"))))
+        .await
+        .error(405, "method_not_allowed");
     h.send(h.auth(h.http.delete(h.v1("/invitations"))))
         .await
         .error(405, "method_not_allowed");
@@ -1785,6 +1790,17 @@ impl Spec {
             }
             return;
         }
+        if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+            let fitting = options
+                .iter()
+                .filter(|option| self.check(option, value, at).is_empty())
+                .count();
+            if fitting != 1 {
+                problems.push(format!(
+                    "{at}: {value} fits {fitting} of the oneOf schemas, not exactly 1"
+                ));
+            }
+        }
         if let Some(kind) = schema.get("type").and_then(Value::as_str) {
             let fits = match kind {
                 "object" => value.is_object(),
@@ -1885,6 +1901,28 @@ fn the_schema_checker_catches_violations() {
         .expect("object")
         .remove("updated_at");
     assert!(!spec.check(&invitation, &missing, "$").is_empty());
+    let address = spec.schema("EmailAddress");
+    let good_address = json!({
+        "id": "idn_1", "object": "email_address", "email_address": "a@b.co", "reserved": false,
+        "verification": {"object": "verification_admin", "status": "verified", "strategy": "admin",
+                         "attempts": null, "expire_at": null},
+        "linked_to": [], "created_at": 1, "updated_at": 1
+    });
+    assert_eq!(
+        spec.check(&address, &good_address, "$"),
+        Vec::<String>::new()
+    );
+    for verification in [
+        json!({"object": "verification_admin", "status": "pending", "strategy": "admin",
+               "attempts": null, "expire_at": null}),
+        json!({"object": "verification_nope", "status": "verified", "strategy": "admin",
+               "attempts": null, "expire_at": null}),
+        json!({"object": "verification_ticket", "status": "verified", "strategy": "ticket"}),
+    ] {
+        let mut bad = good_address.clone();
+        bad["verification"] = verification;
+        assert!(!spec.check(&address, &bad, "$").is_empty(), "{bad}");
+    }
     let errors = spec.schema("ClerkErrors");
     assert!(!spec
         .check(
@@ -2052,4 +2090,666 @@ async fn answers_conform_to_the_spec() {
             reply.body["clerk_trace_id"].as_str()
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Users: GET /users, GET and DELETE /users/{id}, the control calls, webhooks
+
+/// A query string naming each address once as `email_address`.
+fn email_query(emails: &[&str]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for email in emails {
+        query.append_pair("email_address", email);
+    }
+    query.finish()
+}
+
+fn user_emails(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("an array of users")
+        .iter()
+        .map(|user| {
+            user["email_addresses"][0]["email_address"]
+                .as_str()
+                .expect("an email")
+                .to_owned()
+        })
+        .collect()
+}
+
+impl Harness {
+    async fn users(&self, query: &str) -> Reply {
+        self.get(&format!("/users?{query}")).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(self.auth(self.http.delete(self.v1(path)))).await
+    }
+
+    /// Create users through the control API; their ids, in order.
+    async fn seed(&self, emails: &[&str]) -> Vec<String> {
+        let reply = self
+            .control_post("/users", Some(json!({ "email_addresses": emails })))
+            .await;
+        reply.ok()["users"]
+            .as_array()
+            .expect("the users")
+            .iter()
+            .map(id_of)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn users_are_found_by_email_case_insensitively() {
+    let h = Harness::start().await;
+    let ids = h
+        .seed(&["Ada@Example.com", "bob@example.com", "carol@example.com"])
+        .await;
+    assert!(ids
+        .iter()
+        .all(|id| id.starts_with("user_") && id.len() > 10));
+
+    let found = h
+        .users(&email_query(&[
+            "ada@EXAMPLE.com",
+            "CAROL@example.com",
+            "nobody@example.com",
+        ]))
+        .await
+        .ok()
+        .clone();
+    // Newest first by default; each address as it was created.
+    assert_eq!(
+        user_emails(&found),
+        ["carol@example.com", "Ada@Example.com"]
+    );
+    assert_eq!(found[1]["id"], ids[0].as_str());
+    assert_eq!(
+        found[1]["primary_email_address_id"],
+        found[1]["email_addresses"][0]["id"]
+    );
+    // No filter: every user (up to the limit).
+    assert_eq!(user_emails(h.users("").await.ok()).len(), 3);
+    // An address nobody has finds nothing, not everyone.
+    assert_eq!(
+        h.users(&email_query(&["x@example.com"])).await.ok(),
+        &json!([])
+    );
+    // A repeated address finds its user once.
+    let twice = h
+        .users(&email_query(&["bob@example.com", "BOB@example.com"]))
+        .await;
+    assert_eq!(user_emails(twice.ok()), ["bob@example.com"]);
+    // Other filters narrow the same way.
+    let by_id = h.users(&format!("user_id={}", ids[1])).await;
+    assert_eq!(user_emails(by_id.ok()), ["bob@example.com"]);
+    let partial = h.users("email_address_query=AROL").await;
+    assert_eq!(user_emails(partial.ok()), ["carol@example.com"]);
+}
+
+#[tokio::test]
+async fn users_lookup_takes_at_most_100_addresses() {
+    let h = Harness::with(no_limits()).await;
+    let addresses: Vec<String> = (0..101).map(|i| format!("u{i}@example.com")).collect();
+    let seeded: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    h.seed(&seeded).await;
+
+    let hundred = h
+        .users(&format!("{}&limit=500", email_query(&seeded[..100])))
+        .await;
+    assert_eq!(hundred.ok().as_array().map(Vec::len), Some(100));
+    let refused = h
+        .users(&format!("{}&limit=500", email_query(&seeded)))
+        .await;
+    let error = refused.param_error(422, "form_param_value_invalid", "email_address");
+    assert!(error["long_message"]
+        .as_str()
+        .is_some_and(|m| m.contains("100")));
+    let stats = h.sim.stats();
+    assert_eq!(stats.count(Operation::ListUsers, 200), 1);
+    assert_eq!(stats.count(Operation::ListUsers, 422), 1);
+    assert_eq!(
+        stats.user_lookup_addresses, 100,
+        "refused calls look nobody up"
+    );
+}
+
+#[tokio::test]
+async fn users_list_pages_orders_and_rejects_bad_parameters() {
+    let h = Harness::start().await;
+    let emails: Vec<String> = (0..15).map(|i| format!("p{i:02}@example.com")).collect();
+    // Created in reverse alphabetical order, so creation and email order differ.
+    let reversed: Vec<&str> = emails.iter().rev().map(String::as_str).collect();
+    let ids = h.seed(&reversed).await;
+
+    let first = h.users("").await.ok().clone();
+    assert_eq!(
+        first.as_array().map(Vec::len),
+        Some(10),
+        "limit defaults to 10"
+    );
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(self::ids(&first), newest_first[..10]);
+    let second = h.users("offset=10").await.ok().clone();
+    assert_eq!(self::ids(&second), newest_first[10..]);
+    assert_eq!(h.users("offset=15").await.ok(), &json!([]));
+    let oldest = h.users("order_by=created_at&limit=3&offset=1").await;
+    assert_eq!(self::ids(oldest.ok()), ids[1..4]);
+    let by_email = h.users("order_by=email_address&limit=500").await;
+    assert_eq!(user_emails(by_email.ok()), emails);
+    let by_email_desc = h
+        .users("order_by=-email_address&order_by=created_at&limit=2")
+        .await;
+    assert_eq!(
+        user_emails(by_email_desc.ok()),
+        ["p14@example.com", "p13@example.com"]
+    );
+    let after = h
+        .users(&format!(
+            "order_by=%2Bcreated_at&starting_after={}&limit=2",
+            ids[4]
+        ))
+        .await;
+    assert_eq!(self::ids(after.ok()), ids[5..7]);
+
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("order_by=shoe_size", "order_by"),
+        ("starting_after=user_nope", "starting_after"),
+        (
+            "starting_after=user_x&order_by=email_address",
+            "starting_after",
+        ),
+        ("starting_after=user_x&offset=2", "starting_after"),
+    ] {
+        h.users(query)
+            .await
+            .param_error(422, "form_param_value_invalid", param);
+    }
+}
+
+#[tokio::test]
+async fn a_user_is_read_and_deleted_by_id_and_its_address_is_free_again() {
+    let h = Harness::start().await;
+    let id = h.seed(&["gone@example.com"]).await.remove(0);
+    h.post(
+        "/invitations",
+        &json!({"email_address": "gone@example.com"}),
+    )
+    .await
+    .error(422, "form_identifier_exists");
+
+    let user = h.get(&format!("/users/{id}")).await.ok().clone();
+    assert_eq!(user["id"], id.as_str());
+    assert_eq!(
+        h.users(&email_query(&["gone@example.com"])).await.ok()[0],
+        user
+    );
+    let deleted = h.delete(&format!("/users/{id}")).await.ok().clone();
+    assert_eq!(
+        deleted,
+        json!({"object": "user", "id": id, "deleted": true})
+    );
+
+    h.get(&format!("/users/{id}"))
+        .await
+        .error(404, "resource_not_found");
+    h.delete(&format!("/users/{id}"))
+        .await
+        .error(404, "resource_not_found");
+    assert_eq!(
+        h.users(&email_query(&["gone@example.com"])).await.ok(),
+        &json!([])
+    );
+    h.create("gone@example.com").await;
+    let stats = h.sim.stats();
+    assert_eq!(stats.count(Operation::GetUser, 200), 1);
+    assert_eq!(stats.count(Operation::GetUser, 404), 1);
+    assert_eq!(stats.count(Operation::DeleteUser, 200), 1);
+    assert_eq!(stats.count(Operation::DeleteUser, 404), 1);
+    // A user made again for the address is a new user with a new id.
+    let again = h.sim.create_user("GONE@example.com");
+    assert_ne!(again.id, id);
+}
+
+#[tokio::test]
+async fn control_api_creates_lists_and_deletes_users_with_their_ids() {
+    let h = Harness::start().await;
+    let first = h
+        .control_post(
+            "/users",
+            Some(json!({"email_addresses": ["c1@example.com", "C2@example.com"]})),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(
+        first["email_addresses"],
+        json!(["c1@example.com", "C2@example.com"])
+    );
+    let ids = self::ids(&first["users"]);
+    assert_eq!(first["created"], json!(ids));
+    assert_eq!(
+        user_emails(&first["users"]),
+        ["c1@example.com", "C2@example.com"]
+    );
+
+    // An address that is a user already keeps its user; nothing is created.
+    let again = h
+        .control_post(
+            "/users",
+            Some(json!({"email_addresses": ["c2@example.com"]})),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(self::ids(&again["users"]), ids[1..]);
+    assert_eq!(again["created"], json!([]));
+    h.control_post("/users", Some(json!({"email_addresses": ["no-at-sign"]})))
+        .await
+        .param_error(422, "form_param_format_invalid", "email_addresses");
+
+    let listed = h.control_get("/users").await.ok().clone();
+    assert_eq!(self::ids(&listed), ids);
+    let typed: Vec<String> = h.sim.users().into_iter().map(|u| u.id).collect();
+    assert_eq!(typed, ids);
+
+    let deleted = h
+        .send(h.http.delete(h.control(&format!("/users/{}", ids[0]))))
+        .await;
+    assert_eq!(deleted.ok()["deleted"], true);
+    let missing = h
+        .send(h.http.delete(h.control(&format!("/users/{}", ids[0]))))
+        .await;
+    missing.error(404, "resource_not_found");
+    assert!(!h.sim.delete_user(&ids[0]));
+    assert!(h.sim.delete_user(&ids[1]));
+    assert!(h.sim.users().is_empty());
+    // Control calls are not Clerk calls: nothing counted.
+    assert_eq!(h.sim.stats(), SimStats::default());
+    h.create("c1@example.com").await;
+    h.create("c2@example.com").await;
+}
+
+#[tokio::test]
+async fn an_accepted_invitation_becomes_a_ticket_verified_user_with_its_metadata() {
+    let h = Harness::start().await;
+    let invitation = h
+        .create_with(
+            json!({"email_address": "Joiner@example.com", "public_metadata": {"team": "ops"}}),
+        )
+        .await;
+    assert!(h.sim.accept(&id_of(&invitation)));
+    let users = h
+        .users(&email_query(&["joiner@example.com"]))
+        .await
+        .ok()
+        .clone();
+    assert_eq!(user_emails(&users), ["Joiner@example.com"]);
+    assert_eq!(users[0]["public_metadata"], json!({"team": "ops"}));
+    assert_eq!(
+        users[0]["email_addresses"][0]["verification"]["strategy"],
+        "ticket"
+    );
+}
+
+#[tokio::test]
+async fn user_lookups_count_against_the_request_limit_but_not_the_create_limits() {
+    let h = Harness::start().await;
+    for _ in 0..99 {
+        h.users(&email_query(&["a@example.com", "b@example.com"]))
+            .await
+            .ok();
+    }
+    h.create("one@example.com").await;
+    let limited = h.users(&email_query(&["a@example.com"])).await;
+    limited.error(429, "too_many_requests");
+    assert!(limited.header("retry-after").is_some());
+    let stats = h.sim.stats();
+    assert_eq!(stats.count(Operation::ListUsers, 200), 99);
+    assert_eq!(stats.count(Operation::ListUsers, 429), 1);
+    assert_eq!(stats.user_lookup_addresses, 198);
+    assert_eq!(stats.total(Operation::ListInvitations), 0);
+    let json = serde_json::to_value(&stats).expect("json");
+    assert_eq!(json["list_users"], json!({"200": 99, "429": 1}));
+    assert_eq!(json["user_lookup_addresses"], 198);
+
+    // With the production limit, lookups leave all 100 hourly single creates free.
+    let live = Harness::with(live_key()).await;
+    for _ in 0..150 {
+        live.users(&email_query(&["x@example.com"])).await.ok();
+    }
+    for n in 0..100 {
+        live.create(&format!("live{n}@example.com")).await;
+    }
+    live.post(
+        "/invitations",
+        &json!({"email_address": "over@example.com"}),
+    )
+    .await
+    .error(429, "too_many_requests");
+}
+
+#[tokio::test]
+async fn user_answers_conform_to_the_spec() {
+    let spec = Spec::load();
+    let list_ok = spec.response_schema("/users", "get", "200");
+    assert_eq!(
+        list_ok,
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/User"}})
+    );
+    let get_ok = spec.response_schema("/users/{user_id}", "get", "200");
+    assert_eq!(get_ok, json!({"$ref": "#/components/schemas/User"}));
+    let delete_ok = spec.response_schema("/users/{user_id}", "delete", "200");
+    assert_eq!(
+        delete_ok,
+        json!({"$ref": "#/components/schemas/DeletedObject"})
+    );
+
+    let h = Harness::start().await;
+    h.seed(&["admin@example.com"]).await;
+    let invitation = h
+        .create_with(json!({"email_address": "ticket@example.com", "public_metadata": {"a": [1]}}))
+        .await;
+    assert!(h.sim.accept(&id_of(&invitation)));
+    let users = h.users("limit=500").await.ok().clone();
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    spec.assert_conforms(&list_ok, &users, "user list");
+    let id = id_of(&users[0]);
+    let user = h.get(&format!("/users/{id}")).await.ok().clone();
+    spec.assert_conforms(&get_ok, &user, "user");
+    spec.assert_conforms(
+        &list_ok,
+        &h.control_get("/users").await.ok().clone(),
+        "control users",
+    );
+    let deleted = h.delete(&format!("/users/{id}")).await.ok().clone();
+    spec.assert_conforms(&delete_ok, &deleted, "deleted user");
+
+    let errors = [
+        (
+            spec.response_schema("/users", "get", "422"),
+            h.users("limit=0").await,
+        ),
+        (
+            spec.response_schema("/users", "get", "401"),
+            h.send(h.http.get(h.v1("/users"))).await,
+        ),
+        (
+            spec.response_schema("/users/{user_id}", "get", "404"),
+            h.get(&format!("/users/{id}")).await,
+        ),
+        (
+            spec.response_schema("/users/{user_id}", "delete", "404"),
+            h.delete(&format!("/users/{id}")).await,
+        ),
+    ];
+    for (schema, reply) in &errors {
+        spec.assert_conforms(schema, &reply.body, &format!("error {}", reply.status));
+    }
+    let statuses: Vec<u16> = errors.iter().map(|(_, reply)| reply.status).collect();
+    assert_eq!(statuses, [422, 401, 404, 404]);
+}
+
+// --- Webhooks
+
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One delivery as the receiver saw it.
+struct Received {
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+}
+
+/// A webhook endpoint on its own port: every delivery is passed on; the first `fail`
+/// are answered 500, and while `hold` has no permit each answer waits for one.
+struct Receiver {
+    url: String,
+    deliveries: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    hold: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Receiver {
+    async fn start(fail: u32, held: bool) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        let (sender, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let failures = Arc::new(AtomicU32::new(fail));
+        let hold = Arc::new(tokio::sync::Semaphore::new(if held {
+            0
+        } else {
+            tokio::sync::Semaphore::MAX_PERMITS
+        }));
+        let gate = Arc::clone(&hold);
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let sender = sender.clone();
+                    let failures = Arc::clone(&failures);
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        let _ = sender.send(Received { headers, body });
+                        if let Ok(permit) = gate.acquire().await {
+                            permit.forget();
+                        }
+                        let failing = failures
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if failing {
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("an address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            deliveries,
+            hold,
+        }
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
+            .await
+            .expect("a delivery within 10 s")
+            .expect("the receiver is running")
+    }
+
+    fn nothing_more(&mut self) -> bool {
+        self.deliveries.try_recv().is_err()
+    }
+}
+
+async fn sim_delivering_to(receiver: &Receiver) -> Harness {
+    let target =
+        sim::WebhookTarget::new(&receiver.url, WEBHOOK_SECRET).expect("a valid webhook target");
+    Harness::with(SimOptions::default().with_webhook(target)).await
+}
+
+/// Verify a delivery with the project's own verifier and return its payload.
+fn verified(delivery: &Received) -> Value {
+    use invite_sync::webhook::{Scheme, Verifier, VerifyError};
+    let now = chrono::Utc::now().timestamp();
+    let verifier = Verifier::new(&[WEBHOOK_SECRET]).expect("the secret is valid");
+    let checked = verifier
+        .verify(Scheme::Svix, &delivery.headers, &delivery.body, now)
+        .expect("a valid Svix signature");
+    assert_eq!(checked.id, delivery.header("svix-id"));
+    assert!(checked.id.starts_with("msg_"));
+    let other = Verifier::new(&["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]).expect("valid");
+    assert_eq!(
+        other.verify(Scheme::Svix, &delivery.headers, &delivery.body, now),
+        Err(VerifyError::Mismatch)
+    );
+    let payload = delivery.json();
+    assert_eq!(payload["object"], "event");
+    assert!(payload["instance_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("ins_")));
+    let timestamp = payload["timestamp"].as_i64().expect("a timestamp");
+    assert!(
+        (timestamp - chrono_ms()).abs() < 60_000,
+        "milliseconds, now"
+    );
+    payload
+}
+
+#[tokio::test]
+async fn user_webhooks_are_svix_signed_for_created_and_deleted() {
+    let spec = Spec::load();
+    let user_schema = spec.schema("User");
+    let mut receiver = Receiver::start(0, false).await;
+    let h = sim_delivering_to(&receiver).await;
+
+    // Created through the control API.
+    let seeded = h.seed(&["hooked@example.com"]).await.remove(0);
+    let created = verified(&receiver.next().await);
+    assert_eq!(created["type"], "user.created");
+    assert_eq!(created["data"]["id"], seeded.as_str());
+    spec.assert_conforms(&user_schema, &created["data"], "user.created data");
+    assert_eq!(
+        created["data"]["email_addresses"][0]["email_address"],
+        "hooked@example.com"
+    );
+
+    // Created by accepting an invitation.
+    let invitation = h.create("joined@example.com").await;
+    assert!(h.sim.accept(&id_of(&invitation)));
+    let joined = verified(&receiver.next().await);
+    assert_eq!(joined["type"], "user.created");
+    spec.assert_conforms(&user_schema, &joined["data"], "user.created data");
+    let joined_id = id_of(&joined["data"]);
+    assert_eq!(
+        h.users(&email_query(&["joined@example.com"])).await.ok()[0]["id"],
+        joined_id.as_str()
+    );
+
+    // Deleted through Clerk's API, then through the control API.
+    h.delete(&format!("/users/{seeded}")).await.ok();
+    let deleted = verified(&receiver.next().await);
+    assert_eq!(deleted["type"], "user.deleted");
+    assert_eq!(
+        deleted["data"],
+        json!({"deleted": true, "id": seeded, "object": "user"})
+    );
+    assert!(h.sim.delete_user(&joined_id));
+    let deleted = verified(&receiver.next().await);
+    assert_eq!(deleted["type"], "user.deleted");
+    assert_eq!(deleted["data"]["id"], joined_id.as_str());
+
+    assert!(h.sim.webhooks_settled(Duration::from_secs(10)).await);
+    assert!(receiver.nothing_more());
+    let stats = h.control_get("/stats").await.ok().clone();
+    assert_eq!(
+        stats["webhooks"],
+        json!({"raised": 4, "delivered": {"user.created": 2, "user.deleted": 2},
+               "failed_attempts": 0, "abandoned": 0})
+    );
+    // Re-seeding an existing user raises nothing.
+    h.seed(&["joined@example.com"]).await;
+    assert!(h.sim.webhooks_settled(Duration::from_secs(10)).await);
+    assert_eq!(h.sim.stats().webhooks.raised, 5);
+}
+
+#[tokio::test]
+async fn a_failed_webhook_is_retried_with_the_same_id_and_never_holds_an_answer() {
+    let mut receiver = Receiver::start(1, true).await;
+    let h = sim_delivering_to(&receiver).await;
+
+    // The answer comes back while the delivery is still held by the receiver.
+    let id = h.seed(&["retry@example.com"]).await.remove(0);
+    let first = receiver.next().await;
+    assert_eq!(h.sim.stats().webhooks.delivered_total(), 0);
+    assert!(!h.sim.webhooks_settled(Duration::from_millis(1)).await);
+    receiver
+        .hold
+        .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+
+    // The first attempt was answered 500: the same message comes again.
+    let second = receiver.next().await;
+    assert_eq!(first.header("svix-id"), second.header("svix-id"));
+    assert_eq!(first.body, second.body);
+    assert_eq!(verified(&second)["data"]["id"], id.as_str());
+    assert!(h.sim.webhooks_settled(Duration::from_secs(10)).await);
+    let webhooks = h.sim.stats().webhooks;
+    assert_eq!(webhooks.failed_attempts, 1);
+    assert_eq!(webhooks.delivered("user.created"), 1);
+    assert_eq!(webhooks.abandoned, 0);
+}
+
+#[test]
+fn a_webhook_target_needs_an_http_url_and_a_whsec_secret_and_hides_it() {
+    let target = sim::WebhookTarget::new("http://127.0.0.1:9/hook", WEBHOOK_SECRET).expect("valid");
+    let debug = format!(
+        "{target:?} {:?}",
+        SimOptions::default().with_webhook(target.clone())
+    );
+    assert!(
+        !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{debug}"
+    );
+    assert!(debug.contains("127.0.0.1:9"), "{debug}");
+    for (url, secret, error) in [
+        ("not a url", WEBHOOK_SECRET, sim::WebhookTargetError::Url),
+        (
+            "ftp://x.example/hook",
+            WEBHOOK_SECRET,
+            sim::WebhookTargetError::Url,
+        ),
+        (
+            "http://x.example/hook",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            sim::WebhookTargetError::Secret,
+        ),
+        (
+            "http://x.example/hook",
+            "whsec_not*base64",
+            sim::WebhookTargetError::Secret,
+        ),
+        (
+            "http://x.example/hook",
+            "whsec_",
+            sim::WebhookTargetError::Secret,
+        ),
+    ] {
+        let refused = sim::WebhookTarget::new(url, secret).expect_err(url);
+        assert_eq!(refused, error);
+        assert!(!refused.to_string().contains("not*base64"), "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_webhook_target_nothing_is_raised() {
+    let h = Harness::start().await;
+    let id = h.seed(&["quiet@example.com"]).await.remove(0);
+    assert!(h.sim.delete_user(&id));
+    assert!(h.sim.webhooks_settled(Duration::from_millis(1)).await);
+    assert_eq!(h.sim.stats().webhooks, sim::WebhookStats::default());
+    assert!(h.control_get("/stats").await.ok().get("webhooks").is_none());
 }

@@ -190,6 +190,31 @@ impl ApiError {
         )
     }
 
+    pub fn user_not_found(id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "not found",
+            format!("No user was found with id {id}."),
+        )
+    }
+
+    /// An array query parameter with more values than the spec allows.
+    pub fn too_many_values(name: &str, max: usize) -> Self {
+        ApiError::value_invalid(name, format!("{name} accepts at most {max} values."))
+    }
+
+    /// A control call named an address that is not an email address.
+    pub fn control_email_invalid(email: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::FORM_PARAM_FORMAT_INVALID,
+            "is invalid",
+            format!("{email:?} is not a valid email address."),
+        )
+        .with_meta(json!({ "param_name": "email_addresses" }))
+    }
+
     pub fn route_not_found() -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,

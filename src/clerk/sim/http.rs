@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -96,7 +96,10 @@ fn router(sim: Shared) -> Router {
         .route("/v1/invitations", post(create).get(list))
         .route("/v1/invitations/bulk", post(create_bulk))
         .route("/v1/invitations/{invitation_id}/revoke", post(revoke))
-        .route("/_sim/users", post(control_users))
+        .route("/v1/users", get(list_users))
+        .route("/v1/users/{user_id}", get(get_user).delete(delete_user))
+        .route("/_sim/users", post(control_users).get(control_list_users))
+        .route("/_sim/users/{user_id}", delete(control_delete_user))
         .route("/_sim/invitations", get(control_invitations))
         .route(
             "/_sim/invitations/{invitation_id}/accept",
@@ -182,6 +185,46 @@ async fn revoke(
 ) -> Response {
     call(&sim, Operation::RevokeInvitation, &headers, kill, |state| {
         json_value(state.revoke(&invitation_id)?)
+    })
+    .await
+}
+
+async fn list_users(
+    State(sim): State<Shared>,
+    kill: Option<Extension<ConnectionKill>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let parsed = input::parse_user_query(query.as_deref());
+    call(&sim, Operation::ListUsers, &headers, kill, |state| {
+        let query = parsed?;
+        let users = state.list_users(&query)?;
+        state.stats_mut().user_lookup_addresses += query.email_addresses.len() as u64;
+        json_value(users)
+    })
+    .await
+}
+
+async fn get_user(
+    State(sim): State<Shared>,
+    kill: Option<Extension<ConnectionKill>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    call(&sim, Operation::GetUser, &headers, kill, |state| {
+        json_value(state.user(&user_id)?)
+    })
+    .await
+}
+
+async fn delete_user(
+    State(sim): State<Shared>,
+    kill: Option<Extension<ConnectionKill>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    call(&sim, Operation::DeleteUser, &headers, kill, |state| {
+        json_value(state.delete_user(&user_id)?)
     })
     .await
 }
@@ -322,15 +365,49 @@ struct SeedUsers {
     email_addresses: Vec<String>,
 }
 
+/// Each address becomes a user of its own (unless it is one already). The answer has the
+/// user of every address, in order, and the ids of those created by this call.
 async fn control_users(State(sim): State<Shared>, body: Bytes) -> Response {
     let outcome = control_body::<SeedUsers>(&body).and_then(|seed| {
-        let mut state = sim.state();
-        for email in &seed.email_addresses {
-            state.add_user(email);
+        if let Some(bad) = seed
+            .email_addresses
+            .iter()
+            .find(|email| !input::is_valid_email(email))
+        {
+            return Err(ApiError::control_email_invalid(bad));
         }
-        json_value(json!({ "email_addresses": seed.email_addresses }))
+        let mut state = sim.state();
+        let mut users = Vec::new();
+        let mut created = Vec::new();
+        for email in &seed.email_addresses {
+            let (user, new) = state.add_user(email);
+            if new {
+                created.push(user.id.clone());
+            }
+            users.push(user.view());
+        }
+        json_value(json!({
+            "email_addresses": seed.email_addresses,
+            "users": users,
+            "created": created,
+        }))
     });
     control_respond(outcome)
+}
+
+async fn control_list_users(State(sim): State<Shared>) -> Response {
+    let users: Vec<_> = sim
+        .state()
+        .all_users()
+        .into_iter()
+        .map(|user| user.view())
+        .collect();
+    control_respond(json_value(users))
+}
+
+async fn control_delete_user(State(sim): State<Shared>, Path(id): Path<String>) -> Response {
+    let outcome = sim.state().delete_user(&id);
+    control_respond(outcome.and_then(json_value))
 }
 
 async fn control_invitations(State(sim): State<Shared>) -> Response {

@@ -260,6 +260,145 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     Ok(list)
 }
 
+/// The most values one repeated filter of `GET /users` may carry.
+pub const USER_FILTER_MAX: usize = 100;
+
+/// What `GET /users` orders by. The simulator's users have no names, phones or
+/// wallets, so the spec's other fields are accepted and order nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserOrder {
+    CreatedAt,
+    UpdatedAt,
+    EmailAddress,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserOrderBy {
+    pub field: UserOrder,
+    pub descending: bool,
+}
+
+/// The query of `GET /users`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserQuery {
+    /// Empty: no filter on email addresses.
+    pub email_addresses: Vec<String>,
+    /// Empty: no filter on ids.
+    pub user_ids: Vec<String>,
+    pub email_address_query: Option<String>,
+    pub query: Option<String>,
+    pub order_by: UserOrderBy,
+    pub limit: usize,
+    pub offset: usize,
+    pub starting_after: Option<String>,
+}
+
+fn parse_user_order(value: &str) -> Option<UserOrderBy> {
+    let (descending, name) = match value.as_bytes().first() {
+        Some(b'-') => (true, &value[1..]),
+        Some(b'+') => (false, &value[1..]),
+        _ => (false, value),
+    };
+    let field = match name {
+        "created_at" => UserOrder::CreatedAt,
+        "updated_at" => UserOrder::UpdatedAt,
+        "email_address" => UserOrder::EmailAddress,
+        "web3wallet" | "first_name" | "last_name" | "phone_number" | "username"
+        | "last_active_at" | "last_sign_in_at" => UserOrder::Other,
+        _ => return None,
+    };
+    Some(UserOrderBy { field, descending })
+}
+
+/// Parse the raw query of `GET /users`. Array parameters repeat (`email_address=a&email_address=b`)
+/// and take at most 100 values; only the first `order_by` counts; parameters the simulator does
+/// not filter on are ignored.
+pub fn parse_user_query(raw: Option<&str>) -> Result<UserQuery, ApiError> {
+    let mut users = UserQuery {
+        email_addresses: Vec::new(),
+        user_ids: Vec::new(),
+        email_address_query: None,
+        query: None,
+        order_by: UserOrderBy {
+            field: UserOrder::CreatedAt,
+            descending: true,
+        },
+        limit: LIMIT_DEFAULT,
+        offset: 0,
+        starting_after: None,
+    };
+    let mut order_seen = false;
+    let pairs = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        match name.as_ref() {
+            "email_address" => users.email_addresses.push(value.into_owned()),
+            "user_id" => users.user_ids.push(value.into_owned()),
+            "email_address_query" => {
+                users.email_address_query = (!value.is_empty()).then(|| value.into_owned())
+            }
+            "query" => users.query = (!value.is_empty()).then(|| value.into_owned()),
+            "order_by" if order_seen => {}
+            "order_by" => {
+                order_seen = true;
+                users.order_by = parse_user_order(&value).ok_or_else(|| {
+                    ApiError::value_invalid(
+                        "order_by",
+                        "order_by must be one of created_at, updated_at, email_address, web3wallet, first_name, last_name, phone_number, username, last_active_at, last_sign_in_at, optionally prefixed with + or -.",
+                    )
+                })?;
+            }
+            "limit" => {
+                users.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|limit| (1..=LIMIT_MAX).contains(limit))
+                    .ok_or_else(|| {
+                        ApiError::value_invalid(
+                            "limit",
+                            format!("limit must be an integer between 1 and {LIMIT_MAX}."),
+                        )
+                    })?;
+            }
+            "offset" => {
+                users.offset = parse_offset(&value).ok_or_else(|| {
+                    ApiError::value_invalid(
+                        "offset",
+                        "offset must be an integer greater than or equal to 0.",
+                    )
+                })?;
+            }
+            "starting_after" => {
+                users.starting_after = (!value.is_empty()).then(|| value.into_owned())
+            }
+            _ => {}
+        }
+    }
+    for (name, values) in [
+        ("email_address", &users.email_addresses),
+        ("user_id", &users.user_ids),
+    ] {
+        if values.len() > USER_FILTER_MAX {
+            return Err(ApiError::too_many_values(name, USER_FILTER_MAX));
+        }
+    }
+    if users.starting_after.is_some() {
+        if !matches!(users.order_by.field, UserOrder::CreatedAt) {
+            return Err(ApiError::value_invalid(
+                "starting_after",
+                "starting_after can only be used when ordering by created_at.",
+            ));
+        }
+        if users.offset != 0 {
+            return Err(ApiError::value_invalid(
+                "starting_after",
+                "starting_after cannot be combined with a non-zero offset.",
+            ));
+        }
+    }
+    Ok(users)
+}
+
 fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" => Some(true),
@@ -291,6 +430,48 @@ mod tests {
             "a@.b.co", "a@b.co.", "a@b.co\n",
         ] {
             assert!(!is_valid_email(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_query_defaults_limits_and_errors() {
+        let users = parse_user_query(None).expect("defaults");
+        assert_eq!(users.limit, 10);
+        assert_eq!(users.offset, 0);
+        assert!(users.order_by.descending);
+        assert_eq!(users.order_by.field, UserOrder::CreatedAt);
+        let users = parse_user_query(Some(
+            "email_address=A%40b.co&email_address=c%40d.co&order_by=email_address&order_by=-created_at&limit=500",
+        ))
+        .expect("valid");
+        assert_eq!(users.email_addresses, ["A@b.co", "c@d.co"]);
+        assert_eq!(
+            users.order_by.field,
+            UserOrder::EmailAddress,
+            "the first order_by wins"
+        );
+        assert!(!users.order_by.descending);
+        let hundred: String = (0..100)
+            .map(|i| format!("email_address=u{i}%40x.co&"))
+            .collect();
+        assert_eq!(
+            parse_user_query(Some(&hundred))
+                .expect("100 is allowed")
+                .email_addresses
+                .len(),
+            100
+        );
+        let too_many = format!("{hundred}email_address=last%40x.co");
+        assert!(parse_user_query(Some(&too_many)).is_err());
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "offset=-1",
+            "order_by=name",
+            "starting_after=user_x&order_by=email_address",
+            "starting_after=user_x&offset=3",
+        ] {
+            assert!(parse_user_query(Some(bad)).is_err(), "{bad}");
         }
     }
 

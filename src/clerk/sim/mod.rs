@@ -1,9 +1,11 @@
-//! A faithful in-memory Clerk Backend API for invitations, served over a real socket.
+//! A faithful in-memory Clerk Backend API for invitations and users, served over a real socket.
 //!
-//! It answers the four invitation operations under `/v1` with Clerk's shapes,
+//! It answers the four invitation operations and the user lookups (`GET /users`,
+//! `GET /users/{id}`, `DELETE /users/{id}`) under `/v1` with Clerk's shapes,
 //! validation, error codes and rate limits, and a control API under `/_sim/`
-//! (no auth) to seed users, accept or expire invitations, inject faults and read
-//! counters. Where Clerk's behaviour is unknown it takes the harsher reading:
+//! (no auth) to create and delete users, accept or expire invitations, inject faults
+//! and read counters. Given a webhook target it delivers Svix-signed `user.created`
+//! and `user.deleted` events to it. Where Clerk's behaviour is unknown it takes the harsher reading:
 //! one bad item fails a whole bulk call, and `ignore_existing: true` creates a
 //! second pending invitation next to the first.
 //!
@@ -19,6 +21,8 @@ mod errors;
 mod http;
 mod input;
 mod state;
+mod users;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,14 +30,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::model::Invitation;
+use super::model::{Invitation, User};
 use state::State;
+pub use webhooks::{WebhookStats, WebhookTarget, WebhookTargetError};
 
 /// How a simulator is started.
 #[derive(Clone)]
@@ -49,6 +56,16 @@ pub struct SimOptions {
     pub rate_limits: bool,
     /// How long a `Hang` fault holds its request (it ends early on shutdown).
     pub hang: Duration,
+    /// Where to deliver `user.created` / `user.deleted` webhooks; `None` delivers none.
+    pub webhook: Option<WebhookTarget>,
+}
+
+impl SimOptions {
+    /// These options, delivering webhooks to `target`.
+    pub fn with_webhook(mut self, target: WebhookTarget) -> Self {
+        self.webhook = Some(target);
+        self
+    }
 }
 
 impl Default for SimOptions {
@@ -59,6 +76,7 @@ impl Default for SimOptions {
             hour: Duration::from_secs(3600),
             rate_limits: true,
             hang: Duration::from_secs(60),
+            webhook: None,
         }
     }
 }
@@ -72,6 +90,7 @@ impl fmt::Debug for SimOptions {
             .field("hour", &self.hour)
             .field("rate_limits", &self.rate_limits)
             .field("hang", &self.hang)
+            .field("webhook", &self.webhook)
             .finish()
     }
 }
@@ -124,14 +143,67 @@ pub enum FaultKind {
     DropAfterApply,
 }
 
-/// Calls per operation and final HTTP status.
+/// Calls per operation and final HTTP status, addresses looked up, and webhook deliveries.
 ///
-/// JSON: `{"create_invitation": {"200": 3, "422": 1}, ...}`. Calls that got no
-/// response (hang, dropped connection) are counted under status 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// JSON: `{"create_invitation": {"200": 3, "422": 1}, "list_users": {"200": 2},
+/// "user_lookup_addresses": 150, "webhooks": {...}}`. Calls that got no response (hang,
+/// dropped connection) are counted under status 0. `user_lookup_addresses` (the
+/// `email_address` values of `GET /users` calls answered 200) and `webhooks` (see
+/// [`WebhookStats`]) are left out while zero.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimStats {
     pub counts: BTreeMap<Operation, BTreeMap<u16, u64>>,
+    /// `email_address` values in `GET /users` calls answered 200.
+    pub user_lookup_addresses: u64,
+    pub webhooks: WebhookStats,
+}
+
+const USER_LOOKUP_ADDRESSES: &str = "user_lookup_addresses";
+const WEBHOOKS: &str = "webhooks";
+
+impl Serialize for SimStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let extra =
+            usize::from(self.user_lookup_addresses > 0) + usize::from(!self.webhooks.is_empty());
+        let mut map = serializer.serialize_map(Some(self.counts.len() + extra))?;
+        for (operation, by_status) in &self.counts {
+            map.serialize_entry(operation, by_status)?;
+        }
+        if self.user_lookup_addresses > 0 {
+            map.serialize_entry(USER_LOOKUP_ADDRESSES, &self.user_lookup_addresses)?;
+        }
+        if !self.webhooks.is_empty() {
+            map.serialize_entry(WEBHOOKS, &self.webhooks)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SimStats {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = Map::<String, Value>::deserialize(deserializer)?;
+        let mut stats = SimStats::default();
+        for (key, value) in map {
+            match key.as_str() {
+                USER_LOOKUP_ADDRESSES => {
+                    stats.user_lookup_addresses =
+                        serde_json::from_value(value).map_err(D::Error::custom)?;
+                }
+                WEBHOOKS => {
+                    stats.webhooks = serde_json::from_value(value).map_err(D::Error::custom)?;
+                }
+                _ => {
+                    let operation: Operation =
+                        serde_json::from_value(Value::String(key)).map_err(D::Error::custom)?;
+                    let by_status = serde_json::from_value(value).map_err(D::Error::custom)?;
+                    stats.counts.insert(operation, by_status);
+                }
+            }
+        }
+        Ok(stats)
+    }
 }
 
 impl SimStats {
@@ -170,15 +242,24 @@ pub(crate) struct Sim {
     options: SimOptions,
     state: Mutex<State>,
     shutdown: CancellationToken,
+    /// The `instance_id` of webhook events.
+    instance_id: String,
+    /// Woken whenever a webhook delivery ends (delivered, failed or abandoned).
+    webhook_progress: Notify,
 }
 
 impl Sim {
-    fn new(options: SimOptions) -> Self {
-        let state = State::new(&options);
+    fn new(
+        options: SimOptions,
+        webhooks: Option<tokio::sync::mpsc::UnboundedSender<webhooks::Event>>,
+    ) -> Self {
+        let state = State::new(&options, webhooks);
         Sim {
             options,
             state: Mutex::new(state),
             shutdown: CancellationToken::new(),
+            instance_id: webhooks::new_instance_id(),
+            webhook_progress: Notify::new(),
         }
     }
 
@@ -198,7 +279,18 @@ pub async fn start(options: SimOptions) -> std::io::Result<SimHandle> {
 /// Serve the simulator on an already bound listener (`options.listen` is ignored).
 pub async fn start_on(listener: TcpListener, options: SimOptions) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
-    let sim = Arc::new(Sim::new(options));
+    let target = options.webhook.clone();
+    let (queue, deliveries) = match target {
+        Some(_) => {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            (Some(sender), Some(receiver))
+        }
+        None => (None, None),
+    };
+    let sim = Arc::new(Sim::new(options, queue));
+    if let (Some(target), Some(deliveries)) = (target, deliveries) {
+        tokio::spawn(webhooks::deliver(Arc::clone(&sim), target, deliveries));
+    }
     let server = tokio::spawn(http::serve(listener, Arc::clone(&sim)));
     tracing::debug!(%addr, "clerk simulator listening");
     Ok(SimHandle {
@@ -254,12 +346,50 @@ impl SimHandle {
         &self.sim.options.secret_key
     }
 
-    /// Make these emails existing users, so creating invitations for them fails.
+    /// Make these emails existing users, so creating invitations for them fails. Each new
+    /// user raises a `user.created` webhook.
     pub fn seed_users(&self, emails: &[&str]) {
         let mut state = self.sim.state();
         for email in emails {
             state.add_user(email);
         }
+    }
+
+    /// The user of `email` (created, with a `user.created` webhook, if there is none).
+    pub fn create_user(&self, email: &str) -> User {
+        self.sim.state().add_user(email).0.model()
+    }
+
+    /// Delete a user (raising `user.deleted`); `false` if the id is unknown.
+    pub fn delete_user(&self, user_id: &str) -> bool {
+        self.sim.state().delete_user(user_id).is_ok()
+    }
+
+    /// Every user, oldest first.
+    pub fn users(&self) -> Vec<User> {
+        self.sim
+            .state()
+            .all_users()
+            .into_iter()
+            .map(|user| user.model())
+            .collect()
+    }
+
+    /// Wait until every webhook event raised so far was delivered or given up on; `false` if
+    /// `deadline` passed first.
+    pub async fn webhooks_settled(&self, deadline: Duration) -> bool {
+        let wait = async {
+            loop {
+                let progress = self.sim.webhook_progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                if self.sim.state().stats().webhooks.settled() {
+                    return;
+                }
+                progress.await;
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
     }
 
     /// Accept a pending invitation (its email becomes a user). `false` if the id is
@@ -287,7 +417,8 @@ impl SimHandle {
         self.sim.state().all_invitations()
     }
 
-    /// Forget invitations, users, faults, counters and rate-limit windows.
+    /// Forget invitations, users, faults, counters and rate-limit windows. Webhook deliveries
+    /// already queued still go out.
     pub fn reset(&self) {
         self.sim.state().reset();
     }

@@ -2,15 +2,18 @@
 //! and the rules Clerk applies to them.
 
 use std::cmp::Ordering;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::errors::ApiError;
-use super::input::ListQuery;
+use super::input::{ListQuery, UserOrder, UserQuery};
+use super::users::{StoredUser, Verification};
+use super::webhooks::Event;
 use super::{Fault, FaultKind, Operation, SimOptions, SimStats};
 use crate::clerk::model::{Invitation, InvitationPage, InvitationStatus, OrderField};
 
@@ -144,7 +147,8 @@ impl Limits {
         let own = match operation {
             Operation::CreateInvitation => Some(&mut self.create),
             Operation::CreateBulkInvitations => Some(&mut self.bulk),
-            Operation::ListInvitations | Operation::RevokeInvitation => None,
+            // Lists, revokes and user lookups cost only the per-10-s limit.
+            _ => None,
         };
         let own_wait = own.and_then(|window| window.wait(now));
         let wait = match (self.all.wait(now), own_wait) {
@@ -158,7 +162,7 @@ impl Limits {
         match operation {
             Operation::CreateInvitation => self.create.hit(now),
             Operation::CreateBulkInvitations => self.bulk.hit(now),
-            Operation::ListInvitations | Operation::RevokeInvitation => {}
+            _ => {}
         }
         Ok(())
     }
@@ -185,11 +189,17 @@ pub enum Plan {
 
 pub struct State {
     invitations: Vec<Stored>,
-    users: HashSet<String>,
+    /// Users by id.
+    users: BTreeMap<String, StoredUser>,
+    /// User ids by lower-cased email address.
+    user_emails: HashMap<String, String>,
     faults: VecDeque<Fault>,
     stats: SimStats,
     limits: Limits,
     last_created_at: i64,
+    last_user_created_at: i64,
+    /// Where webhook events go, when the simulator delivers webhooks.
+    webhooks: Option<UnboundedSender<Event>>,
 }
 
 fn email_key(email: &str) -> String {
@@ -227,20 +237,24 @@ fn distinct(emails: Vec<String>) -> Vec<String> {
 }
 
 impl State {
-    pub fn new(options: &SimOptions) -> Self {
+    pub fn new(options: &SimOptions, webhooks: Option<UnboundedSender<Event>>) -> Self {
         State {
             invitations: Vec::new(),
-            users: HashSet::new(),
+            users: BTreeMap::new(),
+            user_emails: HashMap::new(),
             faults: VecDeque::new(),
             stats: SimStats::default(),
             limits: Limits::new(options),
             last_created_at: 0,
+            last_user_created_at: 0,
+            webhooks,
         }
     }
 
     pub fn reset(&mut self) {
         self.invitations.clear();
         self.users.clear();
+        self.user_emails.clear();
         self.faults.clear();
         self.stats = SimStats::default();
         self.limits.clear();
@@ -248,6 +262,19 @@ impl State {
 
     pub fn stats(&self) -> &SimStats {
         &self.stats
+    }
+
+    pub fn stats_mut(&mut self) -> &mut SimStats {
+        &mut self.stats
+    }
+
+    /// Queue a webhook event, when webhooks are delivered at all.
+    fn raise(&mut self, event: Event) {
+        if let Some(queue) = &self.webhooks {
+            if queue.send(event).is_ok() {
+                self.stats.webhooks.raised += 1;
+            }
+        }
     }
 
     pub fn record(&mut self, operation: Operation, status: u16) {
@@ -280,8 +307,136 @@ impl State {
         Plan::Fault(kind)
     }
 
-    pub fn add_user(&mut self, email: &str) {
-        self.users.insert(email_key(email));
+    /// The user of `email`, created (and announced by a `user.created` event) if there is
+    /// none. `true` when it was created now.
+    pub fn add_user(&mut self, email: &str) -> (StoredUser, bool) {
+        self.add_user_with(email, Verification::Admin, Map::new())
+    }
+
+    fn add_user_with(
+        &mut self,
+        email: &str,
+        verification: Verification,
+        public_metadata: Map<String, Value>,
+    ) -> (StoredUser, bool) {
+        let key = email_key(email);
+        if let Some(user) = self.user_emails.get(&key).and_then(|id| self.users.get(id)) {
+            return (user.clone(), false);
+        }
+        let now = now_ms();
+        let created_at = now.max(self.last_user_created_at + 1);
+        self.last_user_created_at = created_at;
+        let user = StoredUser {
+            id: format!("user_{}", random_alphanumeric(27)),
+            email_id: format!("idn_{}", random_alphanumeric(27)),
+            email_address: email.to_owned(),
+            email_key: key.clone(),
+            verification,
+            public_metadata,
+            created_at,
+        };
+        self.user_emails.insert(key, user.id.clone());
+        self.users.insert(user.id.clone(), user.clone());
+        self.raise(Event::user_created(user.view()));
+        (user, true)
+    }
+
+    /// Delete a user (announced by a `user.deleted` event); its address is free again.
+    pub fn delete_user(&mut self, id: &str) -> Result<Value, ApiError> {
+        let user = self
+            .users
+            .remove(id)
+            .ok_or_else(|| ApiError::user_not_found(id))?;
+        self.user_emails.remove(&user.email_key);
+        let deleted = serde_json::json!({"object": "user", "id": user.id, "deleted": true});
+        self.raise(Event::user_deleted(deleted.clone()));
+        Ok(deleted)
+    }
+
+    pub fn user(&self, id: &str) -> Result<Value, ApiError> {
+        self.users
+            .get(id)
+            .map(StoredUser::view)
+            .ok_or_else(|| ApiError::user_not_found(id))
+    }
+
+    /// Every user, oldest first.
+    pub fn all_users(&self) -> Vec<&StoredUser> {
+        let mut users: Vec<&StoredUser> = self.users.values().collect();
+        users.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        users
+    }
+
+    fn is_user(&self, key: &str) -> bool {
+        self.user_emails.contains_key(key)
+    }
+
+    /// `GET /users`: the users matching every filter given, ordered and paged.
+    pub fn list_users(&self, query: &UserQuery) -> Result<Vec<Value>, ApiError> {
+        let emails: HashSet<String> = query.email_addresses.iter().map(|e| email_key(e)).collect();
+        let ids: HashSet<&str> = query.user_ids.iter().map(String::as_str).collect();
+        let email_needle = query.email_address_query.as_deref().map(str::to_lowercase);
+        let needle = query.query.as_deref().map(str::to_lowercase);
+        let mut matching: Vec<&StoredUser> = self
+            .users
+            .values()
+            .filter(|u| query.email_addresses.is_empty() || emails.contains(&u.email_key))
+            .filter(|u| query.user_ids.is_empty() || ids.contains(u.id.as_str()))
+            .filter(|u| {
+                email_needle
+                    .as_deref()
+                    .is_none_or(|n| u.email_key.contains(n))
+            })
+            .filter(|u| {
+                needle
+                    .as_deref()
+                    .is_none_or(|n| u.email_key.contains(n) || u.id.to_lowercase().contains(n))
+            })
+            .collect();
+        let order = query.order_by;
+        matching.sort_by(|a, b| {
+            let primary = match order.field {
+                // Every user is created and last updated at once in the simulator.
+                UserOrder::CreatedAt | UserOrder::UpdatedAt => a.created_at.cmp(&b.created_at),
+                UserOrder::EmailAddress => a
+                    .email_key
+                    .cmp(&b.email_key)
+                    .then_with(|| a.email_address.cmp(&b.email_address)),
+                // Fields the simulator's users leave empty: all equal.
+                UserOrder::Other => Ordering::Equal,
+            };
+            let primary = if order.descending {
+                primary.reverse()
+            } else {
+                primary
+            };
+            primary.then_with(|| a.id.cmp(&b.id))
+        });
+        let start = match &query.starting_after {
+            Some(cursor) => {
+                matching
+                    .iter()
+                    .position(|u| &u.id == cursor)
+                    .ok_or_else(|| {
+                        ApiError::value_invalid(
+                            "starting_after",
+                            format!("starting_after {cursor} is not a user of this instance."),
+                        )
+                    })?
+                    + 1
+            }
+            None => query.offset,
+        };
+        Ok(matching
+            .into_iter()
+            .skip(start)
+            .take(query.limit)
+            .map(StoredUser::view)
+            .collect())
     }
 
     pub fn all_invitations(&self) -> Vec<Invitation> {
@@ -311,7 +466,7 @@ impl State {
         let now = now_ms();
         let taken: Vec<String> = items
             .iter()
-            .filter(|item| self.users.contains(&email_key(&item.email_address)))
+            .filter(|item| self.is_user(&email_key(&item.email_address)))
             .map(|item| item.email_address.clone())
             .collect();
         if !taken.is_empty() {
@@ -427,7 +582,8 @@ impl State {
         }
     }
 
-    /// Accept a pending invitation; its email becomes a user.
+    /// Accept a pending invitation; its email becomes a user (unless it is one already),
+    /// with the invitation's public metadata.
     pub fn accept(&mut self, id: &str) -> Result<Invitation, ApiError> {
         let now = now_ms();
         let inv = self.find_mut(id)?;
@@ -438,8 +594,9 @@ impl State {
         inv.lifecycle = Lifecycle::Accepted;
         inv.updated_at = now.max(inv.updated_at);
         let view = inv.view(now);
-        let key = inv.email_key.clone();
-        self.users.insert(key);
+        let email = inv.email_address.clone();
+        let metadata = inv.public_metadata.clone();
+        self.add_user_with(&email, Verification::Ticket, metadata);
         Ok(view)
     }
 

@@ -1,0 +1,311 @@
+//! How well `invite-sync run` spends Clerk's hourly create budget, with the hour scaled down:
+//!
+//! - `backlog`: 1,400 people and no existing users: the drain time against the ideal
+//!   ((windows - 1) x hour + the time the first window's sends take in the same run), the most
+//!   invitations created in any one-hour span (Clerk allows 350), and 429 answers;
+//! - `users`: 1,000 people of whom 70% already have Clerk accounts: refused create calls,
+//!   user-lookup calls, and the time until every non-user is invited.
+//!
+//! `cargo bench --bench backlog [-- backlog|users]` (both by default). It runs the built
+//! binary as the service and its `clerk-sim` as Clerk, each a process of its own, over real
+//! sockets, on the PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database.
+//! `BENCH_HOUR_SECONDS` sets the scaled hour (default 60); `BENCH_SERVICE_BIN` runs another
+//! build of invite-sync as the service (to compare two versions against the same simulator).
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Executor};
+
+mod support;
+use support::wait;
+
+const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
+const KEY: &str = "sk_test_backlog_bench";
+/// Clerk's budget per window: 25 bulk calls of 10 and 100 single calls.
+const PER_WINDOW: usize = 350;
+
+struct Scenario {
+    name: &'static str,
+    people: usize,
+    /// Every n-th person in ten is a user when n < this.
+    users_in_ten: usize,
+}
+
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        name: "backlog",
+        people: 1400,
+        users_in_ten: 0,
+    },
+    Scenario {
+        name: "users",
+        people: 1000,
+        users_in_ten: 7,
+    },
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let hour: u64 = std::env::var("BENCH_HOUR_SECONDS")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(60);
+    let service = std::env::var("BENCH_SERVICE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    println!("service binary: {service}; hour scaled to {hour} s; Clerk key kind: sk_test_ (100 requests per 10 s)");
+    for scenario in SCENARIOS
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.name))
+    {
+        let figures = with_database(|url| run(scenario, &service, hour, url)).await?;
+        println!("{figures}");
+    }
+    Ok(())
+}
+
+async fn with_database<F, Fut>(f: F) -> anyhow::Result<String>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let server: PgConnectOptions = server_url.parse()?;
+    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = server.clone().database("postgres").connect().await?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let mut url = url::Url::parse(&server_url)?;
+    url.set_path(&format!("/{name}"));
+    let result = f(url.to_string()).await;
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await?;
+    result
+}
+
+/// A child process stopped with SIGTERM when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn run(scenario: &Scenario, service: &str, hour: u64, url: String) -> anyhow::Result<String> {
+    let port = free_port()?;
+    let root = format!("http://127.0.0.1:{port}");
+    let _sim = Proc(
+        Command::new(BIN)
+            .args(["clerk-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--secret-key", KEY, "--hour-seconds", &hour.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let http = reqwest::Client::new();
+    wait(Duration::from_secs(10), || {
+        let request = http.get(format!("{root}/_sim/stats")).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await?;
+
+    let emails: Vec<String> = (0..scenario.people)
+        .map(|i| format!("{}{i:05}@example.com", scenario.name))
+        .collect();
+    let users: Vec<&String> = emails
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 < scenario.users_in_ten)
+        .map(|(_, e)| e)
+        .collect();
+    for chunk in users.chunks(500) {
+        let seeded = http
+            .post(format!("{root}/_sim/users"))
+            .json(&serde_json::json!({ "email_addresses": chunk }))
+            .send()
+            .await?;
+        anyhow::ensure!(seeded.status().is_success(), "seeding users: {seeded:?}");
+    }
+    let invitable = emails.len() - users.len();
+
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", url.clone()),
+        ("CLERK_SECRET_KEY", KEY.to_owned()),
+        ("INVITE_SYNC__CLERK__API_URL", format!("{root}/v1")),
+        (
+            "INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS",
+            hour.to_string(),
+        ),
+        ("INVITE_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *".to_owned()),
+        (
+            "INVITE_SYNC__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()?),
+        ),
+        ("INVITE_SYNC__LOG__LEVEL", "warn".to_owned()),
+    ];
+    let migrated = Command::new(service)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()?;
+    anyhow::ensure!(migrated.status.success(), "migrate: {migrated:?}");
+    let pool = sqlx::PgPool::connect(&url).await?;
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, created_at)
+         SELECT email, now() - make_interval(secs => count - ord)
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(email, ord),
+              (SELECT cardinality($1::text[]) AS count) AS c",
+    )
+    .bind(&emails)
+    .execute(&pool)
+    .await?;
+
+    let started_ms = now_ms();
+    let started = Instant::now();
+    let _service = Proc(
+        Command::new(service)
+            .arg("run")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let give_up = Duration::from_secs(hour * (scenario.people / PER_WINDOW + 4) as u64);
+    let mut created: Vec<i64>;
+    loop {
+        let invitations: Vec<Value> = http
+            .get(format!("{root}/_sim/invitations"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        created = invitations
+            .iter()
+            .filter_map(|i| i["created_at"].as_i64())
+            .collect();
+        if created.len() >= invitable || started.elapsed() > give_up {
+            let mut per_email: HashMap<String, usize> = HashMap::new();
+            for invitation in &invitations {
+                let email = invitation["email_address"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                *per_email.entry(email).or_default() += 1;
+            }
+            let duplicates = per_email.values().filter(|n| **n > 1).count();
+            let stats: Value = http
+                .get(format!("{root}/_sim/stats"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            created.sort_unstable();
+            return Ok(report(
+                scenario, hour, started_ms, &created, invitable, duplicates, &stats,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn report(
+    scenario: &Scenario,
+    hour: u64,
+    started_ms: i64,
+    created: &[i64],
+    invitable: usize,
+    duplicates: usize,
+    stats: &Value,
+) -> String {
+    let hour_ms = hour as i64 * 1000;
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    let drained_ms = created.last().map_or(0, |last| last - started_ms);
+    // The most invitations created in any span of one (scaled) hour.
+    let mut most_in_a_window = 0;
+    let mut first = 0;
+    for (last, at) in created.iter().enumerate() {
+        while created[first] <= at - hour_ms {
+            first += 1;
+        }
+        most_in_a_window = most_in_a_window.max(last + 1 - first);
+    }
+    let windows = invitable.div_ceil(PER_WINDOW).max(1);
+    let first_window_send_ms = created
+        .get(invitable.min(PER_WINDOW).saturating_sub(1))
+        .map_or(0, |at| at - started_ms);
+    let ideal_ms = (windows as i64 - 1) * hour_ms + first_window_send_ms;
+    let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
+    for at in created {
+        *per_window.entry((at - started_ms) / hour_ms).or_default() += 1;
+    }
+    let mut calls: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut too_many = 0;
+    let mut refused_creates = 0;
+    // Operation -> status -> calls, beside a few other counters.
+    if let Some(counts) = stats.as_object() {
+        for (operation, by_status) in counts {
+            for (status, n) in by_status.as_object().into_iter().flatten() {
+                let n = n.as_u64().unwrap_or(0);
+                calls
+                    .entry(operation.clone())
+                    .or_default()
+                    .insert(status.clone(), n);
+                if status == "429" {
+                    too_many += n;
+                }
+                if operation.starts_with("create") && (status == "400" || status == "422") {
+                    refused_creates += n;
+                }
+            }
+        }
+    }
+    let lookups: u64 = calls
+        .get("list_users")
+        .map(|s| s.values().sum())
+        .unwrap_or(0);
+    format!(
+        "== {name}: {people} people, {users} already users, {invitable} invitable, hour = {hour} s ==\n\
+         invited {invited} of {invitable}; duplicates {duplicates}\n\
+         drained in {drain:.1} s; ideal {ideal:.1} s ({windows} window(s): {before} x {hour} s + {send:.1} s to send the first window); ratio {ratio:.3}\n\
+         invitations per window since the start: {per_window:?}\n\
+         most invitations in any {hour}-s span: {most} (Clerk allows {PER_WINDOW})\n\
+         429 answers: {too_many}; refused create calls: {refused_creates}; user-lookup calls: {lookups}\n\
+         calls by operation and status: {calls:?}\n",
+        name = scenario.name,
+        people = scenario.people,
+        users = scenario.people - invitable,
+        invited = created.len(),
+        drain = secs(drained_ms),
+        ideal = secs(ideal_ms),
+        before = windows - 1,
+        send = secs(first_window_send_ms),
+        ratio = drained_ms as f64 / ideal_ms.max(1) as f64,
+        most = most_in_a_window,
+    )
+}
