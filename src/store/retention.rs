@@ -16,11 +16,17 @@ pub struct Pruned {
     pub webhook_deliveries: u64,
     pub rate_blocks: u64,
     pub ledger: u64,
+    pub user_checks: u64,
 }
 
 impl Pruned {
     pub fn total(&self) -> u64 {
-        self.runs + self.clerk_calls + self.webhook_deliveries + self.rate_blocks + self.ledger
+        self.runs
+            + self.clerk_calls
+            + self.webhook_deliveries
+            + self.rate_blocks
+            + self.ledger
+            + self.user_checks
     }
 }
 
@@ -83,11 +89,21 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<Pruned, sqlx::Error> {
     .execute(pool)
     .await?
     .rows_affected();
+    // A "not a user" answer this old is asked again before any create anyway.
+    let user_checks = sqlx::query!(
+        r#"DELETE FROM invite_sync_user_checks
+           WHERE checked_at < now() - make_interval(days => $1)"#,
+        days,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(Pruned {
         runs,
         clerk_calls,
         webhook_deliveries,
         rate_blocks,
         ledger,
+        user_checks,
     })
 }

@@ -343,6 +343,20 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
             .unwrap();
     }
 
+    let check = "INSERT INTO invite_sync_user_checks (target, email, checked_at)
+                 VALUES ('a', $2, now() - $1::interval)";
+    for (ago, email) in [
+        ("40 days", "old@example.com"),
+        ("1 hour", "new@example.com"),
+    ] {
+        sqlx::query(check)
+            .bind(ago)
+            .bind(email)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
     let pruned = store::retention::prune(&db.pool, 30).await.unwrap();
 
     assert_eq!(
@@ -353,6 +367,7 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
             webhook_deliveries: 1,
             rate_blocks: 1,
             ledger: 2,
+            user_checks: 1,
         }
     );
     assert_eq!(
