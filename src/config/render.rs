@@ -72,6 +72,7 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
         source,
         sync,
         http,
+        scim,
         log,
     } = settings;
     vec![
@@ -176,6 +177,22 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                 (
                     "clerk_webhook_secret",
                     redacted_list(http.clerk_webhook_secret.len()),
+                ),
+            ],
+        ),
+        (
+            "scim",
+            vec![
+                ("token", redacted_list(scim.token.len())),
+                ("email", text(scim.email.as_str())),
+                (
+                    "metadata",
+                    Some(V::Table(
+                        scim.metadata
+                            .iter()
+                            .map(|(key, path)| (key.clone(), V::String(path.clone())))
+                            .collect(),
+                    )),
                 ),
             ],
         ),

@@ -6,6 +6,7 @@ pub mod ledger;
 pub mod lock;
 pub mod roster;
 pub mod runs;
+pub mod scim;
 pub mod webhooks;
 
 use sqlx::migrate::Migrator;
