@@ -10,5 +10,6 @@ mod docs;
 mod http;
 mod import;
 mod reconcile;
+mod scim;
 mod sim;
 mod store;
