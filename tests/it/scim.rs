@@ -203,6 +203,10 @@ async fn snapshot(h: &Harness) -> (Value, Value) {
     (users, roster)
 }
 
+/// A request, and the status and `scimType` it is refused with. A POST without a body sends
+/// one that is not JSON.
+type Refusal = (Method, String, Option<Value>, StatusCode, Option<&'static str>);
+
 fn patch(operations: Value) -> Value {
     json!({"schemas": [PATCH_OP], "Operations": operations})
 }
@@ -446,7 +450,7 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
         .await;
     assert_eq!(status, StatusCode::OK);
 
-    let refusals: Vec<(Method, String, Option<Value>, StatusCode, Option<&str>)> = vec![
+    let refusals: Vec<Refusal> = vec![
         (
             Method::GET,
             "/Users?filter=userName%20eq".to_owned(),
