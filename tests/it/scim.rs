@@ -85,6 +85,31 @@ impl Endpoint {
         }
     }
 
+    /// The whole service (`run_on`: worker, notifications, HTTP), as `run` serves it.
+    async fn service(h: &Harness) -> Endpoint {
+        let settings = Settings::load(None, &h.env).expect("the test settings load");
+        let reconciler = invite_sync::reconcile::from_settings(&settings)
+            .await
+            .expect("the reconciler builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port is free");
+        let addr = listener.local_addr().expect("the listener has an address");
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            invite_sync::service::run_on(reconciler, &settings, listener, token).await
+        });
+        Endpoint {
+            addr,
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client builds"),
+            shutdown,
+        }
+    }
+
     async fn call_with(
         &self,
         method: Method,
@@ -205,7 +230,13 @@ async fn snapshot(h: &Harness) -> (Value, Value) {
 
 /// A request, and the status and `scimType` it is refused with. A POST without a body sends
 /// one that is not JSON.
-type Refusal = (Method, String, Option<Value>, StatusCode, Option<&'static str>);
+type Refusal = (
+    Method,
+    String,
+    Option<Value>,
+    StatusCode,
+    Option<&'static str>,
+);
 
 fn patch(operations: Value) -> Value {
     json!({"schemas": [PATCH_OP], "Operations": operations})
@@ -719,4 +750,106 @@ async fn the_csv_import_leaves_scim_rows_alone_and_the_roster_webhook_is_refused
         assert_eq!(roster_row(&h, di).await, scim_row);
         assert_eq!(roster_row(&h, "eve@example.com").await, None);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scim_write_wakes_the_running_service_like_any_roster_change() {
+    let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2")]).await;
+    let scim = Endpoint::service(&h).await;
+    let deadline = std::time::Duration::from_secs(10);
+    crate::common::wait_for(
+        "the start cycle and the roster listener",
+        deadline,
+        || async {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%invite_sync%'",
+            )
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("pg_stat_activity can be read");
+            let finished: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
+            )
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("the runs can be read");
+            (listening > 0 && finished > 0).then_some(())
+        },
+    )
+    .await;
+
+    let gil = "gil@example.com";
+    scim.expect(
+        Method::POST,
+        "/Users",
+        Some(&json!({"schemas": [USER], "userName": gil})),
+        StatusCode::CREATED,
+    )
+    .await;
+    crate::common::wait_for("an invitation for gil", deadline, || {
+        std::future::ready((statuses(&h, gil) == [InvitationStatus::Pending]).then_some(()))
+    })
+    .await;
+    let woken: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invite_sync_runs WHERE trigger = 'notify'")
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("the runs can be read");
+    assert!(
+        woken >= 1,
+        "the cycle was started by the roster notification"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scim_user_takes_over_an_existing_row_and_never_deletes_another_writers_row() {
+    let h = harness(&[]).await;
+    let scim = Endpoint::start(&h).await;
+    for email in ["fay@example.com", "gus@example.com"] {
+        sqlx::query(
+            "INSERT INTO desired_invitees (email, public_metadata, redirect_url, source)
+             VALUES ($1, '{\"team\": \"hr\"}', 'https://app.example.com/in', 'hr')",
+        )
+        .bind(email)
+        .execute(&h.db.pool)
+        .await
+        .expect("a row from another writer");
+    }
+    let hr_row = Some((json!({"team": "hr"}), Some("hr".to_owned())));
+
+    // An inactive SCIM user leaves the other writer's row as it is, even when deleted.
+    let gus = scim
+        .expect(
+            Method::POST,
+            "/Users",
+            Some(&json!({"schemas": [USER], "userName": "gus@example.com", "active": false})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(roster_row(&h, "gus@example.com").await, hr_row);
+    let gus = format!("/Users/{}", gus["id"].as_str().expect("an id"));
+    scim.expect(Method::DELETE, &gus, None, StatusCode::NO_CONTENT)
+        .await;
+    assert_eq!(roster_row(&h, "gus@example.com").await, hr_row);
+
+    // An active one takes the row over: metadata and source become SCIM's, the rest stays.
+    scim.expect(
+        Method::POST,
+        "/Users",
+        Some(&json!({"schemas": [USER], "userName": "fay@example.com", "externalId": "fay-9"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        roster_row(&h, "fay@example.com").await,
+        Some((json!({"external_id": "fay-9"}), Some("scim".to_owned())))
+    );
+    let redirect: Option<String> = sqlx::query_scalar(
+        "SELECT redirect_url FROM desired_invitees WHERE email = 'fay@example.com'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("the row can be read");
+    assert_eq!(redirect.as_deref(), Some("https://app.example.com/in"));
 }
