@@ -329,54 +329,65 @@ fn filtered(
         })
         .map(|(index, _)| index)
         .collect();
-    let result = (|| {
-        match op {
-            Op::Remove => {
-                for &index in matched.iter().rev() {
-                    match sub {
-                        Some(sub) => {
-                            if let Some(fields) = items[index].as_object_mut() {
-                                fields.remove(&sub.name);
-                            }
+    // The patched copy is dropped on any error, so nothing needs putting back here.
+    let touched: Vec<usize> = match op {
+        Op::Remove => {
+            for &index in matched.iter().rev() {
+                match sub {
+                    Some(sub) => {
+                        if let Some(fields) = items[index].as_object_mut() {
+                            fields.remove(&sub.name);
                         }
-                        None => {
-                            items.remove(index);
-                        }
+                    }
+                    None => {
+                        items.remove(index);
                     }
                 }
             }
-            _ if matched.is_empty() => {
-                let pinned = filter.clone();
-                let pinned = pinned_values(&pinned).ok_or_else(|| {
-                    ScimError::no_target(format!("no value of {name} matches the filter"))
+            Vec::new()
+        }
+        _ if matched.is_empty() => {
+            let pinned = pinned_values(filter).ok_or_else(|| {
+                ScimError::no_target(format!("no value of {name} matches the filter"))
+            })?;
+            let mut item = Map::new();
+            for (key, pinned_value) in pinned {
+                let sub_attribute = attribute.sub(&key).ok_or_else(|| {
+                    ScimError::invalid_path(format!("{name} has no sub-attribute {key}"))
                 })?;
-                let mut item = Map::new();
-                for (key, pinned_value) in pinned {
-                    let sub_attribute = attribute.sub(&key).ok_or_else(|| {
-                        ScimError::invalid_path(format!("{name} has no sub-attribute {key}"))
-                    })?;
-                    let coerced =
-                        coerce_simple_sub(sub_attribute, &pinned_value, &format!("{name}.{key}"))?;
-                    item.insert(sub_attribute.name.clone(), coerced);
-                }
-                set_item(&mut item, attribute, sub, op, value)?;
-                items.push(Value::Object(item));
+                let coerced =
+                    coerce_simple_sub(sub_attribute, &pinned_value, &format!("{name}.{key}"))?;
+                item.insert(sub_attribute.name.clone(), coerced);
             }
-            _ => {
-                for &index in &matched {
-                    if let Some(fields) = items[index].as_object_mut() {
-                        set_item(fields, attribute, sub, op, value)?;
-                    }
+            set_item(&mut item, attribute, sub, op, value)?;
+            items.push(Value::Object(item));
+            vec![items.len() - 1]
+        }
+        _ => {
+            for &index in &matched {
+                if let Some(fields) = items[index].as_object_mut() {
+                    set_item(fields, attribute, sub, op, value)?;
+                }
+            }
+            matched
+        }
+    };
+    // One primary value at most (RFC 7643 §2.4): the one just made primary wins.
+    let primary = |item: &Value| item.get("primary") == Some(&Value::Bool(true));
+    if touched.iter().any(|&index| primary(&items[index])) {
+        for (index, item) in items.iter_mut().enumerate() {
+            if !touched.contains(&index) {
+                if let Some(fields) = item.as_object_mut() {
+                    fields.remove("primary");
                 }
             }
         }
-        Ok(())
-    })();
+    }
     items.retain(|item| item.as_object().is_some_and(|f| !f.is_empty()));
     if !items.is_empty() {
         base.insert(name, Value::Array(items));
     }
-    result
+    Ok(())
 }
 
 /// Writes `value` into one matched item: its sub-attribute, or the whole item
@@ -557,6 +568,23 @@ mod tests {
             assert_eq!(error.scim_type, Some(kind), "{operations}: {error}");
             assert_eq!(error.status, 400);
         }
+    }
+
+    #[test]
+    fn making_a_value_primary_through_a_filter_clears_the_other_primary() {
+        let ann = user(json!({"userName": "ann", "emails": [
+            {"value": "home@x.com", "type": "home", "primary": true},
+            {"value": "work@x.com", "type": "work"}]}));
+        let patched = patch(
+            &ann,
+            json!([{"op": "Replace", "path": "emails[type eq \"work\"].primary", "value": "True"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            patched["emails"],
+            json!([{"value": "home@x.com", "type": "home"},
+                   {"value": "work@x.com", "type": "work", "primary": true}])
+        );
     }
 
     #[test]

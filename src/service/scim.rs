@@ -338,9 +338,6 @@ fn user_response(
     if let Ok(location) = HeaderValue::from_str(&format!("{base}/Users/{}", user.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", user.version)) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
     response
 }
 
