@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -299,6 +299,14 @@ impl Projection {
     }
 }
 
+/// The query string's parameters. Bad percent-encoding is kept as it is, never an error:
+/// what it spells is then judged like any other value.
+fn query_params(query: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
 /// A query parameter by name, case-insensitively.
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     params
@@ -311,9 +319,10 @@ async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     authorize(&state, &headers)?;
+    let params = query_params(query.as_deref());
     let id = user_id(&id)?;
     let user = store::get(&state.pool, id)
         .await
@@ -518,10 +527,10 @@ async fn run_search(
 async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     authorize(&state, &headers)?;
-    let search = Search::from_query(&params)?;
+    let search = Search::from_query(&query_params(query.as_deref()))?;
     run_search(&state, &headers, search).await
 }
 

@@ -491,6 +491,13 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
         ),
         (
             Method::GET,
+            "/Users?filter=userName%20eq%20%ZZ".to_owned(),
+            None,
+            StatusCode::BAD_REQUEST,
+            Some("invalidFilter"),
+        ),
+        (
+            Method::GET,
             "/Users?filter=userName%20equals%20%22a%22".to_owned(),
             None,
             StatusCode::BAD_REQUEST,
