@@ -860,3 +860,115 @@ async fn a_scim_user_takes_over_an_existing_row_and_never_deletes_another_writer
     .expect("the row can be read");
     assert_eq!(redirect.as_deref(), Some("https://app.example.com/in"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_are_found_by_each_filter_and_paged_by_start_index_and_count() {
+    let h = harness(&[]).await;
+    let scim = Endpoint::start(&h).await;
+    let mut ids = Vec::new();
+    for (n, name) in ["hal", "ida", "jon"].iter().enumerate() {
+        let created = scim
+            .expect(
+                Method::POST,
+                "/Users",
+                Some(
+                    &json!({"schemas": [USER], "userName": format!("{name}@example.com"),
+                    "externalId": format!("ext-{n}"), "active": n != 1,
+                    "emails": [{"value": format!("{name}.work@example.com"), "type": "work"}]}),
+                ),
+                StatusCode::CREATED,
+            )
+            .await;
+        ids.push(created["id"].as_str().expect("an id").to_owned());
+    }
+    let found = |answer: &Value| -> Vec<String> {
+        answer["Resources"]
+            .as_array()
+            .expect("Resources")
+            .iter()
+            .map(|r| r["id"].as_str().expect("an id").to_owned())
+            .collect()
+    };
+    let search = |filter: &str| {
+        format!(
+            "/Users?filter={}",
+            url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+        )
+    };
+    for (filter, expected) in [
+        (r#"userName eq "IDA@example.com""#.to_owned(), vec![1]),
+        (r#"externalId eq "ext-2""#.to_owned(), vec![2]),
+        (
+            r#"emails.value eq "hal.work@example.com""#.to_owned(),
+            vec![0],
+        ),
+        (format!(r#"id eq "{}""#, ids[2]), vec![2]),
+        (r#"id eq "not-a-uuid""#.to_owned(), vec![]),
+        (
+            r#"active eq true and emails[type eq "work" and value sw "jon"]"#.to_owned(),
+            vec![2],
+        ),
+        (
+            r#"active eq false or externalId eq "ext-0""#.to_owned(),
+            vec![0, 1],
+        ),
+    ] {
+        let answer = scim
+            .expect(Method::GET, &search(&filter), None, StatusCode::OK)
+            .await;
+        let expected: Vec<String> = expected
+            .into_iter()
+            .map(|i: usize| ids[i].clone())
+            .collect();
+        assert_eq!(found(&answer), expected, "{filter}");
+        assert_eq!(answer["totalResults"], expected.len(), "{filter}");
+    }
+
+    let page = scim
+        .expect(
+            Method::GET,
+            "/Users?startIndex=2&count=1",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(found(&page), [ids[1].clone()]);
+    assert_eq!(
+        (
+            page["totalResults"].clone(),
+            page["startIndex"].clone(),
+            page["itemsPerPage"].clone()
+        ),
+        (json!(3), json!(2), json!(1))
+    );
+    let counted = scim
+        .expect(Method::GET, "/Users?count=0", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        (counted["totalResults"].clone(), found(&counted).len()),
+        (json!(3), 0)
+    );
+    let past = scim
+        .expect(Method::GET, "/Users?startIndex=9", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        (past["totalResults"].clone(), found(&past).len()),
+        (json!(3), 0)
+    );
+
+    let searched = scim
+        .expect(
+            Method::POST,
+            "/Users/.search",
+            Some(
+                &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "externalId eq \"ext-0\"", "attributes": ["userName"]}),
+            ),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        searched["Resources"],
+        json!([{"schemas": [USER], "id": ids[0], "userName": "hal@example.com"}])
+    );
+}
