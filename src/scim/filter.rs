@@ -69,11 +69,20 @@ fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | ':' | '.' | '-')
 }
 
+/// Most tokens a filter may have: `and` / `or` chains build trees as deep as they are long,
+/// which evaluating and dropping walk recursively.
+const MAX_TOKENS: usize = 512;
+
 fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
     let mut tokens = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     while i < chars.len() {
+        if tokens.len() > MAX_TOKENS {
+            return Err(ScimError::invalid_filter(format!(
+                "the filter has more than {MAX_TOKENS} terms"
+            )));
+        }
         let c = chars[i];
         match c {
             c if c.is_whitespace() => i += 1,
@@ -186,9 +195,14 @@ fn attr_ref(word: &str, inner: bool) -> Result<AttrRef, ScimError> {
     Ok(AttrRef { owner, names })
 }
 
+/// Deepest nesting of parentheses and `not` a filter may have: the parser recurses, and a
+/// hostile filter must not exhaust the stack.
+const MAX_DEPTH: usize = 32;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -227,6 +241,21 @@ impl Parser {
     }
 
     fn unary(&mut self, inner: bool) -> Result<Filter, ScimError> {
+        if self.keyword("not") || self.peek() == Some(&Token::Open) {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(ScimError::invalid_filter(format!(
+                    "the filter nests deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            let nested = self.nested(inner);
+            self.depth -= 1;
+            return nested;
+        }
+        self.comparison(inner)
+    }
+
+    fn nested(&mut self, inner: bool) -> Result<Filter, ScimError> {
         if self.keyword("not") {
             self.at += 1;
             if self.next() != Some(Token::Open) {
@@ -246,6 +275,10 @@ impl Parser {
             }
             return Ok(inside);
         }
+        self.comparison(inner)
+    }
+
+    fn comparison(&mut self, inner: bool) -> Result<Filter, ScimError> {
         let word = match self.next() {
             Some(Token::Word(word)) => word,
             Some(other) => {
@@ -334,7 +367,11 @@ fn describe(token: &Token) -> String {
 }
 
 fn parse_tokens(tokens: Vec<Token>, inner: bool) -> Result<Filter, ScimError> {
-    let mut parser = Parser { tokens, at: 0 };
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        depth: 0,
+    };
     let filter = parser.or(inner)?;
     match parser.next() {
         None => Ok(filter),
@@ -729,6 +766,9 @@ mod tests {
             r#"userName eq "unterminated"#,
             r#"urn:unknown:thing eq "x""#,
             r#"userName eq "x" )"#,
+            &format!("{}userName pr{}", "(".repeat(100_000), ")".repeat(100_000)),
+            &"not (".repeat(100_000),
+            &vec![r#"title pr"#; 100_000].join(" and "),
         ] {
             let error = parse(bad).expect_err(bad);
             assert_eq!(error.scim_type, Some("invalidFilter"), "{bad}");
