@@ -57,6 +57,14 @@ impl Scim {
 impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        if status.is_client_error() {
+            // The detail may quote what the client sent (addresses included): not logged.
+            tracing::info!(
+                status = self.status,
+                scim_type = self.scim_type.unwrap_or("-"),
+                "SCIM request refused"
+            );
+        }
         let mut response = scim_json(status, self.body());
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

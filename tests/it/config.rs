@@ -822,6 +822,11 @@ fn example_config_is_valid() {
     );
     assert!(s.clerk.secret_key_file.is_some());
     assert!(s.database.connect_options().is_ok());
+    assert!(s.scim.metadata.contains_key("cost_center"));
+    assert!(
+        s.scim.metadata.contains_key("external_id"),
+        "the defaults stay"
+    );
 }
 
 #[test]
