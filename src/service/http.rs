@@ -39,6 +39,8 @@ pub struct AppState {
     api_token: Option<Arc<SecretString>>,
     roster: Option<Arc<Verifier>>,
     clerk: Option<Arc<Verifier>>,
+    /// `/scim/v2`, when `scim.token` is set.
+    pub scim: Option<Arc<super::scim::Scim>>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
                 &settings.http.clerk_webhook_secret,
                 "http.clerk_webhook_secret",
             )?,
+            scim: super::scim::Scim::from_settings(settings)?.map(Arc::new),
         })
     }
 }
@@ -79,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/webhooks/roster", post(roster_hook))
         .route("/v1/webhooks/clerk", post(clerk_hook))
+        .nest("/scim/v2", super::scim::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -242,7 +246,12 @@ async fn roster_hook(
     }
     let applied = roster_webhook::apply(&mut tx, &state.config.relation, &changes)
         .await
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            roster_webhook::ApplyError::ScimManaged(_) => {
+                Problem(StatusCode::CONFLICT, e.to_string())
+            }
+            roster_webhook::ApplyError::Database(e) => internal(e),
+        })?;
     tx.commit().await.map_err(internal)?;
     tracing::info!(
         message_id,

@@ -5,6 +5,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod notify;
 pub mod roster_webhook;
+pub mod scim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

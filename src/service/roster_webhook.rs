@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
+use crate::store::roster::SCIM_SOURCE;
 
 /// Most items one `roster.batch` may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -14,6 +15,21 @@ pub const MAX_BATCH: usize = 1000;
 pub enum Change {
     Upsert(DesiredRow),
     Remove(Email),
+}
+
+/// Why a webhook's changes were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The changes touch rows the SCIM endpoint manages; nothing was applied.
+    #[error(
+        "{} managed through SCIM (source {SCIM_SOURCE:?}); change {} through the identity provider: {}",
+        if .0.len() == 1 { "this address is" } else { "these addresses are" },
+        if .0.len() == 1 { "it" } else { "them" },
+        .0.join(", ")
+    )]
+    ScimManaged(Vec<String>),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 /// What was written.
@@ -174,6 +190,12 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
         Some(value @ Value::Object(_)) => value.clone(),
         Some(_) => return Err(format!("{path}.public_metadata: must be a JSON object")),
     };
+    let source = text("source")?.unwrap_or_else(|| "webhook".to_owned());
+    if source == SCIM_SOURCE {
+        return Err(format!(
+            "{path}.source: {SCIM_SOURCE:?} is reserved for the SCIM endpoint's rows"
+        ));
+    }
     let row = DesiredRow {
         email: email.as_str().to_owned(),
         public_metadata,
@@ -182,7 +204,7 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
         expires_in_days,
         template_slug: text("template_slug")?,
         not_before,
-        source: Some(text("source")?.unwrap_or_else(|| "webhook".to_owned())),
+        source: Some(source),
         created_at: None,
         updated_at: None,
     };
@@ -265,20 +287,33 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Writes the changes in the caller's transaction.
+/// Writes the changes in the caller's transaction. A change to a row the SCIM endpoint
+/// manages refuses the whole request: the identity provider owns that person, and a webhook
+/// silently undoing its work (or being undone by it) would leave nobody in charge.
 pub async fn apply(
     conn: &mut PgConnection,
     relation: &str,
     changes: &[Change],
-) -> Result<Applied, sqlx::Error> {
+) -> Result<Applied, ApplyError> {
     let writer = crate::store::roster::Writer::new(relation, crate::store::roster::Columns::ALL);
     let mut batch = crate::store::roster::Batch::default();
     let mut removals = Vec::new();
+    let mut named = Vec::with_capacity(changes.len());
     for change in changes {
         match change {
-            Change::Upsert(row) => batch.push(row.clone()),
-            Change::Remove(email) => removals.push(email.as_str().to_owned()),
+            Change::Upsert(row) => {
+                named.push(row.email.clone());
+                batch.push(row.clone());
+            }
+            Change::Remove(email) => {
+                named.push(email.as_str().to_owned());
+                removals.push(email.as_str().to_owned());
+            }
         }
+    }
+    let managed = writer.managed_by_scim(conn, &named).await?;
+    if !managed.is_empty() {
+        return Err(ApplyError::ScimManaged(managed));
     }
     let upserted = batch.len() as u64;
     writer.upsert(conn, &mut batch).await?;

@@ -7,6 +7,7 @@ pub mod lock;
 pub mod retention;
 pub mod roster;
 pub mod runs;
+pub mod scim;
 pub mod users;
 pub mod webhooks;
 

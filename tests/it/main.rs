@@ -12,5 +12,6 @@ mod http;
 mod import;
 mod prometheus;
 mod reconcile;
+mod scim;
 mod sim;
 mod store;
