@@ -73,6 +73,10 @@ pub struct SyncArgs {
     /// Release up to N revocations the guard holds, this once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub allow_revocations: usize,
+    /// Send again the creates Clerk refused (a terminal failure, which otherwise waits for the
+    /// roster row to change): those of the addresses given, or every one without an address.
+    #[arg(long, value_name = "EMAIL", num_args = 0.., conflicts_with = "dry_run")]
+    pub retry_failed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +171,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             match command {
                 Command::Run => commands::run::run(&settings).await,
                 Command::Sync(args) => {
-                    commands::sync::run(&settings, args.dry_run, args.allow_revocations).await
+                    let retry = match retry_failed(args.retry_failed) {
+                        Ok(retry) => retry,
+                        Err(code) => return code,
+                    };
+                    commands::sync::run(&settings, args.dry_run, args.allow_revocations, retry)
+                        .await
                 }
                 Command::Plan(args) => {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await
@@ -188,6 +197,25 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// `--retry-failed`'s addresses, each checked; a bad one is a usage error naming it.
+fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFailed, ExitCode> {
+    use commands::sync::RetryFailed;
+    match emails {
+        None => Ok(RetryFailed::None),
+        Some(emails) if emails.is_empty() => Ok(RetryFailed::All),
+        Some(emails) => emails
+            .iter()
+            .map(|email| {
+                crate::domain::Email::parse(email).map_err(|e| {
+                    eprintln!("--retry-failed: {email:?} is not an email address: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(RetryFailed::These),
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use sqlx::PgPool;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
-use crate::store::roster::{Batch, Writer};
+use crate::store::roster::{self, Batch, Writer};
 use columns::Layout;
 use records::{Record, RecordError, Records};
 
@@ -68,6 +68,9 @@ pub enum ImportError {
     Csv(String),
     #[error("the roster could not be written: {0}")]
     Database(#[from] sqlx::Error),
+    /// `source.relation` is a view or does not exist: nothing can be imported into it.
+    #[error("{0}")]
+    NotATable(String),
     #[error(
         "the file would delete {would_delete} of the roster's {roster} rows, more than the \
          allowed {}%; nothing was written (--force allows it)",
@@ -144,6 +147,10 @@ pub async fn import_reader<R: Read + Send>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
     let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
+    let kind = roster::relation_kind(pool, &options.relation).await?;
+    if let Some(reason) = roster::not_writable_reason(&options.relation, kind) {
+        return Err(ImportError::NotATable(reason));
+    }
     let writer = Writer::new(&options.relation, layout.present);
 
     let mut tx = pool.begin().await?;
