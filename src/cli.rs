@@ -36,6 +36,12 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
+    /// Read environment variables from FILE first, exactly as systemd's EnvironmentFile= reads
+    /// it (no shell: `&` and `$` in a value are kept); its values replace the environment's.
+    /// Run a command by hand as the service runs: --env-file /etc/invite-sync/invite-sync.env
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -146,6 +152,28 @@ pub struct ClerkSimArgs {
     /// The endpoint's signing secret, `whsec_<base64>` (used only with --webhook-url).
     #[arg(long, env = "CLERK_SIM_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+}
+
+/// Sets the variables of `--env-file`, before any thread starts. A file that cannot be read
+/// or parsed is a usage error naming it.
+pub fn apply_env_file(cli: &mut Cli) -> Result<(), ExitCode> {
+    let Some(path) = &cli.env_file else {
+        return Ok(());
+    };
+    let assignments = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| config::parse_env_file(&text))
+        .map_err(|reason| {
+            eprintln!("--env-file {}: {reason}", path.display());
+            ExitCode::from(EXIT_USAGE)
+        })?;
+    for (key, value) in assignments {
+        if key == "INVITE_SYNC_CONFIG" && cli.config.is_none() {
+            cli.config = Some(PathBuf::from(&value));
+        }
+        std::env::set_var(key, value);
+    }
+    Ok(())
 }
 
 /// Runs a parsed command line and returns the process exit code.

@@ -2218,3 +2218,175 @@ async fn demo_once_with_a_database_url_that_does_not_answer_is_an_error() {
     );
     assert!(!finished.stdout.contains("private"), "{finished}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_file_is_read_as_systemd_reads_it_keeping_an_ampersand_in_the_database_url() {
+    let h = harness(&[]).await;
+    let roster = people("envfile", 2);
+    add(&h, &roster).await;
+    // The path names a database that does not exist; the parameter after `&` names the
+    // test's. A shell's `. file` would cut the URL at the `&`.
+    let mut url = url::Url::parse(&server_url()).unwrap();
+    url.set_path("/no_such_database_here");
+    url.set_query(Some(&format!("sslmode=disable&dbname={}", h.db.name)));
+    let dir = std::env::temp_dir().join(format!("env-file-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invite-sync.env");
+    std::fs::write(
+        &file,
+        format!("# as deploy/systemd/etc/invite-sync/invite-sync.env\nDATABASE_URL={url}\n"),
+    )
+    .unwrap();
+
+    let mut command = h.command();
+    // The environment's value is replaced by the file's, as the service would see it.
+    command.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/elsewhere");
+    let finished = run(command, &["--env-file", file.to_str().unwrap(), "sync"]).await;
+    finished.assert_code(0);
+    assert!(finished.stdout.contains("2 created"), "{finished}");
+    assert_one_pending_each(&h, &roster);
+
+    std::fs::write(&file, "DATABASE_URL=\"unterminated\n").unwrap();
+    let bad = invite_sync(&h, &["--env-file", file.to_str().unwrap(), "status"]).await;
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("line 1: a quote is left open"), "{bad}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// docs/operations.md "Database prerequisites", run as written
+
+/// The SQL block that follows `<!-- prerequisites: NAME -->` in docs/operations.md, or the
+/// first block of `doc` holding `needle`, with the list's indentation removed.
+fn sql_block(doc: &str, needle: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/docs/{doc}", env!("CARGO_MANIFEST_DIR")))
+        .expect("the doc exists");
+    let start = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in {doc}"));
+    let open = text[..start]
+        .rfind("```sql")
+        .filter(|_| !needle.starts_with("<!--"))
+        .unwrap_or_else(|| start + text[start..].find("```sql").expect("a sql block follows"));
+    let body = &text[open + "```sql".len()..];
+    let body = &body[..body.find("```").expect("the block ends")];
+    body.lines()
+        .map(|line| line.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_prerequisites_of_the_docs_work_as_written() {
+    use sqlx::{ConnectOptions, Executor};
+    let admin_options: sqlx::postgres::PgConnectOptions = server_url().parse().unwrap();
+    let mut admin = admin_options.connect().await.expect("the server answers");
+    // The roles are the cluster's: one run of this test at a time.
+    admin
+        .execute("SELECT pg_advisory_lock(hashtext('invite-sync docs prerequisites'))")
+        .await
+        .unwrap();
+    let _ = admin
+        .execute("DROP ROLE IF EXISTS invite_sync_migrator, invite_sync")
+        .await;
+    let roles = sql_block("operations.md", "<!-- prerequisites: roles -->");
+    admin
+        .execute(roles.as_str())
+        .await
+        .expect("the roles block runs");
+
+    let result =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(prerequisites_hold()))
+            .await;
+    admin
+        .execute("DROP ROLE IF EXISTS invite_sync_migrator, invite_sync")
+        .await
+        .expect("the roles can be dropped once their database is gone");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn prerequisites_hold() {
+    use sqlx::Executor;
+    let db = TestDb::empty().await;
+    let grants = sql_block("operations.md", "<!-- prerequisites: grants -->");
+    db.pool
+        .execute(grants.as_str())
+        .await
+        .expect("the grants block runs");
+    let sim = invite_sync::clerk::sim::start(SimOptions::default())
+        .await
+        .unwrap();
+    let url_as = |user: &str, password: &str| {
+        let mut url = url::Url::parse(&db.url()).unwrap();
+        url.set_username(user).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url.to_string()
+    };
+    let migrator = url_as("invite_sync_migrator", "CHANGE-ME-MIGRATOR");
+    let runner = url_as("invite_sync", "CHANGE-ME");
+    let api_url = sim.base_url().to_string();
+    let command = |url: &str, extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("DATABASE_URL", url),
+            ("CLERK_SECRET_KEY", sim.secret_key()),
+            ("INVITE_SYNC__CLERK__API_URL", api_url.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        bare_command(&env)
+    };
+
+    // A run-only role under the default migrate_on_start = true.
+    let refused = run(command(&runner, &[]), &["sync"]).await;
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("permission denied for schema public"),
+        "{refused}"
+    );
+    run(command(&migrator, &[]), &["migrate"])
+        .await
+        .assert_code(0);
+
+    // The view of hr-integration.md over the operator's own table, after the migration.
+    db.pool
+        .execute(
+            "CREATE SCHEMA hr;
+             CREATE TABLE hr.people (work_email text, department text, hired_on date,
+                                     status text, created timestamptz DEFAULT now());
+             INSERT INTO hr.people (work_email, department, status)
+                 VALUES ('Viewed@Example.com', 'ops', 'active'), ('gone@example.com', 'ops', 'left');",
+        )
+        .await
+        .unwrap();
+    let view = sql_block("hr-integration.md", "CREATE VIEW hr.desired_invitees");
+    db.pool
+        .execute(view.as_str())
+        .await
+        .expect("the view block runs");
+    let trigger = sql_block(
+        "hr-integration.md",
+        "CREATE TRIGGER people_notify_invite_sync",
+    );
+    db.pool
+        .execute(trigger.as_str())
+        .await
+        .expect("the trigger block runs after the migration");
+
+    let run_only = [("INVITE_SYNC__DATABASE__MIGRATE_ON_START", "false")];
+    let synced = run(command(&runner, &run_only), &["sync"]).await;
+    synced.assert_code(0);
+    let from_view = [
+        ("INVITE_SYNC__DATABASE__MIGRATE_ON_START", "false"),
+        ("INVITE_SYNC__SOURCE__RELATION", "hr.desired_invitees"),
+    ];
+    let synced = run(command(&runner, &from_view), &["sync"]).await;
+    synced.assert_code(0);
+    assert!(synced.stdout.contains("1 created"), "{synced}");
+    let status = run(command(&runner, &run_only), &["status"]).await;
+    status.assert_code(0);
+    sim.shutdown().await;
+    drop(db);
+}

@@ -840,3 +840,24 @@ fn a_bad_webhook_secret_is_named_by_position_not_by_value() {
     assert!(!text.contains("NEARLYsecret"), "{text}");
     assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{text}");
 }
+
+#[test]
+fn libpq_parameters_the_driver_does_not_read_say_what_to_use_instead() {
+    let e = load_err(
+        None,
+        &env(&[(
+            "DATABASE_URL",
+            "postgres://app@db/x?sslmode=require&connect_timeout=5&target_session_attrs=read-write",
+        )]),
+    );
+    let reason = &problem(&e, "database.url").reason;
+    assert!(
+        reason.contains("connect_timeout, target_session_attrs"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("set database.connect_timeout_seconds instead of connect_timeout"),
+        "{reason}"
+    );
+    assert!(reason.contains("name the primary's address"), "{reason}");
+}
