@@ -222,7 +222,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error.message = %error, error.cause_chain = ?error, "command failed");
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -245,6 +245,19 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
             .collect::<Result<Vec<_>, _>>()
             .map(RetryFailed::These),
     }
+}
+
+/// An error and its causes on one line, each said once: a database error's message is also
+/// its source's, and `{:#}` would print it twice.
+fn describe(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 fn config_check(file: Option<PathBuf>) -> ExitCode {
@@ -294,12 +307,22 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Se
 
 async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     let pool = crate::reconcile::connect(settings).await?;
+    let pending = store::pending_migrations(&pool)
+        .await
+        .context("the schema version could not be read")?;
     store::migrate(&pool)
         .await
         .context("the migrations could not be applied")?;
-    let applied = store::MIGRATOR.iter().count();
-    tracing::info!(migrations = applied, "database schema is up to date");
-    println!("database schema is up to date ({applied} migrations)");
+    let total = store::MIGRATOR.iter().count();
+    if pending == 0 {
+        tracing::info!(migrations = total, "database schema was already up to date");
+        println!("database schema was already up to date ({total} migrations)");
+    } else {
+        tracing::info!(applied = pending, migrations = total, "migrations applied");
+        println!(
+            "applied {pending} migrations; database schema is up to date ({total} migrations)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -319,6 +342,9 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
+            if let crate::import::ImportError::RefusedDeletion { summary, .. } = &error {
+                print!("{}", summary.render());
+            }
             eprintln!("import failed: {error}");
             Ok(ExitCode::from(EXIT_FAILED))
         }

@@ -80,6 +80,8 @@ pub enum ImportError {
         would_delete: u64,
         roster: u64,
         max_ratio: f64,
+        /// What the import would have done.
+        summary: ImportSummary,
     },
     /// Some lines are bad and `skip_invalid` is off: nothing was written. The summary holds
     /// every problem and the counts the import would have had.
@@ -211,6 +213,7 @@ pub async fn import_reader<R: Read + Send>(
             would_delete: summary.deleted,
             roster,
             max_ratio: options.max_delete_ratio,
+            summary,
         });
     }
     if options.dry_run {

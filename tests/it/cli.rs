@@ -441,13 +441,19 @@ async fn config_check_keeps_secrets_written_in_the_config_file_out_of_its_output
 async fn migrate_applied_twice_on_a_fresh_database_succeeds_both_times() {
     let db = TestDb::empty().await;
     let url = db.url();
-    for round in ["first", "second"] {
+    let total = invite_sync::store::MIGRATOR.iter().count();
+    for (round, said) in [
+        ("first", format!("applied {total} migrations")),
+        (
+            "second",
+            format!("database schema was already up to date ({total} migrations)"),
+        ),
+    ] {
         let finished = run(bare_command(&[("DATABASE_URL", &url)]), &["migrate"]).await;
         assert_eq!(finished.code(), Some(0), "{round} migrate: {finished}");
-        assert!(
-            finished.stdout.contains("database schema is up to date"),
-            "{finished}"
-        );
+        assert!(finished.stdout.contains(&said), "{round}: {finished}");
+        // PostgreSQL's "relation ... already exists, skipping" notice is not logged.
+        assert!(!finished.stderr.contains("already exists"), "{finished}");
     }
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'
@@ -2389,4 +2395,38 @@ async fn prerequisites_hold() {
     status.assert_code(0);
     sim.shutdown().await;
     drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_says_what_a_view_as_the_roster_disables() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "hr.desired_invitees")]).await;
+    let finished = invite_sync(&h, &["config", "check"]).await;
+    finished.assert_code(0);
+    assert!(
+        finished.stdout.contains(
+            "# note: source.relation is \"hr.desired_invitees\". If it is a view, invite-sync only reads it: `import` and the roster webhook need a table"
+        ),
+        "{finished}"
+    );
+    let default = invite_sync(&harness(&[]).await, &["config", "check"]).await;
+    assert!(
+        !default.stdout.contains("# note: source.relation"),
+        "{default}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_error_is_said_once() {
+    let db = TestDb::empty().await;
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_path("/invite_sync_no_such_database");
+    let finished = run(bare_command(&[("DATABASE_URL", url.as_str())]), &["status"]).await;
+    finished.assert_code(1);
+    let said = "database \"invite_sync_no_such_database\" does not exist";
+    let line = finished
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {finished}"));
+    assert_eq!(line.matches(said).count(), 1, "{line}");
 }
