@@ -817,7 +817,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         settings.database.connect_options()?,
     )
     .await
-    .context("the database does not answer")
+    .context("could not connect to the database")
 }
 
 /// Connects and builds a reconciler from the settings; the Clerk key is checked here.

@@ -2293,7 +2293,7 @@ async fn the_database_prerequisites_of_the_docs_work_as_written() {
         .await
         .unwrap();
     let _ = admin
-        .execute("DROP ROLE IF EXISTS invite_sync_migrator, invite_sync")
+        .execute("DROP ROLE IF EXISTS invite_migrator, invite_sync")
         .await;
     let roles = sql_block("operations.md", "<!-- prerequisites: roles -->");
     admin
@@ -2305,7 +2305,7 @@ async fn the_database_prerequisites_of_the_docs_work_as_written() {
         futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(prerequisites_hold()))
             .await;
     admin
-        .execute("DROP ROLE IF EXISTS invite_sync_migrator, invite_sync")
+        .execute("DROP ROLE IF EXISTS invite_migrator, invite_sync")
         .await
         .expect("the roles can be dropped once their database is gone");
     if let Err(panic) = result {
@@ -2330,7 +2330,7 @@ async fn prerequisites_hold() {
         url.set_password(Some(password)).unwrap();
         url.to_string()
     };
-    let migrator = url_as("invite_sync_migrator", "CHANGE-ME-MIGRATOR");
+    let migrator = url_as("invite_migrator", "CHANGE-ME-MIGRATOR");
     let runner = url_as("invite_sync", "CHANGE-ME");
     let api_url = sim.base_url().to_string();
     let command = |url: &str, extra: &[(&str, &str)]| {
