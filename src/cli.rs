@@ -36,6 +36,12 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
+    /// Read environment variables from FILE first, exactly as systemd's EnvironmentFile= reads
+    /// it (no shell: `&` and `$` in a value are kept); its values replace the environment's.
+    /// Run a command by hand as the service runs: --env-file /etc/invite-sync/invite-sync.env
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -73,6 +79,10 @@ pub struct SyncArgs {
     /// Release up to N revocations the guard holds, this once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub allow_revocations: usize,
+    /// Send again the creates Clerk refused (a terminal failure, which otherwise waits for the
+    /// roster row to change): those of the addresses given, or every one without an address.
+    #[arg(long, value_name = "EMAIL", num_args = 0.., conflicts_with = "dry_run")]
+    pub retry_failed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +154,28 @@ pub struct ClerkSimArgs {
     pub webhook_secret: Option<String>,
 }
 
+/// Sets the variables of `--env-file`, before any thread starts. A file that cannot be read
+/// or parsed is a usage error naming it.
+pub fn apply_env_file(cli: &mut Cli) -> Result<(), ExitCode> {
+    let Some(path) = &cli.env_file else {
+        return Ok(());
+    };
+    let assignments = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| config::parse_env_file(&text))
+        .map_err(|reason| {
+            eprintln!("--env-file {}: {reason}", path.display());
+            ExitCode::from(EXIT_USAGE)
+        })?;
+    for (key, value) in assignments {
+        if key == "INVITE_SYNC_CONFIG" && cli.config.is_none() {
+            cli.config = Some(PathBuf::from(&value));
+        }
+        std::env::set_var(key, value);
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
@@ -167,7 +199,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             match command {
                 Command::Run => commands::run::run(&settings).await,
                 Command::Sync(args) => {
-                    commands::sync::run(&settings, args.dry_run, args.allow_revocations).await
+                    let retry = match retry_failed(args.retry_failed) {
+                        Ok(retry) => retry,
+                        Err(code) => return code,
+                    };
+                    commands::sync::run(&settings, args.dry_run, args.allow_revocations, retry)
+                        .await
                 }
                 Command::Plan(args) => {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await
@@ -185,10 +222,42 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error.message = %error, error.cause_chain = ?error, "command failed");
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// `--retry-failed`'s addresses, each checked; a bad one is a usage error naming it.
+fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFailed, ExitCode> {
+    use commands::sync::RetryFailed;
+    match emails {
+        None => Ok(RetryFailed::None),
+        Some(emails) if emails.is_empty() => Ok(RetryFailed::All),
+        Some(emails) => emails
+            .iter()
+            .map(|email| {
+                crate::domain::Email::parse(email).map_err(|e| {
+                    eprintln!("--retry-failed: {email:?} is not an email address: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(RetryFailed::These),
+    }
+}
+
+/// An error and its causes on one line, each said once: a database error's message is also
+/// its source's, and `{:#}` would print it twice.
+fn describe(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 fn config_check(file: Option<PathBuf>) -> ExitCode {
@@ -238,12 +307,22 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Se
 
 async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     let pool = crate::reconcile::connect(settings).await?;
+    let pending = store::pending_migrations(&pool)
+        .await
+        .context("the schema version could not be read")?;
     store::migrate(&pool)
         .await
         .context("the migrations could not be applied")?;
-    let applied = store::MIGRATOR.iter().count();
-    tracing::info!(migrations = applied, "database schema is up to date");
-    println!("database schema is up to date ({applied} migrations)");
+    let total = store::MIGRATOR.iter().count();
+    if pending == 0 {
+        tracing::info!(migrations = total, "database schema was already up to date");
+        println!("database schema was already up to date ({total} migrations)");
+    } else {
+        tracing::info!(applied = pending, migrations = total, "migrations applied");
+        println!(
+            "applied {pending} migrations; database schema is up to date ({total} migrations)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -263,6 +342,9 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
+            if let crate::import::ImportError::RefusedDeletion { summary, .. } = &error {
+                print!("{}", summary.render());
+            }
             eprintln!("import failed: {error}");
             Ok(ExitCode::from(EXIT_FAILED))
         }

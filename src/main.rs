@@ -4,7 +4,7 @@ use clap::Parser;
 use invite_sync::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Before the runtime's threads exist: setting variables is only sound while single-threaded.
+    if let Err(code) = cli::apply_env_file(&mut cli) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

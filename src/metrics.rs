@@ -156,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "held_revocations",
-            "Revocations the guard held in the last cycle",
+            "Revocations the guard holds for the target: those of its latest cycle, whichever replica ran it",
             metrics.held_revocations.clone(),
         );
         registry.register(

@@ -17,12 +17,28 @@ pub fn init(format: Format, level: &str) -> Result<(), String> {
     init_with_prefix(format, level, "")
 }
 
+/// Libraries whose info lines say nothing to an operator: PostgreSQL's notices (`relation
+/// "_sqlx_migrations" already exists, skipping` on every start) and the scheduler's start-up
+/// chatter. Kept at warn unless `level` names them itself.
+const QUIET_LIBRARIES: [&str; 2] = ["sqlx::postgres::notice", "tokio_cron_scheduler"];
+
+fn with_quiet_libraries(level: &str) -> String {
+    let mut directives = level.to_owned();
+    for library in QUIET_LIBRARIES {
+        let root = library.split("::").next().unwrap_or(library);
+        if !level.contains(root) {
+            directives.push_str(&format!(",{library}=warn"));
+        }
+    }
+    directives
+}
+
 /// Like [`init`], with `prefix` at the start of every line (the demo marks its lines so).
 pub fn init_with_prefix(format: Format, level: &str, prefix: &'static str) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)
             .map_err(|e| format!("RUST_LOG is not a valid filter: {e}"))?,
-        _ => EnvFilter::try_new(level)
+        _ => EnvFilter::try_new(with_quiet_libraries(level))
             .map_err(|e| format!("log.level is not a valid filter: {e}"))?,
     };
     let builder = tracing_subscriber::fmt()

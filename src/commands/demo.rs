@@ -10,6 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor};
 use tokio_util::sync::CancellationToken;
 
+use super::private_postgres::{self, PrivateCluster};
 use crate::clerk::sim::{self, SimOptions};
 use crate::config::Settings;
 use crate::reconcile::{self, CycleResult, Request};
@@ -29,8 +30,19 @@ const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example
 pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     telemetry::init_with_prefix(telemetry::Format::Pretty, "info", "[simulated Clerk] ")
         .map_err(anyhow::Error::msg)?;
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    // Declared first so that it is dropped last: the server outlives every connection.
+    let mut private = None;
+    let server_url = match std::env::var("DATABASE_URL") {
+        // An explicit server that does not answer is the user's to fix: an error below.
+        Ok(url) => url,
+        Err(_) if answers(LOCAL_SERVER).await => LOCAL_SERVER.to_owned(),
+        Err(_) => {
+            let cluster = start_private_cluster().await?;
+            let url = cluster.url();
+            private = Some(cluster);
+            url
+        }
+    };
     let database_url = create_database(&server_url).await?;
 
     let simulator = sim::start(SimOptions::default())
@@ -56,12 +68,6 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     store::migrate(&pool)
         .await
         .context("the migrations could not be applied")?;
-    pool.execute(
-        "TRUNCATE desired_invitees, invite_sync_ledger, invite_sync_known_users, invite_sync_user_checks, invite_sync_runs,
-                  invite_sync_clerk_calls, invite_sync_rate_blocks",
-    )
-    .await
-    .context("the demo database could not be reset")?;
 
     heading("1. The sample roster goes into desired_invitees");
     let imported = import::import_reader(
@@ -135,6 +141,13 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     );
     if once {
         simulator.shutdown().await;
+        pool.close().await;
+        reconciler.pool.close().await;
+        if let Some(cluster) = private.take() {
+            let root = cluster.root().display().to_string();
+            tokio::task::spawn_blocking(move || drop(cluster)).await?;
+            println!("The private PostgreSQL was stopped and {root} removed.");
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -153,6 +166,44 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     simulator.shutdown().await;
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server the demo uses when DATABASE_URL is not set.
+const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Whether a PostgreSQL server accepts a connection at `url` within 3 s.
+async fn answers(url: &str) -> bool {
+    let Ok(options) = url.parse::<PgConnectOptions>() else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), options.connect()).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Starts a throwaway cluster from the machine's PostgreSQL binaries, or says in one line
+/// how to get them.
+async fn start_private_cluster() -> anyhow::Result<PrivateCluster> {
+    let Some(bin) = PrivateCluster::find_binaries() else {
+        anyhow::bail!(
+            "no PostgreSQL answers at 127.0.0.1:5432 and none is installed here: {}",
+            private_postgres::HOW_TO_INSTALL
+        );
+    };
+    println!(
+        "No PostgreSQL answers at 127.0.0.1:5432 and DATABASE_URL is not set: starting a private one from {} (it is stopped and removed when the demo ends).",
+        bin.display()
+    );
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&bin))
+        .await?
+        .context("the private PostgreSQL could not start")?;
+    println!(
+        "Private PostgreSQL at {} (data in {})",
+        cluster.url(),
+        cluster.root().display()
+    );
+    Ok(cluster)
 }
 
 fn heading(text: &str) {
@@ -195,7 +246,7 @@ async fn print_status(pool: &sqlx::PgPool, settings: &Settings) -> anyhow::Resul
     Ok(())
 }
 
-/// Creates the demo database on the server of `server_url` if it is missing; returns its URL.
+/// Creates the demo database afresh on the server of `server_url`; returns its URL.
 async fn create_database(server_url: &str) -> anyhow::Result<String> {
     let server: PgConnectOptions = server_url
         .parse()
@@ -205,18 +256,17 @@ async fn create_database(server_url: &str) -> anyhow::Result<String> {
         .database("postgres")
         .connect()
         .await
-        .context("no PostgreSQL answers at DATABASE_URL (or 127.0.0.1:5432)")?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DATABASE)
-            .fetch_one(&mut admin)
-            .await?;
-    if !exists {
-        admin
-            .execute(format!("CREATE DATABASE {DATABASE}").as_str())
-            .await
-            .with_context(|| format!("the database {DATABASE} could not be created"))?;
-    }
+        .context("no PostgreSQL answers at DATABASE_URL")?;
+    // A fresh database each time: one left by another version of invite-sync may hold
+    // migrations this one does not know.
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)").as_str())
+        .await
+        .with_context(|| format!("the database {DATABASE} could not be reset"))?;
+    admin
+        .execute(format!("CREATE DATABASE {DATABASE}").as_str())
+        .await
+        .with_context(|| format!("the database {DATABASE} could not be created"))?;
     let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;
     url.set_path(&format!("/{DATABASE}"));
     Ok(url.to_string())

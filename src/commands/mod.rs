@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod plan;
+pub mod private_postgres;
 pub mod run;
 pub mod status;
 pub mod sync;
@@ -12,12 +13,25 @@ use sqlx::PgPool;
 use crate::config::Settings;
 use crate::store;
 
-/// Applies the migrations unless `database.migrate_on_start = false`.
+/// Applies the migrations unless `database.migrate_on_start = false`; then it fails, saying
+/// what to run, when the schema lacks a migration this version needs.
 pub async fn migrate_if_configured(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
     if settings.database.migrate_on_start {
         store::migrate(pool)
             .await
             .context("the migrations could not be applied")?;
+        return Ok(());
+    }
+    let pending = store::pending_migrations(pool)
+        .await
+        .context("the schema version could not be read")?;
+    if pending > 0 {
+        anyhow::bail!(
+            "the database schema lacks {pending} of this version's {} migrations and \
+             database.migrate_on_start is false: run `invite-sync migrate` (with a role that \
+             may create tables), then start again",
+            store::MIGRATOR.iter().count()
+        );
     }
     Ok(())
 }

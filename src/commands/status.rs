@@ -56,12 +56,7 @@ pub fn render_text(status: &Value) -> String {
             let _ = writeln!(out, "Lock: free (no cycle running)");
         }
         holder => {
-            let _ = writeln!(
-                out,
-                "Lock: held by pid {} ({})",
-                holder["pid"],
-                holder["application_name"].as_str().unwrap_or("")
-            );
+            let _ = writeln!(out, "Lock: held by {}", describe_holder(&holder));
         }
     }
     let budget = get("budget");
@@ -108,6 +103,16 @@ pub fn render_text(status: &Value) -> String {
                 ""
             }
         );
+        if let Some(error) = run["error"].as_str().filter(|e| !e.is_empty()) {
+            let _ = writeln!(out, "      error: {error}");
+        }
     }
     out
+}
+
+/// The lock holder as `lock::Holder::describe` words it, from the status document.
+fn describe_holder(holder: &Value) -> String {
+    serde_json::from_value::<lock::Holder>(holder.clone())
+        .map(|h| h.describe())
+        .unwrap_or_else(|_| holder.to_string())
 }

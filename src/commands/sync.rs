@@ -4,20 +4,34 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
+use anyhow::Context;
+
 use crate::config::Settings;
+use crate::domain::Email;
 use crate::reconcile::{self, CycleResult, Request};
+use crate::store::ledger;
 use crate::store::runs::Outcome;
 
 /// Exit code when the guard held revocations.
 pub const EXIT_HELD: u8 = 3;
 
+/// Which refused creates `--retry-failed` makes due again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryFailed {
+    None,
+    All,
+    These(Vec<Email>),
+}
+
 pub async fn run(
     settings: &Settings,
     dry_run: bool,
     allow_revocations: usize,
+    retry_failed: RetryFailed,
 ) -> anyhow::Result<ExitCode> {
     let reconciler = reconcile::from_settings(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
+    retry(&reconciler.pool, &settings.sync.target, &retry_failed).await?;
     let shutdown = CancellationToken::new();
     crate::service::cancel_on_signal(shutdown.clone());
     let request = Request {
@@ -30,13 +44,7 @@ pub async fn run(
     Ok(match result {
         CycleResult::Skipped { holder } => {
             let who = holder
-                .map(|h| {
-                    format!(
-                        " (pid {} on {})",
-                        h.pid,
-                        h.client_addr.unwrap_or_else(|| "local socket".into())
-                    )
-                })
+                .map(|h| format!(" ({})", h.describe()))
                 .unwrap_or_default();
             println!("skipped: another invite-sync holds the lock for this target{who}");
             ExitCode::SUCCESS
@@ -75,4 +83,32 @@ pub async fn run(
             }
         }
     })
+}
+
+/// Clears the refused creates `which` names so this cycle sends them again, and says so.
+async fn retry(pool: &sqlx::PgPool, target: &str, which: &RetryFailed) -> anyhow::Result<()> {
+    let emails: Option<Vec<String>> = match which {
+        RetryFailed::None => return Ok(()),
+        RetryFailed::All => None,
+        RetryFailed::These(emails) => Some(emails.iter().map(|e| e.as_str().to_owned()).collect()),
+    };
+    let cleared = ledger::clear_terminal_failures(pool, target, emails.as_deref())
+        .await
+        .context("the refused creates could not be cleared for a retry")?;
+    println!(
+        "retrying {} refused create{}{}",
+        cleared.len(),
+        if cleared.len() == 1 { "" } else { "s" },
+        if cleared.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cleared.join(", "))
+        }
+    );
+    for email in emails.iter().flatten() {
+        if !cleared.contains(email) {
+            println!("  {email}: no refused create to retry");
+        }
+    }
+    Ok(())
 }

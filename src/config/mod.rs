@@ -9,6 +9,7 @@
 //! where the value came from. Secrets (the Clerk key, the database password) never
 //! appear in `Debug`, `Display`, an error, or [`Settings::effective_toml`].
 
+mod env_file;
 mod error;
 mod render;
 mod schema;
@@ -29,6 +30,7 @@ use url::Url;
 use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
 use crate::domain::RowDefaults;
 
+pub use env_file::parse_env_file;
 pub use error::{ConfigError, Problem};
 pub use render::{check, CHECK_INVALID, CHECK_OK};
 pub use sources::{

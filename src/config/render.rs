@@ -22,6 +22,9 @@ pub const CHECK_INVALID: i32 = 2;
 ///
 /// Beyond loading, a configured secret key is read (from its file, if so) and checked.
 /// A missing key is only a warning, since `migrate` and `import` run without one.
+/// The roster table the migrations create.
+const DEFAULT_RELATION: &str = "desired_invitees";
+
 pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32) {
     let loaded = match Settings::load_traced(file, env) {
         Ok(loaded) => loaded,
@@ -38,6 +41,16 @@ pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32
         out.push_str(
             "# warning: no Clerk secret key is set (clerk.secret_key, clerk.secret_key_file \
              or CLERK_SECRET_KEY); run, sync and plan need one\n",
+        );
+    }
+    let relation = &loaded.settings.source.relation;
+    if relation != DEFAULT_RELATION {
+        let _ = writeln!(
+            out,
+            "# note: source.relation is \"{relation}\". If it is a view, invite-sync only reads it: \
+             `import` and the roster webhook need a table (they refuse a view), and no change \
+             trigger wakes the service unless you add one to the tables the view reads \
+             (otherwise sync.schedule drives it)"
         );
     }
     out.push_str("# secrets are redacted; a comment after a value names where it came from\n\n");

@@ -604,6 +604,17 @@ const PG_PARAMS: &[&str] = &[
     "options",
 ];
 
+/// What to do instead of a libpq parameter the driver does not read.
+fn unsupported_hint(name: &str) -> Option<&'static str> {
+    match name {
+        "connect_timeout" => Some("set database.connect_timeout_seconds instead of connect_timeout"),
+        "target_session_attrs" => Some(
+            "target_session_attrs is not supported: name the primary's address (a read-write service or DNS name) in the URL",
+        ),
+        _ => None,
+    }
+}
+
 pub(crate) fn check_database_url(text: &str) -> Result<String, String> {
     let url = Url::parse(text).map_err(|e| format!("is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
@@ -617,9 +628,18 @@ pub(crate) fn check_database_url(text: &str) -> Result<String, String> {
     unknown.sort();
     unknown.dedup();
     if !unknown.is_empty() {
+        let hints: Vec<&str> = unknown
+            .iter()
+            .filter_map(|name| unsupported_hint(name))
+            .collect();
         return Err(format!(
-            "has unknown connection parameters: {}",
-            unknown.join(", ")
+            "has unknown connection parameters: {}{}",
+            unknown.join(", "),
+            if hints.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", hints.join("; "))
+            }
         ));
     }
     PgConnectOptions::from_str(text)

@@ -16,7 +16,7 @@ use std::path::Path;
 use sqlx::PgPool;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
-use crate::store::roster::{Batch, Writer};
+use crate::store::roster::{self, Batch, Writer};
 use columns::Layout;
 use records::{Record, RecordError, Records};
 
@@ -71,6 +71,9 @@ pub enum ImportError {
     Csv(String),
     #[error("the roster could not be written: {0}")]
     Database(#[from] sqlx::Error),
+    /// `source.relation` is a view or does not exist: nothing can be imported into it.
+    #[error("{0}")]
+    NotATable(String),
     #[error(
         "the file would delete {would_delete} of the roster's {roster} rows, more than the \
          allowed {}%; nothing was written (--force allows it)",
@@ -80,6 +83,8 @@ pub enum ImportError {
         would_delete: u64,
         roster: u64,
         max_ratio: f64,
+        /// What the import would have done.
+        summary: ImportSummary,
     },
     /// Some lines are bad and `skip_invalid` is off: nothing was written. The summary holds
     /// every problem and the counts the import would have had.
@@ -152,6 +157,10 @@ pub async fn import_reader<R: Read + Send>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
     let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
+    let kind = roster::relation_kind(pool, &options.relation).await?;
+    if let Some(reason) = roster::not_writable_reason(&options.relation, kind) {
+        return Err(ImportError::NotATable(reason));
+    }
     let writer = Writer::keeping_scim_rows(&options.relation, layout.present);
 
     let mut tx = pool.begin().await?;
@@ -215,6 +224,7 @@ pub async fn import_reader<R: Read + Send>(
             would_delete: summary.deleted,
             roster,
             max_ratio: options.max_delete_ratio,
+            summary,
         });
     }
     if options.dry_run {

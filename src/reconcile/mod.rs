@@ -340,7 +340,7 @@ impl Reconciler {
             let holder = lock::holder(&self.pool, target).await.ok().flatten();
             tracing::info!(
                 target,
-                holder_pid = holder.as_ref().map(|h| h.pid),
+                holder = holder.as_ref().map(lock::Holder::describe).as_deref(),
                 "another invite-sync holds the lock for this target; this cycle is skipped"
             );
             // Someone was promised this run's id (POST /v1/sync): leave a record of it.
@@ -776,15 +776,7 @@ fn log_summary(report: &Report) {
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
+    lock::this_host()
 }
 
 /// The budget left now for a target, from the calls recorded in Postgres.
@@ -827,7 +819,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         settings.database.connect_options()?,
     )
     .await
-    .context("the database does not answer")
+    .context("could not connect to the database")
 }
 
 /// Connects and builds a reconciler from the settings; the Clerk key is checked here.

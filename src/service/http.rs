@@ -20,7 +20,7 @@ use super::Triggers;
 use crate::config::Settings;
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
-use crate::store::{ledger, users, webhooks};
+use crate::store::{ledger, roster, runs, users, webhooks};
 use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/roster", post(roster_hook))
         .route("/v1/webhooks/clerk", post(clerk_hook))
         .nest("/scim/v2", super::scim::router())
+        .fallback(no_such_path)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -157,7 +159,72 @@ fn database_reason(error: &sqlx::Error) -> &'static str {
     }
 }
 
-async fn metrics() -> Response {
+/// 404 for a path the service does not serve, in JSON like every other error.
+async fn no_such_path(uri: axum::http::Uri) -> Problem {
+    Problem(
+        StatusCode::NOT_FOUND,
+        format!("no such path: {}", uri.path()),
+    )
+}
+
+/// Gives every error answer a JSON body: those axum and tower make themselves (413 from the
+/// body limit, 405, 408 from the timeout) come as plain text or empty. JSON bodies pass.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        // application/json, or a JSON type of its own (SCIM's application/scim+json).
+        .is_some_and(|v| {
+            let media = v.split(';').next().unwrap_or("").trim();
+            media == "application/json" || media.ends_with("+json")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let reason = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than {MAX_BODY} bytes")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "the request took longer than {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(json!({ "error": reason }).to_string()),
+    )
+}
+
+/// The metrics. Held revocations are the target's, not this process's: read from the shared
+/// run history, so every replica exports the same value, whoever ran the last cycle.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let held = tokio::time::timeout(
+        Duration::from_secs(2),
+        runs::held_revocations_now(&state.pool, &state.config.target),
+    )
+    .await;
+    match held {
+        Ok(Ok(held)) => {
+            crate::metrics::metrics()
+                .held_revocations
+                .set(i64::from(held));
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "held revocations could not be read for /metrics")
+        }
+        Err(_) => tracing::warn!("held revocations could not be read for /metrics within 2 s"),
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -171,7 +238,7 @@ async fn metrics() -> Response {
 /// 404 when no token is configured (the API is off), 401 unless the bearer token matches.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(token) = &state.api_token else {
-        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+        return Err(not_configured("the operator API", "http.api_token"));
     };
     // The scheme name is case-insensitive (RFC 7235); the token is not.
     let presented = headers
@@ -210,6 +277,14 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     Ok(Json(status).into_response())
 }
 
+/// 404 for an endpoint that is off because its key is not set.
+fn not_configured(what: &str, key: &str) -> Problem {
+    Problem(
+        StatusCode::NOT_FOUND,
+        format!("{what} is not configured on this service ({key} is not set)"),
+    )
+}
+
 fn verify(
     verifier: &Option<Arc<Verifier>>,
     scheme: Scheme,
@@ -217,7 +292,12 @@ fn verify(
     body: &[u8],
 ) -> Result<String, Problem> {
     let Some(verifier) = verifier else {
-        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+        return Err(match scheme {
+            Scheme::StandardWebhooks => {
+                not_configured("the roster webhook", "http.roster_webhook_secret")
+            }
+            Scheme::Svix => not_configured("the Clerk webhook", "http.clerk_webhook_secret"),
+        });
     };
     let now = chrono::Utc::now().timestamp();
     verifier
@@ -233,6 +313,13 @@ async fn roster_hook(
 ) -> Result<Response, Problem> {
     let message_id = verify(&state.roster, Scheme::StandardWebhooks, &headers, &body)?;
     let changes = roster_webhook::parse(&body).map_err(|e| Problem(StatusCode::BAD_REQUEST, e))?;
+    // A view cannot take the writes: a 4xx, so the sender stops retrying what cannot succeed.
+    let kind = roster::relation_kind(&state.pool, &state.config.relation)
+        .await
+        .map_err(internal)?;
+    if let Some(reason) = roster::not_writable_reason(&state.config.relation, kind) {
+        return Err(Problem(StatusCode::CONFLICT, reason));
+    }
     let mut tx = state.pool.begin().await.map_err(internal)?;
     if !webhooks::record_delivery(&mut *tx, "roster", &message_id)
         .await

@@ -296,3 +296,23 @@ pub async fn mark_accepted_by_email(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Makes refused creates (terminal failures) due again: those of `emails`, or every one when
+/// `emails` is `None`. Returns the addresses cleared.
+pub async fn clear_terminal_failures(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: Option<&[String]>,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"UPDATE invite_sync_ledger
+           SET terminal = false, next_attempt_at = NULL
+           WHERE target = $1 AND state = 'failed' AND terminal
+             AND ($2::text[] IS NULL OR email = ANY($2))
+           RETURNING email"#,
+        target,
+        emails as Option<&[String]>,
+    )
+    .fetch_all(db)
+    .await
+}

@@ -13,13 +13,34 @@ pub struct LeaderLock {
     target: String,
 }
 
-/// Who holds a target's lock, as `status` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Who holds a target's lock, as `status` shows it. `pid` and `host` are the invite-sync
+/// process's own (what an operator would signal); `backend_pid` is its PostgreSQL session.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Holder {
-    pub pid: i32,
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub backend_pid: i32,
     pub application_name: Option<String>,
     pub client_addr: Option<String>,
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Holder {
+    /// "invite-sync pid 11952 on web-1 (PostgreSQL backend 11959)", or, for a holder that
+    /// wrote no row (an older version), the backend and its connection's name.
+    pub fn describe(&self) -> String {
+        match (self.pid, &self.host) {
+            (Some(pid), Some(host)) => format!(
+                "invite-sync pid {pid} on {host} (PostgreSQL backend {})",
+                self.backend_pid
+            ),
+            _ => format!(
+                "PostgreSQL backend {} ({}), not an invite-sync process id",
+                self.backend_pid,
+                self.application_name.as_deref().unwrap_or("")
+            ),
+        }
+    }
 }
 
 impl LeaderLock {
@@ -39,6 +60,7 @@ impl LeaderLock {
             .fetch_one(&mut *conn)
             .await?;
         if got {
+            record_holder(&mut conn, target).await?;
             Ok(Some(LeaderLock {
                 conn,
                 target: target.to_owned(),
@@ -76,8 +98,42 @@ impl LeaderLock {
     }
 }
 
+/// Writes this process's pid and host for the lock just taken on `conn`.
+async fn record_holder(conn: &mut sqlx::PgConnection, target: &str) -> Result<(), sqlx::Error> {
+    let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    sqlx::query!(
+        r#"INSERT INTO invite_sync_lock_holders (target, backend_pid, process_pid, host)
+           VALUES ($1, pg_backend_pid(), $2, $3)
+           ON CONFLICT (target) DO UPDATE
+           SET backend_pid = EXCLUDED.backend_pid, process_pid = EXCLUDED.process_pid,
+               host = EXCLUDED.host, acquired_at = now()"#,
+        target,
+        pid,
+        this_host(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The name of the machine (or pod) this process runs on.
+pub fn this_host() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    };
+    read("/proc/sys/kernel/hostname")
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| read("/etc/hostname"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 type HolderRow = (
     i32,
+    Option<i32>,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<chrono::DateTime<chrono::Utc>>,
@@ -86,8 +142,9 @@ type HolderRow = (
 /// The session holding a target's lock, if any.
 pub async fn holder(pool: &PgPool, target: &str) -> Result<Option<Holder>, sqlx::Error> {
     let row: Option<HolderRow> = sqlx::query_as(&format!(
-        "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
+        "SELECT a.pid, h.process_pid, h.host, a.application_name, host(a.client_addr), a.backend_start
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             LEFT JOIN invite_sync_lock_holders h ON h.target = $1 AND h.backend_pid = a.pid
              WHERE l.locktype = 'advisory' AND l.granted
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND ((l.classid::bigint << 32) | l.objid::bigint) = {KEY_SQL}"
@@ -95,12 +152,14 @@ pub async fn holder(pool: &PgPool, target: &str) -> Result<Option<Holder>, sqlx:
     .bind(target)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map(|(pid, application_name, client_addr, since)| Holder {
+    Ok(row.map(
+        |(backend_pid, pid, host, application_name, client_addr, since)| Holder {
             pid,
+            host,
+            backend_pid,
             application_name,
             client_addr,
             since,
-        }),
-    )
+        },
+    ))
 }

@@ -39,3 +39,23 @@ pub async fn now(
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// How many of the embedded migrations the database has not applied; all of them when it
+/// has none (no `_sqlx_migrations` table).
+pub async fn pending_migrations(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    // sqlx's own table, which the offline query data cannot describe: checked at run time.
+    let applied: Vec<i64> =
+        match sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) => applied,
+            // 42P01: undefined_table, a database never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count())
+}

@@ -310,3 +310,46 @@ impl Writer {
         Ok((deleted.rows_affected(), u64::try_from(kept).unwrap_or(0)))
     }
 }
+
+/// What `source.relation` names. Only a table can be written: `import` and the roster
+/// webhook need one; a cycle only reads, so a view serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Table,
+    /// A view, a materialized view, or anything else that cannot take the upserts.
+    View,
+    Missing,
+}
+
+pub async fn relation_kind(
+    db: impl sqlx::PgExecutor<'_>,
+    relation: &str,
+) -> Result<RelationKind, sqlx::Error> {
+    let kind = sqlx::query_scalar!(
+        r#"SELECT c.relkind::text AS "kind!" FROM pg_class c WHERE c.oid = to_regclass($1)"#,
+        crate::store::desired::quote_relation(relation),
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match kind.as_deref() {
+        None => RelationKind::Missing,
+        Some("r" | "p" | "f") => RelationKind::Table,
+        Some(_) => RelationKind::View,
+    })
+}
+
+/// Why `relation` cannot be written, or `None` when it is a table.
+pub fn not_writable_reason(relation: &str, kind: RelationKind) -> Option<String> {
+    match kind {
+        RelationKind::Table => None,
+        RelationKind::View => Some(format!(
+            "source.relation \"{relation}\" is a view; importing and the roster webhook write \
+             rows, which needs a table: write to the table the view reads (or point \
+             source.relation at a table)"
+        )),
+        RelationKind::Missing => Some(format!(
+            "source.relation \"{relation}\" does not exist: run `invite-sync migrate` to create \
+             desired_invitees, or create the relation it names"
+        )),
+    }
+}

@@ -170,3 +170,20 @@ pub async fn close_abandoned(db: impl PgExecutor<'_>, target: &str) -> Result<u6
     .await?;
     Ok(done.rows_affected())
 }
+
+/// The revocations the guard holds for a target now: those of its latest finished cycle,
+/// whichever replica ran it (the same run `status` reads).
+pub async fn held_revocations_now(
+    db: impl PgExecutor<'_>,
+    target: &str,
+) -> Result<i32, sqlx::Error> {
+    let held = sqlx::query_scalar!(
+        r#"SELECT held_revocations FROM invite_sync_runs
+           WHERE target = $1 AND outcome NOT IN ('running', 'skipped')
+           ORDER BY started_at DESC LIMIT 1"#,
+        target,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(held.unwrap_or(0))
+}

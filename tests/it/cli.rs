@@ -441,13 +441,19 @@ async fn config_check_keeps_secrets_written_in_the_config_file_out_of_its_output
 async fn migrate_applied_twice_on_a_fresh_database_succeeds_both_times() {
     let db = TestDb::empty().await;
     let url = db.url();
-    for round in ["first", "second"] {
+    let total = invite_sync::store::MIGRATOR.iter().count();
+    for (round, said) in [
+        ("first", format!("applied {total} migrations")),
+        (
+            "second",
+            format!("database schema was already up to date ({total} migrations)"),
+        ),
+    ] {
         let finished = run(bare_command(&[("DATABASE_URL", &url)]), &["migrate"]).await;
         assert_eq!(finished.code(), Some(0), "{round} migrate: {finished}");
-        assert!(
-            finished.stdout.contains("database schema is up to date"),
-            "{finished}"
-        );
+        assert!(finished.stdout.contains(&said), "{round}: {finished}");
+        // PostgreSQL's "relation ... already exists, skipping" notice is not logged.
+        assert!(!finished.stderr.contains("already exists"), "{finished}");
     }
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'
@@ -947,16 +953,23 @@ async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
     })
     .await;
     let holder = holder().await.expect("A holds the lock");
+    // The holder named is the invite-sync process A, not A's PostgreSQL backend.
+    assert_eq!(holder.pid, Some(a.pid() as i32));
+    assert_ne!(holder.backend_pid as u32, a.pid());
+    let host = invite_sync::store::lock::this_host();
+    assert_eq!(holder.host.as_deref(), Some(host.as_str()));
 
     let status = invite_sync(&h, &["status", "--format", "json"]).await;
     status.assert_code(0);
-    assert_eq!(json(&status)["lock_holder"]["pid"], holder.pid, "{status}");
+    assert_eq!(json(&status)["lock_holder"]["pid"], a.pid(), "{status}");
+    assert_eq!(json(&status)["lock_holder"]["host"], host, "{status}");
     let text = invite_sync(&h, &["status"]).await;
     text.assert_code(0);
     assert!(
         text.stdout.contains(&format!(
-            "Lock: held by pid {} (invite-sync leader {target})",
-            holder.pid
+            "Lock: held by invite-sync pid {} on {host} (PostgreSQL backend {})",
+            a.pid(),
+            holder.backend_pid
         )),
         "{text}"
     );
@@ -965,7 +978,8 @@ async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
     b.assert_code(0);
     assert!(b.stdout.contains("skipped"), "{b}");
     assert!(
-        b.stdout.contains(&format!("pid {}", holder.pid)),
+        b.stdout
+            .contains(&format!("invite-sync pid {} on {host}", a.pid())),
         "B does not name the holder: {b}"
     );
     assert!(
@@ -1911,6 +1925,510 @@ async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     service.signal("TERM");
     service.wait(Duration::from_secs(10)).await.assert_code(0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// An operator's first hour: errors that say what to do
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_clerk_refused_is_sent_again_only_with_retry_failed() {
+    let h = harness(&[]).await;
+    let roster = people("refused", 2);
+    add(&h, &roster).await;
+    // Clerk refuses both creates (one bulk call) with a 422: a terminal failure.
+    h.sim.inject_fault(Fault::new(
+        Operation::CreateBulkInvitations,
+        1,
+        FaultKind::Status {
+            status: 422,
+            retry_after: None,
+        },
+    ));
+    h.sim.inject_fault(Fault::new(
+        Operation::CreateInvitation,
+        2,
+        FaultKind::Status {
+            status: 422,
+            retry_after: None,
+        },
+    ));
+    invite_sync(&h, &["sync"]).await.assert_code(1);
+    assert!(h.pending().is_empty());
+    // The cause is fixed on Clerk's side; a plain sync does not try again.
+    let again = invite_sync(&h, &["sync"]).await;
+    assert!(again.stdout.contains("0 created"), "{again}");
+    assert!(h.pending().is_empty(), "{again}");
+
+    let bad = invite_sync(&h, &["sync", "--retry-failed", "not-an-address"]).await;
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("not-an-address"), "{bad}");
+
+    let first = roster[0].to_uppercase();
+    let one = invite_sync(
+        &h,
+        &["sync", "--retry-failed", &first, "nobody@example.com"],
+    )
+    .await;
+    one.assert_code(0);
+    assert!(
+        one.stdout
+            .contains(&format!("retrying 1 refused create: {}", roster[0])),
+        "{one}"
+    );
+    assert!(
+        one.stdout
+            .contains("nobody@example.com: no refused create to retry"),
+        "{one}"
+    );
+    assert!(one.stdout.contains("1 created"), "{one}");
+    assert_eq!(pending_per_email(&h).get(&roster[0]), Some(&1));
+    assert_eq!(pending_per_email(&h).get(&roster[1]), None);
+
+    let all = invite_sync(&h, &["sync", "--retry-failed"]).await;
+    all.assert_code(0);
+    assert!(
+        all.stdout
+            .contains(&format!("retrying 1 refused create: {}", roster[1])),
+        "{all}"
+    );
+    assert_one_pending_each(&h, &roster);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_status_shows_why_a_cycle_failed() {
+    let h = harness(&[]).await;
+    add(&h, &people("why", 1)).await;
+    let failed = invite_sync_with(
+        &h,
+        &[
+            ("INVITE_SYNC__CLERK__API_URL", "http://127.0.0.1:9/v1"),
+            ("INVITE_SYNC__CLERK__MAX_ATTEMPTS", "1"),
+        ],
+        &["sync"],
+    )
+    .await;
+    failed.assert_code(1);
+    let error: String = sqlx::query_scalar("SELECT error FROM invite_sync_runs")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(!error.is_empty());
+
+    let status = invite_sync(&h, &["status"]).await;
+    status.assert_code(0);
+    assert!(
+        status.stdout.contains(&format!("      error: {error}")),
+        "the run's error is not shown: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_and_its_dry_run_into_a_view_say_a_table_is_needed() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "roster_view")]).await;
+    sqlx::query("CREATE VIEW roster_view AS SELECT * FROM desired_invitees")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("view-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("roster.csv");
+    std::fs::write(&file, "email\nann@example.com\n").unwrap();
+    let path = file.to_str().unwrap();
+    for args in [vec!["import", path], vec!["import", "--dry-run", path]] {
+        let finished = invite_sync(&h, &args).await;
+        finished.assert_code(1);
+        assert!(
+            finished
+                .stderr
+                .contains("source.relation \"roster_view\" is a view")
+                && finished.stderr.contains("needs a table"),
+            "{finished}"
+        );
+        assert!(!finished.stderr.contains("xmax"), "{finished}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(scalar(&h, "SELECT count(*) FROM desired_invitees").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_migrate_on_start_an_unmigrated_database_is_refused_with_the_command_to_run() {
+    let h = harness(&[]).await;
+    let empty = TestDb::empty().await;
+    let env = [
+        ("DATABASE_URL", empty.url()),
+        (
+            "INVITE_SYNC__DATABASE__MIGRATE_ON_START",
+            "false".to_owned(),
+        ),
+        ("INVITE_SYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for command in ["sync", "run"] {
+        let finished = invite_sync_with(&h, &env, &[command]).await;
+        finished.assert_code(1);
+        assert!(
+            finished.stderr.contains("run `invite-sync migrate`"),
+            "{command}: {finished}"
+        );
+        assert!(
+            !finished.stderr.contains("does not exist"),
+            "{command}: {finished}"
+        );
+    }
+    invite_sync_with(&h, &env, &["migrate"])
+        .await
+        .assert_code(0);
+    invite_sync_with(&h, &env, &["sync"]).await.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_commands_that_call_clerk_need_a_readable_secret_key_file() {
+    let h = harness(&[]).await;
+    // As docs/configuration.md's table of commands says.
+    for (args, code) in [
+        (vec!["config", "check"], 2),
+        (vec!["sync"], 2),
+        (vec!["plan"], 2),
+        (vec!["migrate"], 0),
+        (vec!["status"], 0),
+    ] {
+        let mut command = h.command();
+        command.env_remove("CLERK_SECRET_KEY");
+        command.env(
+            "INVITE_SYNC__CLERK__SECRET_KEY_FILE",
+            "/nonexistent/clerk-secret-key",
+        );
+        let finished = run(command, &args).await;
+        finished.assert_code(code);
+        if code == 2 {
+            assert!(
+                finished.stderr.contains("clerk.secret_key"),
+                "{args:?}: {finished}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// demo on a machine where no PostgreSQL answers
+
+/// Runs `invite-sync demo --once` in a network namespace of its own (loopback up, nothing
+/// listening), with no DATABASE_URL unless given, after `setup` (shell) ran in it. `None`
+/// where namespaces cannot be made (not root).
+async fn demo_alone(setup: &str, database_url: Option<&str>) -> Option<Finished> {
+    let probe = std::process::Command::new("unshare")
+        .args(["-n", "-m", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: `unshare -n -m` is not available here (it needs root)");
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    let script = format!("ip link set lo up && {setup} exec \"$0\" demo --once",);
+    let args = [
+        "-n",
+        "-m",
+        "sh",
+        "-c",
+        &script,
+        env!("CARGO_BIN_EXE_invite-sync"),
+    ];
+    Some(
+        Proc::spawn(command, &args)
+            .wait(Duration::from_secs(120))
+            .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_once_starts_a_private_postgresql_where_none_answers_and_removes_it() {
+    if invite_sync::commands::private_postgres::PrivateCluster::find_binaries().is_none() {
+        eprintln!("skipped: no PostgreSQL binaries in /usr/lib/postgresql/*/bin");
+        return;
+    }
+    let Some(finished) = demo_alone("", None).await else {
+        return;
+    };
+    finished.assert_code(0);
+    let out = &finished.stdout;
+    assert!(
+        out.contains("No PostgreSQL answers at 127.0.0.1:5432 and DATABASE_URL is not set"),
+        "{finished}"
+    );
+    for step in [
+        "The sample roster goes into desired_invitees",
+        "cycle succeeded: 37 created, 0 revoked",
+        "cycle succeeded: 0 created, 3 revoked",
+        "radia@example.com: invitation",
+        "Simulated Clerk received",
+    ] {
+        assert!(out.contains(step), "no {step:?}: {finished}");
+    }
+    let removed = out
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("The private PostgreSQL was stopped and ")
+                .and_then(|rest| rest.strip_suffix(" removed."))
+        })
+        .unwrap_or_else(|| panic!("the demo does not say it removed its cluster: {finished}"));
+    assert!(
+        !std::path::Path::new(removed).exists(),
+        "{removed} is left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_once_without_postgresql_binaries_says_in_one_line_how_to_get_them() {
+    let Some(finished) = demo_alone(
+        "{ [ ! -d /usr/lib/postgresql ] || mount -t tmpfs none /usr/lib/postgresql; } &&",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    finished.assert_code(1);
+    let said: Vec<&str> = finished
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(said.len(), 1, "{finished}");
+    assert!(
+        said[0].contains("no PostgreSQL answers at 127.0.0.1:5432")
+            && said[0].contains("apt-get install postgresql")
+            && said[0].contains("DATABASE_URL"),
+        "{finished}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_once_with_a_database_url_that_does_not_answer_is_an_error() {
+    let Some(finished) = demo_alone("", Some("postgres://postgres@127.0.0.1:5432/postgres")).await
+    else {
+        return;
+    };
+    finished.assert_code(1);
+    assert!(
+        finished
+            .stderr
+            .contains("no PostgreSQL answers at DATABASE_URL"),
+        "{finished}"
+    );
+    assert!(!finished.stdout.contains("private"), "{finished}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_file_is_read_as_systemd_reads_it_keeping_an_ampersand_in_the_database_url() {
+    let h = harness(&[]).await;
+    let roster = people("envfile", 2);
+    add(&h, &roster).await;
+    // The path names a database that does not exist; the parameter after `&` names the
+    // test's. A shell's `. file` would cut the URL at the `&`.
+    let mut url = url::Url::parse(&server_url()).unwrap();
+    url.set_path("/no_such_database_here");
+    url.set_query(Some(&format!("sslmode=disable&dbname={}", h.db.name)));
+    let dir = std::env::temp_dir().join(format!("env-file-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invite-sync.env");
+    std::fs::write(
+        &file,
+        format!("# as deploy/systemd/etc/invite-sync/invite-sync.env\nDATABASE_URL={url}\n"),
+    )
+    .unwrap();
+
+    let mut command = h.command();
+    // The environment's value is replaced by the file's, as the service would see it.
+    command.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/elsewhere");
+    let finished = run(command, &["--env-file", file.to_str().unwrap(), "sync"]).await;
+    finished.assert_code(0);
+    assert!(finished.stdout.contains("2 created"), "{finished}");
+    assert_one_pending_each(&h, &roster);
+
+    std::fs::write(&file, "DATABASE_URL=\"unterminated\n").unwrap();
+    let bad = invite_sync(&h, &["--env-file", file.to_str().unwrap(), "status"]).await;
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("line 1: a quote is left open"), "{bad}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// docs/operations.md "Database prerequisites", run as written
+
+/// The SQL block that follows `<!-- prerequisites: NAME -->` in docs/operations.md, or the
+/// first block of `doc` holding `needle`, with the list's indentation removed.
+fn sql_block(doc: &str, needle: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/docs/{doc}", env!("CARGO_MANIFEST_DIR")))
+        .expect("the doc exists");
+    let start = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in {doc}"));
+    let open = text[..start]
+        .rfind("```sql")
+        .filter(|_| !needle.starts_with("<!--"))
+        .unwrap_or_else(|| start + text[start..].find("```sql").expect("a sql block follows"));
+    let body = &text[open + "```sql".len()..];
+    let body = &body[..body.find("```").expect("the block ends")];
+    body.lines()
+        .map(|line| line.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_prerequisites_of_the_docs_work_as_written() {
+    use sqlx::{ConnectOptions, Executor};
+    let admin_options: sqlx::postgres::PgConnectOptions = server_url().parse().unwrap();
+    let mut admin = admin_options.connect().await.expect("the server answers");
+    // The roles are the cluster's: one run of this test at a time.
+    admin
+        .execute("SELECT pg_advisory_lock(hashtext('invite-sync docs prerequisites'))")
+        .await
+        .unwrap();
+    let _ = admin
+        .execute("DROP ROLE IF EXISTS invite_migrator, invite_sync")
+        .await;
+    let roles = sql_block("operations.md", "<!-- prerequisites: roles -->");
+    admin
+        .execute(roles.as_str())
+        .await
+        .expect("the roles block runs");
+
+    let result =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(prerequisites_hold()))
+            .await;
+    admin
+        .execute("DROP ROLE IF EXISTS invite_migrator, invite_sync")
+        .await
+        .expect("the roles can be dropped once their database is gone");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn prerequisites_hold() {
+    use sqlx::Executor;
+    let db = TestDb::empty().await;
+    let grants = sql_block("operations.md", "<!-- prerequisites: grants -->");
+    db.pool
+        .execute(grants.as_str())
+        .await
+        .expect("the grants block runs");
+    let sim = invite_sync::clerk::sim::start(SimOptions::default())
+        .await
+        .unwrap();
+    let url_as = |user: &str, password: &str| {
+        let mut url = url::Url::parse(&db.url()).unwrap();
+        url.set_username(user).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url.to_string()
+    };
+    let migrator = url_as("invite_migrator", "CHANGE-ME-MIGRATOR");
+    let runner = url_as("invite_sync", "CHANGE-ME");
+    let api_url = sim.base_url().to_string();
+    let command = |url: &str, extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("DATABASE_URL", url),
+            ("CLERK_SECRET_KEY", sim.secret_key()),
+            ("INVITE_SYNC__CLERK__API_URL", api_url.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        bare_command(&env)
+    };
+
+    // A run-only role under the default migrate_on_start = true.
+    let refused = run(command(&runner, &[]), &["sync"]).await;
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("permission denied for schema public"),
+        "{refused}"
+    );
+    run(command(&migrator, &[]), &["migrate"])
+        .await
+        .assert_code(0);
+
+    // The view of hr-integration.md over the operator's own table, after the migration.
+    db.pool
+        .execute(
+            "CREATE SCHEMA hr;
+             CREATE TABLE hr.people (work_email text, department text, hired_on date,
+                                     status text, created timestamptz DEFAULT now());
+             INSERT INTO hr.people (work_email, department, status)
+                 VALUES ('Viewed@Example.com', 'ops', 'active'), ('gone@example.com', 'ops', 'left');",
+        )
+        .await
+        .unwrap();
+    let view = sql_block("hr-integration.md", "CREATE VIEW hr.desired_invitees");
+    db.pool
+        .execute(view.as_str())
+        .await
+        .expect("the view block runs");
+    let trigger = sql_block(
+        "hr-integration.md",
+        "CREATE TRIGGER people_notify_invite_sync",
+    );
+    db.pool
+        .execute(trigger.as_str())
+        .await
+        .expect("the trigger block runs after the migration");
+
+    let run_only = [("INVITE_SYNC__DATABASE__MIGRATE_ON_START", "false")];
+    let synced = run(command(&runner, &run_only), &["sync"]).await;
+    synced.assert_code(0);
+    let from_view = [
+        ("INVITE_SYNC__DATABASE__MIGRATE_ON_START", "false"),
+        ("INVITE_SYNC__SOURCE__RELATION", "hr.desired_invitees"),
+    ];
+    let synced = run(command(&runner, &from_view), &["sync"]).await;
+    synced.assert_code(0);
+    assert!(synced.stdout.contains("1 created"), "{synced}");
+    let status = run(command(&runner, &run_only), &["status"]).await;
+    status.assert_code(0);
+    sim.shutdown().await;
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_says_what_a_view_as_the_roster_disables() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "hr.desired_invitees")]).await;
+    let finished = invite_sync(&h, &["config", "check"]).await;
+    finished.assert_code(0);
+    assert!(
+        finished.stdout.contains(
+            "# note: source.relation is \"hr.desired_invitees\". If it is a view, invite-sync only reads it: `import` and the roster webhook need a table"
+        ),
+        "{finished}"
+    );
+    let default = invite_sync(&harness(&[]).await, &["config", "check"]).await;
+    assert!(
+        !default.stdout.contains("# note: source.relation"),
+        "{default}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_error_is_said_once() {
+    let db = TestDb::empty().await;
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_path("/invite_sync_no_such_database");
+    let finished = run(bare_command(&[("DATABASE_URL", url.as_str())]), &["status"]).await;
+    finished.assert_code(1);
+    let said = "database \"invite_sync_no_such_database\" does not exist";
+    let line = finished
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {finished}"));
+    assert_eq!(line.matches(said).count(), 1, "{line}");
 }
 
 // ---------------------------------------------------------------------------

@@ -847,6 +847,27 @@ fn a_bad_webhook_secret_is_named_by_position_not_by_value() {
 }
 
 #[test]
+fn libpq_parameters_the_driver_does_not_read_say_what_to_use_instead() {
+    let e = load_err(
+        None,
+        &env(&[(
+            "DATABASE_URL",
+            "postgres://app@db/x?sslmode=require&connect_timeout=5&target_session_attrs=read-write",
+        )]),
+    );
+    let reason = &problem(&e, "database.url").reason;
+    assert!(
+        reason.contains("connect_timeout, target_session_attrs"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("set database.connect_timeout_seconds instead of connect_timeout"),
+        "{reason}"
+    );
+    assert!(reason.contains("name the primary's address"), "{reason}");
+}
+
+#[test]
 fn scim_tokens_are_a_rotation_list_kept_out_of_debug_toml_check_and_errors() {
     let first = "scim-SUPERSECRET-token-one";
     let second = "scim-SUPERSECRET-token-two";

@@ -685,16 +685,25 @@ async fn without_a_token_or_webhook_secrets_the_api_and_the_webhooks_answer_404(
             .await
             .expect(StatusCode::NOT_FOUND);
     }
+    let api = service.api(reqwest::Method::GET, "/v1/status", None).await;
+    assert_eq!(
+        api.json()["error"],
+        "the operator API is not configured on this service (http.api_token is not set)"
+    );
     let upsert = json!({"type": "invitee.upserted", "data": {"email": "ann@example.com"}});
-    service
-        .roster(&message_id(), &upsert)
-        .await
-        .expect(StatusCode::NOT_FOUND);
+    let roster_hook = service.roster(&message_id(), &upsert).await;
+    roster_hook.expect(StatusCode::NOT_FOUND);
+    assert_eq!(
+        roster_hook.json()["error"],
+        "the roster webhook is not configured on this service (http.roster_webhook_secret is not set)"
+    );
     let created = json!({"type": "user.created", "data": {"email_addresses": [{"email_address": "ann@example.com"}]}});
-    service
-        .clerk(&message_id(), &created)
-        .await
-        .expect(StatusCode::NOT_FOUND);
+    let clerk_hook = service.clerk(&message_id(), &created).await;
+    clerk_hook.expect(StatusCode::NOT_FOUND);
+    assert_eq!(
+        clerk_hook.json()["error"],
+        "the Clerk webhook is not configured on this service (http.clerk_webhook_secret is not set)"
+    );
     wait_idle(&h, 1).await;
     assert!(roster(&h).await.is_empty());
     service.stop().await.expect("the service stops cleanly");
@@ -1334,6 +1343,104 @@ async fn a_requested_run_that_another_holder_of_the_lock_skips_is_still_recorded
     .await;
     assert_eq!(run.outcome, "skipped", "{run:?}");
     elsewhere.release().await.unwrap();
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Errors in JSON, a view as the roster, held revocations on every replica
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_is_json_a_413_an_unknown_path_and_a_wrong_method_included() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+
+    let unknown = Answer::read(service.get("/v1/nothing-here").await).await;
+    unknown.expect(StatusCode::NOT_FOUND);
+    assert_eq!(unknown.content_type, "application/json");
+    assert_eq!(unknown.json()["error"], "no such path: /v1/nothing-here");
+
+    let wrong_method = Answer::read(service.get("/v1/webhooks/roster").await).await;
+    wrong_method.expect(StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.content_type, "application/json");
+    assert_eq!(
+        wrong_method.json()["error"],
+        "method not allowed on this path"
+    );
+
+    let big = vec![b'x'; invite_sync::service::http::MAX_BODY + 1];
+    let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &big);
+    let too_large = service.post("/v1/webhooks/roster", headers, big).await;
+    too_large.expect(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.content_type, "application/json");
+    assert_eq!(
+        too_large.json()["error"],
+        format!(
+            "the request body is larger than {} bytes",
+            invite_sync::service::http::MAX_BODY
+        )
+    );
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roster_webhook_into_a_view_is_refused_with_a_4xx_that_says_a_table_is_needed() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET),
+        ("INVITE_SYNC__SOURCE__RELATION", "roster_view"),
+    ])
+    .await;
+    sqlx::query("CREATE VIEW roster_view AS SELECT * FROM desired_invitees")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let service = Service::start(&h).await;
+    let upsert = json!({"type": "invitee.upserted", "data": {"email": "ann@example.com"}});
+    let answer = service.roster(&message_id(), &upsert).await;
+    answer.expect(StatusCode::CONFLICT);
+    let error = answer.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("source.relation \"roster_view\" is a view")
+            && error.contains("needs a table"),
+        "{error}"
+    );
+    assert!(roster(&h).await.is_empty());
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_exports_held_revocations_from_the_shared_state_after_another_released_them() {
+    let h = harness(&[]).await;
+    let emails: Vec<String> = crate::common::people("held", 30);
+    let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+    h.add_people(&refs).await;
+    h.cycle().await;
+    h.remove_people(&refs).await;
+    assert_eq!(h.cycle().await.held_revocations, 30);
+
+    // This process is the replica that saw the hold; it serves /metrics.
+    let service = Service::start(&h).await;
+    wait_idle(&h, 3).await;
+    let held = scrape(&service).await.sum("invite_sync_held_revocations");
+    assert_eq!(held, 30.0);
+
+    // Another process releases them.
+    let mut command = h.command();
+    command.args(["sync", "--allow-revocations", "30"]);
+    let released = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("invite-sync runs");
+    let stdout = String::from_utf8_lossy(&released.stdout);
+    assert!(stdout.contains("30 revoked, 0 held"), "{stdout}");
+
+    let held = scrape(&service).await.sum("invite_sync_held_revocations");
+    assert_eq!(
+        held, 0.0,
+        "the gauge is stale on the replica that did not release"
+    );
     service.stop().await.expect("the service stops cleanly");
 }
 

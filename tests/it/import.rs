@@ -450,9 +450,13 @@ async fn replace_refuses_to_delete_more_than_the_ratio_unless_forced() {
             would_delete,
             roster,
             max_ratio,
+            summary,
         }) => {
             assert_eq!((would_delete, roster), (3, 10));
             assert_eq!(max_ratio, 0.2);
+            // What it would have done, for `import --replace --dry-run` to print.
+            assert_eq!((summary.deleted, summary.unchanged), (3, 7));
+            assert!(!summary.written);
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -957,6 +957,13 @@ async fn a_cycle_is_skipped_while_another_session_holds_the_targets_lock() {
                 holder.application_name.as_deref(),
                 Some("invite-sync leader default")
             );
+            // The process that took the lock (this test), not its PostgreSQL backend.
+            assert_eq!(holder.pid, Some(std::process::id() as i32));
+            assert_ne!(holder.pid, Some(holder.backend_pid));
+            assert_eq!(
+                holder.host.as_deref(),
+                Some(invite_sync::store::lock::this_host().as_str())
+            );
         }
         ran => panic!("the cycle ran while the lock was held: {ran:?}"),
     }

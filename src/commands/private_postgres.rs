@@ -1,0 +1,179 @@
+//! A throwaway PostgreSQL cluster for `demo` on a machine where none answers: made with the
+//! machine's own PostgreSQL binaries in a temporary directory, stopped and removed when
+//! dropped. `initdb` and `postgres` refuse to run as root, so as root they run as the
+//! `postgres` user (which the distribution's packages create).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// Where distributions install the server binaries, one directory per major version.
+const BIN_ROOT: &str = "/usr/lib/postgresql";
+
+/// How to get the binaries, in one line.
+pub const HOW_TO_INSTALL: &str = "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install postgresql`; they are looked for in /usr/lib/postgresql/*/bin) or set DATABASE_URL to a server that answers";
+
+/// A running private cluster. Dropping it stops the server and removes its directory.
+pub struct PrivateCluster {
+    bin: PathBuf,
+    root: PathBuf,
+    port: u16,
+    run_as_postgres: bool,
+}
+
+impl PrivateCluster {
+    /// The server binaries of the newest installed version, if any.
+    pub fn find_binaries() -> Option<PathBuf> {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(BIN_ROOT)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let bin = entry.path().join("bin");
+                bin.join("initdb").is_file().then_some((version, bin))
+            })
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin)
+    }
+
+    /// Makes and starts a cluster from `bin` under a new temporary directory, on a free
+    /// port of 127.0.0.1, trusting local connections (it lives only as long as the demo).
+    pub fn start(bin: &Path) -> anyhow::Result<PrivateCluster> {
+        let root = std::env::temp_dir().join(format!(
+            "invite-sync-demo-postgres-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(root.join("socket"))
+            .with_context(|| format!("{} could not be created", root.display()))?;
+        let cluster = PrivateCluster {
+            bin: bin.to_owned(),
+            root,
+            port: free_port()?,
+            run_as_postgres: is_root(),
+        };
+        if cluster.run_as_postgres {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&cluster.root)
+                .status()
+                .context("chown could not run")?;
+            if !owned.success() {
+                bail!("the private cluster's directory could not be given to the postgres user (is there one? `useradd --system postgres` makes it)");
+            }
+        }
+        let data = cluster.root.join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth=trust".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        )?;
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            cluster.port,
+            cluster.root.join("socket").display()
+        );
+        let log = cluster.root.join("server.log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        )?;
+        Ok(cluster)
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        };
+        // The postgres user may not reach the caller's working directory.
+        command.current_dir(&self.root);
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+        let output = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("{program} could not run"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.root.join("data");
+        if data.join("postmaster.pid").exists() {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "fast", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("no free port on 127.0.0.1 for the private PostgreSQL")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn is_root() -> bool {
+    // The effective uid, as /proc tells it: no libc call needed.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
