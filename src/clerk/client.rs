@@ -319,6 +319,13 @@ impl ClerkClient {
         })
     }
 
+    /// Waits until the request limiter would let a request start now. A create is recorded
+    /// against the hourly budget just before it is sent: waiting here first keeps the
+    /// recorded time that of the request's arrival at Clerk, not of a wait before it.
+    pub async fn pace(&self) {
+        self.limiter.wait_for_room().await;
+    }
+
     /// How many attempts so far failed before reaching Clerk.
     pub fn never_sent_failures(&self) -> u64 {
         self.never_sent_failures.load(Ordering::Relaxed)
@@ -756,6 +763,29 @@ impl RateLimiter {
         RateLimiter {
             rate: rate.with_margin(),
             started: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Waits until a request could start now, without taking its place.
+    async fn wait_for_room(&self) {
+        loop {
+            let started = self.started.lock().await;
+            let now = Instant::now();
+            let live = started
+                .iter()
+                .filter(|t| now.duration_since(**t) < self.rate.per)
+                .count();
+            if live < self.rate.requests.max(1) as usize {
+                return;
+            }
+            let free_at = started
+                .iter()
+                .find(|t| now.duration_since(**t) < self.rate.per)
+                .map(|t| *t + self.rate.per);
+            drop(started);
+            if let Some(free_at) = free_at {
+                tokio::time::sleep_until(free_at).await;
+            }
         }
     }
 

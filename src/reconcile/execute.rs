@@ -458,6 +458,11 @@ impl Executor<'_> {
             if members.is_empty() {
                 continue;
             }
+            // Recorded only when it can go out at once, so the budget's window is Clerk's.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = self.clerk.pace() => {}
+            }
             if let Err(stop) = self.checkpoint().await {
                 main.extend(members);
                 self.tally.backlog = backlog(&main, &singly, &batches);
