@@ -328,7 +328,10 @@ fn ports_match_http_listen() {
         .http
         .admin_listen
         .expect("the probes have a listener of their own");
-    assert!(admin_listen.ip().is_unspecified(), "the kubelet reaches {admin_listen}");
+    assert!(
+        admin_listen.ip().is_unspecified(),
+        "the kubelet reaches {admin_listen}"
+    );
     let admin_port = i64::from(admin_listen.port());
     let deployment = deployment();
     let pod = &deployment["spec"]["template"]["spec"];

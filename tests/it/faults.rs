@@ -565,8 +565,14 @@ async fn two_run_replicas_under_a_stream_of_roster_changes_never_both_write() {
     let (seed, mut rng) = seeded_rng("two replicas");
     let target = format!("faults-{}", uuid::Uuid::new_v4().simple());
     let h = harness(&target).await;
-    let mut first = Proc::spawn(h.command(), &["run"]);
-    let mut second = Proc::spawn(h.command(), &["run"]);
+    // Each replica names itself in the run log by its host name.
+    let replica = |name: &str| {
+        let mut command = h.command();
+        command.env("HOSTNAME", name);
+        Proc::spawn(command, &["run"])
+    };
+    let mut first = replica("replica-a");
+    let mut second = replica("replica-b");
 
     let mut desired = BTreeSet::new();
     let mut removed = BTreeSet::new();
@@ -612,12 +618,14 @@ async fn two_run_replicas_under_a_stream_of_roster_changes_never_both_write() {
     }
 
     // One writer: the cycles that ran (not skipped) never overlap in time.
-    let runs: Vec<(
+    type Run = (
         String,
         chrono::DateTime<chrono::Utc>,
         Option<chrono::DateTime<chrono::Utc>>,
-    )> = sqlx::query_as(
-        "SELECT outcome, started_at, finished_at FROM invite_sync_runs \
+        Option<String>,
+    );
+    let runs: Vec<Run> = sqlx::query_as(
+        "SELECT outcome, started_at, finished_at, host FROM invite_sync_runs \
              WHERE target = $1 AND outcome <> 'skipped' ORDER BY started_at",
     )
     .bind(&target)
@@ -635,9 +643,15 @@ async fn two_run_replicas_under_a_stream_of_roster_changes_never_both_write() {
     .fetch_one(&h.db.pool)
     .await
     .expect("the runs load");
+    let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
+    for run in &runs {
+        *by_replica
+            .entry(run.3.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
     let outcome = Outcome::of(&h, &desired, &removed, &[]);
     println!(
-        "two replicas (seed {seed}): {changes} roster changes, {} cycles ran, {skipped} skipped, {overlaps} overlapping; {outcome:?}",
+        "two replicas (seed {seed}): {changes} roster changes, {} cycles ran {by_replica:?}, {skipped} skipped, {overlaps} overlapping; {outcome:?}",
         runs.len()
     );
     assert_eq!(overlaps, 0, "two cycles ran at once: {runs:?}");
