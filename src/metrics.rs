@@ -210,6 +210,7 @@ impl Metrics {
         }
         for operation in [
             "list_invitations",
+            "list_users",
             "create_bulk_invitations",
             "create_invitation",
             "revoke_invitation",
