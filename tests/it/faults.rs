@@ -17,7 +17,7 @@ use crate::cli::Proc;
 use crate::common::{people, wait_for, Harness};
 
 /// How long one phase may take to converge once faults stop.
-const CONVERGE: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_secs(120);
 /// How long a simulated hang (latency, then a dropped connection) lasts.
 const HANG: Duration = Duration::from_millis(300);
 
@@ -101,7 +101,7 @@ impl Tally {
             Operation::ListInvitations,
             Operation::RevokeInvitation,
         ][rng.gen_range(0..4)];
-        let (name, kind) = match rng.gen_range(0..4) {
+        let (name, kind) = match rng.gen_range(0..5) {
             0 => (
                 "5xx before applying",
                 FaultKind::Status {
@@ -109,8 +109,14 @@ impl Tally {
                     retry_after: None,
                 },
             ),
-            1 => ("dropped after applying", FaultKind::DropAfterApply),
-            2 => ("latency, then dropped", FaultKind::Hang),
+            1 => (
+                "5xx after applying",
+                FaultKind::StatusAfterApply {
+                    status: [500, 502, 503][rng.gen_range(0..3)],
+                },
+            ),
+            2 => ("dropped after applying", FaultKind::DropAfterApply),
+            3 => ("latency, then dropped", FaultKind::Hang),
             _ => (
                 "429 with Retry-After",
                 FaultKind::Status {
