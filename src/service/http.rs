@@ -28,6 +28,8 @@ use crate::webhook::{Scheme, Verifier};
 pub const MAX_BODY: usize = 1024 * 1024;
 /// `/v1/sync` and `/v1/status` requests handled at once; more wait.
 pub const MAX_API_CONCURRENT: usize = 16;
+const ROSTER_WEBHOOK: &str = "/v1/webhooks/roster";
+const CLERK_WEBHOOK: &str = "/v1/webhooks/clerk";
 /// Connections open at once on the admin listener (probes and Prometheus only).
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
@@ -136,28 +138,23 @@ pub fn router(state: AppState) -> Router {
             MAX_API_CONCURRENT,
         ))
         .layer(timeout());
-    // The signature headers are looked at before the body is read: a request without them
-    // is refused at once and holds no webhook slot. The timeout is outermost, so the wait
-    // for a slot counts too.
-    let roster_hooks = Router::new()
-        .route("/v1/webhooks/roster", post(roster_hook))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            roster_headers,
-        ));
-    let clerk_hooks = Router::new()
-        .route("/v1/webhooks/clerk", post(clerk_hook))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            clerk_headers,
-        ));
-    let webhooks = roster_hooks
-        .merge(clerk_hooks)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            limits.webhook_concurrency,
-        ))
-        .layer(timeout());
+    // The signature headers are looked at first, before the body is read and before a
+    // webhook slot is taken: a request without them is refused at once. Both webhooks share
+    // the slots; the timeout counts the wait for one.
+    let slots = tower::limit::GlobalConcurrencyLimitLayer::new(limits.webhook_concurrency);
+    let webhook = |path: &str, handler: axum::routing::MethodRouter<AppState>| {
+        Router::new()
+            .route(path, handler)
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(slots.clone())
+            .layer(timeout())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                webhook_headers,
+            ))
+    };
+    let webhooks =
+        webhook(ROSTER_WEBHOOK, post(roster_hook)).merge(webhook(CLERK_WEBHOOK, post(clerk_hook)));
     probes().merge(api).merge(webhooks).with_state(state)
 }
 
@@ -467,23 +464,18 @@ fn precheck(
     Ok(())
 }
 
-async fn roster_headers(
+/// Checks a webhook request's signature headers ([`precheck`]) before anything else.
+async fn webhook_headers(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match precheck(&state.roster, Scheme::StandardWebhooks, request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(problem) => refuse_unread(problem),
-    }
-}
-
-async fn clerk_headers(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match precheck(&state.clerk, Scheme::Svix, request.headers()) {
+    let checked = if request.uri().path() == ROSTER_WEBHOOK {
+        precheck(&state.roster, Scheme::StandardWebhooks, request.headers())
+    } else {
+        precheck(&state.clerk, Scheme::Svix, request.headers())
+    };
+    match checked {
         Ok(()) => next.run(request).await,
         Err(problem) => refuse_unread(problem),
     }

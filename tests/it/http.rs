@@ -1444,6 +1444,21 @@ async fn healthz_readyz_and_metrics_answer_within_a_second_while_64_slow_webhook
             .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
         assert_eq!(answer.status(), StatusCode::OK, "{path}");
     }
+    // A webhook without signature headers waits for no slot: it is refused at once.
+    let unsigned = probe
+        .post(service.url("/v1/webhooks/roster"))
+        .body("{}")
+        .send()
+        .await
+        .expect("an unsigned webhook is answered within 1 s while every slot is taken");
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    // Routes that are not webhooks are not taken for ones.
+    let unknown = probe
+        .get(service.url("/no-such-route"))
+        .send()
+        .await
+        .expect("an unknown route is answered");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     drop(slow);
 }
 
