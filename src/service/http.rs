@@ -313,10 +313,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     // Clerk blocking the listing stops every cycle until the block ends, but restarting or
     // taking the instance out of service helps nothing (webhooks are still taken): ready,
     // and degraded says why cycles fail.
-    let listing_block = state
+    // This process's block, or one another replica recorded (it holds the same target).
+    let listing = crate::clerk::Operation::ListInvitations;
+    let here = state
         .clerk_client
         .as_ref()
-        .and_then(|client| client.blocked_for(crate::clerk::Operation::ListInvitations));
+        .and_then(|client| client.blocked_for(listing));
+    let recorded =
+        crate::store::budget::blocked_until(&state.pool, &state.config.target, listing.as_str())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|until| (until - chrono::Utc::now()).to_std().ok());
+    let listing_block = here.max(recorded);
     match listing_block {
         Some(left) => (
             StatusCode::OK,
