@@ -554,9 +554,15 @@ async fn a_postgresql_restart_in_the_middle_of_a_cycle_is_survived_and_the_servi
             .fetch_one(&pool)
             .await
             .expect("the runs load");
+    let outcomes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT outcome, count(*) FROM invite_sync_runs GROUP BY outcome ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the runs load");
     let outcome = Outcome::of(&h, &desired, &BTreeSet::new(), &[]);
     println!(
-        "postgres restart (seed {seed}, {delay} ms into a cycle): {after} cycles after the restart; {outcome:?}"
+        "postgres restart (seed {seed}, {delay} ms into a cycle): runs by outcome {outcomes:?}, {after} cycles after the restart; {outcome:?}"
     );
     outcome.assert_clean();
     assert!(after > 0, "no cycle ran after the restart");
