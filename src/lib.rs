@@ -8,6 +8,7 @@ pub mod domain;
 pub mod import;
 pub mod metrics;
 pub mod reconcile;
+pub mod scim;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -80,8 +80,8 @@ pub enum SecretError {
 /// Why a delivery was rejected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    /// A required header is absent (or, for the id, not readable as text).
-    #[error("missing webhook header `{0}`")]
+    /// A required header is absent (or, for the id, empty or not readable as text).
+    #[error("missing or empty webhook header `{0}`")]
     MissingHeader(&'static str),
     #[error("webhook timestamp is not a Unix time in seconds")]
     InvalidTimestamp,
@@ -152,6 +152,8 @@ impl Verifier {
         let id = headers
             .get(id_name)
             .and_then(|v| v.to_str().ok())
+            // An empty id would make every later empty-id delivery a duplicate of this one.
+            .filter(|id| !id.trim().is_empty())
             .ok_or(VerifyError::MissingHeader(id_name))?;
         let timestamp_name = scheme.timestamp_header();
         let timestamp = headers
@@ -466,6 +468,22 @@ mod tests {
                 assert_eq!(
                     v.verify(scheme, &map, BODY_A, TS_A),
                     Err(VerifyError::MissingHeader(name))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_id_counts_as_missing_even_when_signed() {
+        let v = verifier(&[SECRET_A]);
+        let timestamp = TS_A.to_string();
+        for scheme in [Scheme::StandardWebhooks, Scheme::Svix] {
+            for id in ["", " "] {
+                let signature = sign(SECRET_A, id, TS_A, BODY_A).unwrap();
+                let map = headers(scheme, id, &timestamp, &signature);
+                assert_eq!(
+                    v.verify(scheme, &map, BODY_A, TS_A),
+                    Err(VerifyError::MissingHeader(scheme.id_header()))
                 );
             }
         }

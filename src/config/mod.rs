@@ -54,7 +54,9 @@ pub struct Settings {
     pub source: SourceSettings,
     pub sync: SyncSettings,
     pub http: HttpSettings,
+    pub scim: ScimSettings,
     pub log: LogSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Clone, Deserialize)]
@@ -147,6 +149,36 @@ pub struct HttpSettings {
     pub clerk_webhook_secret: Vec<SecretString>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimSettings {
+    /// Bearer tokens of `/scim/v2` (several during a rotation); empty turns it off.
+    pub token: Vec<SecretString>,
+    /// Which SCIM attribute gives the roster address.
+    pub email: ScimEmail,
+    /// Metadata key → SCIM attribute path whose value it takes.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a SCIM user's roster address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScimEmail {
+    /// `userName` when it is an address, else the primary (then work, then first) email.
+    UserName,
+    /// The primary (then work, then first) email, else `userName`.
+    WorkEmail,
+}
+
+impl ScimEmail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScimEmail::UserName => "user_name",
+            ScimEmail::WorkEmail => "work_email",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -154,6 +186,13 @@ pub struct LogSettings {
     /// A tracing `EnvFilter` directive (checked at load).
     pub level: String,
     pub redact_emails: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Run history, recorded Clerk calls and webhook deliveries older than this are pruned.
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -217,7 +256,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(LogFormat, Ownership, OnChange);
+display_as_str!(LogFormat, Ownership, OnChange, ScimEmail);
 
 fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let text = String::deserialize(deserializer)?;

@@ -72,7 +72,9 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
         source,
         sync,
         http,
+        scim,
         log,
+        retention,
     } = settings;
     vec![
         (
@@ -203,6 +205,14 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
             ],
         ),
         (
+            "scim",
+            vec![
+                ("token", redacted_list(scim.token.len())),
+                ("email", text(scim.email.as_str())),
+                ("metadata", Some(V::Table(metadata_table(&scim.metadata)))),
+            ],
+        ),
+        (
             "log",
             vec![
                 ("format", text(log.format.as_str())),
@@ -210,7 +220,30 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
                 ("redact_emails", boolean(log.redact_emails)),
             ],
         ),
+        ("retention", vec![("days", int(retention.days.into()))]),
     ]
+}
+
+/// `scim.metadata` as a file would set it: a file's table joins the built-in one, so a
+/// built-in entry that was dropped is written as `""`, which drops it again.
+fn metadata_table(metadata: &std::collections::BTreeMap<String, String>) -> toml::Table {
+    let built_in: Vec<String> = toml::from_str::<toml::Table>(super::DEFAULTS_TOML)
+        .ok()
+        .and_then(|defaults| {
+            let table = defaults.get("scim")?.get("metadata")?.as_table()?.clone();
+            Some(table.keys().cloned().collect())
+        })
+        .unwrap_or_default();
+    let mut table: toml::Table = metadata
+        .iter()
+        .map(|(key, path)| (key.clone(), toml::Value::String(path.clone())))
+        .collect();
+    for key in built_in {
+        table
+            .entry(key)
+            .or_insert_with(|| toml::Value::String(String::new()));
+    }
+    table
 }
 
 fn redacted_list(count: usize) -> Option<toml::Value> {

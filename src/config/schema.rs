@@ -19,11 +19,20 @@ type Check = fn(&str) -> Result<String, String>;
 
 pub(crate) enum Kind {
     Bool,
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
     Text(Check),
     Choice(&'static [&'static str]),
     List(Check),
+    /// A table of names to strings, each entry checked as `name = value`; from the
+    /// environment, `name=value` pairs separated by commas.
+    Table(Check),
 }
 
 pub(crate) struct Spec {
@@ -34,12 +43,22 @@ pub(crate) struct Spec {
     pub secret: bool,
 }
 
-pub(crate) const SECTIONS: [&str; 6] = ["database", "clerk", "source", "sync", "http", "log"];
+pub(crate) const SECTIONS: [&str; 8] = [
+    "database",
+    "clerk",
+    "source",
+    "sync",
+    "http",
+    "scim",
+    "log",
+    "retention",
+];
 
 pub(crate) const LOG_FORMATS: &[&str] = &["pretty", "json"];
 pub(crate) const OWNERSHIPS: &[&str] = &["owned", "all"];
 pub(crate) const ON_CHANGES: &[&str] = &["report", "replace"];
 pub(crate) const TEMPLATE_SLUGS: &[&str] = &["invitation", "waitlist_invitation"];
+pub(crate) const SCIM_EMAILS: &[&str] = &["user_name", "work_email"];
 
 const fn spec(section: &'static str, name: &'static str, kind: Kind) -> Spec {
     Spec {
@@ -145,9 +164,16 @@ pub(crate) static SPECS: &[Spec] = &[
             Kind::List(check_webhook_secret),
         )
     },
+    Spec {
+        secret: true,
+        ..spec("scim", "token", Kind::List(check_api_token))
+    },
+    spec("scim", "email", Kind::Choice(SCIM_EMAILS)),
+    spec("scim", "metadata", Kind::Table(check_metadata_mapping)),
     spec("log", "format", Kind::Choice(LOG_FORMATS)),
     spec("log", "level", Kind::Text(check_filter)),
     spec("log", "redact_emails", Kind::Bool),
+    spec("retention", "days", int(1, 36_500)),
 ];
 
 /// The merged layers, checked: a normalised table ready to deserialize, where each key
@@ -331,6 +357,7 @@ fn expected(kind: &Kind) -> &'static str {
         Kind::Float { .. } => "a number",
         Kind::Text(_) | Kind::Choice(_) => "a string",
         Kind::List(_) => "an array of strings",
+        Kind::Table(_) => "a table of strings",
     }
 }
 
@@ -350,6 +377,7 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
     if trimmed.is_empty() {
         return match spec.kind {
             Kind::List(_) => Ok(Some(toml::Value::Array(Vec::new()))),
+            Kind::Table(_) => Ok(Some(toml::Value::Table(toml::Table::new()))),
             _ if spec.optional => Ok(None),
             _ => Err("is empty".to_owned()),
         };
@@ -378,6 +406,19 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
                 .filter(|item| !item.is_empty())
                 .collect();
             list(spec, *check, items)
+        }
+        Kind::Table(check) => {
+            let mut entries = Vec::new();
+            for item in trimmed.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let Some((name, value)) = item.split_once('=') else {
+                    return Err(format!(
+                        "expected name=value pairs separated by commas{}",
+                        got()
+                    ));
+                };
+                entries.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+            table(*check, entries)
         }
     }
 }
@@ -426,6 +467,21 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
                 }
             }
             list(spec, *check, texts)
+        }
+        (Kind::Table(check), ValueKind::Table(fields)) => {
+            let mut entries = Vec::with_capacity(fields.len());
+            for (name, item) in fields {
+                match &item.kind {
+                    ValueKind::String(text) => entries.push((name.clone(), text.clone())),
+                    other => {
+                        return Err(format!(
+                            "{name}: expected a string, found {}",
+                            describe(other)
+                        ))
+                    }
+                }
+            }
+            table(*check, entries)
         }
         _ => Err(mismatch()),
     }
@@ -500,6 +556,30 @@ fn list(spec: &Spec, check: Check, items: Vec<&str>) -> Result<Option<toml::Valu
     if reasons.is_empty() {
         Ok(Some(toml::Value::Array(values)))
     } else {
+        Err(reasons.join("; "))
+    }
+}
+
+/// A table's entries, each checked as `name = value`. An empty value drops the entry, so a
+/// file can remove an entry the built-in defaults set.
+fn table(check: Check, entries: Vec<(String, String)>) -> Result<Option<toml::Value>, String> {
+    let mut values = toml::Table::new();
+    let mut reasons = Vec::new();
+    for (name, value) in entries {
+        if value.trim().is_empty() {
+            continue;
+        }
+        match check(&format!("{name}={value}")) {
+            Ok(normalised) => {
+                values.insert(name, toml::Value::String(normalised));
+            }
+            Err(reason) => reasons.push(format!("{name}: {reason}")),
+        }
+    }
+    if reasons.is_empty() {
+        Ok(Some(toml::Value::Table(values)))
+    } else {
+        reasons.sort();
         Err(reasons.join("; "))
     }
 }
@@ -668,6 +748,14 @@ pub(crate) fn check_relation(text: &str) -> Result<String, String> {
         return Err("must be `name` or `schema.name`, with at most one dot".to_owned());
     }
     if parts.iter().all(|part| is_sql_identifier(part)) {
+        // The name is quoted in SQL, so `Desired_Invitees` would name another table than the
+        // `desired_invitees` an unquoted CREATE TABLE Desired_Invitees made.
+        if text.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "must be lower case: PostgreSQL folds unquoted names to lower case, so write {:?}",
+                text.to_ascii_lowercase()
+            ));
+        }
         Ok(text.to_owned())
     } else {
         Err(
@@ -736,6 +824,24 @@ fn check_api_token(text: &str) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
+/// One `scim.metadata` entry, `key=path`: a metadata key and the SCIM attribute path whose
+/// value it takes. Returns the path, trimmed.
+fn check_metadata_mapping(text: &str) -> Result<String, String> {
+    let (key, path) = text.split_once('=').unwrap_or((text, ""));
+    let key_ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if !key_ok {
+        return Err(
+            "the metadata key must be 1 to 64 ASCII letters, digits, `_` or `-`".to_owned(),
+        );
+    }
+    crate::scim::check_attribute_path(path.trim())?;
+    Ok(path.trim().to_owned())
+}
+
 /// A webhook signing secret: `whsec_` and base64. Reasons never include the secret.
 fn check_webhook_secret(text: &str) -> Result<String, String> {
     use base64::Engine;
@@ -774,8 +880,13 @@ mod tests {
 
     #[test]
     fn relation_names() {
-        for good in ["desired_invitees", "hr.people", "_x", "A1.b_2"] {
+        for good in ["desired_invitees", "hr.people", "_x", "a1.b_2"] {
             assert!(check_relation(good).is_ok(), "{good}");
+        }
+        for folded in ["Desired_Invitees", "HR.people", "A1.b_2"] {
+            let error = check_relation(folded).unwrap_err();
+            assert!(error.contains("lower case"), "{folded}: {error}");
+            assert!(error.contains(&folded.to_ascii_lowercase()), "{error}");
         }
         for bad in [
             "", "a.b.c", "1abc", "a-b", "a b", "a.", ".a", "a;drop", "\"a\"",

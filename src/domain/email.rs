@@ -2,6 +2,9 @@ use std::fmt;
 
 /// An email address, normalised once: surrounding whitespace trimmed, lower-cased. Two
 /// spellings of one address are one `Email`.
+///
+/// [`Email::parse`] recognises an address as Clerk, the ledger or a Clerk webhook holds it;
+/// [`Email::parse_invitable`] is the stricter rule a roster row's address must meet.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email(String);
 
@@ -15,13 +18,34 @@ pub enum EmailError {
     At,
     #[error("the email has nothing before the @")]
     NoLocalPart,
-    #[error("the email's domain must contain a dot and no empty label")]
+    #[error("the part of the email before the @ is longer than 64 characters")]
+    LocalTooLong,
+    #[error(
+        "the part of the email before the @ may hold letters, digits and !#$%&'*+/=?^_`{{|}}~- \
+         and dots, but no dot first, last or twice in a row"
+    )]
+    LocalPart,
+    #[error(
+        "the email's domain must be a host name with a dot: labels of letters, digits and \
+         hyphens (none first or last, at most 63 each), no IP address"
+    )]
     Domain,
-    #[error("the email contains whitespace or a control character")]
+    #[error(
+        "the email contains whitespace or a control character (only spaces around it are trimmed)"
+    )]
     Whitespace,
+    #[error("the email must be ASCII (write an internationalised domain in its xn-- form)")]
+    NotAscii,
 }
 
+/// Characters a dot-atom local part may hold besides letters, digits and dots (RFC 5322).
+const LOCAL_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
+
 impl Email {
+    /// Recognises an address invite-sync did not take from the roster (Clerk's invitations,
+    /// the ledger, a Clerk webhook): one `@`, a dotted domain, no inner whitespace. An address
+    /// the roster would refuse (an IP literal, a non-ASCII one made in Clerk's dashboard) is
+    /// still recognised here, so it never stops the reading of the rest.
     pub fn parse(raw: &str) -> Result<Email, EmailError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
@@ -45,6 +69,46 @@ impl Email {
             return Err(EmailError::Domain);
         }
         Ok(Email(trimmed.to_lowercase()))
+    }
+
+    /// The address of a roster row: one Clerk will take. Surrounding spaces are trimmed (what
+    /// the roster table's `btrim` trims, so the table and the service see one address) and it
+    /// is lower-cased; other whitespace anywhere (a tab, U+00A0) makes it invalid rather than
+    /// trimmed. ASCII, a dot-atom local part of at most 64 characters, a host name of letters,
+    /// digits and hyphens with a dot (no IP literal), at most 254 characters in all. What
+    /// passes here normalises exactly as [`Email::parse`] does.
+    pub fn parse_invitable(raw: &str) -> Result<Email, EmailError> {
+        let trimmed = raw.trim_matches(' ');
+        if trimmed.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EmailError::Whitespace);
+        }
+        if !trimmed.is_ascii() {
+            return Err(EmailError::NotAscii);
+        }
+        if trimmed.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        let (local, domain) = match trimmed.split_once('@') {
+            Some((local, domain)) if !domain.contains('@') => (local, domain),
+            _ => return Err(EmailError::At),
+        };
+        check_local(local)?;
+        check_domain(domain)?;
+        Ok(Email(trimmed.to_ascii_lowercase()))
+    }
+
+    /// The person a roster row names although its address breaks [`Email::parse_invitable`]
+    /// (the row is then invalid): still on the roster, so their invitation is not revoked.
+    /// None when whitespace other than spaces is involved, for the table's key (`btrim`) sees
+    /// another address than the one the service would read.
+    pub fn named_by_row(raw: &str, error: &EmailError) -> Option<Email> {
+        match error {
+            EmailError::Whitespace => None,
+            _ => Email::parse(raw).ok(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -71,6 +135,45 @@ impl Email {
         let digest = Sha256::digest(self.0.as_bytes());
         let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         format!("email-{hex}")
+    }
+}
+
+fn check_local(local: &str) -> Result<(), EmailError> {
+    if local.is_empty() {
+        return Err(EmailError::NoLocalPart);
+    }
+    if local.len() > 64 {
+        return Err(EmailError::LocalTooLong);
+    }
+    let atoms_ok = local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c))
+    });
+    if atoms_ok {
+        Ok(())
+    } else {
+        Err(EmailError::LocalPart)
+    }
+}
+
+fn check_domain(domain: &str) -> Result<(), EmailError> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |label: &&str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    // A last label of digits alone would make 127.0.0.1 a host name.
+    let top_level_ok = labels
+        .last()
+        .is_some_and(|label| !label.chars().all(|c| c.is_ascii_digit()));
+    if labels.len() >= 2 && labels.iter().all(label_ok) && top_level_ok {
+        Ok(())
+    } else {
+        Err(EmailError::Domain)
     }
 }
 
@@ -119,6 +222,91 @@ mod tests {
         );
         let long = format!("{}@example.com", "a".repeat(250));
         assert_eq!(Email::parse(&long), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn addresses_clerk_would_refuse_are_refused_with_their_reason() {
+        let label = "b".repeat(63);
+        let long_total = format!("a@{label}.{label}.{label}.{label}.com");
+        let long_label = format!("ann@{}.com", "c".repeat(64));
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let cases: [(&str, EmailError); 20] = [
+            ("ann@[127.0.0.1]", EmailError::Domain),
+            ("ann@127.0.0.1", EmailError::Domain),
+            ("ann@localhost", EmailError::Domain),
+            ("ann@exa_mple.com", EmailError::Domain),
+            ("ann@-example.com", EmailError::Domain),
+            ("ann@example-.com", EmailError::Domain),
+            ("ann@example.com.", EmailError::Domain),
+            (&long_label, EmailError::Domain),
+            (&long_local, EmailError::LocalTooLong),
+            (&long_total, EmailError::TooLong),
+            (".ann@example.com", EmailError::LocalPart),
+            ("ann.@example.com", EmailError::LocalPart),
+            ("ann..lee@example.com", EmailError::LocalPart),
+            ("ann(x)@example.com", EmailError::LocalPart),
+            ("\"ann\"@example.com", EmailError::LocalPart),
+            ("ännchen@example.com", EmailError::NotAscii),
+            ("ann@bücher.example", EmailError::NotAscii),
+            ("ann@example.com\u{a0}", EmailError::Whitespace),
+            ("\tann@example.com", EmailError::Whitespace),
+            ("ann\u{0}@example.com", EmailError::Whitespace),
+        ];
+        for (raw, error) in cases {
+            assert_eq!(Email::parse_invitable(raw), Err(error), "{raw:?}");
+        }
+        let longest_local = format!("{}@example.com", "a".repeat(64));
+        let longest_label = format!("a@{}.com", "c".repeat(63));
+        for good in [
+            "a@b.co",
+            "fine+tag@sub.example.com",
+            "o'brien@example.ie",
+            "x_y-z@xn--bcher-kva.example",
+            "1@123.example",
+            &longest_local,
+            &longest_label,
+        ] {
+            let email = Email::parse_invitable(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(Ok(&email), Email::parse(good).as_ref(), "one normal form");
+        }
+    }
+
+    #[test]
+    fn only_spaces_are_trimmed_as_the_tables_btrim_does() {
+        assert_eq!(
+            Email::parse_invitable("  Dan@Example.com  ")
+                .unwrap()
+                .as_str(),
+            "dan@example.com"
+        );
+        assert_eq!(
+            Email::parse_invitable("dan@example.com\u{a0}"),
+            Err(EmailError::Whitespace)
+        );
+        assert_eq!(
+            Email::parse_invitable("dan@example.com\n"),
+            Err(EmailError::Whitespace)
+        );
+    }
+
+    #[test]
+    fn an_address_clerk_holds_is_recognised_even_where_the_roster_would_refuse_it() {
+        let long_local = format!("{}@x.com", "a".repeat(100));
+        for held in ["ann@[127.0.0.1]", "Ännchen@Example.com", &long_local] {
+            assert!(Email::parse(held).is_ok(), "{held}");
+            assert!(Email::parse_invitable(held).is_err(), "{held}");
+        }
+        assert_eq!(
+            Email::parse("Ännchen@Example.com").unwrap().as_str(),
+            "ännchen@example.com"
+        );
+        let named = |raw: &str| {
+            let error = Email::parse_invitable(raw).unwrap_err();
+            Email::named_by_row(raw, &error).map(|e| e.to_string())
+        };
+        assert_eq!(named("Ann@[127.0.0.1]").as_deref(), Some("ann@[127.0.0.1]"));
+        assert_eq!(named("dan@example.com\u{a0}"), None);
+        assert_eq!(named("not an address"), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
 use super::Email;
@@ -78,13 +78,34 @@ impl DesiredInvitee {
             parsed,
             reason,
         };
-        let email = Email::parse(&row.email).map_err(|e| invalid(None, e.to_string()))?;
+        let email = Email::parse_invitable(&row.email)
+            .map_err(|e| invalid(Email::named_by_row(&row.email, &e), e.to_string()))?;
         let Value::Object(metadata) = &row.public_metadata else {
             return Err(invalid(
                 Some(email),
                 "public_metadata must be a JSON object".to_owned(),
             ));
         };
+        if holds_nul(&row.public_metadata) {
+            return Err(invalid(Some(email), nul_reason("public_metadata")));
+        }
+        for (name, value) in [
+            ("redirect_url", &row.redirect_url),
+            ("template_slug", &row.template_slug),
+            ("source", &row.source),
+        ] {
+            if value.as_deref().is_some_and(|text| text.contains('\0')) {
+                return Err(invalid(Some(email), nul_reason(name)));
+            }
+        }
+        if let Some(not_before) = row.not_before {
+            if !(1..=9999).contains(&not_before.year()) {
+                return Err(invalid(
+                    Some(email),
+                    format!("not_before {not_before} is outside the years 1 to 9999"),
+                ));
+            }
+        }
         let size = row.public_metadata.to_string().len();
         if size > MAX_METADATA_BYTES {
             return Err(invalid(
@@ -138,6 +159,22 @@ impl DesiredInvitee {
 
     pub fn metadata(&self) -> Map<String, Value> {
         self.request.public_metadata.clone().unwrap_or_default()
+    }
+}
+
+/// PostgreSQL's text and jsonb cannot hold U+0000, so such a value can never be stored.
+fn nul_reason(field: &str) -> String {
+    format!("{field} contains a NUL character (U+0000), which cannot be stored")
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -269,6 +306,36 @@ mod tests {
                     ..DesiredRow::new("a@example.com")
                 },
                 "template_slug",
+            ),
+            (
+                DesiredRow {
+                    source: Some("h\0r".into()),
+                    ..DesiredRow::new("a@example.com")
+                },
+                "source contains a NUL",
+            ),
+            (
+                DesiredRow {
+                    redirect_url: Some("https://x.example/\0".into()),
+                    ..DesiredRow::new("a@example.com")
+                },
+                "redirect_url contains a NUL",
+            ),
+            (
+                DesiredRow {
+                    public_metadata: json!({"a": [{"b\0": 1}]}),
+                    ..DesiredRow::new("a@example.com")
+                },
+                "public_metadata contains a NUL",
+            ),
+            (
+                DesiredRow {
+                    not_before: Some(
+                        chrono::TimeZone::with_ymd_and_hms(&Utc, 10000, 1, 1, 0, 0, 0).unwrap(),
+                    ),
+                    ..DesiredRow::new("a@example.com")
+                },
+                "years 1 to 9999",
             ),
         ];
         for (row, reason) in cases {

@@ -151,7 +151,7 @@ impl Layout {
             .get(self.email)
             .copied()
             .flatten()
-            .and_then(|raw| Email::parse(raw).ok())
+            .and_then(|raw| Email::parse_invitable(raw).ok())
     }
 
     /// Turns a record's cells (one per column) into a row; cells are trimmed and an empty
@@ -168,7 +168,9 @@ impl Layout {
                 continue;
             }
             match column {
-                Column::Email => match Email::parse(value) {
+                // The email rule trims spaces only, as the table does: other whitespace
+                // around an address makes the line bad rather than silently another person.
+                Column::Email => match Email::parse_invitable(cell) {
                     Ok(parsed) => {
                         row.email = parsed.as_str().to_owned();
                         email = Some(parsed);

@@ -46,6 +46,9 @@ pub struct ImportSummary {
     /// Rows that exist with exactly the file's values: not written at all.
     pub unchanged: u64,
     pub invalid: u64,
+    /// Rows the SCIM endpoint manages that the file named or `--replace` would have
+    /// deleted: left as they are.
+    pub kept_scim: u64,
     pub problems: Vec<LineProblem>,
     /// Whether the import was committed; false for a dry run and a refused import, whose
     /// counts say what would have happened.
@@ -93,12 +96,17 @@ impl ImportSummary {
     /// The counts on one line, then one line per problem.
     pub fn render(&self) -> String {
         let mut text = format!(
-            "inserted {}, updated {}, deleted {}, unchanged {}, invalid {}{}\n",
+            "inserted {}, updated {}, deleted {}, unchanged {}, invalid {}{}{}\n",
             self.inserted,
             self.updated,
             self.deleted,
             self.unchanged,
             self.invalid,
+            if self.kept_scim > 0 {
+                format!(", left to SCIM {}", self.kept_scim)
+            } else {
+                String::new()
+            },
             if self.written {
                 ""
             } else {
@@ -144,7 +152,7 @@ pub async fn import_reader<R: Read + Send>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
     let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
-    let writer = Writer::new(&options.relation, layout.present);
+    let writer = Writer::keeping_scim_rows(&options.relation, layout.present);
 
     let mut tx = pool.begin().await?;
     let roster = if options.replace {
@@ -177,6 +185,7 @@ pub async fn import_reader<R: Read + Send>(
             summary.inserted += counts.inserted;
             summary.updated += counts.updated;
             summary.unchanged += counts.unchanged;
+            summary.kept_scim += counts.kept_scim;
         }
         if !options.replace {
             named.clear();
@@ -188,7 +197,9 @@ pub async fn import_reader<R: Read + Send>(
         }
     }
     if options.replace {
-        summary.deleted = writer.delete_unseen(&mut tx).await?;
+        let (deleted, kept) = writer.delete_unseen(&mut tx).await?;
+        summary.deleted = deleted;
+        summary.kept_scim += kept;
     }
 
     if summary.invalid > 0 && !options.skip_invalid {
@@ -218,6 +229,7 @@ pub async fn import_reader<R: Read + Send>(
         deleted = summary.deleted,
         unchanged = summary.unchanged,
         invalid = summary.invalid,
+        kept_scim = summary.kept_scim,
         written = summary.written,
         "roster import finished"
     );

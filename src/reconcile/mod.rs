@@ -203,6 +203,8 @@ pub struct Report {
 pub enum CycleError {
     #[error("the database failed: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Roster(#[from] desired::ReadError),
     #[error("listing Clerk's invitations failed: {0}")]
     Clerk(#[from] ClientError),
 }
@@ -216,7 +218,7 @@ pub struct Reconciler {
 }
 
 struct State {
-    desired: Vec<crate::domain::DesiredRow>,
+    desired: Vec<desired::RosterRow>,
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,

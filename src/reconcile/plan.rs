@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::clerk::{Invitation, InvitationStatus};
-use crate::domain::{DesiredInvitee, DesiredRow, Email, LedgerEntry, LedgerState, RowDefaults};
+use crate::domain::{
+    DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, LedgerState, RowDefaults,
+};
 
 pub use crate::config::{OnChange, Ownership};
 
@@ -38,7 +40,8 @@ impl Default for Policy {
 /// Everything the plan looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
-    pub desired: &'a [DesiredRow],
+    /// The roster in its order; a row that could not be read carries its reason.
+    pub desired: &'a [Result<DesiredRow, InvalidRow>],
     /// Clerk's non-revoked invitations (pending, accepted, expired).
     pub clerk: &'a [Invitation],
     pub ledger: &'a [LedgerEntry],
@@ -316,7 +319,11 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
     let mut creates: Vec<(DesiredInvitee, bool)> = Vec::new();
 
     for row in desired {
-        let invitee = match DesiredInvitee::from_row(row, &policy.defaults) {
+        let checked = match row {
+            Ok(row) => DesiredInvitee::from_row(row, &policy.defaults),
+            Err(unreadable) => Err(unreadable.clone()),
+        };
+        let invitee = match checked {
             Ok(invitee) => invitee,
             Err(invalid) => {
                 let email = match invalid.parsed {

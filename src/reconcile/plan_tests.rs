@@ -74,7 +74,7 @@ fn entry(id: i64, address: &str, invitation_id: Option<&str>, state: LedgerState
 }
 
 struct World {
-    desired: Vec<DesiredRow>,
+    desired: Vec<Result<DesiredRow, InvalidRow>>,
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,
@@ -95,7 +95,16 @@ impl World {
     }
 
     fn row(mut self, row: DesiredRow) -> Self {
-        self.desired.push(row);
+        self.desired.push(Ok(row));
+        self
+    }
+
+    fn unreadable(mut self, address: &str, reason: &str) -> Self {
+        self.desired.push(Err(InvalidRow {
+            email: address.to_owned(),
+            parsed: Email::parse(address).ok(),
+            reason: reason.to_owned(),
+        }));
         self
     }
 
@@ -444,6 +453,37 @@ fn ownership_all_alone_does_not_replace_a_stale_invitation() {
         .entry(entry(1, "ann@x.com", Some("inv_1"), LedgerState::Pending))
         .policy(|p| p.ownership = Ownership::All);
     assert_eq!(only(&world.run()).category(), Category::Stale);
+}
+
+#[test]
+fn an_unreadable_row_is_invalid_keeps_its_invitation_and_the_others_go_on() {
+    let world = World::new()
+        .unreadable("inf@x.com", "not_before is infinity")
+        .unreadable("", "email is NULL")
+        .row(row("good@x.com"))
+        .invitation(pending("inv_1", "inf@x.com"))
+        .entry(entry(1, "inf@x.com", Some("inv_1"), LedgerState::Pending));
+    let plan = world.run();
+    assert_eq!(
+        plan.creates().map(|i| i.email.as_str()).collect::<Vec<_>>(),
+        ["good@x.com"]
+    );
+    assert_eq!(plan.revocations().count(), 0, "{:#?}", plan.items);
+    let invalid: Vec<(&str, &str)> = plan
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Invalid { email, reason } => Some((email.as_str(), reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        invalid,
+        [
+            ("", "email is NULL"),
+            ("inf@x.com", "not_before is infinity")
+        ]
+    );
 }
 
 #[test]
@@ -1218,19 +1258,17 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn inputs(&self) -> Inputs<'_> {
-        Inputs {
-            desired: &self.desired,
+    fn plan(&self) -> Plan {
+        let desired: Vec<_> = self.desired.iter().cloned().map(Ok).collect();
+        let inputs = Inputs {
+            desired: &desired,
             clerk: &self.clerk,
             ledger: &self.ledger,
             known_users: &self.known_users,
             deleted_users: &NO_ONE,
             now: now(),
-        }
-    }
-
-    fn plan(&self) -> Plan {
-        plan(self.inputs(), &self.policy)
+        };
+        plan(inputs, &self.policy)
     }
 
     fn parsed_desired(&self) -> HashSet<Email> {
@@ -1279,7 +1317,7 @@ fn spelled() -> impl Strategy<Value = String> {
             })
             .collect();
         if pad {
-            format!(" {spelled}\t")
+            format!(" {spelled}  ")
         } else {
             spelled
         }

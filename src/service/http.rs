@@ -28,6 +28,8 @@ use crate::webhook::{Scheme, Verifier};
 pub const MAX_BODY: usize = 1024 * 1024;
 /// `/v1/sync` and `/v1/status` requests handled at once; more wait.
 pub const MAX_API_CONCURRENT: usize = 16;
+/// SCIM requests handled at once; more wait.
+pub const MAX_SCIM_CONCURRENT: usize = 16;
 const ROSTER_WEBHOOK: &str = "/v1/webhooks/roster";
 const CLERK_WEBHOOK: &str = "/v1/webhooks/clerk";
 /// Connections open at once on the admin listener (probes and Prometheus only).
@@ -73,6 +75,8 @@ pub struct AppState {
     api_token: Option<Arc<SecretString>>,
     roster: Option<Arc<Verifier>>,
     clerk: Option<Arc<Verifier>>,
+    /// `/scim/v2`, when `scim.token` is set.
+    pub scim: Option<Arc<super::scim::Scim>>,
 }
 
 impl AppState {
@@ -102,6 +106,7 @@ impl AppState {
                 &settings.http.clerk_webhook_secret,
                 "http.clerk_webhook_secret",
             )?,
+            scim: super::scim::Scim::from_settings(settings)?.map(Arc::new),
         })
     }
 
@@ -155,7 +160,19 @@ pub fn router(state: AppState) -> Router {
     };
     let webhooks =
         webhook(ROSTER_WEBHOOK, post(roster_hook)).merge(webhook(CLERK_WEBHOOK, post(clerk_hook)));
-    probes().merge(api).merge(webhooks).with_state(state)
+    // SCIM (an HR system's provisioning) has a limit of its own, like the operator API.
+    let scim = Router::new()
+        .nest("/scim/v2", super::scim::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_SCIM_CONCURRENT,
+        ))
+        .layer(timeout());
+    probes()
+        .merge(api)
+        .merge(webhooks)
+        .merge(scim)
+        .with_state(state)
 }
 
 /// The admin listener's routes: the probes alone.
@@ -521,7 +538,12 @@ async fn roster_hook(
     }
     let applied = roster_webhook::apply(&mut tx, &state.config.relation, &changes)
         .await
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            roster_webhook::ApplyError::ScimManaged(_) => {
+                Problem(StatusCode::CONFLICT, e.to_string())
+            }
+            roster_webhook::ApplyError::Database(e) => internal(e),
+        })?;
     tx.commit().await.map_err(internal)?;
     tracing::info!(
         message_id,

@@ -1,9 +1,11 @@
 //! The long-running service: cycles on a cron schedule, at start, on SIGHUP and on demand,
 //! one at a time, sooner while a backlog waits for budget; a clean stop on SIGTERM / SIGINT.
 
+pub mod housekeeping;
 pub mod http;
 pub mod notify;
 pub mod roster_webhook;
+pub mod scim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,6 +294,11 @@ pub async fn run_with(
     let mut scheduler = schedule(schedule_expression, triggers.clone()).await?;
     triggers.request("start");
     let hangups = spawn_hangup_listener(triggers.clone(), shutdown.clone());
+    let housekeeping = tokio::spawn(housekeeping::run(
+        pool.clone(),
+        settings.retention.days,
+        shutdown.clone(),
+    ));
     let notifications = tokio::spawn(notify::listen(
         pool,
         triggers.clone(),
@@ -339,6 +346,7 @@ pub async fn run_with(
             let _ = worker.await;
         }
         let _ = notifications.await;
+        let _ = housekeeping.await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }

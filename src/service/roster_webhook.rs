@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
+use crate::store::roster::SCIM_SOURCE;
 
 /// Most items one `roster.batch` may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -14,6 +15,21 @@ pub const MAX_BATCH: usize = 1000;
 pub enum Change {
     Upsert(DesiredRow),
     Remove(Email),
+}
+
+/// Why a webhook's changes were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The changes touch rows the SCIM endpoint manages; nothing was applied.
+    #[error(
+        "{} managed through SCIM (source {SCIM_SOURCE:?}); change {} through the identity provider: {}",
+        if .0.len() == 1 { "this address is" } else { "these addresses are" },
+        if .0.len() == 1 { "it" } else { "them" },
+        .0.join(", ")
+    )]
+    ScimManaged(Vec<String>),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 /// What was written.
@@ -36,11 +52,22 @@ const UPSERT_FIELDS: [&str; 8] = [
 
 /// Parses and checks a payload; the error names the field at fault.
 pub fn parse(body: &[u8]) -> Result<Vec<Change>, String> {
-    let payload: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let payload = match serde_json::from_slice::<Strict>(body) {
+        Ok(Strict(payload)) => payload,
+        Err(e) if e.is_data() => return Err(format!("the body is refused: {e}")),
+        Err(e) => return Err(format!("the body is not valid JSON: {e}")),
+    };
     let object = payload
         .as_object()
         .ok_or_else(|| "the body must be a JSON object with type and data".to_owned())?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["type", "data"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{unknown}: unknown field; the body holds type and data"
+        ));
+    }
     let kind = object
         .get("type")
         .and_then(Value::as_str)
@@ -114,7 +141,7 @@ fn email(data: &Map<String, Value>, path: &str) -> Result<Email, String> {
         .get("email")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{path}.email: missing or not a string"))?;
-    Email::parse(raw).map_err(|e| format!("{path}.email: {e}"))
+    Email::parse_invitable(raw).map_err(|e| format!("{path}.email: {e}"))
 }
 
 fn removal(data: &Map<String, Value>, path: &str) -> Result<Email, String> {
@@ -163,6 +190,12 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
         Some(value @ Value::Object(_)) => value.clone(),
         Some(_) => return Err(format!("{path}.public_metadata: must be a JSON object")),
     };
+    let source = text("source")?.unwrap_or_else(|| "webhook".to_owned());
+    if source == SCIM_SOURCE {
+        return Err(format!(
+            "{path}.source: {SCIM_SOURCE:?} is reserved for the SCIM endpoint's rows"
+        ));
+    }
     let row = DesiredRow {
         email: email.as_str().to_owned(),
         public_metadata,
@@ -171,7 +204,7 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
         expires_in_days,
         template_slug: text("template_slug")?,
         not_before,
-        source: Some(text("source")?.unwrap_or_else(|| "webhook".to_owned())),
+        source: Some(source),
         created_at: None,
         updated_at: None,
     };
@@ -180,20 +213,107 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
     Ok(row)
 }
 
-/// Writes the changes in the caller's transaction.
+/// A JSON value read like `serde_json::Value`, except that an object naming a key twice is
+/// refused: which of the two values would count is not something to guess.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Writes the changes in the caller's transaction. A change to a row the SCIM endpoint
+/// manages refuses the whole request: the identity provider owns that person, and a webhook
+/// silently undoing its work (or being undone by it) would leave nobody in charge.
 pub async fn apply(
     conn: &mut PgConnection,
     relation: &str,
     changes: &[Change],
-) -> Result<Applied, sqlx::Error> {
+) -> Result<Applied, ApplyError> {
     let writer = crate::store::roster::Writer::new(relation, crate::store::roster::Columns::ALL);
     let mut batch = crate::store::roster::Batch::default();
     let mut removals = Vec::new();
+    let mut named = Vec::with_capacity(changes.len());
     for change in changes {
         match change {
-            Change::Upsert(row) => batch.push(row.clone()),
-            Change::Remove(email) => removals.push(email.as_str().to_owned()),
+            Change::Upsert(row) => {
+                named.push(row.email.clone());
+                batch.push(row.clone());
+            }
+            Change::Remove(email) => {
+                named.push(email.as_str().to_owned());
+                removals.push(email.as_str().to_owned());
+            }
         }
+    }
+    let managed = writer.managed_by_scim(conn, &named).await?;
+    if !managed.is_empty() {
+        return Err(ApplyError::ScimManaged(managed));
     }
     let upserted = batch.len() as u64;
     writer.upsert(conn, &mut batch).await?;
@@ -273,6 +393,22 @@ mod tests {
             (
                 r#"{"type":"roster.batch","data":{"removed":[{"email":"a@x.com","why":1}]}}"#,
                 "data.removed[0].why: unknown field",
+            ),
+            (
+                r#"{"type":"invitee.removed","data":{"email":"a@x.com"},"id":"x"}"#,
+                "id: unknown field",
+            ),
+            (
+                r#"{"type":"invitee.removed","data":{"email":"a@x.com","email":"b@x.com"}}"#,
+                r#"the key "email" appears twice"#,
+            ),
+            (
+                r#"{"type":"roster.batch","data":{"upserted":[{"email":"a@x.com","public_metadata":{"t":1,"t":2}}]}}"#,
+                r#"the key "t" appears twice"#,
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","source":"h\u0000r"}}"#,
+                "data: source contains a NUL",
             ),
         ];
         for (body, expected) in cases {

@@ -1,8 +1,28 @@
 //! Reading the roster: `desired_invitees`, or the table or view `source.relation` names.
+//!
+//! A view can return anything, so every column is read as text and decoded here row by row:
+//! an infinite or far-future time, JSON the reader refuses, a NULL where a value belongs make
+//! that one row unreadable (reported as invalid with its reason), never the whole roster.
 
-use sqlx::PgExecutor;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
 
-use crate::domain::DesiredRow;
+use crate::domain::{DesiredRow, Email, InvalidRow};
+
+/// A roster row as read: the row, or why it could not be read.
+pub type RosterRow = Result<DesiredRow, InvalidRow>;
+
+/// Reading the roster failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The relation or one of its columns does not exist, or may not be read.
+    #[error("the roster relation {relation:?} (source.relation) cannot be read: {message}")]
+    Relation { relation: String, message: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 /// Quotes a validated relation name (`name` or `schema.name`) for SQL.
 pub fn quote_relation(relation: &str) -> String {
@@ -13,20 +33,316 @@ pub fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-/// Every roster row, oldest first.
-pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<DesiredRow>, sqlx::Error> {
-    // The relation comes from the configuration, so this query is built at run time.
+/// Every roster row, oldest first, each read or refused on its own.
+pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
+    // The relation comes from the configuration, so this query is built at run time. Times
+    // arrive as microseconds since the Unix epoch in text (`Infinity` for an infinite one),
+    // so no value can make the driver's decoding fail or panic.
+    let micros = |column: &str| format!("(extract(epoch FROM {column}) * 1000000)::text");
     let sql = format!(
-        "SELECT email, public_metadata, redirect_url, notify, expires_in_days, template_slug,
-                not_before, source, created_at, updated_at
+        "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
+                expires_in_days::text, template_slug::text, {} AS not_before, source::text,
+                {} AS created_at, {} AS updated_at
          FROM {} ORDER BY created_at NULLS FIRST, email",
+        micros("not_before"),
+        micros("created_at"),
+        micros("updated_at"),
         quote_relation(relation)
     );
-    sqlx::query_as::<_, DesiredRow>(&sql).fetch_all(db).await
+    let rows = sqlx::query(&sql)
+        .fetch_all(db)
+        .await
+        .map_err(|e| relation_error(e, relation))?;
+    Ok(rows.iter().map(decode).collect())
 }
 
 /// How many roster rows there are.
-pub async fn count(db: impl PgExecutor<'_>, relation: &str) -> Result<i64, sqlx::Error> {
+pub async fn count(db: impl PgExecutor<'_>, relation: &str) -> Result<i64, ReadError> {
     let sql = format!("SELECT count(*) FROM {}", quote_relation(relation));
-    sqlx::query_scalar::<_, i64>(&sql).fetch_one(db).await
+    sqlx::query_scalar::<_, i64>(&sql)
+        .fetch_one(db)
+        .await
+        .map_err(|e| relation_error(e, relation))
+}
+
+/// Undefined table, undefined column, undefined schema, insufficient privilege, wrong type.
+fn relation_error(error: sqlx::Error, relation: &str) -> ReadError {
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned());
+    match code.as_deref() {
+        Some("42P01" | "42703" | "3F000" | "42501" | "42883" | "42846") => ReadError::Relation {
+            relation: relation.to_owned(),
+            message: error
+                .as_database_error()
+                .map(|e| e.message().to_owned())
+                .unwrap_or_default(),
+        },
+        _ => ReadError::Database(error),
+    }
+}
+
+/// The columns of one row, as text.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RawRow {
+    pub email: Option<String>,
+    pub public_metadata: Option<String>,
+    pub redirect_url: Option<String>,
+    pub notify: Option<String>,
+    pub expires_in_days: Option<String>,
+    pub template_slug: Option<String>,
+    pub not_before: Option<String>,
+    pub source: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+fn decode(row: &PgRow) -> RosterRow {
+    let mut problems = Vec::new();
+    let mut text = |column: &str| -> Option<String> {
+        row.try_get::<Option<String>, _>(column)
+            .unwrap_or_else(|e| {
+                problems.push(format!("{column} cannot be read: {e}"));
+                None
+            })
+    };
+    let raw = RawRow {
+        email: text("email"),
+        public_metadata: text("public_metadata"),
+        redirect_url: text("redirect_url"),
+        notify: text("notify"),
+        expires_in_days: text("expires_in_days"),
+        template_slug: text("template_slug"),
+        not_before: text("not_before"),
+        source: text("source"),
+        created_at: text("created_at"),
+        updated_at: text("updated_at"),
+    };
+    match parse(raw) {
+        Ok(row) if problems.is_empty() => Ok(row),
+        Ok(row) => Err(unreadable(row.email, problems)),
+        Err(mut invalid) => {
+            problems.push(invalid.reason);
+            invalid.reason = problems.join("; ");
+            Err(invalid)
+        }
+    }
+}
+
+/// Decodes one row's text. Every problem of the row is named in the reason.
+pub fn parse(raw: RawRow) -> RosterRow {
+    let mut problems = Vec::new();
+    let email = raw.email.unwrap_or_else(|| {
+        problems.push("email is NULL".to_owned());
+        String::new()
+    });
+    let public_metadata = match raw.public_metadata.as_deref().map(serde_json::from_str) {
+        Some(Ok(value)) => value,
+        Some(Err(e)) => {
+            problems.push(format!("public_metadata cannot be read as JSON: {e}"));
+            Value::Null
+        }
+        None => {
+            problems.push("public_metadata is NULL".to_owned());
+            Value::Null
+        }
+    };
+    let notify = match raw.notify.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            problems.push(format!("notify {other:?} is not a boolean"));
+            None
+        }
+    };
+    let expires_in_days = raw.expires_in_days.and_then(|text| match text.parse() {
+        Ok(days) => Some(days),
+        Err(_) => {
+            problems.push(format!("expires_in_days {text:?} is not a whole number"));
+            None
+        }
+    });
+    let mut time = |column: &str, micros: Option<String>| {
+        micros.and_then(|micros| match time_from_micros(&micros) {
+            Ok(time) => Some(time),
+            Err(reason) => {
+                problems.push(format!("{column} {reason}"));
+                None
+            }
+        })
+    };
+    let not_before = time("not_before", raw.not_before);
+    let created_at = time("created_at", raw.created_at);
+    let updated_at = time("updated_at", raw.updated_at);
+    let row = DesiredRow {
+        email,
+        public_metadata,
+        redirect_url: raw.redirect_url,
+        notify,
+        expires_in_days,
+        template_slug: raw.template_slug,
+        not_before,
+        source: raw.source,
+        created_at,
+        updated_at,
+    };
+    if problems.is_empty() {
+        Ok(row)
+    } else {
+        Err(unreadable(row.email, problems))
+    }
+}
+
+fn unreadable(email: String, problems: Vec<String>) -> InvalidRow {
+    InvalidRow {
+        parsed: match Email::parse_invitable(&email) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => Email::named_by_row(&email, &error),
+        },
+        email,
+        reason: problems.join("; "),
+    }
+}
+
+/// Microseconds since the Unix epoch, as `extract(epoch ...) * 1000000` prints them.
+fn time_from_micros(text: &str) -> Result<DateTime<Utc>, String> {
+    match text {
+        "Infinity" => return Err("is infinity".to_owned()),
+        "-Infinity" => return Err("is -infinity".to_owned()),
+        _ => {}
+    }
+    let whole = text.split_once('.').map_or(text, |(whole, _)| whole);
+    whole
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(|| "is out of range (years 262143 BC to 262143 AD can be read)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(email: &str) -> RawRow {
+        RawRow {
+            email: Some(email.to_owned()),
+            public_metadata: Some("{}".to_owned()),
+            ..RawRow::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_row_reads_back_whole() {
+        let row = parse(RawRow {
+            notify: Some("false".into()),
+            expires_in_days: Some("7".into()),
+            not_before: Some("1767225600000000.000000".into()),
+            created_at: Some("-1000000".into()),
+            public_metadata: Some(r#"{"team":"ops"}"#.into()),
+            ..raw("ann@example.com")
+        })
+        .unwrap();
+        assert_eq!(row.notify, Some(false));
+        assert_eq!(row.expires_in_days, Some(7));
+        assert_eq!(
+            row.not_before,
+            Some("2026-01-01T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            row.created_at,
+            Some("1969-12-31T23:59:59Z".parse().unwrap())
+        );
+        assert_eq!(row.public_metadata["team"], "ops");
+    }
+
+    #[test]
+    fn each_unreadable_value_names_its_column_and_keeps_the_address() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases: Vec<(RawRow, &str)> = vec![
+            (
+                RawRow {
+                    not_before: Some("Infinity".into()),
+                    ..raw("a@example.com")
+                },
+                "not_before is infinity",
+            ),
+            (
+                RawRow {
+                    created_at: Some("-Infinity".into()),
+                    ..raw("a@example.com")
+                },
+                "created_at is -infinity",
+            ),
+            (
+                RawRow {
+                    updated_at: Some("9224317929600000000.000000".into()),
+                    ..raw("a@example.com")
+                },
+                "updated_at is out of range",
+            ),
+            (
+                RawRow {
+                    not_before: Some("8300000000000000000".into()),
+                    ..raw("a@example.com")
+                },
+                "not_before is out of range",
+            ),
+            (
+                RawRow {
+                    public_metadata: Some(r#"{"n": 1e400}"#.into()),
+                    ..raw("a@example.com")
+                },
+                "public_metadata cannot be read as JSON",
+            ),
+            (
+                RawRow {
+                    public_metadata: Some(deep),
+                    ..raw("a@example.com")
+                },
+                "public_metadata cannot be read as JSON",
+            ),
+            (
+                RawRow {
+                    public_metadata: None,
+                    ..raw("a@example.com")
+                },
+                "public_metadata is NULL",
+            ),
+            (
+                RawRow {
+                    notify: Some("maybe".into()),
+                    ..raw("a@example.com")
+                },
+                "notify \"maybe\"",
+            ),
+            (
+                RawRow {
+                    expires_in_days: Some("99999999999".into()),
+                    ..raw("a@example.com")
+                },
+                "expires_in_days",
+            ),
+        ];
+        for (row, reason) in cases {
+            let invalid = parse(row).expect_err(reason);
+            assert!(
+                invalid.reason.contains(reason),
+                "{reason}: {}",
+                invalid.reason
+            );
+            assert_eq!(
+                invalid.parsed.as_ref().map(Email::as_str),
+                Some("a@example.com")
+            );
+        }
+        let invalid = parse(RawRow {
+            email: None,
+            ..raw("")
+        })
+        .unwrap_err();
+        assert_eq!(invalid.reason, "email is NULL");
+        assert_eq!(invalid.parsed, None);
+    }
 }

@@ -4,8 +4,10 @@ pub mod budget;
 pub mod desired;
 pub mod ledger;
 pub mod lock;
+pub mod retention;
 pub mod roster;
 pub mod runs;
+pub mod scim;
 pub mod users;
 pub mod webhooks;
 

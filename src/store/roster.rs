@@ -77,18 +77,35 @@ pub struct Counts {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
+    /// Rows the SCIM endpoint manages, left as they were (a writer keeping them only).
+    pub kept_scim: u64,
 }
 
 /// A session-private table of the addresses an import named, for `--replace`.
 const SEEN: &str = "invite_sync_import_seen";
 
+/// The `source` of the rows the SCIM endpoint manages. Other writers leave them alone: the
+/// import does not overwrite or delete them, the roster webhook is refused on them.
+pub const SCIM_SOURCE: &str = "scim";
+
 pub struct Writer {
     relation: String,
     upsert: String,
+    /// Leave the rows of the SCIM endpoint as they are (the CSV import).
+    keep_scim: bool,
 }
 
 impl Writer {
     pub fn new(relation: &str, columns: Columns) -> Writer {
+        Writer::build(relation, columns, false)
+    }
+
+    /// A writer that never changes or deletes a row whose source is [`SCIM_SOURCE`].
+    pub fn keeping_scim_rows(relation: &str, columns: Columns) -> Writer {
+        Writer::build(relation, columns, true)
+    }
+
+    fn build(relation: &str, columns: Columns, keep_scim: bool) -> Writer {
         let relation = quote_relation(relation);
         let set: Vec<&str> = [
             (columns.public_metadata, "public_metadata"),
@@ -112,13 +129,18 @@ impl Writer {
                     .join(", ")
             };
             format!(
-                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}){}",
                 set.iter()
                     .map(|c| format!("{c} = EXCLUDED.{c}"))
                     .collect::<Vec<_>>()
                     .join(", "),
                 list("t."),
                 list("EXCLUDED."),
+                if keep_scim {
+                    format!(" AND t.source IS DISTINCT FROM '{SCIM_SOURCE}'")
+                } else {
+                    String::new()
+                },
             )
         };
         let upsert = format!(
@@ -130,7 +152,11 @@ impl Writer {
              ON CONFLICT ((lower(btrim(email)))) {on_conflict}
              RETURNING (t.xmax = 0) AS inserted"
         );
-        Writer { relation, upsert }
+        Writer {
+            relation,
+            upsert,
+            keep_scim,
+        }
     }
 
     /// Writes a batch and empties it. Rows RETURNING does not name were left as they were.
@@ -142,6 +168,11 @@ impl Writer {
         if batch.is_empty() {
             return Ok(Counts::default());
         }
+        let kept_scim = if self.keep_scim {
+            self.managed_by_scim(conn, &batch.email).await?.len() as u64
+        } else {
+            0
+        };
         let returned: Vec<bool> = sqlx::query_scalar(&self.upsert)
             .bind(&batch.email)
             .bind(&batch.public_metadata)
@@ -157,7 +188,8 @@ impl Writer {
         let counts = Counts {
             inserted,
             updated: returned.len() as u64 - inserted,
-            unchanged: (batch.len() - returned.len()) as u64,
+            unchanged: (batch.len() - returned.len()) as u64 - kept_scim,
+            kept_scim,
         };
         batch.clear();
         Ok(counts)
@@ -177,6 +209,41 @@ impl Writer {
             self.relation
         ))
         .bind(emails)
+        .execute(&mut *conn)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Of these normalised addresses, those whose row the SCIM endpoint manages.
+    pub async fn managed_by_scim(
+        &self,
+        conn: &mut PgConnection,
+        emails: &[String],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(&format!(
+            "SELECT lower(btrim(email)) FROM {} WHERE source = '{SCIM_SOURCE}'
+               AND lower(btrim(email)) = ANY($1) ORDER BY 1",
+            self.relation
+        ))
+        .bind(emails)
+        .fetch_all(&mut *conn)
+        .await
+    }
+
+    /// Deletes the row of this normalised address if the SCIM endpoint manages it.
+    pub async fn delete_scim_row(
+        &self,
+        conn: &mut PgConnection,
+        email: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM {} WHERE lower(btrim(email)) = $1 AND source = '{SCIM_SOURCE}'",
+            self.relation
+        ))
+        .bind(email)
         .execute(&mut *conn)
         .await?;
         Ok(deleted.rows_affected())
@@ -214,15 +281,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes the roster rows whose address the import did not name.
-    pub async fn delete_unseen(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    /// Deletes the roster rows whose address the import did not name, except those the SCIM
+    /// endpoint manages when this writer keeps them. Returns (deleted, SCIM rows kept).
+    pub async fn delete_unseen(&self, conn: &mut PgConnection) -> Result<(u64, u64), sqlx::Error> {
+        let unseen =
+            format!("NOT EXISTS (SELECT 1 FROM {SEEN} AS s WHERE s.email = lower(btrim(r.email)))");
+        let kept: i64 = if self.keep_scim {
+            sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {} AS r WHERE {unseen} AND r.source = '{SCIM_SOURCE}'",
+                self.relation
+            ))
+            .fetch_one(&mut *conn)
+            .await?
+        } else {
+            0
+        };
+        let keep = if self.keep_scim {
+            format!(" AND r.source IS DISTINCT FROM '{SCIM_SOURCE}'")
+        } else {
+            String::new()
+        };
         let deleted = sqlx::query(&format!(
-            "DELETE FROM {} AS r
-             WHERE NOT EXISTS (SELECT 1 FROM {SEEN} AS s WHERE s.email = lower(btrim(r.email)))",
+            "DELETE FROM {} AS r WHERE {unseen}{keep}",
             self.relation
         ))
         .execute(&mut *conn)
         .await?;
-        Ok(deleted.rows_affected())
+        Ok((deleted.rows_affected(), u64::try_from(kept).unwrap_or(0)))
     }
 }

@@ -2039,3 +2039,140 @@ async fn after_a_crash_unsettled_creates_are_shown_by_sync_status_and_plan_and_s
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hostile rows and names
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_and_sync_report_rows_no_reader_can_take_and_go_on_with_the_others() {
+    let relation = [("INVITE_SYNC__SOURCE__RELATION", "hostile_roster")];
+    let h = harness(&relation).await;
+    let hostile = h.hostile_roster().await;
+    let good = people("good", 2);
+    add(&h, &good).await;
+
+    let plan = invite_sync(&h, &["plan", "--format", "json"]).await;
+    plan.assert_code(0);
+    let plan = json(&plan);
+    assert_eq!(plan["counts"]["invalid"], hostile, "{plan}");
+    assert_eq!(emails_of(&plan["creates"]), sorted(&good));
+    let reasons: Vec<&str> = plan["drift"]
+        .as_array()
+        .expect("drift is a list")
+        .iter()
+        .filter(|entry| entry["category"] == "invalid")
+        .filter_map(|entry| entry["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"not_before is infinity"), "{reasons:#?}");
+
+    invite_sync(&h, &["sync"]).await.assert_code(0);
+    assert_one_pending_each(&h, &good);
+}
+
+#[tokio::test]
+async fn a_relation_name_postgresql_would_fold_is_refused_by_config_check() {
+    let finished = run(
+        bare_command(&[("INVITE_SYNC__SOURCE__RELATION", "Desired_Invitees")]),
+        &["config", "check"],
+    )
+    .await;
+    finished.assert_code(2);
+    assert!(
+        finished.stderr.contains("source.relation") && finished.stderr.contains("lower case"),
+        "{finished}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relation_that_does_not_exist_fails_the_cycle_naming_it() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "hr.missing_people")]).await;
+    let finished = invite_sync(&h, &["sync"]).await;
+    assert_eq!(finished.code(), Some(1), "{finished}");
+    assert!(
+        finished.stderr.contains("source.relation")
+            && finished.stderr.contains("hr.missing_people"),
+        "{finished}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The SCIM endpoint of `run`, against python-scim's conformance checker
+
+/// The address `run` logged that its HTTP server listens on (JSON log lines).
+fn listening_on(service: &Proc) -> Option<String> {
+    service
+        .stdout()
+        .lines()
+        .chain(service.stderr().lines())
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|entry| {
+            entry.get("message").and_then(Value::as_str) == Some("invite-sync is running")
+        })
+        .and_then(|entry| entry.get("http")?.as_str().map(str::to_owned))
+        .filter(|address| !address.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scim2_tester_passes_every_user_and_discovery_check_against_run() {
+    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The checker lives in a virtual environment the script makes (from PyPI, the first time).
+    let setup = tokio::task::spawn_blocking({
+        let script = repository.join("scripts/lib/scim-tester.sh");
+        move || Command::new(script).stderr(Stdio::inherit()).output()
+    })
+    .await
+    .expect("the setup task runs")
+    .expect("scripts/lib/scim-tester.sh runs");
+    assert!(setup.status.success(), "scripts/lib/scim-tester.sh failed");
+    let python = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+
+    let token = "scim-conformance-token-0123456789";
+    let h = harness(&[
+        ("INVITE_SYNC__SYNC__TARGET", &unique_target()),
+        ("INVITE_SYNC__SCIM__TOKEN", token),
+        ("INVITE_SYNC__LOG__FORMAT", "json"),
+    ])
+    .await;
+    let mut service = service(&h);
+    let address = wait_for(
+        "run to log its HTTP address",
+        Duration::from_secs(10),
+        || std::future::ready(listening_on(&service)),
+    )
+    .await;
+    let base_url = format!("http://{address}/scim/v2");
+
+    let checker = repository.join("scripts/lib/scim-conformance.py");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(checker)
+            .arg(&base_url)
+            .arg(token)
+            .output()
+    })
+    .await
+    .expect("the checker task runs")
+    .expect("the checker runs");
+    let report = String::from_utf8_lossy(&run.stdout).into_owned();
+    let summary: Value = report
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary from the checker\n{report}\n{}",
+                String::from_utf8_lossy(&run.stderr)
+            )
+        });
+    println!("scim2-tester: {summary}");
+    let checks = summary["checks"].as_u64().unwrap_or(0);
+    assert!(
+        run.status.success() && checks >= 100 && summary["passed"] == checks,
+        "not every check passed:\n{report}\n--- service ---\n{}",
+        service.stderr()
+    );
+
+    service.wait_for_handler(SIGTERM).await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(10)).await.assert_code(0);
+}

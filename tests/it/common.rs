@@ -205,6 +205,35 @@ impl Harness {
             .expect("roster rows deleted");
     }
 
+    /// A view `hostile_roster` over the roster that adds rows no reader can take as they are: times the service's
+    /// clock cannot hold, JSON its reader refuses, NULLs where values belong.
+    pub async fn hostile_roster(&self) -> usize {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let sql = format!(
+            r#"CREATE VIEW hostile_roster AS
+           SELECT email, public_metadata, redirect_url, notify, expires_in_days, template_slug,
+                  not_before, source, created_at, updated_at FROM desired_invitees
+           UNION ALL SELECT * FROM (VALUES
+             ('inf@example.com', '{{}}'::jsonb, NULL::text, NULL::boolean, NULL::integer,
+              NULL::text, 'infinity'::timestamptz, NULL::text, now(), now()),
+             ('neginf@example.com', '{{}}', NULL, NULL, NULL, NULL, '-infinity', NULL, now(), now()),
+             ('far@example.com', '{{}}', NULL, NULL, NULL, NULL, '270000-01-01 00:00:00+00', NULL,
+              now(), now()),
+             ('created@example.com', '{{}}', NULL, NULL, NULL, NULL, NULL, NULL, 'infinity', now()),
+             ('updated@example.com', '{{}}', NULL, NULL, NULL, NULL, NULL, NULL, now(), '-infinity'),
+             ('huge@example.com', '{{"n": 1e400}}', NULL, NULL, NULL, NULL, NULL, NULL, now(), now()),
+             ('deep@example.com', '{{"d": {deep}}}', NULL, NULL, NULL, NULL, NULL, NULL, now(), now()),
+             (NULL, '{{}}', NULL, NULL, NULL, NULL, NULL, NULL, now(), now()),
+             ('nullmeta@example.com', NULL, NULL, NULL, NULL, NULL, NULL, NULL, now(), now())
+           ) AS hostile"#
+        );
+        sqlx::query(&sql)
+            .execute(&self.db.pool)
+            .await
+            .expect("the hostile view is created");
+        9
+    }
+
     /// Runs one cycle and returns its report (panics if it was skipped).
     pub async fn cycle(&self) -> invite_sync::reconcile::Report {
         self.cycle_with(invite_sync::reconcile::Request::new("test"))

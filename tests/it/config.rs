@@ -822,6 +822,11 @@ fn example_config_is_valid() {
     );
     assert!(s.clerk.secret_key_file.is_some());
     assert!(s.database.connect_options().is_ok());
+    assert!(s.scim.metadata.contains_key("cost_center"));
+    assert!(
+        s.scim.metadata.contains_key("external_id"),
+        "the defaults stay"
+    );
 }
 
 #[test]
@@ -839,4 +844,100 @@ fn a_bad_webhook_secret_is_named_by_position_not_by_value() {
     assert!(text.contains("item 2"), "{text}");
     assert!(!text.contains("NEARLYsecret"), "{text}");
     assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{text}");
+}
+
+#[test]
+fn scim_tokens_are_a_rotation_list_kept_out_of_debug_toml_check_and_errors() {
+    let first = "scim-SUPERSECRET-token-one";
+    let second = "scim-SUPERSECRET-token-two";
+    let vars = env(&[("INVITE_SYNC__SCIM__TOKEN", &format!("{first}, {second}"))]);
+    let s = load(None, &vars);
+    let tokens: Vec<&str> = s.scim.token.iter().map(|t| t.expose_secret()).collect();
+    assert_eq!(tokens, [first, second]);
+    assert_no_secrets(&format!("{s:?}"));
+    let toml = s.effective_toml();
+    assert_no_secrets(&toml);
+    assert!(
+        toml.contains(r#"token = ["[redacted]", "[redacted]"]"#),
+        "{toml}"
+    );
+    let (text, code) = check(None, &vars);
+    assert_eq!(code, CHECK_OK, "{text}");
+    assert_no_secrets(&text);
+    assert!(
+        load(None, &HashMap::new()).scim.token.is_empty(),
+        "off by default"
+    );
+
+    let error = load_err(
+        None,
+        &env(&[(
+            "INVITE_SYNC__SCIM__TOKEN",
+            "SUPERSECRET-ok-token-1,SUPERSECRET",
+        )]),
+    );
+    let reason = &problem(&error, "scim.token").reason;
+    assert!(
+        reason.contains("item 2") && reason.contains("16"),
+        "{reason}"
+    );
+    assert_no_secrets(&error.to_string());
+}
+
+#[test]
+fn scim_metadata_joins_the_defaults_from_a_file_and_is_replaced_by_the_variable() {
+    let defaults = load(None, &HashMap::new()).scim.metadata;
+    assert_eq!(
+        defaults.get("external_id").map(String::as_str),
+        Some("externalId")
+    );
+    assert_eq!(defaults.len(), 5);
+
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "scim.toml",
+        r#"
+[scim]
+email = "work_email"
+
+[scim.metadata]
+costCenter = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter"
+given_name = ""
+"#,
+    );
+    let s = load(Some(&file), &HashMap::new());
+    assert_eq!(s.scim.email, invite_sync::config::ScimEmail::WorkEmail);
+    assert!(
+        s.scim.metadata.contains_key("costCenter"),
+        "{:?}",
+        s.scim.metadata
+    );
+    assert!(!s.scim.metadata.contains_key("given_name"));
+    assert!(s.scim.metadata.contains_key("department"));
+    let again = load(
+        Some(&scratch.write("effective.toml", &s.effective_toml())),
+        &HashMap::new(),
+    );
+    assert_eq!(again.scim.metadata, s.scim.metadata);
+
+    let s = load(
+        None,
+        &env(&[(
+            "INVITE_SYNC__SCIM__METADATA",
+            "team=urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department, \
+             work=emails[type eq \"work\"].value",
+        )]),
+    );
+    let keys: Vec<&str> = s.scim.metadata.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["team", "work"]);
+
+    for (value, named) in [
+        ("team=favouriteColour", "favouriteColour"),
+        ("bad key=externalId", "metadata key"),
+        ("team", "name=value"),
+    ] {
+        let error = load_err(None, &env(&[("INVITE_SYNC__SCIM__METADATA", value)]));
+        let reason = &problem(&error, "scim.metadata").reason;
+        assert!(reason.contains(named), "{value}: {reason}");
+    }
 }

@@ -1737,3 +1737,168 @@ async fn the_service_runs_a_cycle_unasked_once_unsettled_creates_can_be_looked_u
     );
     service.stop().await.expect("a clean stop");
 }
+
+// ---------------------------------------------------------------------------
+// Hostile roster webhooks
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_character_in_a_signed_roster_webhook_is_a_400_naming_the_field() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+    let nul = "a\u{0}b";
+    let cases = [
+        (json!({"email": "nul@example.com", "source": nul}), "source"),
+        (
+            json!({"email": "nul@example.com", "public_metadata": {"team": nul}}),
+            "public_metadata",
+        ),
+        (
+            json!({"email": "nul@example.com", "public_metadata": {nul: 1}}),
+            "public_metadata",
+        ),
+        (
+            json!({"email": "nul@example.com", "redirect_url": format!("https://x.example/{nul}")}),
+            "redirect_url",
+        ),
+        (json!({"email": format!("nul{nul}@example.com")}), "email"),
+        (
+            json!({"email": "nul@example.com", "template_slug": nul}),
+            "template_slug",
+        ),
+    ];
+    for (data, field) in cases {
+        let upsert = json!({"type": "invitee.upserted", "data": data});
+        let answer = service.roster(&message_id(), &upsert).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+        let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+        assert!(error.contains(field), "{field}: {error}");
+    }
+    assert!(roster(&h).await.is_empty());
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_webhook_deliveries")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "a refused delivery was recorded");
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_webhook_id_unknown_fields_and_repeated_keys_are_refused_by_name() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+    let path = "/v1/webhooks/roster";
+
+    let upsert = json!({"type": "invitee.upserted", "data": {"email": "gus@example.com"}});
+    let answer = service.roster("", &upsert).await;
+    answer.expect(StatusCode::UNAUTHORIZED);
+    assert!(answer.text.contains("webhook-id"), "{answer:?}");
+
+    let refused = [
+        (
+            r#"{"type": "invitee.upserted", "data": {"email": "gus@example.com"}, "extra": 1}"#,
+            "extra: unknown field",
+        ),
+        (
+            r#"{"type": "invitee.upserted", "type": "invitee.removed", "data": {"email": "gus@example.com"}}"#,
+            r#""type""#,
+        ),
+        (
+            r#"{"type": "invitee.upserted", "data": {"email": "gus@example.com", "email": "hal@example.com"}}"#,
+            r#""email""#,
+        ),
+    ];
+    for (payload, named) in refused {
+        let body = payload.as_bytes().to_vec();
+        let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &body);
+        let answer = service.post(path, headers, body).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+        let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+        assert!(error.contains(named), "{named}: {error}");
+    }
+    assert!(roster(&h).await.is_empty());
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_webhook_deliveries")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "a refused delivery was recorded");
+
+    // Two honest deliveries with their own ids are both applied.
+    for email in ["gus@example.com", "hal@example.com"] {
+        let upsert = json!({"type": "invitee.upserted", "data": {"email": email}});
+        let answer = service.roster(&message_id(), &upsert).await;
+        assert_eq!(answer.expect(StatusCode::OK).json()["status"], "applied");
+    }
+    assert_eq!(roster(&h).await, ["gus@example.com", "hal@example.com"]);
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_with_unicode_whitespace_is_one_rule_for_the_table_the_webhook_and_the_cycle() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
+        ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1"),
+    ])
+    .await;
+    h.add_people(&["stays@example.com", "dan@example.com"])
+        .await;
+    let nbsp = "dan@example.com\u{a0}";
+    h.add_people(&[nbsp]).await;
+    let service = Service::start(&h).await;
+    let runs = wait_idle(&h, 1).await;
+    wait_invited(&h, "dan@example.com").await;
+    assert_eq!(count(&runs[0], "invalid"), 1, "{:?}", runs[0].counts);
+
+    // The webhook takes the address by the same rule as the cycle: refused, not removed: 0.
+    let removal = json!({"type": "invitee.removed", "data": {"email": nbsp}});
+    let answer = service.roster(&message_id(), &removal).await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    assert!(answer.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("data.email"));
+
+    let removal = json!({"type": "invitee.removed", "data": {"email": "dan@example.com"}});
+    let answer = service.roster(&message_id(), &removal).await;
+    assert_eq!(answer.expect(StatusCode::OK).json()["removed"], 1);
+    // What the cycle saw as dan is gone, so dan's invitation is revoked.
+    wait_for("the revocation of dan@example.com", DEADLINE, || async {
+        (invitations(&h, "dan@example.com", InvitationStatus::Pending) == 0).then_some(())
+    })
+    .await;
+    service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Housekeeping
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_prunes_history_older_than_retention_days_when_it_starts() {
+    let h = harness(&[("INVITE_SYNC__RETENTION__DAYS", "7")]).await;
+    for sql in [
+        "INSERT INTO invite_sync_webhook_deliveries (source, message_id, received_at)
+         VALUES ('roster', 'msg_old', now() - interval '8 days'),
+                ('roster', 'msg_recent', now() - interval '6 days')",
+        "INSERT INTO invite_sync_clerk_calls (target, endpoint, items, called_at)
+         VALUES ('default', 'create_invitation', 1, now() - interval '8 days')",
+    ] {
+        sqlx::query(sql).execute(&h.db.pool).await.unwrap();
+    }
+    let service = Service::start(&h).await;
+
+    let left: Vec<String> = wait_for("the housekeeping pass", DEADLINE, || async {
+        let calls: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_clerk_calls")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT message_id FROM invite_sync_webhook_deliveries")
+                .fetch_all(&h.db.pool)
+                .await
+                .unwrap();
+        (calls == 0 && ids.len() == 1).then_some(ids)
+    })
+    .await;
+    assert_eq!(left, ["msg_recent"]);
+    service.stop().await.expect("the service stops cleanly");
+}

@@ -38,7 +38,12 @@ async fn import_ok(db: &TestDb, text: &str) -> ImportSummary {
 }
 
 async fn rows(db: &TestDb) -> Vec<DesiredRow> {
-    let mut rows = desired::load(&db.pool, "desired_invitees").await.unwrap();
+    let mut rows: Vec<DesiredRow> = desired::load(&db.pool, "desired_invitees")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.expect("every imported row reads back"))
+        .collect();
     rows.sort_by(|a, b| a.email.cmp(&b.email));
     rows
 }
@@ -791,4 +796,54 @@ fn write_a_sample_roster() {
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     std::io::copy(&mut GeneratedRoster::new(rows), &mut file).unwrap();
     println!("wrote {rows} rows to {path}");
+}
+
+#[tokio::test]
+async fn a_nul_character_in_a_cell_is_a_bad_line_that_skip_invalid_can_skip() {
+    let db = TestDb::migrated().await;
+    let text = "email,source,meta.team\n\
+                ann@example.com,hr,ops\n\
+                bo@example.com,h\u{0}r,ops\n\
+                cy@example.com,hr,o\u{0}ps\n\
+                dan\u{0}@example.com,hr,ops\n";
+
+    let summary = invalid(import(&db, text, &options()).await);
+    let lines: Vec<u64> = summary.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [3, 4, 5], "{:?}", summary.problems);
+    for (problem, field) in summary
+        .problems
+        .iter()
+        .zip(["source", "public_metadata", "email"])
+    {
+        assert!(problem.reason.contains(field), "{problem:?}");
+    }
+    assert_eq!(count(&db).await, 0);
+
+    let summary = import(
+        &db,
+        text,
+        &ImportOptions {
+            skip_invalid: true,
+            ..options()
+        },
+    )
+    .await
+    .expect("the good lines are written");
+    assert_eq!((summary.inserted, summary.invalid), (1, 3));
+    let emails: Vec<String> = rows(&db).await.into_iter().map(|r| r.email).collect();
+    assert_eq!(emails, ["ann@example.com"]);
+}
+
+#[tokio::test]
+async fn an_address_padded_with_whitespace_other_than_spaces_is_a_bad_line() {
+    let db = TestDb::migrated().await;
+    let text = "email,source\n  ann@example.com ,hr\ndan@example.com\u{a0},hr\n";
+    let summary = invalid(import(&db, text, &options()).await);
+    assert_eq!(problems(&summary).len(), 1, "{:?}", summary.problems);
+    assert_eq!(summary.problems[0].line, 3);
+    assert!(
+        summary.problems[0].reason.contains("whitespace"),
+        "{:?}",
+        summary.problems
+    );
 }

@@ -13,5 +13,6 @@ mod http;
 mod import;
 mod prometheus;
 mod reconcile;
+mod scim;
 mod sim;
 mod store;

@@ -1987,3 +1987,99 @@ async fn a_cycle_that_fails_because_the_database_is_gone_is_counted_as_failed() 
         "invite_sync_cycles_total{{outcome=\"failed\"}} did not move"
     );
 }
+
+#[tokio::test]
+async fn rows_no_reader_can_take_are_reported_invalid_and_the_good_ones_beside_them_are_invited() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__SOURCE__RELATION", "hostile_roster")],
+    )
+    .await;
+    let hostile = h.hostile_roster().await;
+    let good = people("good", 3);
+    h.add_people(&refs(&good)).await;
+    let (logs, _guard) = capture_logs();
+
+    let report = h.cycle().await;
+
+    assert_eq!(count(&report, "invalid"), hostile, "{:?}", report.counts);
+    assert_eq!(report.created, good.len());
+    assert_one_pending_each(&h, &good);
+    let text = logs.text();
+    for reason in [
+        "not_before is infinity",
+        "not_before is -infinity",
+        "not_before is out of range",
+        "created_at is infinity",
+        "updated_at is -infinity",
+        "public_metadata cannot be read as JSON",
+        "email is NULL",
+        "public_metadata is NULL",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("roster row is invalid") && l.contains(reason)),
+            "the drift log names {reason:?}"
+        );
+    }
+    // A second cycle reads the same roster: nothing stops, nothing is sent again.
+    let again = h.cycle().await;
+    assert_eq!(count(&again, "invalid"), hostile);
+    assert_eq!(again.created, 0);
+}
+
+#[tokio::test]
+async fn addresses_clerk_would_refuse_are_invalid_before_any_create_is_spent() {
+    let h = Harness::new().await;
+    let long_local = format!("{}@example.com", "a".repeat(100));
+    let long_total = format!("a@{}example.com", format!("{}.", "b".repeat(60)).repeat(4));
+    let refused = [
+        "ann@[127.0.0.1]",
+        long_local.as_str(),
+        long_total.as_str(),
+        "ann@localhost",
+        "ann@exa_mple.com",
+        "ann@-example.com",
+        ".ann@example.com",
+        "ann..lee@example.com",
+        "ann(comment)@example.com",
+        "ännchen@example.com",
+    ];
+    h.add_people(&refused).await;
+    h.add_people(&["fine+tag@sub.example.com"]).await;
+
+    let report = h.cycle().await;
+
+    assert_eq!(
+        count(&report, "invalid"),
+        refused.len(),
+        "{:?}",
+        report.counts
+    );
+    assert_one_pending_each(&h, &["fine+tag@sub.example.com".to_owned()]);
+    assert_eq!(
+        h.sim.invitations().len(),
+        1,
+        "no create was spent on a refused address"
+    );
+}
+
+#[tokio::test]
+async fn an_invitation_for_an_address_the_email_rule_now_refuses_is_reported_and_neither_revoked_nor_fatal(
+) {
+    let h = Harness::new().await;
+    // Invited before the rule was strict: in Clerk, in the ledger as invite-sync's, on the roster.
+    let address = "ann@[127.0.0.1]";
+    let invitation = create_in_clerk(&h, address).await;
+    invite_sync::store::ledger::record_seen(&h.db.pool, TARGET, &invitation, true)
+        .await
+        .expect("the ledger takes the address Clerk holds");
+    h.add_people(&[address, "bo@example.com"]).await;
+
+    let report = h.cycle().await;
+
+    assert_eq!(count(&report, "invalid"), 1, "{:?}", report.counts);
+    assert_eq!(report.revoked, 0);
+    assert_eq!(pending_of(&h, address).len(), 1, "the invitation stays");
+    assert_one_pending_each(&h, &[address.to_owned(), "bo@example.com".to_owned()]);
+}

@@ -226,3 +226,249 @@ async fn only_one_create_per_person_can_be_in_flight() {
         "the ledger holds normalised emails only"
     );
 }
+
+#[tokio::test]
+async fn the_roster_table_refuses_times_outside_the_years_1_to_9999() {
+    let db = TestDb::migrated().await;
+    for (column, value) in [
+        ("not_before", "infinity"),
+        ("not_before", "-infinity"),
+        ("not_before", "270000-01-01 00:00:00+00"),
+        ("not_before", "10000-01-01 00:00:00+00"),
+        ("created_at", "infinity"),
+        ("updated_at", "-infinity"),
+    ] {
+        let error = sqlx::query(&format!(
+            "INSERT INTO desired_invitees (email, {column}) VALUES ('t@example.com', $1::timestamptz)"
+        ))
+        .bind(value)
+        .execute(&db.pool)
+        .await
+        .expect_err(value);
+        let constraint = error
+            .as_database_error()
+            .and_then(|e| e.constraint())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(constraint.contains(column), "{column} = {value}: {error}");
+    }
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, not_before) VALUES ('t@example.com', '9999-12-31')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a time within the years 1 to 9999 is kept");
+}
+
+/// Runs `sql` with the interval `ago` (e.g. "40 days") bound as $1.
+async fn insert_aged(db: &TestDb, sql: &str, ago: &str) {
+    sqlx::query(sql)
+        .bind(ago)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
+    let db = TestDb::migrated().await;
+    let run = "INSERT INTO invite_sync_runs (id, target, trigger, dry_run, outcome, started_at)
+               VALUES (gen_random_uuid(), $2, 'test', false, 'succeeded', now() - $1::interval)";
+    for (target, ago) in [
+        ("a", "40 days"),
+        ("a", "35 days"),
+        ("a", "1 hour"),
+        ("b", "40 days"),
+    ] {
+        sqlx::query(run)
+            .bind(ago)
+            .bind(target)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let call = "INSERT INTO invite_sync_clerk_calls (target, endpoint, items, called_at)
+                VALUES ('a', 'create_invitation', 1, now() - $1::interval)";
+    for ago in ["40 days", "40 days", "2 days", "10 minutes"] {
+        insert_aged(&db, call, ago).await;
+    }
+    let unsettled_call = scalar(&db, "SELECT min(id) FROM invite_sync_clerk_calls").await;
+    let ledger = "INSERT INTO invite_sync_ledger (target, email, state, owned, call_id, updated_at)
+                  VALUES ('a', $2, $3, true, $4, now() - $1::interval)";
+    for (email, state, call_id, ago) in [
+        // Superseded history: pruned.
+        ("x@example.com", "revoked", None, "40 days"),
+        ("x@example.com", "expired", None, "39 days"),
+        ("x@example.com", "pending", None, "38 days"),
+        // The latest word on y: kept however old.
+        ("y@example.com", "revoked", None, "40 days"),
+        // An unsettled create keeps its call.
+        ("z@example.com", "sending", Some(unsettled_call), "40 days"),
+        // Accepted stays.
+        ("w@example.com", "accepted", None, "40 days"),
+        ("w@example.com", "failed", None, "1 day"),
+    ] {
+        sqlx::query(ledger)
+            .bind(ago)
+            .bind(email)
+            .bind(state)
+            .bind(call_id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let delivery = "INSERT INTO invite_sync_webhook_deliveries (source, message_id, received_at)
+                    VALUES ('roster', gen_random_uuid()::text, now() - $1::interval)";
+    for ago in ["40 days", "2 days", "1 minute"] {
+        insert_aged(&db, delivery, ago).await;
+    }
+    let block = "INSERT INTO invite_sync_rate_blocks (target, endpoint, blocked_until)
+                 VALUES ('a', $2, now() - $1::interval)";
+    for (ago, endpoint) in [
+        ("40 days", "create_invitation"),
+        ("-1 hour", "create_bulk_invitations"),
+    ] {
+        sqlx::query(block)
+            .bind(ago)
+            .bind(endpoint)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    let check = "INSERT INTO invite_sync_user_checks (target, email, checked_at)
+                 VALUES ('a', $2, now() - $1::interval)";
+    for (ago, email) in [
+        ("40 days", "old@example.com"),
+        ("1 hour", "new@example.com"),
+    ] {
+        sqlx::query(check)
+            .bind(ago)
+            .bind(email)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    let pruned = store::retention::prune(&db.pool, 30).await.unwrap();
+
+    assert_eq!(
+        pruned,
+        store::retention::Pruned {
+            runs: 2,
+            clerk_calls: 1,
+            webhook_deliveries: 1,
+            rate_blocks: 1,
+            ledger: 2,
+            user_checks: 1,
+        }
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM invite_sync_runs WHERE target = 'b'"
+        )
+        .await,
+        1,
+        "the latest run of a target stays"
+    );
+    let kept: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, state FROM invite_sync_ledger ORDER BY email, id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let kept: Vec<(&str, &str)> = kept.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
+    assert_eq!(
+        kept,
+        [
+            ("w@example.com", "accepted"),
+            ("w@example.com", "failed"),
+            ("x@example.com", "pending"),
+            ("y@example.com", "revoked"),
+            ("z@example.com", "sending"),
+        ]
+    );
+
+    // The shortest retention still keeps the budget's window and the replay window.
+    let pruned = store::retention::prune(&db.pool, 1).await.unwrap();
+    assert_eq!((pruned.clerk_calls, pruned.webhook_deliveries), (1, 0));
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM invite_sync_clerk_calls").await,
+        2,
+        "the unsettled create's call and the one inside the hour stay"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM invite_sync_webhook_deliveries").await,
+        2
+    );
+    let again = store::retention::prune(&db.pool, 1).await.unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+}
+
+/// Whether each of the roster table's time constraints is validated, by name.
+async fn time_constraints(db: &TestDb) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT conname::text, convalidated FROM pg_constraint
+         WHERE conrelid = 'desired_invitees'::regclass AND conname LIKE '%_in_range'
+         ORDER BY conname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_time_constraints_migrate_over_rows_written_before_them_which_are_reported_not_fatal() {
+    let db = TestDb::migrated().await;
+    assert!(
+        time_constraints(&db).await.iter().all(|(_, valid)| *valid),
+        "on a clean table the constraints hold for every row"
+    );
+    // A roster that took an infinite time before the constraints existed.
+    for (name, _) in time_constraints(&db).await {
+        sqlx::query(&format!(
+            "ALTER TABLE desired_invitees DROP CONSTRAINT {name}"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, not_before) VALUES
+         ('old@example.com', 'infinity'), ('fine@example.com', NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    sqlx::raw_sql(include_str!(
+        "../../migrations/20261128100000_roster_times_in_range.sql"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("the migration applies over rows out of range");
+
+    let constraints = time_constraints(&db).await;
+    assert_eq!(constraints.len(), 3);
+    assert!(
+        constraints.iter().all(|(_, valid)| !valid),
+        "{constraints:?}"
+    );
+    let rows = store::desired::load(&db.pool, "desired_invitees")
+        .await
+        .expect("the roster reads");
+    let invalid: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.as_ref().err())
+        .map(|invalid| format!("{}: {}", invalid.email, invalid.reason))
+        .collect();
+    assert_eq!(invalid, ["old@example.com: not_before is infinity"]);
+    assert_eq!(rows.iter().filter(|row| row.is_ok()).count(), 1);
+}
