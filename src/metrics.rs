@@ -62,6 +62,9 @@ pub struct Metrics {
     pub held_revocations: Gauge,
     pub last_success: Gauge<f64, AtomicU64>,
     pub lock_held: Gauge,
+    pub clerk_blocked_until: Family<OperationLabel, Gauge<f64, AtomicU64>>,
+    pub unsettled_creates: Gauge,
+    pub unsettled_settle_at: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -87,6 +90,9 @@ impl Metrics {
             held_revocations: Gauge::default(),
             last_success: Gauge::default(),
             lock_held: Gauge::default(),
+            clerk_blocked_until: Family::default(),
+            unsettled_creates: Gauge::default(),
+            unsettled_settle_at: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,6 +175,21 @@ impl Metrics {
             "1 while this process holds the leader lock",
             metrics.lock_held.clone(),
         );
+        registry.register(
+            "clerk_blocked_until_timestamp_seconds",
+            "Unix time until which a 429 from Clerk blocks the operation (0: not blocked since start)",
+            metrics.clerk_blocked_until.clone(),
+        );
+        registry.register(
+            "unsettled_creates",
+            "Creates whose outcome is unknown (after a crash or a lost answer), waiting to be looked up",
+            metrics.unsettled_creates.clone(),
+        );
+        registry.register(
+            "unsettled_settle_timestamp_seconds",
+            "Unix time from which the oldest unsettled create can be looked up (0: none waits)",
+            metrics.unsettled_settle_at.clone(),
+        );
         // Series a dashboard or an alert reads from the start: present at zero before the
         // first cycle, so a rule sees 0 rather than nothing.
         for outcome in ["succeeded", "partial", "held", "failed", "interrupted"] {
@@ -186,6 +207,20 @@ impl Metrics {
                     endpoint: endpoint.to_owned(),
                 })
                 .set(0);
+        }
+        for operation in [
+            "list_invitations",
+            "list_users",
+            "create_bulk_invitations",
+            "create_invitation",
+            "revoke_invitation",
+        ] {
+            metrics
+                .clerk_blocked_until
+                .get_or_create(&OperationLabel {
+                    operation: operation.to_owned(),
+                })
+                .set(0.0);
         }
         Metrics {
             registry,
@@ -222,6 +257,17 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records that Clerk blocks `operation` until `until`; a later block wins.
+    pub fn clerk_blocked(&self, operation: &str, until: chrono::DateTime<chrono::Utc>) {
+        let gauge = self.clerk_blocked_until.get_or_create(&OperationLabel {
+            operation: operation.to_owned(),
+        });
+        let until = until.timestamp_millis() as f64 / 1000.0;
+        if until > gauge.get() {
+            gauge.set(until);
+        }
     }
 
     pub fn gauge(gauge: &Gauge, value: usize) {

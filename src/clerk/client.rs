@@ -236,8 +236,9 @@ impl ClientError {
 pub const MAX_PAGE: u32 = 500;
 /// Most items one bulk create may carry.
 pub const MAX_BULK: usize = 10;
-/// Longest `Retry-After` taken from Clerk; anything longer is read as this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Longest `Retry-After` taken from Clerk; anything longer is read as this: Clerk's longest
+/// rate-limit window (an hour) and a minute's margin.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 60);
 /// Longest `Retry-After` the client sleeps through itself before giving up on a read.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(60);
 
@@ -716,6 +717,17 @@ impl ClerkClient {
         if let Ok(mut blocked) = self.blocked_until.lock() {
             blocked.insert(operation, Instant::now() + wait);
         }
+        crate::metrics::metrics().clerk_blocked(
+            operation.as_str(),
+            chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        );
+    }
+
+    /// How long Clerk's last 429 still blocks `operation` in this process, if it does.
+    pub fn blocked_for(&self, operation: Operation) -> Option<Duration> {
+        let until = self.blocked_until.lock().ok()?.get(&operation).copied()?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
     }
 
     fn check_not_blocked(&self, operation: Operation) -> Result<(), ClientError> {

@@ -105,6 +105,7 @@ pub fn render_json(preview: &Preview, target: &str) -> Value {
         "backlog": preview.queued,
         "awaiting_user_check": preview.awaiting_user_check,
         "eta_seconds": preview.eta.as_secs(),
+        "unsettled": preview.unsettled,
     })
 }
 
@@ -221,5 +222,13 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
         preview.awaiting_user_check,
         human_duration(preview.eta.as_secs())
     );
+    if let Some(at) = preview.unsettled.settles_at {
+        let _ = writeln!(
+            out,
+            "Unsettled creates: {} (outcome unknown; these people may have no invitation yet), looked up from {}.",
+            preview.unsettled.creates,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     out
 }

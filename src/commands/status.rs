@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{human_duration, OutputFormat};
 use crate::config::Settings;
 use crate::reconcile::{self, CycleConfig};
-use crate::store::{lock, runs};
+use crate::store::{budget as budget_store, ledger, lock, runs};
 
 pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<ExitCode> {
     let pool = reconcile::connect(settings).await?;
@@ -24,6 +24,21 @@ pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Resul
     let recent = runs::recent(pool, &config.target, 10).await?;
     let budget = reconcile::budget_now(pool, &config.target, config.budget).await?;
     let holder = lock::holder(pool, &config.target).await?;
+    let now = crate::store::now(pool).await?;
+    let clerk_blocks: Vec<Value> = budget_store::blocks(pool, &config.target)
+        .await?
+        .into_iter()
+        .map(|block| {
+            json!({
+                "operation": block.endpoint,
+                "blocked_until": block.blocked_until,
+                "seconds_left": (block.blocked_until - now).num_seconds().max(0),
+            })
+        })
+        .collect();
+    let (unsettled, oldest) = ledger::unsettled(pool, &config.target).await?;
+    let settle_after = chrono::Duration::from_std(config.settle_after).unwrap_or_default();
+    let settles_at = oldest.map(|sent| sent + settle_after);
     let latest = recent
         .iter()
         .find(|r| r.outcome != "running" && r.outcome != "skipped");
@@ -41,6 +56,12 @@ pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Resul
             .and_then(|r| r.counts.get("awaiting_user_check").and_then(Value::as_u64))
             .unwrap_or(0),
         "held_revocations": latest.map(|r| r.held_revocations).unwrap_or(0),
+        "clerk_blocks": clerk_blocks,
+        "unsettled": {
+            "creates": unsettled,
+            "settles_at": settles_at,
+            "settles_in_seconds": settles_at.map(|at| (at - now).num_seconds().max(0)),
+        },
         "last_success_at": last_success.flatten(),
         "runs": recent,
     }))
@@ -80,6 +101,34 @@ pub fn render_text(status: &Value) -> String {
         );
     } else {
         let _ = writeln!(out, "Held revocations: 0");
+    }
+    let blocks = get("clerk_blocks");
+    let blocks = blocks.as_array().map(Vec::as_slice).unwrap_or_default();
+    if blocks.is_empty() {
+        let _ = writeln!(out, "Clerk blocks: none");
+    }
+    for block in blocks {
+        let _ = writeln!(
+            out,
+            "CLERK BLOCKS {} (rate limited) until {} (in {})",
+            block["operation"].as_str().unwrap_or(""),
+            block["blocked_until"].as_str().unwrap_or(""),
+            human_duration(block["seconds_left"].as_u64().unwrap_or(0))
+        );
+    }
+    let unsettled = get("unsettled");
+    match unsettled["creates"].as_u64().unwrap_or(0) {
+        0 => {
+            let _ = writeln!(out, "Unsettled creates: 0");
+        }
+        creates => {
+            let _ = writeln!(
+                out,
+                "UNSETTLED CREATES: {creates} (outcome unknown; these people may have no invitation yet). Looked up from {} (in {})",
+                unsettled["settles_at"].as_str().unwrap_or(""),
+                human_duration(unsettled["settles_in_seconds"].as_u64().unwrap_or(0))
+            );
+        }
     }
     let _ = writeln!(out, "\nLast runs:");
     for run in get("runs").as_array().into_iter().flatten() {

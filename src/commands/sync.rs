@@ -40,7 +40,13 @@ pub async fn run(
         allow_revocations,
         run_id: None,
     };
-    let result = reconciler.run_cycle(&request, &shutdown).await?;
+    let result = match reconciler.run_cycle(&request, &shutdown).await {
+        Ok(result) => result,
+        Err(error) => {
+            crate::service::remember_clerk_block(&reconciler, &error).await;
+            return Err(error.into());
+        }
+    };
     Ok(match result {
         CycleResult::Skipped { holder } => {
             let who = holder
@@ -65,6 +71,13 @@ pub async fn run(
                     ""
                 }
             );
+            if let Some(at) = report.unsettled.settles_at {
+                println!(
+                    "  {} creates unsettled (outcome unknown; these people may have no invitation yet): looked up from {} (clerk.settle_after_seconds); run again then",
+                    report.unsettled.creates,
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
             for error in &report.errors {
                 println!("  error: {error}");
             }

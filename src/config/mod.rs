@@ -132,6 +132,17 @@ pub struct SyncSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// A second listener serving only `/healthz`, `/readyz` and `/metrics`, for the probes.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long a connection may take to send a request's headers, and how long it may
+    /// sit idle between requests, before it is closed.
+    pub header_read_timeout_seconds: u64,
+    /// How long one request may take, its body included, before it is answered 408.
+    pub request_timeout_seconds: u64,
+    /// Connections open at once on the main listener; more wait to be accepted.
+    pub max_connections: u32,
+    /// Webhook requests handled at once; more wait (within the request timeout).
+    pub webhook_concurrency: u32,
     /// Bearer token of the `/v1/` endpoints; unset turns them off.
     pub api_token: Option<SecretString>,
     /// Secrets of the roster webhook (several during a rotation); empty turns it off.

@@ -191,6 +191,21 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
             "http",
             vec![
                 ("listen", text(&http.listen.to_string())),
+                (
+                    "admin_listen",
+                    http.admin_listen
+                        .map(|a| toml::Value::String(a.to_string())),
+                ),
+                (
+                    "header_read_timeout_seconds",
+                    int(http.header_read_timeout_seconds),
+                ),
+                ("request_timeout_seconds", int(http.request_timeout_seconds)),
+                ("max_connections", int(u64::from(http.max_connections))),
+                (
+                    "webhook_concurrency",
+                    int(u64::from(http.webhook_concurrency)),
+                ),
                 ("api_token", http.api_token.as_ref().and(text(REDACTED))),
                 (
                     "roster_webhook_secret",

@@ -139,6 +139,11 @@ pub(crate) static SPECS: &[Spec] = &[
         },
     ),
     spec("http", "listen", Kind::Text(check_socket_addr)),
+    optional("http", "admin_listen", Kind::Text(check_socket_addr)),
+    spec("http", "header_read_timeout_seconds", int(1, 3600)),
+    spec("http", "request_timeout_seconds", int(1, 3600)),
+    spec("http", "max_connections", int(1, 1_000_000)),
+    spec("http", "webhook_concurrency", int(1, 100_000)),
     Spec {
         secret: true,
         ..optional("http", "api_token", Kind::Text(check_api_token))

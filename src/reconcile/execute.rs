@@ -666,7 +666,9 @@ impl Executor<'_> {
                     // The client's own record of the block stopped it: Clerk saw nothing.
                     budget_store::forget_call(self.pool, call_id).await?;
                 }
-                let wait = retry_after.map_or(60, |d| d.as_secs().max(1));
+                let wait = retry_after
+                    .map_or(60, |d| d.as_secs().max(1))
+                    .min(crate::clerk::client::MAX_RETRY_AFTER.as_secs());
                 let until = budget_store::record_block(
                     self.pool,
                     self.target,

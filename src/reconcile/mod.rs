@@ -117,6 +117,42 @@ pub struct Preview {
     pub eta: Duration,
     pub owned_pending: usize,
     pub desired_rows: usize,
+    /// Creates whose outcome is unknown, waiting to be looked up.
+    pub unsettled: Unsettled,
+}
+
+/// Creates whose outcome is unknown (ledger rows left `sending` by a crash or a lost answer):
+/// how many wait, and from when the first of them can be looked up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Unsettled {
+    pub creates: usize,
+    pub settles_at: Option<DateTime<Utc>>,
+}
+
+impl Unsettled {
+    /// The ledger's unsettled creates; each is looked up `settle_after` after it was sent.
+    pub fn of(ledger: &[LedgerEntry], settle_after: Duration, now: DateTime<Utc>) -> Unsettled {
+        let settle_after = chrono::Duration::from_std(settle_after).unwrap_or_default();
+        let waiting = ledger.iter().filter(|e| e.state == LedgerState::Sending);
+        Unsettled {
+            creates: waiting.clone().count(),
+            settles_at: waiting
+                .map(|e| e.sent_at.map_or(now, |sent| sent + settle_after))
+                .min(),
+        }
+    }
+
+    /// These and `more` created now, whose outcome is unknown too.
+    pub fn and_new(self, more: usize, settle_after: Duration, now: DateTime<Utc>) -> Unsettled {
+        if more == 0 {
+            return self;
+        }
+        let settles = now + chrono::Duration::from_std(settle_after).unwrap_or_default();
+        Unsettled {
+            creates: self.creates + more,
+            settles_at: Some(self.settles_at.map_or(settles, |at| at.min(settles))),
+        }
+    }
 }
 
 /// The end of a cycle.
@@ -158,6 +194,8 @@ pub struct Report {
     pub budget_left: Budget,
     /// When more budget frees up, if the backlog waits for it.
     pub next_budget_at: Option<DateTime<Utc>>,
+    /// Creates whose outcome is unknown, looked up once they settle.
+    pub unsettled: Unsettled,
     pub errors: Vec<String>,
 }
 
@@ -301,6 +339,7 @@ impl Reconciler {
         let state = self.read_state().await?;
         let (plan, verdict, owned_pending) = self.decide(&state, allow_revocations);
         let budget = self.budget().await?;
+        let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         let queued = plan.creates().count();
         let awaiting_user_check = self.awaiting_user_check(&plan).await?;
         let invitable = queued - awaiting_user_check;
@@ -314,6 +353,7 @@ impl Reconciler {
             awaiting_user_check,
             eta,
             owned_pending,
+            unsettled,
         })
     }
 
@@ -336,7 +376,12 @@ impl Reconciler {
         shutdown: &CancellationToken,
     ) -> Result<CycleResult, CycleError> {
         let target = self.config.target.as_str();
-        let Some(mut leader) = lock::LeaderLock::try_acquire(&self.pool, target).await? else {
+        // A database that does not answer fails the cycle before it holds the lock: counted
+        // like any other failed cycle.
+        let acquired = lock::LeaderLock::try_acquire(&self.pool, target)
+            .await
+            .inspect_err(|_| count_cycle(runs::Outcome::Failed))?;
+        let Some(mut leader) = acquired else {
             let holder = lock::holder(&self.pool, target).await.ok().flatten();
             tracing::info!(
                 target,
@@ -358,16 +403,10 @@ impl Reconciler {
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
         metrics.lock_held.set(0);
-        let outcome_label = match &outcome {
-            Ok(report) => report.outcome.as_str(),
-            Err(_) => runs::Outcome::Failed.as_str(),
-        };
-        metrics
-            .cycles
-            .get_or_create(&crate::metrics::OutcomeLabel {
-                outcome: outcome_label.to_owned(),
-            })
-            .inc();
+        count_cycle(match &outcome {
+            Ok(report) => report.outcome,
+            Err(_) => runs::Outcome::Failed,
+        });
         if let Ok(report) = &outcome {
             record_gauges(report);
         }
@@ -422,7 +461,10 @@ impl Reconciler {
                     }
                 } else if report.held_revocations > 0 {
                     runs::Outcome::Held
-                } else if report.failed > 0 || !report.errors.is_empty() || tally.unsettled > 0 {
+                } else if report.failed > 0
+                    || !report.errors.is_empty()
+                    || report.unsettled.creates > 0
+                {
                     runs::Outcome::Partial
                 } else {
                     runs::Outcome::Succeeded
@@ -480,6 +522,7 @@ impl Reconciler {
             budget,
             queued: queue.len(),
             awaiting_user_check: 0,
+            unsettled: Unsettled::of(&state.ledger, self.config.settle_after, Utc::now()),
             stop: None,
         };
         if dry_run {
@@ -606,6 +649,9 @@ impl Reconciler {
             eta_seconds: eta.as_secs(),
             budget_left: done.budget,
             next_budget_at: (backlog > 0).then(|| done.budget.next_slot_at(now)),
+            unsettled: done
+                .unsettled
+                .and_new(tally.unsettled, self.config.settle_after, now),
             errors: tally.errors.clone(),
         }
     }
@@ -638,6 +684,8 @@ struct Done {
     queued: usize,
     /// Of the queue, people awaiting a user check (a dry run checks no one).
     awaiting_user_check: usize,
+    /// The creates still unsettled when the cycle read the ledger (after settling).
+    unsettled: Unsettled,
     stop: Option<Stop>,
 }
 
@@ -664,6 +712,7 @@ impl Done {
             },
             queued: 0,
             awaiting_user_check: 0,
+            unsettled: Unsettled::default(),
             stop: Some(stop),
         }
     }
@@ -683,6 +732,7 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
             ("user_checks", report.user_checks),
             ("user_check_calls", report.user_check_calls),
             ("users_found", report.users_found),
+            ("unsettled_creates", report.unsettled.creates),
         ] {
             map.insert(key.to_owned(), json!(value));
         }
@@ -705,6 +755,15 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
     }
 }
 
+fn count_cycle(outcome: runs::Outcome) {
+    crate::metrics::metrics()
+        .cycles
+        .get_or_create(&crate::metrics::OutcomeLabel {
+            outcome: outcome.as_str().to_owned(),
+        })
+        .inc();
+}
+
 fn record_gauges(report: &Report) {
     use crate::metrics::{CategoryLabel, EndpointLabel, Metrics};
     let metrics = crate::metrics::metrics();
@@ -723,6 +782,21 @@ fn record_gauges(report: &Report) {
     Metrics::gauge(&metrics.awaiting_user_check, report.awaiting_user_check);
     Metrics::gauge(&metrics.backlog_eta, report.eta_seconds as usize);
     Metrics::gauge(&metrics.held_revocations, report.held_revocations);
+    Metrics::gauge(&metrics.unsettled_creates, report.unsettled.creates);
+    metrics.unsettled_settle_at.set(
+        report
+            .unsettled
+            .settles_at
+            .map_or(0.0, |at| at.timestamp_millis() as f64 / 1000.0),
+    );
+    for (operation, endpoint) in [
+        (Operation::CreateBulkInvitations, &report.budget_left.bulk),
+        (Operation::CreateInvitation, &report.budget_left.single),
+    ] {
+        if let Some(until) = endpoint.blocked_until {
+            metrics.clerk_blocked(operation.as_str(), until);
+        }
+    }
     for (endpoint, left) in [
         (
             Operation::CreateBulkInvitations,
@@ -763,8 +837,18 @@ fn log_summary(report: &Report) {
         failed = report.failed,
         backlog = report.backlog,
         eta_seconds = report.eta_seconds,
+        unsettled_creates = report.unsettled.creates,
+        unsettled_settle_at = ?report.unsettled.settles_at.map(|at| at.to_rfc3339()),
         "cycle finished"
     );
+    if let Some(at) = report.unsettled.settles_at {
+        tracing::warn!(
+            run_id = %report.run_id,
+            unsettled_creates = report.unsettled.creates,
+            settle_at = %at.to_rfc3339(),
+            "creates whose outcome is unknown wait for clerk.settle_after_seconds before they are looked up; these people may have no invitation yet"
+        );
+    }
     if report.held_revocations > 0 {
         tracing::error!(
             run_id = %report.run_id,

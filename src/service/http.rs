@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::roster_webhook;
 use super::Triggers;
+use crate::clerk::ClerkClient;
 use crate::config::Settings;
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
@@ -25,17 +26,52 @@ use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Requests handled at once; more wait. With the body limit, this bounds the memory
-/// bodies can take (64 MiB).
-pub const MAX_CONCURRENT: usize = 64;
-/// A request that takes longer, a slowly sent body included, is answered 408.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// `/v1/sync` and `/v1/status` requests handled at once; more wait.
+pub const MAX_API_CONCURRENT: usize = 16;
+/// SCIM requests handled at once; more wait.
+pub const MAX_SCIM_CONCURRENT: usize = 16;
+const ROSTER_WEBHOOK: &str = "/v1/webhooks/roster";
+const CLERK_WEBHOOK: &str = "/v1/webhooks/clerk";
+/// Connections open at once on the admin listener (probes and Prometheus only).
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// What bounds the HTTP server, from the `http` settings. Each limit is documented in
+/// config/default.toml and docs/operations.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Headers not all received within this time close the connection; so does a keep-alive
+    /// connection idle for as long.
+    pub header_read_timeout: Duration,
+    /// A request (its body included, and the wait for a webhook slot) that takes longer is
+    /// answered 408.
+    pub request_timeout: Duration,
+    /// Connections open at once on the main listener.
+    pub max_connections: usize,
+    /// Webhook requests handled at once. With [`MAX_BODY`] this bounds the memory bodies
+    /// can take.
+    pub webhook_concurrency: usize,
+}
+
+impl Limits {
+    pub fn from_settings(settings: &Settings) -> Limits {
+        let http = &settings.http;
+        Limits {
+            header_read_timeout: Duration::from_secs(http.header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(http.request_timeout_seconds),
+            max_connections: usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+            webhook_concurrency: usize::try_from(http.webhook_concurrency).unwrap_or(usize::MAX),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub triggers: Triggers,
     pub config: CycleConfig,
+    pub limits: Limits,
+    /// The cycles' Clerk client, whose blocks `/readyz` reports.
+    pub clerk_client: Option<ClerkClient>,
     api_token: Option<Arc<SecretString>>,
     roster: Option<Arc<Verifier>>,
     clerk: Option<Arc<Verifier>>,
@@ -59,6 +95,8 @@ impl AppState {
             pool,
             triggers,
             config: CycleConfig::from_settings(settings),
+            limits: Limits::from_settings(settings),
+            clerk_client: None,
             api_token: settings.http.api_token.clone().map(Arc::new),
             roster: verifier(
                 &settings.http.roster_webhook_secret,
@@ -71,29 +109,77 @@ impl AppState {
             scim: super::scim::Scim::from_settings(settings)?.map(Arc::new),
         })
     }
+
+    /// Lets `/readyz` see the blocks Clerk put on this client.
+    pub fn with_clerk_client(self, client: ClerkClient) -> AppState {
+        AppState {
+            clerk_client: Some(client),
+            ..self
+        }
+    }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The probes: answered at once, outside every concurrency limit, so that no client of the
+/// other routes can starve them.
+fn probes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+}
+
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    let timeout = || {
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        )
+    };
+    let api = Router::new()
         .route("/v1/sync", post(trigger_sync))
         .route("/v1/status", get(status))
-        .route("/v1/webhooks/roster", post(roster_hook))
-        .route("/v1/webhooks/clerk", post(clerk_hook))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_API_CONCURRENT,
+        ))
+        .layer(timeout());
+    // The signature headers are looked at first, before the body is read and before a
+    // webhook slot is taken: a request without them is refused at once. Both webhooks share
+    // the slots; the timeout counts the wait for one.
+    let slots = tower::limit::GlobalConcurrencyLimitLayer::new(limits.webhook_concurrency);
+    let webhook = |path: &str, handler: axum::routing::MethodRouter<AppState>| {
+        Router::new()
+            .route(path, handler)
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(slots.clone())
+            .layer(timeout())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                webhook_headers,
+            ))
+    };
+    let webhooks =
+        webhook(ROSTER_WEBHOOK, post(roster_hook)).merge(webhook(CLERK_WEBHOOK, post(clerk_hook)));
+    // SCIM (an HR system's provisioning) has a limit of its own, like the operator API.
+    let scim = Router::new()
         .nest("/scim/v2", super::scim::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_SCIM_CONCURRENT,
+        ))
+        .layer(timeout());
+    probes()
+        .merge(api)
+        .merge(webhooks)
+        .merge(scim)
         .fallback(no_such_path)
         .layer(axum::middleware::map_response(json_errors))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_CONCURRENT,
-        ))
         .with_state(state)
+}
+
+/// The admin listener's routes: the probes alone.
+pub fn admin_router(state: AppState) -> Router {
+    probes().with_state(state)
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets requests in flight finish.
@@ -102,9 +188,101 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = state.limits;
+    serve_router(
+        listener,
+        router(state),
+        limits,
+        limits.max_connections,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the probes alone (`http.admin_listen`) until `shutdown` fires.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let limits = state.limits;
+    serve_router(
+        listener,
+        admin_router(state),
+        limits,
+        MAX_ADMIN_CONNECTIONS,
+        shutdown,
+    )
+    .await
+}
+
+/// The accept loop: at most `max_connections` open at once (the next connection is accepted
+/// when one closes), each served over HTTP/1.1 with the header-read (and keep-alive idle)
+/// timeout. On shutdown it stops accepting, lets requests in flight finish and closes idle
+/// connections.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %error, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let mut router = router.clone();
+            async move { tower::Service::call(&mut router, request).await }
+        });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(error = %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// An error answer: a status and a JSON reason. Internal details are logged, not returned.
@@ -135,17 +313,52 @@ async fn readyz(State(state): State<AppState>) -> Response {
     )
     .await;
     match check {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
-        Ok(Err(error)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": format!("the database does not answer: {}", database_reason(&error))})),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": format!("the database does not answer: {}", database_reason(&error))})),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "the database did not answer within 2 s"})),
+            )
+                .into_response()
+        }
+    }
+    // Clerk blocking the listing stops every cycle until the block ends, but restarting or
+    // taking the instance out of service helps nothing (webhooks are still taken): ready,
+    // and degraded says why cycles fail.
+    // This process's block, or one another replica recorded (it holds the same target).
+    let listing = crate::clerk::Operation::ListInvitations;
+    let here = state
+        .clerk_client
+        .as_ref()
+        .and_then(|client| client.blocked_for(listing));
+    let recorded =
+        crate::store::budget::blocked_until(&state.pool, &state.config.target, listing.as_str())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|until| (until - chrono::Utc::now()).to_std().ok());
+    let listing_block = here.max(recorded);
+    match listing_block {
+        Some(left) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "degraded",
+                "reason": format!(
+                    "Clerk rate-limited the invitation listing; cycles fail until the block ends in {} s",
+                    left.as_secs().max(1)
+                ),
+                "blocked_seconds": left.as_secs().max(1),
+            })),
         )
             .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": "the database did not answer within 2 s"})),
-        )
-            .into_response(),
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
     }
 }
 
@@ -188,10 +401,9 @@ async fn json_errors(response: Response) -> Response {
             format!("the request body is larger than {MAX_BODY} bytes")
         }
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
-        StatusCode::REQUEST_TIMEOUT => format!(
-            "the request took longer than {} s",
-            REQUEST_TIMEOUT.as_secs()
-        ),
+        StatusCode::REQUEST_TIMEOUT => {
+            "the request took longer than http.request_timeout_seconds".to_owned()
+        }
         other => other.canonical_reason().unwrap_or("error").to_lowercase(),
     };
     let (mut parts, _) = response.into_parts();
@@ -304,6 +516,85 @@ fn verify(
         .verify(scheme, headers, body, now)
         .map(|delivery| delivery.id)
         .map_err(|e| Problem(StatusCode::UNAUTHORIZED, format!("signature rejected: {e}")))
+}
+
+/// Refuses a webhook request whose signature headers cannot be right (absent, an empty id, a
+/// timestamp outside the tolerance, no `v1,` signature of the right length) before its body
+/// is read; 404 when the webhook is off. The signature itself is checked over the body after.
+fn precheck(
+    verifier: &Option<Arc<Verifier>>,
+    scheme: Scheme,
+    headers: &HeaderMap,
+) -> Result<(), Problem> {
+    if verifier.is_none() {
+        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+    }
+    let refuse = |reason: String| {
+        Problem(
+            StatusCode::UNAUTHORIZED,
+            format!("signature rejected: {reason}"),
+        )
+    };
+    let text = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| refuse(format!("missing webhook header `{name}`")))
+    };
+    text(scheme.id_header())?;
+    let timestamp = text(scheme.timestamp_header())?;
+    let signed_at: i64 = timestamp
+        .parse()
+        .map_err(|_| refuse("webhook timestamp is not a Unix time in seconds".to_owned()))?;
+    let age = i128::from(chrono::Utc::now().timestamp()) - i128::from(signed_at);
+    if age.unsigned_abs() > u128::from(crate::webhook::TOLERANCE.as_secs()) {
+        return Err(refuse(
+            "webhook timestamp is outside the tolerance".to_owned(),
+        ));
+    }
+    let signature_name = scheme.signature_header();
+    // An HMAC-SHA256 signature is 32 bytes: 44 characters of base64.
+    let plausible = headers
+        .get_all(signature_name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(' '))
+        .filter_map(|entry| entry.split_once(','))
+        .any(|(version, signature)| version == "v1" && signature.len() == 44);
+    if !plausible {
+        return Err(refuse(format!("`{signature_name}` holds no v1 signature")));
+    }
+    Ok(())
+}
+
+/// Checks a webhook request's signature headers ([`precheck`]) before anything else.
+async fn webhook_headers(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let checked = if request.uri().path() == ROSTER_WEBHOOK {
+        precheck(&state.roster, Scheme::StandardWebhooks, request.headers())
+    } else {
+        precheck(&state.clerk, Scheme::Svix, request.headers())
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(problem) => refuse_unread(problem),
+    }
+}
+
+/// The answer to a request whose body was not read: the connection closes after it, so that
+/// nothing waits for (or reads) the rest of the body.
+fn refuse_unread(problem: Problem) -> Response {
+    let mut response = problem.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn roster_hook(

@@ -17,8 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
+use crate::clerk::ClientError;
 use crate::config::Settings;
-use crate::reconcile::{CycleResult, Reconciler, Request};
+use crate::reconcile::{CycleError, CycleResult, Reconciler, Request};
 
 /// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
 #[derive(Debug, Clone)]
@@ -109,19 +110,13 @@ impl Worker {
         match self.reconciler.run_cycle(&request, &self.shutdown).await {
             Ok(result) => {
                 if let CycleResult::Ran(report) = &result {
-                    if report.backlog > 0 {
-                        let at = backlog_wake_in(report.next_budget_at, Utc::now());
-                        self.wake_at = Some(tokio::time::Instant::now() + at);
-                        tracing::info!(
-                            backlog = report.backlog,
-                            next_cycle_in_ms = at.as_millis() as u64,
-                            "backlog waits for budget; next cycle scheduled"
-                        );
-                    }
+                    self.wake_at = next_wake(report, Utc::now())
+                        .map(|after| tokio::time::Instant::now() + after);
                 }
                 Step::Ran(result)
             }
             Err(error) => {
+                remember_clerk_block(&self.reconciler, &error).await;
                 tracing::error!(error = %error, "cycle failed; the next trigger retries");
                 Step::Failed(error.to_string())
             }
@@ -149,6 +144,62 @@ pub fn backlog_wake_in(
     match next_slot_at {
         Some(at) if at > now => (at - now).to_std().unwrap_or(PAUSE),
         _ => PAUSE,
+    }
+}
+
+/// When the worker runs a cycle unasked after `report`: when budget frees up for a backlog,
+/// or when unsettled creates can be looked up, whichever comes first.
+pub fn next_wake(
+    report: &crate::reconcile::Report,
+    now: chrono::DateTime<Utc>,
+) -> Option<Duration> {
+    let until = |at: chrono::DateTime<Utc>| (at - now).to_std().unwrap_or_default();
+    let backlog = (report.backlog > 0).then(|| backlog_wake_in(report.next_budget_at, now));
+    // A lookup that failed leaves its create due already: not sooner than half a minute.
+    let unsettled = report.unsettled.settles_at.map(|at| {
+        (until(at) + Duration::from_secs(1)).max(if at <= now {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        })
+    });
+    let wake = match (backlog, unsettled) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(after) = wake {
+        tracing::info!(
+            backlog = report.backlog,
+            unsettled_creates = report.unsettled.creates,
+            next_cycle_in_ms = after.as_millis() as u64,
+            "work waits for budget or for unsettled creates to settle; next cycle scheduled"
+        );
+    }
+    wake
+}
+
+/// Keeps the block of a 429 that failed a cycle (the listing's) in the database, so that
+/// `status` and `/v1/status` show it; the creates' blocks are recorded where they are sent.
+pub async fn remember_clerk_block(reconciler: &Reconciler, error: &CycleError) {
+    let CycleError::Clerk(ClientError::RateLimited {
+        operation,
+        retry_after: Some(wait),
+        sent: true,
+        ..
+    }) = error
+    else {
+        return;
+    };
+    let seconds = i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+    if let Err(error) = crate::store::budget::record_block(
+        &reconciler.pool,
+        &reconciler.config.target,
+        operation.as_str(),
+        seconds,
+    )
+    .await
+    {
+        tracing::warn!(error = %error, "the block of Clerk's 429 could not be recorded");
     }
 }
 
@@ -194,16 +245,51 @@ pub async fn run(
     run_on(reconciler, settings, listener, shutdown).await
 }
 
-/// [`run`] with the HTTP server on a listener the caller bound (port 0 in tests).
+/// The listeners the HTTP server serves: `http.listen`, and `http.admin_listen` if set.
+pub struct Listeners {
+    pub main: tokio::net::TcpListener,
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
+/// [`run`] with the HTTP server on a listener the caller bound (port 0 in tests); the admin
+/// listener is bound from the settings.
 pub async fn run_on(
     reconciler: Reconciler,
     settings: &Settings,
     http_listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let admin = match settings.http.admin_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("http.admin_listen {address} cannot be bound"))?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        main: http_listener,
+        admin,
+    };
+    run_with(reconciler, settings, listeners, shutdown).await
+}
+
+/// [`run`] on listeners the caller bound.
+pub async fn run_with(
+    reconciler: Reconciler,
+    settings: &Settings,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Listeners {
+        main: http_listener,
+        admin: admin_listener,
+    } = listeners;
     let pool = reconciler.pool.clone();
+    let clerk = reconciler.clerk.clone();
     let (worker, triggers) = worker(reconciler, shutdown.clone());
-    let state = http::AppState::new(pool.clone(), triggers.clone(), settings)?;
+    let state =
+        http::AppState::new(pool.clone(), triggers.clone(), settings)?.with_clerk_client(clerk);
     let schedule_expression = settings.sync.schedule.as_str();
     let mut scheduler = schedule(schedule_expression, triggers.clone()).await?;
     triggers.request("start");
@@ -220,11 +306,15 @@ pub async fn run_on(
         shutdown.clone(),
     ));
     let address = http_listener.local_addr().ok();
+    let admin_address = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin = admin_listener
+        .map(|listener| tokio::spawn(http::serve_admin(listener, state.clone(), shutdown.clone())));
     let server = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
     let worker: JoinHandle<()> = tokio::spawn(worker.run());
     tracing::info!(
         schedule = schedule_expression,
         http = %address.map(|a| a.to_string()).unwrap_or_default(),
+        admin = %admin_address.map(|a| a.to_string()).unwrap_or_default(),
         "invite-sync is running"
     );
 
@@ -257,6 +347,9 @@ pub async fn run_on(
         }
         let _ = notifications.await;
         let _ = housekeeping.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         server.await
     })
     .await;

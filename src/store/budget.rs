@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use crate::clerk::client::MAX_RETRY_AFTER;
 use crate::clerk::Operation;
 
 /// The hourly-limited endpoints, as named in `invite_sync_clerk_calls.endpoint`.
@@ -76,13 +77,16 @@ pub async fn calls_since(
 }
 
 /// Keeps a 429's block: the endpoint is not called for `seconds` from now (the database's
-/// clock). A later block wins.
+/// clock), at most Clerk's longest window and a margin ([`MAX_RETRY_AFTER`]). A later block
+/// wins.
 pub async fn record_block(
     db: impl PgExecutor<'_>,
     target: &str,
     endpoint: &str,
     seconds: i64,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
+    let longest = i64::try_from(MAX_RETRY_AFTER.as_secs()).unwrap_or(i64::MAX);
+    let seconds = seconds.clamp(0, longest);
     sqlx::query_scalar!(
         r#"INSERT INTO invite_sync_rate_blocks (target, endpoint, blocked_until)
            VALUES ($1, $2, now() + make_interval(secs => $3::bigint::double precision))
@@ -111,6 +115,26 @@ pub async fn blocked_until(
         endpoint,
     )
     .fetch_optional(db)
+    .await
+}
+
+/// A block that has not passed yet.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Block {
+    pub endpoint: String,
+    pub blocked_until: DateTime<Utc>,
+}
+
+/// Every endpoint of the target Clerk blocks now, soonest end first.
+pub async fn blocks(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<Block>, sqlx::Error> {
+    sqlx::query_as!(
+        Block,
+        r#"SELECT endpoint, blocked_until FROM invite_sync_rate_blocks
+           WHERE target = $1 AND blocked_until > now()
+           ORDER BY blocked_until"#,
+        target,
+    )
+    .fetch_all(db)
     .await
 }
 

@@ -316,3 +316,19 @@ pub async fn clear_terminal_failures(
     .fetch_all(db)
     .await
 }
+
+/// The creates whose outcome is unknown (`sending`), and when the oldest of them was sent
+/// (now, for one with no time), with the database's clock.
+pub async fn unsettled(
+    db: impl PgExecutor<'_>,
+    target: &str,
+) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "creates!", min(COALESCE(sent_at, now())) AS oldest
+           FROM invite_sync_ledger WHERE target = $1 AND state = 'sending'"#,
+        target,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((row.creates, row.oldest))
+}

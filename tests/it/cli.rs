@@ -34,15 +34,15 @@ pub(crate) struct Proc {
 }
 
 /// How a process ended, and what it printed.
-struct Finished {
+pub(crate) struct Finished {
     label: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Finished {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
@@ -64,7 +64,7 @@ impl fmt::Display for Finished {
 }
 
 impl Proc {
-    fn spawn(command: Command, args: &[&str]) -> Proc {
+    pub(crate) fn spawn(command: Command, args: &[&str]) -> Proc {
         Proc::start(format!("invite-sync {}", args.join(" ")), command, args)
     }
 
@@ -104,14 +104,24 @@ impl Proc {
     }
 
     /// Whether the child has exited (and is reaped).
-    fn exited(&mut self) -> Option<ExitStatus> {
+    /// SIGKILL, as a crash or an OOM kill; whether the process was still running.
+    pub(crate) fn kill(&mut self) -> bool {
+        if self.exited().is_some() {
+            return false;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        true
+    }
+
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child
             .try_wait()
             .expect("the child's status can be read")
     }
 
     /// Waits for the child to exit, failing the test (and killing it) after `deadline`.
-    async fn wait(&mut self, deadline: Duration) -> Finished {
+    pub(crate) async fn wait(&mut self, deadline: Duration) -> Finished {
         let give_up = tokio::time::Instant::now() + deadline;
         loop {
             if let Some(status) = self.exited() {
@@ -1925,6 +1935,123 @@ async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     service.signal("TERM");
     service.wait(Duration::from_secs(10)).await.assert_code(0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Clerk's blocks and unsettled creates, as status, plan and sync show them
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_blocked_for_a_day_is_held_an_hour_at_most_and_status_shows_the_block() {
+    let target = unique_target();
+    let h = harness(&[("INVITE_SYNC__SYNC__TARGET", &target)]).await;
+    add(&h, &people("blocked", 3)).await;
+    for operation in [
+        Operation::CreateBulkInvitations,
+        Operation::CreateInvitation,
+    ] {
+        h.sim.inject_fault(Fault::new(
+            operation,
+            1,
+            FaultKind::Status {
+                status: 429,
+                retry_after: Some(86_400),
+            },
+        ));
+    }
+    h.cycle().await;
+    let longest: f64 = sqlx::query_scalar(
+        "SELECT max(extract(epoch FROM blocked_until - now()))::float8 FROM invite_sync_rate_blocks",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("the blocks load");
+    assert!(
+        (3000.0..=3660.0).contains(&longest),
+        "a Retry-After of a day blocks for {longest} s"
+    );
+
+    let json = invite_sync(&h, &["status", "--format", "json"]).await;
+    json.assert_code(0);
+    let status: Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    let blocks = status["clerk_blocks"].as_array().expect("clerk_blocks");
+    assert!(!blocks.is_empty(), "{status}");
+    for block in blocks {
+        let left = block["seconds_left"].as_i64().expect("seconds_left");
+        assert!((3000..=3660).contains(&left), "{block}");
+        assert!(
+            block["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("create_")),
+            "{block}"
+        );
+    }
+    let text = invite_sync(&h, &["status"]).await;
+    text.assert_code(0);
+    assert!(text.stdout.contains("CLERK BLOCKS create_"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_crash_unsettled_creates_are_shown_by_sync_status_and_plan_and_sync_does_not_exit_0(
+) {
+    let target = unique_target();
+    let h = harness(&[
+        ("INVITE_SYNC__SYNC__TARGET", &target),
+        ("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "3600"),
+    ])
+    .await;
+    let emails = people("unsettled", 3);
+    add(&h, &emails).await;
+    // The creates reach Clerk but their answers are lost: as after a crash, the ledger holds
+    // them `sending` and nobody knows whether they were made.
+    for operation in [
+        Operation::CreateBulkInvitations,
+        Operation::CreateInvitation,
+    ] {
+        h.sim
+            .inject_fault(Fault::new(operation, 1, FaultKind::DropAfterApply));
+    }
+    invite_sync(&h, &["sync"]).await;
+    let sending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invite_sync_ledger WHERE state = 'sending'")
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("the ledger loads");
+    assert!(sending > 0, "no create was left unsettled");
+
+    // The clean sync right after: nothing to send, but the unsettled are not settled yet.
+    let again = invite_sync(&h, &["sync"]).await;
+    assert_ne!(again.code(), Some(0), "{again}");
+    assert!(
+        again
+            .stdout
+            .contains(&format!("{sending} creates unsettled")),
+        "{again}"
+    );
+
+    let status = invite_sync(&h, &["status", "--format", "json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["unsettled"]["creates"], sending, "{status}");
+    let left = status["unsettled"]["settles_in_seconds"]
+        .as_i64()
+        .expect("settles_in_seconds");
+    assert!((3000..=3600).contains(&left), "{status}");
+    let text = invite_sync(&h, &["status"]).await;
+    assert!(
+        text.stdout
+            .contains(&format!("UNSETTLED CREATES: {sending}")),
+        "{text}"
+    );
+
+    let plan = invite_sync(&h, &["plan", "--format", "json"]).await;
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
+    assert_eq!(plan["unsettled"]["creates"], sending, "{plan}");
+    assert!(plan["unsettled"]["settles_at"].is_string(), "{plan}");
+    let text = invite_sync(&h, &["plan"]).await;
+    assert!(
+        text.stdout
+            .contains(&format!("Unsettled creates: {sending}")),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------

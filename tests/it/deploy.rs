@@ -322,14 +322,27 @@ fn the_configmap_config_loads_and_fits_the_pods() {
 
 #[test]
 fn ports_match_http_listen() {
-    let port = i64::from(kube_settings().http.listen.port());
+    let settings = kube_settings();
+    let port = i64::from(settings.http.listen.port());
+    let admin_listen = settings
+        .http
+        .admin_listen
+        .expect("the probes have a listener of their own");
+    assert!(
+        admin_listen.ip().is_unspecified(),
+        "the kubelet reaches {admin_listen}"
+    );
+    let admin_port = i64::from(admin_listen.port());
     let deployment = deployment();
     let pod = &deployment["spec"]["template"]["spec"];
     let http = named(&container(pod)["ports"], "http");
     assert_eq!(int(&http["containerPort"]), port, "the container port");
+    let admin = named(&container(pod)["ports"], "admin");
+    assert_eq!(int(&admin["containerPort"]), admin_port, "the admin port");
     assert_eq!(
         text(&deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]),
-        port.to_string()
+        admin_port.to_string(),
+        "Prometheus scrapes the admin listener"
     );
 
     let service = yaml(&format!("{KUBE_BASE}/service.yaml"));
@@ -352,7 +365,7 @@ fn ports_match_http_listen() {
     let tcp = |port: i64| (port, "TCP".to_owned());
     assert_eq!(
         ports(&policy["spec"]["ingress"]),
-        BTreeSet::from([tcp(port)])
+        BTreeSet::from([tcp(port), tcp(admin_port)])
     );
     assert_eq!(
         ports(&policy["spec"]["egress"]),
@@ -394,7 +407,7 @@ async fn probes_hit_routes_the_server_answers() {
     let container = container(&deployment["spec"]["template"]["spec"]).clone();
     let probe_path = |probe: &str| -> String {
         let get = &container[probe]["httpGet"];
-        assert_eq!(text(&get["port"]), "http", "{probe} uses the http port");
+        assert_eq!(text(&get["port"]), "admin", "{probe} uses the admin port");
         text(&get["path"]).to_owned()
     };
     assert_eq!(probe_path("livenessProbe"), "/healthz");
@@ -419,7 +432,8 @@ async fn probes_hit_routes_the_server_answers() {
         .await
         .expect("a port is free");
     let addr = listener.local_addr().expect("the listener has an address");
-    let server = tokio::spawn(invite_sync::service::http::serve(
+    // The probes' port serves http.admin_listen: the admin router.
+    let server = tokio::spawn(invite_sync::service::http::serve_admin(
         listener,
         state,
         stop.clone(),

@@ -1347,6 +1347,407 @@ async fn a_requested_run_that_another_holder_of_the_lock_skips_is_still_recorded
 }
 
 // ---------------------------------------------------------------------------
+// Limits no client can get around: probes outside the webhooks' limit, signature headers
+// before the body, header-read and keep-alive idle timeouts, a bound on connections
+
+/// A raw connection that sends `head` (and nothing more unless told).
+async fn raw(addr: SocketAddr, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the service accepts");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("the head is sent");
+    stream
+}
+
+/// Reads until `needle` arrives; the text read, or `None` when the peer closes first.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buffer).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if text.contains(needle) {
+            return Some(text);
+        }
+    }
+}
+
+/// Whether the peer closes the connection within `deadline` (reading and dropping anything
+/// it sends first).
+async fn closed_within(stream: &mut tokio::net::TcpStream, deadline: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// The head of a signed roster webhook announcing a body of `length` bytes, asking for
+/// `100 Continue` so that the test sees when the handler starts reading the body.
+fn slow_webhook_head(length: usize) -> String {
+    let id = message_id();
+    let timestamp = now();
+    let body = vec![b' '; length];
+    let signature = invite_sync::webhook::sign(ROSTER_SECRET, &id, timestamp, &body)
+        .expect("the secret is valid");
+    format!(
+        "POST /v1/webhooks/roster HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\nExpect: 100-continue\r\nwebhook-id: {id}\r\n\
+         webhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_readyz_and_metrics_answer_within_a_second_while_64_slow_webhook_bodies_are_open() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+
+    // 64 webhooks whose handlers are reading a body that never comes: each has been told
+    // `100 Continue`, so each holds its place in the webhooks' limit.
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = raw(service.addr, &slow_webhook_head(4096)).await;
+        let answer = tokio::time::timeout(DEADLINE, read_until(&mut stream, "\r\n\r\n"))
+            .await
+            .expect("the handler starts reading the body");
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 100")),
+            "{answer:?}"
+        );
+        stream
+            .write_all(b"{\"upsert\": [")
+            .await
+            .expect("a part of the body is sent");
+        slow.push(stream);
+    }
+
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client builds");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = probe
+            .get(service.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+    // A webhook without signature headers waits for no slot: it is refused at once.
+    let unsigned = probe
+        .post(service.url("/v1/webhooks/roster"))
+        .body("{}")
+        .send()
+        .await
+        .expect("an unsigned webhook is answered within 1 s while every slot is taken");
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    // Routes that are not webhooks are not taken for ones.
+    let unknown = probe
+        .get(service.url("/no-such-route"))
+        .send()
+        .await
+        .expect("an unknown route is answered");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_without_signature_headers_is_refused_before_its_body_is_read() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET),
+        ("INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+    ])
+    .await;
+    let service = Service::start(&h).await;
+    let bad_signature = "x".repeat(44);
+    let heads = [
+        // No signature header at all.
+        "POST /v1/webhooks/roster HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n".to_owned(),
+        "POST /v1/webhooks/clerk HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n".to_owned(),
+        // An empty id.
+        format!(
+            "POST /v1/webhooks/roster HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\
+             webhook-id: \r\nwebhook-timestamp: {}\r\nwebhook-signature: v1,{bad_signature}\r\n\r\n",
+            now()
+        ),
+        // A timestamp a day old.
+        format!(
+            "POST /v1/webhooks/clerk HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\
+             svix-id: msg_1\r\nsvix-timestamp: {}\r\nsvix-signature: v1,{bad_signature}\r\n\r\n",
+            now() - 86_400
+        ),
+        // No v1 signature.
+        format!(
+            "POST /v1/webhooks/roster HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\
+             webhook-id: msg_2\r\nwebhook-timestamp: {}\r\nwebhook-signature: v2,abc\r\n\r\n",
+            now()
+        ),
+    ];
+    for head in heads {
+        // The body is never sent: the answer comes from the headers alone, well before the
+        // request timeout (15 s) would end the wait for the body.
+        let mut stream = raw(service.addr, &head).await;
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), read_until(&mut stream, "\r\n\r\n"))
+                .await
+                .unwrap_or_else(|_| panic!("no answer without the body to {head:?}"))
+                .unwrap_or_else(|| panic!("closed without an answer to {head:?}"));
+        assert!(answer.starts_with("HTTP/1.1 401"), "{head:?}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_header_and_an_idle_keep_alive_connection_are_closed_within_the_header_read_timeout(
+) {
+    let h = harness(&[("INVITE_SYNC__HTTP__HEADER_READ_TIMEOUT_SECONDS", "1")]).await;
+    let service = Service::start(&h).await;
+
+    let mut silent = raw(service.addr, "").await;
+    let mut half = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: te").await;
+    let mut idle = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let answer = read_until(&mut idle, "ok\n")
+        .await
+        .expect("/healthz answers");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    for (what, stream) in [
+        ("a connection that sends nothing", &mut silent),
+        ("a half-sent header", &mut half),
+        ("an idle keep-alive connection", &mut idle),
+    ] {
+        assert!(
+            closed_within(stream, DEADLINE).await,
+            "{what} was still open after {DEADLINE:?} with a 1 s header-read timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__MAX_CONNECTIONS", "2"),
+        ("INVITE_SYNC__HTTP__HEADER_READ_TIMEOUT_SECONDS", "600"),
+    ])
+    .await;
+    let service = Service::start(&h).await;
+    let mut first = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let mut second = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    for stream in [&mut first, &mut second] {
+        read_until(stream, "ok\n").await.expect("/healthz answers");
+    }
+    // Both stay open (keep-alive): a third is not served while they are.
+    let mut third = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), read_until(&mut third, "ok\n"))
+            .await
+            .is_err(),
+        "a third connection was served beyond http.max_connections = 2"
+    );
+    drop(first);
+    let answer = tokio::time::timeout(DEADLINE, read_until(&mut third, "ok\n"))
+        .await
+        .expect("the third is served once one closes");
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener_is_full() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__MAX_CONNECTIONS", "1"),
+        ("INVITE_SYNC__HTTP__HEADER_READ_TIMEOUT_SECONDS", "600"),
+    ])
+    .await;
+    let settings = Settings::load(None, &h.env).expect("the test settings load");
+    let reconciler = invite_sync::reconcile::from_settings(&settings)
+        .await
+        .expect("the reconciler builds");
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let main_addr = main.local_addr().expect("an address");
+    let admin_addr = admin.local_addr().expect("an address");
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let listeners = invite_sync::service::Listeners {
+            main,
+            admin: Some(admin),
+        };
+        invite_sync::service::run_with(reconciler, &settings, listeners, token).await
+    });
+    // The one connection the main listener allows, held open.
+    let mut holder = raw(main_addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    read_until(&mut holder, "ok\n")
+        .await
+        .expect("/healthz answers");
+
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client builds");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = probe
+            .get(format!("http://{admin_addr}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the admin {path} did not answer: {e}"));
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+    for path in ["/v1/status", "/v1/webhooks/roster"] {
+        let answer = probe
+            .post(format!("http://{admin_addr}{path}"))
+            .send()
+            .await
+            .expect("the admin listener answers");
+        assert!(
+            matches!(
+                answer.status(),
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ),
+            "{path} on the admin listener: {}",
+            answer.status()
+        );
+    }
+    shutdown.cancel();
+    drop(holder);
+    tokio::time::timeout(Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS + 1), task)
+        .await
+        .expect("the service stops")
+        .expect("no panic")
+        .expect("a clean stop");
+}
+
+// ---------------------------------------------------------------------------
+// Clerk's 429 blocks: capped, and visible
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_blocked_for_a_day_is_held_an_hour_at_most_and_shown_by_readyz_status_and_a_metric(
+) {
+    use invite_sync::clerk::sim::{Fault, FaultKind};
+    let h = harness(&[("INVITE_SYNC__HTTP__API_TOKEN", API_TOKEN)]).await;
+    h.sim.inject_fault(Fault::new(
+        Operation::ListInvitations,
+        1,
+        FaultKind::Status {
+            status: 429,
+            retry_after: Some(86_400),
+        },
+    ));
+    let service = Service::start(&h).await;
+    let finished = wait_idle(&h, 1).await;
+    assert_eq!(finished[0].outcome, "failed", "the start cycle cannot list");
+    let now = chrono::Utc::now().timestamp() as f64;
+
+    let ready = Answer::read(service.get("/readyz").await).await;
+    let ready = ready.expect(StatusCode::OK).json();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let left = ready["blocked_seconds"]
+        .as_u64()
+        .expect("the block's length");
+    assert!((3000..=3660).contains(&left), "{ready}");
+
+    let listing = wait_for("the listing's block in /v1/status", DEADLINE, || async {
+        let status = service
+            .api(reqwest::Method::GET, "/v1/status", Some(API_TOKEN))
+            .await;
+        let status = status.expect(StatusCode::OK).json();
+        status["clerk_blocks"]
+            .as_array()
+            .expect("clerk_blocks")
+            .iter()
+            .find(|b| b["operation"] == "list_invitations")
+            .cloned()
+    })
+    .await;
+    let seconds = listing["seconds_left"].as_i64().expect("seconds_left");
+    assert!((3000..=3660).contains(&seconds), "{listing}");
+
+    let metrics = scrape(&service).await;
+    let until = metrics
+        .samples
+        .iter()
+        .find(|s| {
+            s.name == "invite_sync_clerk_blocked_until_timestamp_seconds"
+                && s.labels.get("operation").map(String::as_str) == Some("list_invitations")
+        })
+        .expect("the block's metric")
+        .value;
+    assert!(
+        until > now + 3000.0 && until <= now + 3661.0,
+        "blocked until {until}, now {now}"
+    );
+    service.stop().await.expect("a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_runs_a_cycle_unasked_once_unsettled_creates_can_be_looked_up() {
+    use invite_sync::clerk::sim::{Fault, FaultKind};
+    let h = harness(&[("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "2")]).await;
+    h.add_people(&["lost-answer@example.com"]).await;
+    // The create reaches Clerk, its answer is lost: the start cycle leaves it unsettled.
+    for operation in [
+        Operation::CreateBulkInvitations,
+        Operation::CreateInvitation,
+    ] {
+        h.sim
+            .inject_fault(Fault::new(operation, 1, FaultKind::DropAfterApply));
+    }
+    let service = Service::start(&h).await;
+    let first = wait_idle(&h, 1).await;
+    assert_eq!(first[0].outcome, "partial", "{:?}", first[0]);
+
+    // No schedule, no change, no request: the service wakes up by itself once the create
+    // can be looked up, and adopts the invitation Clerk made.
+    let pool = h.db.pool.clone();
+    wait_for("the unsettled create to be settled", DEADLINE, || {
+        let pool = pool.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM invite_sync_ledger WHERE state = 'sending'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (waiting == 0).then_some(())
+        }
+    })
+    .await;
+    let runs = wait_idle(&h, 2).await;
+    assert!(
+        runs.iter().skip(1).all(|r| r.trigger == "backlog"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        invitations(&h, "lost-answer@example.com", InvitationStatus::Pending),
+        1
+    );
+    service.stop().await.expect("a clean stop");
+}
+
+// ---------------------------------------------------------------------------
 // Errors in JSON, a view as the roster, held revocations on every replica
 
 #[tokio::test(flavor = "multi_thread")]

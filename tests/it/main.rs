@@ -8,6 +8,7 @@ mod config;
 mod dashboard;
 mod deploy;
 mod docs;
+mod faults;
 mod http;
 mod import;
 mod prometheus;

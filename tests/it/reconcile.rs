@@ -1950,6 +1950,52 @@ async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it
     assert_one_pending_each(&h, &emails);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cycle_that_fails_because_the_database_is_gone_is_counted_as_failed() {
+    let h = Harness::new().await;
+    // A port nobody listens on any more: the database is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port is free")
+        .port();
+    let mut env = h.env.clone();
+    env.insert(
+        "DATABASE_URL".to_owned(),
+        format!("postgres://postgres@127.0.0.1:{closed}/gone"),
+    );
+    env.insert(
+        "INVITE_SYNC__DATABASE__CONNECT_TIMEOUT_SECONDS".to_owned(),
+        "1".to_owned(),
+    );
+    let settings = invite_sync::config::Settings::load(None, &env).expect("the settings load");
+    let pool = settings
+        .database
+        .pool_options()
+        .connect_lazy_with(settings.database.connect_options().expect("options"));
+    let reconciler = invite_sync::reconcile::Reconciler::new(
+        pool,
+        h.reconciler.clerk.clone(),
+        invite_sync::reconcile::CycleConfig::from_settings(&settings),
+    );
+    let failed = || {
+        invite_sync::metrics::metrics()
+            .cycles
+            .get_or_create(&invite_sync::metrics::OutcomeLabel {
+                outcome: "failed".to_owned(),
+            })
+            .get()
+    };
+    let before = failed();
+    let result = reconciler
+        .run_cycle(&Request::new("test"), &CancellationToken::new())
+        .await;
+    assert!(result.is_err(), "the cycle cannot run without a database");
+    assert!(
+        failed() > before,
+        "invite_sync_cycles_total{{outcome=\"failed\"}} did not move"
+    );
+}
+
 #[tokio::test]
 async fn rows_no_reader_can_take_are_reported_invalid_and_the_good_ones_beside_them_are_invited() {
     let h = Harness::with(

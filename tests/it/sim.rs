@@ -1443,6 +1443,26 @@ async fn drop_after_apply_creates_then_closes_without_an_answer() {
 }
 
 #[tokio::test]
+async fn status_after_apply_creates_then_answers_the_error() {
+    let h = Harness::start().await;
+    h.sim.inject_fault(Fault::new(
+        Operation::CreateInvitation,
+        1,
+        FaultKind::StatusAfterApply { status: 503 },
+    ));
+    h.post(
+        "/invitations",
+        &json!({"email_address": "late@example.com"}),
+    )
+    .await
+    .error(503, "internal_clerk_error");
+    let stored = h.sim.invitations();
+    assert_eq!(stored.len(), 1, "the create was applied");
+    assert_eq!(stored[0].email_address, "late@example.com");
+    assert_eq!(h.sim.stats().count(Operation::CreateInvitation, 503), 1);
+}
+
+#[tokio::test]
 async fn drop_after_apply_works_for_bulk_and_revoke() {
     let h = Harness::start().await;
     h.sim.inject_fault(Fault::new(

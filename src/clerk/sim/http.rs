@@ -278,6 +278,12 @@ async fn call(
                     let _lost = apply(&mut state);
                     (Ending::Drop, super::SimStats::NO_RESPONSE)
                 }
+                Plan::Fault(FaultKind::StatusAfterApply { status }) => {
+                    let _hidden = apply(&mut state);
+                    let error = ApiError::fault(status, None);
+                    let status = error.status.as_u16();
+                    (Ending::Answer(Err(error)), status)
+                }
             }
         };
         state.record(operation, status);

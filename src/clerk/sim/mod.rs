@@ -141,6 +141,9 @@ pub enum FaultKind {
     Hang,
     /// Apply the request, then close the connection without sending any response byte.
     DropAfterApply,
+    /// Apply the request, then answer with this HTTP status (a 5xx) and a ClerkErrors body,
+    /// as a server that fails after doing the work.
+    StatusAfterApply { status: u16 },
 }
 
 /// Calls per operation and final HTTP status, addresses looked up, and webhook deliveries.
