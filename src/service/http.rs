@@ -504,18 +504,23 @@ fn verify(
     body: &[u8],
 ) -> Result<String, Problem> {
     let Some(verifier) = verifier else {
-        return Err(match scheme {
-            Scheme::StandardWebhooks => {
-                not_configured("the roster webhook", "http.roster_webhook_secret")
-            }
-            Scheme::Svix => not_configured("the Clerk webhook", "http.clerk_webhook_secret"),
-        });
+        return Err(webhook_off(scheme));
     };
     let now = chrono::Utc::now().timestamp();
     verifier
         .verify(scheme, headers, body, now)
         .map(|delivery| delivery.id)
         .map_err(|e| Problem(StatusCode::UNAUTHORIZED, format!("signature rejected: {e}")))
+}
+
+/// 404 for a webhook whose secret is not set.
+fn webhook_off(scheme: Scheme) -> Problem {
+    match scheme {
+        Scheme::StandardWebhooks => {
+            not_configured("the roster webhook", "http.roster_webhook_secret")
+        }
+        Scheme::Svix => not_configured("the Clerk webhook", "http.clerk_webhook_secret"),
+    }
 }
 
 /// Refuses a webhook request whose signature headers cannot be right (absent, an empty id, a
@@ -527,7 +532,7 @@ fn precheck(
     headers: &HeaderMap,
 ) -> Result<(), Problem> {
     if verifier.is_none() {
-        return Err(Problem(StatusCode::NOT_FOUND, "not found".to_owned()));
+        return Err(webhook_off(scheme));
     }
     let refuse = |reason: String| {
         Problem(
@@ -575,6 +580,10 @@ async fn webhook_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Another method than POST is answered by the routes (405), with nothing to read.
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
     let checked = if request.uri().path() == ROSTER_WEBHOOK {
         precheck(&state.roster, Scheme::StandardWebhooks, request.headers())
     } else {
