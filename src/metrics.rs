@@ -39,6 +39,12 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
     pub operation: String,
 }
@@ -59,6 +65,7 @@ pub struct Metrics {
     pub clerk_calls: Family<CallLabels, Counter>,
     pub clerk_call_duration: Family<OperationLabel, Histogram>,
     pub invitation_wait: Histogram,
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
     pub held_revocations: Gauge,
     pub last_success: Gauge<f64, AtomicU64>,
     pub lock_held: Gauge,
@@ -87,6 +94,7 @@ impl Metrics {
             }),
             // 0.1 s to about five days: a notified change, then a backlog's wait for budget.
             invitation_wait: Histogram::new(exponential_buckets(0.1, 4.0, 12)),
+            webhook_deliveries: Family::default(),
             held_revocations: Gauge::default(),
             last_success: Gauge::default(),
             lock_held: Gauge::default(),
@@ -161,6 +169,11 @@ impl Metrics {
             metrics.invitation_wait.clone(),
         );
         registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by webhook (roster, clerk) and the HTTP status answered (2xx accepted, others refused)",
+            metrics.webhook_deliveries.clone(),
+        );
+        registry.register(
             "held_revocations",
             "Revocations the guard holds for the target: those of its latest cycle, whichever replica ran it",
             metrics.held_revocations.clone(),
@@ -197,6 +210,15 @@ impl Metrics {
                 .cycles
                 .get_or_create(&OutcomeLabel {
                     outcome: outcome.to_owned(),
+                })
+                .inc_by(0);
+        }
+        for webhook in ["roster", "clerk"] {
+            metrics
+                .webhook_deliveries
+                .get_or_create(&WebhookLabels {
+                    webhook: webhook.to_owned(),
+                    status: "200".to_owned(),
                 })
                 .inc_by(0);
         }
@@ -248,6 +270,15 @@ impl Metrics {
                 operation: operation.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn webhook_delivery(&self, webhook: &str, status: u16) {
+        self.webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     pub fn action(&self, kind: &str, outcome: &str) {

@@ -584,15 +584,21 @@ async fn webhook_headers(
     if request.method() != axum::http::Method::POST {
         return next.run(request).await;
     }
-    let checked = if request.uri().path() == ROSTER_WEBHOOK {
-        precheck(&state.roster, Scheme::StandardWebhooks, request.headers())
+    let (webhook, checked) = if request.uri().path() == ROSTER_WEBHOOK {
+        let checked = precheck(&state.roster, Scheme::StandardWebhooks, request.headers());
+        ("roster", checked)
     } else {
-        precheck(&state.clerk, Scheme::Svix, request.headers())
+        (
+            "clerk",
+            precheck(&state.clerk, Scheme::Svix, request.headers()),
+        )
     };
-    match checked {
+    let response = match checked {
         Ok(()) => next.run(request).await,
         Err(problem) => refuse_unread(problem),
-    }
+    };
+    crate::metrics::metrics().webhook_delivery(webhook, response.status().as_u16());
+    response
 }
 
 /// The answer to a request whose body was not read: the connection closes after it, so that
