@@ -124,8 +124,11 @@ pub fn this_host() -> String {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
     };
-    read("/proc/sys/kernel/hostname")
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+    // HOSTNAME first: a pod's name on Kubernetes, and what names a replica in tests.
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| read("/proc/sys/kernel/hostname"))
         .or_else(|| read("/etc/hostname"))
         .unwrap_or_else(|| "unknown".to_owned())
 }
