@@ -958,8 +958,9 @@ async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
             .await
             .expect("the lock holder can be read")
     };
+    // The lock is taken first and the holder's pid written just after: wait for both.
     a.wait_until("A to hold the lock", Duration::from_secs(10), || async {
-        holder().await.is_some()
+        holder().await.is_some_and(|h| h.pid.is_some())
     })
     .await;
     let holder = holder().await.expect("A holds the lock");
