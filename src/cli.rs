@@ -73,6 +73,9 @@ pub struct SyncArgs {
     /// Release up to N revocations the guard holds, this once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub allow_revocations: usize,
+    /// Reconcile in full: list every invitation in Clerk, not only the pending ones.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +170,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             match command {
                 Command::Run => commands::run::run(&settings).await,
                 Command::Sync(args) => {
-                    commands::sync::run(&settings, args.dry_run, args.allow_revocations).await
+                    commands::sync::run(&settings, args.dry_run, args.allow_revocations, args.full)
+                        .await
                 }
                 Command::Plan(args) => {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await

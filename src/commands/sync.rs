@@ -15,6 +15,7 @@ pub async fn run(
     settings: &Settings,
     dry_run: bool,
     allow_revocations: usize,
+    full: bool,
 ) -> anyhow::Result<ExitCode> {
     let reconciler = reconcile::from_settings(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
@@ -25,6 +26,7 @@ pub async fn run(
         dry_run: dry_run.then_some(true),
         allow_revocations,
         run_id: None,
+        full,
     };
     let result = reconciler.run_cycle(&request, &shutdown).await?;
     Ok(match result {

@@ -49,7 +49,20 @@ pub struct Inputs<'a> {
     pub known_users: &'a HashSet<Email>,
     /// Users Clerk deleted: what they accepted before no longer counts.
     pub deleted_users: &'a HashSet<Email>,
+    /// How much of Clerk `clerk` shows.
+    pub listing: Listing<'a>,
     pub now: DateTime<Utc>,
+}
+
+/// How much of Clerk's invitations a cycle read.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    /// Every non-revoked invitation (and the lookups of the ledger's missing ones): an
+    /// invitation missing from it was revoked.
+    Full,
+    /// Pending invitations only, plus what lookups found: an invitation missing from it says
+    /// nothing, unless it is among `looked_up` (a lookup found it in no state at all).
+    Pending { looked_up: &'a HashSet<String> },
 }
 
 /// One decision.
@@ -287,10 +300,11 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
         ledger,
         known_users,
         deleted_users,
+        listing,
         now,
     } = inputs;
 
-    let ledger = observe(ledger, clerk);
+    let ledger = observe(ledger, clerk, listing);
     let owned_ids: HashSet<&str> = ledger
         .iter()
         .filter(|entry| entry.owned)
@@ -562,9 +576,14 @@ fn decide(
 }
 
 /// The ledger as Clerk's list shows it now: each invitation the ledger holds as pending or
-/// expired takes the status Clerk reports, and one missing from Clerk's non-revoked list
-/// was revoked (by someone else, unless invite-sync revoked it).
-pub fn observe(ledger: &[LedgerEntry], clerk: &[Invitation]) -> Vec<LedgerEntry> {
+/// expired takes the status Clerk reports. One missing from a full listing was revoked (by
+/// someone else, unless invite-sync revoked it); one missing from a pending-only listing
+/// keeps its state, unless a lookup found it nowhere.
+pub fn observe(
+    ledger: &[LedgerEntry],
+    clerk: &[Invitation],
+    listing: Listing<'_>,
+) -> Vec<LedgerEntry> {
     let by_id: HashMap<&str, &Invitation> = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
     ledger
         .iter()
@@ -573,11 +592,17 @@ pub fn observe(ledger: &[LedgerEntry], clerk: &[Invitation]) -> Vec<LedgerEntry>
             if let (Some(id), LedgerState::Pending | LedgerState::Expired) =
                 (entry.clerk_invitation_id.as_deref(), entry.state)
             {
-                entry.state = match by_id.get(id).map(|i| i.status) {
-                    Some(InvitationStatus::Pending) => LedgerState::Pending,
-                    Some(InvitationStatus::Accepted) => LedgerState::Accepted,
-                    Some(InvitationStatus::Expired) => LedgerState::Expired,
-                    Some(InvitationStatus::Revoked) | None => LedgerState::Revoked,
+                entry.state = match (by_id.get(id).map(|i| i.status), listing) {
+                    (Some(InvitationStatus::Pending), _) => LedgerState::Pending,
+                    (Some(InvitationStatus::Accepted), _) => LedgerState::Accepted,
+                    (Some(InvitationStatus::Expired), _) => LedgerState::Expired,
+                    (Some(InvitationStatus::Revoked), _) | (None, Listing::Full) => {
+                        LedgerState::Revoked
+                    }
+                    (None, Listing::Pending { looked_up }) if looked_up.contains(id) => {
+                        LedgerState::Revoked
+                    }
+                    (None, Listing::Pending { .. }) => entry.state,
                 };
             }
             entry
