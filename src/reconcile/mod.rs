@@ -212,8 +212,8 @@ pub struct Reconciler {
     pub config: CycleConfig,
 }
 
+/// Everything a cycle reads but the roster, which is streamed through the planner.
 struct State {
-    desired: Vec<desired::RosterRow>,
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,
@@ -263,7 +263,8 @@ impl Reconciler {
 
     async fn read_state(&self, full: bool) -> Result<State, CycleError> {
         let full_since = self.listing_start(full).await?;
-        let desired = desired::load(&self.pool, &self.config.relation).await?;
+        // A roster that cannot be read fails the cycle before Clerk is asked anything.
+        desired::check(&self.pool, &self.config.relation).await?;
         let ledger = ledger::load(&self.pool, &self.config.target).await?;
         // Between full listings only pending invitations can change by themselves: the
         // ledger knows the rest.
@@ -279,7 +280,6 @@ impl Reconciler {
         let known_users = users::live(&self.pool, &self.config.target).await?;
         let deleted_users = users::deleted(&self.pool, &self.config.target).await?;
         Ok(State {
-            desired,
             clerk,
             ledger,
             known_users,
@@ -341,19 +341,25 @@ impl Reconciler {
         budget_now(&self.pool, &self.config.target, self.config.budget).await
     }
 
-    fn decide(&self, state: &State, allow_revocations: usize) -> (Plan, Verdict, usize) {
-        let plan = plan::plan(
-            plan::Inputs {
-                desired: &state.desired,
-                clerk: &state.clerk,
-                ledger: &state.ledger,
-                known_users: &state.known_users,
-                deleted_users: &state.deleted_users,
-                listing: state.listing(),
-                now: Utc::now(),
-            },
-            &self.config.policy,
-        );
+    /// Plans with the roster streamed through the planner, one row at a time.
+    async fn decide(
+        &self,
+        state: &State,
+        allow_revocations: usize,
+    ) -> Result<Decision, CycleError> {
+        let inputs = plan::Inputs {
+            desired: &[],
+            clerk: &state.clerk,
+            ledger: &state.ledger,
+            known_users: &state.known_users,
+            deleted_users: &state.deleted_users,
+            listing: state.listing(),
+            now: Utc::now(),
+        };
+        let mut planner = plan::Planner::new(&inputs, &self.config.policy);
+        let desired_rows =
+            desired::for_each(&self.pool, &self.config.relation, |row| planner.add(&row)).await?;
+        let plan = planner.finish();
         let pending: HashSet<&str> = state
             .clerk
             .iter()
@@ -380,26 +386,37 @@ impl Reconciler {
         let verdict = guard::check(
             revocations,
             guard::Context {
-                desired_rows: state.desired.len(),
+                desired_rows,
                 owned_pending,
                 allow: allow_revocations,
             },
             &self.config.guard,
         );
-        (plan, verdict, owned_pending)
+        Ok(Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        })
     }
 
     /// What the next cycle would do, without the lock and without writing anything.
     pub async fn preview(&self, allow_revocations: usize) -> Result<Preview, CycleError> {
         let state = self.read_state(false).await?;
-        let (plan, verdict, owned_pending) = self.decide(&state, allow_revocations);
+        let Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        } = self.decide(&state, allow_revocations).await?;
+        drop(state);
         let budget = self.budget().await?;
         let queued = plan.creates().count();
         let awaiting_user_check = self.awaiting_user_check(&plan).await?;
         let invitable = queued - awaiting_user_check;
         let eta = budget.eta(invitable as u64, &self.config.budget, Utc::now());
         Ok(Preview {
-            desired_rows: state.desired.len(),
+            desired_rows,
             plan,
             verdict,
             budget,
@@ -557,13 +574,18 @@ impl Reconciler {
                 listings::record_full(&self.pool, &self.config.target, since).await?;
             }
         }
-        let (plan, verdict, owned_pending) = self.decide(&state, request.allow_revocations);
+        let Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        } = self.decide(&state, request.allow_revocations).await?;
+        drop(state);
         self.config.reporter.drift(&plan, dry_run);
         self.log_verdict(&verdict, dry_run);
         let budget = self.budget().await?;
-        let queue: Vec<DesiredInvitee> = plan.creates().cloned().collect();
         let mut done = Done {
-            desired_rows: state.desired.len(),
+            desired_rows,
             owned_pending,
             counts: plan
                 .counts()
@@ -574,7 +596,7 @@ impl Reconciler {
             hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
             protected: verdict.protected.len(),
             budget,
-            queued: queue.len(),
+            queued: plan.creates().count(),
             awaiting_user_check: 0,
             stop: None,
         };
@@ -585,13 +607,16 @@ impl Reconciler {
 
         // A replacement's old invitation is revoked only when the guard allows it and the
         // budget can send its new one now; otherwise it stays, reported as stale.
-        let replaced: HashSet<String> = replacements(&plan).map(|r| r.invitation_id).collect();
+        let replacing: Vec<Revocation> = replacements(&plan).collect();
+        // The creates move out of the plan: no second copy of the queue.
+        let queue = plan.into_creates();
+        let replaced: HashSet<&str> = replacing.iter().map(|r| r.invitation_id.as_str()).collect();
         let mut room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
         let revocations: Vec<Revocation> = verdict
             .allowed
             .iter()
             .filter(|r| {
-                if !replaced.contains(&r.invitation_id) {
+                if !replaced.contains(r.invitation_id.as_str()) {
                     return true;
                 }
                 let fits = room > 0;
@@ -608,7 +633,8 @@ impl Reconciler {
             }
         };
         // A replacement whose old invitation is still there gets no second one.
-        let kept: HashSet<Email> = replacements(&plan)
+        let kept: HashSet<Email> = replacing
+            .into_iter()
             .filter(|r| !gone.contains(&r.invitation_id))
             .map(|r| r.email)
             .collect();
@@ -720,6 +746,14 @@ fn replacements(plan: &Plan) -> impl Iterator<Item = Revocation> + '_ {
         }),
         _ => None,
     })
+}
+
+/// A plan, the guard's verdict on it, and what they were made from.
+struct Decision {
+    plan: Plan,
+    verdict: Verdict,
+    owned_pending: usize,
+    desired_rows: usize,
 }
 
 /// What the steps of a cycle leave for its report.

@@ -280,6 +280,17 @@ impl Plan {
         })
     }
 
+    /// The invitees to create, in queue order, taken out of the plan.
+    pub fn into_creates(self) -> Vec<DesiredInvitee> {
+        self.items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Create { invitee, .. } | Item::Replace { invitee, .. } => Some(invitee),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The `(email, invitation id)` pairs to revoke because they are not desired.
     pub fn revocations(&self) -> impl Iterator<Item = (&Email, &str)> {
         self.items.iter().filter_map(|item| match item {
@@ -294,47 +305,85 @@ impl Plan {
 
 /// Decides, for each desired row and each pending invitation, what the cycle does.
 pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
-    let Inputs {
-        desired,
-        clerk,
-        ledger,
-        known_users,
-        deleted_users,
-        listing,
-        now,
-    } = inputs;
-
-    let ledger = observe(ledger, clerk, listing);
-    let owned_ids: HashSet<&str> = ledger
-        .iter()
-        .filter(|entry| entry.owned)
-        .filter_map(|entry| entry.clerk_invitation_id.as_deref())
-        .collect();
-    let mut by_email: HashMap<Email, Vec<&LedgerEntry>> = HashMap::new();
-    for entry in &ledger {
-        by_email.entry(entry.email.clone()).or_default().push(entry);
+    let mut planner = Planner::new(&inputs, policy);
+    for row in inputs.desired {
+        planner.add(row);
     }
-    for entries in by_email.values_mut() {
-        entries.sort_by_key(|entry| entry.id);
-    }
+    planner.finish()
+}
 
-    let mut clerk_by_email: HashMap<Email, Vec<&Invitation>> = HashMap::new();
-    for invitation in clerk {
-        if let Ok(email) = Email::parse(&invitation.email_address) {
-            clerk_by_email.entry(email).or_default().push(invitation);
+/// The plan built one roster row at a time, so the roster is never held whole: `add` each row
+/// as it is read, then `finish`. [`plan`] is the same over a slice.
+pub struct Planner<'a> {
+    clerk: &'a [Invitation],
+    users: Users<'a>,
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+    ledger: Vec<LedgerEntry>,
+    owned_ids: HashSet<String>,
+    /// Indexes into `ledger`, oldest entry first.
+    ledger_by_email: HashMap<Email, Vec<usize>>,
+    clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
+    desired_emails: HashSet<Email>,
+    items: Vec<Item>,
+    rows: usize,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(inputs: &Inputs<'a>, policy: &'a Policy) -> Planner<'a> {
+        let ledger = observe(inputs.ledger, inputs.clerk, inputs.listing);
+        let owned_ids: HashSet<String> = ledger
+            .iter()
+            .filter(|entry| entry.owned)
+            .filter_map(|entry| entry.clerk_invitation_id.clone())
+            .collect();
+        let mut ledger_by_email: HashMap<Email, Vec<usize>> = HashMap::new();
+        for (index, entry) in ledger.iter().enumerate() {
+            ledger_by_email
+                .entry(entry.email.clone())
+                .or_default()
+                .push(index);
+        }
+        for indexes in ledger_by_email.values_mut() {
+            indexes.sort_by_key(|&index| ledger[index].id);
+        }
+        let mut clerk_by_email: HashMap<Email, Vec<&'a Invitation>> = HashMap::new();
+        for invitation in inputs.clerk {
+            if let Ok(email) = Email::parse(&invitation.email_address) {
+                clerk_by_email.entry(email).or_default().push(invitation);
+            }
+        }
+        for invitations in clerk_by_email.values_mut() {
+            invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        }
+        Planner {
+            clerk: inputs.clerk,
+            users: Users {
+                known: inputs.known_users,
+                deleted: inputs.deleted_users,
+            },
+            policy,
+            now: inputs.now,
+            ledger,
+            owned_ids,
+            ledger_by_email,
+            clerk_by_email,
+            desired_emails: HashSet::new(),
+            items: Vec::new(),
+            rows: 0,
         }
     }
-    for invitations in clerk_by_email.values_mut() {
-        invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+
+    /// How many roster rows were added.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 
-    let mut items = Vec::new();
-    let mut desired_emails: HashSet<Email> = HashSet::new();
-    let mut creates: Vec<(DesiredInvitee, bool)> = Vec::new();
-
-    for row in desired {
+    /// Decides one roster row.
+    pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>) {
+        self.rows += 1;
         let checked = match row {
-            Ok(row) => DesiredInvitee::from_row(row, &policy.defaults),
+            Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
             Err(unreadable) => Err(unreadable.clone()),
         };
         let invitee = match checked {
@@ -343,98 +392,128 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
                 let email = match invalid.parsed {
                     Some(email) => {
                         let shown = email.to_string();
-                        desired_emails.insert(email);
+                        self.desired_emails.insert(email);
                         shown
                     }
                     None => invalid.email,
                 };
-                items.push(Item::Invalid {
+                self.items.push(Item::Invalid {
                     email,
                     reason: invalid.reason,
                 });
-                continue;
+                return;
             }
         };
-        if !desired_emails.insert(invitee.email.clone()) {
-            items.push(Item::Invalid {
+        if !self.desired_emails.insert(invitee.email.clone()) {
+            self.items.push(Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
             });
-            continue;
+            return;
         }
-        let invitations = clerk_by_email
+        let invitations = self
+            .clerk_by_email
             .get(&invitee.email)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let entries = by_email
+        let entries: Vec<&LedgerEntry> = self
+            .ledger_by_email
             .get(&invitee.email)
-            .map(Vec::as_slice)
+            .map(|indexes| indexes.iter().map(|&i| &self.ledger[i]).collect())
             .unwrap_or_default();
-        match decide(
+        let item = decide(
             invitee,
             invitations,
-            entries,
-            Users {
-                known: known_users,
-                deleted: deleted_users,
-            },
-            &owned_ids,
-            now,
+            &entries,
+            self.users,
+            &self.owned_ids,
+            self.now,
+            self.policy,
+        );
+        self.items.push(item);
+    }
+
+    /// The pending invitations no roster row asked for, then everything in plan order.
+    pub fn finish(self) -> Plan {
+        let Planner {
+            clerk,
             policy,
-        ) {
-            Item::Create { invitee, reinvite } => creates.push((invitee, reinvite)),
-            item => items.push(item),
+            owned_ids,
+            desired_emails,
+            mut items,
+            ..
+        } = self;
+        for invitation in clerk {
+            if invitation.status != InvitationStatus::Pending {
+                continue;
+            }
+            let Ok(email) = Email::parse(&invitation.email_address) else {
+                continue;
+            };
+            if desired_emails.contains(&email) {
+                continue;
+            }
+            let ours = owned_ids.contains(invitation.id.as_str());
+            if ours || policy.ownership == Ownership::All {
+                items.push(Item::Revoke {
+                    email,
+                    invitation_id: invitation.id.clone(),
+                });
+            } else {
+                items.push(Item::Foreign {
+                    email,
+                    invitation_id: invitation.id.clone(),
+                });
+            }
+        }
+        drop(desired_emails);
+        // One vector sorted in place (an unstable sort needs no scratch copy; the order is
+        // total): revocations by address, then replacements and creates each in queue order,
+        // then everything else by category and address.
+        items.sort_unstable_by(plan_order);
+        Plan { items }
+    }
+}
+
+fn invalid_reason(item: &Item) -> Option<&str> {
+    match item {
+        Item::Invalid { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+/// Where an item stands in a plan.
+fn plan_order(a: &Item, b: &Item) -> std::cmp::Ordering {
+    fn group(item: &Item) -> u8 {
+        match item {
+            Item::Revoke { .. } => 0,
+            Item::Replace { .. } => 1,
+            Item::Create { .. } => 2,
+            _ => 3,
         }
     }
-
-    let mut revokes = Vec::new();
-    for invitation in clerk {
-        if invitation.status != InvitationStatus::Pending {
-            continue;
+    match (a, b) {
+        (Item::Revoke { .. }, Item::Revoke { .. }) => {
+            (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id()))
         }
-        let Ok(email) = Email::parse(&invitation.email_address) else {
-            continue;
-        };
-        if desired_emails.contains(&email) {
-            continue;
-        }
-        let ours = owned_ids.contains(invitation.id.as_str());
-        if ours || policy.ownership == Ownership::All {
-            revokes.push(Item::Revoke {
-                email,
-                invitation_id: invitation.id.clone(),
-            });
-        } else {
-            items.push(Item::Foreign {
-                email,
-                invitation_id: invitation.id.clone(),
-            });
-        }
-    }
-
-    revokes.sort_by(|a, b| (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id())));
-    creates.sort_by(|(a, _), (b, _)| queue_key(a).cmp(&queue_key(b)));
-    let (mut replaces, rest): (Vec<Item>, Vec<Item>) = items
-        .into_iter()
-        .partition(|item| matches!(item, Item::Replace { .. }));
-    items = rest;
-    replaces.sort_by(|a, b| match (a, b) {
-        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. }) => {
+        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. })
+        | (Item::Create { invitee: a, .. }, Item::Create { invitee: b, .. }) => {
             queue_key(a).cmp(&queue_key(b))
         }
-        _ => std::cmp::Ordering::Equal,
-    });
-    items.sort_by(|a, b| (a.category(), a.email()).cmp(&(b.category(), b.email())));
-
-    let mut ordered = revokes;
-    ordered.extend(replaces);
-    ordered.extend(
-        creates
-            .into_iter()
-            .map(|(invitee, reinvite)| Item::Create { invitee, reinvite }),
-    );
-    ordered.extend(items);
-    Plan { items: ordered }
+        _ if group(a) != group(b) => group(a).cmp(&group(b)),
+        _ => (
+            a.category(),
+            a.email(),
+            a.invitation_id(),
+            invalid_reason(a),
+        )
+            .cmp(&(
+                b.category(),
+                b.email(),
+                b.invitation_id(),
+                invalid_reason(b),
+            )),
+    }
 }
 
 /// Queue order: oldest `not_before` (a row without one has waited since it was written),
@@ -459,7 +538,7 @@ fn decide(
     invitations: &[&Invitation],
     entries: &[&LedgerEntry],
     users: Users<'_>,
-    owned_ids: &HashSet<&str>,
+    owned_ids: &HashSet<String>,
     now: DateTime<Utc>,
     policy: &Policy,
 ) -> Item {

@@ -5,6 +5,7 @@
 //! that one row unreadable (reported as invalid with its reason), never the whole roster.
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
@@ -35,25 +36,56 @@ pub fn quote_relation(relation: &str) -> String {
 
 /// Every roster row, oldest first, each read or refused on its own.
 pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
+    let mut rows = Vec::new();
+    for_each(db, relation, |row| rows.push(row)).await?;
+    Ok(rows)
+}
+
+/// Hands every roster row, oldest first, to `each` as soon as it is read and decoded, so the
+/// roster is never held whole. Returns how many rows there were.
+pub async fn for_each(
+    db: impl PgExecutor<'_>,
+    relation: &str,
+    mut each: impl FnMut(RosterRow),
+) -> Result<usize, ReadError> {
+    let sql = select(relation, "");
+    let mut rows = sqlx::query(&sql).fetch(db);
+    let mut count = 0;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| relation_error(e, relation))?
+    {
+        each(decode(&row));
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Fails naming the relation when it, or a column the reader takes, cannot be read.
+pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadError> {
+    sqlx::query(&select(relation, " LIMIT 0"))
+        .execute(db)
+        .await
+        .map_err(|e| relation_error(e, relation))?;
+    Ok(())
+}
+
+fn select(relation: &str, tail: &str) -> String {
     // The relation comes from the configuration, so this query is built at run time. Times
     // arrive as microseconds since the Unix epoch in text (`Infinity` for an infinite one),
     // so no value can make the driver's decoding fail or panic.
     let micros = |column: &str| format!("(extract(epoch FROM {column}) * 1000000)::text");
-    let sql = format!(
+    format!(
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
                 expires_in_days::text, template_slug::text, {} AS not_before, source::text,
                 {} AS created_at, {} AS updated_at
-         FROM {} ORDER BY created_at NULLS FIRST, email",
+         FROM {} ORDER BY created_at NULLS FIRST, email{tail}",
         micros("not_before"),
         micros("created_at"),
         micros("updated_at"),
         quote_relation(relation)
-    );
-    let rows = sqlx::query(&sql)
-        .fetch_all(db)
-        .await
-        .map_err(|e| relation_error(e, relation))?;
-    Ok(rows.iter().map(decode).collect())
+    )
 }
 
 /// How many roster rows there are.
