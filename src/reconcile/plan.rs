@@ -306,10 +306,23 @@ impl Plan {
 /// Decides, for each desired row and each pending invitation, what the cycle does.
 pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
     let mut planner = Planner::new(&inputs, policy);
-    for row in inputs.desired {
+    // The planner takes rows by address; of several rows with one address the first counts.
+    let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
+    rows.sort_by_cached_key(|row| roster_order(row));
+    for row in rows {
         planner.add(row);
     }
     planner.finish()
+}
+
+/// The address a row is planned under: normalised as the roster table's `lower(btrim(email))`
+/// does, so rows of one address come together in the reader's order.
+pub fn roster_order(row: &Result<DesiredRow, InvalidRow>) -> String {
+    let email = match row {
+        Ok(row) => &row.email,
+        Err(invalid) => &invalid.email,
+    };
+    email.trim_matches(' ').to_lowercase()
 }
 
 /// The plan built one roster row at a time, so the roster is never held whole: `add` each row
@@ -324,7 +337,10 @@ pub struct Planner<'a> {
     /// Indexes into `ledger`, oldest entry first.
     ledger_by_email: HashMap<Email, Vec<usize>>,
     clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
-    desired_emails: HashSet<Email>,
+    /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
+    pending_desired: HashMap<Email, bool>,
+    /// The last address added: rows come ordered by address, so a repeat follows its first.
+    last_email: Option<Email>,
     items: Vec<Item>,
     rows: usize,
 }
@@ -356,6 +372,13 @@ impl<'a> Planner<'a> {
         for invitations in clerk_by_email.values_mut() {
             invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         }
+        let pending_desired = inputs
+            .clerk
+            .iter()
+            .filter(|i| i.status == InvitationStatus::Pending)
+            .filter_map(|i| Email::parse(&i.email_address).ok())
+            .map(|email| (email, false))
+            .collect();
         Planner {
             clerk: inputs.clerk,
             users: Users {
@@ -368,7 +391,8 @@ impl<'a> Planner<'a> {
             owned_ids,
             ledger_by_email,
             clerk_by_email,
-            desired_emails: HashSet::new(),
+            pending_desired,
+            last_email: None,
             items: Vec::new(),
             rows: 0,
         }
@@ -379,7 +403,20 @@ impl<'a> Planner<'a> {
         self.rows
     }
 
-    /// Decides one roster row.
+    /// Notes that a roster row asks for `email`; `false` when the row before did already.
+    fn desire(&mut self, email: &Email) -> bool {
+        if let Some(asked) = self.pending_desired.get_mut(email) {
+            *asked = true;
+        }
+        if self.last_email.as_ref() == Some(email) {
+            return false;
+        }
+        self.last_email = Some(email.clone());
+        true
+    }
+
+    /// Decides one roster row. Rows must come ordered by address (normalised), oldest first
+    /// among rows of one address: of several rows with one address, the first counts.
     pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>) {
         self.rows += 1;
         let checked = match row {
@@ -391,9 +428,8 @@ impl<'a> Planner<'a> {
             Err(invalid) => {
                 let email = match invalid.parsed {
                     Some(email) => {
-                        let shown = email.to_string();
-                        self.desired_emails.insert(email);
-                        shown
+                        self.desire(&email);
+                        email.to_string()
                     }
                     None => invalid.email,
                 };
@@ -404,7 +440,7 @@ impl<'a> Planner<'a> {
                 return;
             }
         };
-        if !self.desired_emails.insert(invitee.email.clone()) {
+        if !self.desire(&invitee.email) {
             self.items.push(Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
@@ -439,7 +475,7 @@ impl<'a> Planner<'a> {
             clerk,
             policy,
             owned_ids,
-            desired_emails,
+            pending_desired,
             mut items,
             ..
         } = self;
@@ -450,7 +486,7 @@ impl<'a> Planner<'a> {
             let Ok(email) = Email::parse(&invitation.email_address) else {
                 continue;
             };
-            if desired_emails.contains(&email) {
+            if pending_desired.get(&email).copied().unwrap_or(false) {
                 continue;
             }
             let ours = owned_ids.contains(invitation.id.as_str());
@@ -466,7 +502,6 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        drop(desired_emails);
         // One vector sorted in place (an unstable sort needs no scratch copy; the order is
         // total): revocations by address, then replacements and creates each in queue order,
         // then everything else by category and address.

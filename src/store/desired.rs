@@ -34,14 +34,15 @@ pub fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-/// Every roster row, oldest first, each read or refused on its own.
+/// Every roster row by address (`lower(btrim(email))`, the roster table's unique key), the
+/// oldest first among rows of one address, each read or refused on its own.
 pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
     let mut rows = Vec::new();
     for_each(db, relation, |row| rows.push(row)).await?;
     Ok(rows)
 }
 
-/// Hands every roster row, oldest first, to `each` as soon as it is read and decoded, so the
+/// Hands every roster row, in [`load`]'s order, to `each` as soon as it is read and decoded, so the
 /// roster is never held whole. Returns how many rows there were.
 pub async fn for_each(
     db: impl PgExecutor<'_>,
@@ -80,7 +81,7 @@ fn select(relation: &str, tail: &str) -> String {
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
                 expires_in_days::text, template_slug::text, {} AS not_before, source::text,
                 {} AS created_at, {} AS updated_at
-         FROM {} ORDER BY created_at NULLS FIRST, email{tail}",
+         FROM {} ORDER BY lower(btrim(email::text)), created_at NULLS FIRST, email{tail}",
         micros("not_before"),
         micros("created_at"),
         micros("updated_at"),
