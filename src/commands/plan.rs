@@ -81,19 +81,19 @@ pub fn write_json(preview: &Preview, target: &str, out: &mut impl Write) -> io::
     serde_json::to_writer(&mut *out, &held_reason)?;
     out.write_all(b",\n  \"creates\": ")?;
     let creates = preview.plan.items.iter().filter_map(|item| match item {
-        Item::Create { invitee, reinvite } => Some(json!({
-            "email": invitee.email.as_str(),
-            "reinvite": reinvite,
-            "not_before": invitee.not_before,
-        })),
+        Item::Create { invitee, reinvite } => Some(CreateLine::Create {
+            email: invitee.email.as_str(),
+            reinvite: *reinvite,
+            not_before: invitee.not_before,
+        }),
         Item::Replace {
             invitee,
             invitation_id,
             ..
-        } => Some(json!({
-            "email": invitee.email.as_str(),
-            "replaces": invitation_id,
-        })),
+        } => Some(CreateLine::Replace {
+            email: invitee.email.as_str(),
+            replaces: invitation_id,
+        }),
         _ => None,
     });
     write_array(out, creates)?;
@@ -108,15 +108,11 @@ pub fn write_json(preview: &Preview, target: &str, out: &mut impl Write) -> io::
                 Item::Create { .. } | Item::Replace { .. } | Item::Revoke { .. }
             )
         })
-        .map(|item| {
-            let mut entry = json!({"category": item.category().as_str(), "email": item.email()});
-            if let Some(id) = item.invitation_id() {
-                entry["invitation_id"] = json!(id);
-            }
-            if let Some(reason) = reason(item) {
-                entry["reason"] = json!(reason);
-            }
-            entry
+        .map(|item| DriftLine {
+            category: item.category().as_str(),
+            email: item.email(),
+            invitation_id: item.invitation_id(),
+            reason: reason(item),
         });
     write_array(out, drift)?;
     out.write_all(b",\n  \"budget\": ")?;
@@ -130,8 +126,37 @@ pub fn write_json(preview: &Preview, target: &str, out: &mut impl Write) -> io::
     )
 }
 
+/// One element of `creates`, written without building a JSON value.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CreateLine<'a> {
+    Create {
+        email: &'a str,
+        reinvite: bool,
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    Replace {
+        email: &'a str,
+        replaces: &'a str,
+    },
+}
+
+/// One element of `drift`.
+#[derive(serde::Serialize)]
+struct DriftLine<'a> {
+    category: &'a str,
+    email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invitation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// A JSON array, one element a line.
-fn write_array(out: &mut impl Write, items: impl Iterator<Item = Value>) -> io::Result<()> {
+fn write_array<T: serde::Serialize>(
+    out: &mut impl Write,
+    items: impl Iterator<Item = T>,
+) -> io::Result<()> {
     out.write_all(b"[")?;
     let mut any = false;
     for item in items {

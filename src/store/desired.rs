@@ -133,24 +133,24 @@ pub struct RawRow {
 
 fn decode(row: &PgRow) -> RosterRow {
     let mut problems = Vec::new();
-    let mut text = |column: &str| -> Option<String> {
-        row.try_get::<Option<String>, _>(column)
-            .unwrap_or_else(|e| {
-                problems.push(format!("{column} cannot be read: {e}"));
-                None
-            })
+    // By position, in the order of `select`'s columns: no lookup by name for every value.
+    let mut text = |index: usize, column: &str| -> Option<String> {
+        row.try_get::<Option<String>, _>(index).unwrap_or_else(|e| {
+            problems.push(format!("{column} cannot be read: {e}"));
+            None
+        })
     };
     let raw = RawRow {
-        email: text("email"),
-        public_metadata: text("public_metadata"),
-        redirect_url: text("redirect_url"),
-        notify: text("notify"),
-        expires_in_days: text("expires_in_days"),
-        template_slug: text("template_slug"),
-        not_before: text("not_before"),
-        source: text("source"),
-        created_at: text("created_at"),
-        updated_at: text("updated_at"),
+        email: text(0, "email"),
+        public_metadata: text(1, "public_metadata"),
+        redirect_url: text(2, "redirect_url"),
+        notify: text(3, "notify"),
+        expires_in_days: text(4, "expires_in_days"),
+        template_slug: text(5, "template_slug"),
+        not_before: text(6, "not_before"),
+        source: text(7, "source"),
+        created_at: text(8, "created_at"),
+        updated_at: text(9, "updated_at"),
     };
     match parse(raw) {
         Ok(row) if problems.is_empty() => Ok(row),
