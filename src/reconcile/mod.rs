@@ -229,7 +229,7 @@ impl State {
         match self.full_since {
             Some(_) => plan::Listing::Full,
             None => plan::Listing::Pending {
-                looked_up: &self.nowhere,
+                found_nowhere: &self.nowhere,
             },
         }
     }

@@ -61,8 +61,8 @@ pub enum Listing<'a> {
     /// invitation missing from it was revoked.
     Full,
     /// Pending invitations only, plus what lookups found: an invitation missing from it says
-    /// nothing, unless it is among `looked_up` (a lookup found it in no state at all).
-    Pending { looked_up: &'a HashSet<String> },
+    /// nothing, unless it is among `found_nowhere` (invitations a lookup found in no state at all).
+    Pending { found_nowhere: &'a HashSet<String> },
 }
 
 /// One decision.
@@ -713,7 +713,7 @@ pub fn observe(
                     (Some(InvitationStatus::Revoked), _) | (None, Listing::Full) => {
                         LedgerState::Revoked
                     }
-                    (None, Listing::Pending { looked_up }) if looked_up.contains(id) => {
+                    (None, Listing::Pending { found_nowhere }) if found_nowhere.contains(id) => {
                         LedgerState::Revoked
                     }
                     (None, Listing::Pending { .. }) => entry.state,

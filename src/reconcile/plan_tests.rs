@@ -1223,12 +1223,12 @@ fn a_pending_only_listing_takes_an_entry_for_revoked_only_when_a_lookup_found_it
         entry(5, "e@x.com", Some("inv_e"), LedgerState::Expired),
         entry(6, "f@x.com", Some("inv_f"), LedgerState::Pending),
     ];
-    let looked_up: HashSet<String> = ["inv_f".to_owned()].into();
+    let found_nowhere: HashSet<String> = ["inv_f".to_owned()].into();
     let states: Vec<LedgerState> = observe(
         &ledger,
         &clerk,
         Listing::Pending {
-            looked_up: &looked_up,
+            found_nowhere: &found_nowhere,
         },
     )
     .iter()
