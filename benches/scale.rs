@@ -7,7 +7,7 @@
 //!
 //! `cargo bench --bench scale [-- plan:N ... steady:N ...]`; by default plan:10000,
 //! plan:100000, plan:1000000, steady:10000 and steady:100000. A steady case seeds Clerk by
-//! running cycles against a simulator without rate limits (about 2 minutes per 100,000
+//! running cycles against a simulator without rate limits (about 7 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
 //! PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database. `BENCH_SERVICE_BIN`
