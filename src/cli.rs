@@ -83,6 +83,9 @@ pub struct SyncArgs {
     /// roster row to change): those of the addresses given, or every one without an address.
     #[arg(long, value_name = "EMAIL", num_args = 0.., conflicts_with = "dry_run")]
     pub retry_failed: Option<Vec<String>>,
+    /// Reconcile in full: list every invitation in Clerk, not only the pending ones.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,8 +206,14 @@ pub async fn run(cli: Cli) -> ExitCode {
                         Ok(retry) => retry,
                         Err(code) => return code,
                     };
-                    commands::sync::run(&settings, args.dry_run, args.allow_revocations, retry)
-                        .await
+                    commands::sync::run(
+                        &settings,
+                        args.dry_run,
+                        args.allow_revocations,
+                        retry,
+                        args.full,
+                    )
+                    .await
                 }
                 Command::Plan(args) => {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await

@@ -1,5 +1,6 @@
 //! `invite-sync plan`: what the next cycle would do, revocations first, listed by email.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
@@ -18,10 +19,11 @@ pub async fn run(
     let preview = reconciler.preview(0).await?;
     match format {
         OutputFormat::Text => print!("{}", render_text(&preview, &settings.sync.target)),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&render_json(&preview, &settings.sync.target))?
-        ),
+        OutputFormat::Json => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            write_json(&preview, &settings.sync.target, &mut out)?;
+            out.flush()?;
+        }
     }
     let changes = has_changes(&preview);
     Ok(if detailed_exitcode && changes {
@@ -36,38 +38,67 @@ pub fn has_changes(preview: &Preview) -> bool {
     preview.queued > 0 || !preview.verdict.allowed.is_empty() || !preview.verdict.held.is_empty()
 }
 
+/// The plan as one JSON value (what [`write_json`] writes).
 pub fn render_json(preview: &Preview, target: &str) -> Value {
-    let revocations: Vec<Value> = preview
-        .verdict
+    let mut out = Vec::new();
+    match write_json(preview, target, &mut out) {
+        Ok(()) => serde_json::from_slice(&out).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Writes the plan as JSON item by item, so a plan of a million people is never one value in
+/// memory: an object with `target`, `counts`, `revocations`, `held_reason`, `creates`,
+/// `drift`, `budget`, `backlog`, `awaiting_user_check` and `eta_seconds`.
+pub fn write_json(preview: &Preview, target: &str, out: &mut impl Write) -> io::Result<()> {
+    let verdict = &preview.verdict;
+    let counts: std::collections::BTreeMap<&str, usize> = preview
+        .plan
+        .counts()
+        .into_iter()
+        .map(|(category, n)| (category.as_str(), n))
+        .collect();
+    out.write_all(b"{\n  \"target\": ")?;
+    serde_json::to_writer(&mut *out, target)?;
+    out.write_all(b",\n  \"counts\": ")?;
+    serde_json::to_writer(&mut *out, &counts)?;
+    out.write_all(b",\n  \"revocations\": ")?;
+    let revocations = verdict
         .allowed
         .iter()
         .map(|r| (r, "revoke"))
-        .chain(preview.verdict.held.iter().map(|r| (r, "held")))
-        .chain(preview.verdict.protected.iter().map(|r| (r, "protected")))
-        .map(|(r, status)| json!({"email": r.email.as_str(), "invitation_id": r.invitation_id, "status": status}))
-        .collect();
-    let creates: Vec<Value> = preview
-        .plan
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Create { invitee, reinvite } => Some(json!({
-                "email": invitee.email.as_str(),
-                "reinvite": reinvite,
-                "not_before": invitee.not_before,
-            })),
-            Item::Replace {
-                invitee,
-                invitation_id,
-                ..
-            } => Some(json!({
-                "email": invitee.email.as_str(),
-                "replaces": invitation_id,
-            })),
-            _ => None,
-        })
-        .collect();
-    let drift: Vec<Value> = preview
+        .chain(verdict.held.iter().map(|r| (r, "held")))
+        .chain(verdict.protected.iter().map(|r| (r, "protected")))
+        .map(|(r, status)| {
+            json!({"email": r.email.as_str(), "invitation_id": r.invitation_id, "status": status})
+        });
+    write_array(out, revocations)?;
+    out.write_all(b",\n  \"held_reason\": ")?;
+    let held_reason = verdict
+        .reason
+        .filter(|_| !verdict.held.is_empty())
+        .map(|r| r.describe());
+    serde_json::to_writer(&mut *out, &held_reason)?;
+    out.write_all(b",\n  \"creates\": ")?;
+    let creates = preview.plan.items.iter().filter_map(|item| match item {
+        Item::Create { invitee, reinvite } => Some(CreateLine::Create {
+            email: invitee.email.as_str(),
+            reinvite: *reinvite,
+            not_before: invitee.not_before,
+        }),
+        Item::Replace {
+            invitee,
+            invitation_id,
+            ..
+        } => Some(CreateLine::Replace {
+            email: invitee.email.as_str(),
+            replaces: invitation_id,
+        }),
+        _ => None,
+    });
+    write_array(out, creates)?;
+    out.write_all(b",\n  \"drift\": ")?;
+    let drift = preview
         .plan
         .items
         .iter()
@@ -77,36 +108,65 @@ pub fn render_json(preview: &Preview, target: &str) -> Value {
                 Item::Create { .. } | Item::Replace { .. } | Item::Revoke { .. }
             )
         })
-        .map(|item| {
-            let mut entry = json!({"category": item.category().as_str(), "email": item.email()});
-            if let Some(id) = item.invitation_id() {
-                entry["invitation_id"] = json!(id);
-            }
-            if let Some(reason) = reason(item) {
-                entry["reason"] = json!(reason);
-            }
-            entry
-        })
-        .collect();
-    let counts: serde_json::Map<String, Value> = preview
-        .plan
-        .counts()
-        .into_iter()
-        .map(|(category, n)| (category.as_str().to_owned(), json!(n)))
-        .collect();
-    json!({
-        "target": target,
-        "counts": counts,
-        "revocations": revocations,
-        "held_reason": preview.verdict.reason.filter(|_| !preview.verdict.held.is_empty()).map(|r| r.describe()),
-        "creates": creates,
-        "drift": drift,
-        "budget": preview.budget,
-        "backlog": preview.queued,
-        "awaiting_user_check": preview.awaiting_user_check,
-        "eta_seconds": preview.eta.as_secs(),
-        "unsettled": preview.unsettled,
-    })
+        .map(|item| DriftLine {
+            category: item.category().as_str(),
+            email: item.email(),
+            invitation_id: item.invitation_id(),
+            reason: reason(item),
+        });
+    write_array(out, drift)?;
+    out.write_all(b",\n  \"budget\": ")?;
+    serde_json::to_writer(&mut *out, &preview.budget)?;
+    write!(
+        out,
+        ",\n  \"backlog\": {},\n  \"awaiting_user_check\": {},\n  \"eta_seconds\": {},\n  \"unsettled\": ",
+        preview.queued,
+        preview.awaiting_user_check,
+        preview.eta.as_secs()
+    )?;
+    serde_json::to_writer(&mut *out, &preview.unsettled)?;
+    out.write_all(b"\n}\n")
+}
+
+/// One element of `creates`, written without building a JSON value.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CreateLine<'a> {
+    Create {
+        email: &'a str,
+        reinvite: bool,
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    Replace {
+        email: &'a str,
+        replaces: &'a str,
+    },
+}
+
+/// One element of `drift`.
+#[derive(serde::Serialize)]
+struct DriftLine<'a> {
+    category: &'a str,
+    email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invitation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// A JSON array, one element a line.
+fn write_array<T: serde::Serialize>(
+    out: &mut impl Write,
+    items: impl Iterator<Item = T>,
+) -> io::Result<()> {
+    out.write_all(b"[")?;
+    let mut any = false;
+    for item in items {
+        out.write_all(if any { b",\n    " } else { b"\n    " })?;
+        serde_json::to_writer(&mut *out, &item)?;
+        any = true;
+    }
+    out.write_all(if any { b"\n  ]" } else { b"]" })
 }
 
 fn reason(item: &Item) -> Option<String> {

@@ -28,6 +28,7 @@ pub async fn run(
     dry_run: bool,
     allow_revocations: usize,
     retry_failed: RetryFailed,
+    full: bool,
 ) -> anyhow::Result<ExitCode> {
     let reconciler = reconcile::from_settings(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
@@ -39,6 +40,7 @@ pub async fn run(
         dry_run: dry_run.then_some(true),
         allow_revocations,
         run_id: None,
+        full,
     };
     let result = match reconciler.run_cycle(&request, &shutdown).await {
         Ok(result) => result,

@@ -109,6 +109,8 @@ pub struct SourceSettings {
 pub struct SyncSettings {
     /// Cron with seconds, 6 or 7 fields.
     pub schedule: String,
+    /// Cron with seconds: the first cycle after each tick lists every invitation in Clerk.
+    pub full_schedule: String,
     pub dry_run: bool,
     pub notify: bool,
     pub ignore_existing: bool,

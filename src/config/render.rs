@@ -150,6 +150,7 @@ pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
             "sync",
             vec![
                 ("schedule", text(&sync.schedule)),
+                ("full_schedule", text(&sync.full_schedule)),
                 ("dry_run", boolean(sync.dry_run)),
                 ("notify", boolean(sync.notify)),
                 ("ignore_existing", boolean(sync.ignore_existing)),

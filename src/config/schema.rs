@@ -112,6 +112,7 @@ pub(crate) static SPECS: &[Spec] = &[
     spec("clerk", "user_checks_per_cycle", int(100, 1_000_000)),
     spec("source", "relation", Kind::Text(check_relation)),
     spec("sync", "schedule", Kind::Text(check_schedule)),
+    spec("sync", "full_schedule", Kind::Text(check_schedule)),
     spec("sync", "dry_run", Kind::Bool),
     spec("sync", "notify", Kind::Bool),
     spec("sync", "ignore_existing", Kind::Bool),

@@ -192,13 +192,16 @@ fn check_redirect(raw: &str) -> Result<String, String> {
 /// which is how invite-sync sends rather than what the row asks for.
 fn digest(request: &CreateInvitation) -> String {
     use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut canonical = request.clone();
     canonical.ignore_existing = None;
     let json = serde_json::to_vec(&canonical).unwrap_or_default();
-    Sha256::digest(&json)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(&json) {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 #[cfg(test)]

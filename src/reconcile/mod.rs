@@ -18,10 +18,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clerk::budget::{self, Budget, Endpoint};
-use crate::clerk::{ClerkClient, ClientError, Invitation, Operation};
+use crate::clerk::{ClerkClient, ClientError, Invitation, InvitationStatus, Operation};
 use crate::config::Settings;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
-use crate::store::{self, budget as budget_store, desired, ledger, lock, runs, users};
+use crate::store::{self, budget as budget_store, desired, ledger, listings, lock, runs, users};
 use execute::{Executor, Stop, Tally};
 use guard::{HoldReason, Revocation, Verdict};
 use plan::{Item, Plan, Policy};
@@ -40,6 +40,10 @@ pub struct CycleConfig {
     /// How long after it was sent an unconfirmed create is looked up.
     pub settle_after: Duration,
     pub drain: execute::Drain,
+    /// `sync.full_schedule`: the first cycle after each tick lists every invitation.
+    /// `None` (an expression the parser refuses; `config check` catches it) lists in full
+    /// every cycle.
+    pub full_schedule: Option<croner::Cron>,
 }
 
 impl CycleConfig {
@@ -75,8 +79,34 @@ impl CycleConfig {
                 Duration::from_secs(settings.clerk.user_check_max_age_seconds),
                 settings.clerk.user_checks_per_cycle as usize,
             ),
+            full_schedule: parse_schedule(&sync.full_schedule),
         }
     }
+}
+
+/// A six- or seven-field cron expression, read the way the scheduler reads `sync.schedule`.
+pub fn parse_schedule(expression: &str) -> Option<croner::Cron> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+        .ok()
+}
+
+/// Whether a cycle at `now` lists every invitation: the first cycle ever, and the first one
+/// after each tick of the full schedule since the last full listing began.
+pub fn full_listing_due(
+    schedule: Option<&croner::Cron>,
+    last_full: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let (Some(schedule), Some(last_full)) = (schedule, last_full) else {
+        return true;
+    };
+    schedule
+        .find_previous_occurrence(&now, true)
+        .is_ok_and(|tick| tick > last_full)
 }
 
 /// What asked for a cycle, and how it should run.
@@ -89,6 +119,8 @@ pub struct Request {
     pub allow_revocations: usize,
     /// The id the run is to have (one was promised to whoever asked for it).
     pub run_id: Option<Uuid>,
+    /// `sync --full`: list every invitation, whatever the full schedule says.
+    pub full: bool,
 }
 
 impl Request {
@@ -98,6 +130,7 @@ impl Request {
             dry_run: None,
             allow_revocations: 0,
             run_id: None,
+            full: false,
         }
     }
 }
@@ -217,12 +250,34 @@ pub struct Reconciler {
     pub config: CycleConfig,
 }
 
+/// Everything a cycle reads but the roster, which is streamed through the planner.
 struct State {
-    desired: Vec<desired::RosterRow>,
     clerk: Vec<Invitation>,
     ledger: Vec<LedgerEntry>,
     known_users: HashSet<Email>,
     deleted_users: HashSet<Email>,
+    /// When the listing began, if it listed every invitation; `None` for pending only.
+    full_since: Option<DateTime<Utc>>,
+    /// Invitations the ledger holds that a lookup found in no state.
+    nowhere: HashSet<String>,
+}
+
+impl State {
+    fn listing(&self) -> plan::Listing<'_> {
+        match self.full_since {
+            Some(_) => plan::Listing::Full,
+            None => plan::Listing::Pending {
+                found_nowhere: &self.nowhere,
+            },
+        }
+    }
+}
+
+/// What the lookups of the ledger's missing invitations found.
+struct Lookups {
+    found: Vec<Invitation>,
+    /// Ids found in no state at all.
+    nowhere: HashSet<String>,
 }
 
 impl Reconciler {
@@ -234,52 +289,89 @@ impl Reconciler {
         }
     }
 
-    async fn read_state(&self) -> Result<State, CycleError> {
-        let desired = desired::load(&self.pool, &self.config.relation).await?;
-        let mut clerk = self.clerk.list_all(None).await?;
+    /// Whether this cycle lists every invitation, and when its listing begins.
+    async fn listing_start(&self, full: bool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let now = store::now(&self.pool).await?;
+        if full {
+            return Ok(Some(now));
+        }
+        let last = listings::last_full(&self.pool, &self.config.target).await?;
+        Ok(full_listing_due(self.config.full_schedule.as_ref(), last, now).then_some(now))
+    }
+
+    async fn read_state(&self, full: bool) -> Result<State, CycleError> {
+        let full_since = self.listing_start(full).await?;
+        // A roster that cannot be read fails the cycle before Clerk is asked anything.
+        desired::check(&self.pool, &self.config.relation).await?;
         let ledger = ledger::load(&self.pool, &self.config.target).await?;
-        let missing = self.look_up_missing(&ledger, &clerk).await?;
-        clerk.extend(missing);
+        // Between full listings only pending invitations can change by themselves: the
+        // ledger knows the rest.
+        let status = match full_since {
+            Some(_) => None,
+            None => Some(InvitationStatus::Pending),
+        };
+        let mut clerk = self.clerk.list_all(status).await?;
+        let lookups = self
+            .look_up_missing(&ledger, &clerk, full_since.is_some())
+            .await?;
+        clerk.extend(lookups.found);
         let known_users = users::live(&self.pool, &self.config.target).await?;
         let deleted_users = users::deleted(&self.pool, &self.config.target).await?;
         Ok(State {
-            desired,
             clerk,
             ledger,
             known_users,
             deleted_users,
+            full_since,
+            nowhere: lookups.nowhere,
         })
     }
 
     /// The invitations the ledger holds as live that Clerk's list did not show, looked up
-    /// one by one: revoked (then the plan sees that), or still live and missed by the list.
-    /// One gone from both is left out, and the plan takes it for revoked.
+    /// by address: accepted, expired or revoked (then the plan sees that), or still pending
+    /// and missed by the list. After a pending-only listing only pending entries are looked
+    /// up (an expired one stays expired until the next full listing).
     async fn look_up_missing(
         &self,
         ledger: &[LedgerEntry],
         clerk: &[Invitation],
-    ) -> Result<Vec<Invitation>, CycleError> {
+        full: bool,
+    ) -> Result<Lookups, CycleError> {
         let listed: HashSet<&str> = clerk.iter().map(|i| i.id.as_str()).collect();
-        let mut found = Vec::new();
+        let mut lookups = Lookups {
+            found: Vec::new(),
+            nowhere: HashSet::new(),
+        };
         for entry in ledger {
             let Some(id) = entry.clerk_invitation_id.as_deref() else {
                 continue;
             };
-            if !matches!(entry.state, LedgerState::Pending | LedgerState::Expired)
-                || listed.contains(id)
-            {
+            let missing = match entry.state {
+                LedgerState::Pending => true,
+                LedgerState::Expired => full,
+                _ => false,
+            };
+            if !missing || listed.contains(id) {
                 continue;
             }
             let email = entry.email.as_str();
-            for status in [Some(crate::clerk::InvitationStatus::Revoked), None] {
+            // Not revoked (accepted, expired, still pending) first: the common fates.
+            let mut invitation = None;
+            for status in [None, Some(InvitationStatus::Revoked)] {
                 let hits = self.clerk.find_by_email(email, status).await?;
-                if let Some(invitation) = hits.into_iter().find(|i| i.id == id) {
-                    found.push(invitation);
+                invitation = hits.into_iter().find(|i| i.id == id);
+                if invitation.is_some() {
                     break;
                 }
             }
+            match invitation {
+                Some(invitation) => lookups.found.push(invitation),
+                None => {
+                    lookups.nowhere.insert(id.to_owned());
+                }
+            }
         }
-        Ok(found)
+        Ok(lookups)
     }
 
     /// The budget left now, from the calls recorded in Postgres.
@@ -287,22 +379,29 @@ impl Reconciler {
         budget_now(&self.pool, &self.config.target, self.config.budget).await
     }
 
-    fn decide(&self, state: &State, allow_revocations: usize) -> (Plan, Verdict, usize) {
-        let plan = plan::plan(
-            plan::Inputs {
-                desired: &state.desired,
-                clerk: &state.clerk,
-                ledger: &state.ledger,
-                known_users: &state.known_users,
-                deleted_users: &state.deleted_users,
-                now: Utc::now(),
-            },
-            &self.config.policy,
-        );
+    /// Plans with the roster streamed through the planner, one row at a time.
+    async fn decide(
+        &self,
+        state: &State,
+        allow_revocations: usize,
+    ) -> Result<Decision, CycleError> {
+        let inputs = plan::Inputs {
+            desired: &[],
+            clerk: &state.clerk,
+            ledger: &state.ledger,
+            known_users: &state.known_users,
+            deleted_users: &state.deleted_users,
+            listing: state.listing(),
+            now: Utc::now(),
+        };
+        let mut planner = plan::Planner::new(&inputs, &self.config.policy);
+        let desired_rows =
+            desired::for_each(&self.pool, &self.config.relation, |row| planner.add(&row)).await?;
+        let plan = planner.finish();
         let pending: HashSet<&str> = state
             .clerk
             .iter()
-            .filter(|i| i.status == crate::clerk::InvitationStatus::Pending)
+            .filter(|i| i.status == InvitationStatus::Pending)
             .map(|i| i.id.as_str())
             .collect();
         let owned_pending = state
@@ -325,27 +424,38 @@ impl Reconciler {
         let verdict = guard::check(
             revocations,
             guard::Context {
-                desired_rows: state.desired.len(),
+                desired_rows,
                 owned_pending,
                 allow: allow_revocations,
             },
             &self.config.guard,
         );
-        (plan, verdict, owned_pending)
+        Ok(Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        })
     }
 
     /// What the next cycle would do, without the lock and without writing anything.
     pub async fn preview(&self, allow_revocations: usize) -> Result<Preview, CycleError> {
-        let state = self.read_state().await?;
-        let (plan, verdict, owned_pending) = self.decide(&state, allow_revocations);
-        let budget = self.budget().await?;
+        let state = self.read_state(false).await?;
+        let Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        } = self.decide(&state, allow_revocations).await?;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
+        drop(state);
+        let budget = self.budget().await?;
         let queued = plan.creates().count();
         let awaiting_user_check = self.awaiting_user_check(&plan).await?;
         let invitable = queued - awaiting_user_check;
         let eta = budget.eta(invitable as u64, &self.config.budget, Utc::now());
         Ok(Preview {
-            desired_rows: state.desired.len(),
+            desired_rows,
             plan,
             verdict,
             budget,
@@ -499,17 +609,26 @@ impl Reconciler {
                 return Ok(Done::stopped(stop));
             }
         }
-        let state = self.read_state().await?;
+        let state = self.read_state(request.full).await?;
         if !dry_run {
             self.store_observations(&state).await?;
+            if let Some(since) = state.full_since {
+                listings::record_full(&self.pool, &self.config.target, since).await?;
+            }
         }
-        let (plan, verdict, owned_pending) = self.decide(&state, request.allow_revocations);
+        let Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        } = self.decide(&state, request.allow_revocations).await?;
+        let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
+        drop(state);
         self.config.reporter.drift(&plan, dry_run);
         self.log_verdict(&verdict, dry_run);
         let budget = self.budget().await?;
-        let queue: Vec<DesiredInvitee> = plan.creates().cloned().collect();
         let mut done = Done {
-            desired_rows: state.desired.len(),
+            desired_rows,
             owned_pending,
             counts: plan
                 .counts()
@@ -520,9 +639,9 @@ impl Reconciler {
             hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
             protected: verdict.protected.len(),
             budget,
-            queued: queue.len(),
+            queued: plan.creates().count(),
             awaiting_user_check: 0,
-            unsettled: Unsettled::of(&state.ledger, self.config.settle_after, Utc::now()),
+            unsettled,
             stop: None,
         };
         if dry_run {
@@ -532,13 +651,16 @@ impl Reconciler {
 
         // A replacement's old invitation is revoked only when the guard allows it and the
         // budget can send its new one now; otherwise it stays, reported as stale.
-        let replaced: HashSet<String> = replacements(&plan).map(|r| r.invitation_id).collect();
+        let replacing: Vec<Revocation> = replacements(&plan).collect();
+        // The creates move out of the plan: no second copy of the queue.
+        let queue = plan.into_creates();
+        let replaced: HashSet<&str> = replacing.iter().map(|r| r.invitation_id.as_str()).collect();
         let mut room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
         let revocations: Vec<Revocation> = verdict
             .allowed
             .iter()
             .filter(|r| {
-                if !replaced.contains(&r.invitation_id) {
+                if !replaced.contains(r.invitation_id.as_str()) {
                     return true;
                 }
                 let fits = room > 0;
@@ -555,7 +677,8 @@ impl Reconciler {
             }
         };
         // A replacement whose old invitation is still there gets no second one.
-        let kept: HashSet<Email> = replacements(&plan)
+        let kept: HashSet<Email> = replacing
+            .into_iter()
             .filter(|r| !gone.contains(&r.invitation_id))
             .map(|r| r.email)
             .collect();
@@ -573,7 +696,7 @@ impl Reconciler {
 
     /// Stores what Clerk's list shows of the ledger's invitations.
     async fn store_observations(&self, state: &State) -> Result<(), sqlx::Error> {
-        let observed = plan::observe(&state.ledger, &state.clerk);
+        let observed = plan::observe(&state.ledger, &state.clerk, state.listing());
         for (before, after) in state.ledger.iter().zip(&observed) {
             if before.state == after.state {
                 continue;
@@ -670,6 +793,14 @@ fn replacements(plan: &Plan) -> impl Iterator<Item = Revocation> + '_ {
         }),
         _ => None,
     })
+}
+
+/// A plan, the guard's verdict on it, and what they were made from.
+struct Decision {
+    plan: Plan,
+    verdict: Verdict,
+    owned_pending: usize,
+    desired_rows: usize,
 }
 
 /// What the steps of a cycle leave for its report.
@@ -915,4 +1046,57 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<Reconciler> {
         clerk,
         CycleConfig::from_settings(settings),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_first_cycle_ever_lists_in_full() {
+        let daily = parse_schedule("0 0 3 * * *");
+        assert!(daily.is_some());
+        assert!(full_listing_due(daily.as_ref(), None, at(12, 0)));
+    }
+
+    #[test]
+    fn a_full_listing_is_due_once_after_each_tick_of_the_full_schedule() {
+        let daily = parse_schedule("0 0 3 * * *");
+        let yesterday_noon = at(12, 0) - chrono::Duration::days(1);
+        assert!(full_listing_due(
+            daily.as_ref(),
+            Some(yesterday_noon),
+            at(3, 0)
+        ));
+        assert!(full_listing_due(
+            daily.as_ref(),
+            Some(yesterday_noon),
+            at(3, 5)
+        ));
+        assert!(!full_listing_due(daily.as_ref(), Some(at(3, 5)), at(3, 10)));
+        assert!(!full_listing_due(
+            daily.as_ref(),
+            Some(at(3, 5)),
+            at(23, 55)
+        ));
+        assert!(!full_listing_due(
+            daily.as_ref(),
+            Some(yesterday_noon),
+            at(2, 55)
+        ));
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_be_read_lists_in_full_every_cycle() {
+        assert!(parse_schedule("not cron").is_none());
+        assert!(full_listing_due(None, Some(at(3, 5)), at(3, 10)));
+    }
 }

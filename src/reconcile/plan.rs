@@ -49,7 +49,20 @@ pub struct Inputs<'a> {
     pub known_users: &'a HashSet<Email>,
     /// Users Clerk deleted: what they accepted before no longer counts.
     pub deleted_users: &'a HashSet<Email>,
+    /// How much of Clerk `clerk` shows.
+    pub listing: Listing<'a>,
     pub now: DateTime<Utc>,
+}
+
+/// How much of Clerk's invitations a cycle read.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    /// Every non-revoked invitation (and the lookups of the ledger's missing ones): an
+    /// invitation missing from it was revoked.
+    Full,
+    /// Pending invitations only, plus what lookups found: an invitation missing from it says
+    /// nothing, unless it is among `found_nowhere` (invitations a lookup found in no state at all).
+    Pending { found_nowhere: &'a HashSet<String> },
 }
 
 /// One decision.
@@ -267,6 +280,17 @@ impl Plan {
         })
     }
 
+    /// The invitees to create, in queue order, taken out of the plan.
+    pub fn into_creates(self) -> Vec<DesiredInvitee> {
+        self.items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Create { invitee, .. } | Item::Replace { invitee, .. } => Some(invitee),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The `(email, invitation id)` pairs to revoke because they are not desired.
     pub fn revocations(&self) -> impl Iterator<Item = (&Email, &str)> {
         self.items.iter().filter_map(|item| match item {
@@ -281,46 +305,122 @@ impl Plan {
 
 /// Decides, for each desired row and each pending invitation, what the cycle does.
 pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
-    let Inputs {
-        desired,
-        clerk,
-        ledger,
-        known_users,
-        deleted_users,
-        now,
-    } = inputs;
-
-    let ledger = observe(ledger, clerk);
-    let owned_ids: HashSet<&str> = ledger
-        .iter()
-        .filter(|entry| entry.owned)
-        .filter_map(|entry| entry.clerk_invitation_id.as_deref())
-        .collect();
-    let mut by_email: HashMap<Email, Vec<&LedgerEntry>> = HashMap::new();
-    for entry in &ledger {
-        by_email.entry(entry.email.clone()).or_default().push(entry);
+    let mut planner = Planner::new(&inputs, policy);
+    // The planner takes rows by address; of several rows with one address the first counts.
+    let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
+    rows.sort_by_cached_key(|row| roster_order(row));
+    for row in rows {
+        planner.add(row);
     }
-    for entries in by_email.values_mut() {
-        entries.sort_by_key(|entry| entry.id);
-    }
+    planner.finish()
+}
 
-    let mut clerk_by_email: HashMap<Email, Vec<&Invitation>> = HashMap::new();
-    for invitation in clerk {
-        if let Ok(email) = Email::parse(&invitation.email_address) {
-            clerk_by_email.entry(email).or_default().push(invitation);
+/// The address a row is planned under: normalised as the roster table's `lower(btrim(email))`
+/// does, so rows of one address come together in the reader's order.
+pub fn roster_order(row: &Result<DesiredRow, InvalidRow>) -> String {
+    let email = match row {
+        Ok(row) => &row.email,
+        Err(invalid) => &invalid.email,
+    };
+    email.trim_matches(' ').to_lowercase()
+}
+
+/// The plan built one roster row at a time, so the roster is never held whole: `add` each row
+/// as it is read, then `finish`. [`plan`] is the same over a slice.
+pub struct Planner<'a> {
+    clerk: &'a [Invitation],
+    users: Users<'a>,
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+    ledger: Vec<LedgerEntry>,
+    owned_ids: HashSet<String>,
+    /// Indexes into `ledger`, oldest entry first.
+    ledger_by_email: HashMap<Email, Vec<usize>>,
+    clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
+    /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
+    pending_desired: HashMap<Email, bool>,
+    /// The last address added: rows come ordered by address, so a repeat follows its first.
+    last_email: Option<Email>,
+    items: Vec<Item>,
+    rows: usize,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(inputs: &Inputs<'a>, policy: &'a Policy) -> Planner<'a> {
+        let ledger = observe(inputs.ledger, inputs.clerk, inputs.listing);
+        let owned_ids: HashSet<String> = ledger
+            .iter()
+            .filter(|entry| entry.owned)
+            .filter_map(|entry| entry.clerk_invitation_id.clone())
+            .collect();
+        let mut ledger_by_email: HashMap<Email, Vec<usize>> = HashMap::new();
+        for (index, entry) in ledger.iter().enumerate() {
+            ledger_by_email
+                .entry(entry.email.clone())
+                .or_default()
+                .push(index);
+        }
+        for indexes in ledger_by_email.values_mut() {
+            indexes.sort_by_key(|&index| ledger[index].id);
+        }
+        let mut clerk_by_email: HashMap<Email, Vec<&'a Invitation>> = HashMap::new();
+        for invitation in inputs.clerk {
+            if let Ok(email) = Email::parse(&invitation.email_address) {
+                clerk_by_email.entry(email).or_default().push(invitation);
+            }
+        }
+        for invitations in clerk_by_email.values_mut() {
+            invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        }
+        let pending_desired = inputs
+            .clerk
+            .iter()
+            .filter(|i| i.status == InvitationStatus::Pending)
+            .filter_map(|i| Email::parse(&i.email_address).ok())
+            .map(|email| (email, false))
+            .collect();
+        Planner {
+            clerk: inputs.clerk,
+            users: Users {
+                known: inputs.known_users,
+                deleted: inputs.deleted_users,
+            },
+            policy,
+            now: inputs.now,
+            ledger,
+            owned_ids,
+            ledger_by_email,
+            clerk_by_email,
+            pending_desired,
+            last_email: None,
+            items: Vec::new(),
+            rows: 0,
         }
     }
-    for invitations in clerk_by_email.values_mut() {
-        invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+
+    /// How many roster rows were added.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 
-    let mut items = Vec::new();
-    let mut desired_emails: HashSet<Email> = HashSet::new();
-    let mut creates: Vec<(DesiredInvitee, bool)> = Vec::new();
+    /// Notes that a roster row asks for `email`; `false` when the row before did already.
+    fn desire(&mut self, email: &Email) -> bool {
+        if let Some(asked) = self.pending_desired.get_mut(email) {
+            *asked = true;
+        }
+        if self.last_email.as_ref() == Some(email) {
+            return false;
+        }
+        self.last_email = Some(email.clone());
+        true
+    }
 
-    for row in desired {
+    /// Decides one roster row. Rows must come ordered by address (normalised), oldest first
+    /// among rows of one address: of several rows with one address, the first counts.
+    pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>) {
+        self.rows += 1;
         let checked = match row {
-            Ok(row) => DesiredInvitee::from_row(row, &policy.defaults),
+            Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
             Err(unreadable) => Err(unreadable.clone()),
         };
         let invitee = match checked {
@@ -328,99 +428,127 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
             Err(invalid) => {
                 let email = match invalid.parsed {
                     Some(email) => {
-                        let shown = email.to_string();
-                        desired_emails.insert(email);
-                        shown
+                        self.desire(&email);
+                        email.to_string()
                     }
                     None => invalid.email,
                 };
-                items.push(Item::Invalid {
+                self.items.push(Item::Invalid {
                     email,
                     reason: invalid.reason,
                 });
-                continue;
+                return;
             }
         };
-        if !desired_emails.insert(invitee.email.clone()) {
-            items.push(Item::Invalid {
+        if !self.desire(&invitee.email) {
+            self.items.push(Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
             });
-            continue;
+            return;
         }
-        let invitations = clerk_by_email
+        let invitations = self
+            .clerk_by_email
             .get(&invitee.email)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let entries = by_email
+        let entries: Vec<&LedgerEntry> = self
+            .ledger_by_email
             .get(&invitee.email)
-            .map(Vec::as_slice)
+            .map(|indexes| indexes.iter().map(|&i| &self.ledger[i]).collect())
             .unwrap_or_default();
-        match decide(
+        let item = decide(
             invitee,
             invitations,
-            entries,
-            Users {
-                known: known_users,
-                deleted: deleted_users,
-            },
-            &owned_ids,
-            now,
+            &entries,
+            self.users,
+            &self.owned_ids,
+            self.now,
+            self.policy,
+        );
+        self.items.push(item);
+    }
+
+    /// The pending invitations no roster row asked for, then everything in plan order.
+    pub fn finish(self) -> Plan {
+        let Planner {
+            clerk,
             policy,
-        ) {
-            Item::Create { invitee, reinvite } => creates.push((invitee, reinvite)),
-            item => items.push(item),
+            owned_ids,
+            pending_desired,
+            mut items,
+            ..
+        } = self;
+        for invitation in clerk {
+            if invitation.status != InvitationStatus::Pending {
+                continue;
+            }
+            let Ok(email) = Email::parse(&invitation.email_address) else {
+                continue;
+            };
+            if pending_desired.get(&email).copied().unwrap_or(false) {
+                continue;
+            }
+            let ours = owned_ids.contains(invitation.id.as_str());
+            if ours || policy.ownership == Ownership::All {
+                items.push(Item::Revoke {
+                    email,
+                    invitation_id: invitation.id.clone(),
+                });
+            } else {
+                items.push(Item::Foreign {
+                    email,
+                    invitation_id: invitation.id.clone(),
+                });
+            }
+        }
+        // One vector sorted in place (an unstable sort needs no scratch copy; the order is
+        // total): revocations by address, then replacements and creates each in queue order,
+        // then everything else by category and address.
+        items.sort_unstable_by(plan_order);
+        Plan { items }
+    }
+}
+
+fn invalid_reason(item: &Item) -> Option<&str> {
+    match item {
+        Item::Invalid { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+/// Where an item stands in a plan.
+fn plan_order(a: &Item, b: &Item) -> std::cmp::Ordering {
+    fn group(item: &Item) -> u8 {
+        match item {
+            Item::Revoke { .. } => 0,
+            Item::Replace { .. } => 1,
+            Item::Create { .. } => 2,
+            _ => 3,
         }
     }
-
-    let mut revokes = Vec::new();
-    for invitation in clerk {
-        if invitation.status != InvitationStatus::Pending {
-            continue;
+    match (a, b) {
+        (Item::Revoke { .. }, Item::Revoke { .. }) => {
+            (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id()))
         }
-        let Ok(email) = Email::parse(&invitation.email_address) else {
-            continue;
-        };
-        if desired_emails.contains(&email) {
-            continue;
-        }
-        let ours = owned_ids.contains(invitation.id.as_str());
-        if ours || policy.ownership == Ownership::All {
-            revokes.push(Item::Revoke {
-                email,
-                invitation_id: invitation.id.clone(),
-            });
-        } else {
-            items.push(Item::Foreign {
-                email,
-                invitation_id: invitation.id.clone(),
-            });
-        }
-    }
-
-    revokes.sort_by(|a, b| (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id())));
-    creates.sort_by(|(a, _), (b, _)| queue_key(a).cmp(&queue_key(b)));
-    let (mut replaces, rest): (Vec<Item>, Vec<Item>) = items
-        .into_iter()
-        .partition(|item| matches!(item, Item::Replace { .. }));
-    items = rest;
-    replaces.sort_by(|a, b| match (a, b) {
-        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. }) => {
+        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. })
+        | (Item::Create { invitee: a, .. }, Item::Create { invitee: b, .. }) => {
             queue_key(a).cmp(&queue_key(b))
         }
-        _ => std::cmp::Ordering::Equal,
-    });
-    items.sort_by(|a, b| (a.category(), a.email()).cmp(&(b.category(), b.email())));
-
-    let mut ordered = revokes;
-    ordered.extend(replaces);
-    ordered.extend(
-        creates
-            .into_iter()
-            .map(|(invitee, reinvite)| Item::Create { invitee, reinvite }),
-    );
-    ordered.extend(items);
-    Plan { items: ordered }
+        _ if group(a) != group(b) => group(a).cmp(&group(b)),
+        _ => (
+            a.category(),
+            a.email(),
+            a.invitation_id(),
+            invalid_reason(a),
+        )
+            .cmp(&(
+                b.category(),
+                b.email(),
+                b.invitation_id(),
+                invalid_reason(b),
+            )),
+    }
 }
 
 /// Queue order: oldest `not_before` (a row without one has waited since it was written),
@@ -445,7 +573,7 @@ fn decide(
     invitations: &[&Invitation],
     entries: &[&LedgerEntry],
     users: Users<'_>,
-    owned_ids: &HashSet<&str>,
+    owned_ids: &HashSet<String>,
     now: DateTime<Utc>,
     policy: &Policy,
 ) -> Item {
@@ -562,9 +690,14 @@ fn decide(
 }
 
 /// The ledger as Clerk's list shows it now: each invitation the ledger holds as pending or
-/// expired takes the status Clerk reports, and one missing from Clerk's non-revoked list
-/// was revoked (by someone else, unless invite-sync revoked it).
-pub fn observe(ledger: &[LedgerEntry], clerk: &[Invitation]) -> Vec<LedgerEntry> {
+/// expired takes the status Clerk reports. One missing from a full listing was revoked (by
+/// someone else, unless invite-sync revoked it); one missing from a pending-only listing
+/// keeps its state, unless a lookup found it nowhere.
+pub fn observe(
+    ledger: &[LedgerEntry],
+    clerk: &[Invitation],
+    listing: Listing<'_>,
+) -> Vec<LedgerEntry> {
     let by_id: HashMap<&str, &Invitation> = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
     ledger
         .iter()
@@ -573,11 +706,17 @@ pub fn observe(ledger: &[LedgerEntry], clerk: &[Invitation]) -> Vec<LedgerEntry>
             if let (Some(id), LedgerState::Pending | LedgerState::Expired) =
                 (entry.clerk_invitation_id.as_deref(), entry.state)
             {
-                entry.state = match by_id.get(id).map(|i| i.status) {
-                    Some(InvitationStatus::Pending) => LedgerState::Pending,
-                    Some(InvitationStatus::Accepted) => LedgerState::Accepted,
-                    Some(InvitationStatus::Expired) => LedgerState::Expired,
-                    Some(InvitationStatus::Revoked) | None => LedgerState::Revoked,
+                entry.state = match (by_id.get(id).map(|i| i.status), listing) {
+                    (Some(InvitationStatus::Pending), _) => LedgerState::Pending,
+                    (Some(InvitationStatus::Accepted), _) => LedgerState::Accepted,
+                    (Some(InvitationStatus::Expired), _) => LedgerState::Expired,
+                    (Some(InvitationStatus::Revoked), _) | (None, Listing::Full) => {
+                        LedgerState::Revoked
+                    }
+                    (None, Listing::Pending { found_nowhere }) if found_nowhere.contains(id) => {
+                        LedgerState::Revoked
+                    }
+                    (None, Listing::Pending { .. }) => entry.state,
                 };
             }
             entry

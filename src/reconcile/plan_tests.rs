@@ -141,6 +141,7 @@ impl World {
                 ledger: &self.ledger,
                 known_users: &self.known_users,
                 deleted_users: &self.deleted_users,
+                listing: Listing::Full,
                 now: now(),
             },
             &self.policy,
@@ -1191,7 +1192,10 @@ fn observe_takes_clerks_status_for_pending_and_expired_entries_and_marks_missing
         entry(4, "d@x.com", Some("inv_d"), LedgerState::Pending),
         entry(5, "e@x.com", Some("inv_gone"), LedgerState::Expired),
     ];
-    let states: Vec<LedgerState> = observe(&ledger, &clerk).iter().map(|e| e.state).collect();
+    let states: Vec<LedgerState> = observe(&ledger, &clerk, Listing::Full)
+        .iter()
+        .map(|e| e.state)
+        .collect();
     assert_eq!(
         states,
         [
@@ -1199,6 +1203,45 @@ fn observe_takes_clerks_status_for_pending_and_expired_entries_and_marks_missing
             LedgerState::Expired,
             LedgerState::Pending,
             LedgerState::Revoked,
+            LedgerState::Revoked,
+        ]
+    );
+}
+
+#[test]
+fn a_pending_only_listing_takes_an_entry_for_revoked_only_when_a_lookup_found_it_nowhere() {
+    let clerk = [
+        invitation("inv_a", "a@x.com", InvitationStatus::Accepted),
+        invitation("inv_b", "b@x.com", InvitationStatus::Expired),
+        invitation("inv_c", "c@x.com", InvitationStatus::Pending),
+    ];
+    let ledger = [
+        entry(1, "a@x.com", Some("inv_a"), LedgerState::Pending),
+        entry(2, "b@x.com", Some("inv_b"), LedgerState::Pending),
+        entry(3, "c@x.com", Some("inv_c"), LedgerState::Pending),
+        entry(4, "d@x.com", Some("inv_d"), LedgerState::Pending),
+        entry(5, "e@x.com", Some("inv_e"), LedgerState::Expired),
+        entry(6, "f@x.com", Some("inv_f"), LedgerState::Pending),
+    ];
+    let found_nowhere: HashSet<String> = ["inv_f".to_owned()].into();
+    let states: Vec<LedgerState> = observe(
+        &ledger,
+        &clerk,
+        Listing::Pending {
+            found_nowhere: &found_nowhere,
+        },
+    )
+    .iter()
+    .map(|e| e.state)
+    .collect();
+    assert_eq!(
+        states,
+        [
+            LedgerState::Accepted,
+            LedgerState::Expired,
+            LedgerState::Pending,
+            LedgerState::Pending,
+            LedgerState::Expired,
             LedgerState::Revoked,
         ]
     );
@@ -1217,7 +1260,7 @@ fn observe_leaves_entries_in_other_states_or_without_an_id_alone() {
             ..entry(5, "a@x.com", Some("inv_a"), LedgerState::Revoked)
         },
     ];
-    assert_eq!(observe(&ledger, &clerk), ledger.to_vec());
+    assert_eq!(observe(&ledger, &clerk, Listing::Full), ledger.to_vec());
 }
 
 const POOL: [&str; 8] = [
@@ -1266,6 +1309,7 @@ impl Scenario {
             ledger: &self.ledger,
             known_users: &self.known_users,
             deleted_users: &NO_ONE,
+            listing: Listing::Full,
             now: now(),
         };
         plan(inputs, &self.policy)
@@ -1680,7 +1724,7 @@ proptest! {
     #[test]
     fn no_create_for_an_accepted_known_or_unsettled_email(s in scenario()) {
         let plan = s.plan();
-        let observed = observe(&s.ledger, &s.clerk);
+        let observed = observe(&s.ledger, &s.clerk, Listing::Full);
         for invitee in plan.creates() {
             let email = &invitee.email;
             prop_assert!(!s.known_users.contains(email), "{email} is a user");

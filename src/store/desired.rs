@@ -5,6 +5,7 @@
 //! that one row unreadable (reported as invalid with its reason), never the whole roster.
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
@@ -33,27 +34,59 @@ pub fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-/// Every roster row, oldest first, each read or refused on its own.
+/// Every roster row by address (`lower(btrim(email))`, the roster table's unique key), the
+/// oldest first among rows of one address, each read or refused on its own.
 pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
+    let mut rows = Vec::new();
+    for_each(db, relation, |row| rows.push(row)).await?;
+    Ok(rows)
+}
+
+/// Hands every roster row, in [`load`]'s order, to `each` as soon as it is read and decoded, so the
+/// roster is never held whole. Returns how many rows there were.
+pub async fn for_each(
+    db: impl PgExecutor<'_>,
+    relation: &str,
+    mut each: impl FnMut(RosterRow),
+) -> Result<usize, ReadError> {
+    let sql = select(relation, "");
+    let mut rows = sqlx::query(&sql).fetch(db);
+    let mut count = 0;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| relation_error(e, relation))?
+    {
+        each(decode(&row));
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Fails naming the relation when it, or a column the reader takes, cannot be read.
+pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadError> {
+    sqlx::query(&select(relation, " LIMIT 0"))
+        .execute(db)
+        .await
+        .map_err(|e| relation_error(e, relation))?;
+    Ok(())
+}
+
+fn select(relation: &str, tail: &str) -> String {
     // The relation comes from the configuration, so this query is built at run time. Times
     // arrive as microseconds since the Unix epoch in text (`Infinity` for an infinite one),
     // so no value can make the driver's decoding fail or panic.
     let micros = |column: &str| format!("(extract(epoch FROM {column}) * 1000000)::text");
-    let sql = format!(
+    format!(
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
                 expires_in_days::text, template_slug::text, {} AS not_before, source::text,
                 {} AS created_at, {} AS updated_at
-         FROM {} ORDER BY created_at NULLS FIRST, email",
+         FROM {} ORDER BY lower(btrim(email::text)), created_at NULLS FIRST, email{tail}",
         micros("not_before"),
         micros("created_at"),
         micros("updated_at"),
         quote_relation(relation)
-    );
-    let rows = sqlx::query(&sql)
-        .fetch_all(db)
-        .await
-        .map_err(|e| relation_error(e, relation))?;
-    Ok(rows.iter().map(decode).collect())
+    )
 }
 
 /// How many roster rows there are.
@@ -100,24 +133,24 @@ pub struct RawRow {
 
 fn decode(row: &PgRow) -> RosterRow {
     let mut problems = Vec::new();
-    let mut text = |column: &str| -> Option<String> {
-        row.try_get::<Option<String>, _>(column)
-            .unwrap_or_else(|e| {
-                problems.push(format!("{column} cannot be read: {e}"));
-                None
-            })
+    // By position, in the order of `select`'s columns: no lookup by name for every value.
+    let mut text = |index: usize, column: &str| -> Option<String> {
+        row.try_get::<Option<String>, _>(index).unwrap_or_else(|e| {
+            problems.push(format!("{column} cannot be read: {e}"));
+            None
+        })
     };
     let raw = RawRow {
-        email: text("email"),
-        public_metadata: text("public_metadata"),
-        redirect_url: text("redirect_url"),
-        notify: text("notify"),
-        expires_in_days: text("expires_in_days"),
-        template_slug: text("template_slug"),
-        not_before: text("not_before"),
-        source: text("source"),
-        created_at: text("created_at"),
-        updated_at: text("updated_at"),
+        email: text(0, "email"),
+        public_metadata: text(1, "public_metadata"),
+        redirect_url: text(2, "redirect_url"),
+        notify: text(3, "notify"),
+        expires_in_days: text(4, "expires_in_days"),
+        template_slug: text(5, "template_slug"),
+        not_before: text(6, "not_before"),
+        source: text(7, "source"),
+        created_at: text(8, "created_at"),
+        updated_at: text(9, "updated_at"),
     };
     match parse(raw) {
         Ok(row) if problems.is_empty() => Ok(row),

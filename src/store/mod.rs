@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod desired;
 pub mod ledger;
+pub mod listings;
 pub mod lock;
 pub mod retention;
 pub mod roster;

@@ -2091,3 +2091,178 @@ async fn an_invitation_for_an_address_the_email_rule_now_refuses_is_reported_and
     assert_eq!(pending_of(&h, address).len(), 1, "the invitation stays");
     assert_one_pending_each(&h, &[address.to_owned(), "bo@example.com".to_owned()]);
 }
+
+fn list_calls(h: &Harness) -> u64 {
+    h.sim.stats().total(SimOp::ListInvitations)
+}
+
+async fn set_ledger_state(h: &Harness, email: &str, state: &str) {
+    sqlx::query("UPDATE invite_sync_ledger SET state = $2 WHERE email = $1")
+        .bind(email)
+        .bind(state)
+        .execute(&h.db.pool)
+        .await
+        .expect("the ledger row is changed by hand");
+}
+
+#[tokio::test]
+async fn with_pending_only_listing_an_invitation_accepted_expired_or_revoked_by_hand_is_seen_once()
+{
+    let h = Harness::new().await;
+    let emails = people("fate", 4);
+    h.add_people(&refs(&emails)).await;
+    h.cycle().await;
+    let quiet = list_calls(&h);
+    h.cycle().await;
+    assert_eq!(list_calls(&h) - quiet, 1, "one pending listing, no lookup");
+
+    let [accepted, expired, revoked] = [0, 1, 2].map(|i| pending_of(&h, &emails[i]).remove(0));
+    assert!(h.sim.accept(&accepted.id));
+    assert!(h.sim.expire(&expired.id));
+    revoke_in_clerk(&h, &revoked.id).await;
+    let before = list_calls(&h);
+
+    let seen = h.cycle().await;
+
+    // The pending listing, then one lookup for the accepted and the expired invitation and
+    // two (not revoked, then revoked) for the revoked one.
+    assert_eq!(list_calls(&h) - before, 1 + 1 + 1 + 2);
+    assert_eq!(count(&seen, "accepted"), 1);
+    assert_eq!(count(&seen, "reinvite"), 1);
+    assert_eq!(count(&seen, "revoked_externally"), 1);
+    assert_eq!(seen.created, 1, "only the expired one is invited again");
+    let states = |entries: Vec<LedgerEntry>| -> Vec<LedgerState> {
+        entries.into_iter().map(|e| e.state).collect()
+    };
+    assert_eq!(
+        states(ledger_of(&h, &emails[0]).await),
+        [LedgerState::Accepted]
+    );
+    assert_eq!(
+        states(ledger_of(&h, &emails[1]).await),
+        [LedgerState::Expired, LedgerState::Pending]
+    );
+    assert_eq!(
+        states(ledger_of(&h, &emails[2]).await),
+        [LedgerState::Revoked]
+    );
+    assert_eq!(pending_of(&h, &emails[1]).len(), 1);
+    assert!(pending_of(&h, &emails[2]).is_empty(), "not invited again");
+
+    let writes_before = writes(&h.sim.stats());
+    let before = list_calls(&h);
+    let again = h.cycle().await;
+    assert_eq!(list_calls(&h) - before, 1, "their fates are asked once");
+    assert_eq!(writes(&h.sim.stats()), writes_before, "nothing sent");
+    assert_eq!(
+        (
+            count(&again, "accepted"),
+            count(&again, "revoked_externally"),
+            count(&again, "in_sync")
+        ),
+        (1, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_steady_state_of_pending_and_accepted_invitations_costs_a_list_call_per_500_pending() {
+    const N: usize = 510;
+    let h = Harness::with(
+        SimOptions {
+            secret_key: "sk_live_simulator".to_owned(),
+            rate_limits: false,
+            ..SimOptions::default()
+        },
+        &[
+            ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "100000"),
+            ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "100000"),
+        ],
+    )
+    .await;
+    let emails = people("steady", 2 * N);
+    add_many(&h, &emails).await;
+    let first = h.cycle().await;
+    assert_eq!(first.created, 2 * N);
+    for email in &emails[..N] {
+        let invitation = pending_of(&h, email).remove(0);
+        assert!(h.sim.accept(&invitation.id));
+    }
+    let full = h
+        .cycle_with(Request {
+            full: true,
+            ..Request::new("operator")
+        })
+        .await;
+    assert_eq!(count(&full, "accepted"), N);
+
+    let before = list_calls(&h);
+    let steady = h.cycle().await;
+    assert_eq!(
+        list_calls(&h) - before,
+        N.div_ceil(500) as u64,
+        "the pending invitations alone are listed, no lookup"
+    );
+    assert_eq!(
+        (count(&steady, "accepted"), count(&steady, "in_sync")),
+        (N, N)
+    );
+    assert_eq!((steady.created, steady.revoked), (0, 0));
+
+    let before = list_calls(&h);
+    h.cycle_with(Request {
+        full: true,
+        ..Request::new("operator")
+    })
+    .await;
+    assert_eq!(
+        list_calls(&h) - before,
+        (2 * N).div_ceil(500) as u64,
+        "a full listing reads every invitation"
+    );
+}
+
+#[tokio::test]
+async fn the_scheduled_full_reconciliation_finds_what_pending_only_cycles_miss() {
+    let h = Harness::new().await;
+    let emails = people("full", 2);
+    h.add_people(&refs(&emails)).await;
+    h.cycle().await;
+    let person = emails[0].as_str();
+    let invitation = pending_of(&h, person).remove(0);
+    assert!(h.sim.accept(&invitation.id));
+    // The ledger changed by hand: it no longer says pending, so nothing looks it up.
+    set_ledger_state(&h, person, "expired").await;
+
+    let missed = h.cycle_with(dry("check")).await;
+    assert_eq!(
+        count(&missed, "reinvite"),
+        1,
+        "a pending-only cycle cannot see it"
+    );
+
+    // A tick of sync.full_schedule (daily) has passed since the last full listing.
+    sqlx::query("UPDATE invite_sync_full_listings SET listed_at = listed_at - interval '25 hours'")
+        .execute(&h.db.pool)
+        .await
+        .expect("the last full listing is moved back");
+    let writes_before = writes(&h.sim.stats());
+    let full = h.cycle().await;
+
+    assert_eq!(count(&full, "accepted"), 1);
+    assert_eq!((count(&full, "reinvite"), full.created), (0, 0));
+    assert_eq!(writes(&h.sim.stats()), writes_before, "nothing sent");
+    assert_eq!(ledger_of(&h, person).await[0].state, LedgerState::Accepted);
+    let listed_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT listed_at FROM invite_sync_full_listings")
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("the full listing is recorded");
+    assert!(listed_at > chrono::Utc::now() - chrono::Duration::minutes(1));
+
+    let after = h.cycle().await;
+    assert_eq!(
+        count(&after, "accepted"),
+        1,
+        "and the pending-only cycles know it now"
+    );
+}

@@ -1,0 +1,379 @@
+//! What a cycle costs as the roster grows: for `plan --format json` over a roster of N rows
+//! with Clerk holding nothing, and for a steady-state `sync` over N rows with Clerk holding
+//! N/2 pending and N/2 accepted invitations (nothing changed since the last cycle), it prints
+//! the wall time, the time of `COPY desired_invitees TO STDOUT` into /dev/null in the same run
+//! (reading the table alone), the peak RSS of the invite-sync process (`/usr/bin/time -v`) and
+//! Clerk's calls by operation (from the simulator's `/_sim/stats`).
+//!
+//! `cargo bench --bench scale [-- plan:N ... steady:N ...]`; by default plan:10000,
+//! plan:100000, plan:1000000, steady:10000 and steady:100000. A steady case seeds Clerk by
+//! running cycles against a simulator without rate limits (about 7 minutes per 100,000
+//! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
+//! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
+//! PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database. `BENCH_SERVICE_BIN`
+//! measures another build of invite-sync.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Executor};
+
+mod support;
+use support::wait;
+
+const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
+/// A production key: invite-sync paces itself at 1000 requests per 10 s.
+const KEY: &str = "sk_live_scale_bench";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Case {
+    Plan(usize),
+    Steady(usize),
+}
+
+impl Case {
+    fn parse(text: &str) -> anyhow::Result<Case> {
+        let (kind, rows) = text
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("{text:?}: expected plan:N or steady:N"))?;
+        let rows: usize = rows.replace('_', "").parse()?;
+        match kind {
+            "plan" => Ok(Case::Plan(rows)),
+            "steady" => Ok(Case::Steady(rows)),
+            _ => anyhow::bail!("{text:?}: expected plan:N or steady:N"),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let asked: Vec<Case> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| Case::parse(&a))
+        .collect::<Result<_, _>>()?;
+    let cases = if asked.is_empty() {
+        vec![
+            Case::Plan(10_000),
+            Case::Plan(100_000),
+            Case::Plan(1_000_000),
+            Case::Steady(10_000),
+            Case::Steady(100_000),
+        ]
+    } else {
+        asked
+    };
+    let service = std::env::var("BENCH_SERVICE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    println!("service binary: {service}");
+    println!(
+        "| case | roster rows | Clerk holds | wall | COPY of the table | wall / COPY | peak RSS | Clerk calls |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for case in cases {
+        for line in with_database(|url| run(case, &service, url)).await? {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn with_database<F, Fut>(f: F) -> anyhow::Result<Vec<String>>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<String>>>,
+{
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let server: PgConnectOptions = server_url.parse()?;
+    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = server.clone().database("postgres").connect().await?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let mut url = url::Url::parse(&server_url)?;
+    url.set_path(&format!("/{name}"));
+    let result = f(url.to_string()).await;
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await?;
+    result
+}
+
+/// A child process stopped with SIGTERM when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A finished process as `/usr/bin/time -v` saw it.
+struct Measured {
+    wall: Duration,
+    peak_rss_kb: u64,
+}
+
+/// Runs `program args` under `/usr/bin/time -v`, its output into /dev/null.
+fn measure(program: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        output.status.success(),
+        "{program} {args:?} failed: {stderr}"
+    );
+    let peak_rss_kb = stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes):")
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no peak RSS in: {stderr}"))?;
+    Ok(Measured { wall, peak_rss_kb })
+}
+
+/// Calls by operation (every status together), from `/_sim/stats`.
+fn calls(stats: &Value) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for (operation, by_status) in stats.as_object().into_iter().flatten() {
+        let Some(by_status) = by_status.as_object() else {
+            continue;
+        };
+        let n: u64 = by_status.values().filter_map(Value::as_u64).sum();
+        calls.insert(operation.clone(), n);
+    }
+    calls
+}
+
+fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> String {
+    let shown: Vec<String> = after
+        .iter()
+        .map(|(op, n)| (op, n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
+async fn stats(http: &reqwest::Client, root: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let stats: Value = http
+        .get(format!("{root}/_sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(calls(&stats))
+}
+
+fn mb(kb: u64) -> String {
+    format!("{} MB", kb / 1024)
+}
+
+fn row(
+    case: &str,
+    rows: usize,
+    holds: &str,
+    run: &Measured,
+    copy: &Measured,
+    clerk: &str,
+) -> String {
+    format!(
+        "| {case} | {rows} | {holds} | {:.2} s | {:.2} s ({}) | {:.1}x | {} | {clerk} |",
+        run.wall.as_secs_f64(),
+        copy.wall.as_secs_f64(),
+        mb(copy.peak_rss_kb),
+        run.wall.as_secs_f64() / copy.wall.as_secs_f64().max(0.001),
+        mb(run.peak_rss_kb),
+    )
+}
+
+async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<String>> {
+    let (Case::Plan(rows) | Case::Steady(rows)) = case;
+    let port = free_port()?;
+    let root = format!("http://127.0.0.1:{port}");
+    let _sim = Proc(
+        Command::new(BIN)
+            .args(["clerk-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--secret-key", KEY, "--no-rate-limits"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let http = reqwest::Client::new();
+    wait(Duration::from_secs(10), || {
+        let request = http.get(format!("{root}/_sim/stats")).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await?;
+
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", url.clone()),
+        ("CLERK_SECRET_KEY", KEY.to_owned()),
+        ("INVITE_SYNC__CLERK__API_URL", format!("{root}/v1")),
+        (
+            "INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW",
+            "100000".into(),
+        ),
+        (
+            "INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW",
+            "100000".into(),
+        ),
+        (
+            "INVITE_SYNC__CLERK__USER_CHECKS_PER_CYCLE",
+            "1000000".into(),
+        ),
+        ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "0".into()),
+        ("INVITE_SYNC__LOG__LEVEL", "warn".into()),
+    ];
+    let migrated = Command::new(service)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()?;
+    anyhow::ensure!(migrated.status.success(), "migrate: {migrated:?}");
+    let pool = sqlx::PgPool::connect(&url).await?;
+    sqlx::query(
+        "INSERT INTO desired_invitees (email, created_at)
+         SELECT 'person' || lpad(i::text, 7, '0') || '@example.com',
+                now() - make_interval(secs => $1 - i)
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows as i32)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE desired_invitees")
+        .execute(&pool)
+        .await?;
+    let copy = || {
+        measure(
+            "psql",
+            &["-q", "-d", &url, "-c", "COPY desired_invitees TO STDOUT"],
+            &[],
+        )
+    };
+
+    match case {
+        Case::Plan(_) => {
+            let before = stats(&http, &root).await?;
+            let copied = copy()?;
+            let planned = measure(service, &["plan", "--format", "json"], &env)?;
+            let clerk = difference(&stats(&http, &root).await?, &before);
+            Ok(vec![row(
+                "plan --format json",
+                rows,
+                "nothing",
+                &planned,
+                &copied,
+                &clerk,
+            )])
+        }
+        Case::Steady(_) => {
+            seed(service, &env, &http, &root, rows).await?;
+            let holds = format!("{} pending + {} accepted", rows - rows / 2, rows / 2);
+            let mut lines = Vec::new();
+            for (name, args) in [
+                ("sync (steady state)", &["sync"][..]),
+                ("sync --full", &["sync", "--full"][..]),
+                ("sync (steady state, again)", &["sync"][..]),
+            ] {
+                let before = stats(&http, &root).await?;
+                let copied = copy()?;
+                let synced = measure(service, args, &env)?;
+                let clerk = difference(&stats(&http, &root).await?, &before);
+                lines.push(row(name, rows, &holds, &synced, &copied, &clerk));
+            }
+            Ok(lines)
+        }
+    }
+}
+
+/// Invites everyone through cycles, accepts half of the invitations in the simulator, and
+/// lets a full reconciliation and a cycle record it all.
+async fn seed(
+    service: &str,
+    env: &[(&str, String)],
+    http: &reqwest::Client,
+    root: &str,
+    rows: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let synced = Command::new(service)
+        .arg("sync")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(synced.success(), "the seeding cycle failed: {synced:?}");
+    let invitations: Vec<Value> = http
+        .get(format!("{root}/_sim/invitations"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        invitations.len() == rows,
+        "seeding made {} invitations for {rows} people",
+        invitations.len()
+    );
+    let ids: Vec<String> = invitations
+        .iter()
+        .take(rows / 2)
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    let accepted: Vec<bool> = futures_util::stream::iter(ids)
+        .map(|id| {
+            let request = http
+                .post(format!("{root}/_sim/invitations/{id}/accept"))
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    anyhow::ensure!(accepted.iter().all(|a| *a), "an acceptance failed");
+    for args in [&["sync", "--full"][..], &["sync"][..]] {
+        let status = Command::new(service)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "{args:?} failed while seeding: {status:?}"
+        );
+    }
+    eprintln!(
+        "seeded {rows} people ({} accepted) in {:.0} s",
+        rows / 2,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
