@@ -5,8 +5,12 @@
 //! (reading the table alone), the peak RSS of the invite-sync process (`/usr/bin/time -v`) and
 //! Clerk's calls by operation (from the simulator's `/_sim/stats`).
 //!
-//! `cargo bench --bench scale [-- plan:N ... steady:N ...]`; by default plan:10000,
-//! plan:100000, plan:1000000, steady:10000 and steady:100000. A steady case seeds Clerk by
+//! `accepted:N` measures two `sync`s over N rows whose people all accepted long ago (ledger and
+//! known users seeded by SQL, Clerk holding nothing pending): the first lists in full, the
+//! second is the steady state.
+//!
+//! `cargo bench --bench scale [-- plan:N ... steady:N ... accepted:N ...]`; by default plan:10000,
+//! plan:100000, plan:1000000, steady:10000, steady:100000 and accepted:1000000. A steady case seeds Clerk by
 //! running cycles against a simulator without rate limits (about 7 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
@@ -33,18 +37,22 @@ const KEY: &str = "sk_live_scale_bench";
 enum Case {
     Plan(usize),
     Steady(usize),
+    /// Everyone accepted long ago: the ledger and the known users say so, Clerk holds no
+    /// pending invitation. Seeded by SQL, so it is quick at any size.
+    Accepted(usize),
 }
 
 impl Case {
     fn parse(text: &str) -> anyhow::Result<Case> {
         let (kind, rows) = text
             .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("{text:?}: expected plan:N or steady:N"))?;
+            .ok_or_else(|| anyhow::anyhow!("{text:?}: expected plan:N, steady:N or accepted:N"))?;
         let rows: usize = rows.replace('_', "").parse()?;
         match kind {
             "plan" => Ok(Case::Plan(rows)),
             "steady" => Ok(Case::Steady(rows)),
-            _ => anyhow::bail!("{text:?}: expected plan:N or steady:N"),
+            "accepted" => Ok(Case::Accepted(rows)),
+            _ => anyhow::bail!("{text:?}: expected plan:N, steady:N or accepted:N"),
         }
     }
 }
@@ -63,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             Case::Plan(1_000_000),
             Case::Steady(10_000),
             Case::Steady(100_000),
+            Case::Accepted(1_000_000),
         ]
     } else {
         asked
@@ -215,7 +224,7 @@ fn row(
 }
 
 async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<String>> {
-    let (Case::Plan(rows) | Case::Steady(rows)) = case;
+    let (Case::Plan(rows) | Case::Steady(rows) | Case::Accepted(rows)) = case;
     let port = free_port()?;
     let root = format!("http://127.0.0.1:{port}");
     let _sim = Proc(
@@ -294,6 +303,28 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
                 &clerk,
             )])
         }
+        Case::Accepted(_) => {
+            seed_accepted(&pool, rows).await?;
+            let mut lines = Vec::new();
+            for (name, args) in [
+                ("sync (first: a full listing)", &["sync"][..]),
+                ("sync (steady state)", &["sync"][..]),
+            ] {
+                let before = stats(&http, &root).await?;
+                let copied = copy()?;
+                let synced = measure(service, args, &env)?;
+                let clerk = difference(&stats(&http, &root).await?, &before);
+                lines.push(row(
+                    name,
+                    rows,
+                    "nothing pending; everyone accepted",
+                    &synced,
+                    &copied,
+                    &clerk,
+                ));
+            }
+            Ok(lines)
+        }
         Case::Steady(_) => {
             seed(service, &env, &http, &root, rows).await?;
             let holds = format!("{} pending + {} accepted", rows - rows / 2, rows / 2);
@@ -312,6 +343,39 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
             Ok(lines)
         }
     }
+}
+
+/// Records everyone on the roster as invited by invite-sync and accepted a month ago, and as a
+/// known user: the state of a roster that was drained long ago.
+async fn seed_accepted(pool: &sqlx::PgPool, rows: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO invite_sync_ledger
+             (target, email, clerk_invitation_id, state, owned, sent_at, settled_at)
+         SELECT 'default', 'person' || lpad(i::text, 7, '0') || '@example.com',
+                'inv_seeded_' || i, 'accepted', true,
+                now() - interval '30 days', now() - interval '30 days'
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows as i32)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO invite_sync_known_users (target, email, seen_via)
+         SELECT 'default', 'person' || lpad(i::text, 7, '0') || '@example.com', 'accepted'
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows as i32)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE invite_sync_ledger, invite_sync_known_users")
+        .execute(pool)
+        .await?;
+    eprintln!(
+        "seeded {rows} accepted people in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Invites everyone through cycles, accepts half of the invitations in the simulator, and
