@@ -24,6 +24,9 @@ const ROSTER: &str = include_str!("../../config/demo-roster.csv");
 const EXISTING_USERS: [&str; 3] = ["grace@example.com", "ken@example.com", "vint@example.com"];
 /// The bearer token of the demo's `/v1/` endpoints.
 const DEMO_API_TOKEN: &str = "demo-token-not-a-secret";
+/// The simulated Clerk signs its user webhooks with this; the demo's service checks them.
+const DEMO_WEBHOOK_SECRET: &str = "whsec_ZGVtby13ZWJob29rLW5vdC1hLXNlY3JldA==";
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
 /// People the demo removes from the roster.
 const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
 
@@ -45,10 +48,16 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     };
     let database_url = create_database(&server_url).await?;
 
-    let simulator = sim::start(SimOptions::default())
+    // The simulated Clerk tells the demo's service of users made and deleted, as Clerk's
+    // webhooks would: the whole loop, rehearsed.
+    let webhook = sim::WebhookTarget::new(
+        &format!("http://{DEMO_LISTEN}/v1/webhooks/clerk"),
+        DEMO_WEBHOOK_SECRET,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let simulator = sim::start(SimOptions::default().with_webhook(webhook))
         .await
         .context("the simulated Clerk could not start")?;
-    simulator.seed_users(&EXISTING_USERS);
 
     let env: HashMap<String, String> = [
         ("DATABASE_URL", database_url.as_str()),
@@ -56,8 +65,12 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
         ("INVITE_SYNC__SYNC__SCHEDULE", "*/30 * * * * *"),
         ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "15"),
-        ("INVITE_SYNC__HTTP__LISTEN", "127.0.0.1:8080"),
+        ("INVITE_SYNC__HTTP__LISTEN", DEMO_LISTEN),
         ("INVITE_SYNC__HTTP__API_TOKEN", DEMO_API_TOKEN),
+        (
+            "INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET",
+            DEMO_WEBHOOK_SECRET,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -68,6 +81,15 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     store::migrate(&pool)
         .await
         .context("the migrations could not be applied")?;
+    // The webhooks' endpoint is up while the script runs; the service takes it over after.
+    let webhooks = match WebhookEndpoint::start(&reconciler, &settings).await {
+        Ok(endpoint) => Some(endpoint),
+        Err(error) => {
+            println!("(Clerk's user webhooks are not delivered in this demo: {error:#})");
+            None
+        }
+    };
+    simulator.seed_users(&EXISTING_USERS);
 
     heading("1. The sample roster goes into desired_invitees");
     let imported = import::import_reader(
@@ -134,11 +156,34 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     cycle(&reconciler, "demo").await?;
     print_status(&pool, &settings).await?;
 
+    heading("6. Clerk deletes ada's account; she is still on the roster, so she is invited again");
+    let ada = simulator
+        .users()
+        .into_iter()
+        .find(|u| u.emails().any(|e| e == "ada@example.com"));
+    if let Some(ada) = ada {
+        simulator.delete_user(&ada.id);
+        println!(
+            "deleted user {}: the simulated Clerk sends user.deleted to the service",
+            ada.id
+        );
+    }
+    if !simulator
+        .webhooks_settled(std::time::Duration::from_secs(15))
+        .await
+    {
+        println!("(the user webhooks were not all delivered within 15 s)");
+    }
+    cycle(&reconciler, "demo").await?;
+
     let stats = simulator.stats();
     println!(
         "\nSimulated Clerk received: {}",
         serde_json::to_string(&stats).unwrap_or_default()
     );
+    if let Some(webhooks) = webhooks {
+        webhooks.stop().await;
+    }
     if once {
         simulator.shutdown().await;
         pool.close().await;
@@ -151,7 +196,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    heading("6. The service keeps running (Ctrl-C stops it)");
+    heading("7. The service keeps running (Ctrl-C stops it)");
     println!(
         "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'): a cycle follows within seconds)\nHTTP: http://{}/metrics, and curl -H 'Authorization: Bearer {DEMO_API_TOKEN}' http://{}/v1/status",
         simulator.base_url(),
@@ -169,6 +214,34 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// The server the demo uses when DATABASE_URL is not set.
+/// The HTTP endpoint the simulated Clerk's webhooks reach while the script runs.
+struct WebhookEndpoint {
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl WebhookEndpoint {
+    async fn start(
+        reconciler: &reconcile::Reconciler,
+        settings: &Settings,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        // Cycles run from the script: requests for one are dropped with the worker.
+        let (_worker, triggers) = service::worker(reconciler.clone(), stop.clone());
+        let state = service::http::AppState::new(reconciler.pool.clone(), triggers, settings)?;
+        let listener = tokio::net::TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?;
+        let served = tokio::spawn(service::http::serve(listener, state, stop.clone()));
+        Ok(WebhookEndpoint { stop, served })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.served.await;
+    }
+}
+
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Whether a PostgreSQL server accepts a connection at `url` within 3 s.

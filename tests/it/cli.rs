@@ -1681,6 +1681,14 @@ async fn demo_once_shows_the_plan_the_creates_and_the_revocations_of_the_leavers
         out[leave..].contains("cycle succeeded: 0 created, 3 revoked"),
         "{finished}"
     );
+    // Clerk deletes a user who accepted: its user.deleted webhook reaches the demo's service
+    // and the next cycle invites her again.
+    let deleted = at("Clerk deletes ada's account");
+    assert!(
+        out[deleted..].contains("cycle succeeded: 1 created, 0 revoked"),
+        "{finished}"
+    );
+    assert!(out[deleted..].contains(r#""user.deleted":1"#), "{finished}");
     assert!(!finished.stderr.trim().is_empty(), "no log lines");
     for line in finished.stderr.lines() {
         assert!(
