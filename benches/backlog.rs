@@ -14,15 +14,13 @@
 //! build of invite-sync as the service (to compare two versions against the same simulator).
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Executor};
 
 mod support;
-use support::wait;
+use support::{free_port, start_simulator, with_database, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
 const KEY: &str = "sk_test_backlog_bench";
@@ -71,46 +69,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn with_database<F, Fut>(f: F) -> anyhow::Result<String>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<String>>,
-{
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let server: PgConnectOptions = server_url.parse()?;
-    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = server.clone().database("postgres").connect().await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    let mut url = url::Url::parse(&server_url)?;
-    url.set_path(&format!("/{name}"));
-    let result = f(url.to_string()).await;
-    admin
-        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-        .await?;
-    result
-}
-
-/// A child process stopped with SIGTERM when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -119,23 +77,8 @@ fn now_ms() -> i64 {
 }
 
 async fn run(scenario: &Scenario, service: &str, hour: u64, url: String) -> anyhow::Result<String> {
-    let port = free_port()?;
-    let root = format!("http://127.0.0.1:{port}");
-    let _sim = Proc(
-        Command::new(BIN)
-            .args(["clerk-sim", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--secret-key", KEY, "--hour-seconds", &hour.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let (_sim, root) = start_simulator(BIN, KEY, &["--hour-seconds", &hour.to_string()]).await?;
     let http = reqwest::Client::new();
-    wait(Duration::from_secs(10), || {
-        let request = http.get(format!("{root}/_sim/stats")).send();
-        async move { request.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await?;
 
     let emails: Vec<String> = (0..scenario.people)
         .map(|i| format!("{}{i:05}@example.com", scenario.name))

@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Executor};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::wait;
+use support::{wait, with_database};
 
 use invite_sync::clerk::sim::{self, SimOptions};
 use invite_sync::config::Settings;
@@ -23,24 +21,10 @@ const SAMPLES: usize = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let server: PgConnectOptions = server_url.parse()?;
-    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = server.clone().database("postgres").connect().await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    let result = measure(&server_url, &name).await;
-    admin
-        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-        .await?;
-    result
+    with_database(measure).await
 }
 
-async fn measure(server_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut url = url::Url::parse(server_url)?;
-    url.set_path(&format!("/{name}"));
+async fn measure(url: String) -> anyhow::Result<()> {
     let simulator = sim::start(SimOptions::default()).await?;
     let mut env: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),

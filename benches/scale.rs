@@ -18,16 +18,14 @@
 //! measures another build of invite-sync.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Executor};
 
 mod support;
-use support::wait;
+use support::{start_simulator, with_database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
 /// A production key: invite-sync paces itself at 1000 requests per 10 s.
@@ -88,46 +86,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn with_database<F, Fut>(f: F) -> anyhow::Result<Vec<String>>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Vec<String>>>,
-{
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let server: PgConnectOptions = server_url.parse()?;
-    let name = format!("invite_sync_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = server.clone().database("postgres").connect().await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    let mut url = url::Url::parse(&server_url)?;
-    url.set_path(&format!("/{name}"));
-    let result = f(url.to_string()).await;
-    admin
-        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-        .await?;
-    result
-}
-
-/// A child process stopped with SIGTERM when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A finished process as `/usr/bin/time -v` saw it.
@@ -225,23 +183,8 @@ fn row(
 
 async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<String>> {
     let (Case::Plan(rows) | Case::Steady(rows) | Case::Accepted(rows)) = case;
-    let port = free_port()?;
-    let root = format!("http://127.0.0.1:{port}");
-    let _sim = Proc(
-        Command::new(BIN)
-            .args(["clerk-sim", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--secret-key", KEY, "--no-rate-limits"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let (_sim, root) = start_simulator(BIN, KEY, &["--no-rate-limits"]).await?;
     let http = reqwest::Client::new();
-    wait(Duration::from_secs(10), || {
-        let request = http.get(format!("{root}/_sim/stats")).send();
-        async move { request.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await?;
 
     let env: Vec<(&str, String)> = vec![
         ("DATABASE_URL", url.clone()),
