@@ -338,6 +338,8 @@ impl Executor<'_> {
     ) -> Result<VecDeque<DesiredInvitee>, Stop> {
         let max_age = i64::try_from(self.drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
         let mut invitable = users::fresh_not_users(self.pool, self.target, max_age).await?;
+        // Those this cycle found to be users: they leave the queue, and await nothing.
+        let mut found_users: HashSet<Email> = HashSet::new();
         let unchecked: Vec<Email> = queue
             .iter()
             .filter(|m| !invitable.contains(&m.email))
@@ -380,14 +382,14 @@ impl Executor<'_> {
                 metrics.action("user_check", "not_user");
             }
             invitable.extend(not_users);
+            found_users.extend(known.into_iter().map(|user| user.email));
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = queue
             .into_iter()
             .partition(|m| invitable.contains(&m.email));
-        let users_now = users::live(self.pool, self.target).await?;
         self.tally.awaiting_user_check = waiting
             .iter()
-            .filter(|m| !users_now.contains(&m.email))
+            .filter(|m| !found_users.contains(&m.email))
             .count();
         Ok(ready.into())
     }
