@@ -226,13 +226,11 @@ impl WebhookEndpoint {
         settings: &Settings,
     ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
-        // Cycles run from the script: requests for one are dropped with the worker.
-        let (_worker, triggers) = service::worker(reconciler.clone(), stop.clone());
-        let state = service::http::AppState::new(reconciler.pool.clone(), triggers, settings)?;
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?;
-        let served = tokio::spawn(service::http::serve(listener, state, stop.clone()));
+        // Cycles run from the script.
+        let served = service::serve_http_alone(reconciler, settings, listener, stop.clone())?;
         Ok(WebhookEndpoint { stop, served })
     }
 

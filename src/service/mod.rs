@@ -210,6 +210,19 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Serves the HTTP endpoints alone, without the worker: a cycle they ask for is not run
+/// (whoever calls this runs cycles itself), the webhooks and SCIM write as in `run`.
+pub fn serve_http_alone(
+    reconciler: &Reconciler,
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    let (_worker, triggers) = worker(reconciler.clone(), shutdown.clone());
+    let state = http::AppState::new(reconciler.pool.clone(), triggers, settings)?;
+    Ok(tokio::spawn(http::serve(listener, state, shutdown)))
+}
+
 /// Starts the cron schedule: each tick asks for a cycle.
 pub async fn schedule(expression: &str, triggers: Triggers) -> anyhow::Result<JobScheduler> {
     let scheduler = JobScheduler::new()

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use invite_sync::clerk::sim::SimOptions;
 use invite_sync::clerk::InvitationStatus;
 use invite_sync::config::Settings;
-use invite_sync::service::http::{serve, AppState};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -67,14 +66,12 @@ impl Endpoint {
             .await
             .expect("the reconciler builds");
         let shutdown = CancellationToken::new();
-        let (_unused_worker, triggers) = invite_sync::service::worker(reconciler, shutdown.clone());
-        let state =
-            AppState::new(h.db.pool.clone(), triggers, &settings).expect("the state builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port is free");
         let addr = listener.local_addr().expect("the listener has an address");
-        tokio::spawn(serve(listener, state, shutdown.clone()));
+        invite_sync::service::serve_http_alone(&reconciler, &settings, listener, shutdown.clone())
+            .expect("the endpoints start");
         Endpoint {
             addr,
             client: reqwest::Client::builder()
