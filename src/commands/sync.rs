@@ -42,13 +42,7 @@ pub async fn run(
         run_id: None,
         full,
     };
-    let result = match reconciler.run_cycle(&request, &shutdown).await {
-        Ok(result) => result,
-        Err(error) => {
-            crate::service::remember_clerk_block(&reconciler, &error).await;
-            return Err(error.into());
-        }
-    };
+    let result = reconciler.run_cycle(&request, &shutdown).await?;
     Ok(match result {
         CycleResult::Skipped { holder } => {
             let who = holder

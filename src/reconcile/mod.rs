@@ -509,6 +509,9 @@ impl Reconciler {
         metrics.lock_held.set(1);
         let started = std::time::Instant::now();
         let outcome = self.locked_cycle(request, shutdown, &mut leader).await;
+        if let Err(error) = &outcome {
+            self.remember_clerk_block(error).await;
+        }
         metrics
             .cycle_duration
             .observe(started.elapsed().as_secs_f64());
@@ -524,6 +527,28 @@ impl Reconciler {
             tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
         }
         outcome.map(|report| CycleResult::Ran(Box::new(report)))
+    }
+
+    /// Keeps the block of a 429 that failed the cycle (the listing's) in the database, so
+    /// that `status` and `/v1/status` show it; the creates' blocks are recorded where they
+    /// are sent.
+    async fn remember_clerk_block(&self, error: &CycleError) {
+        let CycleError::Clerk(ClientError::RateLimited {
+            operation,
+            retry_after: Some(wait),
+            sent: true,
+            ..
+        }) = error
+        else {
+            return;
+        };
+        let seconds = i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+        if let Err(error) =
+            budget_store::record_block(&self.pool, &self.config.target, operation.as_str(), seconds)
+                .await
+        {
+            tracing::warn!(error = %error, "the block of Clerk's 429 could not be recorded");
+        }
     }
 
     async fn locked_cycle(

@@ -17,9 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::clerk::ClientError;
 use crate::config::Settings;
-use crate::reconcile::{CycleError, CycleResult, Reconciler, Request};
+use crate::reconcile::{CycleResult, Reconciler, Request};
 
 /// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
 #[derive(Debug, Clone)]
@@ -116,7 +115,6 @@ impl Worker {
                 Step::Ran(result)
             }
             Err(error) => {
-                remember_clerk_block(&self.reconciler, &error).await;
                 tracing::error!(error = %error, "cycle failed; the next trigger retries");
                 Step::Failed(error.to_string())
             }
@@ -176,31 +174,6 @@ pub fn next_wake(
         );
     }
     wake
-}
-
-/// Keeps the block of a 429 that failed a cycle (the listing's) in the database, so that
-/// `status` and `/v1/status` show it; the creates' blocks are recorded where they are sent.
-pub async fn remember_clerk_block(reconciler: &Reconciler, error: &CycleError) {
-    let CycleError::Clerk(ClientError::RateLimited {
-        operation,
-        retry_after: Some(wait),
-        sent: true,
-        ..
-    }) = error
-    else {
-        return;
-    };
-    let seconds = i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
-    if let Err(error) = crate::store::budget::record_block(
-        &reconciler.pool,
-        &reconciler.config.target,
-        operation.as_str(),
-        seconds,
-    )
-    .await
-    {
-        tracing::warn!(error = %error, "the block of Clerk's 429 could not be recorded");
-    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
