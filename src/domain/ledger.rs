@@ -61,3 +61,15 @@ impl LedgerState {
         .find(|state| state.as_str() == s)
     }
 }
+
+/// What the plan knows of one person besides their roster row: their ledger entries, oldest
+/// first (as the ledger holds them; the planner applies what Clerk's listing shows), and what
+/// Clerk said of them as a user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    pub entries: Vec<LedgerEntry>,
+    /// Clerk says the address is a user's.
+    pub user: bool,
+    /// Clerk deleted the user: what they accepted before does not count.
+    pub deleted: bool,
+}

@@ -6,4 +6,4 @@ mod ledger;
 
 pub use email::{Email, EmailError};
 pub use invitee::{DesiredInvitee, DesiredRow, InvalidRow, RowDefaults, MAX_METADATA_BYTES};
-pub use ledger::{LedgerEntry, LedgerState};
+pub use ledger::{LedgerEntry, LedgerState, Person};

@@ -209,13 +209,9 @@ impl Executor<'_> {
     /// the address, or forgets the row so the plan queues the person again. Younger ones
     /// wait (the plan reports them unsettled), since Clerk may still be working on them.
     pub async fn settle(&mut self) -> Result<(), Stop> {
-        let entries = ledger::load(self.pool, self.target).await?;
+        let entries = ledger::live(self.pool, self.target).await?;
         let now = store::now(self.pool).await?;
         let settle_after = chrono::Duration::from_std(self.settle_after).unwrap_or_default();
-        let known: HashSet<&str> = entries
-            .iter()
-            .filter_map(|e| e.clerk_invitation_id.as_deref())
-            .collect();
         let due: Vec<&LedgerEntry> = entries
             .iter()
             .filter(|e| e.state == LedgerState::Sending)
@@ -223,6 +219,12 @@ impl Executor<'_> {
             .collect();
         for entry in due {
             self.checkpoint().await?;
+            // The invitations the ledger already holds for the address are not this create's.
+            let recorded = ledger::of_email(self.pool, self.target, &entry.email).await?;
+            let known: HashSet<&str> = recorded
+                .iter()
+                .filter_map(|e| e.clerk_invitation_id.as_deref())
+                .collect();
             let found = match self.clerk.find_by_email(entry.email.as_str(), None).await {
                 Ok(found) => found,
                 Err(error) => {

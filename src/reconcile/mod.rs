@@ -21,7 +21,9 @@ use crate::clerk::budget::{self, Budget, Endpoint};
 use crate::clerk::{ClerkClient, ClientError, Invitation, InvitationStatus, Operation};
 use crate::config::Settings;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
-use crate::store::{self, budget as budget_store, desired, ledger, listings, lock, runs, users};
+use crate::store::{
+    self, budget as budget_store, desired, ledger, listings, lock, people, runs, users,
+};
 use execute::{Executor, Stop, Tally};
 use guard::{HoldReason, Revocation, Verdict};
 use plan::{Item, Plan, Policy};
@@ -253,9 +255,11 @@ pub struct Reconciler {
 /// Everything a cycle reads but the roster, which is streamed through the planner.
 struct State {
     clerk: Vec<Invitation>,
+    /// The ledger entries Clerk can still change or that await settling; the rest of the
+    /// ledger is streamed beside the roster.
     ledger: Vec<LedgerEntry>,
-    known_users: HashSet<Email>,
-    deleted_users: HashSet<Email>,
+    /// Which of `clerk`'s invitations invite-sync created.
+    owned_ids: HashSet<String>,
     /// When the listing began, if it listed every invitation; `None` for pending only.
     full_since: Option<DateTime<Utc>>,
     /// Invitations the ledger holds that a lookup found in no state.
@@ -303,7 +307,7 @@ impl Reconciler {
         let full_since = self.listing_start(full).await?;
         // A roster that cannot be read fails the cycle before Clerk is asked anything.
         desired::check(&self.pool, &self.config.relation).await?;
-        let ledger = ledger::load(&self.pool, &self.config.target).await?;
+        let ledger = ledger::live(&self.pool, &self.config.target).await?;
         // Between full listings only pending invitations can change by themselves: the
         // ledger knows the rest.
         let status = match full_since {
@@ -315,13 +319,12 @@ impl Reconciler {
             .look_up_missing(&ledger, &clerk, full_since.is_some())
             .await?;
         clerk.extend(lookups.found);
-        let known_users = users::live(&self.pool, &self.config.target).await?;
-        let deleted_users = users::deleted(&self.pool, &self.config.target).await?;
+        let ids: Vec<String> = clerk.iter().map(|i| i.id.clone()).collect();
+        let owned_ids = ledger::owned_among(&self.pool, &self.config.target, &ids).await?;
         Ok(State {
             clerk,
             ledger,
-            known_users,
-            deleted_users,
+            owned_ids,
             full_since,
             nowhere: lookups.nowhere,
         })
@@ -384,32 +387,32 @@ impl Reconciler {
         &self,
         state: &State,
         allow_revocations: usize,
+        quiet: plan::Quiet,
     ) -> Result<Decision, CycleError> {
-        let inputs = plan::Inputs {
-            desired: &[],
-            clerk: &state.clerk,
-            ledger: &state.ledger,
-            known_users: &state.known_users,
-            deleted_users: &state.deleted_users,
-            listing: state.listing(),
-            now: Utc::now(),
-        };
-        let mut planner = plan::Planner::new(&inputs, &self.config.policy);
-        let desired_rows =
-            desired::for_each(&self.pool, &self.config.relation, |row| planner.add(&row)).await?;
+        let mut planner = plan::Planner::new(
+            &state.clerk,
+            state.owned_ids.clone(),
+            state.listing(),
+            Utc::now(),
+            &self.config.policy,
+        );
+        if quiet == plan::Quiet::Count {
+            planner = planner.counting_quiet();
+        }
+        let desired_rows = people::for_each(
+            &self.pool,
+            &self.config.relation,
+            &self.config.target,
+            |row, person| planner.add(&row, person),
+        )
+        .await?;
         let plan = planner.finish();
-        let pending: HashSet<&str> = state
+        let owned_pending = state
             .clerk
             .iter()
             .filter(|i| i.status == InvitationStatus::Pending)
+            .filter(|i| state.owned_ids.contains(&i.id))
             .map(|i| i.id.as_str())
-            .collect();
-        let owned_pending = state
-            .ledger
-            .iter()
-            .filter(|e| e.owned)
-            .filter_map(|e| e.clerk_invitation_id.as_deref())
-            .filter(|id| pending.contains(id))
             .collect::<HashSet<_>>()
             .len();
         // Replacements revoke too: the guard and the protected list see them as well.
@@ -446,7 +449,9 @@ impl Reconciler {
             verdict,
             owned_pending,
             desired_rows,
-        } = self.decide(&state, allow_revocations).await?;
+        } = self
+            .decide(&state, allow_revocations, plan::Quiet::Keep)
+            .await?;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
         let budget = self.budget().await?;
@@ -646,7 +651,9 @@ impl Reconciler {
             verdict,
             owned_pending,
             desired_rows,
-        } = self.decide(&state, request.allow_revocations).await?;
+        } = self
+            .decide(&state, request.allow_revocations, plan::Quiet::Count)
+            .await?;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
         self.config.reporter.drift(&plan, dry_run);

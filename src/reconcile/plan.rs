@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::clerk::{Invitation, InvitationStatus};
+pub use crate::domain::Person;
 use crate::domain::{
     DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, LedgerState, RowDefaults,
 };
@@ -260,11 +261,13 @@ pub struct Plan {
     /// Revocations first, then creates in queue order (oldest `not_before`, then oldest
     /// row), then everything else by category and email.
     pub items: Vec<Item>,
+    /// People who need nothing, counted by category where the plan kept no item for them.
+    pub quiet: BTreeMap<Category, usize>,
 }
 
 impl Plan {
     pub fn counts(&self) -> BTreeMap<Category, usize> {
-        let mut counts = BTreeMap::new();
+        let mut counts = self.quiet.clone();
         for item in &self.items {
             *counts.entry(item.category()).or_insert(0) += 1;
         }
@@ -305,14 +308,47 @@ impl Plan {
 
 /// Decides, for each desired row and each pending invitation, what the cycle does.
 pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
-    let mut planner = Planner::new(&inputs, policy);
+    let owned_ids: HashSet<String> = inputs
+        .ledger
+        .iter()
+        .filter(|entry| entry.owned)
+        .filter_map(|entry| entry.clerk_invitation_id.clone())
+        .collect();
+    let mut people: HashMap<&Email, Vec<&LedgerEntry>> = HashMap::new();
+    for entry in inputs.ledger {
+        people.entry(&entry.email).or_default().push(entry);
+    }
+    let mut planner = Planner::new(inputs.clerk, owned_ids, inputs.listing, inputs.now, policy);
     // The planner takes rows by address; of several rows with one address the first counts.
     let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
     rows.sort_by_cached_key(|row| roster_order(row));
     for row in rows {
-        planner.add(row);
+        let person = match row_email(row) {
+            Some(email) => {
+                let mut entries: Vec<LedgerEntry> = people
+                    .get(&email)
+                    .map(|entries| entries.iter().map(|&e| e.clone()).collect())
+                    .unwrap_or_default();
+                entries.sort_by_key(|entry| entry.id);
+                Person {
+                    entries,
+                    user: inputs.known_users.contains(&email),
+                    deleted: inputs.deleted_users.contains(&email),
+                }
+            }
+            None => Person::default(),
+        };
+        planner.add(row, person);
     }
     planner.finish()
+}
+
+/// The address a row names, when it can be read.
+pub fn row_email(row: &Result<DesiredRow, InvalidRow>) -> Option<Email> {
+    match row {
+        Ok(row) => Email::parse(&row.email).ok(),
+        Err(invalid) => invalid.parsed.clone(),
+    }
 }
 
 /// The address a row is planned under: normalised as the roster table's `lower(btrim(email))`
@@ -325,46 +361,49 @@ pub fn roster_order(row: &Result<DesiredRow, InvalidRow>) -> String {
     email.trim_matches(' ').to_lowercase()
 }
 
-/// The plan built one roster row at a time, so the roster is never held whole: `add` each row
-/// as it is read, then `finish`. [`plan`] is the same over a slice.
+/// Whether a plan keeps an item for each person who needs nothing (accepted, already a user,
+/// in sync), or only counts them: a cycle counts them, so its memory follows the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    Keep,
+    Count,
+}
+
+/// The plan built one roster row at a time, so neither the roster nor the ledger is ever
+/// held whole: `add` each row with what is known of its person as it is read, then `finish`.
+/// [`plan`] is the same over slices.
 pub struct Planner<'a> {
     clerk: &'a [Invitation],
-    users: Users<'a>,
+    clerk_by_id: HashMap<&'a str, &'a Invitation>,
+    listing: Listing<'a>,
     policy: &'a Policy,
     now: DateTime<Utc>,
-    ledger: Vec<LedgerEntry>,
+    /// The ids of Clerk's listed invitations that invite-sync created.
     owned_ids: HashSet<String>,
-    /// Indexes into `ledger`, oldest entry first.
-    ledger_by_email: HashMap<Email, Vec<usize>>,
     clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
     /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
     pending_desired: HashMap<Email, bool>,
     /// The last address added: rows come ordered by address, so a repeat follows its first.
     last_email: Option<Email>,
+    quiet: Quiet,
+    quiet_counts: BTreeMap<Category, usize>,
     items: Vec<Item>,
     rows: usize,
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(inputs: &Inputs<'a>, policy: &'a Policy) -> Planner<'a> {
-        let ledger = observe(inputs.ledger, inputs.clerk, inputs.listing);
-        let owned_ids: HashSet<String> = ledger
-            .iter()
-            .filter(|entry| entry.owned)
-            .filter_map(|entry| entry.clerk_invitation_id.clone())
-            .collect();
-        let mut ledger_by_email: HashMap<Email, Vec<usize>> = HashMap::new();
-        for (index, entry) in ledger.iter().enumerate() {
-            ledger_by_email
-                .entry(entry.email.clone())
-                .or_default()
-                .push(index);
-        }
-        for indexes in ledger_by_email.values_mut() {
-            indexes.sort_by_key(|&index| ledger[index].id);
-        }
+    /// `owned_ids`: which of `clerk`'s invitations invite-sync created (ids of others are
+    /// ignored).
+    pub fn new(
+        clerk: &'a [Invitation],
+        owned_ids: HashSet<String>,
+        listing: Listing<'a>,
+        now: DateTime<Utc>,
+        policy: &'a Policy,
+    ) -> Planner<'a> {
+        let clerk_by_id = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
         let mut clerk_by_email: HashMap<Email, Vec<&'a Invitation>> = HashMap::new();
-        for invitation in inputs.clerk {
+        for invitation in clerk {
             if let Ok(email) = Email::parse(&invitation.email_address) {
                 clerk_by_email.entry(email).or_default().push(invitation);
             }
@@ -372,30 +411,33 @@ impl<'a> Planner<'a> {
         for invitations in clerk_by_email.values_mut() {
             invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         }
-        let pending_desired = inputs
-            .clerk
+        let pending_desired = clerk
             .iter()
             .filter(|i| i.status == InvitationStatus::Pending)
             .filter_map(|i| Email::parse(&i.email_address).ok())
             .map(|email| (email, false))
             .collect();
         Planner {
-            clerk: inputs.clerk,
-            users: Users {
-                known: inputs.known_users,
-                deleted: inputs.deleted_users,
-            },
+            clerk,
+            clerk_by_id,
+            listing,
             policy,
-            now: inputs.now,
-            ledger,
+            now,
             owned_ids,
-            ledger_by_email,
             clerk_by_email,
             pending_desired,
             last_email: None,
+            quiet: Quiet::Keep,
+            quiet_counts: BTreeMap::new(),
             items: Vec::new(),
             rows: 0,
         }
+    }
+
+    /// Counts, rather than keeps, the items of people who need nothing.
+    pub fn counting_quiet(mut self) -> Planner<'a> {
+        self.quiet = Quiet::Count;
+        self
     }
 
     /// How many roster rows were added.
@@ -415,9 +457,22 @@ impl<'a> Planner<'a> {
         true
     }
 
-    /// Decides one roster row. Rows must come ordered by address (normalised), oldest first
-    /// among rows of one address: of several rows with one address, the first counts.
-    pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>) {
+    fn push(&mut self, item: Item) {
+        let quiet = matches!(
+            item,
+            Item::Accepted { .. } | Item::AlreadyUser { .. } | Item::InSync { .. }
+        );
+        if quiet && self.quiet == Quiet::Count {
+            *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
+        } else {
+            self.items.push(item);
+        }
+    }
+
+    /// Decides one roster row, given what is known of the person its address names. Rows
+    /// must come ordered by address (normalised), oldest first among rows of one address: of
+    /// several rows with one address, the first counts.
+    pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>, person: Person) {
         self.rows += 1;
         let checked = match row {
             Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
@@ -433,7 +488,7 @@ impl<'a> Planner<'a> {
                     }
                     None => invalid.email,
                 };
-                self.items.push(Item::Invalid {
+                self.push(Item::Invalid {
                     email,
                     reason: invalid.reason,
                 });
@@ -441,7 +496,7 @@ impl<'a> Planner<'a> {
             }
         };
         if !self.desire(&invitee.email) {
-            self.items.push(Item::Invalid {
+            self.push(Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
             });
@@ -452,21 +507,26 @@ impl<'a> Planner<'a> {
             .get(&invitee.email)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let entries: Vec<&LedgerEntry> = self
-            .ledger_by_email
-            .get(&invitee.email)
-            .map(|indexes| indexes.iter().map(|&i| &self.ledger[i]).collect())
-            .unwrap_or_default();
+        let entries: Vec<LedgerEntry> = person
+            .entries
+            .into_iter()
+            .map(|entry| observe_entry(entry, &self.clerk_by_id, self.listing))
+            .collect();
+        let entries: Vec<&LedgerEntry> = entries.iter().collect();
+        let users = Users {
+            known: person.user,
+            deleted: person.deleted,
+        };
         let item = decide(
             invitee,
             invitations,
             &entries,
-            self.users,
+            users,
             &self.owned_ids,
             self.now,
             self.policy,
         );
-        self.items.push(item);
+        self.push(item);
     }
 
     /// The pending invitations no roster row asked for, then everything in plan order.
@@ -476,6 +536,7 @@ impl<'a> Planner<'a> {
             policy,
             owned_ids,
             pending_desired,
+            quiet_counts,
             mut items,
             ..
         } = self;
@@ -506,7 +567,10 @@ impl<'a> Planner<'a> {
         // total): revocations by address, then replacements and creates each in queue order,
         // then everything else by category and address.
         items.sort_unstable_by(plan_order);
-        Plan { items }
+        Plan {
+            items,
+            quiet: quiet_counts,
+        }
     }
 }
 
@@ -563,16 +627,16 @@ fn queue_key(invitee: &DesiredInvitee) -> (Option<DateTime<Utc>>, Option<DateTim
 
 /// Who is a user, and who was one until Clerk deleted them.
 #[derive(Clone, Copy)]
-struct Users<'a> {
-    known: &'a HashSet<Email>,
-    deleted: &'a HashSet<Email>,
+struct Users {
+    known: bool,
+    deleted: bool,
 }
 
 fn decide(
     invitee: DesiredInvitee,
     invitations: &[&Invitation],
     entries: &[&LedgerEntry],
-    users: Users<'_>,
+    users: Users,
     owned_ids: &HashSet<String>,
     now: DateTime<Utc>,
     policy: &Policy,
@@ -582,7 +646,7 @@ fn decide(
         return Item::Unsettled { email };
     }
     // A deleted user's acceptance is history: they are invited again.
-    let accepted = !users.deleted.contains(&email)
+    let accepted = !users.deleted
         && (invitations
             .iter()
             .any(|i| i.status == InvitationStatus::Accepted)
@@ -590,7 +654,7 @@ fn decide(
     if accepted {
         return Item::Accepted { email };
     }
-    if users.known.contains(&email) {
+    if users.known {
         return Item::AlreadyUser { email };
     }
     if let Some(pending) = invitations
@@ -701,27 +765,31 @@ pub fn observe(
     let by_id: HashMap<&str, &Invitation> = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
     ledger
         .iter()
-        .map(|entry| {
-            let mut entry = entry.clone();
-            if let (Some(id), LedgerState::Pending | LedgerState::Expired) =
-                (entry.clerk_invitation_id.as_deref(), entry.state)
-            {
-                entry.state = match (by_id.get(id).map(|i| i.status), listing) {
-                    (Some(InvitationStatus::Pending), _) => LedgerState::Pending,
-                    (Some(InvitationStatus::Accepted), _) => LedgerState::Accepted,
-                    (Some(InvitationStatus::Expired), _) => LedgerState::Expired,
-                    (Some(InvitationStatus::Revoked), _) | (None, Listing::Full) => {
-                        LedgerState::Revoked
-                    }
-                    (None, Listing::Pending { found_nowhere }) if found_nowhere.contains(id) => {
-                        LedgerState::Revoked
-                    }
-                    (None, Listing::Pending { .. }) => entry.state,
-                };
-            }
-            entry
-        })
+        .map(|entry| observe_entry(entry.clone(), &by_id, listing))
         .collect()
+}
+
+/// One ledger entry as Clerk's listing (by invitation id) shows it now: see [`observe`].
+pub fn observe_entry(
+    mut entry: LedgerEntry,
+    by_id: &HashMap<&str, &Invitation>,
+    listing: Listing<'_>,
+) -> LedgerEntry {
+    if let (Some(id), LedgerState::Pending | LedgerState::Expired) =
+        (entry.clerk_invitation_id.as_deref(), entry.state)
+    {
+        entry.state = match (by_id.get(id).map(|i| i.status), listing) {
+            (Some(InvitationStatus::Pending), _) => LedgerState::Pending,
+            (Some(InvitationStatus::Accepted), _) => LedgerState::Accepted,
+            (Some(InvitationStatus::Expired), _) => LedgerState::Expired,
+            (Some(InvitationStatus::Revoked), _) | (None, Listing::Full) => LedgerState::Revoked,
+            (None, Listing::Pending { found_nowhere }) if found_nowhere.contains(id) => {
+                LedgerState::Revoked
+            }
+            (None, Listing::Pending { .. }) => entry.state,
+        };
+    }
+    entry
 }
 
 #[cfg(test)]

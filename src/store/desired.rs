@@ -5,7 +5,6 @@
 //! that one row unreadable (reported as invalid with its reason), never the whole roster.
 
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
@@ -34,33 +33,15 @@ pub fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-/// Every roster row by address (`lower(btrim(email))`, the roster table's unique key), the
-/// oldest first among rows of one address, each read or refused on its own.
+/// Every roster row by address (`lower(btrim(email))`, the roster table's unique key, in byte
+/// order), the oldest first among rows of one address, each read or refused on its own.
 pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
-    let mut rows = Vec::new();
-    for_each(db, relation, |row| rows.push(row)).await?;
-    Ok(rows)
-}
-
-/// Hands every roster row, in [`load`]'s order, to `each` as soon as it is read and decoded, so the
-/// roster is never held whole. Returns how many rows there were.
-pub async fn for_each(
-    db: impl PgExecutor<'_>,
-    relation: &str,
-    mut each: impl FnMut(RosterRow),
-) -> Result<usize, ReadError> {
     let sql = select(relation, "");
-    let mut rows = sqlx::query(&sql).fetch(db);
-    let mut count = 0;
-    while let Some(row) = rows
-        .try_next()
+    let rows = sqlx::query(&sql)
+        .fetch_all(db)
         .await
-        .map_err(|e| relation_error(e, relation))?
-    {
-        each(decode(&row));
-        count += 1;
-    }
-    Ok(count)
+        .map_err(|e| relation_error(e, relation))?;
+    Ok(rows.iter().map(decode).collect())
 }
 
 /// Fails naming the relation when it, or a column the reader takes, cannot be read.
@@ -72,7 +53,7 @@ pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadEr
     Ok(())
 }
 
-fn select(relation: &str, tail: &str) -> String {
+pub(super) fn select(relation: &str, tail: &str) -> String {
     // The relation comes from the configuration, so this query is built at run time. Times
     // arrive as microseconds since the Unix epoch in text (`Infinity` for an infinite one),
     // so no value can make the driver's decoding fail or panic.
@@ -80,8 +61,8 @@ fn select(relation: &str, tail: &str) -> String {
     format!(
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
                 expires_in_days::text, template_slug::text, {} AS not_before, source::text,
-                {} AS created_at, {} AS updated_at
-         FROM {} ORDER BY lower(btrim(email::text)), created_at NULLS FIRST, email{tail}",
+                {} AS created_at, {} AS updated_at, lower(btrim(email::text)) COLLATE \"C\" AS sort_key
+         FROM {} ORDER BY sort_key, created_at NULLS FIRST, email{tail}",
         micros("not_before"),
         micros("created_at"),
         micros("updated_at"),
@@ -99,7 +80,7 @@ pub async fn count(db: impl PgExecutor<'_>, relation: &str) -> Result<i64, ReadE
 }
 
 /// Undefined table, undefined column, undefined schema, insufficient privilege, wrong type.
-fn relation_error(error: sqlx::Error, relation: &str) -> ReadError {
+pub(super) fn relation_error(error: sqlx::Error, relation: &str) -> ReadError {
     let code = error
         .as_database_error()
         .and_then(|e| e.code())
@@ -131,7 +112,7 @@ pub struct RawRow {
     pub updated_at: Option<String>,
 }
 
-fn decode(row: &PgRow) -> RosterRow {
+pub(super) fn decode(row: &PgRow) -> RosterRow {
     let mut problems = Vec::new();
     // By position, in the order of `select`'s columns: no lookup by name for every value.
     let mut text = |index: usize, column: &str| -> Option<String> {

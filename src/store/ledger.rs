@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::clerk::Invitation;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 
+#[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     email: String,
@@ -64,6 +65,90 @@ pub async fn load(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
     .fetch_all(db)
     .await?;
     rows.into_iter().map(Row::into_entry).collect()
+}
+
+/// The ledger entries of the target that Clerk can still change or that await settling
+/// (`sending`, `pending`, `expired`), oldest first: what a cycle holds, while the rest of the
+/// ledger is streamed by address beside the roster ([`by_email`]).
+pub async fn live(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at,
+                  sent_at
+           FROM invite_sync_ledger
+           WHERE target = $1 AND state IN ('sending', 'pending', 'expired')
+           ORDER BY id"#,
+        target
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Row::into_entry).collect()
+}
+
+/// Opens, in the connection's transaction, a cursor named `cursor` over every ledger entry
+/// of the target by address in byte order (`COLLATE "C"`), oldest first among one address's;
+/// its rows decode with [`entry_from_row`].
+pub async fn declare_by_email(
+    db: impl PgExecutor<'_>,
+    cursor: &str,
+    target: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        r#"DECLARE {cursor} NO SCROLL CURSOR FOR
+           SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at,
+                  sent_at
+           FROM invite_sync_ledger WHERE target = $1 ORDER BY email COLLATE "C", id"#
+    );
+    sqlx::query(&sql)
+        .persistent(false)
+        .bind(target)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A row of [`declare_by_email`]'s cursor.
+pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
+    <Row as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(row)?.into_entry()
+}
+
+/// The ledger entries of one address, oldest first.
+pub async fn of_email(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    email: &Email,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
+                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at,
+                  sent_at
+           FROM invite_sync_ledger WHERE target = $1 AND email = $2 ORDER BY id"#,
+        target,
+        email.as_str()
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Row::into_entry).collect()
+}
+
+/// Which of these invitation ids invite-sync created.
+pub async fn owned_among(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    invitation_ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids = sqlx::query_scalar!(
+        r#"SELECT clerk_invitation_id AS "id!" FROM invite_sync_ledger
+           WHERE target = $1 AND owned AND clerk_invitation_id = ANY($2)"#,
+        target,
+        invitation_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Marks an invitee `sending` before its create goes out, carrying over the attempts of an

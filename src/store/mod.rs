@@ -5,6 +5,7 @@ pub mod desired;
 pub mod ledger;
 pub mod listings;
 pub mod lock;
+pub mod people;
 pub mod retention;
 pub mod roster;
 pub mod runs;

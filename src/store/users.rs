@@ -77,27 +77,40 @@ pub async fn mark_deleted(
     Ok(emails.iter().filter_map(|e| Email::parse(e).ok()).collect())
 }
 
-/// The addresses of live users.
-pub async fn live(db: impl PgExecutor<'_>, target: &str) -> Result<HashSet<Email>, sqlx::Error> {
-    let rows = sqlx::query_scalar!(
-        "SELECT email FROM invite_sync_known_users WHERE target = $1 AND deleted_at IS NULL",
-        target
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().filter_map(|e| Email::parse(e).ok()).collect())
+/// Opens, in the connection's transaction, a cursor named `cursor` over every known user of
+/// the target by address in byte order (`COLLATE "C"`): rows of `email` and `deleted`.
+pub async fn declare_by_email(
+    db: impl PgExecutor<'_>,
+    cursor: &str,
+    target: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        r#"DECLARE {cursor} NO SCROLL CURSOR FOR
+           SELECT email, deleted_at IS NOT NULL AS deleted FROM invite_sync_known_users
+           WHERE target = $1 ORDER BY email COLLATE "C""#
+    );
+    sqlx::query(&sql)
+        .persistent(false)
+        .bind(target)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
-/// The addresses of users Clerk deleted (and who did not come back): an invitation they
-/// accepted before does not count any more.
-pub async fn deleted(db: impl PgExecutor<'_>, target: &str) -> Result<HashSet<Email>, sqlx::Error> {
-    let rows = sqlx::query_scalar!(
-        "SELECT email FROM invite_sync_known_users WHERE target = $1 AND deleted_at IS NOT NULL",
-        target
+/// Whether the address is a known user's (`Some`), and whether Clerk deleted that user.
+pub async fn of_email(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    email: &Email,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT deleted_at IS NOT NULL AS "deleted!" FROM invite_sync_known_users
+           WHERE target = $1 AND email = $2"#,
+        target,
+        email.as_str()
     )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().filter_map(|e| Email::parse(e).ok()).collect())
+    .fetch_optional(db)
+    .await
 }
 
 /// Remembers that Clerk said these addresses are not users, now.
