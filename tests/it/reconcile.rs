@@ -16,26 +16,11 @@ use invite_sync::store::runs::{self, Outcome, RunRecord};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{people, wait_for, Harness};
+use crate::common::{
+    assert_one_pending_each, count, people, refs, runs, wait_for, writes, Harness,
+};
 
 const TARGET: &str = "default";
-
-fn refs(emails: &[String]) -> Vec<&str> {
-    emails.iter().map(String::as_str).collect()
-}
-
-fn count(report: &Report, category: &str) -> usize {
-    report.counts.get(category).copied().unwrap_or(0)
-}
-
-/// Every call that can change Clerk, by operation.
-fn writes(stats: &SimStats) -> [u64; 3] {
-    [
-        stats.total(SimOp::CreateInvitation),
-        stats.total(SimOp::CreateBulkInvitations),
-        stats.total(SimOp::RevokeInvitation),
-    ]
-}
 
 async fn ledger(h: &Harness) -> Vec<LedgerEntry> {
     invite_sync::store::ledger::load(&h.db.pool, TARGET)
@@ -50,13 +35,6 @@ async fn ledger_of(h: &Harness, email: &str) -> Vec<LedgerEntry> {
         .into_iter()
         .filter(|e| e.email.as_str() == email)
         .collect()
-}
-
-/// The runs of the target, newest first.
-async fn runs(h: &Harness) -> Vec<RunRecord> {
-    runs::recent(&h.db.pool, TARGET, 100)
-        .await
-        .expect("the runs load")
 }
 
 async fn run_of(h: &Harness, report: &Report) -> RunRecord {
@@ -81,19 +59,6 @@ fn pending_of(h: &Harness, email: &str) -> Vec<Invitation> {
         .into_iter()
         .filter(|i| i.status == InvitationStatus::Pending)
         .collect()
-}
-
-/// Asserts that each address has exactly one pending invitation and nothing else pends.
-fn assert_one_pending_each(h: &Harness, emails: &[String]) {
-    let mut pending: Vec<String> = h
-        .pending()
-        .iter()
-        .map(|i| i.email_address.to_lowercase())
-        .collect();
-    pending.sort();
-    let mut expected: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
-    expected.sort();
-    assert_eq!(pending, expected, "exactly one pending invitation each");
 }
 
 /// Creates an invitation the way someone working in Clerk's dashboard would: not through
