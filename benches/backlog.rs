@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 mod support;
-use support::{free_port, start_simulator, with_database, Proc};
+use support::{free_port, start_simulator, with_database, Proc, NEVER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
 const KEY: &str = "sk_test_backlog_bench";
@@ -107,7 +107,7 @@ async fn run(scenario: &Scenario, service: &str, hour: u64, url: String) -> anyh
             "INVITE_SYNC__CLERK__CREATE_WINDOW_SECONDS",
             hour.to_string(),
         ),
-        ("INVITE_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *".to_owned()),
+        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER.to_owned()),
         (
             "INVITE_SYNC__HTTP__LISTEN",
             format!("127.0.0.1:{}", free_port()?),

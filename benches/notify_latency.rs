@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{wait, with_database};
+use support::{wait, with_database, NEVER};
 
 use invite_sync::clerk::sim::{self, SimOptions};
 use invite_sync::config::Settings;
@@ -30,7 +30,7 @@ async fn measure(url: String) -> anyhow::Result<()> {
         ("DATABASE_URL", url.as_str()),
         ("CLERK_SECRET_KEY", simulator.secret_key()),
         ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
-        ("INVITE_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
         ("INVITE_SYNC__LOG__LEVEL", "warn"),
     ]
     .into_iter()

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor};
 
+/// A cron expression that does not fire during a benchmark: cycles come from the start,
+/// notifications and the backlog only.
+pub const NEVER: &str = "0 0 0 1 1 *";
+
 /// Polls `check` every 2 ms until it holds, failing after `deadline`.
 pub async fn wait<F, Fut>(deadline: Duration, mut check: F) -> anyhow::Result<()>
 where

@@ -131,8 +131,14 @@ impl Email {
 
     /// A stable, short stand-in for the address in logs when emails are redacted.
     pub fn redacted(&self) -> String {
+        Email::redacted_text(&self.0)
+    }
+
+    /// The stand-in, in the same form, for a text that may not be an address: a hash of the
+    /// text itself, so that two texts never share one by their length alone.
+    pub fn redacted_text(text: &str) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(self.0.as_bytes());
+        let digest = Sha256::digest(text.as_bytes());
         let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         format!("email-{hex}")
     }

@@ -3,16 +3,16 @@
 //! database and an in-process simulated Clerk.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use invite_sync::clerk::sim::{Fault, FaultKind, Operation, SimOptions, SimStats};
-use invite_sync::clerk::InvitationStatus;
 use serde_json::Value;
 
-use crate::common::{people, server_url, wait_for, Harness, TestDb};
+use crate::common::{
+    assert_one_pending_each_and_nothing_else, bare_command, free_port, people, read, repo_path,
+    server_url, unique_target, wait_for, writes, Finished, Harness, Proc, TestDb, NEVER,
+};
 
 /// How long a one-shot command may take before the test gives up on it.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(15);
@@ -22,215 +22,7 @@ const SIGINT: u32 = 2;
 const SIGTERM: u32 = 15;
 
 // ---------------------------------------------------------------------------
-// Processes
-
-/// A running `invite-sync` (or another program a test needs). Its output goes to files, so a
-/// chatty child never blocks on a full pipe; dropping it kills and reaps the child, so a
-/// failed assertion leaves nothing running.
-pub(crate) struct Proc {
-    label: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-/// How a process ended, and what it printed.
-pub(crate) struct Finished {
-    label: String,
-    pub(crate) status: ExitStatus,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
-
-impl Finished {
-    pub(crate) fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    #[track_caller]
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code(), Some(code), "unexpected exit of {self}");
-        self
-    }
-}
-
-impl fmt::Display for Finished {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.label, self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Proc {
-    pub(crate) fn spawn(command: Command, args: &[&str]) -> Proc {
-        Proc::start(format!("invite-sync {}", args.join(" ")), command, args)
-    }
-
-    /// Starts `command` with `args`; `label` names it in failure messages.
-    pub(crate) fn start(label: String, mut command: Command, args: &[&str]) -> Proc {
-        let dir = std::env::temp_dir().join(format!(
-            "invite-sync-cli-test-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("a scratch directory for the child's output");
-        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
-        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-        let child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("`{label}` could not start: {e}"));
-        Proc { label, child, dir }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn stdout(&self) -> String {
-        self.read("stdout")
-    }
-
-    pub(crate) fn stderr(&self) -> String {
-        self.read("stderr")
-    }
-
-    /// Whether the child has exited (and is reaped).
-    /// SIGKILL, as a crash or an OOM kill; whether the process was still running.
-    pub(crate) fn kill(&mut self) -> bool {
-        if self.exited().is_some() {
-            return false;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        true
-    }
-
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .try_wait()
-            .expect("the child's status can be read")
-    }
-
-    /// Waits for the child to exit, failing the test (and killing it) after `deadline`.
-    pub(crate) async fn wait(&mut self, deadline: Duration) -> Finished {
-        let give_up = tokio::time::Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.exited() {
-                return Finished {
-                    label: self.label.clone(),
-                    status,
-                    stdout: self.stdout(),
-                    stderr: self.stderr(),
-                };
-            }
-            if tokio::time::Instant::now() >= give_up {
-                panic!(
-                    "`{}` did not exit within {deadline:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    self.label,
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until `ready` says so while the child keeps running; fails the test, showing
-    /// the child's output, if it exits first or `deadline` passes.
-    pub(crate) async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let give_up = tokio::time::Instant::now() + deadline;
-        loop {
-            if ready().await {
-                return;
-            }
-            let state = match self.exited() {
-                Some(status) => format!("exited ({status})"),
-                None if tokio::time::Instant::now() >= give_up => {
-                    format!("timed out after {deadline:?}")
-                }
-                None => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            panic!(
-                "`{}` {state} while waiting for {what}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                self.label,
-                self.stdout(),
-                self.stderr()
-            );
-        }
-    }
-
-    /// Sends a signal with kill(1): the crate has no libc binding.
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -{name} {} failed", self.pid());
-    }
-
-    /// Waits until the child has installed a handler for `signal`: sending it earlier would
-    /// get the default action (SIGHUP and SIGTERM kill) instead of the service's.
-    async fn wait_for_handler(&self, signal: u32) {
-        let pid = self.pid();
-        wait_for(
-            &format!("pid {pid} to catch signal {signal}"),
-            Duration::from_secs(10),
-            || std::future::ready(catches(pid, signal).then_some(())),
-        )
-        .await;
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Whether `/proc/PID/status` says the process catches `signal`.
-fn catches(pid: u32, signal: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("SigCgt:"))
-                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        })
-        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
-}
-
-/// The binary with nothing in its environment but PATH and `env`.
-fn bare_command(env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_invite-sync"));
-    command.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
-    }
-    command.envs(env.iter().copied());
-    command
-}
+// Running the binary
 
 /// Runs a command to its end.
 async fn run(command: Command, args: &[&str]) -> Finished {
@@ -252,11 +44,6 @@ async fn invite_sync_with(h: &Harness, extra: &[(&str, &str)], args: &[&str]) ->
 // ---------------------------------------------------------------------------
 // Looking at the outcome
 
-/// A target name no other test uses: the advisory lock's key is derived from it alone.
-fn unique_target() -> String {
-    format!("cli-{}", uuid::Uuid::new_v4().simple())
-}
-
 async fn harness(overrides: &[(&str, &str)]) -> Harness {
     Harness::with(SimOptions::default(), overrides).await
 }
@@ -275,51 +62,6 @@ fn pending_per_email(h: &Harness) -> HashMap<String, usize> {
             .or_insert(0) += 1;
     }
     counts
-}
-
-/// Asserts that exactly `emails` hold a pending invitation, one each, and that the simulator
-/// holds no other invitation that is not revoked.
-#[track_caller]
-fn assert_one_pending_each(h: &Harness, emails: &[String]) {
-    let counts = pending_per_email(h);
-    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        doubled.is_empty(),
-        "emails with two pending invitations: {doubled:?}"
-    );
-    let pending: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
-    let wanted: BTreeSet<&str> = emails.iter().map(String::as_str).collect();
-    assert_eq!(
-        pending, wanted,
-        "the pending invitations are not the roster"
-    );
-    let live = h
-        .sim
-        .invitations()
-        .into_iter()
-        .filter(|i| i.status != InvitationStatus::Revoked)
-        .count();
-    assert_eq!(
-        live,
-        emails.len(),
-        "the simulator holds invitations beyond one per person"
-    );
-}
-
-fn writes(h: &Harness) -> (u64, u64, u64) {
-    let stats = h.sim.stats();
-    (
-        stats.total(Operation::CreateInvitation),
-        stats.total(Operation::CreateBulkInvitations),
-        stats.total(Operation::RevokeInvitation),
-    )
-}
-
-async fn scalar(h: &Harness, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn json(finished: &Finished) -> Value {
@@ -494,8 +236,8 @@ async fn sync_invites_everyone_once_and_a_second_sync_creates_nothing() {
             .contains("succeeded: 12 created, 0 revoked, 0 held, 0 failed, backlog 0"),
         "{first}"
     );
-    assert_one_pending_each(&h, &roster);
-    let after_first = writes(&h);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
+    let after_first = writes(&h.sim.stats());
 
     let second = invite_sync(&h, &["sync"]).await;
     second.assert_code(0);
@@ -505,9 +247,16 @@ async fn sync_invites_everyone_once_and_a_second_sync_creates_nothing() {
             .contains("succeeded: 0 created, 0 revoked, 0 held, 0 failed"),
         "{second}"
     );
-    assert_eq!(writes(&h), after_first, "the second sync wrote to Clerk");
-    assert_one_pending_each(&h, &roster);
-    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 2);
+    assert_eq!(
+        writes(&h.sim.stats()),
+        after_first,
+        "the second sync wrote to Clerk"
+    );
+    assert_one_pending_each_and_nothing_else(&h, &roster);
+    assert_eq!(
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs").await,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -516,7 +265,7 @@ async fn sync_exits_3_while_revocations_are_held_and_allow_revocations_releases_
     let roster = people("held", 30);
     add(&h, &roster).await;
     invite_sync(&h, &["sync"]).await.assert_code(0);
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 
     sqlx::query("DELETE FROM desired_invitees")
         .execute(&h.db.pool)
@@ -599,11 +348,8 @@ async fn sync_exits_1_when_an_item_fails() {
     );
     assert!(h.pending().is_empty());
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_ledger WHERE state = 'failed'"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_ledger WHERE state = 'failed'")
+            .await,
         1
     );
 }
@@ -626,8 +372,11 @@ async fn sync_exits_2_on_a_usage_error_or_a_bad_configuration() {
         config.stderr.contains("sync.max_revocation_ratio"),
         "{config}"
     );
-    assert_eq!(writes(&h), (0, 0, 0));
-    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 0);
+    assert_eq!(writes(&h.sim.stats()), [0, 0, 0]);
+    assert_eq!(
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -698,19 +447,25 @@ async fn sync_dry_run_sends_no_write_call() {
         finished.stdout.contains("[dry run: nothing sent]"),
         "{finished}"
     );
-    assert_eq!(writes(&h), (0, 0, 0), "a dry run wrote to Clerk");
+    assert_eq!(
+        writes(&h.sim.stats()),
+        [0, 0, 0],
+        "a dry run wrote to Clerk"
+    );
     assert!(h.sim.invitations().is_empty());
     assert_eq!(
-        scalar(&h, "SELECT count(*) FROM invite_sync_ledger").await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_ledger").await,
         0
     );
     assert_eq!(
-        scalar(&h, "SELECT count(*) FROM invite_sync_clerk_calls").await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_clerk_calls")
+            .await,
         0,
         "a dry run spent budget"
     );
     assert_eq!(
-        scalar(&h, "SELECT count(*) FROM invite_sync_runs WHERE dry_run").await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE dry_run")
+            .await,
         1
     );
 }
@@ -762,12 +517,8 @@ async fn plan_json_lists_the_exact_emails_to_create_and_to_revoke() {
     }
     assert_eq!(plan["counts"]["in_sync"], 8, "{after}");
     assert_eq!(
-        writes(&h),
-        (
-            calls_before.total(Operation::CreateInvitation),
-            calls_before.total(Operation::CreateBulkInvitations),
-            calls_before.total(Operation::RevokeInvitation)
-        ),
+        writes(&h.sim.stats()),
+        writes(&calls_before),
         "plan wrote to Clerk"
     );
 }
@@ -858,7 +609,7 @@ async fn plan_detailed_exitcode_is_1_when_clerk_cannot_be_reached() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_json_shows_the_last_run_the_budget_the_backlog_and_held_revocations() {
-    let target = unique_target();
+    let target = unique_target("cli");
     let h = harness(&[
         ("INVITE_SYNC__CLERK__BULK_CREATE_PER_WINDOW", "1"),
         ("INVITE_SYNC__CLERK__SINGLE_CREATE_PER_WINDOW", "1"),
@@ -936,7 +687,7 @@ async fn status_json_shows_the_last_run_the_budget_the_backlog_and_held_revocati
 
 #[tokio::test(flavor = "multi_thread")]
 async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
-    let target = unique_target();
+    let target = unique_target("cli");
     let h = Harness::with(
         SimOptions {
             hang: Duration::from_secs(5),
@@ -1001,8 +752,11 @@ async fn of_two_syncs_at_once_one_runs_and_the_other_skips() {
     let a = a.wait(COMMAND_DEADLINE).await;
     a.assert_code(0);
     assert!(a.stdout.contains("12 created"), "{a}");
-    assert_eq!(scalar(&h, "SELECT count(*) FROM invite_sync_runs").await, 1);
-    assert_one_pending_each(&h, &roster);
+    assert_eq!(
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs").await,
+        1
+    );
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1055,15 +809,9 @@ fn reinvited(h: &Harness, email: &str, old_id: &str) -> bool {
         .any(|i| i.email_address == email && i.id != old_id)
 }
 
-/// A cron expression that does not fire during a test.
-const NEVER: &str = "0 0 0 1 1 *";
-
 async fn finished_runs(h: &Harness) -> i64 {
-    scalar(
-        h,
-        "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
-    )
-    .await
+    h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL")
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1107,17 +855,14 @@ async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_i
     stopped.assert_code(0);
     assert_eq!(
         finished_runs(&h).await,
-        scalar(&h, "SELECT count(*) FROM invite_sync_runs").await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs").await,
         "a run was left open: {stopped}"
     );
 
     // The ledger agrees with Clerk: nothing in flight, and the same pending invitations.
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_ledger WHERE state = 'sending'"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_ledger WHERE state = 'sending'")
+            .await,
         0
     );
     let ledger_pending: BTreeSet<String> = sqlx::query_scalar(
@@ -1143,12 +888,12 @@ async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_i
             "the create window to pass",
             Duration::from_secs(5),
             || async {
-                let recent = scalar(
-                    &h,
-                    "SELECT count(*) FROM invite_sync_clerk_calls
+                let recent =
+                    h.db.scalar(
+                        "SELECT count(*) FROM invite_sync_clerk_calls
                        WHERE called_at > now() - interval '2100 milliseconds'",
-                )
-                .await;
+                    )
+                    .await;
                 (recent == 0).then_some(())
             },
         )
@@ -1157,7 +902,7 @@ async fn run_stops_cleanly_on_sigterm_with_a_backlog_and_a_fresh_start_resumes_i
         resumed.assert_code(0);
         assert!(!resumed.stdout.contains(" 0 created"), "{resumed}");
     }
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
     let stats = h.sim.stats();
     assert_eq!(
         stats.total(Operation::CreateBulkInvitations) + stats.total(Operation::CreateInvitation),
@@ -1191,11 +936,8 @@ async fn sighup_makes_run_start_a_cycle_and_sigint_stops_it() {
         )
         .await;
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'sighup'"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE trigger = 'sighup'")
+            .await,
         1
     );
 
@@ -1227,22 +969,16 @@ async fn run_follows_its_cron_schedule() {
         )
         .await;
     assert!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'schedule'"
-        )
-        .await
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE trigger = 'schedule'")
+            .await
             >= 1
     );
     service.wait_for_handler(SIGTERM).await;
     service.signal("TERM");
     service.wait(Duration::from_secs(10)).await.assert_code(0);
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NULL"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NULL")
+            .await,
         0
     );
 }
@@ -1266,15 +1002,7 @@ async fn a_roster_change_wakes_run_within_seconds() {
         .wait_until(
             "the service to listen for roster changes",
             Duration::from_secs(10),
-            || async {
-                scalar(
-                    &h,
-                    "SELECT count(*) FROM pg_stat_activity
-                       WHERE datname = current_database() AND query ILIKE 'LISTEN%invite_sync%'",
-                )
-                .await
-                    > 0
-            },
+            || async { h.listener_pid().await.is_some() },
         )
         .await;
 
@@ -1293,11 +1021,8 @@ async fn a_roster_change_wakes_run_within_seconds() {
         )
         .await;
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'notify'"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE trigger = 'notify'")
+            .await,
         1
     );
     service.wait_for_handler(SIGTERM).await;
@@ -1328,17 +1053,15 @@ async fn run_drains_a_backlog_by_itself_as_the_budget_frees_up() {
             std::future::ready(h.pending().len() >= roster.len())
         })
         .await;
-    let backlog_cycles = scalar(
-        &h,
-        "SELECT count(*) FROM invite_sync_runs WHERE trigger = 'backlog'",
-    )
-    .await;
+    let backlog_cycles =
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE trigger = 'backlog'")
+            .await;
     assert!(backlog_cycles >= 2, "{backlog_cycles} backlog cycles");
     assert!(service.exited().is_none());
     service.wait_for_handler(SIGTERM).await;
     service.signal("TERM");
     service.wait(Duration::from_secs(10)).await.assert_code(0);
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 }
 
 fn revocation_in_flight(h: &Harness) -> bool {
@@ -1386,7 +1109,7 @@ async fn sigterm_during_a_revocation_lets_that_call_finish_and_sends_nothing_aft
         ],
     )
     .await;
-    let creates_before = writes(&h);
+    let creates_before = writes(&h.sim.stats());
 
     let mut service = service(&h);
     service
@@ -1415,7 +1138,7 @@ async fn sigterm_during_a_revocation_lets_that_call_finish_and_sends_nothing_aft
             stats.total(Operation::CreateInvitation),
             stats.total(Operation::CreateBulkInvitations)
         ),
-        (creates_before.0, creates_before.1),
+        (creates_before[0], creates_before[1]),
         "a create was sent after SIGTERM: {stopped}"
     );
     let outcome: String =
@@ -1425,11 +1148,8 @@ async fn sigterm_during_a_revocation_lets_that_call_finish_and_sends_nothing_aft
             .unwrap();
     assert_eq!(outcome, "interrupted", "{stopped}");
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_ledger WHERE revoked_by_us"
-        )
-        .await,
+        h.db.scalar("SELECT count(*) FROM invite_sync_ledger WHERE revoked_by_us")
+            .await,
         1
     );
 
@@ -1483,9 +1203,7 @@ async fn run_exits_1_when_the_cycle_in_progress_outlasts_the_shutdown_timeout() 
         "{resumed}"
     );
     assert_eq!(
-        scalar(
-            &h,
-            "SELECT count(*) FROM invite_sync_runs WHERE outcome = 'running' OR finished_at IS NULL"
+        h.db.scalar("SELECT count(*) FROM invite_sync_runs WHERE outcome = 'running' OR finished_at IS NULL"
         )
         .await,
         0
@@ -1496,7 +1214,7 @@ async fn run_exits_1_when_the_cycle_in_progress_outlasts_the_shutdown_timeout() 
             .await
             .unwrap();
     assert_eq!(abandoned, "interrupted");
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1701,11 +1419,7 @@ async fn demo_once_shows_the_plan_the_creates_and_the_revocations_of_the_leavers
 #[tokio::test(flavor = "multi_thread")]
 async fn clerk_sim_serves_the_invitation_api_until_sigterm() {
     // A port that was free a moment ago; the simulator binds it itself.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut sim = Proc::spawn(
         bare_command(&[]),
@@ -1846,11 +1560,7 @@ async fn clerk_sim_delivers_signed_user_webhooks_to_its_webhook_url() {
     let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(receiver, app).await });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut sim = Proc::spawn(
         bare_command(&[("CLERK_SIM_WEBHOOK_SECRET", SECRET)]),
@@ -1951,7 +1661,7 @@ async fn run_tells_systemd_it_is_ready_and_pings_the_watchdog() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_blocked_for_a_day_is_held_an_hour_at_most_and_status_shows_the_block() {
-    let target = unique_target();
+    let target = unique_target("cli");
     let h = harness(&[("INVITE_SYNC__SYNC__TARGET", &target)]).await;
     add(&h, &people("blocked", 3)).await;
     for operation in [
@@ -2002,7 +1712,7 @@ async fn a_create_blocked_for_a_day_is_held_an_hour_at_most_and_status_shows_the
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_crash_unsettled_creates_are_shown_by_sync_status_and_plan_and_sync_does_not_exit_0(
 ) {
-    let target = unique_target();
+    let target = unique_target("cli");
     let h = harness(&[
         ("INVITE_SYNC__SYNC__TARGET", &target),
         ("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "3600"),
@@ -2127,7 +1837,7 @@ async fn a_create_clerk_refused_is_sent_again_only_with_retry_failed() {
             .contains(&format!("retrying 1 refused create: {}", roster[1])),
         "{all}"
     );
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2183,7 +1893,10 @@ async fn import_and_its_dry_run_into_a_view_say_a_table_is_needed() {
         assert!(!finished.stderr.contains("xmax"), "{finished}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(scalar(&h, "SELECT count(*) FROM desired_invitees").await, 0);
+    assert_eq!(
+        h.db.scalar("SELECT count(*) FROM desired_invitees").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2386,7 +2099,7 @@ async fn env_file_is_read_as_systemd_reads_it_keeping_an_ampersand_in_the_databa
     let finished = run(command, &["--env-file", file.to_str().unwrap(), "sync"]).await;
     finished.assert_code(0);
     assert!(finished.stdout.contains("2 created"), "{finished}");
-    assert_one_pending_each(&h, &roster);
+    assert_one_pending_each_and_nothing_else(&h, &roster);
 
     std::fs::write(&file, "DATABASE_URL=\"unterminated\n").unwrap();
     let bad = invite_sync(&h, &["--env-file", file.to_str().unwrap(), "status"]).await;
@@ -2401,8 +2114,7 @@ async fn env_file_is_read_as_systemd_reads_it_keeping_an_ampersand_in_the_databa
 /// The SQL block that follows `<!-- prerequisites: NAME -->` in docs/operations.md, or the
 /// first block of `doc` holding `needle`, with the list's indentation removed.
 fn sql_block(doc: &str, needle: &str) -> String {
-    let text = std::fs::read_to_string(format!("{}/docs/{doc}", env!("CARGO_MANIFEST_DIR")))
-        .expect("the doc exists");
+    let text = read(&format!("docs/{doc}"));
     let start = text
         .find(needle)
         .unwrap_or_else(|| panic!("no {needle:?} in {doc}"));
@@ -2593,7 +2305,7 @@ async fn plan_and_sync_report_rows_no_reader_can_take_and_go_on_with_the_others(
     assert!(reasons.contains(&"not_before is infinity"), "{reasons:#?}");
 
     invite_sync(&h, &["sync"]).await.assert_code(0);
-    assert_one_pending_each(&h, &good);
+    assert_one_pending_each_and_nothing_else(&h, &good);
 }
 
 #[tokio::test]
@@ -2641,10 +2353,9 @@ fn listening_on(service: &Proc) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scim2_tester_passes_every_user_and_discovery_check_against_run() {
-    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // The checker lives in a virtual environment the script makes (from PyPI, the first time).
     let setup = tokio::task::spawn_blocking({
-        let script = repository.join("scripts/lib/scim-tester.sh");
+        let script = repo_path("scripts/lib/scim-tester.sh");
         move || Command::new(script).stderr(Stdio::inherit()).output()
     })
     .await
@@ -2655,7 +2366,7 @@ async fn scim2_tester_passes_every_user_and_discovery_check_against_run() {
 
     let token = "scim-conformance-token-0123456789";
     let h = harness(&[
-        ("INVITE_SYNC__SYNC__TARGET", &unique_target()),
+        ("INVITE_SYNC__SYNC__TARGET", &unique_target("cli")),
         ("INVITE_SYNC__SCIM__TOKEN", token),
         ("INVITE_SYNC__LOG__FORMAT", "json"),
     ])
@@ -2669,7 +2380,7 @@ async fn scim2_tester_passes_every_user_and_discovery_check_against_run() {
     .await;
     let base_url = format!("http://{address}/scim/v2");
 
-    let checker = repository.join("scripts/lib/scim-conformance.py");
+    let checker = repo_path("scripts/lib/scim-conformance.py");
     let run = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(checker)

@@ -1,13 +1,35 @@
-//! What the tests share: a fresh database per test, dropped afterwards, and waiting on a
-//! condition with a deadline instead of sleeping.
+//! What the tests share: a fresh database per test, dropped afterwards; the application (a
+//! database, a simulated Clerk and a reconciler wired to both); the service running on a
+//! port of its own; the binary as a child process; the repository's files; and the looks at
+//! the outcome that several areas take. Waiting is on a condition with a deadline, never a
+//! bare sleep.
 // Each test module uses its own part of this.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use invite_sync::clerk::sim::{Operation, SimHandle, SimOptions, SimStats};
+use invite_sync::clerk::{Invitation, InvitationStatus};
+use invite_sync::config::Settings;
+use invite_sync::reconcile::{CycleResult, Reconciler, Report, Request};
+use invite_sync::store::runs::RunRecord;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A cron expression that does not fire during a test: cycles come from the start,
+/// notifications, the API, webhooks and signals only.
+pub const NEVER: &str = "0 0 0 1 1 *";
+
+// ---------------------------------------------------------------------------
+// The database
 
 /// The server the tests use; `scripts/test` exports it.
 pub fn server_url() -> String {
@@ -88,6 +110,14 @@ impl TestDb {
         url.set_path(&format!("/{}", self.name));
         url.to_string()
     }
+
+    /// The one number `sql` selects, e.g. a `count(*)`.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
 }
 
 impl Drop for TestDb {
@@ -134,29 +164,29 @@ where
     }
 }
 
+// ---------------------------------------------------------------------------
+// The application: a database, a simulated Clerk, a reconciler
+
 /// A fresh database, a simulated Clerk on its own port, and a reconciler wired to both.
 pub struct Harness {
     pub db: TestDb,
-    pub sim: invite_sync::clerk::sim::SimHandle,
-    pub reconciler: invite_sync::reconcile::Reconciler,
-    pub env: std::collections::HashMap<String, String>,
+    pub sim: SimHandle,
+    pub reconciler: Reconciler,
+    pub env: HashMap<String, String>,
 }
 
 impl Harness {
     pub async fn new() -> Harness {
-        Harness::with(invite_sync::clerk::sim::SimOptions::default(), &[]).await
+        Harness::with(SimOptions::default(), &[]).await
     }
 
     /// `overrides` are `INVITE_SYNC__SECTION__KEY` variables (or any the config reads).
-    pub async fn with(
-        options: invite_sync::clerk::sim::SimOptions,
-        overrides: &[(&str, &str)],
-    ) -> Harness {
+    pub async fn with(options: SimOptions, overrides: &[(&str, &str)]) -> Harness {
         let db = TestDb::migrated().await;
         let sim = invite_sync::clerk::sim::start(options)
             .await
             .expect("the simulator starts");
-        let mut env: std::collections::HashMap<String, String> = [
+        let mut env: HashMap<String, String> = [
             ("DATABASE_URL".to_owned(), db.url()),
             ("CLERK_SECRET_KEY".to_owned(), sim.secret_key().to_owned()),
             (
@@ -173,8 +203,7 @@ impl Harness {
         for (key, value) in overrides {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
-        let settings =
-            invite_sync::config::Settings::load(None, &env).expect("the test settings load");
+        let settings = Settings::load(None, &env).expect("the test settings load");
         let reconciler = invite_sync::reconcile::from_settings(&settings)
             .await
             .expect("the reconciler builds");
@@ -184,6 +213,25 @@ impl Harness {
             reconciler,
             env,
         }
+    }
+
+    /// A harness for a service that runs while the test watches: its schedule never fires,
+    /// its target is its own, and its pool stays small, as the whole suite shares one
+    /// server's connection limit. `overrides` come on top.
+    pub async fn serving(overrides: &[(&str, &str)]) -> Harness {
+        let target = unique_target("service");
+        let mut all: Vec<(&str, &str)> = vec![
+            ("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "5"),
+            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
+            ("INVITE_SYNC__SYNC__TARGET", &target),
+        ];
+        all.extend_from_slice(overrides);
+        Harness::with(SimOptions::default(), &all).await
+    }
+
+    /// The settings the harness was built with.
+    pub fn settings(&self) -> Settings {
+        Settings::load(None, &self.env).expect("the test settings load")
     }
 
     pub async fn add_people(&self, emails: &[&str]) {
@@ -235,50 +283,574 @@ impl Harness {
     }
 
     /// Runs one cycle and returns its report (panics if it was skipped).
-    pub async fn cycle(&self) -> invite_sync::reconcile::Report {
-        self.cycle_with(invite_sync::reconcile::Request::new("test"))
-            .await
+    pub async fn cycle(&self) -> Report {
+        self.cycle_with(Request::new("test")).await
     }
 
-    pub async fn cycle_with(
-        &self,
-        request: invite_sync::reconcile::Request,
-    ) -> invite_sync::reconcile::Report {
+    pub async fn cycle_with(&self, request: Request) -> Report {
         match self
             .reconciler
-            .run_cycle(&request, &tokio_util::sync::CancellationToken::new())
+            .run_cycle(&request, &CancellationToken::new())
             .await
             .expect("the cycle runs")
         {
-            invite_sync::reconcile::CycleResult::Ran(report) => *report,
+            CycleResult::Ran(report) => *report,
             skipped => panic!("the cycle was skipped: {skipped:?}"),
         }
     }
 
     /// Pending invitations in the simulator, by lower-cased email.
-    pub fn pending(&self) -> Vec<invite_sync::clerk::Invitation> {
+    pub fn pending(&self) -> Vec<Invitation> {
         self.sim
             .invitations()
             .into_iter()
-            .filter(|i| i.status == invite_sync::clerk::InvitationStatus::Pending)
+            .filter(|i| i.status == InvitationStatus::Pending)
             .collect()
     }
 
+    /// The PostgreSQL session that listens for roster changes, if one does.
+    pub async fn listener_pid(&self) -> Option<i32> {
+        let mut admin = self.db.admin_connection().await;
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+             AND query ILIKE 'LISTEN%invite_sync%' ORDER BY backend_start DESC LIMIT 1",
+        )
+        .bind(&self.db.name)
+        .fetch_optional(&mut admin)
+        .await
+        .expect("pg_stat_activity can be read")
+    }
+
     /// Runs the binary with this harness's environment.
-    pub fn command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-sync"));
-        command.env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            command.env("PATH", path);
-        }
+    pub fn command(&self) -> Command {
+        let mut command = bare_command(&[]);
         command.envs(&self.env);
         command
     }
 }
+
+/// A target name no other test uses: the advisory lock's key is derived from it alone.
+pub fn unique_target(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A loopback port that was free a moment ago, for a program that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free")
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// The service, running in the test
+
+/// The service in a task of the test, its HTTP server on a port of its own (port 0), on
+/// the harness's reconciler and so its pool. Dropping it cancels the service, so a failed
+/// assertion leaves nothing running.
+pub struct Service {
+    pub addr: SocketAddr,
+    /// The admin listener's address, when the service was started with one on port 0.
+    pub admin_addr: Option<SocketAddr>,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    stop_within: Duration,
+}
+
+impl Service {
+    /// The whole service as `invite-sync run` serves it (`run_on`: the worker and its start
+    /// cycle, the schedule, the change listener, housekeeping and HTTP); an admin listener
+    /// only if the settings name one.
+    pub async fn start(h: &Harness) -> Service {
+        let settings = h.settings();
+        let listener = bind().await;
+        let addr = local_addr(&listener);
+        let reconciler = h.reconciler.clone();
+        let stop_within = stop_within(&settings);
+        Service::spawn(addr, None, stop_within, move |shutdown| async move {
+            invite_sync::service::run_on(reconciler, &settings, listener, shutdown).await
+        })
+    }
+
+    /// The whole service, with the admin listener (probes and metrics) on a port of its own
+    /// too.
+    pub async fn with_admin(h: &Harness) -> Service {
+        let settings = h.settings();
+        let main = bind().await;
+        let admin = bind().await;
+        let addr = local_addr(&main);
+        let admin_addr = local_addr(&admin);
+        let reconciler = h.reconciler.clone();
+        let stop_within = stop_within(&settings);
+        Service::spawn(addr, Some(admin_addr), stop_within, move |shutdown| {
+            let listeners = invite_sync::service::Listeners {
+                main,
+                admin: Some(admin),
+            };
+            async move {
+                invite_sync::service::run_with(reconciler, &settings, listeners, shutdown).await
+            }
+        })
+    }
+
+    /// The HTTP endpoints alone, without the worker: the test drives cycles itself.
+    pub async fn http_alone(h: &Harness) -> Service {
+        Service::http_alone_on(h.reconciler.clone(), h.settings()).await
+    }
+
+    /// The HTTP endpoints alone, on any reconciler (one whose database may not answer).
+    pub async fn http_alone_on(reconciler: Reconciler, settings: Settings) -> Service {
+        let listener = bind().await;
+        let addr = local_addr(&listener);
+        let shutdown = CancellationToken::new();
+        let server = invite_sync::service::serve_http_alone(
+            &reconciler,
+            &settings,
+            listener,
+            shutdown.clone(),
+        )
+        .expect("the endpoints start");
+        let task = tokio::spawn(async move { Ok(server.await??) });
+        Service {
+            addr,
+            admin_addr: None,
+            client: http_client(),
+            shutdown,
+            task: Some(task),
+            stop_within: stop_within(&settings),
+        }
+    }
+
+    fn spawn<F, Fut>(
+        addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+        stop_within: Duration,
+        run: F,
+    ) -> Service
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Service {
+            addr,
+            admin_addr,
+            client: http_client(),
+            shutdown,
+            task: Some(task),
+            stop_within,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin_addr.expect("the service has an admin listener");
+        format!("http://{admin}{path}")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Cancels the service and waits for it to return, at most its shutdown timeout plus a
+    /// little.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("the service runs");
+        tokio::time::timeout(self.stop_within, task)
+            .await
+            .expect("the service returns within its shutdown timeout")
+            .expect("the service task does not panic")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// How long the service may take to stop: its shutdown timeout, and a little.
+fn stop_within(settings: &Settings) -> Duration {
+    settings.sync.shutdown_timeout() + Duration::from_secs(1)
+}
+
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port is free")
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> SocketAddr {
+    listener.local_addr().expect("the listener has an address")
+}
+
+/// An HTTP client that gives up on a service that does not answer.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client builds")
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+/// The binary with nothing in its environment but PATH and `env`.
+pub fn bare_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invite-sync"));
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// A running `invite-sync` (or another program a test needs). Its output goes to files, so a
+/// chatty child never blocks on a full pipe; dropping it kills and reaps the child, so a
+/// failed assertion leaves nothing running.
+pub struct Proc {
+    label: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+/// How a process ended, and what it printed.
+pub struct Finished {
+    label: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "unexpected exit of {self}");
+        self
+    }
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Proc {
+    pub fn spawn(command: Command, args: &[&str]) -> Proc {
+        Proc::start(format!("invite-sync {}", args.join(" ")), command, args)
+    }
+
+    /// Starts `command` with `args`; `label` names it in failure messages.
+    pub fn start(label: String, mut command: Command, args: &[&str]) -> Proc {
+        let dir = std::env::temp_dir().join(format!(
+            "invite-sync-cli-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory for the child's output");
+        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+        let child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("`{label}` could not start: {e}"));
+        Proc { label, child, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.read("stdout")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.read("stderr")
+    }
+
+    /// SIGKILL, as a crash or an OOM kill; whether the process was still running.
+    pub fn kill(&mut self) -> bool {
+        if self.exited().is_some() {
+            return false;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        true
+    }
+
+    /// Whether the child has exited (and is reaped).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("the child's status can be read")
+    }
+
+    /// Waits for the child to exit, failing the test (and killing it) after `deadline`.
+    pub async fn wait(&mut self, deadline: Duration) -> Finished {
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.exited() {
+                return Finished {
+                    label: self.label.clone(),
+                    status,
+                    stdout: self.stdout(),
+                    stderr: self.stderr(),
+                };
+            }
+            if tokio::time::Instant::now() >= give_up {
+                panic!(
+                    "`{}` did not exit within {deadline:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.label,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `ready` says so while the child keeps running; fails the test, showing
+    /// the child's output, if it exits first or `deadline` passes.
+    pub async fn wait_until<F, Fut>(&mut self, what: &str, deadline: Duration, mut ready: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            if ready().await {
+                return;
+            }
+            let state = match self.exited() {
+                Some(status) => format!("exited ({status})"),
+                None if tokio::time::Instant::now() >= give_up => {
+                    format!("timed out after {deadline:?}")
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            panic!(
+                "`{}` {state} while waiting for {what}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.label,
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+
+    /// Sends a signal with kill(1): the crate has no libc binding.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits until the child has installed a handler for `signal`: sending it earlier would
+    /// get the default action (SIGHUP and SIGTERM kill) instead of the service's.
+    pub async fn wait_for_handler(&self, signal: u32) {
+        let pid = self.pid();
+        wait_for(
+            &format!("pid {pid} to catch signal {signal}"),
+            Duration::from_secs(10),
+            || std::future::ready(catches(pid, signal).then_some(())),
+        )
+        .await;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `/proc/PID/status` says the process catches `signal`.
+fn catches(pid: u32, signal: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/// A file or directory of the repository, by its path relative to the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A file of the repository, read whole.
+pub fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|e| panic!("{relative} cannot be read: {e}"))
+}
+
+/// A YAML file of the repository.
+pub fn yaml(relative: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
+}
+
+/// An environment of its own, for `Settings::load`.
+pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "invite-sync-{what}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory can be made");
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{name} cannot be written: {e}"));
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Looking at the outcome
 
 /// `count` addresses `prefix0000@example.com` ...
 pub fn people(prefix: &str, count: usize) -> Vec<String> {
     (0..count)
         .map(|i| format!("{prefix}{i:04}@example.com"))
         .collect()
+}
+
+pub fn refs(emails: &[String]) -> Vec<&str> {
+    emails.iter().map(String::as_str).collect()
+}
+
+/// Every call that can change Clerk, by operation: single creates, bulk creates, revocations.
+pub fn writes(stats: &SimStats) -> [u64; 3] {
+    [
+        stats.total(Operation::CreateInvitation),
+        stats.total(Operation::CreateBulkInvitations),
+        stats.total(Operation::RevokeInvitation),
+    ]
+}
+
+/// The recorded runs of the harness's target, newest first.
+pub async fn runs(h: &Harness) -> Vec<RunRecord> {
+    invite_sync::store::runs::recent(&h.db.pool, &h.reconciler.config.target, 100)
+        .await
+        .expect("the runs load")
+}
+
+/// What a cycle counted by category: its report, or the run it recorded.
+pub trait Counts {
+    fn count(&self, category: &str) -> usize;
+}
+
+impl Counts for Report {
+    fn count(&self, category: &str) -> usize {
+        self.counts.get(category).copied().unwrap_or(0)
+    }
+}
+
+impl Counts for RunRecord {
+    fn count(&self, category: &str) -> usize {
+        self.counts
+            .get(category)
+            .and_then(serde_json::Value::as_u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
+/// How many items of `category` a cycle counted.
+pub fn count(cycle: &impl Counts, category: &str) -> usize {
+    cycle.count(category)
+}
+
+/// Asserts that each address holds exactly one pending invitation and that nobody else holds
+/// one.
+#[track_caller]
+pub fn assert_one_pending_each(h: &Harness, emails: &[String]) {
+    let mut pending: Vec<String> = h
+        .pending()
+        .iter()
+        .map(|i| i.email_address.to_lowercase())
+        .collect();
+    pending.sort();
+    let mut expected: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
+    expected.sort();
+    assert_eq!(pending, expected, "exactly one pending invitation each");
+}
+
+/// [`assert_one_pending_each`], and every other invitation the simulator holds is revoked:
+/// none accepted or expired beside them.
+#[track_caller]
+pub fn assert_one_pending_each_and_nothing_else(h: &Harness, emails: &[String]) {
+    assert_one_pending_each(h, emails);
+    let live = h
+        .sim
+        .invitations()
+        .into_iter()
+        .filter(|i| i.status != InvitationStatus::Revoked)
+        .count();
+    assert_eq!(
+        live,
+        emails.len(),
+        "the simulator holds invitations beyond one per person"
+    );
 }

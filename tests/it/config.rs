@@ -2,8 +2,7 @@
 //! Every test passes its environment as a map; none touches the process environment.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use invite_sync::clerk::{KeyKind, TemplateSlug};
@@ -13,43 +12,10 @@ use invite_sync::config::{
 };
 use secrecy::ExposeSecret;
 
+use crate::common::{env, read, repo_path, Scratch};
+
 const SECRET_KEY: &str = "sk_test_SUPERSECRETVALUE123";
 const DB_PASSWORD: &str = "hunter2pass";
-
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
-}
-
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "invite-sync-config-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write a scratch file");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Settings {
     Settings::load(file, env).unwrap_or_else(|e| panic!("expected valid settings, got {e}"))
@@ -80,13 +46,11 @@ fn assert_no_secrets(text: &str) {
 
 #[test]
 fn defaults_equal_default_toml() {
-    let on_disk =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
-            .expect("read config/default.toml");
+    let on_disk = read("config/default.toml");
     assert_eq!(DEFAULTS_TOML, on_disk);
 
     let defaults = load(None, &HashMap::new());
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let as_file = load(
         Some(&scratch.write("default.toml", &on_disk)),
         &HashMap::new(),
@@ -136,7 +100,7 @@ fn defaults_equal_default_toml() {
 
 #[test]
 fn file_overrides_defaults() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         r#"
@@ -163,7 +127,7 @@ template_slug = "waitlist_invitation"
 
 #[test]
 fn env_overrides_file() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         "[clerk]\ntimeout_seconds = 20\n[sync]\ndry_run = false\ntarget = \"from-file\"\n",
@@ -182,7 +146,7 @@ fn env_overrides_file() {
 
 #[test]
 fn conventional_vars_override_prefixed_ones() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         "[database]\nurl = \"postgres://file@db/from_file\"\n",
@@ -276,7 +240,7 @@ fn env_values_are_parsed_to_each_type() {
 
 #[test]
 fn empty_env_value_unsets_an_optional_key_and_empties_a_list() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         "[sync]\nexpires_in_days = 14\nprotected = [\"a@example.com\"]\n",
@@ -384,7 +348,7 @@ fn secrets_appear_in_no_debug_toml_or_check_output() {
 
 #[test]
 fn secrets_appear_in_no_error() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let mut errors: Vec<String> = Vec::new();
     let record = |errors: &mut Vec<String>, e: ConfigError| {
         errors.push(format!("{e}"));
@@ -466,7 +430,7 @@ fn secrets_appear_in_no_error() {
 
 #[test]
 fn secret_key_file_is_read_and_trimmed() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let key_file = scratch.write("clerk-secret-key", "  sk_live_abc123XYZ \n\n");
     let file = scratch.write(
         "c.toml",
@@ -491,7 +455,7 @@ fn secret_key_file_is_read_and_trimmed() {
 
 #[test]
 fn secret_key_file_may_use_the_systemd_credentials_directory() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     scratch.write("clerk-secret-key", "sk_test_fromcredentials\n");
     let file = scratch.write(
         "c.toml",
@@ -511,7 +475,7 @@ fn secret_key_file_may_use_the_systemd_credentials_directory() {
 
 #[test]
 fn key_and_key_file_together_are_an_error() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         "[clerk]\nsecret_key_file = \"/run/secrets/clerk\"\n",
@@ -571,7 +535,7 @@ fn request_rate_follows_key_kind_unless_set() {
 
 #[test]
 fn unknown_key_in_file_is_named_with_its_file() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write("c.toml", "[sync]\ndry_rn = true\n");
     let e = load_err(Some(&file), &HashMap::new());
     let unknown = problem(&e, "sync.dry_rn");
@@ -587,7 +551,7 @@ fn unknown_key_in_file_is_named_with_its_file() {
 
 #[test]
 fn every_bad_key_is_reported_at_once() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         r#"
@@ -685,7 +649,7 @@ fn cross_key_rules() {
 
 #[test]
 fn missing_config_file_is_a_problem() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let path = scratch.0.join("absent.toml");
     let e = load_err(Some(&path), &env(&[("INVITE_SYNC__LOG__FORMAT", "xml")]));
     assert!(e.to_string().contains("cannot read"), "{e}");
@@ -695,7 +659,7 @@ fn missing_config_file_is_a_problem() {
 
 #[test]
 fn check_reports_exit_codes_and_names_every_key() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let good = scratch.write("good.toml", "[sync]\ndry_run = true\n");
     let (text, code) = check(
         Some(&good),
@@ -735,7 +699,7 @@ fn check_reports_exit_codes_and_names_every_key() {
 
 #[test]
 fn effective_toml_loads_back_to_the_same_settings() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "c.toml",
         r#"
@@ -812,7 +776,7 @@ fn row_defaults_carry_sync_options() {
 
 #[test]
 fn example_config_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let path = repo_path("config/example.toml");
     let s = load(Some(&path), &HashMap::new());
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.sync.target, "production");
@@ -914,7 +878,7 @@ fn scim_metadata_joins_the_defaults_from_a_file_and_is_replaced_by_the_variable(
     );
     assert_eq!(defaults.len(), 5);
 
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("config-test");
     let file = scratch.write(
         "scim.toml",
         r#"

@@ -8,10 +8,10 @@
 //! others, a title, a description and its targets (`refId` A, B, ...), each with the data
 //! source `{"type": "prometheus", "uid": "${datasource}"}` and `{job=~"$job"}` in its selectors.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
+use std::collections::BTreeSet;
+
+use crate::common::read;
 
 pub(crate) const DASHBOARD_JSON: &str = "deploy/grafana/invite-sync.json";
 
@@ -21,14 +21,9 @@ const DATASOURCE_UID: &str = "${datasource}";
 /// Grafana's built-in interval variables a query may use.
 const INTERVAL_VARIABLES: [&str; 3] = ["__rate_interval", "__interval", "__range"];
 
-fn path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(DASHBOARD_JSON)
-}
-
 /// The dashboard's JSON text.
 pub(crate) fn text() -> String {
-    std::fs::read_to_string(path())
-        .unwrap_or_else(|e| panic!("{DASHBOARD_JSON} cannot be read: {e}"))
+    read(DASHBOARD_JSON)
 }
 
 fn dashboard() -> Value {

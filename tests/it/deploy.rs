@@ -5,7 +5,7 @@
 //! Schema validity (Kubernetes, systemd, Dockerfile) is `scripts/check-deploy`'s part.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use invite_sync::config::{
@@ -14,9 +14,8 @@ use invite_sync::config::{
 };
 use reqwest::StatusCode;
 use serde_yaml::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::Harness;
+use crate::common::{env, read, repo_path, yaml, Harness, Service};
 
 /// A database URL that loads; nothing here connects with it.
 const DUMMY_DATABASE_URL: &str =
@@ -32,18 +31,6 @@ const SYSTEMD: &str = "deploy/systemd";
 
 // ---------------------------------------------------------------------------
 // Reading the files
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-fn yaml(path: &str) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
-}
 
 fn text(value: &Value) -> &str {
     value
@@ -75,15 +62,8 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry named {name} in {list:?}"))
 }
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
-}
-
 fn load(file: &str, env: &HashMap<String, String>) -> Settings {
-    Settings::load(Some(&repo(file)), env)
+    Settings::load(Some(&repo_path(file)), env)
         .unwrap_or_else(|e| panic!("{file} does not load with {:?}:\n{e}", env.keys()))
 }
 
@@ -416,35 +396,17 @@ async fn probes_hit_routes_the_server_answers() {
     let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
     let metrics_path = text(&annotations["prometheus.io/path"]).to_owned();
 
-    // The real router, on a real socket, with a database that answers.
-    let Harness {
-        db,
-        sim: _sim,
-        reconciler,
-        env,
-    } = Harness::new().await;
-    let settings = Settings::load(None, &env).expect("the test settings load");
-    let stop = CancellationToken::new();
-    let (_worker, triggers) = invite_sync::service::worker(reconciler, stop.clone());
-    let state = invite_sync::service::http::AppState::new(db.pool.clone(), triggers, &settings)
-        .expect("the HTTP state builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port is free");
-    let addr = listener.local_addr().expect("the listener has an address");
-    // The probes' port serves http.admin_listen: the admin router.
-    let server = tokio::spawn(invite_sync::service::http::serve_admin(
-        listener,
-        state,
-        stop.clone(),
-    ));
+    // The real service, on a real socket, with a database that answers. The probes' port
+    // serves http.admin_listen: the admin router.
+    let h = Harness::serving(&[]).await;
+    let service = Service::with_admin(&h).await;
 
-    let client = reqwest::Client::new();
     let get = |path: String| {
-        let client = client.clone();
+        let client = service.client.clone();
+        let url = service.admin_url(&path);
         async move {
             client
-                .get(format!("http://{addr}{path}"))
+                .get(url)
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -465,11 +427,7 @@ async fn probes_hit_routes_the_server_answers() {
         StatusCode::NOT_FOUND
     );
 
-    stop.cancel();
-    server
-        .await
-        .expect("the server task ends")
-        .expect("the server stops cleanly");
+    service.stop().await.expect("the service stops cleanly");
 }
 
 #[test]
@@ -519,7 +477,7 @@ fn the_kustomizations_list_every_manifest() {
             .into_iter()
             .filter(|r| r.ends_with(".yaml"))
             .collect();
-        let present: BTreeSet<String> = std::fs::read_dir(repo(dir))
+        let present: BTreeSet<String> = std::fs::read_dir(repo_path(dir))
             .expect("the directory lists")
             .map(|entry| {
                 entry
@@ -621,7 +579,7 @@ fn every_variable_the_deployments_set_is_one_invite_sync_reads() {
                 // Its value is not in the file: the name alone must be a key.
                 None => {
                     env.insert(var.clone(), String::new());
-                    if let Err(error) = Settings::load(Some(&repo(&config)), &env) {
+                    if let Err(error) = Settings::load(Some(&repo_path(&config)), &env) {
                         let key = rest.replace("__", ".").to_lowercase();
                         assert_eq!(env_var_name(&key), var);
                         for problem in error.problems() {
@@ -727,7 +685,7 @@ fn the_units_stop_after_a_clean_shutdown_and_read_their_credential() {
         let config = config_argument(exec);
         assert_eq!(config, "/etc/invite-sync/config.toml");
         assert!(
-            repo(&shipped(&config)).is_file(),
+            repo_path(&shipped(&config)).is_file(),
             "{name}: {config} is shipped"
         );
 
@@ -763,7 +721,7 @@ fn the_units_stop_after_a_clean_shutdown_and_read_their_credential() {
         "ExecStart",
     )));
     let error = Settings::load(
-        Some(&repo(&config)),
+        Some(&repo_path(&config)),
         &env(&[(DATABASE_URL_VAR, DUMMY_DATABASE_URL)]),
     )
     .expect_err("%d needs CREDENTIALS_DIRECTORY");

@@ -6,12 +6,13 @@
 //! the process exports and shows every one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use invite_sync::config::{env_var_name, DEFAULTS_TOML};
 use invite_sync::metrics::{
     ActionLabels, CallLabels, CategoryLabel, EndpointLabel, OperationLabel, OutcomeLabel,
 };
+
+use crate::common::{read, repo_path, yaml};
 
 const CONFIGURATION_MD: &str = "docs/configuration.md";
 const OPERATIONS_MD: &str = "docs/operations.md";
@@ -20,15 +21,6 @@ const ALERTS_TEST_YAML: &str = "deploy/prometheus/alerts.test.yaml";
 const PROMETHEUS_RULE_YAML: &str = "deploy/prometheus/prometheusrule.yaml";
 /// Series of Prometheus itself that the dashboard may query besides invite-sync's own.
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(repo_path(relative))
-        .unwrap_or_else(|e| panic!("{relative} cannot be read: {e}"))
-}
 
 /// Every Markdown file under docs/, by its path relative to the repository.
 fn docs() -> Vec<(String, String)> {
@@ -488,10 +480,6 @@ fn the_alert_rules_parse_and_name_only_exported_metrics() {
         "{ALERTS_YAML}:\n  {}",
         problems.join("\n  ")
     );
-}
-
-fn yaml(relative: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
 /// The alert names of alerts.yaml.

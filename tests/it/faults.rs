@@ -13,8 +13,7 @@ use invite_sync::clerk::{CreateInvitation, InvitationStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cli::Proc;
-use crate::common::{people, wait_for, Harness};
+use crate::common::{free_port, people, refs, wait_for, Harness, Proc, NEVER};
 
 /// How long one phase may take to converge once faults stop.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -40,7 +39,7 @@ fn seeded_rng(test: &str) -> (u64, StdRng) {
 fn overrides(target: &str) -> Vec<(&'static str, String)> {
     vec![
         ("INVITE_SYNC__SYNC__TARGET", target.to_owned()),
-        ("INVITE_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *".to_owned()),
+        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER.to_owned()),
         ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "100000".to_owned()),
         ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1.0".to_owned()),
         ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.1".to_owned()),
@@ -75,10 +74,6 @@ async fn harness(target: &str) -> Harness {
         &overrides,
     )
     .await
-}
-
-fn refs(emails: &[String]) -> Vec<&str> {
-    emails.iter().map(String::as_str).collect()
 }
 
 /// What the simulator holds against what should be, and the figures the suite prints.
@@ -351,10 +346,7 @@ impl PrivateCluster {
             .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
             .filter(|bin| bin.join("initdb").exists())
             .max()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .ok()?
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "invite-sync-faults-pg-{}",
             uuid::Uuid::new_v4().simple()

@@ -1,26 +1,23 @@
 //! The running service over a real socket: health and readiness, metrics, the operator API,
 //! the signed roster and Clerk webhooks, roster change notifications, and a clean stop. Each
-//! test runs `service::run_on` on a port of its own against its own database and simulator.
+//! test runs the service (`common::Service`) on a port of its own against its own database
+//! and simulator.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use invite_sync::clerk::sim::{Operation, SimOptions};
+use invite_sync::clerk::sim::Operation;
 use invite_sync::clerk::{ClerkClient, InvitationStatus};
 use invite_sync::config::Settings;
 use invite_sync::reconcile::{CycleConfig, Reconciler};
+use invite_sync::store::runs::RunRecord;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{wait_for, Harness};
+use crate::common::{count, free_port, people, runs, wait_for, Harness, Service};
 
-/// A schedule that never fires during a test: cycles come from the start, notifications,
-/// the API and webhooks only.
-const NEVER: &str = "0 0 0 1 1 *";
 const API_TOKEN: &str = "operator-token-0123456789abcdef";
 const ROSTER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CLERK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -37,66 +34,17 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A harness whose schedule never fires, on a target no other test uses.
 async fn harness(extra: &[(&str, &str)]) -> Harness {
-    let target = format!("http-{}", uuid::Uuid::new_v4().simple());
     let shutdown_timeout = SHUTDOWN_TIMEOUT_SECONDS.to_string();
-    let mut overrides: Vec<(&str, &str)> = vec![
-        // The whole suite shares one server's connection limit.
-        ("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "5"),
-        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
-        ("INVITE_SYNC__SYNC__TARGET", &target),
-        (
-            "INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS",
-            &shutdown_timeout,
-        ),
-    ];
+    let mut overrides: Vec<(&str, &str)> = vec![(
+        "INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS",
+        &shutdown_timeout,
+    )];
     overrides.extend_from_slice(extra);
-    Harness::with(SimOptions::default(), &overrides).await
+    Harness::serving(&overrides).await
 }
 
-/// `run_on` in a task of its own; dropping it cancels the service, so a failed assertion
-/// leaves nothing running.
-struct Service {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
+/// The requests of this file: the operator API and the signed webhooks.
 impl Service {
-    async fn start(h: &Harness) -> Service {
-        let settings = Settings::load(None, &h.env).expect("the test settings load");
-        let reconciler = invite_sync::reconcile::from_settings(&settings)
-            .await
-            .expect("the reconciler builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port is free");
-        let addr = listener.local_addr().expect("the listener has an address");
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            invite_sync::service::run_on(reconciler, &settings, listener, token).await
-        });
-        Service {
-            addr,
-            client: client(),
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
     /// A request with `Authorization: Bearer <token>` when a token is given.
     async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> Answer {
         let mut request = self.client.request(method, self.url(path));
@@ -133,33 +81,6 @@ impl Service {
         let headers = signed("svix-", CLERK_SECRET, id, now(), &body);
         self.post("/v1/webhooks/clerk", headers, body).await
     }
-
-    /// Cancels the service and waits for `run_on` to return, at most the shutdown timeout
-    /// plus a little.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        let task = self.task.take().expect("the service runs");
-        tokio::time::timeout(
-            Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS) + Duration::from_secs(1),
-            task,
-        )
-        .await
-        .expect("run_on returns within the shutdown timeout")
-        .expect("the service task does not panic")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client builds")
 }
 
 /// A response read whole.
@@ -229,25 +150,12 @@ fn message_id() -> String {
 // ---------------------------------------------------------------------------
 // Looking at the outcome
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct Run {
-    id: uuid::Uuid,
-    trigger: String,
-    outcome: String,
-    counts: Value,
-}
-
-async fn runs(h: &Harness) -> Vec<Run> {
-    sqlx::query_as("SELECT id, trigger, outcome, counts FROM invite_sync_runs ORDER BY started_at")
-        .fetch_all(&h.db.pool)
-        .await
-        .expect("the runs load")
-}
-
 /// Waits until at least `count` runs were recorded and none is running.
-async fn wait_idle(h: &Harness, count: usize) -> Vec<Run> {
+/// They come oldest first.
+async fn wait_idle(h: &Harness, count: usize) -> Vec<RunRecord> {
     wait_for(&format!("{count} finished runs"), DEADLINE, || async {
-        let runs = runs(h).await;
+        let mut runs = runs(h).await;
+        runs.reverse();
         (runs.len() >= count && runs.iter().all(|r| r.outcome != "running")).then_some(runs)
     })
     .await
@@ -277,29 +185,6 @@ async fn wait_invited(h: &Harness, email: &str) {
     })
     .await
 }
-
-fn count(run: &Run, category: &str) -> u64 {
-    run.counts
-        .get(category)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
-/// The session that listens for roster changes, if one does.
-async fn listener_pid(h: &Harness) -> Option<i32> {
-    let mut admin = h.db.admin_connection().await;
-    sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN %' \
-         ORDER BY backend_start DESC LIMIT 1",
-    )
-    .bind(&h.db.name)
-    .fetch_optional(&mut admin)
-    .await
-    .expect("pg_stat_activity can be read")
-}
-
-// ---------------------------------------------------------------------------
-// The exposition format
 
 #[derive(Debug)]
 struct Sample {
@@ -505,10 +390,7 @@ async fn healthz_and_readyz_answer_200_while_the_database_is_there_and_readyz_50
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_reached() {
     // A port nobody listens on any more.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port is free")
-        .port();
+    let closed = free_port();
     let env: std::collections::HashMap<String, String> = [
         (
             "DATABASE_URL",
@@ -518,6 +400,11 @@ async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_rea
         (
             "INVITE_SYNC__DATABASE__CONNECT_TIMEOUT_SECONDS",
             "1".to_owned(),
+        ),
+        // The server stops within 5 s.
+        (
+            "INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS",
+            "4".to_owned(),
         ),
     ]
     .into_iter()
@@ -529,34 +416,13 @@ async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_rea
         .pool_options()
         .connect_lazy_with(settings.database.connect_options().unwrap());
     let clerk = ClerkClient::new(settings.clerk.client_options().unwrap()).unwrap();
-    let reconciler = Reconciler::new(pool.clone(), clerk, CycleConfig::from_settings(&settings));
-    let shutdown = CancellationToken::new();
-    let (_worker, triggers) = invite_sync::service::worker(reconciler, shutdown.clone());
-    let state = invite_sync::service::http::AppState::new(pool, triggers, &settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(invite_sync::service::http::serve(
-        listener,
-        state,
-        shutdown.clone(),
-    ));
+    let reconciler = Reconciler::new(pool, clerk, CycleConfig::from_settings(&settings));
+    let service = Service::http_alone_on(reconciler, settings).await;
 
-    let client = client();
-    let health = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = service.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
     let started = std::time::Instant::now();
-    let ready = Answer::read(
-        client
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let ready = Answer::read(service.get("/readyz").await).await;
     let body = ready.expect(StatusCode::SERVICE_UNAVAILABLE).json();
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -573,12 +439,7 @@ async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_rea
         );
     }
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("the server stops")
-        .unwrap()
-        .unwrap();
+    service.stop().await.expect("the server stops cleanly");
 }
 
 // ---------------------------------------------------------------------------
@@ -817,7 +678,7 @@ async fn roster_changes_are_invited_and_revoked_without_the_schedule_even_across
     h.add_people(&["stays@example.com"]).await;
     let service = Service::start(&h).await;
     wait_idle(&h, 1).await;
-    wait_for("the change listener", DEADLINE, || listener_pid(&h)).await;
+    wait_for("the change listener", DEADLINE, || h.listener_pid()).await;
 
     h.add_people(&["first@example.com"]).await;
     wait_invited(&h, "first@example.com").await;
@@ -830,10 +691,10 @@ async fn roster_changes_are_invited_and_revoked_without_the_schedule_even_across
     .await;
     let before = wait_idle(&h, 1).await.len();
 
-    let old_listener = listener_pid(&h).await.expect("a listening session");
+    let old_listener = h.listener_pid().await.expect("a listening session");
     assert!(h.db.terminate_sessions().await > 0);
     wait_for("the listener to reconnect", DEADLINE, || async {
-        listener_pid(&h).await.filter(|pid| *pid != old_listener)
+        h.listener_pid().await.filter(|pid| *pid != old_listener)
     })
     .await;
     // Reconnecting asks for a catch-up cycle; once it is done, only a notification can
@@ -859,9 +720,9 @@ async fn a_burst_of_twenty_inserts_is_served_by_a_few_cycles() {
     let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.5")]).await;
     let service = Service::start(&h).await;
     wait_idle(&h, 1).await;
-    wait_for("the change listener", DEADLINE, || listener_pid(&h)).await;
+    wait_for("the change listener", DEADLINE, || h.listener_pid()).await;
 
-    let people = crate::common::people("burst", 20);
+    let people = people("burst", 20);
     let mut conn = h.db.pool.acquire().await.unwrap();
     for email in &people {
         // One statement each: twenty notifications, not one.
@@ -880,7 +741,7 @@ async fn a_burst_of_twenty_inserts_is_served_by_a_few_cycles() {
     })
     .await;
     let runs = wait_idle(&h, 2).await;
-    let notified: Vec<&Run> = runs.iter().filter(|r| r.trigger != "start").collect();
+    let notified: Vec<&RunRecord> = runs.iter().filter(|r| r.trigger != "start").collect();
     assert!(
         !notified.is_empty() && notified.len() <= 3,
         "{} cycles for one burst: {runs:?}",
@@ -1577,29 +1438,9 @@ async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener
         ("INVITE_SYNC__HTTP__HEADER_READ_TIMEOUT_SECONDS", "600"),
     ])
     .await;
-    let settings = Settings::load(None, &h.env).expect("the test settings load");
-    let reconciler = invite_sync::reconcile::from_settings(&settings)
-        .await
-        .expect("the reconciler builds");
-    let main = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let main_addr = main.local_addr().expect("an address");
-    let admin_addr = admin.local_addr().expect("an address");
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let listeners = invite_sync::service::Listeners {
-            main,
-            admin: Some(admin),
-        };
-        invite_sync::service::run_with(reconciler, &settings, listeners, token).await
-    });
+    let service = Service::with_admin(&h).await;
     // The one connection the main listener allows, held open.
-    let mut holder = raw(main_addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let mut holder = raw(service.addr, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
     read_until(&mut holder, "ok\n")
         .await
         .expect("/healthz answers");
@@ -1610,7 +1451,7 @@ async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener
         .expect("an HTTP client builds");
     for path in ["/healthz", "/readyz", "/metrics"] {
         let answer = probe
-            .get(format!("http://{admin_addr}{path}"))
+            .get(service.admin_url(path))
             .send()
             .await
             .unwrap_or_else(|e| panic!("the admin {path} did not answer: {e}"));
@@ -1618,7 +1459,7 @@ async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener
     }
     for path in ["/v1/status", "/v1/webhooks/roster"] {
         let answer = probe
-            .post(format!("http://{admin_addr}{path}"))
+            .post(service.admin_url(path))
             .send()
             .await
             .expect("the admin listener answers");
@@ -1631,13 +1472,8 @@ async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener
             answer.status()
         );
     }
-    shutdown.cancel();
     drop(holder);
-    tokio::time::timeout(Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS + 1), task)
-        .await
-        .expect("the service stops")
-        .expect("no panic")
-        .expect("a clean stop");
+    service.stop().await.expect("a clean stop");
 }
 
 // ---------------------------------------------------------------------------
@@ -1814,7 +1650,7 @@ async fn a_roster_webhook_into_a_view_is_refused_with_a_4xx_that_says_a_table_is
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_exports_held_revocations_from_the_shared_state_after_another_released_them() {
     let h = harness(&[]).await;
-    let emails: Vec<String> = crate::common::people("held", 30);
+    let emails: Vec<String> = people("held", 30);
     let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
     h.add_people(&refs).await;
     h.cycle().await;

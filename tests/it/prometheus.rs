@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use invite_sync::clerk::sim::SimOptions;
 use serde_json::Value;
 
-use crate::cli::Proc;
-use crate::common::{people, Harness};
+use crate::common::{free_port, people, repo_path, Harness, Proc, Scratch};
 use crate::dashboard::{queries, Query};
 use crate::docs::invite_sync_names_in;
 
@@ -30,8 +28,6 @@ const INTERVAL: &str = "1s";
 const RATE_INTERVAL: &str = "10s";
 /// How long Prometheus may take to do what a step waits for.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// A schedule that never fires during a test: cycles come from the start and notifications.
-const NEVER: &str = "0 0 0 1 1 *";
 
 /// Prints to the test's stderr past the harness's capture, so a skip is seen even when the
 /// test passes (nextest shows these tests' output: .config/nextest.toml).
@@ -58,44 +54,6 @@ fn installed(tool: &str, test: &str) -> Option<PathBuf> {
         say(&format!("SKIPPED {test}: {why}"));
     }
     found
-}
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(what: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "invite-sync-{what}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("a scratch directory can be made");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{name} cannot be written: {e}"));
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a loopback port is free")
-        .port()
 }
 
 /// The dashboard's queries as recording rules, which `promtool check rules` parses.
@@ -318,18 +276,10 @@ async fn a_real_prometheus_scrapes_run_has_the_dashboard_series_and_raises_held_
         .unwrap_or_default();
 
     let listen = format!("127.0.0.1:{}", free_port());
-    let target = format!("prometheus-{}", uuid::Uuid::new_v4().simple());
-    let h = Harness::with(
-        SimOptions::default(),
-        &[
-            // The whole suite shares one server's connection limit.
-            ("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "5"),
-            ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
-            ("INVITE_SYNC__SYNC__TARGET", &target),
-            ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
-            ("INVITE_SYNC__HTTP__LISTEN", &listen),
-        ],
-    )
+    let h = Harness::serving(&[
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
+        ("INVITE_SYNC__HTTP__LISTEN", &listen),
+    ])
     .await;
     let roster = people("scraped", 5);
     let emails: Vec<&str> = roster.iter().map(String::as_str).collect();
@@ -346,15 +296,7 @@ async fn a_real_prometheus_scrapes_run_has_the_dashboard_series_and_raises_held_
         .wait_until(
             "the service to listen for roster changes",
             DEADLINE,
-            || async {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND query ILIKE 'LISTEN%invite_sync%'",
-                )
-                .fetch_one(&h.db.pool)
-                .await
-                .is_ok_and(|listening| listening > 0)
-            },
+            || async { h.listener_pid().await.is_some() },
         )
         .await;
 

@@ -9,7 +9,6 @@ use invite_sync::clerk::sim::{Fault, FaultKind, Operation as SimOp, SimOptions, 
 use invite_sync::clerk::{Invitation, InvitationStatus};
 use invite_sync::domain::{Email, LedgerEntry, LedgerState};
 use invite_sync::reconcile::guard::HoldReason;
-use invite_sync::reconcile::report::Reporter;
 use invite_sync::reconcile::{CycleResult, Report, Request};
 use invite_sync::service::Step;
 use invite_sync::store::lock::LeaderLock;
@@ -17,26 +16,11 @@ use invite_sync::store::runs::{self, Outcome, RunRecord};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{people, wait_for, Harness};
+use crate::common::{
+    assert_one_pending_each, count, people, refs, runs, wait_for, writes, Harness,
+};
 
 const TARGET: &str = "default";
-
-fn refs(emails: &[String]) -> Vec<&str> {
-    emails.iter().map(String::as_str).collect()
-}
-
-fn count(report: &Report, category: &str) -> usize {
-    report.counts.get(category).copied().unwrap_or(0)
-}
-
-/// Every call that can change Clerk, by operation.
-fn writes(stats: &SimStats) -> [u64; 3] {
-    [
-        stats.total(SimOp::CreateInvitation),
-        stats.total(SimOp::CreateBulkInvitations),
-        stats.total(SimOp::RevokeInvitation),
-    ]
-}
 
 async fn ledger(h: &Harness) -> Vec<LedgerEntry> {
     invite_sync::store::ledger::load(&h.db.pool, TARGET)
@@ -51,13 +35,6 @@ async fn ledger_of(h: &Harness, email: &str) -> Vec<LedgerEntry> {
         .into_iter()
         .filter(|e| e.email.as_str() == email)
         .collect()
-}
-
-/// The runs of the target, newest first.
-async fn runs(h: &Harness) -> Vec<RunRecord> {
-    runs::recent(&h.db.pool, TARGET, 100)
-        .await
-        .expect("the runs load")
 }
 
 async fn run_of(h: &Harness, report: &Report) -> RunRecord {
@@ -82,19 +59,6 @@ fn pending_of(h: &Harness, email: &str) -> Vec<Invitation> {
         .into_iter()
         .filter(|i| i.status == InvitationStatus::Pending)
         .collect()
-}
-
-/// Asserts that each address has exactly one pending invitation and nothing else pends.
-fn assert_one_pending_each(h: &Harness, emails: &[String]) {
-    let mut pending: Vec<String> = h
-        .pending()
-        .iter()
-        .map(|i| i.email_address.to_lowercase())
-        .collect();
-    pending.sort();
-    let mut expected: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
-    expected.sort();
-    assert_eq!(pending, expected, "exactly one pending invitation each");
 }
 
 /// Creates an invitation the way someone working in Clerk's dashboard would: not through
@@ -1080,23 +1044,6 @@ async fn a_cycle_that_cannot_list_clerk_is_recorded_as_failed() {
         Some(error.to_string().as_str())
     );
     assert!(recorded[0].finished_at.is_some());
-}
-
-#[test]
-fn the_reporter_redacts_an_address_to_a_stable_hash() {
-    let reporter = Reporter {
-        redact_emails: true,
-    };
-    let shown = reporter.email("Ann@x.com");
-    assert_eq!(shown, reporter.email("Ann@x.com"));
-    assert_eq!(shown, reporter.email("ann@X.COM"));
-    assert_eq!(shown, reporter.email(" ann@x.com "));
-    assert_ne!(shown, reporter.email("bob@x.com"));
-    assert!(!shown.to_lowercase().contains("ann"), "{shown}");
-    assert!(!shown.contains("x.com"), "{shown}");
-    assert!(!reporter.email("not an address").contains("not an address"));
-    let plain = Reporter::default();
-    assert_eq!(plain.email("ann@x.com"), "ann@x.com");
 }
 
 /// Log lines, as the service would write them, into a buffer the test reads.

@@ -4,23 +4,17 @@
 //! and the CSV import and the roster webhook. The scim2-tester conformance run against
 //! `invite-sync run` is in cli.rs, beside the other tests of the binary.
 
-use std::net::SocketAddr;
-
-use invite_sync::clerk::sim::SimOptions;
 use invite_sync::clerk::InvitationStatus;
-use invite_sync::config::Settings;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use crate::common::Harness;
+use crate::common::{wait_for, Harness, Service};
 
 const TOKEN: &str = "scim-token-0123456789abcdef";
 /// The second token of a rotation: either is accepted.
 const ROTATED_TOKEN: &str = "scim-token-rotated-0123456789";
 const ROSTER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const NEVER: &str = "0 0 0 1 1 *";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -36,77 +30,21 @@ const ANCHOR: &str = "anchor@example.com";
 /// default `max_revocation_ratio` of 0.2 would hold; the guard is set to let that through so the
 /// test sees the revocation itself. The guard's own behaviour is tested in reconcile.rs.
 async fn harness(extra: &[(&str, &str)]) -> Harness {
-    let target = format!("scim-{}", uuid::Uuid::new_v4().simple());
     let tokens = format!("{TOKEN},{ROTATED_TOKEN}");
     let mut overrides: Vec<(&str, &str)> = vec![
-        ("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "5"),
-        ("INVITE_SYNC__SYNC__SCHEDULE", NEVER),
-        ("INVITE_SYNC__SYNC__TARGET", &target),
         ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1.0"),
         ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "1000"),
         ("INVITE_SYNC__SCIM__TOKEN", &tokens),
     ];
     overrides.extend_from_slice(extra);
-    let h = Harness::with(SimOptions::default(), &overrides).await;
+    let h = Harness::serving(&overrides).await;
     h.add_people(&[ANCHOR]).await;
     h
 }
 
-/// The service's HTTP router on a port of its own. No worker runs: the test drives cycles.
-struct Endpoint {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Endpoint {
-    async fn start(h: &Harness) -> Endpoint {
-        let settings = Settings::load(None, &h.env).expect("the test settings load");
-        let reconciler = invite_sync::reconcile::from_settings(&settings)
-            .await
-            .expect("the reconciler builds");
-        let shutdown = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port is free");
-        let addr = listener.local_addr().expect("the listener has an address");
-        invite_sync::service::serve_http_alone(&reconciler, &settings, listener, shutdown.clone())
-            .expect("the endpoints start");
-        Endpoint {
-            addr,
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client builds"),
-            shutdown,
-        }
-    }
-
-    /// The whole service (`run_on`: worker, notifications, HTTP), as `run` serves it.
-    async fn service(h: &Harness) -> Endpoint {
-        let settings = Settings::load(None, &h.env).expect("the test settings load");
-        let reconciler = invite_sync::reconcile::from_settings(&settings)
-            .await
-            .expect("the reconciler builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port is free");
-        let addr = listener.local_addr().expect("the listener has an address");
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            invite_sync::service::run_on(reconciler, &settings, listener, token).await
-        });
-        Endpoint {
-            addr,
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client builds"),
-            shutdown,
-        }
-    }
-
+/// The SCIM requests, to a service started with `Service::http_alone` (no worker runs: the
+/// test drives cycles) or `Service::start`.
+impl Service {
     async fn call_with(
         &self,
         method: Method,
@@ -164,12 +102,6 @@ impl Endpoint {
         let (got, answer) = self.call(method.clone(), path, body).await;
         assert_eq!(got, status, "{method} {path}: {answer}");
         answer
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -242,7 +174,7 @@ fn patch(operations: Value) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_okta_provisioning_sequence_invites_revokes_invites_again_and_revokes_on_delete() {
     let h = harness(&[]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     let ann = "ann.lee@example.com";
 
     // Okta looks the person up first, with its paging parameters.
@@ -361,7 +293,7 @@ async fn an_okta_provisioning_sequence_invites_revokes_invites_again_and_revokes
 async fn an_entra_provisioning_sequence_with_its_habits_invites_revokes_invites_again_and_revokes_on_delete(
 ) {
     let h = harness(&[]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     let bo = "bo.chen@contoso.example";
 
     let found = scim
@@ -449,7 +381,7 @@ async fn an_entra_provisioning_sequence_with_its_habits_invites_revokes_invites_
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
     let h = harness(&[]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     let cy = json!({"schemas": [USER], "userName": "cy@example.com", "externalId": "cy-1",
         "emails": [{"value": "cy@example.com", "type": "work", "primary": true}]});
     let created = scim
@@ -654,12 +586,8 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_token_the_scim_endpoint_answers_404() {
-    let h = Harness::with(
-        SimOptions::default(),
-        &[("INVITE_SYNC__SYNC__SCHEDULE", NEVER)],
-    )
-    .await;
-    let scim = Endpoint::start(&h).await;
+    let h = Harness::serving(&[]).await;
+    let scim = Service::http_alone(&h).await;
     for path in ["/Users", "/ServiceProviderConfig", "/Schemas"] {
         let (status, _) = scim.call(Method::GET, path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
@@ -669,7 +597,7 @@ async fn without_a_token_the_scim_endpoint_answers_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_csv_import_leaves_scim_rows_alone_and_the_roster_webhook_is_refused_on_them() {
     let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     let di = "di@example.com";
     scim.expect(
         Method::POST,
@@ -759,26 +687,20 @@ async fn the_csv_import_leaves_scim_rows_alone_and_the_roster_webhook_is_refused
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scim_write_wakes_the_running_service_like_any_roster_change() {
     let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2")]).await;
-    let scim = Endpoint::service(&h).await;
+    let scim = Service::start(&h).await;
     let deadline = std::time::Duration::from_secs(10);
-    crate::common::wait_for(
+    wait_for(
         "the start cycle and the roster listener",
         deadline,
         || async {
-            let listening: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND query ILIKE 'LISTEN%invite_sync%'",
-            )
-            .fetch_one(&h.db.pool)
-            .await
-            .expect("pg_stat_activity can be read");
+            let listening = h.listener_pid().await.is_some();
             let finished: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
             )
             .fetch_one(&h.db.pool)
             .await
             .expect("the runs can be read");
-            (listening > 0 && finished > 0).then_some(())
+            (listening && finished > 0).then_some(())
         },
     )
     .await;
@@ -791,7 +713,7 @@ async fn a_scim_write_wakes_the_running_service_like_any_roster_change() {
         StatusCode::CREATED,
     )
     .await;
-    crate::common::wait_for("an invitation for gil", deadline, || {
+    wait_for("an invitation for gil", deadline, || {
         std::future::ready((statuses(&h, gil) == [InvitationStatus::Pending]).then_some(()))
     })
     .await;
@@ -809,7 +731,7 @@ async fn a_scim_write_wakes_the_running_service_like_any_roster_change() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scim_user_takes_over_an_existing_row_and_never_deletes_another_writers_row() {
     let h = harness(&[]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     for email in ["fay@example.com", "gus@example.com"] {
         sqlx::query(
             "INSERT INTO desired_invitees (email, public_metadata, redirect_url, source)
@@ -861,7 +783,7 @@ async fn a_scim_user_takes_over_an_existing_row_and_never_deletes_another_writer
 #[tokio::test(flavor = "multi_thread")]
 async fn users_are_found_by_each_filter_and_paged_by_start_index_and_count() {
     let h = harness(&[]).await;
-    let scim = Endpoint::start(&h).await;
+    let scim = Service::http_alone(&h).await;
     let mut ids = Vec::new();
     for (n, name) in ["hal", "ida", "jon"].iter().enumerate() {
         let created = scim

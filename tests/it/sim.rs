@@ -1,14 +1,15 @@
 //! The Clerk simulator over a real socket, driven with raw HTTP and checked
 //! against Clerk's spec.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use invite_sync::clerk::sim::{self, Fault, FaultKind, Operation, SimHandle, SimOptions, SimStats};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, RequestBuilder};
 use serde_json::{json, Value};
+
+use crate::common::wait_for;
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -180,22 +181,6 @@ fn no_limits() -> SimOptions {
     SimOptions {
         rate_limits: false,
         ..SimOptions::default()
-    }
-}
-
-/// Poll `check` until it yields a value, failing after `deadline`.
-async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -1249,9 +1234,9 @@ async fn an_hourly_limit_lifts_once_the_oldest_call_leaves_the_window() {
         .expect("whole seconds");
     assert!((1..=2).contains(&retry_after), "{retry_after}");
 
-    let created = eventually(
-        Duration::from_secs(20),
+    let created = wait_for(
         "the bulk limit to lift",
+        Duration::from_secs(20),
         || async {
             let reply = h
                 .bulk(json!([{"email_address": "after@example.com"}]))
@@ -1750,13 +1735,8 @@ struct Spec {
 
 impl Spec {
     fn load() -> Self {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/clerk-bapi-2026-05-12.yml"
-        );
-        let text = std::fs::read_to_string(path).expect("the vendored spec");
         Spec {
-            root: serde_yaml::from_str(&text).expect("valid YAML"),
+            root: crate::common::yaml("tests/fixtures/clerk-bapi-2026-05-12.yml"),
         }
     }
 

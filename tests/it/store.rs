@@ -1,15 +1,102 @@
+//! The schema and the store's queries against a fresh database each.
+
+use std::collections::BTreeSet;
+
 use chrono::{Duration as ChronoDuration, Utc};
+use invite_sync::store::{self, budget};
 
 use crate::common::TestDb;
-use invite_sync::store::{self, budget};
+
+/// The tables of the database but sqlx's own, by name.
+async fn tables(db: &TestDb) -> BTreeSet<String> {
+    sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_type = 'BASE TABLE' AND table_name <> '_sqlx_migrations'
+           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("the tables can be listed")
+    .into_iter()
+    .collect()
+}
+
+/// The tables the migrations' SQL creates (and does not drop again), by name.
+fn tables_the_migrations_create() -> BTreeSet<String> {
+    let name_after = |sql: &str, at: usize| -> String {
+        let rest = sql[at..].trim_start();
+        let rest = rest.strip_prefix("if not exists").unwrap_or(rest);
+        let rest = rest.strip_prefix("if exists").unwrap_or(rest).trim_start();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '"'))
+            .filter(|c| *c != '"')
+            .collect();
+        name.rsplit('.').next().unwrap_or_default().to_owned()
+    };
+    let mut created = BTreeSet::new();
+    for migration in store::MIGRATOR.iter() {
+        let sql = migration.sql.to_lowercase();
+        for (at, statement) in sql
+            .match_indices("create table")
+            .chain(sql.match_indices("drop table"))
+        {
+            let name = name_after(&sql, at + statement.len());
+            if statement.starts_with("create") {
+                created.insert(name);
+            } else {
+                created.remove(&name);
+            }
+        }
+    }
+    created
+}
+
+/// The schema as a list of lines: every column, constraint, index, trigger and function of
+/// every table and schema but PostgreSQL's own.
+async fn schema(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT line FROM (
+           SELECT format('column %s.%s.%s %s %s %s', table_schema, table_name, column_name,
+                         data_type, is_nullable, column_default) AS line
+           FROM information_schema.columns
+           WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+           UNION ALL
+           SELECT format('constraint %s %s %s', conrelid::regclass, conname,
+                         pg_get_constraintdef(c.oid))
+           FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+           UNION ALL
+           SELECT format('index %s', indexdef) FROM pg_indexes
+           WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+           UNION ALL
+           SELECT format('trigger %s', pg_get_triggerdef(oid)) FROM pg_trigger
+           WHERE NOT tgisinternal
+           UNION ALL
+           SELECT format('function %s', pg_get_functiondef(p.oid))
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND p.prokind IN ('f', 'p')
+         ) AS schema ORDER BY line",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("the schema can be read")
+}
 
 #[tokio::test]
 async fn migrations_apply_to_a_fresh_database_and_again_change_nothing() {
     let db = TestDb::empty().await;
     store::migrate(&db.pool).await.expect("first run applies");
+    let first = schema(&db).await;
     store::migrate(&db.pool)
         .await
         .expect("second run is a no-op");
+    assert_eq!(
+        schema(&db).await,
+        first,
+        "the second run changed the schema"
+    );
 
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&db.pool)
@@ -17,6 +104,13 @@ async fn migrations_apply_to_a_fresh_database_and_again_change_nothing() {
         .unwrap();
     assert_eq!(applied as usize, store::MIGRATOR.iter().count());
 
+    // Every table there is, from the database's own list: a new one cannot be missed.
+    let tables = tables(&db).await;
+    assert_eq!(
+        tables,
+        tables_the_migrations_create(),
+        "the tables are those the migrations create"
+    );
     for table in [
         "desired_invitees",
         "invite_sync_ledger",
@@ -24,13 +118,26 @@ async fn migrations_apply_to_a_fresh_database_and_again_change_nothing() {
         "invite_sync_runs",
         "invite_sync_clerk_calls",
         "invite_sync_rate_blocks",
+        "invite_sync_webhook_deliveries",
+        "invite_sync_user_checks",
+        "invite_sync_scim_users",
+        "invite_sync_lock_holders",
+        "invite_sync_full_listings",
     ] {
+        assert!(tables.contains(table), "{table} exists after migrating");
+    }
+    for table in &tables {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(&db.pool)
             .await
             .unwrap();
-        assert!(exists, "{table} exists after migrating");
+        assert!(exists, "{table} is found by the name the service uses");
+        let columns = first
+            .iter()
+            .filter(|line| line.starts_with(&format!("column public.{table}.")))
+            .count();
+        assert!(columns > 0, "{table} has columns in the schema compared");
     }
 }
 
@@ -269,13 +376,6 @@ async fn insert_aged(db: &TestDb, sql: &str, ago: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-async fn scalar(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 #[tokio::test]
 async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
     let db = TestDb::migrated().await;
@@ -299,7 +399,9 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
     for ago in ["40 days", "40 days", "2 days", "10 minutes"] {
         insert_aged(&db, call, ago).await;
     }
-    let unsettled_call = scalar(&db, "SELECT min(id) FROM invite_sync_clerk_calls").await;
+    let unsettled_call = db
+        .scalar("SELECT min(id) FROM invite_sync_clerk_calls")
+        .await;
     let ledger = "INSERT INTO invite_sync_ledger (target, email, state, owned, call_id, updated_at)
                   VALUES ('a', $2, $3, true, $4, now() - $1::interval)";
     for (email, state, call_id, ago) in [
@@ -371,11 +473,8 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
         }
     );
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT count(*) FROM invite_sync_runs WHERE target = 'b'"
-        )
-        .await,
+        db.scalar("SELECT count(*) FROM invite_sync_runs WHERE target = 'b'")
+            .await,
         1,
         "the latest run of a target stays"
     );
@@ -400,12 +499,14 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
     let pruned = store::retention::prune(&db.pool, 1).await.unwrap();
     assert_eq!((pruned.clerk_calls, pruned.webhook_deliveries), (1, 0));
     assert_eq!(
-        scalar(&db, "SELECT count(*) FROM invite_sync_clerk_calls").await,
+        db.scalar("SELECT count(*) FROM invite_sync_clerk_calls")
+            .await,
         2,
         "the unsettled create's call and the one inside the hour stay"
     );
     assert_eq!(
-        scalar(&db, "SELECT count(*) FROM invite_sync_webhook_deliveries").await,
+        db.scalar("SELECT count(*) FROM invite_sync_webhook_deliveries")
+            .await,
         2
     );
     let again = store::retention::prune(&db.pool, 1).await.unwrap();
