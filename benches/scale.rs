@@ -9,8 +9,12 @@
 //! known users seeded by SQL, Clerk holding nothing pending): the first lists in full, the
 //! second is the steady state.
 //!
-//! `cargo bench --bench scale [-- plan:N ... steady:N ... accepted:N ...]`; by default plan:10000,
-//! plan:100000, plan:1000000, steady:10000, steady:100000 and accepted:1000000. A steady case seeds Clerk by
+//! `first:N` measures the first `sync` ever over N rows with Clerk's own budget and the default
+//! user checks: everyone is queued, a cycle's worth is looked up and sent.
+//!
+//! `cargo bench --bench scale [-- plan:N ... steady:N ... accepted:N ... first:N ...]`; by
+//! default plan:10000, plan:100000, plan:1000000, steady:10000, steady:100000, accepted:1000000
+//! and first:1000000. A steady case seeds Clerk by
 //! running cycles against a simulator without rate limits (about 7 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
@@ -38,19 +42,23 @@ enum Case {
     /// Everyone accepted long ago: the ledger and the known users say so, Clerk holds no
     /// pending invitation. Seeded by SQL, so it is quick at any size.
     Accepted(usize),
+    /// The first `sync` ever over the roster, with Clerk's own budget (350 invitations an
+    /// hour) and user checks (5,000 a cycle): everyone is queued, a cycle's worth is sent.
+    First(usize),
 }
 
 impl Case {
     fn parse(text: &str) -> anyhow::Result<Case> {
-        let (kind, rows) = text
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("{text:?}: expected plan:N, steady:N or accepted:N"))?;
+        let (kind, rows) = text.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("{text:?}: expected plan:N, steady:N, accepted:N or first:N")
+        })?;
         let rows: usize = rows.replace('_', "").parse()?;
         match kind {
             "plan" => Ok(Case::Plan(rows)),
             "steady" => Ok(Case::Steady(rows)),
             "accepted" => Ok(Case::Accepted(rows)),
-            _ => anyhow::bail!("{text:?}: expected plan:N, steady:N or accepted:N"),
+            "first" => Ok(Case::First(rows)),
+            _ => anyhow::bail!("{text:?}: expected plan:N, steady:N, accepted:N or first:N"),
         }
     }
 }
@@ -70,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             Case::Steady(10_000),
             Case::Steady(100_000),
             Case::Accepted(1_000_000),
+            Case::First(1_000_000),
         ]
     } else {
         asked
@@ -182,11 +191,11 @@ fn row(
 }
 
 async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<String>> {
-    let (Case::Plan(rows) | Case::Steady(rows) | Case::Accepted(rows)) = case;
+    let (Case::Plan(rows) | Case::Steady(rows) | Case::Accepted(rows) | Case::First(rows)) = case;
     let (_sim, root) = start_simulator(BIN, KEY, &["--no-rate-limits"]).await?;
     let http = reqwest::Client::new();
 
-    let env: Vec<(&str, String)> = vec![
+    let mut env: Vec<(&str, String)> = vec![
         ("DATABASE_URL", url.clone()),
         ("CLERK_SECRET_KEY", KEY.to_owned()),
         ("INVITE_SYNC__CLERK__API_URL", format!("{root}/v1")),
@@ -205,6 +214,10 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
         ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "0".into()),
         ("INVITE_SYNC__LOG__LEVEL", "warn".into()),
     ];
+    if let Case::First(_) = case {
+        // Clerk's own budget and the default user checks: what a first run really meets.
+        env.retain(|(key, _)| !key.contains("_PER_WINDOW") && !key.contains("USER_CHECKS"));
+    }
     let migrated = Command::new(service)
         .arg("migrate")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -267,6 +280,20 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
                 ));
             }
             Ok(lines)
+        }
+        Case::First(_) => {
+            let before = stats(&http, &root).await?;
+            let copied = copy()?;
+            let synced = measure(service, &["sync"], &env)?;
+            let clerk = difference(&stats(&http, &root).await?, &before);
+            Ok(vec![row(
+                "sync (first ever)",
+                rows,
+                "nothing",
+                &synced,
+                &copied,
+                &clerk,
+            )])
         }
         Case::Steady(_) => {
             seed(service, &env, &http, &root, rows).await?;

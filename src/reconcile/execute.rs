@@ -70,6 +70,17 @@ pub struct Drain {
 }
 
 impl Drain {
+    /// How many creates, first in queue order, a cycle holds: what it may look up, and two
+    /// windows' worth of invitations; the rest of a backlog waits in the roster.
+    pub fn cycle_head(&self) -> usize {
+        let window = usize::try_from(self.limits.bulk_calls)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(MAX_BULK)
+            .saturating_add(usize::try_from(self.limits.single_calls).unwrap_or(usize::MAX));
+        self.user_checks_per_cycle
+            .saturating_add(window.saturating_mul(2))
+    }
+
     pub fn new(limits: budget::Limits, user_check_max_age: Duration, per_cycle: usize) -> Drain {
         Drain {
             limits,

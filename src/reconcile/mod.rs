@@ -397,7 +397,9 @@ impl Reconciler {
             &self.config.policy,
         );
         if quiet == plan::Quiet::Count {
-            planner = planner.counting_quiet();
+            planner = planner
+                .counting_quiet()
+                .keeping_creates(self.config.drain.cycle_head());
         }
         let desired_rows = people::for_each(
             &self.pool,
@@ -455,7 +457,7 @@ impl Reconciler {
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
         let budget = self.budget().await?;
-        let queued = plan.creates().count();
+        let queued = plan.queued();
         let awaiting_user_check = self.awaiting_user_check(&plan).await?;
         let invitable = queued - awaiting_user_check;
         let eta = budget.eta(invitable as u64, &self.config.budget, Utc::now());
@@ -477,10 +479,12 @@ impl Reconciler {
         let max_age =
             i64::try_from(self.config.drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
         let checked = users::fresh_not_users(&self.pool, &self.config.target, max_age).await?;
+        // Those past a cycle's head of the queue are not looked at: they await a check.
         Ok(plan
             .creates()
             .filter(|i| !checked.contains(&i.email))
-            .count())
+            .count()
+            + plan.past_head())
     }
 
     /// Runs one cycle under the target's lock. Shutdown is checked between Clerk calls: the
@@ -671,7 +675,7 @@ impl Reconciler {
             hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
             protected: verdict.protected.len(),
             budget,
-            queued: plan.creates().count(),
+            queued: plan.queued(),
             awaiting_user_check: 0,
             unsettled,
             stop: None,
@@ -685,6 +689,7 @@ impl Reconciler {
         // budget can send its new one now; otherwise it stays, reported as stale.
         let replacing: Vec<Revocation> = replacements(&plan).collect();
         // The creates move out of the plan: no second copy of the queue.
+        let past_head = plan.past_head();
         let queue = plan.into_creates();
         let replaced: HashSet<&str> = replacing.iter().map(|r| r.invitation_id.as_str()).collect();
         let mut room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
@@ -721,6 +726,9 @@ impl Reconciler {
         if let Err(stop) = executor.create(queue, budget).await {
             done.stop = Some(stop);
         }
+        // Those past the head wait for later cycles, unchecked.
+        executor.tally.backlog += past_head;
+        executor.tally.awaiting_user_check += past_head;
         // What the calls left, as the database records them.
         done.budget = self.budget().await.unwrap_or(done.budget);
         Ok(done)

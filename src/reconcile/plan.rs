@@ -261,7 +261,8 @@ pub struct Plan {
     /// Revocations first, then creates in queue order (oldest `not_before`, then oldest
     /// row), then everything else by category and email.
     pub items: Vec<Item>,
-    /// People who need nothing, counted by category where the plan kept no item for them.
+    /// Items counted by category where the plan kept none: people who need nothing, and the
+    /// creates past a cycle's head of the queue.
     pub quiet: BTreeMap<Category, usize>,
 }
 
@@ -281,6 +282,20 @@ impl Plan {
             Item::Create { invitee, .. } | Item::Replace { invitee, .. } => Some(invitee),
             _ => None,
         })
+    }
+
+    /// How many the plan would create: the creates it holds and those past its head.
+    pub fn queued(&self) -> usize {
+        let past_head = [Category::Create, Category::Reinvite]
+            .iter()
+            .filter_map(|category| self.quiet.get(category))
+            .sum::<usize>();
+        self.creates().count() + past_head
+    }
+
+    /// How many creates were counted past the plan's head, not held.
+    pub fn past_head(&self) -> usize {
+        self.queued() - self.creates().count()
     }
 
     /// The invitees to create, in queue order, taken out of the plan.
@@ -314,11 +329,16 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
         .filter(|entry| entry.owned)
         .filter_map(|entry| entry.clerk_invitation_id.clone())
         .collect();
+    let planner = Planner::new(inputs.clerk, owned_ids, inputs.listing, inputs.now, policy);
+    feed(inputs, planner)
+}
+
+/// Adds the roster of `inputs` to `planner`, in the reader's order, with each row's person.
+fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
     let mut people: HashMap<&Email, Vec<&LedgerEntry>> = HashMap::new();
     for entry in inputs.ledger {
         people.entry(&entry.email).or_default().push(entry);
     }
-    let mut planner = Planner::new(inputs.clerk, owned_ids, inputs.listing, inputs.now, policy);
     // The planner takes rows by address; of several rows with one address the first counts.
     let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
     rows.sort_by_cached_key(|row| roster_order(row));
@@ -386,7 +406,11 @@ pub struct Planner<'a> {
     /// The last address added: rows come ordered by address, so a repeat follows its first.
     last_email: Option<Email>,
     quiet: Quiet,
+    /// Items counted but not kept, by category.
     quiet_counts: BTreeMap<Category, usize>,
+    /// At most this many creates are kept, the first in queue order; the rest are counted.
+    head: Option<usize>,
+    creates: Vec<Item>,
     items: Vec<Item>,
     rows: usize,
 }
@@ -429,6 +453,8 @@ impl<'a> Planner<'a> {
             last_email: None,
             quiet: Quiet::Keep,
             quiet_counts: BTreeMap::new(),
+            head: None,
+            creates: Vec::new(),
             items: Vec::new(),
             rows: 0,
         }
@@ -438,6 +464,24 @@ impl<'a> Planner<'a> {
     pub fn counting_quiet(mut self) -> Planner<'a> {
         self.quiet = Quiet::Count;
         self
+    }
+
+    /// Keeps only the first `head` creates in queue order, and counts the rest: a cycle sends
+    /// no more than its budget allows, so a first run over a huge roster holds a cycle's worth.
+    pub fn keeping_creates(mut self, head: usize) -> Planner<'a> {
+        self.head = Some(head.max(1));
+        self
+    }
+
+    /// Drops the creates past the head, counting them.
+    fn trim_creates(&mut self, head: usize) {
+        if self.creates.len() <= head {
+            return;
+        }
+        self.creates.select_nth_unstable_by(head, plan_order);
+        for item in self.creates.drain(head..) {
+            *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
+        }
     }
 
     /// How many roster rows were added.
@@ -464,6 +508,12 @@ impl<'a> Planner<'a> {
         );
         if quiet && self.quiet == Quiet::Count {
             *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
+        } else if let (Item::Create { .. }, Some(head)) = (&item, self.head) {
+            self.creates.push(item);
+            // Trimmed when twice the head: amortised, the queue costs the head's memory.
+            if self.creates.len() >= head.saturating_mul(2) {
+                self.trim_creates(head);
+            }
         } else {
             self.items.push(item);
         }
@@ -530,7 +580,12 @@ impl<'a> Planner<'a> {
     }
 
     /// The pending invitations no roster row asked for, then everything in plan order.
-    pub fn finish(self) -> Plan {
+    pub fn finish(mut self) -> Plan {
+        if let Some(head) = self.head {
+            self.trim_creates(head);
+        }
+        let creates = std::mem::take(&mut self.creates);
+        self.items.extend(creates);
         let Planner {
             clerk,
             policy,

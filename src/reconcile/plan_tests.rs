@@ -1800,4 +1800,63 @@ proptest! {
         );
         prop_assert_eq!(plan.revocations().count(), count(Category::Revoke));
     }
+
+    #[test]
+    fn a_cycle_plan_holds_the_queue_head_and_counts_the_rest_as_the_whole_plan_does(
+        s in scenario(),
+        head in 1usize..6,
+    ) {
+        let whole = s.plan();
+        let desired: Vec<_> = s.desired.iter().cloned().map(Ok).collect();
+        let inputs = Inputs {
+            desired: &desired,
+            clerk: &s.clerk,
+            ledger: &s.ledger,
+            known_users: &s.known_users,
+            deleted_users: &NO_ONE,
+            listing: Listing::Full,
+            now: now(),
+        };
+        let owned: HashSet<String> = s
+            .ledger
+            .iter()
+            .filter(|e| e.owned)
+            .filter_map(|e| e.clerk_invitation_id.clone())
+            .collect();
+        let planner = Planner::new(&s.clerk, owned, Listing::Full, now(), &s.policy)
+            .counting_quiet()
+            .keeping_creates(head);
+        let cycle = feed(inputs, planner);
+        prop_assert_eq!(cycle.counts(), whole.counts());
+        prop_assert_eq!(cycle.queued(), whole.queued());
+        // The creates held are the whole plan's first, in its order, and replacements all stay.
+        let fresh = |plan: &Plan| -> Vec<Email> {
+            plan.items
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Create { invitee, .. } => Some(invitee.email.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let expected: Vec<Email> = fresh(&whole).into_iter().take(head).collect();
+        prop_assert_eq!(fresh(&cycle), expected);
+        prop_assert_eq!(cycle.past_head(), whole.queued() - cycle.creates().count());
+        let loud = |plan: &Plan| -> Vec<Item> {
+            plan.items
+                .iter()
+                .filter(|item| {
+                    !matches!(
+                        item,
+                        Item::Create { .. }
+                            | Item::Accepted { .. }
+                            | Item::AlreadyUser { .. }
+                            | Item::InSync { .. }
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        prop_assert_eq!(loud(&cycle), loud(&whole));
+    }
 }
