@@ -581,11 +581,11 @@ impl ClerkSettings {
         Duration::from_secs(self.request_window_seconds)
     }
 
-    /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
     pub fn settle_after(&self) -> Duration {
         Duration::from_secs(self.settle_after_seconds)
     }
 
+    /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
     pub fn create_window(&self) -> Duration {
         Duration::from_secs(self.create_window_seconds)
     }

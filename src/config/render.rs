@@ -15,6 +15,9 @@ pub const CHECK_OK: i32 = 0;
 /// `config check` exit code: the configuration has problems, each printed with its key.
 pub const CHECK_INVALID: i32 = 2;
 
+/// The roster table the migrations create.
+const DEFAULT_RELATION: &str = "desired_invitees";
+
 /// Validates the configuration as the service would load it, and returns the text to
 /// print with the exit code: [`CHECK_OK`] and the effective configuration (secrets
 /// redacted, each value not at its default annotated with its origin), or
@@ -22,9 +25,6 @@ pub const CHECK_INVALID: i32 = 2;
 ///
 /// Beyond loading, a configured secret key is read (from its file, if so) and checked.
 /// A missing key is only a warning, since `migrate` and `import` run without one.
-/// The roster table the migrations create.
-const DEFAULT_RELATION: &str = "desired_invitees";
-
 pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32) {
     let loaded = match Settings::load_traced(file, env) {
         Ok(loaded) => loaded,

@@ -832,7 +832,6 @@ fn check_filter(text: &str) -> Result<String, String> {
         .map_err(|e| format!("is not a tracing filter directive: {e}"))
 }
 
-/// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
 /// A bearer token for the `/v1/` endpoints. Reasons never include the token.
 fn check_api_token(text: &str) -> Result<String, String> {
     let token = text.trim();
@@ -874,6 +873,7 @@ fn check_webhook_secret(text: &str) -> Result<String, String> {
     }
 }
 
+/// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
 pub(crate) fn check_protected(text: &str) -> Result<String, String> {
     let entry = text.trim().to_lowercase();
     let valid_domain = |domain: &str| {
