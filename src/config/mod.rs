@@ -13,6 +13,7 @@ mod env_file;
 mod error;
 mod render;
 mod schema;
+mod secret;
 mod sources;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::domain::RowDefaults;
 pub use env_file::parse_env_file;
 pub use error::{ConfigError, Problem};
 pub use render::{check, CHECK_INVALID, CHECK_OK};
+pub use secret::{redact_database_url, REDACTED};
 pub use sources::{
     env_var_name, process_env, CLERK_SECRET_KEY_VAR, CREDENTIALS_DIRECTORY_VAR, DATABASE_URL_VAR,
     ENV_PREFIX, ENV_SEPARATOR,
@@ -43,9 +45,6 @@ use sources::{EnvSource, TomlSource};
 /// The built-in defaults: config/default.toml, embedded so the documented defaults and
 /// the real ones cannot drift apart.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
-
-/// What the secret key, the password and other secrets are replaced with when shown.
-pub const REDACTED: &str = "[redacted]";
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -457,7 +456,7 @@ impl DatabaseSettings {
             .map_err(|reason| ConfigError::single("database.url", reason))?;
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             let reason = match Url::parse(url) {
-                Ok(parsed) => schema::scrub_password(&parsed, &format!("is not usable: {e}")),
+                Ok(parsed) => secret::scrub_password(&parsed, &format!("is not usable: {e}")),
                 Err(_) => "is not usable".to_owned(),
             };
             ConfigError::single("database.url", reason)
@@ -488,14 +487,14 @@ impl DatabaseSettings {
         let from_path = url.as_ref().and_then(|u| {
             let path = u.path().trim_start_matches('/');
             (!path.is_empty())
-                .then(|| schema::percent_decode(path).unwrap_or_else(|| path.to_owned()))
+                .then(|| secret::percent_decode(path).map_or_else(|| path.to_owned(), Into::into))
         });
         from_query.or(from_path)
     }
 
     /// The URL with any password replaced by `[redacted]`, for logs and `config check`.
     pub fn redacted_url(&self) -> String {
-        render::redact_database_url(self.url.expose_secret())
+        redact_database_url(self.url.expose_secret())
     }
 
     pub fn connect_timeout(&self) -> Duration {

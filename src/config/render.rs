@@ -5,9 +5,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use url::Url;
-
-use super::schema::percent_decode;
 use super::{ConfigError, Settings, REDACTED};
 
 /// `config check` exit code: the configuration is valid.
@@ -288,48 +285,6 @@ pub(crate) fn render(settings: &Settings, origins: Option<&HashMap<String, Strin
     out
 }
 
-/// A database URL with its password, in the user info or a `password` parameter,
-/// replaced by `[redacted]`. A URL that cannot be parsed is redacted whole.
-pub(crate) fn redact_database_url(raw: &str) -> String {
-    let Ok(mut url) = Url::parse(raw) else {
-        return REDACTED.to_owned();
-    };
-    let had_password = url.password().is_some();
-    if had_password && url.set_password(None).is_err() {
-        return REDACTED.to_owned();
-    }
-    if url.query_pairs().any(|(name, _)| name == "password") {
-        let query = url.query().unwrap_or_default().to_owned();
-        let rebuilt: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                if percent_decode(name).as_deref() == Some("password") {
-                    format!("{name}={REDACTED}")
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        url.set_query(Some(&rebuilt.join("&")));
-    }
-    let mut text = url.to_string();
-    if had_password {
-        let at = url.scheme().len() + "://".len() + url.username().len();
-        let marker = if url.username().is_empty() {
-            format!(":{REDACTED}@")
-        } else {
-            format!(":{REDACTED}")
-        };
-        if text.is_char_boundary(at) {
-            text.insert_str(at, &marker);
-        } else {
-            return REDACTED.to_owned();
-        }
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,26 +309,5 @@ mod tests {
             .map(|spec| format!("{}.{}", spec.section, spec.name))
             .collect();
         assert_eq!(rendered, known);
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(
-            redact_database_url("postgres://app:hunter2@db:5432/x"),
-            "postgres://app:[redacted]@db:5432/x"
-        );
-        assert_eq!(
-            redact_database_url("postgres://:hunter2@db/x"),
-            "postgres://:[redacted]@db/x"
-        );
-        assert_eq!(
-            redact_database_url("postgres://app@db/x?sslmode=require&password=hunter2"),
-            "postgres://app@db/x?sslmode=require&password=[redacted]"
-        );
-        assert_eq!(
-            redact_database_url("postgres://app@db/x"),
-            "postgres://app@db/x"
-        );
-        assert_eq!(redact_database_url("hunter2 not a url"), REDACTED);
     }
 }

@@ -10,6 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::error::Problem;
+use super::secret::scrub_password;
 use super::sources::is_env_origin;
 use crate::clerk::KeyKind;
 
@@ -300,41 +301,16 @@ fn origin_of(value: &Value) -> Option<String> {
     }
 }
 
-/// The known name closest to a misspelt one, if it is close enough to be a typo.
+/// The known name closest to a misspelt one, if it is close enough to be a typo: at most
+/// a third of its length in edits (insert, delete, substitute, swap two neighbours).
 fn suggest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     let name = name.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&name, k), *k))
+        .map(|k| (strsim::osa_distance(&name, k), *k))
         .filter(|(distance, k)| *distance <= (k.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k)
-}
-
-/// Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 fn describe(kind: &ValueKind) -> &'static str {
@@ -653,51 +629,6 @@ pub(crate) fn check_database_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// Removes a URL's password, raw or decoded, from a message built from it.
-pub(crate) fn scrub_password(url: &Url, message: &str) -> String {
-    let mut secrets: Vec<String> = Vec::new();
-    if let Some(password) = url.password() {
-        secrets.push(password.to_owned());
-        if let Some(decoded) = percent_decode(password) {
-            secrets.push(decoded);
-        }
-    }
-    for (name, value) in url.query_pairs() {
-        if name == "password" {
-            secrets.push(value.into_owned());
-        }
-    }
-    let mut scrubbed = message.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        scrubbed = scrubbed.replace(secret.as_str(), "[redacted]");
-    }
-    scrubbed
-}
-
-pub(crate) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn check_http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -982,11 +913,5 @@ mod tests {
         assert_eq!(suggest("dry_rn", &["dry_run", "notify"]), Some("dry_run"));
         assert_eq!(suggest("sycn", &SECTIONS), Some("sync"));
         assert_eq!(suggest("completely_else", &["dry_run"]), None);
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
-        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
     }
 }
