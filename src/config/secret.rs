@@ -1,11 +1,82 @@
-//! Keeping secrets out of what is shown: the one redactor of a database URL's password.
+//! Secrets in the settings: types that `Debug` and `Serialize` show redacted, so that
+//! printing or rendering the settings cannot leak them, and the one redactor of a
+//! database URL's password.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 use url::{Position, Url};
 
 /// What the secret key, the password and other secrets are replaced with when shown.
 pub const REDACTED: &str = "[redacted]";
+
+/// A secret value (a key, a token): serialised as [`REDACTED`], and shown by `Debug` as
+/// secrecy shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl ExposeSecret<str> for Secret {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<Secret> for SecretString {
+    fn from(secret: Secret) -> SecretString {
+        secret.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// A database URL: secret only in its password, so it is shown with the password
+/// replaced by [`REDACTED`] (see [`redact_database_url`]).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn redacted(&self) -> String {
+        redact_database_url(self.0.expose_secret())
+    }
+}
+
+impl ExposeSecret<str> for DatabaseUrl {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> DatabaseUrl {
+        DatabaseUrl(SecretString::from(url))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
 
 /// A database URL with its password replaced by [`REDACTED`], wherever it is: in the user
 /// info (`user:password@`) or in a `password` parameter (`?password=`, `&password=`). A URL
@@ -130,6 +201,20 @@ mod tests {
         assert_eq!(
             scrubbed,
             "[redacted], [redacted] and [redacted] were refused"
+        );
+    }
+
+    #[test]
+    fn secrets_are_shown_redacted() {
+        let secret: Secret = serde_json::from_str("\"sk_test_hidden\"").unwrap();
+        assert_eq!(secret.expose_secret(), "sk_test_hidden");
+        assert!(!format!("{secret:?}").contains("hidden"));
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"[redacted]\"");
+        let url = DatabaseUrl::from("postgres://app:hunter2@db/x");
+        assert_eq!(format!("{url:?}"), "\"postgres://app:[redacted]@db/x\"");
+        assert_eq!(
+            serde_json::to_string(&url).unwrap(),
+            "\"postgres://app:[redacted]@db/x\""
         );
     }
 
