@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::private_postgres::{self, PrivateCluster};
 use crate::clerk::sim::{self, SimOptions};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::reconcile::{self, CycleResult, Request};
 use crate::{import, service, store, telemetry};
 
@@ -201,7 +201,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'): a cycle follows within seconds)\nHTTP: http://{}/metrics, and curl -H 'Authorization: Bearer {DEMO_API_TOKEN}' http://{}/v1/status",
         simulator.base_url(),
         simulator.addr(),
-        redact_url(&database_url),
+        config::redact_database_url(&database_url),
         settings.http.listen,
         settings.http.listen,
     );
@@ -341,14 +341,4 @@ async fn create_database(server_url: &str) -> anyhow::Result<String> {
     let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;
     url.set_path(&format!("/{DATABASE}"));
     Ok(url.to_string())
-}
-
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("[redacted]"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }

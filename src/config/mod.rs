@@ -13,17 +13,17 @@ mod env_file;
 mod error;
 mod render;
 mod schema;
+mod secret;
 mod sources;
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use url::Url;
 
@@ -33,139 +33,171 @@ use crate::domain::RowDefaults;
 pub use env_file::parse_env_file;
 pub use error::{ConfigError, Problem};
 pub use render::{check, CHECK_INVALID, CHECK_OK};
+pub use secret::{redact_database_url, DatabaseUrl, Secret, REDACTED};
 pub use sources::{
     env_var_name, process_env, CLERK_SECRET_KEY_VAR, CREDENTIALS_DIRECTORY_VAR, DATABASE_URL_VAR,
     ENV_PREFIX, ENV_SEPARATOR,
 };
 
+use schema::{
+    check_api_token, check_api_url, check_database_url, check_filter, check_metadata_mapping,
+    check_path, check_protected, check_redirect_url, check_relation, check_schedule,
+    check_secret_key, check_socket_addr, check_target, check_webhook_secret,
+};
+use schema::{float, int, section, settings, Kind};
 use sources::{EnvSource, TomlSource};
 
 /// The built-in defaults: config/default.toml, embedded so the documented defaults and
 /// the real ones cannot drift apart.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
 
-/// What the secret key, the password and other secrets are replaced with when shown.
-pub const REDACTED: &str = "[redacted]";
+// A key is a field of a section below: its type says whether it may be unset (`Option`)
+// and whether it is secret (`Secret`, `DatabaseUrl`); after `=` comes its kind (range or
+// check) unless the type implies one (a boolean, an enum). Its default and its description
+// for operators go in config/default.toml.
 
-/// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    pub clerk: ClerkSettings,
-    pub source: SourceSettings,
-    pub sync: SyncSettings,
-    pub http: HttpSettings,
-    pub scim: ScimSettings,
-    pub log: LogSettings,
-    pub retention: RetentionSettings,
+settings! {
+    /// The whole configuration.
+    #[derive(Debug, Clone)]
+    pub struct Settings {
+        pub database: DatabaseSettings,
+        pub clerk: ClerkSettings,
+        pub source: SourceSettings,
+        pub sync: SyncSettings,
+        pub http: HttpSettings,
+        pub scim: ScimSettings,
+        pub log: LogSettings,
+        pub retention: RetentionSettings,
+    }
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// The connection URL; it may hold a password, hence secret.
-    pub url: SecretString,
-    pub max_connections: u32,
-    pub min_connections: Option<u32>,
-    pub connect_timeout_seconds: u64,
-    pub migrate_on_start: bool,
+section! {
+    #[derive(Debug, Clone)]
+    pub struct DatabaseSettings {
+        pub url: DatabaseUrl = Kind::Text(check_database_url),
+        pub max_connections: u32 = int(1, 1000),
+        pub min_connections: Option<u32> = int(0, 1000),
+        pub connect_timeout_seconds: u64 = int(1, 3600),
+        pub migrate_on_start: bool,
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClerkSettings {
-    #[serde(deserialize_with = "deserialize_url")]
-    pub api_url: Url,
-    pub secret_key: Option<SecretString>,
-    pub secret_key_file: Option<PathBuf>,
-    pub timeout_seconds: u64,
-    /// `None`: by the key's kind (100 for `sk_test_`, 1000 for `sk_live_`).
-    pub requests_per_window: Option<u32>,
-    pub request_window_seconds: u64,
-    pub bulk_create_per_window: u32,
-    pub single_create_per_window: u32,
-    pub create_window_seconds: u64,
-    pub max_attempts: u32,
-    /// A create whose outcome is unknown is looked up only this long after it was sent, so
-    /// a request Clerk is still working on is not taken for one it never got.
-    pub settle_after_seconds: u64,
-    /// Clerk's answer that an address is not a user's holds this long; then it is asked
-    /// again before a create is spent on it.
-    pub user_check_max_age_seconds: u64,
-    /// At most this many addresses are looked up in Clerk's users per cycle.
-    pub user_checks_per_cycle: u32,
+section! {
+    #[derive(Debug, Clone)]
+    pub struct ClerkSettings {
+        pub api_url: Url = Kind::Text(check_api_url),
+        pub secret_key: Option<Secret> = Kind::Text(check_secret_key),
+        pub secret_key_file: Option<PathBuf> = Kind::Text(check_path),
+        pub timeout_seconds: u64 = int(1, 600),
+        /// `None`: by the key's kind (100 for `sk_test_`, 1000 for `sk_live_`).
+        pub requests_per_window: Option<u32> = int(1, 100_000),
+        pub request_window_seconds: u64 = int(1, 3600),
+        pub bulk_create_per_window: u32 = int(1, 100_000),
+        pub single_create_per_window: u32 = int(1, 100_000),
+        pub create_window_seconds: u64 = int(1, 86_400),
+        pub max_attempts: u32 = int(1, 20),
+        /// A create whose outcome is unknown is looked up only this long after it was sent, so
+        /// a request Clerk is still working on is not taken for one it never got.
+        pub settle_after_seconds: u64 = int(0, 86_400),
+        /// Clerk's answer that an address is not a user's holds this long; then it is asked
+        /// again before a create is spent on it.
+        pub user_check_max_age_seconds: u64 = int(0, 604_800),
+        /// At most this many addresses are looked up in Clerk's users per cycle.
+        pub user_checks_per_cycle: u32 = int(100, 1_000_000),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSettings {
-    /// `name` or `schema.name`, each part an SQL identifier (checked at load).
-    pub relation: String,
+section! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SourceSettings {
+        /// `name` or `schema.name`, each part an SQL identifier (checked at load).
+        pub relation: String = Kind::Text(check_relation),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncSettings {
-    /// Cron with seconds, 6 or 7 fields.
-    pub schedule: String,
-    /// Cron with seconds: the first cycle after each tick lists every invitation in Clerk.
-    pub full_schedule: String,
-    pub dry_run: bool,
-    pub notify: bool,
-    pub ignore_existing: bool,
-    pub expires_in_days: Option<u32>,
-    pub redirect_url: Option<String>,
-    pub template_slug: Option<TemplateSlug>,
-    pub max_revocations: u32,
-    pub max_revocation_ratio: f64,
-    /// Lower-cased emails and `@domain` patterns.
-    pub protected: Vec<String>,
-    pub ownership: Ownership,
-    pub reinvite_expired: bool,
-    pub on_change: OnChange,
-    pub shutdown_timeout_seconds: u64,
-    pub target: String,
-    /// Quiet time after a roster change notification before a cycle runs.
-    pub debounce_seconds: f64,
+section! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct SyncSettings {
+        /// Cron with seconds, 6 or 7 fields.
+        pub schedule: String = Kind::Text(check_schedule),
+        /// Cron with seconds: the first cycle after each tick lists every invitation in Clerk.
+        pub full_schedule: String = Kind::Text(check_schedule),
+        pub dry_run: bool,
+        pub notify: bool,
+        pub ignore_existing: bool,
+        pub expires_in_days: Option<u32> = int(1, 365),
+        pub redirect_url: Option<String> = Kind::Text(check_redirect_url),
+        pub template_slug: Option<TemplateSlug>,
+        pub max_revocations: u32 = int(0, 1_000_000),
+        pub max_revocation_ratio: f64 = float(0.0, 1.0),
+        /// Lower-cased emails and `@domain` patterns.
+        pub protected: Vec<String> = Kind::List(check_protected),
+        pub ownership: Ownership,
+        pub reinvite_expired: bool,
+        pub on_change: OnChange,
+        pub shutdown_timeout_seconds: u64 = int(1, 3600),
+        pub target: String = Kind::Text(check_target),
+        /// Quiet time after a roster change notification before a cycle runs.
+        pub debounce_seconds: f64 = float(0.0, 3600.0),
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    pub listen: SocketAddr,
-    /// A second listener serving only `/healthz`, `/readyz` and `/metrics`, for the probes.
-    pub admin_listen: Option<SocketAddr>,
-    /// How long a connection may take to send a request's headers, and how long it may
-    /// sit idle between requests, before it is closed.
-    pub header_read_timeout_seconds: u64,
-    /// How long one request may take, its body included, before it is answered 408.
-    pub request_timeout_seconds: u64,
-    /// Connections open at once on the main listener; more wait to be accepted.
-    pub max_connections: u32,
-    /// Webhook requests handled at once; more wait (within the request timeout).
-    pub webhook_concurrency: u32,
-    /// Bearer token of the `/v1/` endpoints; unset turns them off.
-    pub api_token: Option<SecretString>,
-    /// Secrets of the roster webhook (several during a rotation); empty turns it off.
-    pub roster_webhook_secret: Vec<SecretString>,
-    /// Secrets of the Clerk (Svix) webhook; empty turns it off.
-    pub clerk_webhook_secret: Vec<SecretString>,
+section! {
+    #[derive(Debug, Clone)]
+    pub struct HttpSettings {
+        pub listen: SocketAddr = Kind::Text(check_socket_addr),
+        /// A second listener serving only `/healthz`, `/readyz` and `/metrics`, for the probes.
+        pub admin_listen: Option<SocketAddr> = Kind::Text(check_socket_addr),
+        /// How long a connection may take to send a request's headers, and how long it may
+        /// sit idle between requests, before it is closed.
+        pub header_read_timeout_seconds: u64 = int(1, 3600),
+        /// How long one request may take, its body included, before it is answered 408.
+        pub request_timeout_seconds: u64 = int(1, 3600),
+        /// Connections open at once on the main listener; more wait to be accepted.
+        pub max_connections: u32 = int(1, 1_000_000),
+        /// Webhook requests handled at once; more wait (within the request timeout).
+        pub webhook_concurrency: u32 = int(1, 100_000),
+        /// Bearer token of the `/v1/` endpoints; unset turns them off.
+        pub api_token: Option<Secret> = Kind::Text(check_api_token),
+        /// Secrets of the roster webhook (several during a rotation); empty turns it off.
+        pub roster_webhook_secret: Vec<Secret> = Kind::List(check_webhook_secret),
+        /// Secrets of the Clerk (Svix) webhook; empty turns it off.
+        pub clerk_webhook_secret: Vec<Secret> = Kind::List(check_webhook_secret),
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScimSettings {
-    /// Bearer tokens of `/scim/v2` (several during a rotation); empty turns it off.
-    pub token: Vec<SecretString>,
-    /// Which SCIM attribute gives the roster address.
-    pub email: ScimEmail,
-    /// Metadata key → SCIM attribute path whose value it takes.
-    pub metadata: std::collections::BTreeMap<String, String>,
+section! {
+    #[derive(Debug, Clone)]
+    pub struct ScimSettings {
+        /// Bearer tokens of `/scim/v2` (several during a rotation); empty turns it off.
+        pub token: Vec<Secret> = Kind::List(check_api_token),
+        /// Which SCIM attribute gives the roster address.
+        pub email: ScimEmail,
+        /// Metadata key → SCIM attribute path whose value it takes.
+        pub metadata: BTreeMap<String, String> = Kind::Table(check_metadata_mapping),
+    }
+}
+
+section! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogSettings {
+        pub format: LogFormat,
+        /// A tracing `EnvFilter` directive (checked at load).
+        pub level: String = Kind::Text(check_filter),
+        pub redact_emails: bool,
+    }
+}
+
+section! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct RetentionSettings {
+        /// Run history, recorded Clerk calls and webhook deliveries older than this are pruned.
+        pub days: u32 = int(1, 36_500),
+    }
 }
 
 /// Where a SCIM user's roster address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScimEmail {
     /// `userName` when it is an address, else the primary (then work, then first) email.
@@ -174,32 +206,7 @@ pub enum ScimEmail {
     WorkEmail,
 }
 
-impl ScimEmail {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScimEmail::UserName => "user_name",
-            ScimEmail::WorkEmail => "work_email",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    /// A tracing `EnvFilter` directive (checked at load).
-    pub level: String,
-    pub redact_emails: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionSettings {
-    /// Run history, recorded Clerk calls and webhook deliveries older than this are pruned.
-    pub days: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Pretty,
@@ -207,7 +214,7 @@ pub enum LogFormat {
 }
 
 /// Which pending invitations a cycle may revoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ownership {
     /// Only those the ledger says invite-sync created.
@@ -217,54 +224,11 @@ pub enum Ownership {
 }
 
 /// What to do with a pending invitation whose metadata or redirect differ from the roster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnChange {
     Report,
     Replace,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Pretty => "pretty",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
-impl Ownership {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ownership::Owned => "owned",
-            Ownership::All => "all",
-        }
-    }
-}
-
-impl OnChange {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnChange::Report => "report",
-            OnChange::Replace => "replace",
-        }
-    }
-}
-
-macro_rules! display_as_str {
-    ($($ty:ty),*) => {$(
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    )*};
-}
-display_as_str!(LogFormat, Ownership, OnChange, ScimEmail);
-
-fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    Url::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// Settings together with where each key's value came from.
@@ -336,7 +300,7 @@ impl Settings {
                 ConfigError::new(all)
             })?;
 
-        let mut walked = schema::walk(&merged.cache);
+        let mut walked = schema::walk(&merged.cache, Settings::SECTIONS);
         problems.append(&mut walked.problems);
         expand_credentials_directory(&mut walked, env, &mut problems);
         cross_check(&walked, &mut problems);
@@ -435,18 +399,6 @@ fn cross_check(walked: &schema::Walked, problems: &mut Vec<Problem>) {
     }
 }
 
-impl fmt::Debug for DatabaseSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("url", &self.redacted_url())
-            .field("max_connections", &self.max_connections)
-            .field("min_connections", &self.min_connections)
-            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
-            .field("migrate_on_start", &self.migrate_on_start)
-            .finish()
-    }
-}
-
 impl DatabaseSettings {
     /// Connect options for sqlx. Fields the URL leaves out come from the `PG*` variables
     /// and `~/.pgpass`, as sqlx does; the application name defaults to `invite-sync`.
@@ -457,7 +409,7 @@ impl DatabaseSettings {
             .map_err(|reason| ConfigError::single("database.url", reason))?;
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             let reason = match Url::parse(url) {
-                Ok(parsed) => schema::scrub_password(&parsed, &format!("is not usable: {e}")),
+                Ok(parsed) => secret::scrub_password(&parsed, &format!("is not usable: {e}")),
                 Err(_) => "is not usable".to_owned(),
             };
             ConfigError::single("database.url", reason)
@@ -488,14 +440,14 @@ impl DatabaseSettings {
         let from_path = url.as_ref().and_then(|u| {
             let path = u.path().trim_start_matches('/');
             (!path.is_empty())
-                .then(|| schema::percent_decode(path).unwrap_or_else(|| path.to_owned()))
+                .then(|| secret::percent_decode(path).map_or_else(|| path.to_owned(), Into::into))
         });
         from_query.or(from_path)
     }
 
     /// The URL with any password replaced by `[redacted]`, for logs and `config check`.
     pub fn redacted_url(&self) -> String {
-        render::redact_database_url(self.url.expose_secret())
+        self.url.redacted()
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -581,11 +533,11 @@ impl ClerkSettings {
         Duration::from_secs(self.request_window_seconds)
     }
 
-    /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
     pub fn settle_after(&self) -> Duration {
         Duration::from_secs(self.settle_after_seconds)
     }
 
+    /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.
     pub fn create_window(&self) -> Duration {
         Duration::from_secs(self.create_window_seconds)
     }
@@ -625,16 +577,18 @@ mod tests {
 
     #[test]
     fn every_key_is_documented_in_default_toml() {
-        for spec in schema::SPECS {
-            let set = format!("\n{} = ", spec.name);
-            let commented = format!("\n# {} = ", spec.name);
-            assert!(
-                DEFAULTS_TOML.contains(&set)
-                    || (spec.optional && DEFAULTS_TOML.contains(&commented)),
-                "{}.{} is not in config/default.toml",
-                spec.section,
-                spec.name
-            );
+        for section in Settings::SECTIONS {
+            for spec in section.keys {
+                let set = format!("\n{} = ", spec.name);
+                let commented = format!("\n# {} = ", spec.name);
+                assert!(
+                    DEFAULTS_TOML.contains(&set)
+                        || (spec.optional && DEFAULTS_TOML.contains(&commented)),
+                    "{}.{} is not in config/default.toml",
+                    section.name,
+                    spec.name
+                );
+            }
         }
     }
 
@@ -653,11 +607,11 @@ mod tests {
     fn database_names() {
         let mut database = defaults().database;
         assert_eq!(database.database_name().as_deref(), Some("invite_sync"));
-        database.url = SecretString::from("postgres://u@h/my%20db");
+        database.url = DatabaseUrl::from("postgres://u@h/my%20db");
         assert_eq!(database.database_name().as_deref(), Some("my db"));
-        database.url = SecretString::from("postgres://u@h/?dbname=other");
+        database.url = DatabaseUrl::from("postgres://u@h/?dbname=other");
         assert_eq!(database.database_name().as_deref(), Some("other"));
-        database.url = SecretString::from("postgres://u@h");
+        database.url = DatabaseUrl::from("postgres://u@h");
         assert_eq!(database.database_name(), None);
     }
 }

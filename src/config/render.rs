@@ -5,15 +5,16 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use url::Url;
-
-use super::schema::percent_decode;
-use super::{ConfigError, Settings, REDACTED};
+use super::schema::Kind;
+use super::{ConfigError, Settings};
 
 /// `config check` exit code: the configuration is valid.
 pub const CHECK_OK: i32 = 0;
 /// `config check` exit code: the configuration has problems, each printed with its key.
 pub const CHECK_INVALID: i32 = 2;
+
+/// The roster table the migrations create.
+const DEFAULT_RELATION: &str = "desired_invitees";
 
 /// Validates the configuration as the service would load it, and returns the text to
 /// print with the exit code: [`CHECK_OK`] and the effective configuration (secrets
@@ -22,9 +23,6 @@ pub const CHECK_INVALID: i32 = 2;
 ///
 /// Beyond loading, a configured secret key is read (from its file, if so) and checked.
 /// A missing key is only a warning, since `migrate` and `import` run without one.
-/// The roster table the migrations create.
-const DEFAULT_RELATION: &str = "desired_invitees";
-
 pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32) {
     let loaded = match Settings::load_traced(file, env) {
         Ok(loaded) => loaded,
@@ -71,212 +69,34 @@ fn invalid(error: &ConfigError) -> (String, i32) {
     (out, CHECK_INVALID)
 }
 
-type Fields = Vec<(&'static str, Option<toml::Value>)>;
-
-/// Every key with its value, in the order of config/default.toml; `None` when unset.
-pub(crate) fn entries(settings: &Settings) -> Vec<(&'static str, Fields)> {
-    use toml::Value as V;
-    let text = |s: &str| Some(V::String(s.to_owned()));
-    let int = |n: u64| Some(V::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
-    let boolean = |b: bool| Some(V::Boolean(b));
-    let Settings {
-        database,
-        clerk,
-        source,
-        sync,
-        http,
-        scim,
-        log,
-        retention,
-    } = settings;
-    vec![
-        (
-            "database",
-            vec![
-                ("url", text(&database.redacted_url())),
-                ("max_connections", int(database.max_connections.into())),
-                (
-                    "min_connections",
-                    database.min_connections.and_then(|n| int(n.into())),
-                ),
-                (
-                    "connect_timeout_seconds",
-                    int(database.connect_timeout_seconds),
-                ),
-                ("migrate_on_start", boolean(database.migrate_on_start)),
-            ],
-        ),
-        (
-            "clerk",
-            vec![
-                ("api_url", text(clerk.api_url.as_str())),
-                ("secret_key", clerk.secret_key.as_ref().and(text(REDACTED))),
-                (
-                    "secret_key_file",
-                    clerk
-                        .secret_key_file
-                        .as_ref()
-                        .and_then(|p| text(&p.display().to_string())),
-                ),
-                ("timeout_seconds", int(clerk.timeout_seconds)),
-                (
-                    "requests_per_window",
-                    clerk.requests_per_window.and_then(|n| int(n.into())),
-                ),
-                ("request_window_seconds", int(clerk.request_window_seconds)),
-                (
-                    "bulk_create_per_window",
-                    int(clerk.bulk_create_per_window.into()),
-                ),
-                (
-                    "single_create_per_window",
-                    int(clerk.single_create_per_window.into()),
-                ),
-                ("create_window_seconds", int(clerk.create_window_seconds)),
-                ("max_attempts", int(clerk.max_attempts.into())),
-                ("settle_after_seconds", int(clerk.settle_after_seconds)),
-                (
-                    "user_check_max_age_seconds",
-                    int(clerk.user_check_max_age_seconds),
-                ),
-                (
-                    "user_checks_per_cycle",
-                    int(clerk.user_checks_per_cycle.into()),
-                ),
-            ],
-        ),
-        ("source", vec![("relation", text(&source.relation))]),
-        (
-            "sync",
-            vec![
-                ("schedule", text(&sync.schedule)),
-                ("full_schedule", text(&sync.full_schedule)),
-                ("dry_run", boolean(sync.dry_run)),
-                ("notify", boolean(sync.notify)),
-                ("ignore_existing", boolean(sync.ignore_existing)),
-                (
-                    "expires_in_days",
-                    sync.expires_in_days.and_then(|n| int(n.into())),
-                ),
-                ("redirect_url", sync.redirect_url.as_deref().and_then(text)),
-                (
-                    "template_slug",
-                    sync.template_slug.and_then(|slug| text(slug.as_str())),
-                ),
-                ("max_revocations", int(sync.max_revocations.into())),
-                (
-                    "max_revocation_ratio",
-                    Some(V::Float(sync.max_revocation_ratio)),
-                ),
-                (
-                    "protected",
-                    Some(V::Array(
-                        sync.protected
-                            .iter()
-                            .map(|p| V::String(p.clone()))
-                            .collect(),
-                    )),
-                ),
-                ("ownership", text(sync.ownership.as_str())),
-                ("reinvite_expired", boolean(sync.reinvite_expired)),
-                ("on_change", text(sync.on_change.as_str())),
-                (
-                    "shutdown_timeout_seconds",
-                    int(sync.shutdown_timeout_seconds),
-                ),
-                ("target", text(&sync.target)),
-                ("debounce_seconds", Some(V::Float(sync.debounce_seconds))),
-            ],
-        ),
-        (
-            "http",
-            vec![
-                ("listen", text(&http.listen.to_string())),
-                (
-                    "admin_listen",
-                    http.admin_listen
-                        .map(|a| toml::Value::String(a.to_string())),
-                ),
-                (
-                    "header_read_timeout_seconds",
-                    int(http.header_read_timeout_seconds),
-                ),
-                ("request_timeout_seconds", int(http.request_timeout_seconds)),
-                ("max_connections", int(u64::from(http.max_connections))),
-                (
-                    "webhook_concurrency",
-                    int(u64::from(http.webhook_concurrency)),
-                ),
-                ("api_token", http.api_token.as_ref().and(text(REDACTED))),
-                (
-                    "roster_webhook_secret",
-                    redacted_list(http.roster_webhook_secret.len()),
-                ),
-                (
-                    "clerk_webhook_secret",
-                    redacted_list(http.clerk_webhook_secret.len()),
-                ),
-            ],
-        ),
-        (
-            "scim",
-            vec![
-                ("token", redacted_list(scim.token.len())),
-                ("email", text(scim.email.as_str())),
-                ("metadata", Some(V::Table(metadata_table(&scim.metadata)))),
-            ],
-        ),
-        (
-            "log",
-            vec![
-                ("format", text(log.format.as_str())),
-                ("level", text(&log.level)),
-                ("redact_emails", boolean(log.redact_emails)),
-            ],
-        ),
-        ("retention", vec![("days", int(retention.days.into()))]),
-    ]
-}
-
-/// `scim.metadata` as a file would set it: a file's table joins the built-in one, so a
-/// built-in entry that was dropped is written as `""`, which drops it again.
-fn metadata_table(metadata: &std::collections::BTreeMap<String, String>) -> toml::Table {
-    let built_in: Vec<String> = toml::from_str::<toml::Table>(super::DEFAULTS_TOML)
-        .ok()
-        .and_then(|defaults| {
-            let table = defaults.get("scim")?.get("metadata")?.as_table()?.clone();
-            Some(table.keys().cloned().collect())
-        })
-        .unwrap_or_default();
-    let mut table: toml::Table = metadata
-        .iter()
-        .map(|(key, path)| (key.clone(), toml::Value::String(path.clone())))
-        .collect();
-    for key in built_in {
-        table
-            .entry(key)
-            .or_insert_with(|| toml::Value::String(String::new()));
-    }
-    table
-}
-
-fn redacted_list(count: usize) -> Option<toml::Value> {
-    Some(toml::Value::Array(
-        (0..count)
-            .map(|_| toml::Value::String(REDACTED.to_owned()))
-            .collect(),
-    ))
-}
-
+/// The effective configuration as TOML: every key of every section, in the order of
+/// config/default.toml, each value as the settings serialise it (secrets redacted by their
+/// type), unset keys as comments, and with `origins` each value's origin when it is not the
+/// built-in default.
 pub(crate) fn render(settings: &Settings, origins: Option<&HashMap<String, String>>) -> String {
+    let values = match toml::Value::try_from(settings) {
+        Ok(toml::Value::Table(values)) => values,
+        Ok(_) => return "# the configuration cannot be shown: it is not a table\n".to_owned(),
+        Err(e) => return format!("# the configuration cannot be shown: {e}\n"),
+    };
+    let defaults = toml::from_str::<toml::Table>(super::DEFAULTS_TOML).unwrap_or_default();
     let mut out = String::new();
-    for (index, (section, fields)) in entries(settings).into_iter().enumerate() {
+    for (index, section) in Settings::SECTIONS.iter().enumerate() {
         if index > 0 {
             out.push('\n');
         }
-        let _ = writeln!(out, "[{section}]");
-        for (name, value) in fields {
-            let origin = origins.and_then(|o| o.get(&format!("{section}.{name}")));
+        let _ = writeln!(out, "[{}]", section.name);
+        for spec in section.keys {
+            let key = format!("{}.{}", section.name, spec.name);
+            let mut value = values
+                .get(section.name)
+                .and_then(|fields| fields.get(spec.name))
+                .cloned();
+            if let (Kind::Table(_), Some(toml::Value::Table(table))) = (&spec.kind, &mut value) {
+                drop_again_the_defaults_left_out(table, super::get(&defaults, &key));
+            }
+            let origin = origins.and_then(|o| o.get(&key));
+            let name = spec.name;
             let _ = match (value, origin) {
                 (Some(value), None) => writeln!(out, "{name} = {value}"),
                 (Some(value), Some(origin)) => writeln!(out, "{name} = {value}  # {origin}"),
@@ -288,52 +108,22 @@ pub(crate) fn render(settings: &Settings, origins: Option<&HashMap<String, Strin
     out
 }
 
-/// A database URL with its password, in the user info or a `password` parameter,
-/// replaced by `[redacted]`. A URL that cannot be parsed is redacted whole.
-pub(crate) fn redact_database_url(raw: &str) -> String {
-    let Ok(mut url) = Url::parse(raw) else {
-        return REDACTED.to_owned();
+/// A table key as a file would set it: a file's table joins the built-in one, so a
+/// built-in entry that was dropped is written as `""`, which drops it again.
+fn drop_again_the_defaults_left_out(table: &mut toml::Table, built_in: Option<&toml::Value>) {
+    let Some(built_in) = built_in.and_then(toml::Value::as_table) else {
+        return;
     };
-    let had_password = url.password().is_some();
-    if had_password && url.set_password(None).is_err() {
-        return REDACTED.to_owned();
+    for name in built_in.keys() {
+        table
+            .entry(name.clone())
+            .or_insert_with(|| toml::Value::String(String::new()));
     }
-    if url.query_pairs().any(|(name, _)| name == "password") {
-        let query = url.query().unwrap_or_default().to_owned();
-        let rebuilt: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                if percent_decode(name).as_deref() == Some("password") {
-                    format!("{name}={REDACTED}")
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        url.set_query(Some(&rebuilt.join("&")));
-    }
-    let mut text = url.to_string();
-    if had_password {
-        let at = url.scheme().len() + "://".len() + url.username().len();
-        let marker = if url.username().is_empty() {
-            format!(":{REDACTED}@")
-        } else {
-            format!(":{REDACTED}")
-        };
-        if text.is_char_boundary(at) {
-            text.insert_str(at, &marker);
-        } else {
-            return REDACTED.to_owned();
-        }
-    }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::SPECS;
 
     #[test]
     fn every_key_is_rendered_in_schema_order() {
@@ -341,39 +131,27 @@ mod tests {
             Ok(settings) => settings,
             Err(e) => panic!("the built-in defaults are invalid: {e}"),
         };
-        let rendered: Vec<String> = entries(&settings)
-            .into_iter()
-            .flat_map(|(section, fields)| {
-                fields
-                    .into_iter()
-                    .map(move |(name, _)| format!("{section}.{name}"))
+        let mut rendered: Vec<String> = Vec::new();
+        let mut section = "";
+        for line in render(&settings, None).lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some(unset) = line.strip_prefix("# ") {
+                let name = unset.split(" is not set").next().unwrap_or(unset);
+                rendered.push(format!("{section}.{name}"));
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                rendered.push(format!("{section}.{name}"));
+            }
+        }
+        let known: Vec<String> = Settings::SECTIONS
+            .iter()
+            .flat_map(|section| {
+                section
+                    .keys
+                    .iter()
+                    .map(move |spec| format!("{}.{}", section.name, spec.name))
             })
             .collect();
-        let known: Vec<String> = SPECS
-            .iter()
-            .map(|spec| format!("{}.{}", spec.section, spec.name))
-            .collect();
         assert_eq!(rendered, known);
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(
-            redact_database_url("postgres://app:hunter2@db:5432/x"),
-            "postgres://app:[redacted]@db:5432/x"
-        );
-        assert_eq!(
-            redact_database_url("postgres://:hunter2@db/x"),
-            "postgres://:[redacted]@db/x"
-        );
-        assert_eq!(
-            redact_database_url("postgres://app@db/x?sslmode=require&password=hunter2"),
-            "postgres://app@db/x?sslmode=require&password=[redacted]"
-        );
-        assert_eq!(
-            redact_database_url("postgres://app@db/x"),
-            "postgres://app@db/x"
-        );
-        assert_eq!(redact_database_url("hunter2 not a url"), REDACTED);
     }
 }

@@ -1,17 +1,22 @@
-//! The known keys, their types and checks, and the walk over the merged layers that
-//! reports every problem at once.
+//! The keys' types and checks, and the walk over the merged layers that reports every
+//! problem at once. The keys themselves are the fields of the settings structs, declared
+//! with [`section!`] and [`settings!`], which derive each key's [`Spec`] from its field.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use config::{Value, ValueKind};
+use serde::de::{self, Deserializer, Visitor};
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::error::Problem;
+use super::secret::{scrub_password, DatabaseUrl, Secret};
 use super::sources::is_env_origin;
-use crate::clerk::KeyKind;
+use super::{LogFormat, OnChange, Ownership, ScimEmail};
+use crate::clerk::{KeyKind, TemplateSlug};
 
 /// A check of a string value: the normalised value, or why it is refused. A reason never
 /// repeats the value; the walk adds it for keys that are not secret.
@@ -28,154 +33,197 @@ pub(crate) enum Kind {
         max: f64,
     },
     Text(Check),
-    Choice(&'static [&'static str]),
+    /// One of an enum's variants, named as serde names them.
+    Choice(fn() -> &'static [&'static str]),
     List(Check),
     /// A table of names to strings, each entry checked as `name = value`; from the
     /// environment, `name=value` pairs separated by commas.
     Table(Check),
 }
 
-pub(crate) struct Spec {
-    pub section: &'static str,
-    pub name: &'static str,
-    pub kind: Kind,
-    pub optional: bool,
-    pub secret: bool,
-}
-
-pub(crate) const SECTIONS: [&str; 8] = [
-    "database",
-    "clerk",
-    "source",
-    "sync",
-    "http",
-    "scim",
-    "log",
-    "retention",
-];
-
-pub(crate) const LOG_FORMATS: &[&str] = &["pretty", "json"];
-pub(crate) const OWNERSHIPS: &[&str] = &["owned", "all"];
-pub(crate) const ON_CHANGES: &[&str] = &["report", "replace"];
-pub(crate) const TEMPLATE_SLUGS: &[&str] = &["invitation", "waitlist_invitation"];
-pub(crate) const SCIM_EMAILS: &[&str] = &["user_name", "work_email"];
-
-const fn spec(section: &'static str, name: &'static str, kind: Kind) -> Spec {
-    Spec {
-        section,
-        name,
-        kind,
-        optional: false,
-        secret: false,
-    }
-}
-
-const fn optional(section: &'static str, name: &'static str, kind: Kind) -> Spec {
-    Spec {
-        section,
-        name,
-        kind,
-        optional: true,
-        secret: false,
-    }
-}
-
-const fn int(min: i64, max: i64) -> Kind {
+pub(crate) const fn int(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
 }
 
-/// Every key, in the order of config/default.toml.
-pub(crate) static SPECS: &[Spec] = &[
-    Spec {
-        secret: true,
-        ..spec("database", "url", Kind::Text(check_database_url))
-    },
-    spec("database", "max_connections", int(1, 1000)),
-    optional("database", "min_connections", int(0, 1000)),
-    spec("database", "connect_timeout_seconds", int(1, 3600)),
-    spec("database", "migrate_on_start", Kind::Bool),
-    spec("clerk", "api_url", Kind::Text(check_api_url)),
-    Spec {
-        secret: true,
-        ..optional("clerk", "secret_key", Kind::Text(check_secret_key))
-    },
-    optional("clerk", "secret_key_file", Kind::Text(check_path)),
-    spec("clerk", "timeout_seconds", int(1, 600)),
-    optional("clerk", "requests_per_window", int(1, 100_000)),
-    spec("clerk", "request_window_seconds", int(1, 3600)),
-    spec("clerk", "bulk_create_per_window", int(1, 100_000)),
-    spec("clerk", "single_create_per_window", int(1, 100_000)),
-    spec("clerk", "create_window_seconds", int(1, 86_400)),
-    spec("clerk", "max_attempts", int(1, 20)),
-    spec("clerk", "settle_after_seconds", int(0, 86_400)),
-    spec("clerk", "user_check_max_age_seconds", int(0, 604_800)),
-    spec("clerk", "user_checks_per_cycle", int(100, 1_000_000)),
-    spec("source", "relation", Kind::Text(check_relation)),
-    spec("sync", "schedule", Kind::Text(check_schedule)),
-    spec("sync", "full_schedule", Kind::Text(check_schedule)),
-    spec("sync", "dry_run", Kind::Bool),
-    spec("sync", "notify", Kind::Bool),
-    spec("sync", "ignore_existing", Kind::Bool),
-    optional("sync", "expires_in_days", int(1, 365)),
-    optional("sync", "redirect_url", Kind::Text(check_redirect_url)),
-    optional("sync", "template_slug", Kind::Choice(TEMPLATE_SLUGS)),
-    spec("sync", "max_revocations", int(0, 1_000_000)),
-    spec(
-        "sync",
-        "max_revocation_ratio",
-        Kind::Float { min: 0.0, max: 1.0 },
-    ),
-    spec("sync", "protected", Kind::List(check_protected)),
-    spec("sync", "ownership", Kind::Choice(OWNERSHIPS)),
-    spec("sync", "reinvite_expired", Kind::Bool),
-    spec("sync", "on_change", Kind::Choice(ON_CHANGES)),
-    spec("sync", "shutdown_timeout_seconds", int(1, 3600)),
-    spec("sync", "target", Kind::Text(check_target)),
-    spec(
-        "sync",
-        "debounce_seconds",
-        Kind::Float {
-            min: 0.0,
-            max: 3600.0,
-        },
-    ),
-    spec("http", "listen", Kind::Text(check_socket_addr)),
-    optional("http", "admin_listen", Kind::Text(check_socket_addr)),
-    spec("http", "header_read_timeout_seconds", int(1, 3600)),
-    spec("http", "request_timeout_seconds", int(1, 3600)),
-    spec("http", "max_connections", int(1, 1_000_000)),
-    spec("http", "webhook_concurrency", int(1, 100_000)),
-    Spec {
-        secret: true,
-        ..optional("http", "api_token", Kind::Text(check_api_token))
-    },
-    Spec {
-        secret: true,
-        ..spec(
-            "http",
-            "roster_webhook_secret",
-            Kind::List(check_webhook_secret),
-        )
-    },
-    Spec {
-        secret: true,
-        ..spec(
-            "http",
-            "clerk_webhook_secret",
-            Kind::List(check_webhook_secret),
-        )
-    },
-    Spec {
-        secret: true,
-        ..spec("scim", "token", Kind::List(check_api_token))
-    },
-    spec("scim", "email", Kind::Choice(SCIM_EMAILS)),
-    spec("scim", "metadata", Kind::Table(check_metadata_mapping)),
-    spec("log", "format", Kind::Choice(LOG_FORMATS)),
-    spec("log", "level", Kind::Text(check_filter)),
-    spec("log", "redact_emails", Kind::Bool),
-    spec("retention", "days", int(1, 36_500)),
-];
+pub(crate) const fn float(min: f64, max: f64) -> Kind {
+    Kind::Float { min, max }
+}
+
+/// One key of a section.
+pub(crate) struct Spec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The field is an `Option`: the key may be unset.
+    pub optional: bool,
+    /// The field holds a [`Secret`]: no message shows its value.
+    pub secret: bool,
+}
+
+impl Spec {
+    /// The key of a field of type `T`, of the kind given or else the one its type implies.
+    pub(crate) const fn of<T: KeyType>(name: &'static str, kind: Option<Kind>) -> Spec {
+        let kind = match (kind, T::KIND) {
+            (Some(kind), _) | (None, Some(kind)) => kind,
+            (None, None) => panic!("a key of this type needs its kind after `=`"),
+        };
+        Spec {
+            name,
+            kind,
+            optional: T::OPTIONAL,
+            secret: T::SECRET,
+        }
+    }
+}
+
+/// A section: a table of the configuration and its keys, in field order.
+pub(crate) struct Section {
+    pub name: &'static str,
+    pub keys: &'static [Spec],
+}
+
+/// What a field's type says about its key: whether it may be unset, whether it is a
+/// secret, and its kind when the type alone decides it (a boolean, an enum).
+pub(crate) trait KeyType {
+    const KIND: Option<Kind> = None;
+    const OPTIONAL: bool = false;
+    const SECRET: bool = false;
+}
+
+impl KeyType for u32 {}
+impl KeyType for u64 {}
+impl KeyType for f64 {}
+impl KeyType for String {}
+impl KeyType for PathBuf {}
+impl KeyType for SocketAddr {}
+impl KeyType for Url {}
+impl KeyType for BTreeMap<String, String> {}
+
+impl KeyType for bool {
+    const KIND: Option<Kind> = Some(Kind::Bool);
+}
+
+impl KeyType for Secret {
+    const SECRET: bool = true;
+}
+
+impl KeyType for DatabaseUrl {
+    const SECRET: bool = true;
+}
+
+impl<T: KeyType> KeyType for Option<T> {
+    const KIND: Option<Kind> = T::KIND;
+    const OPTIONAL: bool = true;
+    const SECRET: bool = T::SECRET;
+}
+
+impl<T: KeyType> KeyType for Vec<T> {
+    const SECRET: bool = T::SECRET;
+}
+
+macro_rules! choices {
+    ($($ty:ty),*) => {$(
+        impl KeyType for $ty {
+            const KIND: Option<Kind> = Some(Kind::Choice(variants::<$ty>));
+        }
+    )*};
+}
+choices!(LogFormat, Ownership, OnChange, ScimEmail, TemplateSlug);
+
+/// The names serde reads for the variants of the enum `T`.
+fn variants<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    /// A deserializer that only notes the variants it is offered.
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not an enum"))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = variants;
+            Err(de::Error::custom("probed"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            struct identifier ignored_any
+        }
+    }
+
+    let mut variants: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut variants));
+    variants
+}
+
+/// Declares a section's struct, read and written by serde, and its keys: one per field, in
+/// field order, each of the kind written after `=` or else the one its type implies.
+macro_rules! section {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_attr:meta])*
+                pub $field:ident: $ty:ty $(= $kind:expr)?,
+            )*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(serde::Deserialize, serde::Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$field_attr])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            pub(crate) const KEYS: &'static [$crate::config::schema::Spec] = &[$(
+                $crate::config::schema::Spec::of::<$ty>(
+                    stringify!($field),
+                    $crate::config::schema::section!(@kind $($kind)?),
+                ),
+            )*];
+        }
+    };
+    (@kind) => { None };
+    (@kind $kind:expr) => { Some($kind) };
+}
+pub(crate) use section;
+
+/// Declares the whole configuration: one field per section, in the order of
+/// config/default.toml.
+macro_rules! settings {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $(pub $section:ident: $ty:ident,)*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(serde::Deserialize, serde::Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(pub $section: $ty,)*
+        }
+
+        impl $name {
+            /// Every section and its keys, in the order of config/default.toml.
+            pub(crate) const SECTIONS: &'static [$crate::config::schema::Section] = &[$(
+                $crate::config::schema::Section {
+                    name: stringify!($section),
+                    keys: $ty::KEYS,
+                },
+            )*];
+        }
+    };
+}
+pub(crate) use settings;
 
 /// The merged layers, checked: a normalised table ready to deserialize, where each key
 /// came from, and every problem.
@@ -185,7 +233,7 @@ pub(crate) struct Walked {
     pub problems: Vec<Problem>,
 }
 
-pub(crate) fn walk(root: &Value) -> Walked {
+pub(crate) fn walk(root: &Value, sections: &[Section]) -> Walked {
     let mut walked = Walked {
         table: toml::Table::new(),
         origins: HashMap::new(),
@@ -198,7 +246,7 @@ pub(crate) fn walk(root: &Value) -> Walked {
         return walked;
     };
     let empty = config::Map::new();
-    for section in SECTIONS {
+    for (section, keys) in sections.iter().map(|s| (s.name, s.keys)) {
         let fields = match root_table.get(section).map(|value| (value, &value.kind)) {
             None => &empty,
             Some((_, ValueKind::Table(fields))) => fields,
@@ -214,8 +262,7 @@ pub(crate) fn walk(root: &Value) -> Walked {
             }
         };
         let mut section_table = toml::Table::new();
-        let specs: Vec<&Spec> = SPECS.iter().filter(|s| s.section == section).collect();
-        for spec in &specs {
+        for spec in keys {
             let key = format!("{section}.{}", spec.name);
             let Some(value) = fields.get(spec.name) else {
                 if !spec.optional {
@@ -239,7 +286,7 @@ pub(crate) fn walk(root: &Value) -> Walked {
                 walked.origins.insert(key, origin);
             }
         }
-        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        let names: Vec<&str> = keys.iter().map(|s| s.name).collect();
         walked
             .problems
             .extend(unknown(section, fields, &names, "unknown key"));
@@ -247,7 +294,8 @@ pub(crate) fn walk(root: &Value) -> Walked {
             .table
             .insert(section.to_owned(), toml::Value::Table(section_table));
     }
-    let mut unknown_sections = unknown("", root_table, &SECTIONS, "unknown section");
+    let names: Vec<&str> = sections.iter().map(|s| s.name).collect();
+    let mut unknown_sections = unknown("", root_table, &names, "unknown section");
     walked.problems.append(&mut unknown_sections);
     walked
 }
@@ -300,41 +348,16 @@ fn origin_of(value: &Value) -> Option<String> {
     }
 }
 
-/// The known name closest to a misspelt one, if it is close enough to be a typo.
+/// The known name closest to a misspelt one, if it is close enough to be a typo: at most
+/// a third of its length in edits (insert, delete, substitute, swap two neighbours).
 fn suggest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     let name = name.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&name, k), *k))
+        .map(|k| (strsim::osa_distance(&name, k), *k))
         .filter(|(distance, k)| *distance <= (k.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k)
-}
-
-/// Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 fn describe(kind: &ValueKind) -> &'static str {
@@ -399,7 +422,7 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
             Err(_) => Err(format!("expected a number{}", got())),
         },
         Kind::Text(check) => text_value(spec, *check, trimmed),
-        Kind::Choice(choices) => choice(spec, choices, trimmed),
+        Kind::Choice(choices) => choice(spec, choices(), trimmed),
         Kind::List(check) => {
             let items: Vec<&str> = trimmed
                 .split(',')
@@ -452,7 +475,7 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
             in_float_range(*n as f64, *min, *max).map(Some)
         }
         (Kind::Text(check), ValueKind::String(text)) => text_value(spec, *check, text),
-        (Kind::Choice(choices), ValueKind::String(text)) => choice(spec, choices, text),
+        (Kind::Choice(choices), ValueKind::String(text)) => choice(spec, choices(), text),
         (Kind::List(check), ValueKind::Array(items)) => {
             let mut texts = Vec::with_capacity(items.len());
             for (index, item) in items.iter().enumerate() {
@@ -653,51 +676,6 @@ pub(crate) fn check_database_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// Removes a URL's password, raw or decoded, from a message built from it.
-pub(crate) fn scrub_password(url: &Url, message: &str) -> String {
-    let mut secrets: Vec<String> = Vec::new();
-    if let Some(password) = url.password() {
-        secrets.push(password.to_owned());
-        if let Some(decoded) = percent_decode(password) {
-            secrets.push(decoded);
-        }
-    }
-    for (name, value) in url.query_pairs() {
-        if name == "password" {
-            secrets.push(value.into_owned());
-        }
-    }
-    let mut scrubbed = message.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        scrubbed = scrubbed.replace(secret.as_str(), "[redacted]");
-    }
-    scrubbed
-}
-
-pub(crate) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn check_http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -712,7 +690,7 @@ fn check_http_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn check_api_url(text: &str) -> Result<String, String> {
+pub(crate) fn check_api_url(text: &str) -> Result<String, String> {
     let url = check_http_url(text)?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or fragment".to_owned());
@@ -720,7 +698,7 @@ fn check_api_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn check_redirect_url(text: &str) -> Result<String, String> {
+pub(crate) fn check_redirect_url(text: &str) -> Result<String, String> {
     check_http_url(text).map(|_| text.to_owned())
 }
 
@@ -747,7 +725,7 @@ pub(crate) fn check_secret_key(text: &str) -> Result<String, String> {
     Ok(key.to_owned())
 }
 
-fn check_path(text: &str) -> Result<String, String> {
+pub(crate) fn check_path(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         Err("is empty".to_owned())
     } else {
@@ -801,7 +779,7 @@ pub(crate) fn check_schedule(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn check_target(text: &str) -> Result<String, String> {
+pub(crate) fn check_target(text: &str) -> Result<String, String> {
     let mut chars = text.chars();
     let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -817,13 +795,13 @@ fn check_target(text: &str) -> Result<String, String> {
     }
 }
 
-fn check_socket_addr(text: &str) -> Result<String, String> {
+pub(crate) fn check_socket_addr(text: &str) -> Result<String, String> {
     text.parse::<SocketAddr>()
         .map(|_| text.to_owned())
         .map_err(|_| "must be an IP address and port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned())
 }
 
-fn check_filter(text: &str) -> Result<String, String> {
+pub(crate) fn check_filter(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("is empty".to_owned());
     }
@@ -832,9 +810,8 @@ fn check_filter(text: &str) -> Result<String, String> {
         .map_err(|e| format!("is not a tracing filter directive: {e}"))
 }
 
-/// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
 /// A bearer token for the `/v1/` endpoints. Reasons never include the token.
-fn check_api_token(text: &str) -> Result<String, String> {
+pub(crate) fn check_api_token(text: &str) -> Result<String, String> {
     let token = text.trim();
     if token.chars().count() < 16 {
         return Err("must be at least 16 characters (value not shown)".to_owned());
@@ -847,7 +824,7 @@ fn check_api_token(text: &str) -> Result<String, String> {
 
 /// One `scim.metadata` entry, `key=path`: a metadata key and the SCIM attribute path whose
 /// value it takes. Returns the path, trimmed.
-fn check_metadata_mapping(text: &str) -> Result<String, String> {
+pub(crate) fn check_metadata_mapping(text: &str) -> Result<String, String> {
     let (key, path) = text.split_once('=').unwrap_or((text, ""));
     let key_ok = !key.is_empty()
         && key.len() <= 64
@@ -864,7 +841,7 @@ fn check_metadata_mapping(text: &str) -> Result<String, String> {
 }
 
 /// A webhook signing secret: `whsec_` and base64. Reasons never include the secret.
-fn check_webhook_secret(text: &str) -> Result<String, String> {
+pub(crate) fn check_webhook_secret(text: &str) -> Result<String, String> {
     use base64::Engine;
     let secret = text.trim();
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -874,6 +851,7 @@ fn check_webhook_secret(text: &str) -> Result<String, String> {
     }
 }
 
+/// An email or an `@domain`, normalised like the roster's emails: trimmed, lower-cased.
 pub(crate) fn check_protected(text: &str) -> Result<String, String> {
     let entry = text.trim().to_lowercase();
     let valid_domain = |domain: &str| {
@@ -898,6 +876,7 @@ pub(crate) fn check_protected(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
 
     #[test]
     fn relation_names() {
@@ -980,13 +959,66 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(suggest("dry_rn", &["dry_run", "notify"]), Some("dry_run"));
-        assert_eq!(suggest("sycn", &SECTIONS), Some("sync"));
+        let sections: Vec<&str> = Settings::SECTIONS.iter().map(|s| s.name).collect();
+        assert_eq!(suggest("sycn", &sections), Some("sync"));
         assert_eq!(suggest("completely_else", &["dry_run"]), None);
     }
 
+    fn keys_where(flag: fn(&Spec) -> bool) -> Vec<String> {
+        Settings::SECTIONS
+            .iter()
+            .flat_map(|section| {
+                section
+                    .keys
+                    .iter()
+                    .filter(move |spec| flag(spec))
+                    .map(move |spec| format!("{}.{}", section.name, spec.name))
+            })
+            .collect()
+    }
+
     #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
-        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+    fn a_key_is_secret_or_optional_by_its_type() {
+        assert_eq!(
+            keys_where(|spec| spec.secret),
+            [
+                "database.url",
+                "clerk.secret_key",
+                "http.api_token",
+                "http.roster_webhook_secret",
+                "http.clerk_webhook_secret",
+                "scim.token",
+            ]
+        );
+        assert_eq!(
+            keys_where(|spec| spec.optional),
+            [
+                "database.min_connections",
+                "clerk.secret_key",
+                "clerk.secret_key_file",
+                "clerk.requests_per_window",
+                "sync.expires_in_days",
+                "sync.redirect_url",
+                "sync.template_slug",
+                "http.admin_listen",
+                "http.api_token",
+            ]
+        );
+    }
+
+    #[test]
+    fn choices_are_the_variants_serde_reads() {
+        assert_eq!(variants::<LogFormat>(), ["pretty", "json"]);
+        assert_eq!(variants::<Ownership>(), ["owned", "all"]);
+        assert_eq!(variants::<OnChange>(), ["report", "replace"]);
+        assert_eq!(variants::<ScimEmail>(), ["user_name", "work_email"]);
+        assert_eq!(
+            variants::<TemplateSlug>(),
+            ["invitation", "waitlist_invitation"]
+        );
+        assert!(matches!(
+            <Option<TemplateSlug> as KeyType>::KIND,
+            Some(Kind::Choice(_))
+        ));
     }
 }

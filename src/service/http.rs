@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::roster_webhook;
 use super::Triggers;
 use crate::clerk::ClerkClient;
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
 use crate::store::{ledger, roster, runs, users, webhooks};
@@ -82,7 +82,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(pool: PgPool, triggers: Triggers, settings: &Settings) -> anyhow::Result<AppState> {
         let verifier =
-            |secrets: &[SecretString], key: &str| -> anyhow::Result<Option<Arc<Verifier>>> {
+            |secrets: &[config::Secret], key: &str| -> anyhow::Result<Option<Arc<Verifier>>> {
                 if secrets.is_empty() {
                     return Ok(None);
                 }
@@ -97,7 +97,7 @@ impl AppState {
             config: CycleConfig::from_settings(settings),
             limits: Limits::from_settings(settings),
             clerk_client: None,
-            api_token: settings.http.api_token.clone().map(Arc::new),
+            api_token: settings.http.api_token.clone().map(|t| Arc::new(t.into())),
             roster: verifier(
                 &settings.http.roster_webhook_secret,
                 "http.roster_webhook_secret",

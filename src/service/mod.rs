@@ -205,7 +205,9 @@ pub async fn schedule(expression: &str, triggers: Triggers) -> anyhow::Result<Jo
         let triggers = triggers.clone();
         Box::pin(async move { triggers.request("schedule") })
     })
-    .with_context(|| format!("sync.schedule {expression:?} is not a six-field cron expression"))?;
+    .with_context(|| {
+        format!("sync.schedule {expression:?} is not a cron expression of 6 or 7 fields")
+    })?;
     scheduler
         .add(job)
         .await

@@ -48,7 +48,7 @@ impl Scim {
         };
         let mapping = Mapping::new(email, &scim.metadata).map_err(anyhow::Error::msg)?;
         Ok(Some(Scim {
-            tokens: scim.token.clone(),
+            tokens: scim.token.iter().cloned().map(Into::into).collect(),
             mapping,
         }))
     }
