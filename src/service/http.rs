@@ -21,7 +21,7 @@ use crate::clerk::ClerkClient;
 use crate::config::Settings;
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
-use crate::store::{ledger, roster, runs, users, webhooks};
+use crate::store::{self, ledger, roster, runs, users, webhooks};
 use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
@@ -307,11 +307,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let check = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
+    let check = tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)).await;
     match check {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
@@ -483,9 +479,15 @@ async fn trigger_sync(
 
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&state, &headers)?;
-    let status = crate::commands::status::collect(&state.pool, &state.config)
-        .await
-        .map_err(internal)?;
+    let config = &state.config;
+    let status = store::status::collect(
+        &state.pool,
+        &config.target,
+        config.budget,
+        config.settle_after,
+    )
+    .await
+    .map_err(internal)?;
     Ok(Json(status).into_response())
 }
 

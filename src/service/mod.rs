@@ -6,6 +6,7 @@ pub mod http;
 pub mod notify;
 pub mod roster_webhook;
 pub mod scim;
+pub mod shutdown;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -403,12 +404,4 @@ fn spawn_hangup_listener(triggers: Triggers, shutdown: CancellationToken) -> Joi
             let _ = (triggers, shutdown);
         }
     })
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
-        token.cancel();
-    });
 }
