@@ -238,7 +238,7 @@ pub async fn run(cli: Cli) -> Exit {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error.message = %error, error.cause_chain = ?error, "command failed");
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {}", telemetry::Chain(error.as_ref()));
             Exit::Failed
         }
     }
@@ -261,19 +261,6 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
             .collect::<Result<Vec<_>, _>>()
             .map(RetryFailed::These),
     }
-}
-
-/// An error and its causes on one line, each said once: a database error's message is also
-/// its source's, and `{:#}` would print it twice.
-fn describe(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 fn config_check(file: Option<PathBuf>) -> Exit {

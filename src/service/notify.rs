@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::Triggers;
+use crate::telemetry::Chain;
 
 /// The channel the roster trigger notifies.
 pub const CHANNEL: &str = "invite_sync";
@@ -32,7 +33,7 @@ pub async fn listen(
             Ok(listener) => listener,
             Err(error) => {
                 missed = true;
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
+                tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -51,7 +52,7 @@ pub async fn listen(
         }
         if let Err(error) = relay(&mut listener, &triggers, debounce, &shutdown).await {
             missed = true;
-            tracing::warn!(error = %error, "lost the roster change listener");
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "lost the roster change listener");
         }
         if shutdown.is_cancelled() {
             return;
