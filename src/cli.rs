@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clerk::sim::{self, SimOptions};
+use crate::clerk::ClientError;
 use crate::commands::{self, Exit, OutputFormat};
 use crate::config::{self, Settings};
 use crate::{store, telemetry};
@@ -291,7 +292,11 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: Exit) -> Result<
             .and_then(|options| {
                 crate::clerk::ClerkClient::new(options)
                     .map(drop)
-                    .map_err(|e| format!("clerk.secret_key: {e}"))
+                    .map_err(|e| match e {
+                        ClientError::InvalidKey(_) => format!("clerk.secret_key: {e}"),
+                        ClientError::InvalidApiUrl => format!("clerk.api_url: {e}"),
+                        _ => e.to_string(),
+                    })
             });
         if let Err(error) = checked {
             eprintln!("invalid configuration:\n{error}");
