@@ -66,20 +66,29 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Why the listener stopped relaying notifications.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("the connection was closed")]
+    Closed,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// Turns notifications into cycle requests until the connection is lost.
 async fn relay(
     listener: &mut PgListener,
     triggers: &Triggers,
     debounce: Duration,
     shutdown: &CancellationToken,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Lost> {
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             received = listener.try_recv() => received?,
         };
         if received.is_none() {
-            return Err(sqlx::Error::Protocol("the connection was closed".into()));
+            return Err(Lost::Closed);
         }
         // Wait for the burst to end: every further notification restarts the quiet time.
         loop {
@@ -89,7 +98,7 @@ async fn relay(
                 more = listener.try_recv() => {
                     if more?.is_none() {
                         triggers.request("notify");
-                        return Err(sqlx::Error::Protocol("the connection was closed".into()));
+                        return Err(Lost::Closed);
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod desired;
+mod error;
 pub mod ledger;
 pub mod listings;
 pub mod lock;
@@ -17,6 +18,8 @@ pub mod webhooks;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgConnection, PgPool};
+
+pub use error::{CorruptLedgerRow, StoreError};
 
 /// The schema, forward-only, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
