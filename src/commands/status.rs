@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
 use crate::reconcile::CycleConfig;
+use crate::store::runs::RunRecord;
 use crate::store::status::{self, Status};
 
 pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<Exit> {
@@ -92,7 +93,14 @@ pub fn render_text(status: &Status) -> String {
         }
     }
     let _ = writeln!(out, "\nLast runs:");
-    for run in &status.runs {
+    write_runs(&mut out, &status.runs);
+    out
+}
+
+/// The runs, one a line, each with its error if it failed.
+fn write_runs(out: &mut String, runs: &[RunRecord]) {
+    use std::fmt::Write;
+    for run in runs {
         let counts = run.counts.as_object().map(|c| {
             ["created", "revoked", "failed_items"]
                 .iter()
@@ -113,7 +121,6 @@ pub fn render_text(status: &Status) -> String {
             let _ = writeln!(out, "      error: {error}");
         }
     }
-    out
 }
 
 #[cfg(test)]
