@@ -350,6 +350,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match check {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "/readyz: the database does not answer");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"status": "unavailable", "reason": format!("the database does not answer: {}", database_reason(&error))})),
