@@ -15,7 +15,7 @@ use support::{wait, with_database, NEVER};
 
 use invite_sync::clerk::sim::{self, SimOptions};
 use invite_sync::config::Settings;
-use invite_sync::{reconcile, service, store};
+use invite_sync::{service, startup, store};
 
 const SAMPLES: usize = 20;
 
@@ -41,7 +41,7 @@ async fn measure(url: String) -> anyhow::Result<()> {
         env.insert("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS".to_owned(), debounce);
     }
     let settings = Settings::load(None, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reconciler = reconcile::from_settings(&settings).await?;
+    let reconciler = startup::reconciler(&settings).await?;
     let pool = reconciler.pool.clone();
     store::migrate(&pool).await?;
 

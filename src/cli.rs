@@ -2,21 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clerk::sim::{self, SimOptions};
-use crate::commands::{self, OutputFormat};
+use crate::clerk::ClientError;
+use crate::commands::{self, Exit, OutputFormat};
 use crate::config::{self, Settings};
 use crate::{store, telemetry};
-
-/// Exit code of a command that failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code of a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,9 +152,24 @@ pub struct ClerkSimArgs {
     pub webhook_secret: Option<String>,
 }
 
+/// Parses the process's arguments. On a usage error, or after `--help` / `--version`, the
+/// message is printed and the exit code returned.
+pub fn parse() -> Result<Cli, Exit> {
+    Cli::try_parse().map_err(|error| {
+        let _ = error.print();
+        match error.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Exit::Success
+            }
+            // The arguments did not parse, so `plan --detailed-exitcode` is looked for by word.
+            _ => Exit::usage(std::env::args_os().any(|a| a == "--detailed-exitcode")),
+        }
+    })
+}
+
 /// Sets the variables of `--env-file`, before any thread starts. A file that cannot be read
 /// or parsed is a usage error naming it.
-pub fn apply_env_file(cli: &mut Cli) -> Result<(), ExitCode> {
+pub fn apply_env_file(cli: &mut Cli) -> Result<(), Exit> {
     let Some(path) = &cli.env_file else {
         return Ok(());
     };
@@ -168,7 +178,7 @@ pub fn apply_env_file(cli: &mut Cli) -> Result<(), ExitCode> {
         .and_then(|text| config::parse_env_file(&text))
         .map_err(|reason| {
             eprintln!("--env-file {}: {reason}", path.display());
-            ExitCode::from(EXIT_USAGE)
+            Exit::Usage
         })?;
     for (key, value) in assignments {
         if key == "INVITE_SYNC_CONFIG" && cli.config.is_none() {
@@ -179,8 +189,8 @@ pub fn apply_env_file(cli: &mut Cli) -> Result<(), ExitCode> {
     Ok(())
 }
 
-/// Runs a parsed command line and returns the process exit code.
-pub async fn run(cli: Cli) -> ExitCode {
+/// Runs a parsed command line and returns how it ended.
+pub async fn run(cli: Cli) -> Exit {
     let outcome = match cli.command {
         Command::Config {
             command: ConfigCommand::Check,
@@ -188,12 +198,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::ClerkSim(args) => clerk_sim(args).await,
         Command::Demo(args) => commands::demo::run(args.once).await,
         command => {
-            // Terraform's convention: with --detailed-exitcode, 2 means "changes", so a
-            // configuration error is 1 there.
-            let config_error = match &command {
-                Command::Plan(args) if args.detailed_exitcode => EXIT_FAILED,
-                _ => EXIT_USAGE,
-            };
+            let config_error = Exit::usage(matches!(
+                &command,
+                Command::Plan(args) if args.detailed_exitcode
+            ));
             let needs_clerk = matches!(command, Command::Run | Command::Sync(_) | Command::Plan(_));
             let settings = match load(cli.config, needs_clerk, config_error) {
                 Ok(settings) => settings,
@@ -231,14 +239,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error.message = %error, error.cause_chain = ?error, "command failed");
-            eprintln!("error: {}", describe(&error));
-            ExitCode::from(EXIT_FAILED)
+            eprintln!("error: {}", telemetry::Chain(error.as_ref()));
+            Exit::Failed
         }
     }
 }
 
 /// `--retry-failed`'s addresses, each checked; a bad one is a usage error naming it.
-fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFailed, ExitCode> {
+fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFailed, Exit> {
     use commands::sync::RetryFailed;
     match emails {
         None => Ok(RetryFailed::None),
@@ -248,7 +256,7 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
             .map(|email| {
                 crate::domain::Email::parse(email).map_err(|e| {
                     eprintln!("--retry-failed: {email:?} is not an email address: {e}");
-                    ExitCode::from(EXIT_USAGE)
+                    Exit::Usage
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -256,37 +264,25 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
     }
 }
 
-/// An error and its causes on one line, each said once: a database error's message is also
-/// its source's, and `{:#}` would print it twice.
-fn describe(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
-}
-
-fn config_check(file: Option<PathBuf>) -> ExitCode {
+fn config_check(file: Option<PathBuf>) -> Exit {
     let env = config::process_env();
     let (text, code) = config::check(file.as_deref(), &env);
-    if code == 0 {
+    if code == config::CHECK_OK {
         print!("{text}");
+        Exit::Success
     } else {
         eprint!("{text}");
+        Exit::Usage
     }
-    ExitCode::from(code as u8)
 }
 
 /// Loads the settings and installs logging. A bad configuration, or a missing or unusable
 /// Clerk secret key for a command that calls Clerk, exits with `config_error` before any
 /// connection is made.
-fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Settings, ExitCode> {
+fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: Exit) -> Result<Settings, Exit> {
     let settings = Settings::from_process_env(file.as_deref()).map_err(|error| {
         eprintln!("invalid configuration:\n{error}");
-        ExitCode::from(config_error)
+        config_error
     })?;
     if needs_clerk {
         let checked = settings
@@ -296,11 +292,15 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Se
             .and_then(|options| {
                 crate::clerk::ClerkClient::new(options)
                     .map(drop)
-                    .map_err(|e| format!("clerk.secret_key: {e}"))
+                    .map_err(|e| match e {
+                        ClientError::InvalidKey(_) => format!("clerk.secret_key: {e}"),
+                        ClientError::InvalidApiUrl => format!("clerk.api_url: {e}"),
+                        _ => e.to_string(),
+                    })
             });
         if let Err(error) = checked {
             eprintln!("invalid configuration:\n{error}");
-            return Err(ExitCode::from(config_error));
+            return Err(config_error);
         }
     }
     let format = match settings.log.format {
@@ -309,13 +309,13 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: u8) -> Result<Se
     };
     telemetry::init(format, &settings.log.level).map_err(|error| {
         eprintln!("{error}");
-        ExitCode::from(config_error)
+        config_error
     })?;
     Ok(settings)
 }
 
-async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let pool = crate::reconcile::connect(settings).await?;
+async fn migrate(settings: &Settings) -> anyhow::Result<Exit> {
+    let pool = crate::startup::connect(settings).await?;
     let pending = store::pending_migrations(&pool)
         .await
         .context("the schema version could not be read")?;
@@ -332,11 +332,11 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
             "applied {pending} migrations; database schema is up to date ({total} migrations)"
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let pool = crate::reconcile::connect(settings).await?;
+async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exit> {
+    let pool = crate::startup::connect(settings).await?;
     let options = crate::import::ImportOptions {
         relation: settings.source.relation.clone(),
         replace: args.replace,
@@ -348,19 +348,19 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCod
     match crate::import::import_path(&pool, &args.file, &options).await {
         Ok(summary) => {
             print!("{}", summary.render());
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
         Err(error) => {
             if let crate::import::ImportError::RefusedDeletion { summary, .. } = &error {
                 print!("{}", summary.render());
             }
             eprintln!("import failed: {error}");
-            Ok(ExitCode::from(EXIT_FAILED))
+            Ok(Exit::Failed)
         }
     }
 }
 
-async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
+async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<Exit> {
     telemetry::init(telemetry::Format::Pretty, "info").map_err(anyhow::Error::msg)?;
     let mut options = SimOptions {
         listen: args.listen,
@@ -371,7 +371,7 @@ async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = args.secret_key {
         if crate::clerk::KeyKind::of(&key).is_none() {
             eprintln!("--secret-key must start with sk_test_ or sk_live_");
-            return Ok(ExitCode::from(EXIT_USAGE));
+            return Ok(Exit::Usage);
         }
         options.secret_key = key;
     }
@@ -380,7 +380,7 @@ async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
             Ok(target) => options.webhook = Some(target),
             Err(error) => {
                 eprintln!("--webhook-url/--webhook-secret: {error}");
-                return Ok(ExitCode::from(EXIT_USAGE));
+                return Ok(Exit::Usage);
             }
         }
     }
@@ -396,32 +396,8 @@ async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<ExitCode> {
         webhook_url = webhook_url.as_deref().unwrap_or("none"),
         "simulated Clerk is serving; Ctrl-C stops it"
     );
-    shutdown_signal().await;
+    crate::service::shutdown::signal().await;
     handle.shutdown().await;
     tracing::info!("simulated Clerk stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    Ok(Exit::Success)
 }

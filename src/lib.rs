@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod scim;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

@@ -1,28 +1,16 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use invite_sync::cli::{self, Cli};
+use invite_sync::cli;
+use invite_sync::commands::Exit;
 
 fn main() -> ExitCode {
-    let mut cli = match Cli::try_parse() {
+    let mut cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                // With --detailed-exitcode, 2 means "changes": a usage error is 1 there.
-                _ if std::env::args_os().any(|a| a == "--detailed-exitcode") => {
-                    ExitCode::from(cli::EXIT_FAILED)
-                }
-                _ => ExitCode::from(cli::EXIT_USAGE),
-            };
-        }
+        Err(exit) => return exit.into(),
     };
     // Before the runtime's threads exist: setting variables is only sound while single-threaded.
-    if let Err(code) = cli::apply_env_file(&mut cli) {
-        return code;
+    if let Err(exit) = cli::apply_env_file(&mut cli) {
+        return exit.into();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,8 +19,8 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: the async runtime could not start: {error}");
-            return ExitCode::from(cli::EXIT_FAILED);
+            return Exit::Failed.into();
         }
     };
-    runtime.block_on(cli::run(cli))
+    runtime.block_on(cli::run(cli)).into()
 }

@@ -105,3 +105,61 @@ impl Drop for PrefixedLine {
         let _ = std::io::stderr().lock().write_all(&out);
     }
 }
+
+/// An error and its causes on one line, `error: cause: cause`, each said once: a cause whose
+/// text the one before already holds (a wrapper that repeats its source's message, as a
+/// database error does) is left out. What a log line says where an error ends.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+                last = text;
+            }
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Option<Box<Layer>> {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| Some(Box::new(Layer { text, source })))
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let error = layers(&[
+            "the cycle failed",
+            "the database failed: timed out",
+            "timed out",
+        ]);
+        let error = error.expect("three layers");
+        assert_eq!(
+            Chain(error.as_ref()).to_string(),
+            "the cycle failed: the database failed: timed out"
+        );
+        let single = layers(&["alone"]).expect("one layer");
+        assert_eq!(Chain(single.as_ref()).to_string(), "alone");
+    }
+}

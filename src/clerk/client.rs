@@ -20,6 +20,7 @@ use super::model::{
     codes, ClerkError, ClerkErrors, CreateInvitation, Invitation, InvitationPage, InvitationStatus,
     OrderBy, User, API_VERSION,
 };
+use crate::telemetry::Chain;
 
 /// The most `email_address` values one `GET /users` call may carry (Clerk's limit).
 pub const USERS_PER_LOOKUP: usize = 100;
@@ -102,6 +103,13 @@ pub enum ClientError {
     /// The secret key is missing or not a Clerk secret key. No request was made.
     #[error("the Clerk secret key is not usable: {0}")]
     InvalidKey(&'static str),
+    /// The Clerk API URL cannot take a request's path (it is not an http or https URL).
+    /// No request was made.
+    #[error("the Clerk API URL cannot carry a request path: it must be an http or https URL")]
+    InvalidApiUrl,
+    /// The HTTP client could not be built (its TLS backend did not start). No request was made.
+    #[error("the HTTP client for Clerk could not be built: {0}")]
+    HttpClient(#[source] reqwest::Error),
     /// Clerk answered with an error status and a `ClerkErrors` body.
     #[error("Clerk answered {status} to {operation}: {}", summary(.errors))]
     Clerk {
@@ -172,7 +180,9 @@ impl ClientError {
     /// The operation that failed.
     pub fn operation(&self) -> Option<Operation> {
         match self {
-            ClientError::InvalidKey(_) => None,
+            ClientError::InvalidKey(_)
+            | ClientError::InvalidApiUrl
+            | ClientError::HttpClient(_) => None,
             ClientError::Clerk { operation, .. }
             | ClientError::RateLimited { operation, .. }
             | ClientError::NeverSent { operation, .. }
@@ -300,9 +310,12 @@ impl ClerkClient {
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|_| ClientError::InvalidKey("the HTTP client could not be built"))?;
+            .map_err(ClientError::HttpClient)?;
 
         let mut base = options.api_url;
+        if base.cannot_be_a_base() {
+            return Err(ClientError::InvalidApiUrl);
+        }
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
@@ -366,7 +379,7 @@ impl ClerkClient {
     pub async fn revoke_invitation(&self, invitation_id: &str) -> Result<Invitation, ClientError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|_| ClientError::InvalidKey("the Clerk API URL cannot carry a path"))?
+            .map_err(|_| ClientError::InvalidApiUrl)?
             .pop_if_empty()
             .extend(["invitations", invitation_id, "revoke"]);
         self.call_url::<Invitation, ()>(Operation::RevokeInvitation, Method::POST, url, None)
@@ -508,7 +521,7 @@ impl ClerkClient {
         let mut url = self
             .base
             .join(path)
-            .map_err(|_| ClientError::InvalidKey("the Clerk API URL cannot carry a path"))?;
+            .map_err(|_| ClientError::InvalidApiUrl)?;
         if !params.is_empty() {
             url.query_pairs_mut()
                 .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
@@ -550,7 +563,8 @@ impl ClerkClient {
                         operation = operation.as_str(),
                         attempt,
                         retry_in_ms = delay.as_millis() as u64,
-                        error = %error,
+                        error.message = %error,
+                        error.cause_chain = %Chain(&error),
                         "Clerk call failed; retrying",
                     );
                     tokio::time::sleep(delay).await;
@@ -581,97 +595,54 @@ impl ClerkClient {
         let response = match request.send().await {
             Ok(response) => response,
             Err(source) => {
-                // The URL's query can carry an email address (a lookup): keep it out of errors.
-                let source = source.without_url();
                 let kind = if source.is_timeout() {
                     "timeout"
                 } else {
                     "transport_error"
                 };
                 metrics.clerk_call(operation.as_str(), kind, started.elapsed());
-                return Err(if source.is_connect() || source.is_builder() {
+                let error = unanswered(operation, source, attempt);
+                if let ClientError::NeverSent { .. } = error {
                     self.never_sent_failures.fetch_add(1, Ordering::Relaxed);
-                    ClientError::NeverSent {
-                        operation,
-                        attempts: attempt,
-                        source,
-                    }
-                } else {
-                    ClientError::OutcomeUnknown { operation, source }
-                });
+                }
+                return Err(error);
             }
         };
         let status = response.status();
         span.record("status", status.as_u16());
         metrics.clerk_call(operation.as_str(), status.as_str(), started.elapsed());
-        let header_trace_id = response
-            .headers()
-            .get("clerk-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if let Some(id) = &header_trace_id {
-            span.record("clerk_trace_id", id.as_str());
-        }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            // Clerk's blocks last at most an hour; a wild value must not overflow a clock.
-            .map(|seconds| Duration::from_secs(seconds.min(MAX_RETRY_AFTER.as_secs())));
-        let bytes = response
+        let trace_id = header_trace_id(response.headers());
+        let retry_after = retry_after(response.headers());
+        let body = response
             .bytes()
             .await
             .map_err(|source| ClientError::OutcomeUnknown {
                 operation,
                 source: source.without_url(),
             })?;
-
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                operation,
-                status: status.as_u16(),
-                message: e.to_string(),
-            });
+        let answer = Answer {
+            status,
+            trace_id: trace_id.as_deref(),
+            retry_after,
+            body: &body,
+        };
+        let outcome = classify(operation, answer);
+        let trace_id = match &outcome {
+            Err(error) => error.trace_id().or(answer.trace_id),
+            Ok(_) => answer.trace_id,
+        };
+        if let Some(id) = trace_id {
+            span.record("clerk_trace_id", id);
         }
-        let errors: Option<ClerkErrors> = serde_json::from_slice(&bytes).ok();
-        let trace_id = errors
-            .as_ref()
-            .and_then(|e| e.clerk_trace_id.clone())
-            .or(header_trace_id);
-        if let Some(id) = &trace_id {
-            span.record("clerk_trace_id", id.as_str());
+        if let Err(ClientError::RateLimited {
+            retry_after: Some(wait),
+            sent: true,
+            ..
+        }) = &outcome
+        {
+            self.block(operation, *wait);
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            if let Some(wait) = retry_after {
-                self.block(operation, wait);
-            }
-            return Err(ClientError::RateLimited {
-                operation,
-                retry_after,
-                sent: true,
-                trace_id,
-            });
-        }
-        match errors {
-            Some(errors) => Err(ClientError::Clerk {
-                operation,
-                status: status.as_u16(),
-                errors: errors.errors,
-                trace_id,
-            }),
-            None if status.is_server_error() => Err(ClientError::Clerk {
-                operation,
-                status: status.as_u16(),
-                errors: Vec::new(),
-                trace_id,
-            }),
-            None => Err(ClientError::Decode {
-                operation,
-                status: status.as_u16(),
-                message: "the error body is not a ClerkErrors object".to_owned(),
-            }),
-        }
+        outcome
     }
 
     /// How long to wait before trying again, or `None` when the error is final.
@@ -745,6 +716,95 @@ impl ClerkClient {
             _ => Ok(()),
         }
     }
+}
+
+/// What Clerk answered to one request.
+#[derive(Debug, Clone, Copy)]
+struct Answer<'a> {
+    status: StatusCode,
+    /// The `Clerk-Trace-Id` header's.
+    trace_id: Option<&'a str>,
+    retry_after: Option<Duration>,
+    body: &'a [u8],
+}
+
+/// Reads an answer: the value of a success, or the error it says.
+fn classify<T: DeserializeOwned>(
+    operation: Operation,
+    answer: Answer<'_>,
+) -> Result<T, ClientError> {
+    let status = answer.status;
+    if status.is_success() {
+        return serde_json::from_slice(answer.body).map_err(|e| ClientError::Decode {
+            operation,
+            status: status.as_u16(),
+            message: e.to_string(),
+        });
+    }
+    let errors: Option<ClerkErrors> = serde_json::from_slice(answer.body).ok();
+    let trace_id = errors
+        .as_ref()
+        .and_then(|e| e.clerk_trace_id.clone())
+        .or(answer.trace_id.map(str::to_owned));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(ClientError::RateLimited {
+            operation,
+            retry_after: answer.retry_after,
+            sent: true,
+            trace_id,
+        });
+    }
+    match errors {
+        Some(errors) => Err(ClientError::Clerk {
+            operation,
+            status: status.as_u16(),
+            errors: errors.errors,
+            trace_id,
+        }),
+        None if status.is_server_error() => Err(ClientError::Clerk {
+            operation,
+            status: status.as_u16(),
+            errors: Vec::new(),
+            trace_id,
+        }),
+        None => Err(ClientError::Decode {
+            operation,
+            status: status.as_u16(),
+            message: "the error body is not a ClerkErrors object".to_owned(),
+        }),
+    }
+}
+
+/// The error of a request that got no answer: never sent when the connection was not made,
+/// otherwise of unknown outcome. The URL is left out: its query can carry an email address.
+fn unanswered(operation: Operation, source: reqwest::Error, attempt: u32) -> ClientError {
+    let source = source.without_url();
+    if source.is_connect() || source.is_builder() {
+        ClientError::NeverSent {
+            operation,
+            attempts: attempt,
+            source,
+        }
+    } else {
+        ClientError::OutcomeUnknown { operation, source }
+    }
+}
+
+fn header_trace_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("clerk-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`]: a wild value must not overflow a
+/// clock.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds.min(MAX_RETRY_AFTER.as_secs())))
 }
 
 /// A sliding-window limiter: at most `rate.requests` calls start in any `rate.per`, less a
@@ -833,6 +893,125 @@ mod tests {
             requests,
             per: Duration::from_secs(seconds),
         }
+    }
+
+    fn answer(status: u16, body: &str) -> Answer<'_> {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::IM_A_TEAPOT),
+            trace_id: Some("from-header"),
+            retry_after: None,
+            body: body.as_bytes(),
+        }
+    }
+
+    fn refusal(status: u16, body: &str) -> ClientError {
+        match classify::<serde_json::Value>(Operation::CreateInvitation, answer(status, body)) {
+            Ok(value) => panic!("{status} {body} was read as a success: {value}"),
+            Err(error) => error,
+        }
+    }
+
+    const DUPLICATE: &str = r#"{"errors": [{"message": "duplicate", "long_message": "", "code": "duplicate_record"}], "clerk_trace_id": "from-body"}"#;
+
+    #[test]
+    fn a_success_is_its_body_read_as_the_operations_value() {
+        let read = classify::<Vec<u32>>(Operation::ListUsers, answer(200, "[1, 2]"));
+        assert_eq!(read.ok(), Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_success_whose_body_is_not_the_value_is_a_decode_error_that_may_have_applied() {
+        let error = classify::<Vec<u32>>(Operation::CreateBulkInvitations, answer(200, "{}"))
+            .expect_err("not a list");
+        assert!(
+            matches!(error, ClientError::Decode { status: 200, .. }),
+            "{error}"
+        );
+        assert!(error.may_have_applied());
+    }
+
+    #[test]
+    fn clerk_errors_are_read_with_their_codes_and_the_bodys_trace_id() {
+        let error = refusal(400, DUPLICATE);
+        assert!(
+            matches!(error, ClientError::Clerk { status: 400, .. }),
+            "{error}"
+        );
+        assert_eq!(error.codes(), vec!["duplicate_record"]);
+        assert_eq!(error.trace_id(), Some("from-body"));
+        assert!(!error.may_have_applied());
+    }
+
+    #[test]
+    fn a_429_is_rate_limited_with_its_wait_whatever_its_body() {
+        let limited = Answer {
+            retry_after: Some(Duration::from_secs(30)),
+            ..answer(429, "not json")
+        };
+        let error = classify::<serde_json::Value>(Operation::CreateInvitation, limited)
+            .expect_err("a 429 is an error");
+        assert!(
+            matches!(
+                error,
+                ClientError::RateLimited {
+                    retry_after: Some(wait),
+                    sent: true,
+                    ..
+                } if wait == Duration::from_secs(30)
+            ),
+            "{error}"
+        );
+        assert_eq!(error.trace_id(), Some("from-header"));
+        assert_eq!(error.status(), Some(429));
+    }
+
+    #[test]
+    fn a_server_error_without_clerk_errors_may_have_applied() {
+        let error = refusal(502, "<html>bad gateway</html>");
+        assert!(
+            matches!(&error, ClientError::Clerk { status: 502, errors, .. } if errors.is_empty()),
+            "{error}"
+        );
+        assert!(error.may_have_applied());
+    }
+
+    #[test]
+    fn a_client_error_without_clerk_errors_is_a_decode_error() {
+        let error = refusal(404, "not found");
+        assert!(
+            matches!(error, ClientError::Decode { status: 404, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(RETRY_AFTER, value);
+            }
+            retry_after(&headers)
+        };
+        assert_eq!(with(" 12 "), Some(Duration::from_secs(12)));
+        assert_eq!(with("999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(with("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_url_that_cannot_take_a_path_is_refused_before_any_request() {
+        let options = ClientOptions {
+            api_url: Url::parse("mailto:clerk@example.com").expect("a URL"),
+            secret_key: SecretString::from("sk_test_x".to_owned()),
+            timeout: Duration::from_secs(1),
+            rate: None,
+            retry: RetryPolicy::default(),
+        };
+        assert!(matches!(
+            ClerkClient::new(options),
+            Err(ClientError::InvalidApiUrl)
+        ));
     }
 
     #[test]

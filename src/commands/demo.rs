@@ -3,14 +3,14 @@
 //! noticed, then the service keeps running until Ctrl-C (or stops with `--once`).
 
 use std::collections::HashMap;
-use std::process::ExitCode;
 
 use anyhow::Context;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Executor};
+use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::private_postgres::{self, PrivateCluster};
+use super::Exit;
 use crate::clerk::sim::{self, SimOptions};
 use crate::config::{self, Settings};
 use crate::reconcile::{self, CycleResult, Request};
@@ -30,7 +30,7 @@ const DEMO_LISTEN: &str = "127.0.0.1:8080";
 /// People the demo removes from the roster.
 const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
 
-pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(once: bool) -> anyhow::Result<Exit> {
     telemetry::init_with_prefix(telemetry::Format::Pretty, "info", "[simulated Clerk] ")
         .map_err(anyhow::Error::msg)?;
     // Declared first so that it is dropped last: the server outlives every connection.
@@ -76,7 +76,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let settings = Settings::load(None, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reconciler = reconcile::from_settings(&settings).await?;
+    let reconciler = crate::startup::reconciler(&settings).await?;
     let pool = reconciler.pool.clone();
     store::migrate(&pool)
         .await
@@ -125,10 +125,8 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         LEAVERS.len()
     ));
     let leavers: Vec<String> = LEAVERS.iter().map(|s| (*s).to_owned()).collect();
-    sqlx::query("DELETE FROM desired_invitees WHERE lower(btrim(email)) = ANY($1)")
-        .bind(&leavers)
-        .execute(&pool)
-        .await?;
+    let writer = store::roster::Writer::new(&settings.source.relation, store::roster::Columns::ALL);
+    writer.delete(&mut *pool.acquire().await?, &leavers).await?;
     print_plan(&reconciler, &settings).await?;
     cycle(&reconciler, "demo").await?;
 
@@ -193,7 +191,7 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || drop(cluster)).await?;
             println!("The private PostgreSQL was stopped and {root} removed.");
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Success);
     }
 
     heading("7. The service keeps running (Ctrl-C stops it)");
@@ -206,11 +204,11 @@ pub async fn run(once: bool) -> anyhow::Result<ExitCode> {
         settings.http.listen,
     );
     let shutdown = CancellationToken::new();
-    service::cancel_on_signal(shutdown.clone());
+    service::shutdown::cancel_on_signal(shutdown.clone());
     let served = service::run(reconciler, &settings, shutdown).await;
     simulator.shutdown().await;
     served?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// The server the demo uses when DATABASE_URL is not set.
@@ -330,12 +328,10 @@ async fn create_database(server_url: &str) -> anyhow::Result<String> {
         .context("no PostgreSQL answers at DATABASE_URL")?;
     // A fresh database each time: one left by another version of invite-sync may hold
     // migrations this one does not know.
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)").as_str())
+    store::drop_database(&mut admin, DATABASE)
         .await
         .with_context(|| format!("the database {DATABASE} could not be reset"))?;
-    admin
-        .execute(format!("CREATE DATABASE {DATABASE}").as_str())
+    store::create_database(&mut admin, DATABASE)
         .await
         .with_context(|| format!("the database {DATABASE} could not be created"))?;
     let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;

@@ -1,6 +1,7 @@
 //! What each subcommand does. `cli` parses; these run.
 
 pub mod demo;
+mod exit;
 pub mod plan;
 pub mod private_postgres;
 pub mod run;
@@ -12,6 +13,8 @@ use sqlx::PgPool;
 
 use crate::config::Settings;
 use crate::store;
+
+pub use exit::Exit;
 
 /// Applies the migrations unless `database.migrate_on_start = false`; then it fails, saying
 /// what to run, when the schema lacks a migration this version needs.

@@ -1,21 +1,20 @@
 //! `invite-sync plan`: what the next cycle would do, revocations first, listed by email.
 
 use std::io::{self, Write};
-use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use super::{human_duration, OutputFormat};
+use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
 use crate::reconcile::plan::Item;
-use crate::reconcile::{self, Preview};
+use crate::reconcile::Preview;
 
 pub async fn run(
     settings: &Settings,
     format: OutputFormat,
     detailed_exitcode: bool,
-) -> anyhow::Result<ExitCode> {
-    let reconciler = reconcile::from_settings(settings).await?;
+) -> anyhow::Result<Exit> {
+    let reconciler = crate::startup::reconciler(settings).await?;
     let preview = reconciler.preview(0).await?;
     match format {
         OutputFormat::Text => print!("{}", render_text(&preview, &settings.sync.target)),
@@ -27,9 +26,9 @@ pub async fn run(
     }
     let changes = has_changes(&preview);
     Ok(if detailed_exitcode && changes {
-        ExitCode::from(2)
+        Exit::Changes
     } else {
-        ExitCode::SUCCESS
+        Exit::Success
     })
 }
 

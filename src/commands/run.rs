@@ -1,17 +1,16 @@
 //! `invite-sync run`: the service.
 
-use std::process::ExitCode;
-
 use tokio_util::sync::CancellationToken;
 
+use super::Exit;
 use crate::config::Settings;
-use crate::{reconcile, service};
+use crate::service;
 
-pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let reconciler = reconcile::from_settings(settings).await?;
+pub async fn run(settings: &Settings) -> anyhow::Result<Exit> {
+    let reconciler = crate::startup::reconciler(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
     let shutdown = CancellationToken::new();
-    service::cancel_on_signal(shutdown.clone());
+    service::shutdown::cancel_on_signal(shutdown.clone());
     service::run(reconciler, settings, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

@@ -1,99 +1,58 @@
 //! `invite-sync status`: the last runs, the backlog, the budget, held revocations, the lock holder.
 
-use std::process::ExitCode;
+use chrono::{DateTime, SecondsFormat, Utc};
 
-use serde_json::{json, Value};
-
-use super::{human_duration, OutputFormat};
+use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
-use crate::reconcile::{self, CycleConfig};
-use crate::store::{budget as budget_store, ledger, lock, runs};
+use crate::reconcile::CycleConfig;
+use crate::store::runs::RunRecord;
+use crate::store::status::{self, Status};
 
-pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<ExitCode> {
-    let pool = reconcile::connect(settings).await?;
+pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<Exit> {
+    let pool = crate::startup::connect(settings).await?;
     let status = collect(&pool, &CycleConfig::from_settings(settings)).await?;
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Text => print!("{}", render_text(&status)),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-/// The status as JSON: the same document `status --format json` prints.
-pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> anyhow::Result<Value> {
-    let recent = runs::recent(pool, &config.target, 10).await?;
-    let budget = reconcile::budget_now(pool, &config.target, config.budget).await?;
-    let holder = lock::holder(pool, &config.target).await?;
-    let now = crate::store::now(pool).await?;
-    let clerk_blocks: Vec<Value> = budget_store::blocks(pool, &config.target)
-        .await?
-        .into_iter()
-        .map(|block| {
-            json!({
-                "operation": block.endpoint,
-                "blocked_until": block.blocked_until,
-                "seconds_left": (block.blocked_until - now).num_seconds().max(0),
-            })
-        })
-        .collect();
-    let (unsettled, oldest) = ledger::unsettled(pool, &config.target).await?;
-    let settle_after = chrono::Duration::from_std(config.settle_after).unwrap_or_default();
-    let settles_at = oldest.map(|sent| sent + settle_after);
-    let latest = recent
-        .iter()
-        .find(|r| r.outcome != "running" && r.outcome != "skipped");
-    let last_success = recent
-        .iter()
-        .find(|r| r.outcome == "succeeded")
-        .map(|r| r.finished_at);
-    Ok(json!({
-        "target": config.target,
-        "lock_holder": holder,
-        "budget": budget,
-        "backlog": latest.map(|r| r.backlog).unwrap_or(0),
-        "backlog_eta_seconds": latest.and_then(|r| r.backlog_eta_seconds).unwrap_or(0),
-        "awaiting_user_check": latest
-            .and_then(|r| r.counts.get("awaiting_user_check").and_then(Value::as_u64))
-            .unwrap_or(0),
-        "held_revocations": latest.map(|r| r.held_revocations).unwrap_or(0),
-        "clerk_blocks": clerk_blocks,
-        "unsettled": {
-            "creates": unsettled,
-            "settles_at": settles_at,
-            "settles_in_seconds": settles_at.map(|at| (at - now).num_seconds().max(0)),
-        },
-        "last_success_at": last_success.flatten(),
-        "runs": recent,
-    }))
+/// The status of the configured target.
+pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> Result<Status, sqlx::Error> {
+    status::collect(pool, &config.target, config.budget, config.settle_after).await
 }
 
-pub fn render_text(status: &Value) -> String {
+/// A time as the JSON status writes it.
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub fn render_text(status: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let get = |key: &str| status.get(key).cloned().unwrap_or(Value::Null);
-    let _ = writeln!(out, "Target {}", get("target").as_str().unwrap_or(""));
-    match get("lock_holder") {
-        Value::Null => {
+    let _ = writeln!(out, "Target {}", status.target);
+    match &status.lock_holder {
+        None => {
             let _ = writeln!(out, "Lock: free (no cycle running)");
         }
-        holder => {
-            let _ = writeln!(out, "Lock: held by {}", describe_holder(&holder));
+        Some(holder) => {
+            let _ = writeln!(out, "Lock: held by {}", holder.describe());
         }
     }
-    let budget = get("budget");
     let _ = writeln!(
         out,
         "Budget left this window: {} bulk calls, {} single calls",
-        budget["bulk"]["left"], budget["single"]["left"]
+        status.budget.bulk.left, status.budget.single.left
     );
     let _ = writeln!(
         out,
         "Backlog: {} ({} awaiting a user check; ETA {} for those known to be invitable)",
-        get("backlog"),
-        get("awaiting_user_check"),
-        human_duration(get("backlog_eta_seconds").as_u64().unwrap_or(0))
+        status.backlog,
+        status.awaiting_user_check,
+        human_duration(u64::try_from(status.backlog_eta_seconds).unwrap_or(0))
     );
-    let held = get("held_revocations").as_i64().unwrap_or(0);
+    let held = status.held_revocations;
     if held > 0 {
         let _ = writeln!(
             out,
@@ -102,22 +61,20 @@ pub fn render_text(status: &Value) -> String {
     } else {
         let _ = writeln!(out, "Held revocations: 0");
     }
-    let blocks = get("clerk_blocks");
-    let blocks = blocks.as_array().map(Vec::as_slice).unwrap_or_default();
-    if blocks.is_empty() {
+    if status.clerk_blocks.is_empty() {
         let _ = writeln!(out, "Clerk blocks: none");
     }
-    for block in blocks {
+    for block in &status.clerk_blocks {
         let _ = writeln!(
             out,
             "CLERK BLOCKS {} (rate limited) until {} (in {})",
-            block["operation"].as_str().unwrap_or(""),
-            block["blocked_until"].as_str().unwrap_or(""),
-            human_duration(block["seconds_left"].as_u64().unwrap_or(0))
+            block.operation,
+            time(block.blocked_until),
+            human_duration(u64::try_from(block.seconds_left).unwrap_or(0))
         );
     }
-    let unsettled = get("unsettled");
-    match unsettled["creates"].as_u64().unwrap_or(0) {
+    let unsettled = &status.unsettled;
+    match unsettled.creates {
         0 => {
             let _ = writeln!(out, "Unsettled creates: 0");
         }
@@ -125,43 +82,62 @@ pub fn render_text(status: &Value) -> String {
             let _ = writeln!(
                 out,
                 "UNSETTLED CREATES: {creates} (outcome unknown; these people may have no invitation yet). Looked up from {} (in {})",
-                unsettled["settles_at"].as_str().unwrap_or(""),
-                human_duration(unsettled["settles_in_seconds"].as_u64().unwrap_or(0))
+                unsettled.settles_at.map(time).unwrap_or_default(),
+                human_duration(
+                    unsettled
+                        .settles_in_seconds
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0)
+                )
             );
         }
     }
     let _ = writeln!(out, "\nLast runs:");
-    for run in get("runs").as_array().into_iter().flatten() {
-        let counts = run["counts"].as_object().map(|c| {
+    write_runs(&mut out, &status.runs);
+    out
+}
+
+/// The runs, one a line, each with its error if it failed.
+fn write_runs(out: &mut String, runs: &[RunRecord]) {
+    use std::fmt::Write;
+    for run in runs {
+        let counts = run.counts.as_object().map(|c| {
             ["created", "revoked", "failed_items"]
                 .iter()
-                .map(|k| format!("{k}={}", c.get(*k).cloned().unwrap_or(json!(0))))
+                .map(|k| format!("{k}={}", c.get(*k).cloned().unwrap_or(0.into())))
                 .collect::<Vec<_>>()
                 .join(" ")
         });
         let _ = writeln!(
             out,
             "  {}  {:<11} {:<8} {}{}",
-            run["started_at"].as_str().unwrap_or(""),
-            run["outcome"].as_str().unwrap_or(""),
-            run["trigger"].as_str().unwrap_or(""),
+            time(run.started_at),
+            run.outcome,
+            run.trigger,
             counts.unwrap_or_default(),
-            if run["dry_run"].as_bool() == Some(true) {
-                " (dry run)"
-            } else {
-                ""
-            }
+            if run.dry_run { " (dry run)" } else { "" }
         );
-        if let Some(error) = run["error"].as_str().filter(|e| !e.is_empty()) {
+        if let Some(error) = run.error.as_deref().filter(|e| !e.is_empty()) {
             let _ = writeln!(out, "      error: {error}");
         }
     }
-    out
 }
 
-/// The lock holder as `lock::Holder::describe` words it, from the status document.
-fn describe_holder(holder: &Value) -> String {
-    serde_json::from_value::<lock::Holder>(holder.clone())
-        .map(|h| h.describe())
-        .unwrap_or_else(|_| holder.to_string())
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_the_json_status_writes_them() {
+        let whole = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 5).single();
+        let times = whole.into_iter().flat_map(|t| {
+            [0, 120_000_000, 123_456_000, 123_456_789].map(|n| t + chrono::Duration::nanoseconds(n))
+        });
+        for at in times {
+            let json = serde_json::to_value(at).unwrap_or_default();
+            assert_eq!(json.as_str(), Some(time(at).as_str()));
+        }
+    }
 }

@@ -1,19 +1,16 @@
 //! `invite-sync sync`: one cycle, and an exit code that says how it went.
 
-use std::process::ExitCode;
-
 use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 
 use crate::config::Settings;
 use crate::domain::Email;
-use crate::reconcile::{self, CycleResult, Request};
+use crate::reconcile::{CycleResult, Request};
 use crate::store::ledger;
 use crate::store::runs::Outcome;
 
-/// Exit code when the guard held revocations.
-pub const EXIT_HELD: u8 = 3;
+use super::Exit;
 
 /// Which refused creates `--retry-failed` makes due again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +26,12 @@ pub async fn run(
     allow_revocations: usize,
     retry_failed: RetryFailed,
     full: bool,
-) -> anyhow::Result<ExitCode> {
-    let reconciler = reconcile::from_settings(settings).await?;
+) -> anyhow::Result<Exit> {
+    let reconciler = crate::startup::reconciler(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
     retry(&reconciler.pool, &settings.sync.target, &retry_failed).await?;
     let shutdown = CancellationToken::new();
-    crate::service::cancel_on_signal(shutdown.clone());
+    crate::service::shutdown::cancel_on_signal(shutdown.clone());
     let request = Request {
         trigger: "sync".to_owned(),
         dry_run: dry_run.then_some(true),
@@ -49,7 +46,7 @@ pub async fn run(
                 .map(|h| format!(" ({})", h.describe()))
                 .unwrap_or_default();
             println!("skipped: another invite-sync holds the lock for this target{who}");
-            ExitCode::SUCCESS
+            Exit::Success
         }
         CycleResult::Ran(report) => {
             println!(
@@ -86,9 +83,9 @@ pub async fn run(
                 );
             }
             match report.outcome {
-                Outcome::Succeeded | Outcome::Skipped => ExitCode::SUCCESS,
-                Outcome::Held => ExitCode::from(EXIT_HELD),
-                _ => ExitCode::from(crate::cli::EXIT_FAILED),
+                Outcome::Succeeded | Outcome::Skipped => Exit::Success,
+                Outcome::Held => Exit::Held,
+                _ => Exit::Failed,
             }
         }
     })

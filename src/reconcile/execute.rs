@@ -25,9 +25,11 @@ pub enum Stop {
     #[error("shutdown requested")]
     Shutdown,
     #[error("the leader lock was lost: {0}")]
-    LockLost(sqlx::Error),
+    LockLost(store::StoreError),
     #[error("the database failed: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
     #[error("Clerk refused the credentials: {0}")]
     Unauthorized(ClientError),
 }

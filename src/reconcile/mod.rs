@@ -1030,63 +1030,9 @@ fn log_summary(report: &Report) {
     }
 }
 
-fn hostname() -> String {
-    lock::this_host()
-}
-
-/// The budget left now for a target, from the calls recorded in Postgres.
-pub async fn budget_now(
-    pool: &PgPool,
-    target: &str,
-    limits: budget::Limits,
-) -> Result<Budget, sqlx::Error> {
-    let now = store::now(pool).await?;
-    let since = now
-        - chrono::Duration::from_std(limits.window + budget::EDGE_MARGIN)
-            .unwrap_or(chrono::Duration::hours(1));
-    let mut endpoints = Vec::with_capacity(2);
-    for (operation, limit) in [
-        (Operation::CreateBulkInvitations, limits.bulk_calls),
-        (Operation::CreateInvitation, limits.single_calls),
-    ] {
-        let name = operation.as_str();
-        let calls = budget_store::calls_since(pool, target, name, since).await?;
-        let blocked = budget_store::blocked_until(pool, target, name).await?;
-        endpoints.push(Endpoint::from_calls(
-            limit,
-            limits.window,
-            &calls,
-            blocked,
-            now,
-        ));
-    }
-    Ok(Budget {
-        bulk: endpoints[0],
-        single: endpoints[1],
-    })
-}
-
-/// Connects to the database of the settings.
-pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    use anyhow::Context;
-    store::connect(
-        settings.database.pool_options(),
-        settings.database.connect_options()?,
-    )
-    .await
-    .context("could not connect to the database")
-}
-
-/// Connects and builds a reconciler from the settings; the Clerk key is checked here.
-pub async fn from_settings(settings: &Settings) -> anyhow::Result<Reconciler> {
-    let clerk = ClerkClient::new(settings.clerk.client_options()?)?;
-    let pool = connect(settings).await?;
-    Ok(Reconciler::new(
-        pool,
-        clerk,
-        CycleConfig::from_settings(settings),
-    ))
-}
+pub use crate::startup::{connect, reconciler as from_settings};
+pub use crate::store::budget::current as budget_now;
+use crate::store::lock::this_host as hostname;
 
 #[cfg(test)]
 mod tests {

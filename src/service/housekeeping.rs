@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::retention;
+use crate::telemetry::Chain;
 
 /// How often the job runs.
 pub const EVERY: Duration = Duration::from_secs(3600);
@@ -49,7 +50,7 @@ pub async fn prune(pool: &PgPool, days: u32) -> Option<retention::Pruned> {
         Err(error) => {
             tracing::warn!(
                 error.message = %error,
-                error.cause_chain = ?error,
+                error.cause_chain = %Chain(&error),
                 "housekeeping could not prune; the next pass tries again"
             );
             None

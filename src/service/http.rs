@@ -21,7 +21,8 @@ use crate::clerk::ClerkClient;
 use crate::config::{self, Settings};
 use crate::domain::Email;
 use crate::reconcile::CycleConfig;
-use crate::store::{ledger, roster, runs, users, webhooks};
+use crate::store::{self, ledger, roster, runs, users, webhooks};
+use crate::telemetry::Chain;
 use crate::webhook::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
@@ -250,7 +251,7 @@ async fn serve_router(
                 Ok((stream, _peer)) => stream,
                 Err(error) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %error, "accepting an HTTP connection failed");
+                    tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "accepting an HTTP connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -275,7 +276,7 @@ async fn serve_router(
                 }
             };
             if let Err(error) = served {
-                tracing::debug!(error = %error, "HTTP connection ended with an error");
+                tracing::debug!(error.message = %error, error.cause_chain = %Chain(&error), "HTTP connection ended with an error");
             }
         });
     }
@@ -285,21 +286,59 @@ async fn serve_router(
     Ok(())
 }
 
-/// An error answer: a status and a JSON reason. Internal details are logged, not returned.
-struct Problem(StatusCode, String);
+/// An error answer: a status and `{"error": reason}`. A failure of the service's own (the
+/// database) is logged with its causes and answered 500 "internal error": its details never
+/// reach the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the database failed")]
+    Database(#[from] sqlx::Error),
+}
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %error, "HTTP request failed");
-    Problem(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error".to_owned(),
-    )
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let reason = match &self {
+            ApiError::Database(_) => {
+                tracing::error!(
+                    error.message = %self,
+                    error.cause_chain = %Chain(&self),
+                    "HTTP request failed"
+                );
+                "internal error".to_owned()
+            }
+            refused => refused.to_string(),
+        };
+        (self.status(), Json(json!({ "error": reason }))).into_response()
+    }
+}
+
+impl From<roster_webhook::ApplyError> for ApiError {
+    fn from(error: roster_webhook::ApplyError) -> ApiError {
+        match error {
+            roster_webhook::ApplyError::ScimManaged(_) => ApiError::Conflict(error.to_string()),
+            roster_webhook::ApplyError::Database(error) => ApiError::Database(error),
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -307,14 +346,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let check = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
+    let check = tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)).await;
     match check {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "/readyz: the database does not answer");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"status": "unavailable", "reason": format!("the database does not answer: {}", database_reason(&error))})),
@@ -373,11 +409,8 @@ fn database_reason(error: &sqlx::Error) -> &'static str {
 }
 
 /// 404 for a path the service does not serve, in JSON like every other error.
-async fn no_such_path(uri: axum::http::Uri) -> Problem {
-    Problem(
-        StatusCode::NOT_FOUND,
-        format!("no such path: {}", uri.path()),
-    )
+async fn no_such_path(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such path: {}", uri.path()))
 }
 
 /// Gives every error answer a JSON body: those axum and tower make themselves (413 from the
@@ -433,7 +466,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 .set(i64::from(held));
         }
         Ok(Err(error)) => {
-            tracing::warn!(error = %error, "held revocations could not be read for /metrics")
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "held revocations could not be read for /metrics")
         }
         Err(_) => tracing::warn!("held revocations could not be read for /metrics within 2 s"),
     }
@@ -448,7 +481,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// 404 when no token is configured (the API is off), 401 unless the bearer token matches.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.api_token else {
         return Err(not_configured("the operator API", "http.api_token"));
     };
@@ -465,8 +498,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     if matches {
         Ok(())
     } else {
-        Err(Problem(
-            StatusCode::UNAUTHORIZED,
+        Err(ApiError::Unauthorized(
             "a valid bearer token is required".to_owned(),
         ))
     }
@@ -475,26 +507,30 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
 async fn trigger_sync(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let run_id = state.triggers.request_run("api");
     Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))).into_response())
 }
 
-async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let status = crate::commands::status::collect(&state.pool, &state.config)
-        .await
-        .map_err(internal)?;
+    let config = &state.config;
+    let status = store::status::collect(
+        &state.pool,
+        &config.target,
+        config.budget,
+        config.settle_after,
+    )
+    .await?;
     Ok(Json(status).into_response())
 }
 
 /// 404 for an endpoint that is off because its key is not set.
-fn not_configured(what: &str, key: &str) -> Problem {
-    Problem(
-        StatusCode::NOT_FOUND,
-        format!("{what} is not configured on this service ({key} is not set)"),
-    )
+fn not_configured(what: &str, key: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "{what} is not configured on this service ({key} is not set)"
+    ))
 }
 
 fn verify(
@@ -502,7 +538,7 @@ fn verify(
     scheme: Scheme,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<String, Problem> {
+) -> Result<String, ApiError> {
     let Some(verifier) = verifier else {
         return Err(webhook_off(scheme));
     };
@@ -510,11 +546,11 @@ fn verify(
     verifier
         .verify(scheme, headers, body, now)
         .map(|delivery| delivery.id)
-        .map_err(|e| Problem(StatusCode::UNAUTHORIZED, format!("signature rejected: {e}")))
+        .map_err(|e| ApiError::Unauthorized(format!("signature rejected: {e}")))
 }
 
 /// 404 for a webhook whose secret is not set.
-fn webhook_off(scheme: Scheme) -> Problem {
+fn webhook_off(scheme: Scheme) -> ApiError {
     match scheme {
         Scheme::StandardWebhooks => {
             not_configured("the roster webhook", "http.roster_webhook_secret")
@@ -530,16 +566,11 @@ fn precheck(
     verifier: &Option<Arc<Verifier>>,
     scheme: Scheme,
     headers: &HeaderMap,
-) -> Result<(), Problem> {
+) -> Result<(), ApiError> {
     if verifier.is_none() {
         return Err(webhook_off(scheme));
     }
-    let refuse = |reason: String| {
-        Problem(
-            StatusCode::UNAUTHORIZED,
-            format!("signature rejected: {reason}"),
-        )
-    };
+    let refuse = |reason: String| ApiError::Unauthorized(format!("signature rejected: {reason}"));
     let text = |name: &'static str| {
         headers
             .get(name)
@@ -595,7 +626,7 @@ async fn webhook_headers(
     };
     let response = match checked {
         Ok(()) => next.run(request).await,
-        Err(problem) => refuse_unread(problem),
+        Err(error) => refuse_unread(error),
     };
     crate::metrics::metrics().webhook_delivery(webhook, response.status().as_u16());
     response
@@ -603,8 +634,8 @@ async fn webhook_headers(
 
 /// The answer to a request whose body was not read: the connection closes after it, so that
 /// nothing waits for (or reads) the rest of the body.
-fn refuse_unread(problem: Problem) -> Response {
-    let mut response = problem.into_response();
+fn refuse_unread(error: ApiError) -> Response {
+    let mut response = error.into_response();
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
@@ -616,36 +647,24 @@ async fn roster_hook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
     let message_id = verify(&state.roster, Scheme::StandardWebhooks, &headers, &body)?;
-    let changes = roster_webhook::parse(&body).map_err(|e| Problem(StatusCode::BAD_REQUEST, e))?;
+    let changes = roster_webhook::parse(&body).map_err(ApiError::BadRequest)?;
     // A view cannot take the writes: a 4xx, so the sender stops retrying what cannot succeed.
-    let kind = roster::relation_kind(&state.pool, &state.config.relation)
-        .await
-        .map_err(internal)?;
+    let kind = roster::relation_kind(&state.pool, &state.config.relation).await?;
     if let Some(reason) = roster::not_writable_reason(&state.config.relation, kind) {
-        return Err(Problem(StatusCode::CONFLICT, reason));
+        return Err(ApiError::Conflict(reason));
     }
-    let mut tx = state.pool.begin().await.map_err(internal)?;
-    if !webhooks::record_delivery(&mut *tx, "roster", &message_id)
-        .await
-        .map_err(internal)?
-    {
+    let mut tx = state.pool.begin().await?;
+    if !webhooks::record_delivery(&mut *tx, "roster", &message_id).await? {
         return Ok((
             StatusCode::OK,
             Json(json!({"status": "duplicate", "applied": false})),
         )
             .into_response());
     }
-    let applied = roster_webhook::apply(&mut tx, &state.config.relation, &changes)
-        .await
-        .map_err(|e| match e {
-            roster_webhook::ApplyError::ScimManaged(_) => {
-                Problem(StatusCode::CONFLICT, e.to_string())
-            }
-            roster_webhook::ApplyError::Database(e) => internal(e),
-        })?;
-    tx.commit().await.map_err(internal)?;
+    let applied = roster_webhook::apply(&mut tx, &state.config.relation, &changes).await?;
+    tx.commit().await?;
     tracing::info!(
         message_id,
         upserted = applied.upserted,
@@ -665,14 +684,10 @@ async fn clerk_hook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
     let message_id = verify(&state.clerk, Scheme::Svix, &headers, &body)?;
-    let event: Value = serde_json::from_slice(&body).map_err(|e| {
-        Problem(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
     if kind != "user.created" && kind != "user.deleted" {
         return Ok((
@@ -685,36 +700,24 @@ async fn clerk_hook(
         .pointer("/data/id")
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| {
-            Problem(
-                StatusCode::BAD_REQUEST,
-                format!("a {kind} event needs data.id"),
-            )
-        })?;
-    let mut tx = state.pool.begin().await.map_err(internal)?;
-    if !webhooks::record_delivery(&mut *tx, "clerk", &message_id)
-        .await
-        .map_err(internal)?
-    {
+        .ok_or_else(|| ApiError::BadRequest(format!("a {kind} event needs data.id")))?;
+    let mut tx = state.pool.begin().await?;
+    if !webhooks::record_delivery(&mut *tx, "clerk", &message_id).await? {
         return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response());
     }
     let target = state.config.target.as_str();
     let reporter = state.config.reporter;
     let (emails, said) = if kind == "user.deleted" {
-        let emails = users::mark_deleted(&mut *tx, target, user_id)
-            .await
-            .map_err(internal)?;
+        let emails = users::mark_deleted(&mut *tx, target, user_id).await?;
         (
             emails,
             "Clerk deleted this user; invited again while on the roster",
         )
     } else {
-        let emails = user_created(&mut tx, target, user_id, &event)
-            .await
-            .map_err(internal)?;
+        let emails = user_created(&mut tx, target, user_id, &event).await?;
         (emails, "Clerk says this person is now a user")
     };
-    tx.commit().await.map_err(internal)?;
+    tx.commit().await?;
     for email in &emails {
         tracing::info!(email = reporter.email(email.as_str()), "{said}");
     }
@@ -754,4 +757,33 @@ async fn user_created(
     users::record_users(&mut **tx, target, &known, "user.created").await?;
     ledger::mark_accepted_by_email(&mut **tx, target, &emails).await?;
     Ok(emails)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+            .await
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_answered_with_its_status_and_reason() {
+        let (status, body) = answer(ApiError::Conflict("a view cannot take writes".into())).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, json!({"error": "a view cannot take writes"}));
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_is_a_500_that_says_nothing_of_its_cause() {
+        let failure = sqlx::Error::Protocol("password authentication failed for hr_admin".into());
+        let (status, body) = answer(ApiError::from(failure)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, json!({"error": "internal error"}));
+    }
 }

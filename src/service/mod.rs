@@ -6,6 +6,7 @@ pub mod http;
 pub mod notify;
 pub mod roster_webhook;
 pub mod scim;
+pub mod shutdown;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::reconcile::{CycleResult, Reconciler, Request};
+use crate::telemetry::Chain;
 
 /// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
 #[derive(Debug, Clone)]
@@ -115,7 +117,7 @@ impl Worker {
                 Step::Ran(result)
             }
             Err(error) => {
-                tracing::error!(error = %error, "cycle failed; the next trigger retries");
+                tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "cycle failed; the next trigger retries");
                 Step::Failed(error.to_string())
             }
         }
@@ -360,7 +362,7 @@ pub async fn run_with(
 /// while the process is alive, and says it is stopping. Without systemd these are no-ops.
 async fn supervise(shutdown: &CancellationToken) {
     if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!(error = %error, "could not tell systemd the service is ready");
+        tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "could not tell systemd the service is ready");
     }
     match sd_notify::watchdog_enabled() {
         Some(interval) => {
@@ -405,12 +407,4 @@ fn spawn_hangup_listener(triggers: Triggers, shutdown: CancellationToken) -> Joi
             let _ = (triggers, shutdown);
         }
     })
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
-        token.cancel();
-    });
 }

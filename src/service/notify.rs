@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::Triggers;
+use crate::telemetry::Chain;
 
 /// The channel the roster trigger notifies.
 pub const CHANNEL: &str = "invite_sync";
@@ -32,7 +33,7 @@ pub async fn listen(
             Ok(listener) => listener,
             Err(error) => {
                 missed = true;
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
+                tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), retry_in_ms = backoff.as_millis() as u64, "cannot listen for roster changes; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -51,7 +52,7 @@ pub async fn listen(
         }
         if let Err(error) = relay(&mut listener, &triggers, debounce, &shutdown).await {
             missed = true;
-            tracing::warn!(error = %error, "lost the roster change listener");
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "lost the roster change listener");
         }
         if shutdown.is_cancelled() {
             return;
@@ -65,20 +66,29 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Why the listener stopped relaying notifications.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("the connection was closed")]
+    Closed,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// Turns notifications into cycle requests until the connection is lost.
 async fn relay(
     listener: &mut PgListener,
     triggers: &Triggers,
     debounce: Duration,
     shutdown: &CancellationToken,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Lost> {
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             received = listener.try_recv() => received?,
         };
         if received.is_none() {
-            return Err(sqlx::Error::Protocol("the connection was closed".into()));
+            return Err(Lost::Closed);
         }
         // Wait for the burst to end: every further notification restarts the quiet time.
         loop {
@@ -88,7 +98,7 @@ async fn relay(
                 more = listener.try_recv() => {
                     if more?.is_none() {
                         triggers.request("notify");
-                        return Err(sqlx::Error::Protocol("the connection was closed".into()));
+                        return Err(Lost::Closed);
                     }
                 }
             }

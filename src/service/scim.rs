@@ -26,6 +26,7 @@ use crate::scim::schema::{self, LIST_RESPONSE, MAX_RESULTS, SEARCH_REQUEST};
 use crate::scim::{patch, EmailSource, Mapping, RosterEntry, ScimError};
 use crate::store::roster::{Batch, Columns, Writer, SCIM_SOURCE};
 use crate::store::scim::{self as store, Candidates, ScimUser, UserWrite, WriteError};
+use crate::telemetry::Chain;
 
 const CONTENT_TYPE: &str = "application/scim+json";
 
@@ -85,8 +86,8 @@ fn scim_json(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn internal(error: impl std::fmt::Display) -> ScimError {
-    tracing::error!(error = %error, "SCIM request failed");
+fn internal(error: impl std::error::Error + 'static) -> ScimError {
+    tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "SCIM request failed");
     ScimError::internal()
 }
 

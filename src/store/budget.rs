@@ -2,9 +2,10 @@
 //! restarts and replicas count the same calls, and a 429's `Retry-After` kept until it passes.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::clerk::budget::{Budget, Endpoint, Limits, EDGE_MARGIN};
 use crate::clerk::client::MAX_RETRY_AFTER;
 use crate::clerk::Operation;
 
@@ -136,6 +137,34 @@ pub async fn blocks(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<Block>,
     )
     .fetch_all(db)
     .await
+}
+
+/// The budget left now for a target, from the calls recorded in Postgres.
+pub async fn current(pool: &PgPool, target: &str, limits: Limits) -> Result<Budget, sqlx::Error> {
+    let now = super::now(pool).await?;
+    let since = now
+        - chrono::Duration::from_std(limits.window + EDGE_MARGIN)
+            .unwrap_or(chrono::Duration::hours(1));
+    let mut endpoints = Vec::with_capacity(2);
+    for (operation, limit) in [
+        (Operation::CreateBulkInvitations, limits.bulk_calls),
+        (Operation::CreateInvitation, limits.single_calls),
+    ] {
+        let name = operation.as_str();
+        let calls = calls_since(pool, target, name, since).await?;
+        let blocked = blocked_until(pool, target, name).await?;
+        endpoints.push(Endpoint::from_calls(
+            limit,
+            limits.window,
+            &calls,
+            blocked,
+            now,
+        ));
+    }
+    Ok(Budget {
+        bulk: endpoints[0],
+        single: endpoints[1],
+    })
 }
 
 /// Removes the record of a call that certainly never reached Clerk: it used no budget.

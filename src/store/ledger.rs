@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::{CorruptLedgerRow, StoreError};
 use crate::clerk::Invitation;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 
@@ -28,15 +29,15 @@ struct Row {
 
 impl Row {
     fn into_entry(self) -> Result<LedgerEntry, sqlx::Error> {
-        let corrupt = |what: String| sqlx::Error::Decode(what.into());
+        let id = self.id;
+        let corrupt =
+            |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
         Ok(LedgerEntry {
             id: self.id,
-            email: Email::parse(&self.email)
-                .map_err(|e| corrupt(format!("ledger row {}: {e}", self.id)))?,
+            email: Email::parse(&self.email).map_err(|e| corrupt(e.to_string()))?,
             clerk_invitation_id: self.clerk_invitation_id,
-            state: LedgerState::parse(&self.state).ok_or_else(|| {
-                corrupt(format!("ledger row {}: state {:?}", self.id, self.state))
-            })?,
+            state: LedgerState::parse(&self.state)
+                .ok_or_else(|| corrupt(format!("state {:?}", self.state)))?,
             owned: self.owned,
             row_digest: self.row_digest,
             redirect_url: self.redirect_url,
@@ -260,9 +261,12 @@ pub async fn record_seen(
     target: &str,
     invitation: &Invitation,
     owned: bool,
-) -> Result<(), sqlx::Error> {
-    let email = Email::parse(&invitation.email_address)
-        .map_err(|e| sqlx::Error::Decode(format!("invitation {}: {e}", invitation.id).into()))?;
+) -> Result<(), StoreError> {
+    let email =
+        Email::parse(&invitation.email_address).map_err(|e| StoreError::InvalidAddress {
+            invitation_id: invitation.id.clone(),
+            reason: e.to_string(),
+        })?;
     sqlx::query!(
         r#"INSERT INTO invite_sync_ledger
              (target, email, clerk_invitation_id, state, owned, public_metadata, clerk_created_at,

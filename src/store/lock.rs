@@ -3,6 +3,8 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 
+use super::StoreError;
+
 /// The lock key of a target: stable across processes and versions.
 const KEY_SQL: &str = "hashtextextended('invite-sync:' || $1, 0)";
 
@@ -71,7 +73,7 @@ impl LeaderLock {
     }
 
     /// Fails when the lock's connection is gone (and the lock with it).
-    pub async fn ensure_held(&mut self) -> Result<(), sqlx::Error> {
+    pub async fn ensure_held(&mut self) -> Result<(), StoreError> {
         let held: bool = sqlx::query_scalar(&format!(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
                  AND granted AND ((classid::bigint << 32) | objid::bigint) = {KEY_SQL})"
@@ -82,9 +84,7 @@ impl LeaderLock {
         if held {
             Ok(())
         } else {
-            Err(sqlx::Error::Protocol(
-                "the leader lock is no longer held".into(),
-            ))
+            Err(StoreError::LockLost)
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod desired;
+mod error;
 pub mod ledger;
 pub mod listings;
 pub mod lock;
@@ -10,12 +11,15 @@ pub mod retention;
 pub mod roster;
 pub mod runs;
 pub mod scim;
+pub mod status;
 pub mod users;
 pub mod webhooks;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Executor, PgConnection, PgPool};
+
+pub use error::{CorruptLedgerRow, StoreError};
 
 /// The schema, forward-only, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -26,6 +30,33 @@ pub async fn connect(
     options: PgConnectOptions,
 ) -> Result<PgPool, sqlx::Error> {
     pool.connect_with(options).await
+}
+
+/// Whether the database answers a query.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(())
+}
+
+/// Drops the database `name` if it exists, ending its sessions.
+pub async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", identifier(name));
+    conn.execute(statement.as_str()).await?;
+    Ok(())
+}
+
+/// Creates an empty database `name`.
+pub async fn create_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let statement = format!("CREATE DATABASE {}", identifier(name));
+    conn.execute(statement.as_str()).await?;
+    Ok(())
+}
+
+/// `name` as a quoted SQL identifier.
+fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The database's clock: the one `called_at`, `sent_at` and the stored blocks are written by.
