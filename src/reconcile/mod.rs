@@ -529,9 +529,6 @@ impl Reconciler {
             Ok(report) => report.outcome,
             Err(_) => runs::Outcome::Failed,
         });
-        if let Ok(report) = &outcome {
-            record_gauges(report);
-        }
         if let Err(error) = leader.release().await {
             tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
         }
@@ -595,6 +592,9 @@ impl Reconciler {
             .instrument(span)
             .await;
         let tally = executor.tally;
+        // A cycle stopped before its plan leaves the gauges as the last plan set them:
+        // zeros would clear the held-revocations alert.
+        let planned = matches!(&result, Ok(done) if done.planned);
         let (outcome, summary, report) = match result {
             Ok(done) => {
                 let report = self.report(run_id, dry_run, &done, &tally);
@@ -628,6 +628,9 @@ impl Reconciler {
             }
         };
         runs::finish(&self.pool, run_id, outcome, &summary).await?;
+        if planned {
+            record_gauges(&report);
+        }
         log_summary(&report);
         Ok(report)
     }
@@ -678,6 +681,7 @@ impl Reconciler {
             queued: plan.queued(),
             awaiting_user_check: 0,
             unsettled,
+            planned: true,
             stop: None,
         };
         if dry_run {
@@ -709,6 +713,10 @@ impl Reconciler {
         let gone = match executor.revoke(&revocations).await {
             Ok(gone) => gone,
             Err(stop) => {
+                // The creates it did not get to wait, none of them checked.
+                let waiting = queue.len() + past_head;
+                executor.tally.backlog = waiting;
+                executor.tally.awaiting_user_check = waiting;
                 done.stop = Some(stop);
                 return Ok(done);
             }
@@ -857,6 +865,9 @@ struct Done {
     awaiting_user_check: usize,
     /// The creates still unsettled when the cycle read the ledger (after settling).
     unsettled: Unsettled,
+    /// Whether the cycle read its state and made a plan: one stopped while settling did
+    /// not, and its figures above are not the target's.
+    planned: bool,
     stop: Option<Stop>,
 }
 
@@ -884,6 +895,7 @@ impl Done {
             queued: 0,
             awaiting_user_check: 0,
             unsettled: Unsettled::default(),
+            planned: false,
             stop: Some(stop),
         }
     }
