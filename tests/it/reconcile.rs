@@ -1526,6 +1526,9 @@ async fn a_cycle_stopped_while_revoking_reports_the_creates_it_did_not_get_to() 
     let stopped = stopped_cycle(&h).await;
 
     assert_eq!(stopped.outcome, Outcome::Interrupted);
+    // The guard allowed the revocation: the stop came before it was sent.
+    assert_eq!(stopped.held_revocations, 0);
+    assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
     assert_eq!((stopped.revoked, stopped.created), (0, 0));
     assert_eq!((stopped.backlog, stopped.awaiting_user_check), (5, 5));
     let metrics = invite_sync::metrics::metrics();
