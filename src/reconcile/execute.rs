@@ -44,7 +44,8 @@ pub struct Tally {
     pub unsettled: usize,
     pub bulk_calls: usize,
     pub single_calls: usize,
-    /// Creates left for a later cycle (those awaiting a user check included).
+    /// Creates left for a later cycle (those awaiting a user check included); in a dry run,
+    /// the whole queue.
     pub backlog: usize,
     /// Of the backlog, people not yet known not to be users.
     pub awaiting_user_check: usize,

@@ -649,7 +649,9 @@ impl Reconciler {
         let budget = self.budget().await?;
         let mut done = Done::planned(&decision, budget, unsettled);
         if dry_run {
-            done.awaiting_user_check = self.awaiting_user_check(&decision.plan).await?;
+            // Nothing is sent: the whole queue is the backlog, as the next cycle finds it.
+            executor.tally.backlog = decision.plan.queued();
+            executor.tally.awaiting_user_check = self.awaiting_user_check(&decision.plan).await?;
             return Ok(done);
         }
         done.stop = self.execute(decision, budget, executor).await.err();
@@ -746,12 +748,8 @@ impl Reconciler {
     }
 
     fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: &Tally) -> Report {
-        let backlog = if dry_run { done.queued } else { tally.backlog };
-        let awaiting_user_check = if dry_run {
-            done.awaiting_user_check
-        } else {
-            tally.awaiting_user_check
-        };
+        let backlog = tally.backlog;
+        let awaiting_user_check = tally.awaiting_user_check;
         let now = Utc::now();
         // Only people known to be invitable: those awaiting a user check may be users.
         let invitable = backlog.saturating_sub(awaiting_user_check);
@@ -857,9 +855,6 @@ struct Done {
     hold_reason: Option<HoldReason>,
     protected: usize,
     budget: Budget,
-    queued: usize,
-    /// Of the queue, people awaiting a user check (a dry run checks no one).
-    awaiting_user_check: usize,
     /// The creates still unsettled when the cycle read the ledger (after settling).
     unsettled: Unsettled,
     /// Whether the cycle read its state and made a plan: one stopped while settling did
@@ -884,8 +879,6 @@ impl Done {
             hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
             protected: verdict.protected.len(),
             budget,
-            queued: plan.queued(),
-            awaiting_user_check: 0,
             unsettled,
             planned: true,
             stop: None,
