@@ -37,7 +37,7 @@ impl Limits {
 }
 
 /// One endpoint's state in the current window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     /// Calls still allowed now.
     pub left: u32,
@@ -49,7 +49,7 @@ pub struct Endpoint {
 }
 
 /// The budget as the calls recorded in Postgres say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Budget {
     pub bulk: Endpoint,
     pub single: Endpoint,

@@ -197,8 +197,17 @@ fn reason(item: &Item) -> Option<String> {
 pub fn render_text(preview: &Preview, target: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let verdict = &preview.verdict;
     let _ = writeln!(out, "Plan for target {target}");
+    render_revocations(&mut out, preview);
+    render_creates(&mut out, preview);
+    render_drift(&mut out, preview);
+    render_totals(&mut out, preview);
+    out
+}
+
+fn render_revocations(out: &mut String, preview: &Preview) {
+    use std::fmt::Write;
+    let verdict = &preview.verdict;
     let revoke_total = verdict.allowed.len() + verdict.held.len() + verdict.protected.len();
     let _ = writeln!(out, "\nRevocations ({revoke_total}):");
     for r in &verdict.allowed {
@@ -219,6 +228,10 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
             verdict.held.len()
         );
     }
+}
+
+fn render_creates(out: &mut String, preview: &Preview) {
+    use std::fmt::Write;
     let _ = writeln!(out, "\nCreates ({}), in queue order:", preview.queued);
     for item in &preview.plan.items {
         match item {
@@ -240,6 +253,10 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
             _ => {}
         }
     }
+}
+
+fn render_drift(out: &mut String, preview: &Preview) {
+    use std::fmt::Write;
     let drift: Vec<&Item> = preview
         .plan
         .items
@@ -265,6 +282,10 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
         }
         let _ = writeln!(out);
     }
+}
+
+fn render_totals(out: &mut String, preview: &Preview) {
+    use std::fmt::Write;
     let counts: Vec<String> = preview
         .plan
         .counts()
@@ -289,5 +310,4 @@ pub fn render_text(preview: &Preview, target: &str) -> String {
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
-    out
 }

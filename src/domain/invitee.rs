@@ -70,6 +70,34 @@ pub struct InvalidRow {
     pub reason: String,
 }
 
+/// Why Clerk could not take a row whose address and metadata are readable: a NUL in its
+/// text, a `not_before` outside the years 1 to 9999, or metadata larger than Clerk keeps.
+fn unsendable(row: &DesiredRow) -> Option<String> {
+    if holds_nul(&row.public_metadata) {
+        return Some(nul_reason("public_metadata"));
+    }
+    for (name, value) in [
+        ("redirect_url", &row.redirect_url),
+        ("template_slug", &row.template_slug),
+        ("source", &row.source),
+    ] {
+        if value.as_deref().is_some_and(|text| text.contains('\0')) {
+            return Some(nul_reason(name));
+        }
+    }
+    if let Some(not_before) = row.not_before {
+        if !(1..=9999).contains(&not_before.year()) {
+            return Some(format!(
+                "not_before {not_before} is outside the years 1 to 9999"
+            ));
+        }
+    }
+    let size = row.public_metadata.to_string().len();
+    (size > MAX_METADATA_BYTES).then(|| {
+        format!("public_metadata is {size} bytes; Clerk keeps at most {MAX_METADATA_BYTES}")
+    })
+}
+
 impl DesiredInvitee {
     /// Checks a row and applies the defaults.
     pub fn from_row(row: &DesiredRow, defaults: &RowDefaults) -> Result<Self, InvalidRow> {
@@ -86,34 +114,8 @@ impl DesiredInvitee {
                 "public_metadata must be a JSON object".to_owned(),
             ));
         };
-        if holds_nul(&row.public_metadata) {
-            return Err(invalid(Some(email), nul_reason("public_metadata")));
-        }
-        for (name, value) in [
-            ("redirect_url", &row.redirect_url),
-            ("template_slug", &row.template_slug),
-            ("source", &row.source),
-        ] {
-            if value.as_deref().is_some_and(|text| text.contains('\0')) {
-                return Err(invalid(Some(email), nul_reason(name)));
-            }
-        }
-        if let Some(not_before) = row.not_before {
-            if !(1..=9999).contains(&not_before.year()) {
-                return Err(invalid(
-                    Some(email),
-                    format!("not_before {not_before} is outside the years 1 to 9999"),
-                ));
-            }
-        }
-        let size = row.public_metadata.to_string().len();
-        if size > MAX_METADATA_BYTES {
-            return Err(invalid(
-                Some(email),
-                format!(
-                    "public_metadata is {size} bytes; Clerk keeps at most {MAX_METADATA_BYTES}"
-                ),
-            ));
+        if let Some(reason) = unsendable(row) {
+            return Err(invalid(Some(email), reason));
         }
         let redirect_url = match &row.redirect_url {
             Some(url) => Some(check_redirect(url).map_err(|r| invalid(Some(email.clone()), r))?),

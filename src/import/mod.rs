@@ -144,19 +144,7 @@ pub async fn import_reader<R: Read + Send>(
 ) -> Result<ImportSummary, ImportError> {
     let mut records = Records::new(BufReader::with_capacity(64 * 1024, reader));
     let mut record = Record::default();
-    if !read(&mut records, &mut record)? {
-        return Err(ImportError::Csv(
-            "the file is empty; its first line must be a header naming the columns \
-             (email at least)"
-                .to_owned(),
-        ));
-    }
-    let names = record
-        .fields()
-        .map(|field| std::str::from_utf8(field).map(str::to_owned))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
-    let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
+    let layout = read_header(&mut records, &mut record)?;
     let kind = roster::relation_kind(pool, &options.relation).await?;
     if let Some(reason) = roster::not_writable_reason(&options.relation, kind) {
         return Err(ImportError::NotATable(reason));
@@ -233,6 +221,31 @@ pub async fn import_reader<R: Read + Send>(
         tx.commit().await?;
         summary.written = true;
     }
+    log_finished(&summary);
+    Ok(summary)
+}
+
+/// Reads the header line and the columns it names.
+fn read_header<R: io::BufRead>(
+    records: &mut Records<R>,
+    record: &mut Record,
+) -> Result<Layout, ImportError> {
+    if !read(records, record)? {
+        return Err(ImportError::Csv(
+            "the file is empty; its first line must be a header naming the columns \
+             (email at least)"
+                .to_owned(),
+        ));
+    }
+    let names = record
+        .fields()
+        .map(|field| std::str::from_utf8(field).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
+    Layout::from_header(&names).map_err(ImportError::Csv)
+}
+
+fn log_finished(summary: &ImportSummary) {
     tracing::info!(
         inserted = summary.inserted,
         updated = summary.updated,
@@ -243,7 +256,6 @@ pub async fn import_reader<R: Read + Send>(
         written = summary.written,
         "roster import finished"
     );
-    Ok(summary)
 }
 
 fn read<R: io::BufRead>(

@@ -9,10 +9,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::clerk::client::MAX_BULK;
 use crate::clerk::model::codes;
 use crate::clerk::{
     budget::{self, Budget},
-    ClerkClient, ClientError, Invitation, InvitationStatus, Operation,
+    ClerkClient, ClerkError, ClientError, Invitation, InvitationStatus, Operation,
 };
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::reconcile::guard::Revocation;
@@ -40,13 +41,13 @@ pub struct Tally {
     pub revoked: usize,
     pub created: usize,
     pub adopted: usize,
-    pub marked_users: usize,
     pub failed: usize,
     /// Creates whose outcome is unknown: settled next cycle.
     pub unsettled: usize,
     pub bulk_calls: usize,
     pub single_calls: usize,
-    /// Creates left for a later cycle (those awaiting a user check included).
+    /// Creates left for a later cycle (those awaiting a user check included); in a dry run,
+    /// the whole queue.
     pub backlog: usize,
     /// Of the backlog, people not yet known not to be users.
     pub awaiting_user_check: usize,
@@ -110,16 +111,16 @@ pub struct Executor<'a> {
 
 /// How a create call is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+pub enum CreateEndpoint {
     Bulk,
     Single,
 }
 
-impl Endpoint {
+impl CreateEndpoint {
     fn operation(self) -> Operation {
         match self {
-            Endpoint::Bulk => Operation::CreateBulkInvitations,
-            Endpoint::Single => Operation::CreateInvitation,
+            CreateEndpoint::Bulk => Operation::CreateBulkInvitations,
+            CreateEndpoint::Single => Operation::CreateInvitation,
         }
     }
 }
@@ -137,6 +138,76 @@ enum Sent {
     EndpointClosed(Vec<DesiredInvitee>),
     /// Creates stop this cycle (Clerk unreachable, or an outcome unknown).
     Halt(Vec<DesiredInvitee>),
+}
+
+/// What waits to be sent in a cycle: the queue, and what refused calls left to send again.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<DesiredInvitee>,
+    /// Members of a refused bulk call, each batch to go again as one call.
+    batches: Vec<Vec<DesiredInvitee>>,
+    /// Members to go again one by one.
+    singly: VecDeque<DesiredInvitee>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.batches.is_empty() && self.singly.is_empty()
+    }
+
+    /// Everyone waiting.
+    fn len(&self) -> usize {
+        self.queue.len() + self.singly.len() + self.batches.iter().map(Vec::len).sum::<usize>()
+    }
+
+    fn waiting(&self) -> Waiting {
+        Waiting {
+            retry_batches: self.batches.len(),
+            alone: self.singly.len(),
+            queue: self.queue.len(),
+        }
+    }
+
+    /// The batches that cannot go out as one join the queue's head.
+    fn unbatch(&mut self) {
+        let batches: Vec<DesiredInvitee> = self.batches.drain(..).flatten().collect();
+        self.put_back(batches);
+    }
+
+    /// Members back at the head of the queue, in their order.
+    fn put_back(&mut self, members: Vec<DesiredInvitee>) {
+        for member in members.into_iter().rev() {
+            self.queue.push_front(member);
+        }
+    }
+
+    /// The members of `call`, and the endpoint they go to.
+    fn take(&mut self, call: NextCall) -> (CreateEndpoint, Vec<DesiredInvitee>) {
+        match call {
+            NextCall::RetryBatch => (CreateEndpoint::Bulk, self.batches.pop().unwrap_or_default()),
+            NextCall::Alone => (
+                CreateEndpoint::Single,
+                self.singly.pop_front().into_iter().collect(),
+            ),
+            NextCall::Bulk(n) => (
+                CreateEndpoint::Bulk,
+                self.queue.drain(..n.min(self.queue.len())).collect(),
+            ),
+            NextCall::Single => (
+                CreateEndpoint::Single,
+                self.queue.pop_front().into_iter().collect(),
+            ),
+        }
+    }
+}
+
+/// How draining the outbox ended without a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Everyone was sent, or the budget is spent until later.
+    Ended,
+    /// Creates stopped for this cycle (Clerk unreachable, or an outcome unknown).
+    Halted,
 }
 
 /// Which create call goes out next.
@@ -184,9 +255,6 @@ pub fn next_call(
         _ => None,
     }
 }
-
-/// The most invitations one bulk call carries.
-pub const MAX_BULK: usize = 10;
 
 /// Splits the members of a bulk call Clerk refused without naming whom for into two halves
 /// sent apart: a cause among them is found in at most 2 x ceil(log2 n) more calls (8 for a
@@ -412,52 +480,49 @@ impl Executor<'_> {
     /// Sends the queue, oldest first, while the budget lasts: everyone is first known not to
     /// be a user; a call goes out as soon as a slot frees on either endpoint, waiting for a
     /// slot within the cycle while one frees within `linger`.
-    pub async fn create(
-        &mut self,
-        queue: Vec<DesiredInvitee>,
-        mut budget: Budget,
-    ) -> Result<(), Stop> {
+    pub async fn create(&mut self, queue: Vec<DesiredInvitee>, budget: Budget) -> Result<(), Stop> {
         let total = queue.len();
-        let mut main = match self.check_users(queue).await {
-            Ok(main) => main,
+        let queue = match self.check_users(queue).await {
+            Ok(queue) => queue,
             Err(stop) => {
                 self.tally.backlog = total;
                 self.tally.awaiting_user_check = total;
                 return Err(stop);
             }
         };
-        let awaiting = self.tally.awaiting_user_check;
-        let mut batches: Vec<Vec<DesiredInvitee>> = Vec::new();
-        let mut singly: VecDeque<DesiredInvitee> = VecDeque::new();
-        let mut halted = false;
-        let backlog = |main: &VecDeque<DesiredInvitee>,
-                       singly: &VecDeque<DesiredInvitee>,
-                       batches: &Vec<Vec<DesiredInvitee>>| {
-            main.len() + singly.len() + batches.iter().map(Vec::len).sum::<usize>() + awaiting
+        let mut outbox = Outbox {
+            queue,
+            ..Outbox::default()
         };
+        let drained = self.drain(&mut outbox, budget).await;
+        // Left for a later cycle: what was not sent, and those awaiting a user check.
+        self.tally.backlog = outbox.len() + self.tally.awaiting_user_check;
+        if let Ok(Drained::Halted) = drained {
+            tracing::warn!(
+                backlog = self.tally.backlog,
+                "creates stopped for this cycle"
+            );
+        }
+        drained.map(|_| ())
+    }
 
-        loop {
-            if main.is_empty() && batches.is_empty() && singly.is_empty() {
-                break;
-            }
+    /// Sends what the outbox holds while the budget lasts; what is not sent stays in it.
+    async fn drain(&mut self, outbox: &mut Outbox, mut budget: Budget) -> Result<Drained, Stop> {
+        while !outbox.is_empty() {
             if budget.bulk.left == 0 {
-                // A batch that cannot go out as one joins the queue's head.
-                for member in batches.drain(..).flatten().rev() {
-                    main.push_front(member);
-                }
+                outbox.unbatch();
             }
-            let waiting = Waiting {
-                retry_batches: batches.len(),
-                alone: singly.len(),
-                queue: main.len(),
-            };
             let single_soon = if budget.single.left == 0 {
                 self.frees_soon(budget.single.frees_at).await?
             } else {
                 false
             };
-            let Some(call) = next_call(waiting, budget.bulk.left, budget.single.left, single_soon)
-            else {
+            let Some(call) = next_call(
+                outbox.waiting(),
+                budget.bulk.left,
+                budget.single.left,
+                single_soon,
+            ) else {
                 match self.wait_for_slot(&budget).await? {
                     Some(fresh) => {
                         budget = fresh;
@@ -466,12 +531,7 @@ impl Executor<'_> {
                     None => break,
                 }
             };
-            let (endpoint, members): (Endpoint, Vec<DesiredInvitee>) = match call {
-                NextCall::RetryBatch => (Endpoint::Bulk, batches.pop().unwrap_or_default()),
-                NextCall::Alone => (Endpoint::Single, singly.pop_front().into_iter().collect()),
-                NextCall::Bulk(n) => (Endpoint::Bulk, main.drain(..n.min(main.len())).collect()),
-                NextCall::Single => (Endpoint::Single, main.pop_front().into_iter().collect()),
-            };
+            let (endpoint, members) = outbox.take(call);
             if members.is_empty() {
                 continue;
             }
@@ -481,56 +541,33 @@ impl Executor<'_> {
                 _ = self.clerk.pace() => {}
             }
             if let Err(stop) = self.checkpoint().await {
-                main.extend(members);
-                self.tally.backlog = backlog(&main, &singly, &batches);
+                outbox.queue.extend(members);
                 return Err(stop);
             }
             match endpoint {
-                Endpoint::Bulk => budget.bulk.left -= 1,
-                Endpoint::Single => budget.single.left -= 1,
+                CreateEndpoint::Bulk => budget.bulk.left -= 1,
+                CreateEndpoint::Single => budget.single.left -= 1,
             }
-            let sent = match self.send(endpoint, members).await {
-                Ok(sent) => sent,
-                Err(stop) => {
-                    self.tally.backlog = backlog(&main, &singly, &batches);
-                    return Err(stop);
-                }
-            };
-            match sent {
+            match self.send(endpoint, members).await? {
                 Sent::Done => {}
-                Sent::Retry {
-                    batches: again,
-                    singly: one_by_one,
-                } => {
-                    batches.extend(again);
-                    singly.extend(one_by_one);
+                Sent::Retry { batches, singly } => {
+                    outbox.batches.extend(batches);
+                    outbox.singly.extend(singly);
                 }
                 Sent::EndpointClosed(back) => {
                     match endpoint {
-                        Endpoint::Bulk => budget.bulk.left = 0,
-                        Endpoint::Single => budget.single.left = 0,
+                        CreateEndpoint::Bulk => budget.bulk.left = 0,
+                        CreateEndpoint::Single => budget.single.left = 0,
                     }
-                    for member in back.into_iter().rev() {
-                        main.push_front(member);
-                    }
+                    outbox.put_back(back);
                 }
                 Sent::Halt(back) => {
-                    for member in back.into_iter().rev() {
-                        main.push_front(member);
-                    }
-                    halted = true;
-                    break;
+                    outbox.put_back(back);
+                    return Ok(Drained::Halted);
                 }
             }
         }
-        self.tally.backlog = backlog(&main, &singly, &batches);
-        if halted {
-            tracing::warn!(
-                backlog = self.tally.backlog,
-                "creates stopped for this cycle"
-            );
-        }
-        Ok(())
+        Ok(Drained::Ended)
     }
 
     /// Whether an endpoint that frees at `frees_at` does so within `linger`.
@@ -565,55 +602,76 @@ impl Executor<'_> {
     /// One create call: recorded and marked `sending` before it goes out, settled after.
     async fn send(
         &mut self,
-        endpoint: Endpoint,
+        endpoint: CreateEndpoint,
         members: Vec<DesiredInvitee>,
     ) -> Result<Sent, Stop> {
-        let operation = endpoint.operation();
-        let endpoint_name = operation.as_str();
-        let mut tx = self.pool.begin().await?;
-        let sent_at = store::now(&mut *tx).await?;
-        let call_id = budget_store::record_call(
-            &mut *tx,
-            self.target,
-            endpoint_name,
-            members.len() as i32,
-            Some(self.run_id),
-        )
-        .await?;
-        let mut ledger_ids = Vec::with_capacity(members.len());
-        for member in &members {
-            ledger_ids.push(
-                ledger::start_sending(&mut tx, self.target, member, call_id, self.run_id).await?,
-            );
-        }
-        tx.commit().await?;
+        let call = self.record_sending(endpoint, &members).await?;
         match endpoint {
-            Endpoint::Bulk => self.tally.bulk_calls += 1,
-            Endpoint::Single => self.tally.single_calls += 1,
+            CreateEndpoint::Bulk => self.tally.bulk_calls += 1,
+            CreateEndpoint::Single => self.tally.single_calls += 1,
         }
-
         let result = match endpoint {
-            Endpoint::Bulk => {
+            CreateEndpoint::Bulk => {
                 let requests: Vec<_> = members.iter().map(|m| m.request.clone()).collect();
                 self.clerk.create_bulk_invitations(&requests).await
             }
-            Endpoint::Single => self
+            CreateEndpoint::Single => self
                 .clerk
                 .create_invitation(&members[0].request)
                 .await
                 .map(|invitation| vec![invitation]),
         };
-
-        let invitations = match result {
-            Ok(invitations) => invitations,
-            Err(error) => {
-                return self
-                    .refused(endpoint, call_id, sent_at, members, ledger_ids, error)
-                    .await;
+        match result {
+            Ok(invitations) => {
+                budget_store::record_status(self.pool, call.id, 200).await?;
+                self.created(endpoint, &members, call.ledger_ids, invitations)
+                    .await?;
+                Ok(Sent::Done)
             }
-        };
-        budget_store::record_status(self.pool, call_id, 200).await?;
-        let mut by_email: HashMap<String, Vec<crate::clerk::Invitation>> = HashMap::new();
+            Err(error) => self.refused(endpoint, call, members, error).await,
+        }
+    }
+
+    /// Records the call against the budget and its members as `sending`, in one transaction.
+    async fn record_sending(
+        &self,
+        endpoint: CreateEndpoint,
+        members: &[DesiredInvitee],
+    ) -> Result<Call, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let sent_at = store::now(&mut *tx).await?;
+        let id = budget_store::record_call(
+            &mut *tx,
+            self.target,
+            endpoint.operation().as_str(),
+            members.len() as i32,
+            Some(self.run_id),
+        )
+        .await?;
+        let mut ledger_ids = Vec::with_capacity(members.len());
+        for member in members {
+            ledger_ids
+                .push(ledger::start_sending(&mut tx, self.target, member, id, self.run_id).await?);
+        }
+        tx.commit().await?;
+        Ok(Call {
+            id,
+            sent_at,
+            ledger_ids,
+        })
+    }
+
+    /// Records the invitations Clerk made for the members; one its answer left out is
+    /// settled next cycle.
+    async fn created(
+        &mut self,
+        endpoint: CreateEndpoint,
+        members: &[DesiredInvitee],
+        ledger_ids: Vec<i64>,
+        invitations: Vec<Invitation>,
+    ) -> Result<(), Stop> {
+        let endpoint_name = endpoint.operation().as_str();
+        let mut by_email: HashMap<String, Vec<Invitation>> = HashMap::new();
         for invitation in invitations {
             by_email
                 .entry(invitation.email_address.trim().to_lowercase())
@@ -652,40 +710,33 @@ impl Executor<'_> {
                 }
             }
         }
-        Ok(Sent::Done)
+        Ok(())
     }
 
     /// Takes a refused create apart.
     async fn refused(
         &mut self,
-        endpoint: Endpoint,
-        call_id: i64,
-        sent_at: DateTime<Utc>,
+        endpoint: CreateEndpoint,
+        call: Call,
         members: Vec<DesiredInvitee>,
-        ledger_ids: Vec<i64>,
         error: ClientError,
     ) -> Result<Sent, Stop> {
         let endpoint_name = endpoint.operation().as_str();
         if let Some(status) = error.status() {
-            budget_store::record_status(self.pool, call_id, i32::from(status)).await?;
+            budget_store::record_status(self.pool, call.id, i32::from(status)).await?;
         }
-        match &error {
-            ClientError::NeverSent { .. } => {
-                budget_store::forget_call(self.pool, call_id).await?;
-                ledger::forget(self.pool, &ledger_ids).await?;
+        match classify(&error) {
+            Refusal::NeverSent => {
+                budget_store::forget_call(self.pool, call.id).await?;
+                ledger::forget(self.pool, &call.ledger_ids).await?;
                 self.note_error("create", &error);
-                return Ok(Sent::Halt(members));
+                Ok(Sent::Halt(members))
             }
-            ClientError::RateLimited {
-                retry_after, sent, ..
-            } => {
-                if !*sent {
+            Refusal::RateLimited { sent, wait } => {
+                if !sent {
                     // The client's own record of the block stopped it: Clerk saw nothing.
-                    budget_store::forget_call(self.pool, call_id).await?;
+                    budget_store::forget_call(self.pool, call.id).await?;
                 }
-                let wait = retry_after
-                    .map_or(60, |d| d.as_secs().max(1))
-                    .min(crate::clerk::client::MAX_RETRY_AFTER.as_secs());
                 let until = budget_store::record_block(
                     self.pool,
                     self.target,
@@ -693,128 +744,145 @@ impl Executor<'_> {
                     i64::try_from(wait).unwrap_or(i64::MAX),
                 )
                 .await?;
-                ledger::forget(self.pool, &ledger_ids).await?;
+                ledger::forget(self.pool, &call.ledger_ids).await?;
                 tracing::warn!(endpoint = endpoint_name, blocked_until = %until.to_rfc3339(), "Clerk rate-limited the endpoint; it is not called before the block ends");
-                return Ok(Sent::EndpointClosed(members));
+                Ok(Sent::EndpointClosed(members))
             }
-            ClientError::InvalidKey(_) => return Err(Stop::Unauthorized(error)),
-            _ if error.may_have_applied() => {
+            Refusal::Unauthorized { forget } => {
+                if forget {
+                    ledger::forget(self.pool, &call.ledger_ids).await?;
+                }
+                Err(Stop::Unauthorized(error))
+            }
+            Refusal::OutcomeUnknown => {
                 self.tally.unsettled += members.len();
                 self.note_error("create", &error);
                 tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %self.shown(&error), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
-                return Ok(Sent::Halt(Vec::new()));
+                Ok(Sent::Halt(Vec::new()))
             }
-            _ => {}
+            Refusal::Refused { terminal } => {
+                self.refused_members(endpoint, call, members, &error, terminal)
+                    .await
+            }
         }
-        if matches!(error.status(), Some(401 | 403)) {
-            ledger::forget(self.pool, &ledger_ids).await?;
-            return Err(Stop::Unauthorized(error));
-        }
+    }
 
-        // Clerk refused the call and applied nothing: attribute the refusal to its members.
-        let errors = error.clerk_errors();
-        let named = |code: &str| -> Vec<Email> {
-            errors
-                .iter()
-                .filter(|e| e.code == code)
-                .flat_map(|e| e.email_addresses())
-                .filter_map(|e| Email::parse(&e).ok())
-                .collect()
-        };
-        let mut duplicates = named(codes::DUPLICATE_RECORD);
-        let mut existing = named(codes::FORM_IDENTIFIER_EXISTS);
-        if members.len() == 1 {
-            if error.has_code(codes::DUPLICATE_RECORD) && duplicates.is_empty() {
-                duplicates.push(members[0].email.clone());
-            }
-            if error.has_code(codes::FORM_IDENTIFIER_EXISTS) && existing.is_empty() {
-                existing.push(members[0].email.clone());
-            }
-        }
-        let attributed = !duplicates.is_empty() || !existing.is_empty();
+    /// Clerk refused the call and applied nothing: each member meets the fate the
+    /// refusal names for them.
+    async fn refused_members(
+        &mut self,
+        endpoint: CreateEndpoint,
+        call: Call,
+        members: Vec<DesiredInvitee>,
+        error: &ClientError,
+        terminal: bool,
+    ) -> Result<Sent, Stop> {
+        let endpoint_name = endpoint.operation().as_str();
+        let fates = attribute(error.clerk_errors(), &members, endpoint);
+        let unnamed_bulk = fates.contains(&Fate::LookUp);
         let mut batch = Vec::new();
         let mut unnamed = Vec::new();
-        for (member, ledger_id) in members.into_iter().zip(ledger_ids) {
+        for ((member, ledger_id), fate) in members.into_iter().zip(call.ledger_ids).zip(fates) {
             let email = self.reporter.email(member.email.as_str());
-            if duplicates.contains(&member.email) {
-                ledger::forget(self.pool, &[ledger_id]).await?;
-                self.adopt_pending(&member.email).await?;
-                crate::metrics::metrics().action("create", "duplicate");
-                tracing::info!(
-                    action = "create",
-                    outcome = "duplicate",
-                    endpoint = endpoint_name,
-                    email,
-                    "a pending invitation already exists; recorded, not sent again"
-                );
-            } else if existing.contains(&member.email) {
-                ledger::forget(self.pool, &[ledger_id]).await?;
-                let user = users::KnownUser {
-                    email: member.email.clone(),
-                    clerk_user_id: None,
-                };
-                users::record_users(self.pool, self.target, &[user], "form_identifier_exists")
-                    .await?;
-                self.tally.marked_users += 1;
-                crate::metrics::metrics().action("create", "already_user");
-                tracing::info!(
-                    action = "create",
-                    outcome = "already_user",
-                    endpoint = endpoint_name,
-                    email,
-                    "already a user; marked, no budget spent on them again"
-                );
-            } else if endpoint == Endpoint::Bulk && attributed {
-                ledger::forget(self.pool, &[ledger_id]).await?;
-                batch.push(member);
-            } else if endpoint == Endpoint::Bulk {
-                // Whether Clerk made some of a bulk call it refused without naming anyone is
-                // not known: look each one up before sending it alone.
-                match self.clerk.find_by_email(member.email.as_str(), None).await {
-                    Ok(found) => match adoptable(found, &HashSet::new(), sent_at) {
-                        Some(invitation) => {
-                            self.adopt(ledger_id, &invitation).await?;
-                            crate::metrics::metrics().action("create", "adopted");
-                            tracing::info!(action = "create", outcome = "adopted", endpoint = endpoint_name, email, invitation_id = %invitation.id, "the refused bulk call had invited this one");
-                        }
-                        None => {
-                            ledger::forget(self.pool, &[ledger_id]).await?;
-                            unnamed.push(member);
-                        }
-                    },
-                    // Left sending: the next cycles settle it by the same lookup.
-                    Err(lookup) => self.note_error("lookup", &lookup),
+            match fate {
+                Fate::Duplicate => {
+                    ledger::forget(self.pool, &[ledger_id]).await?;
+                    self.adopt_pending(&member.email).await?;
+                    crate::metrics::metrics().action("create", "duplicate");
+                    tracing::info!(
+                        action = "create",
+                        outcome = "duplicate",
+                        endpoint = endpoint_name,
+                        email,
+                        "a pending invitation already exists; recorded, not sent again"
+                    );
                 }
-            } else {
-                let code = errors
-                    .first()
-                    .map(|e| e.code.as_str())
-                    .unwrap_or("http_error");
-                let terminal = error.status() == Some(422);
-                let attempts = self.attempts(ledger_id).await?;
-                let next = (!terminal).then(|| backoff_after(attempts));
-                ledger::mark_failed(
-                    self.pool,
-                    ledger_id,
-                    code,
-                    &self.shown(&error),
-                    terminal,
-                    next,
-                )
-                .await?;
-                self.tally.failed += 1;
-                crate::metrics::metrics().action("create", "failed");
-                tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %self.shown(&error), "create refused");
+                Fate::User => {
+                    ledger::forget(self.pool, &[ledger_id]).await?;
+                    let user = users::KnownUser {
+                        email: member.email.clone(),
+                        clerk_user_id: None,
+                    };
+                    users::record_users(self.pool, self.target, &[user], "form_identifier_exists")
+                        .await?;
+                    crate::metrics::metrics().action("create", "already_user");
+                    tracing::info!(
+                        action = "create",
+                        outcome = "already_user",
+                        endpoint = endpoint_name,
+                        email,
+                        "already a user; marked, no budget spent on them again"
+                    );
+                }
+                Fate::Resend => {
+                    ledger::forget(self.pool, &[ledger_id]).await?;
+                    batch.push(member);
+                }
+                Fate::LookUp => {
+                    if self
+                        .look_up_unnamed(ledger_id, &member, call.sent_at, endpoint_name)
+                        .await?
+                    {
+                        unnamed.push(member);
+                    }
+                }
+                Fate::Failed => {
+                    let code = error
+                        .clerk_errors()
+                        .first()
+                        .map(|e| e.code.as_str())
+                        .unwrap_or("http_error");
+                    let attempts = self.attempts(ledger_id).await?;
+                    let next = (!terminal).then(|| backoff_after(attempts));
+                    let shown = self.shown(error);
+                    ledger::mark_failed(self.pool, ledger_id, code, &shown, terminal, next).await?;
+                    self.tally.failed += 1;
+                    crate::metrics::metrics().action("create", "failed");
+                    tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %shown, "create refused");
+                }
             }
         }
-        if endpoint == Endpoint::Bulk && !attributed {
-            tracing::info!(members = unnamed.len(), error = %self.shown(&error), "a bulk create was refused for a reason no address was named for; its members go again in two halves");
+        if unnamed_bulk {
+            tracing::info!(members = unnamed.len(), error = %self.shown(error), "a bulk create was refused for a reason no address was named for; its members go again in two halves");
         }
         let (mut batches, singly) = halves(unnamed);
         if !batch.is_empty() {
             batches.push(batch);
         }
         Ok(Sent::Retry { batches, singly })
+    }
+
+    /// Whether Clerk made some of a bulk call it refused without naming anyone is not
+    /// known: looks the member up before it is sent alone. Returns whether it is to be
+    /// sent again (not when Clerk had invited it, nor when the lookup failed: then it is
+    /// left sending, and the next cycles settle it by the same lookup).
+    async fn look_up_unnamed(
+        &mut self,
+        ledger_id: i64,
+        member: &DesiredInvitee,
+        sent_at: DateTime<Utc>,
+        endpoint_name: &str,
+    ) -> Result<bool, Stop> {
+        let found = match self.clerk.find_by_email(member.email.as_str(), None).await {
+            Ok(found) => found,
+            Err(lookup) => {
+                self.note_error("lookup", &lookup);
+                return Ok(false);
+            }
+        };
+        match adoptable(found, &HashSet::new(), sent_at) {
+            Some(invitation) => {
+                self.adopt(ledger_id, &invitation).await?;
+                crate::metrics::metrics().action("create", "adopted");
+                let email = self.reporter.email(member.email.as_str());
+                tracing::info!(action = "create", outcome = "adopted", endpoint = endpoint_name, email, invitation_id = %invitation.id, "the refused bulk call had invited this one");
+                Ok(false)
+            }
+            None => {
+                ledger::forget(self.pool, &[ledger_id]).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn attempts(&self, ledger_id: i64) -> Result<i32, sqlx::Error> {
@@ -850,6 +918,110 @@ impl Executor<'_> {
         tracing::warn!(what, error = %error, "Clerk call failed");
         self.tally.errors.push(format!("{what}: {error}"));
     }
+}
+
+/// A create call as the database recorded it before it went out.
+struct Call {
+    id: i64,
+    sent_at: DateTime<Utc>,
+    /// The `sending` ledger rows of its members, in member order.
+    ledger_ids: Vec<i64>,
+}
+
+/// What a refused create call means as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The call never reached Clerk: forgotten, and creates stop this cycle.
+    NeverSent,
+    /// The endpoint is rate-limited for `wait` seconds; `sent` says whether Clerk counted
+    /// the call (not when the client's own record of a block stopped it).
+    RateLimited { sent: bool, wait: u64 },
+    /// The credentials were refused: the cycle stops, forgetting the call's rows first
+    /// when Clerk answered 401 or 403.
+    Unauthorized { forget: bool },
+    /// Clerk may have applied it: settled by a lookup next cycle, not sent again.
+    OutcomeUnknown,
+    /// Clerk applied nothing: the refusal is [`attribute`]d to the members; `terminal`
+    /// when one refused alone is not to be tried again.
+    Refused { terminal: bool },
+}
+
+/// What a refused create call means.
+pub fn classify(error: &ClientError) -> Refusal {
+    match error {
+        ClientError::NeverSent { .. } => Refusal::NeverSent,
+        ClientError::RateLimited {
+            retry_after, sent, ..
+        } => Refusal::RateLimited {
+            sent: *sent,
+            wait: retry_after
+                .map_or(60, |d| d.as_secs().max(1))
+                .min(crate::clerk::client::MAX_RETRY_AFTER.as_secs()),
+        },
+        ClientError::InvalidKey(_) => Refusal::Unauthorized { forget: false },
+        _ if error.may_have_applied() => Refusal::OutcomeUnknown,
+        _ if matches!(error.status(), Some(401 | 403)) => Refusal::Unauthorized { forget: true },
+        _ => Refusal::Refused {
+            terminal: error.status() == Some(422),
+        },
+    }
+}
+
+/// What becomes of one member of a create call Clerk refused and applied nothing of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Named as having a pending invitation already: recorded, not sent again.
+    Duplicate,
+    /// Named as a user already: marked, no budget spent on them again.
+    User,
+    /// Not named by a bulk call that named others: sent again with the others not named.
+    Resend,
+    /// In a bulk call refused without naming anyone: looked up, then sent again in halves.
+    LookUp,
+    /// Refused alone: failed, tried again after a backoff unless the refusal is terminal.
+    Failed,
+}
+
+/// Which member Clerk's errors name, and so the fate of each, in member order. A call of
+/// one is named by any error with the code, whether it lists addresses or not.
+pub fn attribute(
+    errors: &[ClerkError],
+    members: &[DesiredInvitee],
+    endpoint: CreateEndpoint,
+) -> Vec<Fate> {
+    let named = |code: &str| -> Vec<Email> {
+        let mut named: Vec<Email> = errors
+            .iter()
+            .filter(|e| e.code == code)
+            .flat_map(|e| e.email_addresses())
+            .filter_map(|e| Email::parse(&e).ok())
+            .collect();
+        if let [alone] = members {
+            if named.is_empty() && errors.iter().any(|e| e.code == code) {
+                named.push(alone.email.clone());
+            }
+        }
+        named
+    };
+    let duplicates = named(codes::DUPLICATE_RECORD);
+    let existing = named(codes::FORM_IDENTIFIER_EXISTS);
+    let anyone_named = !duplicates.is_empty() || !existing.is_empty();
+    members
+        .iter()
+        .map(|member| {
+            if duplicates.contains(&member.email) {
+                Fate::Duplicate
+            } else if existing.contains(&member.email) {
+                Fate::User
+            } else if endpoint == CreateEndpoint::Single {
+                Fate::Failed
+            } else if anyone_named {
+                Fate::Resend
+            } else {
+                Fate::LookUp
+            }
+        })
+        .collect()
 }
 
 /// Splits the addresses asked about into the users Clerk answered with (each with its user
@@ -999,6 +1171,198 @@ mod tests {
                     .expect("a valid row")
             })
             .collect()
+    }
+
+    fn answered(status: u16, errors: Vec<ClerkError>) -> ClientError {
+        ClientError::Clerk {
+            operation: Operation::CreateBulkInvitations,
+            status,
+            errors,
+            trace_id: None,
+        }
+    }
+
+    fn clerk_error(code: &str, addresses: &[&str]) -> ClerkError {
+        ClerkError {
+            message: code.to_owned(),
+            long_message: String::new(),
+            code: code.to_owned(),
+            meta: (!addresses.is_empty()).then(|| {
+                let mut meta = serde_json::Map::new();
+                meta.insert("email_addresses".to_owned(), serde_json::json!(addresses));
+                meta
+            }),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_told_by_what_clerk_could_have_done() {
+        let limited = |retry_after: Option<u64>, sent| ClientError::RateLimited {
+            operation: Operation::CreateInvitation,
+            retry_after: retry_after.map(Duration::from_secs),
+            sent,
+            trace_id: None,
+        };
+        assert_eq!(
+            classify(&limited(Some(90), true)),
+            Refusal::RateLimited {
+                sent: true,
+                wait: 90
+            }
+        );
+        assert_eq!(
+            classify(&limited(None, false)),
+            Refusal::RateLimited {
+                sent: false,
+                wait: 60
+            },
+            "a minute when Clerk says nothing"
+        );
+        let longest = crate::clerk::client::MAX_RETRY_AFTER.as_secs();
+        assert_eq!(
+            classify(&limited(Some(longest * 10), true)),
+            Refusal::RateLimited {
+                sent: true,
+                wait: longest
+            }
+        );
+        assert_eq!(
+            classify(&limited(Some(0), true)),
+            Refusal::RateLimited {
+                sent: true,
+                wait: 1
+            }
+        );
+        assert_eq!(
+            classify(&ClientError::InvalidKey("empty")),
+            Refusal::Unauthorized { forget: false }
+        );
+        for status in [401, 403] {
+            assert_eq!(
+                classify(&answered(status, Vec::new())),
+                Refusal::Unauthorized { forget: true }
+            );
+        }
+        for status in [500, 502, 503] {
+            assert_eq!(
+                classify(&answered(status, Vec::new())),
+                Refusal::OutcomeUnknown
+            );
+        }
+        let unreadable = ClientError::Decode {
+            operation: Operation::CreateInvitation,
+            status: 200,
+            message: "not JSON".to_owned(),
+        };
+        assert_eq!(classify(&unreadable), Refusal::OutcomeUnknown);
+        assert_eq!(
+            classify(&answered(422, Vec::new())),
+            Refusal::Refused { terminal: true }
+        );
+        assert_eq!(
+            classify(&answered(400, Vec::new())),
+            Refusal::Refused { terminal: false }
+        );
+    }
+
+    #[test]
+    fn a_refused_bulk_names_its_duplicates_and_users_and_sends_the_rest_again() {
+        let members = invitees(4);
+        let errors = [
+            clerk_error(codes::DUPLICATE_RECORD, &["P1@example.com"]),
+            clerk_error(codes::FORM_IDENTIFIER_EXISTS, &["p3@example.com", "nobody"]),
+        ];
+        assert_eq!(
+            attribute(&errors, &members, CreateEndpoint::Bulk),
+            [Fate::Resend, Fate::Duplicate, Fate::Resend, Fate::User]
+        );
+    }
+
+    #[test]
+    fn a_bulk_refused_without_naming_anyone_has_each_member_looked_up() {
+        let members = invitees(3);
+        // A code that names people, but no address: nobody is named.
+        let errors = [clerk_error(codes::DUPLICATE_RECORD, &[])];
+        assert_eq!(
+            attribute(&errors, &members, CreateEndpoint::Bulk),
+            [Fate::LookUp; 3]
+        );
+        assert_eq!(
+            attribute(&[], &members, CreateEndpoint::Bulk),
+            [Fate::LookUp; 3]
+        );
+        // Someone outside the call is named: the members were not the cause.
+        let elsewhere = [clerk_error(codes::DUPLICATE_RECORD, &["else@example.com"])];
+        assert_eq!(
+            attribute(&elsewhere, &members, CreateEndpoint::Bulk),
+            [Fate::Resend; 3]
+        );
+    }
+
+    #[test]
+    fn a_call_of_one_is_named_by_its_code_alone() {
+        let one = invitees(1);
+        let duplicate = [clerk_error(codes::DUPLICATE_RECORD, &[])];
+        let user = [clerk_error(codes::FORM_IDENTIFIER_EXISTS, &[])];
+        let other = [clerk_error("form_param_format_invalid", &[])];
+        for endpoint in [CreateEndpoint::Single, CreateEndpoint::Bulk] {
+            assert_eq!(attribute(&duplicate, &one, endpoint), [Fate::Duplicate]);
+            assert_eq!(attribute(&user, &one, endpoint), [Fate::User]);
+        }
+        assert_eq!(
+            attribute(&other, &one, CreateEndpoint::Single),
+            [Fate::Failed]
+        );
+        assert_eq!(attribute(&[], &one, CreateEndpoint::Single), [Fate::Failed]);
+        assert_eq!(
+            attribute(&other, &one, CreateEndpoint::Bulk),
+            [Fate::LookUp]
+        );
+        // Both codes: the pending invitation is what counts.
+        let both = [duplicate[0].clone(), user[0].clone()];
+        assert_eq!(
+            attribute(&both, &one, CreateEndpoint::Single),
+            [Fate::Duplicate]
+        );
+    }
+
+    #[test]
+    fn the_outbox_counts_everyone_waiting_and_puts_members_back_at_its_head_in_order() {
+        let mut all = invitees(7);
+        let singly: VecDeque<_> = all.split_off(6).into();
+        let batches = vec![all.split_off(4), all.split_off(2)];
+        let mut outbox = Outbox {
+            queue: all.into(),
+            batches,
+            singly,
+        };
+        assert_eq!(outbox.len(), 7);
+        assert_eq!(outbox.waiting(), waiting(2, 1, 2));
+        outbox.unbatch();
+        assert_eq!(outbox.waiting(), waiting(0, 1, 6));
+        let order: Vec<&str> = outbox.queue.iter().map(|m| m.email.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "p4@example.com",
+                "p5@example.com",
+                "p2@example.com",
+                "p3@example.com",
+                "p0@example.com",
+                "p1@example.com"
+            ]
+        );
+        let (endpoint, members) = outbox.take(NextCall::Bulk(10));
+        assert_eq!((endpoint, members.len()), (CreateEndpoint::Bulk, 6));
+        outbox.put_back(members);
+        assert_eq!(
+            outbox.queue.front().map(|m| m.email.as_str()),
+            Some("p4@example.com")
+        );
+        let (endpoint, members) = outbox.take(NextCall::Alone);
+        assert_eq!(endpoint, CreateEndpoint::Single);
+        assert_eq!(members[0].email.as_str(), "p6@example.com");
+        assert_eq!(outbox.len(), 6);
     }
 
     #[test]

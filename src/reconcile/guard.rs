@@ -8,16 +8,16 @@ use crate::domain::Email;
 
 /// The limits, from `sync.*`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
+pub struct RevocationLimits {
     pub max_revocations: usize,
     pub max_revocation_ratio: f64,
     /// Addresses and `@domain` patterns never revoked.
     pub protected: Vec<String>,
 }
 
-impl Default for Limits {
+impl Default for RevocationLimits {
     fn default() -> Self {
-        Limits {
+        RevocationLimits {
             max_revocations: 25,
             max_revocation_ratio: 0.2,
             protected: Vec::new(),
@@ -82,7 +82,7 @@ pub struct Context {
 }
 
 /// Splits the plan's revocations into the allowed, the held and the protected.
-pub fn check(revocations: Vec<Revocation>, context: Context, limits: &Limits) -> Verdict {
+pub fn check(revocations: Vec<Revocation>, context: Context, limits: &RevocationLimits) -> Verdict {
     let (protected, wanted): (Vec<_>, Vec<_>) = revocations.into_iter().partition(|r| {
         limits
             .protected
@@ -108,7 +108,7 @@ pub fn check(revocations: Vec<Revocation>, context: Context, limits: &Limits) ->
     }
 }
 
-fn hold_reason(count: usize, context: Context, limits: &Limits) -> Option<HoldReason> {
+fn hold_reason(count: usize, context: Context, limits: &RevocationLimits) -> Option<HoldReason> {
     if count == 0 {
         return None;
     }
@@ -148,42 +148,70 @@ mod tests {
 
     #[test]
     fn a_few_revocations_within_the_limits_are_allowed() {
-        let verdict = check(revocations(2), context(98, 100, 0), &Limits::default());
+        let verdict = check(
+            revocations(2),
+            context(98, 100, 0),
+            &RevocationLimits::default(),
+        );
         assert_eq!((verdict.allowed.len(), verdict.held.len()), (2, 0));
         assert_eq!(verdict.reason, None);
     }
 
     #[test]
     fn an_empty_roster_holds_every_revocation() {
-        let verdict = check(revocations(3), context(0, 3, 0), &Limits::default());
+        let verdict = check(
+            revocations(3),
+            context(0, 3, 0),
+            &RevocationLimits::default(),
+        );
         assert_eq!((verdict.allowed.len(), verdict.held.len()), (0, 3));
         assert_eq!(verdict.reason, Some(HoldReason::EmptyRoster));
     }
 
     #[test]
     fn more_than_the_maximum_is_held_whole() {
-        let verdict = check(revocations(26), context(1000, 1000, 0), &Limits::default());
+        let verdict = check(
+            revocations(26),
+            context(1000, 1000, 0),
+            &RevocationLimits::default(),
+        );
         assert_eq!((verdict.allowed.len(), verdict.held.len()), (0, 26));
         assert_eq!(verdict.reason, Some(HoldReason::TooMany));
     }
 
     #[test]
     fn more_than_the_ratio_is_held_whole() {
-        let verdict = check(revocations(21), context(79, 100, 0), &Limits::default());
+        let verdict = check(
+            revocations(21),
+            context(79, 100, 0),
+            &RevocationLimits::default(),
+        );
         assert_eq!((verdict.allowed.len(), verdict.held.len()), (0, 21));
         assert_eq!(verdict.reason, Some(HoldReason::TooLargeAShare));
-        let at_the_ratio = check(revocations(20), context(80, 100, 0), &Limits::default());
+        let at_the_ratio = check(
+            revocations(20),
+            context(80, 100, 0),
+            &RevocationLimits::default(),
+        );
         assert_eq!(at_the_ratio.allowed.len(), 20);
     }
 
     #[test]
     fn a_release_lets_up_to_n_through_once() {
-        let all = check(revocations(30), context(0, 30, 30), &Limits::default());
+        let all = check(
+            revocations(30),
+            context(0, 30, 30),
+            &RevocationLimits::default(),
+        );
         assert_eq!(
             (all.allowed.len(), all.held.len(), all.released),
             (30, 0, 30)
         );
-        let some = check(revocations(30), context(0, 30, 10), &Limits::default());
+        let some = check(
+            revocations(30),
+            context(0, 30, 10),
+            &RevocationLimits::default(),
+        );
         assert_eq!(
             (some.allowed.len(), some.held.len(), some.released),
             (10, 20, 10)
@@ -192,9 +220,9 @@ mod tests {
 
     #[test]
     fn protected_addresses_and_domains_are_never_revoked() {
-        let limits = Limits {
+        let limits = RevocationLimits {
             protected: vec!["p0@example.com".into(), "@corp.example".into()],
-            ..Limits::default()
+            ..RevocationLimits::default()
         };
         let mut wanted = revocations(2);
         wanted.push(Revocation {
@@ -208,9 +236,9 @@ mod tests {
         let released = check(
             revocations(1),
             context(0, 1, 5),
-            &Limits {
+            &RevocationLimits {
                 protected: vec!["@example.com".into()],
-                ..Limits::default()
+                ..RevocationLimits::default()
             },
         );
         assert!(

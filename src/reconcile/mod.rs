@@ -36,7 +36,7 @@ pub struct CycleConfig {
     pub relation: String,
     pub dry_run: bool,
     pub policy: Policy,
-    pub guard: guard::Limits,
+    pub guard: guard::RevocationLimits,
     pub budget: budget::Limits,
     pub reporter: Reporter,
     /// How long after it was sent an unconfirmed create is looked up.
@@ -66,7 +66,7 @@ impl CycleConfig {
                 reinvite_expired: sync.reinvite_expired,
                 defaults: sync.row_defaults(),
             },
-            guard: guard::Limits {
+            guard: guard::RevocationLimits {
                 max_revocations: sync.max_revocations as usize,
                 max_revocation_ratio: sync.max_revocation_ratio,
                 protected: sync.protected.clone(),
@@ -529,9 +529,6 @@ impl Reconciler {
             Ok(report) => report.outcome,
             Err(_) => runs::Outcome::Failed,
         });
-        if let Ok(report) = &outcome {
-            record_gauges(report);
-        }
         if let Err(error) = leader.release().await {
             tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
         }
@@ -595,24 +592,13 @@ impl Reconciler {
             .instrument(span)
             .await;
         let tally = executor.tally;
+        // A cycle stopped before its plan leaves the gauges as the last plan set them:
+        // zeros would clear the held-revocations alert.
+        let planned = matches!(&result, Ok(done) if done.planned);
         let (outcome, summary, report) = match result {
             Ok(done) => {
                 let report = self.report(run_id, dry_run, &done, &tally);
-                let outcome = if done.stop.is_some() {
-                    match done.stop {
-                        Some(Stop::Shutdown) => runs::Outcome::Interrupted,
-                        _ => runs::Outcome::Failed,
-                    }
-                } else if report.held_revocations > 0 {
-                    runs::Outcome::Held
-                } else if report.failed > 0
-                    || !report.errors.is_empty()
-                    || report.unsettled.creates > 0
-                {
-                    runs::Outcome::Partial
-                } else {
-                    runs::Outcome::Succeeded
-                };
+                let outcome = outcome_of(done.stop.as_ref(), &report);
                 let report = Report { outcome, ..report };
                 (outcome, summary_of(&report, done.stop.as_ref()), report)
             }
@@ -628,6 +614,9 @@ impl Reconciler {
             }
         };
         runs::finish(&self.pool, run_id, outcome, &summary).await?;
+        if planned {
+            record_gauges(&report);
+        }
         log_summary(&report);
         Ok(report)
     }
@@ -650,67 +639,52 @@ impl Reconciler {
                 listings::record_full(&self.pool, &self.config.target, since).await?;
             }
         }
-        let Decision {
-            plan,
-            verdict,
-            owned_pending,
-            desired_rows,
-        } = self
+        let decision = self
             .decide(&state, request.allow_revocations, plan::Quiet::Count)
             .await?;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
-        self.config.reporter.drift(&plan, dry_run);
-        self.log_verdict(&verdict, dry_run);
+        self.config.reporter.drift(&decision.plan, dry_run);
+        self.log_verdict(&decision.verdict, dry_run);
         let budget = self.budget().await?;
-        let mut done = Done {
-            desired_rows,
-            owned_pending,
-            counts: plan
-                .counts()
-                .into_iter()
-                .map(|(c, n)| (c.as_str(), n))
-                .collect(),
-            held: verdict.held.len(),
-            hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
-            protected: verdict.protected.len(),
-            budget,
-            queued: plan.queued(),
-            awaiting_user_check: 0,
-            unsettled,
-            stop: None,
-        };
+        let mut done = Done::planned(&decision, budget, unsettled);
         if dry_run {
-            done.awaiting_user_check = self.awaiting_user_check(&plan).await?;
+            // Nothing is sent: the whole queue is the backlog, as the next cycle finds it.
+            executor.tally.backlog = decision.plan.queued();
+            executor.tally.awaiting_user_check = self.awaiting_user_check(&decision.plan).await?;
             return Ok(done);
         }
+        done.stop = self.execute(decision, budget, executor).await.err();
+        // What the calls left, as the database records them.
+        done.budget = self.budget().await.unwrap_or(done.budget);
+        Ok(done)
+    }
 
+    /// Sends what the guard allowed: the revocations, then the creates. A stop leaves the
+    /// creates not reached in the executor's backlog.
+    async fn execute(
+        &self,
+        decision: Decision,
+        budget: Budget,
+        executor: &mut Executor<'_>,
+    ) -> Result<(), Stop> {
+        let Decision { plan, verdict, .. } = decision;
         // A replacement's old invitation is revoked only when the guard allows it and the
         // budget can send its new one now; otherwise it stays, reported as stale.
         let replacing: Vec<Revocation> = replacements(&plan).collect();
         // The creates move out of the plan: no second copy of the queue.
         let past_head = plan.past_head();
         let queue = plan.into_creates();
-        let replaced: HashSet<&str> = replacing.iter().map(|r| r.invitation_id.as_str()).collect();
-        let mut room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
-        let revocations: Vec<Revocation> = verdict
-            .allowed
-            .iter()
-            .filter(|r| {
-                if !replaced.contains(r.invitation_id.as_str()) {
-                    return true;
-                }
-                let fits = room > 0;
-                room = room.saturating_sub(1);
-                fits
-            })
-            .cloned()
-            .collect();
+        let room = usize::try_from(budget.capacity_now()).unwrap_or(usize::MAX);
+        let revocations = revocations_to_send(&verdict.allowed, &replacing, room);
         let gone = match executor.revoke(&revocations).await {
             Ok(gone) => gone,
             Err(stop) => {
-                done.stop = Some(stop);
-                return Ok(done);
+                // The creates it did not get to wait, none of them checked.
+                let waiting = queue.len() + past_head;
+                executor.tally.backlog = waiting;
+                executor.tally.awaiting_user_check = waiting;
+                return Err(stop);
             }
         };
         // A replacement whose old invitation is still there gets no second one.
@@ -723,15 +697,11 @@ impl Reconciler {
             .into_iter()
             .filter(|i| !kept.contains(&i.email))
             .collect();
-        if let Err(stop) = executor.create(queue, budget).await {
-            done.stop = Some(stop);
-        }
+        let created = executor.create(queue, budget).await;
         // Those past the head wait for later cycles, unchecked.
         executor.tally.backlog += past_head;
         executor.tally.awaiting_user_check += past_head;
-        // What the calls left, as the database records them.
-        done.budget = self.budget().await.unwrap_or(done.budget);
-        Ok(done)
+        created
     }
 
     /// Stores what Clerk's list shows of the ledger's invitations.
@@ -778,12 +748,8 @@ impl Reconciler {
     }
 
     fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: &Tally) -> Report {
-        let backlog = if dry_run { done.queued } else { tally.backlog };
-        let awaiting_user_check = if dry_run {
-            done.awaiting_user_check
-        } else {
-            tally.awaiting_user_check
-        };
+        let backlog = tally.backlog;
+        let awaiting_user_check = tally.awaiting_user_check;
         let now = Utc::now();
         // Only people known to be invitable: those awaiting a user check may be users.
         let invitable = backlog.saturating_sub(awaiting_user_check);
@@ -835,6 +801,42 @@ fn replacements(plan: &Plan) -> impl Iterator<Item = Revocation> + '_ {
     })
 }
 
+/// The revocations sent this cycle: every one the guard allowed, but of the replacements
+/// only as many as the budget (`room`) can invite again now, in the guard's order.
+fn revocations_to_send(
+    allowed: &[Revocation],
+    replacing: &[Revocation],
+    mut room: usize,
+) -> Vec<Revocation> {
+    let replaced: HashSet<&str> = replacing.iter().map(|r| r.invitation_id.as_str()).collect();
+    allowed
+        .iter()
+        .filter(|r| {
+            if !replaced.contains(r.invitation_id.as_str()) {
+                return true;
+            }
+            let fits = room > 0;
+            room = room.saturating_sub(1);
+            fits
+        })
+        .cloned()
+        .collect()
+}
+
+/// How a cycle that ran ended: stopped, holding revocations, with failures or doubts, or
+/// with everything done.
+fn outcome_of(stop: Option<&Stop>, report: &Report) -> runs::Outcome {
+    match stop {
+        Some(Stop::Shutdown) => runs::Outcome::Interrupted,
+        Some(_) => runs::Outcome::Failed,
+        None if report.held_revocations > 0 => runs::Outcome::Held,
+        None if report.failed > 0 || !report.errors.is_empty() || report.unsettled.creates > 0 => {
+            runs::Outcome::Partial
+        }
+        None => runs::Outcome::Succeeded,
+    }
+}
+
 /// A plan, the guard's verdict on it, and what they were made from.
 struct Decision {
     plan: Plan,
@@ -844,6 +846,7 @@ struct Decision {
 }
 
 /// What the steps of a cycle leave for its report.
+#[derive(Default)]
 struct Done {
     desired_rows: usize,
     owned_pending: usize,
@@ -852,39 +855,41 @@ struct Done {
     hold_reason: Option<HoldReason>,
     protected: usize,
     budget: Budget,
-    queued: usize,
-    /// Of the queue, people awaiting a user check (a dry run checks no one).
-    awaiting_user_check: usize,
     /// The creates still unsettled when the cycle read the ledger (after settling).
     unsettled: Unsettled,
+    /// Whether the cycle read its state and made a plan: one stopped while settling did
+    /// not, and its figures above are not the target's.
+    planned: bool,
     stop: Option<Stop>,
 }
 
 impl Done {
+    /// What a plan and its verdict say, before anything is sent.
+    fn planned(decision: &Decision, budget: Budget, unsettled: Unsettled) -> Done {
+        let Decision { plan, verdict, .. } = decision;
+        Done {
+            desired_rows: decision.desired_rows,
+            owned_pending: decision.owned_pending,
+            counts: plan
+                .counts()
+                .into_iter()
+                .map(|(c, n)| (c.as_str(), n))
+                .collect(),
+            held: verdict.held.len(),
+            hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
+            protected: verdict.protected.len(),
+            budget,
+            unsettled,
+            planned: true,
+            stop: None,
+        }
+    }
+
+    /// A cycle stopped before it made its plan: it knows none of the target's figures.
     fn stopped(stop: Stop) -> Done {
         Done {
-            desired_rows: 0,
-            owned_pending: 0,
-            counts: BTreeMap::new(),
-            held: 0,
-            hold_reason: None,
-            protected: 0,
-            budget: Budget {
-                bulk: Endpoint {
-                    left: 0,
-                    frees_at: None,
-                    blocked_until: None,
-                },
-                single: Endpoint {
-                    left: 0,
-                    frees_at: None,
-                    blocked_until: None,
-                },
-            },
-            queued: 0,
-            awaiting_user_check: 0,
-            unsettled: Unsettled::default(),
             stop: Some(stop),
+            ..Done::default()
         }
     }
 }
@@ -1039,6 +1044,35 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    fn revocation(id: &str) -> Revocation {
+        Revocation {
+            email: Email::parse(&format!("{id}@example.com")).expect("an address"),
+            invitation_id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_replacement_is_revoked_only_while_the_budget_can_invite_again() {
+        let allowed: Vec<Revocation> = ["gone", "old1", "old2", "left", "old3"]
+            .into_iter()
+            .map(revocation)
+            .collect();
+        let replacing: Vec<Revocation> = ["old1", "old2", "old3"]
+            .into_iter()
+            .map(revocation)
+            .collect();
+        let ids = |room| -> Vec<String> {
+            revocations_to_send(&allowed, &replacing, room)
+                .into_iter()
+                .map(|r| r.invitation_id)
+                .collect()
+        };
+        assert_eq!(ids(0), ["gone", "left"]);
+        assert_eq!(ids(2), ["gone", "old1", "old2", "left"]);
+        assert_eq!(ids(10), ["gone", "old1", "old2", "left", "old3"]);
+        assert!(revocations_to_send(&[], &replacing, 10).is_empty());
+    }
 
     fn at(hour: u32, minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0)

@@ -1,4 +1,6 @@
-//! The drift log: one tracing event per action and per drift item, and a summary per cycle.
+//! How a cycle writes people into its log: addresses as they are or as a stable hash
+//! (`log.redact_emails`), Clerk's messages scrubbed of them, and one event per plan item
+//! (the drift log). The executor logs its actions and the cycle its summary.
 
 use crate::domain::Email;
 use crate::reconcile::plan::{Item, Plan};

@@ -264,6 +264,25 @@ pub async fn run_on(
     run_with(reconciler, settings, listeners, shutdown).await
 }
 
+/// Waits for shutdown, or for the worker to end before it: the worker only ends on
+/// shutdown; ending sooner (a panic) must stop the process, so that systemd or Kubernetes
+/// restarts it rather than keep a service that runs no cycles. Returns whether it died.
+async fn worker_died(shutdown: &CancellationToken, worker: &mut JoinHandle<()>) -> bool {
+    tokio::select! {
+        biased;
+        _ = supervise(shutdown) => false,
+        ended = worker => {
+            if shutdown.is_cancelled() {
+                false
+            } else {
+                tracing::error!(ended = ?ended.err(), "the cycle worker stopped unexpectedly; shutting down");
+                shutdown.cancel();
+                true
+            }
+        }
+    }
+}
+
 /// [`run`] on listeners the caller bound.
 pub async fn run_with(
     reconciler: Reconciler,
@@ -309,21 +328,7 @@ pub async fn run_with(
     );
 
     let mut worker = worker;
-    // The worker only ends on shutdown; ending sooner (a panic) must stop the process, so
-    // that systemd or Kubernetes restarts it rather than keep a service that runs no cycles.
-    let worker_died = tokio::select! {
-        biased;
-        _ = supervise(&shutdown) => None,
-        ended = &mut worker => {
-            if shutdown.is_cancelled() {
-                None
-            } else {
-                tracing::error!(ended = ?ended.err(), "the cycle worker stopped unexpectedly; shutting down");
-                shutdown.cancel();
-                Some(())
-            }
-        }
-    };
+    let died = worker_died(&shutdown, &mut worker).await;
     let shutdown_timeout = settings.sync.shutdown_timeout();
     tracing::info!(
         timeout_seconds = shutdown_timeout.as_secs(),
@@ -344,7 +349,7 @@ pub async fn run_with(
     })
     .await;
     match stopped {
-        _ if worker_died.is_some() => anyhow::bail!("the cycle worker stopped unexpectedly"),
+        _ if died => anyhow::bail!("the cycle worker stopped unexpectedly"),
         Ok(Ok(Ok(()))) => {
             tracing::info!("stopped");
             Ok(())

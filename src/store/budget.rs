@@ -7,19 +7,6 @@ use uuid::Uuid;
 
 use crate::clerk::budget::{Budget, Endpoint, Limits, EDGE_MARGIN};
 use crate::clerk::client::MAX_RETRY_AFTER;
-use crate::clerk::Operation;
-
-/// The hourly-limited endpoints, as named in `invite_sync_clerk_calls.endpoint`.
-pub fn endpoint_name(operation: Operation) -> Option<&'static str> {
-    match operation {
-        Operation::CreateInvitation | Operation::CreateBulkInvitations => Some(operation.as_str()),
-        Operation::ListInvitations
-        | Operation::RevokeInvitation
-        | Operation::ListUsers
-        | Operation::GetUser
-        | Operation::DeleteUser => None,
-    }
-}
 
 /// Records a call before it is sent and returns its id.
 pub async fn record_call(

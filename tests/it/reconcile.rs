@@ -1458,6 +1458,85 @@ async fn a_cycle_asked_to_stop_sends_nothing_more_and_records_that_it_was_interr
     assert_one_pending_each(&h, &emails);
 }
 
+/// Runs one cycle asked to stop before it begins.
+async fn stopped_cycle(h: &Harness) -> Report {
+    let token = CancellationToken::new();
+    token.cancel();
+    match h
+        .reconciler
+        .run_cycle(&Request::new("test"), &token)
+        .await
+        .expect("the cycle ends cleanly")
+    {
+        CycleResult::Ran(report) => *report,
+        skipped => panic!("the cycle was skipped: {skipped:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_stopped_while_settling_leaves_the_gauges_as_the_last_plan_set_them() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "0")],
+    )
+    .await;
+    let emails = people("gauge", 10);
+    h.add_people(&refs(&emails)).await;
+    h.cycle().await;
+    h.remove_people(&refs(&emails[..3])).await;
+    h.add_people(&refs(&people("late", 10))).await;
+    h.sim.inject_fault(Fault::new(
+        SimOp::CreateBulkInvitations,
+        1,
+        FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        },
+    ));
+    let held = h.cycle().await;
+    assert_eq!((held.held_revocations, held.desired_rows), (3, 17));
+    assert_eq!(held.unsettled.creates, 10, "left sending, due at once");
+    let metrics = invite_sync::metrics::metrics();
+    let gauges = || {
+        [
+            metrics.held_revocations.get(),
+            metrics.desired.get(),
+            metrics.owned_pending.get(),
+            metrics.unsettled_creates.get(),
+        ]
+    };
+    let before = gauges();
+    assert_eq!(before[..2], [3, 17]);
+
+    let stopped = stopped_cycle(&h).await;
+
+    assert_eq!(stopped.outcome, Outcome::Interrupted);
+    assert_eq!(gauges(), before, "a stop while settling sets no gauge");
+}
+
+#[tokio::test]
+async fn a_cycle_stopped_while_revoking_reports_the_creates_it_did_not_get_to() {
+    let h = Harness::new().await;
+    let emails = people("revstop", 10);
+    h.add_people(&refs(&emails)).await;
+    h.cycle().await;
+    h.remove_people(&refs(&emails[..1])).await;
+    h.add_people(&refs(&people("newer", 5))).await;
+
+    let stopped = stopped_cycle(&h).await;
+
+    assert_eq!(stopped.outcome, Outcome::Interrupted);
+    // The guard allowed the revocation: the stop came before it was sent.
+    assert_eq!(stopped.held_revocations, 0);
+    assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
+    assert_eq!((stopped.revoked, stopped.created), (0, 0));
+    assert_eq!((stopped.backlog, stopped.awaiting_user_check), (5, 5));
+    let metrics = invite_sync::metrics::metrics();
+    assert_eq!(metrics.backlog.get(), 5);
+    assert_eq!(metrics.awaiting_user_check.get(), 5);
+    assert_eq!(run_of(&h, &stopped).await.backlog, 5);
+}
+
 /// The backend holding the target's lock in this test's own database (tests share a server).
 async fn lock_holder_in_this_database(h: &Harness) -> Option<i32> {
     sqlx::query_scalar(

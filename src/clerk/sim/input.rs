@@ -374,6 +374,12 @@ pub fn parse_user_query(raw: Option<&str>) -> Result<UserQuery, ApiError> {
             _ => {}
         }
     }
+    check_user_query(&users)?;
+    Ok(users)
+}
+
+/// What `GET /users` refuses in a query whose parameters each parsed.
+fn check_user_query(users: &UserQuery) -> Result<(), ApiError> {
     for (name, values) in [
         ("email_address", &users.email_addresses),
         ("user_id", &users.user_ids),
@@ -396,7 +402,7 @@ pub fn parse_user_query(raw: Option<&str>) -> Result<UserQuery, ApiError> {
             ));
         }
     }
-    Ok(users)
+    Ok(())
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
