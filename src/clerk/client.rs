@@ -222,6 +222,16 @@ impl ClientError {
         }
     }
 
+    /// The trace id Clerk gave the failed request, when it gave one.
+    pub fn trace_id(&self) -> Option<&str> {
+        match self {
+            ClientError::Clerk { trace_id, .. } | ClientError::RateLimited { trace_id, .. } => {
+                trace_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a create that failed this way may still have created invitations, so
     /// that it must be settled by looking the email up before it is sent again.
     pub fn may_have_applied(&self) -> bool {

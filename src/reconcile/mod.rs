@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::clerk::budget::{self, Budget, Endpoint};
+use crate::clerk::budget::{self, Budget};
 use crate::clerk::{ClerkClient, ClientError, Invitation, InvitationStatus, Operation};
 use crate::config::Settings;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};

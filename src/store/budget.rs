@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::clerk::budget::{Budget, Endpoint, Limits, EDGE_MARGIN};
 use crate::clerk::client::MAX_RETRY_AFTER;
+use crate::clerk::Operation;
 
 /// Records a call before it is sent and returns its id.
 pub async fn record_call(

@@ -94,6 +94,10 @@ pub async fn for_each(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
+    // Every row is read: plan the cursors for the whole result, not for their first rows.
+    sqlx::query("SET LOCAL cursor_tuple_fraction = 1")
+        .execute(&mut *tx)
+        .await?;
     let sql = format!(
         "DECLARE invite_sync_roster NO SCROLL CURSOR FOR {}",
         desired::select(relation, "")
