@@ -70,6 +70,15 @@ pub struct InvalidRow {
     pub reason: String,
 }
 
+/// The address a roster row names, when it can be read: the row's, or an unreadable row's
+/// parsed one.
+pub fn row_address(row: &Result<DesiredRow, InvalidRow>) -> Option<Email> {
+    match row {
+        Ok(row) => Email::parse(&row.email).ok(),
+        Err(invalid) => invalid.parsed.clone(),
+    }
+}
+
 /// Why Clerk could not take a row whose address and metadata are readable: a NUL in its
 /// text, a `not_before` outside the years 1 to 9999, or metadata larger than Clerk keeps.
 fn unsendable(row: &DesiredRow) -> Option<String> {

@@ -5,5 +5,7 @@ mod invitee;
 mod ledger;
 
 pub use email::{Email, EmailError};
-pub use invitee::{DesiredInvitee, DesiredRow, InvalidRow, RowDefaults, MAX_METADATA_BYTES};
+pub use invitee::{
+    row_address, DesiredInvitee, DesiredRow, InvalidRow, RowDefaults, MAX_METADATA_BYTES,
+};
 pub use ledger::{LedgerEntry, LedgerState, Person};

@@ -391,7 +391,7 @@ impl Reconciler {
     ) -> Result<Decision, CycleError> {
         let mut planner = plan::Planner::new(
             &state.clerk,
-            state.owned_ids.clone(),
+            &state.owned_ids,
             state.listing(),
             Utc::now(),
             &self.config.policy,

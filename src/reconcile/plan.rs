@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::clerk::{Invitation, InvitationStatus};
 pub use crate::domain::Person;
 use crate::domain::{
-    DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, LedgerState, RowDefaults,
+    row_address, DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, LedgerState,
+    RowDefaults,
 };
 
 pub use crate::config::{OnChange, Ownership};
@@ -288,16 +289,15 @@ impl Plan {
 
     /// How many the plan would create: the creates it holds and those past its head.
     pub fn queued(&self) -> usize {
-        let past_head = [Category::Create, Category::Reinvite]
-            .iter()
-            .filter_map(|category| self.quiet.get(category))
-            .sum::<usize>();
-        self.creates().count() + past_head
+        self.creates().count() + self.past_head()
     }
 
     /// How many creates were counted past the plan's head, not held.
     pub fn past_head(&self) -> usize {
-        self.queued() - self.creates().count()
+        [Category::Create, Category::Reinvite]
+            .iter()
+            .filter_map(|category| self.quiet.get(category))
+            .sum()
     }
 
     /// The invitees to create, in queue order, taken out of the plan.
@@ -331,7 +331,7 @@ pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
         .filter(|entry| entry.owned)
         .filter_map(|entry| entry.clerk_invitation_id.clone())
         .collect();
-    let planner = Planner::new(inputs.clerk, owned_ids, inputs.listing, inputs.now, policy);
+    let planner = Planner::new(inputs.clerk, &owned_ids, inputs.listing, inputs.now, policy);
     feed(inputs, planner)
 }
 
@@ -345,7 +345,7 @@ fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
     let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
     rows.sort_by_cached_key(|row| roster_order(row));
     for row in rows {
-        let person = match row_email(row) {
+        let person = match row_address(row) {
             Some(email) => {
                 let mut entries: Vec<LedgerEntry> = people
                     .get(&email)
@@ -363,14 +363,6 @@ fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
         planner.add(row, person);
     }
     planner.finish()
-}
-
-/// The address a row names, when it can be read.
-pub fn row_email(row: &Result<DesiredRow, InvalidRow>) -> Option<Email> {
-    match row {
-        Ok(row) => Email::parse(&row.email).ok(),
-        Err(invalid) => invalid.parsed.clone(),
-    }
 }
 
 /// The address a row is planned under: normalised as the roster table's `lower(btrim(email))`
@@ -401,7 +393,7 @@ pub struct Planner<'a> {
     policy: &'a Policy,
     now: DateTime<Utc>,
     /// The ids of Clerk's listed invitations that invite-sync created.
-    owned_ids: HashSet<String>,
+    owned_ids: &'a HashSet<String>,
     clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
     /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
     pending_desired: HashMap<Email, bool>,
@@ -422,7 +414,7 @@ impl<'a> Planner<'a> {
     /// ignored).
     pub fn new(
         clerk: &'a [Invitation],
-        owned_ids: HashSet<String>,
+        owned_ids: &'a HashSet<String>,
         listing: Listing<'a>,
         now: DateTime<Utc>,
         policy: &'a Policy,
@@ -573,7 +565,7 @@ impl<'a> Planner<'a> {
             invitations,
             entries: &entries,
             users,
-            owned_ids: &self.owned_ids,
+            owned_ids: self.owned_ids,
             now: self.now,
         };
         let item = decide(invitee, &facts, self.policy);

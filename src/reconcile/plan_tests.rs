@@ -1823,7 +1823,7 @@ proptest! {
             .filter(|e| e.owned)
             .filter_map(|e| e.clerk_invitation_id.clone())
             .collect();
-        let planner = Planner::new(&s.clerk, owned, Listing::Full, now(), &s.policy)
+        let planner = Planner::new(&s.clerk, &owned, Listing::Full, now(), &s.policy)
             .counting_quiet()
             .keeping_creates(head);
         let cycle = feed(inputs, planner);

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::desired::{self, ReadError, RosterRow};
 use super::{ledger, users};
-use crate::domain::{Email, LedgerEntry, Person};
+use crate::domain::{row_address, LedgerEntry, Person};
 
 /// Rows fetched from a cursor at a time.
 const BATCH: usize = 1000;
@@ -116,7 +116,7 @@ pub async fn for_each(
     let mut count = 0;
     while let Some((key, row)) = roster.next(&mut tx).await.map_err(roster_error)? {
         count += 1;
-        let Some(email) = row_email(&row) else {
+        let Some(email) = row_address(&row) else {
             each(row, Person::default());
             continue;
         };
@@ -150,13 +150,5 @@ fn person(entries: Vec<LedgerEntry>, deleted: Option<bool>) -> Person {
         entries,
         user: deleted == Some(false),
         deleted: deleted == Some(true),
-    }
-}
-
-/// The address a roster row names, when it can be read.
-fn row_email(row: &RosterRow) -> Option<Email> {
-    match row {
-        Ok(row) => Email::parse(&row.email).ok(),
-        Err(invalid) => invalid.parsed.clone(),
     }
 }
