@@ -234,26 +234,8 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                     ApiError::value_invalid("paginated", "paginated must be true or false.")
                 })?;
             }
-            "limit" => {
-                list.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|limit| (1..=LIMIT_MAX).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::value_invalid(
-                            "limit",
-                            format!("limit must be an integer between 1 and {LIMIT_MAX}."),
-                        )
-                    })?;
-            }
-            "offset" => {
-                list.offset = parse_offset(&value).ok_or_else(|| {
-                    ApiError::value_invalid(
-                        "offset",
-                        "offset must be an integer greater than or equal to 0.",
-                    )
-                })?;
-            }
+            "limit" => list.limit = limit(&value)?,
+            "offset" => list.offset = offset(&value)?,
             _ => {}
         }
     }
@@ -348,26 +330,8 @@ pub fn parse_user_query(raw: Option<&str>) -> Result<UserQuery, ApiError> {
                     )
                 })?;
             }
-            "limit" => {
-                users.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|limit| (1..=LIMIT_MAX).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::value_invalid(
-                            "limit",
-                            format!("limit must be an integer between 1 and {LIMIT_MAX}."),
-                        )
-                    })?;
-            }
-            "offset" => {
-                users.offset = parse_offset(&value).ok_or_else(|| {
-                    ApiError::value_invalid(
-                        "offset",
-                        "offset must be an integer greater than or equal to 0.",
-                    )
-                })?;
-            }
+            "limit" => users.limit = limit(&value)?,
+            "offset" => users.offset = offset(&value)?,
             "starting_after" => {
                 users.starting_after = (!value.is_empty()).then(|| value.into_owned())
             }
@@ -411,6 +375,30 @@ fn parse_bool(value: &str) -> Option<bool> {
         "false" | "0" => Some(false),
         _ => None,
     }
+}
+
+/// A listing's `limit`: 1 to `LIMIT_MAX`, as Clerk checks it.
+fn limit(value: &str) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|limit| (1..=LIMIT_MAX).contains(limit))
+        .ok_or_else(|| {
+            ApiError::value_invalid(
+                "limit",
+                format!("limit must be an integer between 1 and {LIMIT_MAX}."),
+            )
+        })
+}
+
+/// A listing's `offset`: any integer from 0, as Clerk checks it.
+fn offset(value: &str) -> Result<usize, ApiError> {
+    parse_offset(value).ok_or_else(|| {
+        ApiError::value_invalid(
+            "offset",
+            "offset must be an integer greater than or equal to 0.",
+        )
+    })
 }
 
 fn parse_offset(value: &str) -> Option<usize> {
