@@ -1302,18 +1302,8 @@ async fn healthz_readyz_and_metrics_answer_within_a_second_while_64_slow_webhook
         slow.push(stream);
     }
 
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .expect("an HTTP client builds");
-    for path in ["/healthz", "/readyz", "/metrics"] {
-        let answer = probe
-            .get(service.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
-        assert_eq!(answer.status(), StatusCode::OK, "{path}");
-    }
+    let probe = probe_client();
+    assert_probes_answer(&probe, |path| service.url(path)).await;
     // A webhook without signature headers waits for no slot: it is refused at once.
     let unsigned = probe
         .post(service.url("/v1/webhooks/roster"))
@@ -1445,18 +1435,8 @@ async fn the_admin_listener_serves_the_probes_alone_even_while_the_main_listener
         .await
         .expect("/healthz answers");
 
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .expect("an HTTP client builds");
-    for path in ["/healthz", "/readyz", "/metrics"] {
-        let answer = probe
-            .get(service.admin_url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("the admin {path} did not answer: {e}"));
-        assert_eq!(answer.status(), StatusCode::OK, "{path}");
-    }
+    let probe = probe_client();
+    assert_probes_answer(&probe, |path| service.admin_url(path)).await;
     for path in ["/v1/status", "/v1/webhooks/roster"] {
         let answer = probe
             .post(service.admin_url(path))
@@ -1844,4 +1824,24 @@ async fn the_service_prunes_history_older_than_retention_days_when_it_starts() {
     .await;
     assert_eq!(left, ["msg_recent"]);
     service.stop().await.expect("the service stops cleanly");
+}
+
+/// A client that gives up after 1 s: what a Kubernetes probe allows.
+fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client builds")
+}
+
+/// `/healthz`, `/readyz` and `/metrics` each answer 200 within the client's timeout.
+async fn assert_probes_answer(probe: &reqwest::Client, url: impl Fn(&str) -> String) {
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = probe
+            .get(url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} did not answer within 1 s: {e}", url(path)));
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
 }
