@@ -573,3 +573,86 @@ async fn the_time_constraints_migrate_over_rows_written_before_them_which_are_re
     assert_eq!(invalid, ["old@example.com: not_before is infinity"]);
     assert_eq!(rows.iter().filter(|row| row.is_ok()).count(), 1);
 }
+
+#[tokio::test]
+async fn the_roster_is_read_beside_each_persons_ledger_entries_and_user_status_across_batches() {
+    let db = TestDb::migrated().await;
+    // 2,500 roster rows (more than two of the reader's batches), written in mixed case; the
+    // ledger and the known users also hold addresses no row names, sorting between them.
+    sqlx::query(
+        "INSERT INTO desired_invitees (email)
+         SELECT CASE WHEN i % 3 = 0 THEN ' P' ELSE 'p' END || lpad(i::text, 5, '0') || '@Example.com'
+         FROM generate_series(1, 2500) AS i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // Every even person has two entries (the older first); every fifth an off-roster neighbour
+    // `p00005-x@` (which sorts after `p00005@` in byte order but before it in some locales).
+    for state in ["revoked", "pending"] {
+        sqlx::query(
+            "INSERT INTO invite_sync_ledger (target, email, state, owned, clerk_invitation_id)
+             SELECT 't', 'p' || lpad(i::text, 5, '0') || '@example.com', $1, true,
+                    'inv_' || i || '_' || $1
+             FROM generate_series(2, 2500, 2) AS i",
+        )
+        .bind(state)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO invite_sync_ledger (target, email, state, owned, clerk_invitation_id)
+         SELECT 't', 'p' || lpad(i::text, 5, '0') || '-x@example.com', 'pending', true,
+                'inv_x' || i
+         FROM generate_series(5, 2500, 5) AS i
+         UNION ALL
+         SELECT 'other', 'p00002@example.com', 'accepted', true, 'inv_other'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO invite_sync_known_users (target, email, seen_via, deleted_at)
+         SELECT 't', 'p' || lpad(i::text, 5, '0') || '@example.com', 'lookup',
+                CASE WHEN i % 14 = 0 THEN now() END
+         FROM generate_series(7, 2500, 7) AS i
+         UNION ALL
+         SELECT 't', 'p00001-x@example.com', 'lookup', NULL",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let rows = store::people::for_each(&db.pool, "desired_invitees", "t", |row, person| {
+        seen.push((row.expect("every row reads").email, person));
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(rows, 2500);
+    assert_eq!(seen.len(), 2500);
+    for (index, (written, person)) in seen.iter().enumerate() {
+        let i = index + 1;
+        let address = format!("p{i:05}@example.com");
+        assert_eq!(
+            written.trim().to_lowercase(),
+            address,
+            "row {i} out of order"
+        );
+        let states: Vec<(&str, &str)> = person
+            .entries
+            .iter()
+            .map(|e| (e.email.as_str(), e.state.as_str()))
+            .collect();
+        let expected: Vec<(&str, &str)> = if i % 2 == 0 {
+            vec![(address.as_str(), "revoked"), (address.as_str(), "pending")]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(states, expected, "row {i}: ledger entries");
+        assert_eq!(person.user, i % 7 == 0 && i % 14 != 0, "row {i}: user");
+        assert_eq!(person.deleted, i % 14 == 0, "row {i}: deleted");
+    }
+}
