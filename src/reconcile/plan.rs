@@ -365,14 +365,16 @@ fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
     planner.finish()
 }
 
-/// The address a row is planned under: normalised as the roster table's `lower(btrim(email))`
-/// does, so rows of one address come together in the reader's order.
+/// The address a row is planned under: normalised as the roster reader's key
+/// (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII letters lower-cased) does, so
+/// rows of one address come together in the reader's order. An address Clerk would take is
+/// ASCII, so two spellings of one such address always share this key.
 pub fn roster_order(row: &Result<DesiredRow, InvalidRow>) -> String {
     let email = match row {
         Ok(row) => &row.email,
         Err(invalid) => &invalid.email,
     };
-    email.trim_matches(' ').to_lowercase()
+    email.trim_matches(' ').to_ascii_lowercase()
 }
 
 /// Whether a plan keeps an item for each person who needs nothing (accepted, already a user,

@@ -1,13 +1,14 @@
 //! Reading the roster: `desired_invitees`, or the table or view `source.relation` names.
 //!
-//! A view can return anything, so every column is read as text and decoded here row by row:
+//! A view can return anything, so every column is read as text (the times as `timestamptz`,
+//! from their bytes) and decoded here row by row:
 //! an infinite or far-future time, JSON the reader refuses, a NULL where a value belongs make
 //! that one row unreadable (reported as invalid with its reason), never the whole roster.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgExecutor, Row};
+use sqlx::postgres::{PgRow, PgValueFormat};
+use sqlx::{PgExecutor, Row, ValueRef};
 
 use crate::domain::{DesiredRow, Email, InvalidRow};
 
@@ -33,10 +34,14 @@ pub fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-/// Every roster row by address (`lower(btrim(email))`, the roster table's unique key, in byte
-/// order), the oldest first among rows of one address, each read or refused on its own.
+/// Every roster row by address (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII
+/// letters lower-cased, in byte order), the oldest first among rows of one address, each read
+/// or refused on its own.
 pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
-    let sql = select(relation, "");
+    let sql = select(
+        relation,
+        " ORDER BY sort_key, created_at NULLS FIRST, email COLLATE \"C\"",
+    );
     let rows = sqlx::query(&sql)
         .fetch_all(db)
         .await
@@ -53,19 +58,19 @@ pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadEr
     Ok(())
 }
 
+/// The roster's columns as the reader decodes them, and its key (`sort_key`), followed by
+/// `tail` (an ORDER BY, a LIMIT).
 pub(super) fn select(relation: &str, tail: &str) -> String {
     // The relation comes from the configuration, so this query is built at run time. Times
-    // arrive as microseconds since the Unix epoch in text (`Infinity` for an infinite one),
-    // so no value can make the driver's decoding fail or panic.
-    let micros = |column: &str| format!("(extract(epoch FROM {column}) * 1000000)::text");
+    // arrive as `timestamptz` in PostgreSQL's binary form, read from their bytes by
+    // [`pg_time`], and the rest as text, so no value can make the driver's decoding fail or
+    // panic.
     format!(
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
-                expires_in_days::text, template_slug::text, {} AS not_before, source::text,
-                {} AS created_at, {} AS updated_at, lower(btrim(email::text)) COLLATE \"C\" AS sort_key
-         FROM {} ORDER BY sort_key, created_at NULLS FIRST, email{tail}",
-        micros("not_before"),
-        micros("created_at"),
-        micros("updated_at"),
+                expires_in_days::text, template_slug::text, not_before::timestamptz, source::text,
+                created_at::timestamptz, updated_at::timestamptz,
+                lower(btrim(email::text) COLLATE \"C\") AS sort_key
+         FROM {}{tail}",
         quote_relation(relation)
     )
 }
@@ -97,7 +102,7 @@ pub(super) fn relation_error(error: sqlx::Error, relation: &str) -> ReadError {
     }
 }
 
-/// The columns of one row, as text.
+/// The columns of one row: text, and the times as PostgreSQL keeps them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RawRow {
     pub email: Option<String>,
@@ -106,10 +111,39 @@ pub struct RawRow {
     pub notify: Option<String>,
     pub expires_in_days: Option<String>,
     pub template_slug: Option<String>,
-    pub not_before: Option<String>,
+    pub not_before: Option<PgTime>,
     pub source: Option<String>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
+    pub created_at: Option<PgTime>,
+    pub updated_at: Option<PgTime>,
+}
+
+/// A time as PostgreSQL keeps a `timestamptz`: microseconds since 2000-01-01 UTC, its
+/// largest and smallest values standing for `infinity` and `-infinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PgTime(pub i64);
+
+impl PgTime {
+    /// Microseconds from the Unix epoch to PostgreSQL's.
+    const EPOCH_2000: i64 = 946_684_800_000_000;
+
+    /// The time it names, or why it names none that can be read.
+    pub fn to_utc(self) -> Result<DateTime<Utc>, String> {
+        match self.0 {
+            i64::MAX => Err("is infinity".to_owned()),
+            i64::MIN => Err("is -infinity".to_owned()),
+            micros => micros
+                .checked_add(Self::EPOCH_2000)
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or_else(|| {
+                    "is out of range (years 262143 BC to 262143 AD can be read)".to_owned()
+                }),
+        }
+    }
+
+    /// The `timestamptz` of a time.
+    pub fn of(time: DateTime<Utc>) -> PgTime {
+        PgTime(time.timestamp_micros() - Self::EPOCH_2000)
+    }
 }
 
 pub(super) fn decode(row: &PgRow) -> RosterRow {
@@ -121,17 +155,30 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
             None
         })
     };
+    let email = text(0, "email");
+    let public_metadata = text(1, "public_metadata");
+    let redirect_url = text(2, "redirect_url");
+    let notify = text(3, "notify");
+    let expires_in_days = text(4, "expires_in_days");
+    let template_slug = text(5, "template_slug");
+    let source = text(7, "source");
+    let mut time = |index: usize, column: &str| -> Option<PgTime> {
+        pg_time(row, index).unwrap_or_else(|e| {
+            problems.push(format!("{column} cannot be read: {e}"));
+            None
+        })
+    };
     let raw = RawRow {
-        email: text(0, "email"),
-        public_metadata: text(1, "public_metadata"),
-        redirect_url: text(2, "redirect_url"),
-        notify: text(3, "notify"),
-        expires_in_days: text(4, "expires_in_days"),
-        template_slug: text(5, "template_slug"),
-        not_before: text(6, "not_before"),
-        source: text(7, "source"),
-        created_at: text(8, "created_at"),
-        updated_at: text(9, "updated_at"),
+        email,
+        public_metadata,
+        redirect_url,
+        notify,
+        expires_in_days,
+        template_slug,
+        not_before: time(6, "not_before"),
+        source,
+        created_at: time(8, "created_at"),
+        updated_at: time(9, "updated_at"),
     };
     match parse(raw) {
         Ok(row) if problems.is_empty() => Ok(row),
@@ -142,6 +189,27 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
             Err(invalid)
         }
     }
+}
+
+/// When a row read by [`select`] was written, if that can be read.
+pub(super) fn created_at(row: &PgRow) -> Option<PgTime> {
+    pg_time(row, 8).ok().flatten()
+}
+
+/// A `timestamptz` column's value, from the eight bytes PostgreSQL sends.
+fn pg_time(row: &PgRow, index: usize) -> Result<Option<PgTime>, String> {
+    let value = row.try_get_raw(index).map_err(|e| e.to_string())?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    if value.format() != PgValueFormat::Binary {
+        return Err("the value did not arrive in binary".to_owned());
+    }
+    let bytes = value.as_bytes().map_err(|e| e.to_string())?;
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| format!("a time of {} bytes", bytes.len()))?;
+    Ok(Some(PgTime(i64::from_be_bytes(bytes))))
 }
 
 /// Decodes one row's text. Every problem of the row is named in the reason.
@@ -178,8 +246,8 @@ pub fn parse(raw: RawRow) -> RosterRow {
             None
         }
     });
-    let mut time = |column: &str, micros: Option<String>| {
-        micros.and_then(|micros| match time_from_micros(&micros) {
+    let mut time = |column: &str, time: Option<PgTime>| {
+        time.and_then(|time| match time.to_utc() {
             Ok(time) => Some(time),
             Err(reason) => {
                 problems.push(format!("{column} {reason}"));
@@ -220,21 +288,6 @@ fn unreadable(email: String, problems: Vec<String>) -> InvalidRow {
     }
 }
 
-/// Microseconds since the Unix epoch, as `extract(epoch ...) * 1000000` prints them.
-fn time_from_micros(text: &str) -> Result<DateTime<Utc>, String> {
-    match text {
-        "Infinity" => return Err("is infinity".to_owned()),
-        "-Infinity" => return Err("is -infinity".to_owned()),
-        _ => {}
-    }
-    let whole = text.split_once('.').map_or(text, |(whole, _)| whole);
-    whole
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(|| "is out of range (years 262143 BC to 262143 AD can be read)".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,8 +305,8 @@ mod tests {
         let row = parse(RawRow {
             notify: Some("false".into()),
             expires_in_days: Some("7".into()),
-            not_before: Some("1767225600000000.000000".into()),
-            created_at: Some("-1000000".into()),
+            not_before: Some(PgTime::of("2026-01-01T00:00:00Z".parse().unwrap())),
+            created_at: Some(PgTime(-PgTime::EPOCH_2000 - 1_000_000)),
             public_metadata: Some(r#"{"team":"ops"}"#.into()),
             ..raw("ann@example.com")
         })
@@ -277,28 +330,28 @@ mod tests {
         let cases: Vec<(RawRow, &str)> = vec![
             (
                 RawRow {
-                    not_before: Some("Infinity".into()),
+                    not_before: Some(PgTime(i64::MAX)),
                     ..raw("a@example.com")
                 },
                 "not_before is infinity",
             ),
             (
                 RawRow {
-                    created_at: Some("-Infinity".into()),
+                    created_at: Some(PgTime(i64::MIN)),
                     ..raw("a@example.com")
                 },
                 "created_at is -infinity",
             ),
             (
                 RawRow {
-                    updated_at: Some("9224317929600000000.000000".into()),
+                    updated_at: Some(PgTime(i64::MAX - 1)),
                     ..raw("a@example.com")
                 },
                 "updated_at is out of range",
             ),
             (
                 RawRow {
-                    not_before: Some("8300000000000000000".into()),
+                    not_before: Some(PgTime(8_300_000_000_000_000_000)),
                     ..raw("a@example.com")
                 },
                 "not_before is out of range",

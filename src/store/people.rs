@@ -1,20 +1,27 @@
-//! The roster read beside what the ledger and the known users hold of each address: three
-//! cursors in one order (the address in byte order) on one connection, in one read-only
-//! snapshot, merged one person at a time, so a cycle never holds the roster, the ledger or the
-//! users whole, and takes no more connections than reading the roster alone.
+//! The roster read beside what the ledger and the known users hold of each address, in one
+//! read-only snapshot: the roster streams on a connection of its own, read and decoded by a
+//! task of its own while the caller plans, and the ledger and the known users follow it
+//! through two cursors in the same order (the address in byte order) on a second connection,
+//! merged one person at a time. So a cycle never holds the roster, the ledger or the users
+//! whole, and the database, the decoding and the planning work at once.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use tokio::sync::mpsc;
 
-use super::desired::{self, ReadError, RosterRow};
+use super::desired::{self, PgTime, ReadError, RosterRow};
 use super::{ledger, users};
-use crate::domain::{row_address, LedgerEntry, Person};
+use crate::domain::{row_address, Email, LedgerEntry, Person};
 
-/// Rows fetched from a cursor at a time.
+/// Rows fetched from a cursor, and roster rows handed from the reading task, at a time.
 const BATCH: usize = 1000;
+
+/// Batches of decoded roster rows the reading task may run ahead of the planner.
+const AHEAD: usize = 4;
 
 /// A server-side cursor read a batch at a time, each row decoded with its address.
 struct Cursor<T> {
@@ -67,9 +74,60 @@ impl<T> Cursor<T> {
     }
 }
 
-fn roster_row(row: &PgRow) -> Result<(String, RosterRow), sqlx::Error> {
+/// A roster row as the reading task hands it over: the key the roster is ordered by, the
+/// address the row names (if it can be read) and the row.
+struct Read {
+    key: String,
+    email: Option<Email>,
+    row: RosterRow,
+    /// When the row was written (`None` first), which orders rows of one key.
+    created_at: Option<PgTime>,
+}
+
+impl Read {
+    /// The order of rows of one key: the oldest first, then by their text in byte order.
+    fn order(&self) -> (Option<PgTime>, &[u8]) {
+        let text = match &self.row {
+            Ok(row) => &row.email,
+            Err(invalid) => &invalid.email,
+        };
+        (self.created_at, text.as_bytes())
+    }
+}
+
+fn read(row: &PgRow) -> Result<Read, sqlx::Error> {
     let key: Option<String> = row.try_get("sort_key")?;
-    Ok((key.unwrap_or_default(), desired::decode(row)))
+    let created_at = desired::created_at(row);
+    let row = desired::decode(row);
+    Ok(Read {
+        key: key.unwrap_or_default(),
+        email: row_address(&row),
+        row,
+        created_at,
+    })
+}
+
+/// Rows of one key, gathered to be put in order; the database orders the roster by key alone,
+/// which an index gives without sorting the table.
+#[derive(Default)]
+struct Group(Vec<Read>);
+
+impl Group {
+    /// Adds a row; when it starts a new key, moves the rows of the last one, in order, to
+    /// `out`.
+    fn push(&mut self, read: Read, out: &mut Vec<Read>) {
+        if self.0.first().is_some_and(|first| first.key != read.key) {
+            self.flush(out);
+        }
+        self.0.push(read);
+    }
+
+    fn flush(&mut self, out: &mut Vec<Read>) {
+        if self.0.len() > 1 {
+            self.0.sort_by(|a, b| a.order().cmp(&b.order()));
+        }
+        out.append(&mut self.0);
+    }
 }
 
 fn ledger_entry(row: &PgRow) -> Result<(String, LedgerEntry), sqlx::Error> {
@@ -81,8 +139,58 @@ fn known_user(row: &PgRow) -> Result<(String, bool), sqlx::Error> {
     Ok((row.try_get("email")?, row.try_get("deleted")?))
 }
 
+/// A transaction that reads one unchanging snapshot and writes nothing.
+async fn read_only(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
+/// away, or the database fails (sent as the last message).
+async fn stream_roster(
+    mut tx: Transaction<'static, Postgres>,
+    sql: String,
+    rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
+) {
+    let mut stream = sqlx::query(&sql).persistent(false).fetch(&mut *tx);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut group = Group::default();
+    loop {
+        let row = match stream.try_next().await {
+            Ok(Some(row)) => read(&row),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        match row {
+            Ok(read) => group.push(read, &mut batch),
+            Err(e) => {
+                let _ = rows.send(Err(e)).await;
+                return;
+            }
+        }
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if rows.send(Ok(full)).await.is_err() {
+                return;
+            }
+        }
+    }
+    drop(stream);
+    group.flush(&mut batch);
+    if !batch.is_empty() {
+        let _ = rows.send(Ok(batch)).await;
+    }
+    let _ = tx.rollback().await;
+}
+
 /// Hands every roster row, in the roster's order, to `each` with what is known of the person
 /// its address names. Returns how many rows there were.
+///
+/// Takes two of the pool's connections at once: the roster's and the one the ledger and the
+/// known users are read on.
 pub async fn for_each(
     pool: &PgPool,
     relation: &str,
@@ -90,57 +198,99 @@ pub async fn for_each(
     mut each: impl FnMut(RosterRow, Person),
 ) -> Result<usize, ReadError> {
     let roster_error = |e| desired::relation_error(e, relation);
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    let mut roster_tx = read_only(pool).await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *roster_tx)
         .await?;
+    let mut tx = read_only(pool).await?;
+    // The ledger and the users as of the roster's snapshot (a name cannot be a bound
+    // parameter of SET TRANSACTION SNAPSHOT: it is quoted as a literal).
+    sqlx::query(&format!(
+        "SET TRANSACTION SNAPSHOT '{}'",
+        snapshot.replace('\'', "''")
+    ))
+    .persistent(false)
+    .execute(&mut *tx)
+    .await?;
     // Every row is read: plan the cursors for the whole result, not for their first rows.
     sqlx::query("SET LOCAL cursor_tuple_fraction = 1")
         .execute(&mut *tx)
         .await?;
-    let sql = format!(
-        "DECLARE invite_sync_roster NO SCROLL CURSOR FOR {}",
-        desired::select(relation, "")
-    );
-    sqlx::query(&sql)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await
-        .map_err(roster_error)?;
     ledger::declare_by_email(&mut *tx, "invite_sync_ledger_by_email", target).await?;
     users::declare_by_email(&mut *tx, "invite_sync_users_by_email", target).await?;
-    let mut roster = Cursor::new("invite_sync_roster", roster_row);
+
+    let (sender, mut batches) = mpsc::channel(AHEAD);
+    let reader = tokio::spawn(stream_roster(
+        roster_tx,
+        desired::select(relation, " ORDER BY sort_key"),
+        sender,
+    ));
+    let merged = merge(&mut tx, target, &mut batches, &mut each).await;
+    // An error stops the reader at its next batch; its transaction rolls back when dropped.
+    drop(batches);
+    let _ = reader.await;
+    let count = match merged {
+        Ok(count) => count,
+        Err(Merge::Roster(e)) => return Err(roster_error(e)),
+        Err(Merge::Other(e)) => return Err(e.into()),
+    };
+    tx.rollback().await?;
+    Ok(count)
+}
+
+/// Why the merge stopped: the roster could not be read, or the ledger or the users could not.
+enum Merge {
+    Roster(sqlx::Error),
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Merge {
+    fn from(e: sqlx::Error) -> Self {
+        Merge::Other(e)
+    }
+}
+
+async fn merge(
+    tx: &mut PgConnection,
+    target: &str,
+    batches: &mut mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
+    each: &mut impl FnMut(RosterRow, Person),
+) -> Result<usize, Merge> {
     let mut ledger = Cursor::new("invite_sync_ledger_by_email", ledger_entry);
     let mut users = Cursor::new("invite_sync_users_by_email", known_user);
     let mut last_key: Option<String> = None;
     let mut count = 0;
-    while let Some((key, row)) = roster.next(&mut tx).await.map_err(roster_error)? {
-        count += 1;
-        let Some(email) = row_address(&row) else {
-            each(row, Person::default());
-            continue;
-        };
-        // Rows of one address come together; only the first needs its person.
-        if last_key.as_deref() == Some(key.as_str()) {
-            each(row, Person::default());
-            continue;
+    while let Some(batch) = batches.recv().await {
+        for Read {
+            key, email, row, ..
+        } in batch.map_err(Merge::Roster)?
+        {
+            count += 1;
+            let Some(email) = email else {
+                each(row, Person::default());
+                continue;
+            };
+            // Rows of one address come together; only the first needs its person.
+            if last_key.as_deref() == Some(key.as_str()) {
+                each(row, Person::default());
+                continue;
+            }
+            let in_order = last_key.as_ref().is_none_or(|last| *last < key);
+            let person = if key == email.as_str() && in_order {
+                // The row's address is the key the cursors are ordered by: its person is next.
+                let entries = ledger.take(tx, &key).await?;
+                let found = users.take(tx, &key).await?.first().copied();
+                last_key = Some(key);
+                person(entries, found)
+            } else {
+                // An address the database normalises differently: asked for on its own.
+                let entries = ledger::of_email(&mut *tx, target, &email).await?;
+                let found = users::of_email(&mut *tx, target, &email).await?;
+                person(entries, found)
+            };
+            each(row, person);
         }
-        let in_order = last_key.as_ref().is_none_or(|last| *last < key);
-        let person = if key == email.as_str() && in_order {
-            // The row's address is the key the cursors are ordered by: its person is next.
-            let entries = ledger.take(&mut tx, &key).await?;
-            let found = users.take(&mut tx, &key).await?.first().copied();
-            last_key = Some(key);
-            person(entries, found)
-        } else {
-            // An address the database normalises differently: asked for on its own.
-            let entries = ledger::of_email(&mut *tx, target, &email).await?;
-            let found = users::of_email(&mut *tx, target, &email).await?;
-            person(entries, found)
-        };
-        each(row, person);
     }
-    tx.rollback().await?;
     Ok(count)
 }
 

@@ -648,6 +648,17 @@ fn cross_key_rules() {
 }
 
 #[test]
+fn a_pool_too_small_for_a_cycle_is_refused() {
+    // A cycle holds the target's lock, the roster's stream and the ledger's cursors at once.
+    let e = load_err(
+        None,
+        &env(&[("INVITE_SYNC__DATABASE__MAX_CONNECTIONS", "2")]),
+    );
+    let reason = &problem(&e, "database.max_connections").reason;
+    assert!(reason.contains('3') && reason.contains('2'), "{reason}");
+}
+
+#[test]
 fn missing_config_file_is_a_problem() {
     let scratch = Scratch::new("config-test");
     let path = scratch.0.join("absent.toml");

@@ -656,3 +656,75 @@ async fn the_roster_is_read_beside_each_persons_ledger_entries_and_user_status_a
         assert_eq!(person.deleted, i % 14 == 0, "row {i}: deleted");
     }
 }
+
+#[tokio::test]
+async fn rows_of_one_address_in_a_roster_view_come_together_oldest_first_and_only_the_first_is_given_the_person(
+) {
+    let db = TestDb::migrated().await;
+    // A relation without the roster table's unique key: four spellings of one address, written
+    // at different times (one at no known time), among 1,500 other rows across batches.
+    for sql in [
+        "CREATE TABLE hr_roster (LIKE desired_invitees INCLUDING DEFAULTS)",
+        "ALTER TABLE hr_roster ALTER COLUMN created_at DROP NOT NULL",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO hr_roster (email, created_at)
+         SELECT 'p' || lpad(i::text, 5, '0') || '@example.com', now()
+         FROM generate_series(1, 1500) AS i
+         UNION ALL VALUES ('p00700-ANN@example.com', '2021-01-01T00:00:00Z'::timestamptz),
+                          (' p00700-ann@example.com', NULL),
+                          ('P00700-Ann@example.com', '2019-01-01T00:00:00Z'),
+                          ('p00700-ann@EXAMPLE.com', '2019-01-01T00:00:00Z')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO invite_sync_ledger (target, email, state, owned, clerk_invitation_id)
+         VALUES ('t', 'p00700-ann@example.com', 'pending', true, 'inv_ann')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let rows = store::people::for_each(&db.pool, "hr_roster", "t", |row, person| {
+        let ids: Vec<String> = person
+            .entries
+            .iter()
+            .filter_map(|e| e.clerk_invitation_id.clone())
+            .collect();
+        seen.push((row.expect("every row reads").email, ids));
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(rows, 1504);
+    let ann: Vec<(String, Vec<String>)> = seen
+        .iter()
+        .skip_while(|(email, _)| !email.to_lowercase().contains("ann"))
+        .take(4)
+        .cloned()
+        .collect();
+    assert_eq!(
+        ann,
+        [
+            (
+                " p00700-ann@example.com".to_owned(),
+                vec!["inv_ann".to_owned()]
+            ),
+            ("P00700-Ann@example.com".to_owned(), vec![]),
+            ("p00700-ann@EXAMPLE.com".to_owned(), vec![]),
+            ("p00700-ANN@example.com".to_owned(), vec![]),
+        ]
+    );
+    let position = seen
+        .iter()
+        .position(|(email, _)| email.contains("p00700-ann"))
+        .unwrap();
+    // In byte order '-' comes before '@'.
+    assert_eq!(seen[position - 1].0, "p00699@example.com");
+    assert_eq!(seen[position + 4].0, "p00700@example.com");
+}
