@@ -595,7 +595,7 @@ impl Executor<'_> {
             _ = tokio::time::sleep(wait) => {}
         }
         self.checkpoint().await?;
-        let fresh = super::budget_now(self.pool, self.target, self.drain.limits).await?;
+        let fresh = budget_store::current(self.pool, self.target, self.drain.limits).await?;
         Ok(Some(fresh))
     }
 

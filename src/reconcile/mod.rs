@@ -379,7 +379,7 @@ impl Reconciler {
 
     /// The budget left now, from the calls recorded in Postgres.
     pub async fn budget(&self) -> Result<Budget, sqlx::Error> {
-        budget_now(&self.pool, &self.config.target, self.config.budget).await
+        budget_store::current(&self.pool, &self.config.target, self.config.budget).await
     }
 
     /// Plans with the roster streamed through the planner, one row at a time.
@@ -1035,8 +1035,6 @@ fn log_summary(report: &Report) {
     }
 }
 
-pub use crate::startup::{connect, reconciler as from_settings};
-pub use crate::store::budget::current as budget_now;
 use crate::store::lock::this_host as hostname;
 
 #[cfg(test)]

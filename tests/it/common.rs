@@ -204,7 +204,7 @@ impl Harness {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
         let settings = Settings::load(None, &env).expect("the test settings load");
-        let reconciler = invite_sync::reconcile::from_settings(&settings)
+        let reconciler = invite_sync::startup::reconciler(&settings)
             .await
             .expect("the reconciler builds");
         Harness {

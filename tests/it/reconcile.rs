@@ -1857,7 +1857,7 @@ async fn an_address_is_matched_whatever_its_case_and_spacing() {
 
 async fn another_replica(h: &Harness) -> invite_sync::reconcile::Reconciler {
     let settings = invite_sync::config::Settings::load(None, &h.env).expect("the settings load");
-    invite_sync::reconcile::from_settings(&settings)
+    invite_sync::startup::reconciler(&settings)
         .await
         .expect("the reconciler builds")
 }
