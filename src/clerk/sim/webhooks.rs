@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use url::Url;
 
+use crate::telemetry::Chain;
+
 use super::state::now_ms;
 use super::Sim;
 
@@ -188,7 +190,7 @@ pub(super) async fn deliver(
     let http = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(http) => http,
         Err(error) => {
-            tracing::error!(%error, "clerk simulator cannot build its webhook client");
+            tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "clerk simulator cannot build its webhook client");
             return;
         }
     };
