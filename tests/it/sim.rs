@@ -2594,7 +2594,7 @@ async fn sim_delivering_to(receiver: &Receiver) -> Harness {
 
 /// Verify a delivery with the project's own verifier and return its payload.
 fn verified(delivery: &Received) -> Value {
-    use invite_sync::webhook::{Scheme, Verifier, VerifyError};
+    use invite_sync::webhook_signature::{Scheme, Verifier, VerifyError};
     let now = chrono::Utc::now().timestamp();
     let verifier = Verifier::new(&[WEBHOOK_SECRET]).expect("the secret is valid");
     let checked = verifier

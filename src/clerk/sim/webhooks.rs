@@ -56,7 +56,9 @@ impl WebhookTarget {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(WebhookTargetError::Url);
         }
-        if !secret.starts_with("whsec_") || crate::webhook::sign(secret, "msg", 0, b"").is_err() {
+        if !secret.starts_with("whsec_")
+            || crate::webhook_signature::sign(secret, "msg", 0, b"").is_err()
+        {
             return Err(WebhookTargetError::Secret);
         }
         Ok(WebhookTarget {
@@ -244,12 +246,16 @@ pub(super) async fn deliver(
 /// One signed attempt; `true` on a 2xx answer.
 async fn send(http: &reqwest::Client, target: &WebhookTarget, event: &Event, body: &[u8]) -> bool {
     let timestamp = now_ms() / 1000;
-    let signature =
-        match crate::webhook::sign(target.secret.expose_secret(), &event.id, timestamp, body) {
-            Ok(signature) => signature,
-            // Checked when the target was made.
-            Err(_) => return false,
-        };
+    let signature = match crate::webhook_signature::sign(
+        target.secret.expose_secret(),
+        &event.id,
+        timestamp,
+        body,
+    ) {
+        Ok(signature) => signature,
+        // Checked when the target was made.
+        Err(_) => return false,
+    };
     let answer = http
         .post(target.url.clone())
         .header("content-type", "application/json")
