@@ -266,8 +266,8 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
 
 fn config_check(file: Option<PathBuf>) -> Exit {
     let env = config::process_env();
-    let (text, code) = config::check(file.as_deref(), &env);
-    if code == config::CHECK_OK {
+    let config::Checked { text, valid } = config::check(file.as_deref(), &env);
+    if valid {
         print!("{text}");
         Exit::Success
     } else {

@@ -13,4 +13,4 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod webhook;
+pub mod webhook_signature;

@@ -1,7 +1,6 @@
 //! The HTTP client for Clerk's four invitation operations and the user lookup by email.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,7 +275,6 @@ pub struct ClerkClient {
     retry: RetryPolicy,
     limiter: Arc<RateLimiter>,
     blocked_until: Arc<std::sync::Mutex<HashMap<Operation, Instant>>>,
-    never_sent_failures: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ClerkClient {
@@ -330,7 +328,6 @@ impl ClerkClient {
                 options.rate.unwrap_or_else(|| kind.default_rate()),
             )),
             blocked_until: Arc::default(),
-            never_sent_failures: Arc::default(),
         })
     }
 
@@ -339,11 +336,6 @@ impl ClerkClient {
     /// recorded time that of the request's arrival at Clerk, not of a wait before it.
     pub async fn pace(&self) {
         self.limiter.wait_for_room().await;
-    }
-
-    /// How many attempts so far failed before reaching Clerk.
-    pub fn never_sent_failures(&self) -> u64 {
-        self.never_sent_failures.load(Ordering::Relaxed)
     }
 
     /// `POST /invitations`.
@@ -602,11 +594,7 @@ impl ClerkClient {
                     "transport_error"
                 };
                 metrics.clerk_call(operation.as_str(), kind, started.elapsed());
-                let error = unanswered(operation, source, attempt);
-                if let ClientError::NeverSent { .. } = error {
-                    self.never_sent_failures.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(error);
+                return Err(unanswered(operation, source, attempt));
             }
         };
         let status = response.status();

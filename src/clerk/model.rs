@@ -22,16 +22,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 7] = [
-        Operation::CreateInvitation,
-        Operation::CreateBulkInvitations,
-        Operation::ListInvitations,
-        Operation::RevokeInvitation,
-        Operation::ListUsers,
-        Operation::GetUser,
-        Operation::DeleteUser,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::CreateInvitation => "create_invitation",

@@ -32,7 +32,7 @@ use crate::domain::RowDefaults;
 
 pub use env_file::parse_env_file;
 pub use error::{ConfigError, Problem};
-pub use render::{check, CHECK_INVALID, CHECK_OK};
+pub use render::{check, Checked};
 pub use secret::{redact_database_url, DatabaseUrl, Secret, REDACTED};
 pub use sources::{
     env_var_name, process_env, CLERK_SECRET_KEY_VAR, CREDENTIALS_DIRECTORY_VAR, DATABASE_URL_VAR,

@@ -8,22 +8,25 @@ use std::path::Path;
 use super::schema::Kind;
 use super::{ConfigError, Settings};
 
-/// `config check` exit code: the configuration is valid.
-pub const CHECK_OK: i32 = 0;
-/// `config check` exit code: the configuration has problems, each printed with its key.
-pub const CHECK_INVALID: i32 = 2;
+/// What `config check` found: the text to print, and whether the configuration is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The effective configuration when valid, else one line per problem.
+    pub text: String,
+    /// False when the configuration has problems, each printed with its key.
+    pub valid: bool,
+}
 
 /// The roster table the migrations create.
 const DEFAULT_RELATION: &str = "desired_invitees";
 
 /// Validates the configuration as the service would load it, and returns the text to
-/// print with the exit code: [`CHECK_OK`] and the effective configuration (secrets
-/// redacted, each value not at its default annotated with its origin), or
-/// [`CHECK_INVALID`] and one line per problem.
+/// print: when valid, the effective configuration (secrets redacted, each value not at its
+/// default annotated with its origin), else one line per problem.
 ///
 /// Beyond loading, a configured secret key is read (from its file, if so) and checked.
 /// A missing key is only a warning, since `migrate` and `import` run without one.
-pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32) {
+pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> Checked {
     let loaded = match Settings::load_traced(file, env) {
         Ok(loaded) => loaded,
         Err(e) => return invalid(&e),
@@ -53,10 +56,13 @@ pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (String, i32
     }
     out.push_str("# secrets are redacted; a comment after a value names where it came from\n\n");
     out.push_str(&render(&loaded.settings, Some(&loaded.origins)));
-    (out, CHECK_OK)
+    Checked {
+        text: out,
+        valid: true,
+    }
 }
 
-fn invalid(error: &ConfigError) -> (String, i32) {
+fn invalid(error: &ConfigError) -> Checked {
     let heading = match error.problems().len() {
         1 => "invalid configuration:".to_owned(),
         n => format!("invalid configuration ({n} problems):"),
@@ -66,7 +72,10 @@ fn invalid(error: &ConfigError) -> (String, i32) {
         let _ = write!(out, "\n  {problem}");
     }
     out.push('\n');
-    (out, CHECK_INVALID)
+    Checked {
+        text: out,
+        valid: false,
+    }
 }
 
 /// The effective configuration as TOML: every key of every section, in the order of

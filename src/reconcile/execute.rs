@@ -19,6 +19,7 @@ use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::reconcile::guard::Revocation;
 use crate::reconcile::report::Reporter;
 use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock, users};
+use crate::telemetry::Chain;
 
 /// Why the executor stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -398,7 +399,7 @@ impl Executor<'_> {
                     self.tally.failed += 1;
                     self.note_error("revoke", &error);
                     crate::metrics::metrics().action("revoke", "failed");
-                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error = %self.shown(&error), "revoke failed");
+                    tracing::warn!(action = "revoke", outcome = "failed", email, invitation_id = id, error.message = %self.shown(&error), error.cause_chain = %self.shown_chain(&error), "revoke failed");
                     if matches!(
                         error,
                         ClientError::RateLimited { .. } | ClientError::NeverSent { .. }
@@ -595,7 +596,7 @@ impl Executor<'_> {
             _ = tokio::time::sleep(wait) => {}
         }
         self.checkpoint().await?;
-        let fresh = super::budget_now(self.pool, self.target, self.drain.limits).await?;
+        let fresh = budget_store::current(self.pool, self.target, self.drain.limits).await?;
         Ok(Some(fresh))
     }
 
@@ -757,7 +758,7 @@ impl Executor<'_> {
             Refusal::OutcomeUnknown => {
                 self.tally.unsettled += members.len();
                 self.note_error("create", &error);
-                tracing::warn!(endpoint = endpoint_name, members = members.len(), error = %self.shown(&error), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
+                tracing::warn!(endpoint = endpoint_name, members = members.len(), error.message = %self.shown(&error), error.cause_chain = %self.shown_chain(&error), "the outcome of a create is unknown; it is settled by a lookup next cycle, not sent again");
                 Ok(Sent::Halt(Vec::new()))
             }
             Refusal::Refused { terminal } => {
@@ -838,12 +839,12 @@ impl Executor<'_> {
                     ledger::mark_failed(self.pool, ledger_id, code, &shown, terminal, next).await?;
                     self.tally.failed += 1;
                     crate::metrics::metrics().action("create", "failed");
-                    tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error = %shown, "create refused");
+                    tracing::warn!(action = "create", outcome = "failed", endpoint = endpoint_name, email, code, terminal, error.message = %shown, error.cause_chain = %self.shown_chain(error), "create refused");
                 }
             }
         }
         if unnamed_bulk {
-            tracing::info!(members = unnamed.len(), error = %self.shown(error), "a bulk create was refused for a reason no address was named for; its members go again in two halves");
+            tracing::info!(members = unnamed.len(), error.message = %self.shown(error), error.cause_chain = %self.shown_chain(error), "a bulk create was refused for a reason no address was named for; its members go again in two halves");
         }
         let (mut batches, singly) = halves(unnamed);
         if !batch.is_empty() {
@@ -913,10 +914,15 @@ impl Executor<'_> {
         self.reporter.scrub(&error.to_string())
     }
 
+    /// An error and its causes, as [`Chain`] writes them, scrubbed like [`Executor::shown`].
+    fn shown_chain(&self, error: &ClientError) -> String {
+        self.reporter.scrub(&Chain(error).to_string())
+    }
+
     fn note_error(&mut self, what: &str, error: &ClientError) {
-        let error = self.shown(error);
-        tracing::warn!(what, error = %error, "Clerk call failed");
-        self.tally.errors.push(format!("{what}: {error}"));
+        let shown = self.shown(error);
+        tracing::warn!(what, error.message = %shown, error.cause_chain = %self.shown_chain(error), "Clerk call failed");
+        self.tally.errors.push(format!("{what}: {shown}"));
     }
 }
 

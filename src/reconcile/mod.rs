@@ -24,6 +24,7 @@ use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::store::{
     self, budget as budget_store, desired, ledger, listings, lock, people, runs, users,
 };
+use crate::telemetry::Chain;
 use execute::{Executor, Stop, Tally};
 use guard::{HoldReason, Revocation, Verdict};
 use plan::{Item, Plan, Policy};
@@ -379,7 +380,7 @@ impl Reconciler {
 
     /// The budget left now, from the calls recorded in Postgres.
     pub async fn budget(&self) -> Result<Budget, sqlx::Error> {
-        budget_now(&self.pool, &self.config.target, self.config.budget).await
+        budget_store::current(&self.pool, &self.config.target, self.config.budget).await
     }
 
     /// Plans with the roster streamed through the planner, one row at a time.
@@ -530,7 +531,7 @@ impl Reconciler {
             Err(_) => runs::Outcome::Failed,
         });
         if let Err(error) = leader.release().await {
-            tracing::warn!(error = %error, "the leader lock could not be released; it ends with its connection");
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "the leader lock could not be released; it ends with its connection");
         }
         outcome.map(|report| CycleResult::Ran(Box::new(report)))
     }
@@ -553,7 +554,7 @@ impl Reconciler {
             budget_store::record_block(&self.pool, &self.config.target, operation.as_str(), seconds)
                 .await
         {
-            tracing::warn!(error = %error, "the block of Clerk's 429 could not be recorded");
+            tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "the block of Clerk's 429 could not be recorded");
         }
     }
 
@@ -1035,8 +1036,6 @@ fn log_summary(report: &Report) {
     }
 }
 
-pub use crate::startup::{connect, reconciler as from_settings};
-pub use crate::store::budget::current as budget_now;
 use crate::store::lock::this_host as hostname;
 
 #[cfg(test)]

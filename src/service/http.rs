@@ -23,7 +23,7 @@ use crate::domain::Email;
 use crate::reconcile::CycleConfig;
 use crate::store::{self, ledger, roster, runs, users, webhooks};
 use crate::telemetry::Chain;
-use crate::webhook::{Scheme, Verifier};
+use crate::webhook_signature::{Scheme, Verifier};
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -585,7 +585,7 @@ fn precheck(
         .parse()
         .map_err(|_| refuse("webhook timestamp is not a Unix time in seconds".to_owned()))?;
     let age = i128::from(chrono::Utc::now().timestamp()) - i128::from(signed_at);
-    if age.unsigned_abs() > u128::from(crate::webhook::TOLERANCE.as_secs()) {
+    if age.unsigned_abs() > u128::from(crate::webhook_signature::TOLERANCE.as_secs()) {
         return Err(refuse(
             "webhook timestamp is outside the tolerance".to_owned(),
         ));

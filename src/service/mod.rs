@@ -19,7 +19,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::reconcile::{CycleResult, Reconciler, Request};
+use crate::reconcile::{CycleError, CycleResult, Reconciler, Request};
 use crate::telemetry::Chain;
 
 /// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
@@ -66,7 +66,7 @@ pub struct Worker {
 #[derive(Debug)]
 pub enum Step {
     Ran(CycleResult),
-    Failed(String),
+    Failed(CycleError),
     Stopped,
 }
 
@@ -118,7 +118,7 @@ impl Worker {
             }
             Err(error) => {
                 tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "cycle failed; the next trigger retries");
-                Step::Failed(error.to_string())
+                Step::Failed(error)
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The roster webhook's payloads: `invitee.upserted`, `invitee.removed` and `roster.batch`,
-//! checked whole before anything is written, then applied in one transaction.
+//! checked whole before anything is written, then applied in one transaction. The HTTP
+//! handler in [`super::http`] checks the delivery's signature ([`crate::webhook_signature`])
+//! before a payload is read here.
 
 use serde_json::{Map, Value};
 use sqlx::PgConnection;

@@ -1540,7 +1540,7 @@ async fn clerk_sim_refuses_a_webhook_url_without_a_usable_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clerk_sim_delivers_signed_user_webhooks_to_its_webhook_url() {
-    use invite_sync::webhook::{Scheme, Verifier};
+    use invite_sync::webhook_signature::{Scheme, Verifier};
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     // The receiving end: every delivery goes to the test.
     let (sender, mut deliveries) = tokio::sync::mpsc::unbounded_channel();

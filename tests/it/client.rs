@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::common::wait_for;
+use crate::common::{capture_logs, wait_for};
 use invite_sync::clerk::model::codes;
 use invite_sync::clerk::sim::{self, Fault, FaultKind, Operation as SimOp, SimHandle, SimOptions};
 use invite_sync::clerk::{
@@ -380,6 +380,14 @@ async fn a_429_on_a_create_is_returned_and_blocks_the_endpoint_until_it_passes()
         .unwrap();
 }
 
+/// The attempts the log says never reached Clerk and were retried.
+fn never_sent_retries(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains("Clerk call failed; retrying"))
+        .filter(|line| line.contains("never reached Clerk"))
+        .count()
+}
+
 #[tokio::test]
 async fn a_request_that_never_reached_clerk_is_retried_until_it_does() {
     // A bound socket that does not listen yet: connections are refused until it does.
@@ -399,13 +407,14 @@ async fn a_request_that_never_reached_clerk_is_retried_until_it_does() {
         },
     })
     .unwrap();
+    let (logs, _guard) = capture_logs();
     let listing = tokio::spawn({
         let client = client.clone();
         async move { client.list_all(None).await }
     });
     wait_for("a refused attempt", Duration::from_secs(10), || {
-        let failures = client.never_sent_failures();
-        async move { (failures >= 1).then_some(()) }
+        let refused = never_sent_retries(&logs.text());
+        async move { (refused >= 1).then_some(()) }
     })
     .await;
     let sim = sim::start_on(socket.listen(64).unwrap(), options)
@@ -436,6 +445,7 @@ async fn a_create_that_never_reached_clerk_reports_never_sent_after_its_attempts
         },
     })
     .unwrap();
+    let (logs, _guard) = capture_logs();
     match client.create_invitation(&create("a@example.com")).await {
         Err(ClientError::NeverSent {
             attempts: 3,
@@ -444,7 +454,8 @@ async fn a_create_that_never_reached_clerk_reports_never_sent_after_its_attempts
         }) => {}
         other => panic!("expected never-sent after 3 attempts, got {other:?}"),
     }
-    assert_eq!(client.never_sent_failures(), 3);
+    // The third attempt's refusal is the error; the two before it were retried.
+    assert_eq!(never_sent_retries(&logs.text()), 2, "{}", logs.text());
     drop(socket);
 }
 

@@ -9,9 +9,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use invite_sync::clerk::sim::{Operation, SimHandle, SimOptions, SimStats};
@@ -204,7 +206,7 @@ impl Harness {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
         let settings = Settings::load(None, &env).expect("the test settings load");
-        let reconciler = invite_sync::reconcile::from_settings(&settings)
+        let reconciler = invite_sync::startup::reconciler(&settings)
             .await
             .expect("the reconciler builds");
         Harness {
@@ -853,4 +855,48 @@ pub fn assert_one_pending_each_and_nothing_else(h: &Harness, emails: &[String]) 
         emails.len(),
         "the simulator holds invitations beyond one per person"
     );
+}
+
+/// Log lines, as the service would write them, into a buffer the test reads.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Captures every event and span of invite-sync itself (the simulator stands for Clerk)
+/// on this thread until the guard drops: under `#[tokio::test]`'s single-threaded runtime,
+/// those of the tasks the test spawns too.
+pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "invite_sync=trace,invite_sync::clerk::sim=off",
+        ))
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use invite_sync::clerk::{KeyKind, TemplateSlug};
 use invite_sync::config::{
-    check, ConfigError, LogFormat, OnChange, Ownership, Settings, CHECK_INVALID, CHECK_OK,
-    DEFAULTS_TOML,
+    check, Checked, ConfigError, LogFormat, OnChange, Ownership, Settings, DEFAULTS_TOML,
 };
 use secrecy::ExposeSecret;
 
@@ -340,8 +339,8 @@ fn secrets_appear_in_no_debug_toml_or_check_output() {
     );
     assert_no_secrets(&s.database.redacted_url());
 
-    let (text, code) = check(None, &vars);
-    assert_eq!(code, CHECK_OK, "{text}");
+    let Checked { text, valid } = check(None, &vars);
+    assert!(valid, "{text}");
     assert_no_secrets(&text);
     assert!(text.contains("env CLERK_SECRET_KEY"), "{text}");
 }
@@ -360,8 +359,8 @@ fn secrets_appear_in_no_error() {
     let e = load_err(None, &bad_key);
     assert!(problem(&e, "clerk.secret_key").reason.contains("sk_test_"));
     record(&mut errors, e);
-    let (text, code) = check(None, &bad_key);
-    assert_eq!(code, CHECK_INVALID);
+    let Checked { text, valid } = check(None, &bad_key);
+    assert!(!valid);
     errors.push(text);
 
     // The same in a file: refused when the key is needed.
@@ -500,8 +499,8 @@ fn missing_key_is_fine_to_load_but_not_for_the_client() {
         assert!(text.contains(name), "{text}");
     }
     assert!(s.clerk.client_options().is_err());
-    let (text, code) = check(None, &HashMap::new());
-    assert_eq!(code, CHECK_OK);
+    let Checked { text, valid } = check(None, &HashMap::new());
+    assert!(valid);
     assert!(text.contains("warning"), "{text}");
 }
 
@@ -669,14 +668,14 @@ fn missing_config_file_is_a_problem() {
 }
 
 #[test]
-fn check_reports_exit_codes_and_names_every_key() {
+fn check_reports_validity_and_names_every_key() {
     let scratch = Scratch::new("config-test");
     let good = scratch.write("good.toml", "[sync]\ndry_run = true\n");
-    let (text, code) = check(
+    let Checked { text, valid } = check(
         Some(&good),
         &env(&[("INVITE_SYNC__CLERK__TIMEOUT_SECONDS", "5")]),
     );
-    assert_eq!(code, CHECK_OK, "{text}");
+    assert!(valid, "{text}");
     assert!(text.contains("[sync]"), "{text}");
     assert!(text.contains("dry_run = true  # file "), "{text}");
     assert!(
@@ -688,11 +687,11 @@ fn check_reports_exit_codes_and_names_every_key() {
         "bad.toml",
         "[sync]\ndry_rn = true\nmax_revocation_ratio = 2.0\n[log]\nformat = \"xml\"\n",
     );
-    let (text, code) = check(
+    let Checked { text, valid } = check(
         Some(&bad),
         &env(&[("INVITE_SYNC__SOURCE__RELATION", "a.b.c")]),
     );
-    assert_eq!(code, CHECK_INVALID);
+    assert!(!valid);
     for key in [
         "sync.dry_rn",
         "sync.max_revocation_ratio",
@@ -703,8 +702,8 @@ fn check_reports_exit_codes_and_names_every_key() {
     }
 
     let unreadable_key = env(&[("INVITE_SYNC__CLERK__SECRET_KEY_FILE", "/nonexistent/key")]);
-    let (text, code) = check(None, &unreadable_key);
-    assert_eq!(code, CHECK_INVALID);
+    let Checked { text, valid } = check(None, &unreadable_key);
+    assert!(!valid);
     assert!(text.contains("clerk.secret_key_file"), "{text}");
 }
 
@@ -857,8 +856,8 @@ fn scim_tokens_are_a_rotation_list_kept_out_of_debug_toml_check_and_errors() {
         toml.contains(r#"token = ["[redacted]", "[redacted]"]"#),
         "{toml}"
     );
-    let (text, code) = check(None, &vars);
-    assert_eq!(code, CHECK_OK, "{text}");
+    let Checked { text, valid } = check(None, &vars);
+    assert!(valid, "{text}");
     assert_no_secrets(&text);
     assert!(
         load(None, &HashMap::new()).scim.token.is_empty(),

@@ -127,8 +127,8 @@ fn now() -> i64 {
 
 /// The three signature headers of `prefix` (`webhook-` or `svix-`), signed with `secret`.
 fn signed(prefix: &str, secret: &str, id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
-    let signature =
-        invite_sync::webhook::sign(secret, id, timestamp, body).expect("the secret is valid");
+    let signature = invite_sync::webhook_signature::sign(secret, id, timestamp, body)
+        .expect("the secret is valid");
     let mut headers = HeaderMap::new();
     for (name, value) in [
         ("id", id.to_owned()),
@@ -1265,7 +1265,7 @@ fn slow_webhook_head(length: usize) -> String {
     let id = message_id();
     let timestamp = now();
     let body = vec![b' '; length];
-    let signature = invite_sync::webhook::sign(ROSTER_SECRET, &id, timestamp, &body)
+    let signature = invite_sync::webhook_signature::sign(ROSTER_SECRET, &id, timestamp, &body)
         .expect("the secret is valid");
     format!(
         "POST /v1/webhooks/roster HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\

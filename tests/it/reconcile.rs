@@ -1,8 +1,6 @@
 //! Reconcile cycles against real Postgres and the simulator over a socket.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use invite_sync::clerk::sim::{Fault, FaultKind, Operation as SimOp, SimOptions, SimStats};
@@ -17,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    assert_one_pending_each, count, people, refs, runs, wait_for, writes, Harness,
+    assert_one_pending_each, capture_logs, count, people, refs, runs, wait_for, writes, Harness,
 };
 
 const TARGET: &str = "default";
@@ -1046,48 +1044,6 @@ async fn a_cycle_that_cannot_list_clerk_is_recorded_as_failed() {
     assert!(recorded[0].finished_at.is_some());
 }
 
-/// Log lines, as the service would write them, into a buffer the test reads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Captures every event and span of invite-sync itself (the simulator stands for Clerk).
-fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "invite_sync=trace,invite_sync::clerk::sim=off",
-        ))
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
-}
-
 fn redact_env() -> [(&'static str, &'static str); 1] {
     [("INVITE_SYNC__LOG__REDACT_EMAILS", "true")]
 }
@@ -1857,7 +1813,7 @@ async fn an_address_is_matched_whatever_its_case_and_spacing() {
 
 async fn another_replica(h: &Harness) -> invite_sync::reconcile::Reconciler {
     let settings = invite_sync::config::Settings::load(None, &h.env).expect("the settings load");
-    invite_sync::reconcile::from_settings(&settings)
+    invite_sync::startup::reconciler(&settings)
         .await
         .expect("the reconciler builds")
 }

@@ -663,7 +663,7 @@ async fn the_csv_import_leaves_scim_rows_alone_and_the_roster_webhook_is_refused
         let body = body.to_string();
         let id = format!("msg_scim_{n}");
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = invite_sync::webhook::sign(ROSTER_SECRET, &id, timestamp, body.as_bytes())
+        let signature = invite_sync::webhook_signature::sign(ROSTER_SECRET, &id, timestamp, body.as_bytes())
             .expect("the secret signs");
         let response = scim
             .client

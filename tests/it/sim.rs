@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::common::wait_for;
 
 // ---------------------------------------------------------------------------
-// Harness
+// The simulator alone, driven with raw HTTP
 
 struct Reply {
     status: u16,
@@ -51,19 +51,21 @@ impl Reply {
     }
 }
 
-struct Harness {
+/// A simulator and a plain HTTP client to call it: no database and no reconciler, unlike
+/// the shared `common::Harness`.
+struct RawSim {
     sim: SimHandle,
     http: Client,
 }
 
-impl Harness {
+impl RawSim {
     async fn start() -> Self {
         Self::with(SimOptions::default()).await
     }
 
     async fn with(options: SimOptions) -> Self {
         let sim = sim::start(options).await.expect("the simulator starts");
-        Harness {
+        RawSim {
             sim,
             http: Client::new(),
         }
@@ -189,7 +191,7 @@ fn no_limits() -> SimOptions {
 
 #[tokio::test]
 async fn auth_missing_wrong_or_malformed_key_is_401() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let body = json!({ "email_address": "a@example.com" });
     let url = h.v1("/invitations");
     let attempts = [
@@ -243,7 +245,7 @@ async fn auth_missing_wrong_or_malformed_key_is_401() {
 
 #[tokio::test]
 async fn every_answer_carries_a_clerk_trace_id() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let first = h
         .post("/invitations", &json!({"email_address": "t@example.com"}))
         .await;
@@ -266,7 +268,7 @@ async fn every_answer_carries_a_clerk_trace_id() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_clerk_errors() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.get("/organizations")
         .await
         .error(404, "resource_not_found");
@@ -280,7 +282,7 @@ async fn unknown_routes_and_methods_answer_clerk_errors() {
 
 #[tokio::test]
 async fn base_url_points_at_v1_and_start_on_serves_a_bound_listener() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let port = h.sim.addr().port();
     assert_ne!(port, 0);
     assert_eq!(
@@ -321,7 +323,7 @@ async fn base_url_points_at_v1_and_start_on_serves_a_bound_listener() {
 
 #[tokio::test]
 async fn shutdown_stops_serving() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.list("").await.ok();
     let addr = h.sim.addr();
     tokio::time::timeout(Duration::from_secs(5), h.sim.shutdown())
@@ -335,7 +337,7 @@ async fn shutdown_stops_serving() {
 
 #[tokio::test]
 async fn create_returns_a_clerk_shaped_invitation() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let before = chrono_ms();
     let inv = h.create("Alice@Example.com").await;
     let after = chrono_ms();
@@ -376,7 +378,7 @@ fn chrono_ms() -> i64 {
 
 #[tokio::test]
 async fn create_honours_optional_fields() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let inv = h
         .create_with(json!({
             "email_address": "bob@example.com",
@@ -415,7 +417,7 @@ async fn create_honours_optional_fields() {
 
 #[tokio::test]
 async fn create_timestamps_strictly_increase() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let mut created = Vec::new();
     for n in 0..15 {
         let inv = h.create(&format!("user{n}@example.com")).await;
@@ -429,7 +431,7 @@ async fn create_timestamps_strictly_increase() {
 
 #[tokio::test]
 async fn create_rejects_a_body_that_is_not_a_json_object_with_400() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for body in [
         "",
         "{",
@@ -448,7 +450,7 @@ async fn create_rejects_a_body_that_is_not_a_json_object_with_400() {
 
 #[tokio::test]
 async fn create_rejects_an_unknown_field_with_422() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let reply = h
         .post(
             "/invitations",
@@ -469,7 +471,7 @@ async fn create_rejects_an_unknown_field_with_422() {
 
 #[tokio::test]
 async fn create_without_email_address_is_422_form_param_missing() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for body in [json!({}), json!({"notify": true, "expires_in_days": 3})] {
         h.post("/invitations", &body)
             .await
@@ -480,7 +482,7 @@ async fn create_without_email_address_is_422_form_param_missing() {
 
 #[tokio::test]
 async fn create_with_a_wrong_json_type_is_422_form_param_value_invalid() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let cases = [
         ("email_address", json!(5)),
         ("email_address", json!(null)),
@@ -515,7 +517,7 @@ async fn create_with_a_wrong_json_type_is_422_form_param_value_invalid() {
 
 #[tokio::test]
 async fn create_with_a_bad_email_is_422_form_param_format_invalid() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for email in [
         "",
         "plain",
@@ -543,7 +545,7 @@ async fn create_with_a_bad_email_is_422_form_param_format_invalid() {
 
 #[tokio::test]
 async fn create_with_expires_in_days_outside_1_to_365_is_422() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for days in [0, 366, -1, 100_000_000_000_i64] {
         h.post(
             "/invitations",
@@ -573,7 +575,7 @@ async fn create_with_expires_in_days_outside_1_to_365_is_422() {
 
 #[tokio::test]
 async fn create_with_an_unknown_template_slug_is_422() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for slug in ["welcome", "Invitation", ""] {
         h.post(
             "/invitations",
@@ -587,7 +589,7 @@ async fn create_with_an_unknown_template_slug_is_422() {
 
 #[tokio::test]
 async fn create_for_an_existing_user_is_422_even_with_ignore_existing() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.seed_users(&["Dora@Example.com"]);
     for ignore_existing in [json!(null), json!(false), json!(true)] {
         let reply = h
@@ -607,7 +609,7 @@ async fn create_for_an_existing_user_is_422_even_with_ignore_existing() {
 
 #[tokio::test]
 async fn accepting_an_invitation_makes_its_email_a_user() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let inv = h.create("erin@example.com").await;
     assert!(h.sim.accept(&id_of(&inv)));
     h.post(
@@ -623,7 +625,7 @@ async fn accepting_an_invitation_makes_its_email_a_user() {
 
 #[tokio::test]
 async fn create_with_a_pending_invitation_is_400_duplicate_record() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.create("Fay@Example.com").await;
     for ignore_existing in [json!(null), json!(false)] {
         let reply = h
@@ -644,7 +646,7 @@ async fn create_with_a_pending_invitation_is_400_duplicate_record() {
 
 #[tokio::test]
 async fn create_with_ignore_existing_adds_a_second_pending_invitation() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let first = h.create("gus@example.com").await;
     let second = h
         .create_with(json!({"email_address": "GUS@example.com", "ignore_existing": true}))
@@ -656,7 +658,7 @@ async fn create_with_ignore_existing_adds_a_second_pending_invitation() {
 
 #[tokio::test]
 async fn revoked_and_expired_invitations_do_not_block_a_new_one() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let revoked = h.create("hal@example.com").await;
     h.revoke(&id_of(&revoked)).await.ok();
     h.create("hal@example.com").await;
@@ -672,7 +674,7 @@ async fn revoked_and_expired_invitations_do_not_block_a_new_one() {
 
 #[tokio::test]
 async fn bulk_creates_every_item_in_order() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let reply = h
         .bulk(json!([
             {"email_address": "a1@example.com"},
@@ -703,7 +705,7 @@ async fn bulk_creates_every_item_in_order() {
 
 #[tokio::test]
 async fn bulk_body_that_is_not_an_array_of_objects_is_400() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for body in [
         "",
         "[",
@@ -721,7 +723,7 @@ async fn bulk_body_that_is_not_an_array_of_objects_is_400() {
 
 #[tokio::test]
 async fn bulk_with_no_items_is_422_form_param_value_invalid() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.bulk(json!([]))
         .await
         .error(422, "form_param_value_invalid");
@@ -729,7 +731,7 @@ async fn bulk_with_no_items_is_422_form_param_value_invalid() {
 
 #[tokio::test]
 async fn bulk_with_more_than_ten_items_is_400_bulk_size_exceeded() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let items = |n: usize, prefix: &str| -> Value {
         (0..n)
             .map(|i| json!({"email_address": format!("{prefix}{i}@example.com")}))
@@ -750,7 +752,7 @@ async fn bulk_with_more_than_ten_items_is_400_bulk_size_exceeded() {
 
 #[tokio::test]
 async fn bulk_item_errors_fail_the_whole_call() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let good = json!({"email_address": "ok@example.com"});
     h.bulk(json!([good, {"email_address": "b@example.com", "role": "admin"}]))
         .await
@@ -777,7 +779,7 @@ async fn bulk_item_errors_fail_the_whole_call() {
 
 #[tokio::test]
 async fn bulk_with_pending_invitations_fails_whole_call_and_lists_every_offender() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.create("p1@example.com").await;
     h.create("p2@example.com").await;
     let reply = h
@@ -821,7 +823,7 @@ async fn bulk_with_pending_invitations_fails_whole_call_and_lists_every_offender
 
 #[tokio::test]
 async fn bulk_repeating_an_email_counts_as_a_duplicate() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let reply = h
         .bulk(json!([
             {"email_address": "twin@example.com"},
@@ -847,7 +849,7 @@ async fn bulk_repeating_an_email_counts_as_a_duplicate() {
 
 #[tokio::test]
 async fn bulk_with_an_existing_user_is_422_and_beats_duplicates() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.seed_users(&["user@example.com", "other@example.com"]);
     h.create("pending@example.com").await;
     let reply = h
@@ -870,7 +872,7 @@ async fn bulk_with_an_existing_user_is_422_and_beats_duplicates() {
 // GET /invitations
 
 /// Four invitations, one per status; returns their ids as (pending, accepted, revoked, expired).
-async fn one_of_each_status(h: &Harness) -> (String, String, String, String) {
+async fn one_of_each_status(h: &RawSim) -> (String, String, String, String) {
     let pending = id_of(&h.create("pending@example.com").await);
     let accepted = id_of(&h.create("accepted@example.com").await);
     let revoked = id_of(&h.create("revoked@example.com").await);
@@ -883,7 +885,7 @@ async fn one_of_each_status(h: &Harness) -> (String, String, String, String) {
 
 #[tokio::test]
 async fn list_is_a_bare_array_of_non_revoked_invitations_by_default() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let (pending, accepted, _revoked, expired) = one_of_each_status(&h).await;
     let reply = h.list("").await;
     let list = reply.ok();
@@ -901,7 +903,7 @@ async fn list_is_a_bare_array_of_non_revoked_invitations_by_default() {
 
 #[tokio::test]
 async fn list_filters_by_status() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let (pending, accepted, revoked, expired) = one_of_each_status(&h).await;
     for (status, id) in [
         ("pending", &pending),
@@ -920,7 +922,7 @@ async fn list_filters_by_status() {
 
 #[tokio::test]
 async fn list_paginated_wraps_data_with_total_count_and_pages_stably() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let mut created = Vec::new();
     for n in 0..23 {
         created.push(id_of(&h.create(&format!("page{n:02}@example.com")).await));
@@ -959,7 +961,7 @@ async fn list_paginated_wraps_data_with_total_count_and_pages_stably() {
 
 #[tokio::test]
 async fn list_orders_by_each_field_with_ties_broken_by_id() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let b = h
         .create_with(json!({"email_address": "b@example.com", "expires_in_days": 3}))
         .await;
@@ -1000,7 +1002,7 @@ async fn list_orders_by_each_field_with_ties_broken_by_id() {
 
 #[tokio::test]
 async fn list_filters_by_query_on_email_or_id() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let jo = h.create("Jo.Smith@Example.com").await;
     h.create("kim@other.org").await;
     h.create("lee@example.com").await;
@@ -1026,7 +1028,7 @@ async fn list_filters_by_query_on_email_or_id() {
 
 #[tokio::test]
 async fn list_rejects_bad_parameters_with_422() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for (query, param) in [
         ("limit=0", "limit"),
         ("limit=501", "limit"),
@@ -1053,7 +1055,7 @@ async fn list_rejects_bad_parameters_with_422() {
 
 #[tokio::test]
 async fn revoke_a_pending_invitation_returns_it_revoked() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let inv = h.create("rev@example.com").await;
     let reply = h.revoke(&id_of(&inv)).await;
     let revoked = reply.ok();
@@ -1069,7 +1071,7 @@ async fn revoke_a_pending_invitation_returns_it_revoked() {
 
 #[tokio::test]
 async fn revoke_an_expired_invitation_is_allowed() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let inv = h.create("old@example.com").await;
     assert!(h.sim.expire(&id_of(&inv)));
     let revoked = h.revoke(&id_of(&inv)).await.ok().clone();
@@ -1079,7 +1081,7 @@ async fn revoke_an_expired_invitation_is_allowed() {
 
 #[tokio::test]
 async fn revoke_an_unknown_invitation_is_404() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let error = h
         .revoke("inv_doesnotexist")
         .await
@@ -1093,7 +1095,7 @@ async fn revoke_an_unknown_invitation_is_404() {
 
 #[tokio::test]
 async fn revoke_twice_is_400_invitation_already_revoked() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let id = id_of(&h.create("twice@example.com").await);
     h.revoke(&id).await.ok();
     h.revoke(&id).await.error(400, "invitation_already_revoked");
@@ -1101,7 +1103,7 @@ async fn revoke_twice_is_400_invitation_already_revoked() {
 
 #[tokio::test]
 async fn revoke_an_accepted_invitation_is_400_invitation_already_accepted() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let id = id_of(&h.create("taken@example.com").await);
     assert!(h.sim.accept(&id));
     h.revoke(&id)
@@ -1115,7 +1117,7 @@ async fn revoke_an_accepted_invitation_is_400_invitation_already_accepted() {
 
 #[tokio::test]
 async fn every_call_is_limited_to_100_per_10_s_with_a_test_key() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     // Unauthenticated calls are refused before they count.
     for _ in 0..5 {
         h.send(h.http.get(h.v1("/invitations")))
@@ -1147,7 +1149,7 @@ async fn every_call_is_limited_to_100_per_10_s_with_a_test_key() {
 
 #[tokio::test]
 async fn a_live_key_allows_1000_per_10_s() {
-    let h = Harness::with(live_key()).await;
+    let h = RawSim::with(live_key()).await;
     for _ in 0..150 {
         h.list("").await.ok();
     }
@@ -1155,7 +1157,7 @@ async fn a_live_key_allows_1000_per_10_s() {
 
 #[tokio::test]
 async fn create_is_limited_to_100_per_hour_with_retry_after() {
-    let h = Harness::with(live_key()).await;
+    let h = RawSim::with(live_key()).await;
     // Calls that fail validation count too.
     for _ in 0..100 {
         h.post("/invitations", &json!({}))
@@ -1188,7 +1190,7 @@ async fn create_is_limited_to_100_per_hour_with_retry_after() {
 
 #[tokio::test]
 async fn bulk_is_limited_to_25_per_hour_with_retry_after() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for n in 0..25 {
         let reply = h
             .bulk(json!([{"email_address": format!("b{n}@example.com")}]))
@@ -1210,7 +1212,7 @@ async fn bulk_is_limited_to_25_per_hour_with_retry_after() {
 #[tokio::test]
 async fn an_hourly_limit_lifts_once_the_oldest_call_leaves_the_window() {
     let hour = Duration::from_secs(2);
-    let h = Harness::with(SimOptions {
+    let h = RawSim::with(SimOptions {
         hour,
         ..SimOptions::default()
     })
@@ -1250,7 +1252,7 @@ async fn an_hourly_limit_lifts_once_the_oldest_call_leaves_the_window() {
 
 #[tokio::test]
 async fn rate_limits_can_be_disabled() {
-    let h = Harness::with(no_limits()).await;
+    let h = RawSim::with(no_limits()).await;
     for _ in 0..120 {
         h.post("/invitations", &json!({}))
             .await
@@ -1270,7 +1272,7 @@ async fn rate_limits_can_be_disabled() {
 
 #[tokio::test]
 async fn a_status_fault_answers_the_next_calls_without_applying_them() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateInvitation,
         2,
@@ -1296,7 +1298,7 @@ async fn a_status_fault_answers_the_next_calls_without_applying_them() {
 
 #[tokio::test]
 async fn a_429_fault_carries_retry_after_and_others_are_fault_injected() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateBulkInvitations,
         1,
@@ -1325,7 +1327,7 @@ async fn a_429_fault_carries_retry_after_and_others_are_fault_injected() {
 
 #[tokio::test]
 async fn faults_come_after_auth_and_rate_limits_and_before_validation() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateInvitation,
         1,
@@ -1347,7 +1349,7 @@ async fn faults_come_after_auth_and_rate_limits_and_before_validation() {
 
 #[tokio::test]
 async fn a_hang_fault_holds_the_call_until_the_client_gives_up_and_applies_nothing() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim
         .inject_fault(Fault::new(Operation::CreateInvitation, 1, FaultKind::Hang));
     let impatient = Client::builder()
@@ -1378,7 +1380,7 @@ async fn a_hang_fault_holds_the_call_until_the_client_gives_up_and_applies_nothi
 
 #[tokio::test]
 async fn a_hang_fault_ends_by_closing_the_connection_without_an_answer() {
-    let h = Harness::with(SimOptions {
+    let h = RawSim::with(SimOptions {
         hang: Duration::from_millis(200),
         ..SimOptions::default()
     })
@@ -1396,7 +1398,7 @@ async fn a_hang_fault_ends_by_closing_the_connection_without_an_answer() {
 
 #[tokio::test]
 async fn drop_after_apply_creates_then_closes_without_an_answer() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateInvitation,
         1,
@@ -1429,7 +1431,7 @@ async fn drop_after_apply_creates_then_closes_without_an_answer() {
 
 #[tokio::test]
 async fn status_after_apply_creates_then_answers_the_error() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateInvitation,
         1,
@@ -1449,7 +1451,7 @@ async fn status_after_apply_creates_then_answers_the_error() {
 
 #[tokio::test]
 async fn drop_after_apply_works_for_bulk_and_revoke() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.inject_fault(Fault::new(
         Operation::CreateBulkInvitations,
         1,
@@ -1480,7 +1482,7 @@ async fn drop_after_apply_works_for_bulk_and_revoke() {
 
 #[tokio::test]
 async fn faults_queue_in_the_order_they_were_injected() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for status in [502, 504] {
         h.sim.inject_fault(Fault::new(
             Operation::RevokeInvitation,
@@ -1502,7 +1504,7 @@ async fn faults_queue_in_the_order_they_were_injected() {
 
 #[tokio::test]
 async fn control_api_seeds_users_accepts_and_expires() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let seeded = h
         .control_post(
             "/users",
@@ -1554,7 +1556,7 @@ async fn control_api_seeds_users_accepts_and_expires() {
 
 #[tokio::test]
 async fn control_api_lists_every_invitation_of_every_status() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let (pending, accepted, revoked, expired) = one_of_each_status(&h).await;
     let all = h.control_get("/invitations").await.ok().clone();
     assert_eq!(ids(&all), [pending, accepted, revoked, expired]);
@@ -1565,7 +1567,7 @@ async fn control_api_lists_every_invitation_of_every_status() {
 
 #[tokio::test]
 async fn control_api_injects_faults_and_reports_stats() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let injected = h
         .control_post(
             "/faults",
@@ -1633,7 +1635,7 @@ async fn control_api_injects_faults_and_reports_stats() {
 
 #[tokio::test]
 async fn control_api_reset_forgets_everything() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.create("r1@example.com").await;
     h.sim.seed_users(&["user@example.com"]);
     h.sim.inject_fault(Fault::new(
@@ -1667,7 +1669,7 @@ async fn control_api_reset_forgets_everything() {
 
 #[tokio::test]
 async fn handle_controls_report_what_they_did() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let a = id_of(&h.create("ha@example.com").await);
     let b = id_of(&h.create("hb@example.com").await);
     assert!(!h.sim.accept("inv_unknown"));
@@ -1951,7 +1953,7 @@ async fn answers_conform_to_the_spec() {
     assert_eq!(bulk_ok["type"], "array");
     assert!(revoke_ok["allOf"].is_array());
 
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.sim.seed_users(&["user@example.com"]);
 
     let created = h
@@ -2062,7 +2064,7 @@ async fn answers_conform_to_the_spec() {
         [401, 400, 422, 422, 422, 422, 422, 422, 422, 400, 422, 400, 404, 400, 400, 422, 503]
     );
 
-    let limited = Harness::with(SimOptions {
+    let limited = RawSim::with(SimOptions {
         secret_key: "sk_live_x".to_owned(),
         ..SimOptions::default()
     })
@@ -2117,7 +2119,7 @@ fn user_emails(list: &Value) -> Vec<String> {
         .collect()
 }
 
-impl Harness {
+impl RawSim {
     async fn users(&self, query: &str) -> Reply {
         self.get(&format!("/users?{query}")).await
     }
@@ -2142,7 +2144,7 @@ impl Harness {
 
 #[tokio::test]
 async fn users_are_found_by_email_case_insensitively() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let ids = h
         .seed(&["Ada@Example.com", "bob@example.com", "carol@example.com"])
         .await;
@@ -2190,7 +2192,7 @@ async fn users_are_found_by_email_case_insensitively() {
 
 #[tokio::test]
 async fn users_lookup_takes_at_most_100_addresses() {
-    let h = Harness::with(no_limits()).await;
+    let h = RawSim::with(no_limits()).await;
     let addresses: Vec<String> = (0..101).map(|i| format!("u{i}@example.com")).collect();
     let seeded: Vec<&str> = addresses.iter().map(String::as_str).collect();
     h.seed(&seeded).await;
@@ -2217,7 +2219,7 @@ async fn users_lookup_takes_at_most_100_addresses() {
 
 #[tokio::test]
 async fn users_list_pages_orders_and_rejects_bad_parameters() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let emails: Vec<String> = (0..15).map(|i| format!("p{i:02}@example.com")).collect();
     // Created in reverse alphabetical order, so creation and email order differ.
     let reversed: Vec<&str> = emails.iter().rev().map(String::as_str).collect();
@@ -2274,7 +2276,7 @@ async fn users_list_pages_orders_and_rejects_bad_parameters() {
 
 #[tokio::test]
 async fn a_user_is_read_and_deleted_by_id_and_its_address_is_free_again() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let id = h.seed(&["gone@example.com"]).await.remove(0);
     h.post(
         "/invitations",
@@ -2318,7 +2320,7 @@ async fn a_user_is_read_and_deleted_by_id_and_its_address_is_free_again() {
 
 #[tokio::test]
 async fn control_api_creates_lists_and_deletes_users_with_their_ids() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let first = h
         .control_post(
             "/users",
@@ -2377,7 +2379,7 @@ async fn control_api_creates_lists_and_deletes_users_with_their_ids() {
 
 #[tokio::test]
 async fn an_accepted_invitation_becomes_a_ticket_verified_user_with_its_metadata() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let invitation = h
         .create_with(
             json!({"email_address": "Joiner@example.com", "public_metadata": {"team": "ops"}}),
@@ -2399,7 +2401,7 @@ async fn an_accepted_invitation_becomes_a_ticket_verified_user_with_its_metadata
 
 #[tokio::test]
 async fn user_lookups_count_against_the_request_limit_but_not_the_create_limits() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     for _ in 0..99 {
         h.users(&email_query(&["a@example.com", "b@example.com"]))
             .await
@@ -2419,7 +2421,7 @@ async fn user_lookups_count_against_the_request_limit_but_not_the_create_limits(
     assert_eq!(json["user_lookup_addresses"], 198);
 
     // With the production limit, lookups leave all 100 hourly single creates free.
-    let live = Harness::with(live_key()).await;
+    let live = RawSim::with(live_key()).await;
     for _ in 0..150 {
         live.users(&email_query(&["x@example.com"])).await.ok();
     }
@@ -2450,7 +2452,7 @@ async fn user_answers_conform_to_the_spec() {
         json!({"$ref": "#/components/schemas/DeletedObject"})
     );
 
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     h.seed(&["admin@example.com"]).await;
     let invitation = h
         .create_with(json!({"email_address": "ticket@example.com", "public_metadata": {"a": [1]}}))
@@ -2586,15 +2588,15 @@ impl Receiver {
     }
 }
 
-async fn sim_delivering_to(receiver: &Receiver) -> Harness {
+async fn sim_delivering_to(receiver: &Receiver) -> RawSim {
     let target =
         sim::WebhookTarget::new(&receiver.url, WEBHOOK_SECRET).expect("a valid webhook target");
-    Harness::with(SimOptions::default().with_webhook(target)).await
+    RawSim::with(SimOptions::default().with_webhook(target)).await
 }
 
 /// Verify a delivery with the project's own verifier and return its payload.
 fn verified(delivery: &Received) -> Value {
-    use invite_sync::webhook::{Scheme, Verifier, VerifyError};
+    use invite_sync::webhook_signature::{Scheme, Verifier, VerifyError};
     let now = chrono::Utc::now().timestamp();
     let verifier = Verifier::new(&[WEBHOOK_SECRET]).expect("the secret is valid");
     let checked = verifier
@@ -2746,7 +2748,7 @@ fn a_webhook_target_needs_an_http_url_and_a_whsec_secret_and_hides_it() {
 
 #[tokio::test]
 async fn without_a_webhook_target_nothing_is_raised() {
-    let h = Harness::start().await;
+    let h = RawSim::start().await;
     let id = h.seed(&["quiet@example.com"]).await.remove(0);
     assert!(h.sim.delete_user(&id));
     assert!(h.sim.webhooks_settled(Duration::from_millis(1)).await);

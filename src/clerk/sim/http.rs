@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::telemetry::Chain;
+
 use super::errors::ApiError;
 use super::input;
 use super::state::{new_trace_id, Plan};
@@ -50,7 +52,7 @@ pub(super) async fn serve(listener: TcpListener, sim: Shared) {
                 }
                 Err(error) => {
                     // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "clerk simulator failed to accept a connection");
+                    tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "clerk simulator failed to accept a connection");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -123,7 +125,7 @@ type Outcome = Result<Vec<u8>, ApiError>;
 
 fn json_value(value: impl Serialize) -> Outcome {
     serde_json::to_vec(&value).map_err(|error| {
-        tracing::error!(%error, "clerk simulator failed to serialise a response");
+        tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "clerk simulator failed to serialise a response");
         ApiError::fault(500, None)
     })
 }

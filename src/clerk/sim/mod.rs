@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::model::{Invitation, User};
+use crate::telemetry::Chain;
 use state::State;
 pub use webhooks::{WebhookStats, WebhookTarget, WebhookTargetError};
 
@@ -431,7 +432,7 @@ impl SimHandle {
         self.sim.shutdown.cancel();
         if let Some(server) = self.server.take() {
             if let Err(error) = server.await {
-                tracing::warn!(%error, "clerk simulator server task failed");
+                tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "clerk simulator server task failed");
             }
         }
     }

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use url::Url;
 
+use crate::telemetry::Chain;
+
 use super::state::now_ms;
 use super::Sim;
 
@@ -54,7 +56,9 @@ impl WebhookTarget {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(WebhookTargetError::Url);
         }
-        if !secret.starts_with("whsec_") || crate::webhook::sign(secret, "msg", 0, b"").is_err() {
+        if !secret.starts_with("whsec_")
+            || crate::webhook_signature::sign(secret, "msg", 0, b"").is_err()
+        {
             return Err(WebhookTargetError::Secret);
         }
         Ok(WebhookTarget {
@@ -188,7 +192,7 @@ pub(super) async fn deliver(
     let http = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(http) => http,
         Err(error) => {
-            tracing::error!(%error, "clerk simulator cannot build its webhook client");
+            tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "clerk simulator cannot build its webhook client");
             return;
         }
     };
@@ -242,12 +246,16 @@ pub(super) async fn deliver(
 /// One signed attempt; `true` on a 2xx answer.
 async fn send(http: &reqwest::Client, target: &WebhookTarget, event: &Event, body: &[u8]) -> bool {
     let timestamp = now_ms() / 1000;
-    let signature =
-        match crate::webhook::sign(target.secret.expose_secret(), &event.id, timestamp, body) {
-            Ok(signature) => signature,
-            // Checked when the target was made.
-            Err(_) => return false,
-        };
+    let signature = match crate::webhook_signature::sign(
+        target.secret.expose_secret(),
+        &event.id,
+        timestamp,
+        body,
+    ) {
+        Ok(signature) => signature,
+        // Checked when the target was made.
+        Err(_) => return false,
+    };
     let answer = http
         .post(target.url.clone())
         .header("content-type", "application/json")
