@@ -15,7 +15,7 @@
 //! `cargo bench --bench scale [-- plan:N ... steady:N ... accepted:N ... first:N ...]`; by
 //! default plan:10000, plan:100000, plan:1000000, steady:10000, steady:100000, accepted:1000000
 //! and first:1000000. A steady case seeds Clerk by
-//! running cycles against a simulator without rate limits (about 7 minutes per 100,000
+//! running cycles against a simulator without rate limits (about 3 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
 //! PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database. `BENCH_SERVICE_BIN`
