@@ -287,12 +287,12 @@ async fn cycle(reconciler: &reconcile::Reconciler, trigger: &str) -> anyhow::Res
         println!(
             "cycle {}: {} created, {} revoked, {} held, {} failed; {} bulk and {} single create calls; counts {}",
             report.outcome.as_str(),
-            report.created,
-            report.revoked,
+            report.tally.created,
+            report.tally.revoked,
             report.held_revocations,
-            report.failed,
-            report.bulk_calls,
-            report.single_calls,
+            report.tally.failed,
+            report.tally.bulk_calls,
+            report.tally.single_calls,
             serde_json::to_string(&report.counts).unwrap_or_default()
         );
     }

@@ -52,11 +52,11 @@ pub async fn run(
             println!(
                 "{}: {} created, {} revoked, {} held, {} failed, backlog {} (ETA {}){}",
                 report.outcome.as_str(),
-                report.created,
-                report.revoked,
+                report.tally.created,
+                report.tally.revoked,
                 report.held_revocations,
-                report.failed,
-                report.backlog,
+                report.tally.failed,
+                report.tally.backlog,
                 super::human_duration(report.eta_seconds),
                 if report.dry_run {
                     " [dry run: nothing sent]"
@@ -71,7 +71,7 @@ pub async fn run(
                     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 );
             }
-            for error in &report.errors {
+            for error in &report.tally.errors {
                 println!("  error: {error}");
             }
             if report.held_revocations > 0 {

@@ -202,7 +202,7 @@ pub enum CycleResult {
 }
 
 /// What one cycle did, as the run record stores it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Report {
     pub run_id: Uuid,
     pub desired_rows: usize,
@@ -210,29 +210,19 @@ pub struct Report {
     pub outcome: runs::Outcome,
     pub dry_run: bool,
     pub counts: BTreeMap<&'static str, usize>,
-    pub created: usize,
-    pub revoked: usize,
-    pub adopted: usize,
-    pub failed: usize,
+    /// What the executor did: the creates, revocations and calls, the user checks, the
+    /// backlog it left, and the errors.
+    pub tally: Tally,
     pub held_revocations: usize,
     pub hold_reason: Option<HoldReason>,
     pub protected: usize,
-    pub bulk_calls: usize,
-    pub single_calls: usize,
-    pub backlog: usize,
-    /// Of the backlog, people not yet known not to be users.
-    pub awaiting_user_check: usize,
-    /// Addresses looked up in Clerk's users, the calls that took, and the users found.
-    pub user_checks: usize,
-    pub user_check_calls: usize,
-    pub users_found: usize,
     pub eta_seconds: u64,
     pub budget_left: Budget,
     /// When more budget frees up, if the backlog waits for it.
     pub next_budget_at: Option<DateTime<Utc>>,
-    /// Creates whose outcome is unknown, looked up once they settle.
+    /// Creates whose outcome is unknown (those the ledger held and those sent this cycle),
+    /// looked up once they settle.
     pub unsettled: Unsettled,
-    pub errors: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -598,7 +588,7 @@ impl Reconciler {
         let planned = matches!(&result, Ok(done) if done.planned);
         let (outcome, summary, report) = match result {
             Ok(done) => {
-                let report = self.report(run_id, dry_run, &done, &tally);
+                let report = self.report(run_id, dry_run, &done, tally);
                 let outcome = outcome_of(done.stop.as_ref(), &report);
                 let report = Report { outcome, ..report };
                 (outcome, summary_of(&report, done.stop.as_ref()), report)
@@ -748,12 +738,10 @@ impl Reconciler {
         }
     }
 
-    fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: &Tally) -> Report {
-        let backlog = tally.backlog;
-        let awaiting_user_check = tally.awaiting_user_check;
+    fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: Tally) -> Report {
         let now = Utc::now();
         // Only people known to be invitable: those awaiting a user check may be users.
-        let invitable = backlog.saturating_sub(awaiting_user_check);
+        let invitable = tally.backlog.saturating_sub(tally.awaiting_user_check);
         let eta = done.budget.eta(invitable as u64, &self.config.budget, now);
         Report {
             run_id,
@@ -762,27 +750,16 @@ impl Reconciler {
             outcome: runs::Outcome::Succeeded,
             dry_run,
             counts: done.counts.clone(),
-            created: tally.created,
-            revoked: tally.revoked,
-            adopted: tally.adopted,
-            failed: tally.failed,
             held_revocations: done.held,
             hold_reason: done.hold_reason,
             protected: done.protected,
-            bulk_calls: tally.bulk_calls,
-            single_calls: tally.single_calls,
-            backlog,
-            awaiting_user_check,
-            user_checks: tally.user_checks,
-            user_check_calls: tally.user_check_calls,
-            users_found: tally.users_found,
             eta_seconds: eta.as_secs(),
             budget_left: done.budget,
-            next_budget_at: (backlog > 0).then(|| done.budget.next_slot_at(now)),
+            next_budget_at: (tally.backlog > 0).then(|| done.budget.next_slot_at(now)),
             unsettled: done
                 .unsettled
                 .and_new(tally.unsettled, self.config.settle_after, now),
-            errors: tally.errors.clone(),
+            tally,
         }
     }
 }
@@ -831,7 +808,10 @@ fn outcome_of(stop: Option<&Stop>, report: &Report) -> runs::Outcome {
         Some(Stop::Shutdown) => runs::Outcome::Interrupted,
         Some(_) => runs::Outcome::Failed,
         None if report.held_revocations > 0 => runs::Outcome::Held,
-        None if report.failed > 0 || !report.errors.is_empty() || report.unsettled.creates > 0 => {
+        None if report.tally.failed > 0
+            || !report.tally.errors.is_empty()
+            || report.unsettled.creates > 0 =>
+        {
             runs::Outcome::Partial
         }
         None => runs::Outcome::Succeeded,
@@ -899,22 +879,22 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
     let mut counts = json!(report.counts);
     if let Some(map) = counts.as_object_mut() {
         for (key, value) in [
-            ("created", report.created),
-            ("revoked", report.revoked),
-            ("adopted", report.adopted),
-            ("failed_items", report.failed),
-            ("bulk_calls", report.bulk_calls),
-            ("single_calls", report.single_calls),
-            ("awaiting_user_check", report.awaiting_user_check),
-            ("user_checks", report.user_checks),
-            ("user_check_calls", report.user_check_calls),
-            ("users_found", report.users_found),
+            ("created", report.tally.created),
+            ("revoked", report.tally.revoked),
+            ("adopted", report.tally.adopted),
+            ("failed_items", report.tally.failed),
+            ("bulk_calls", report.tally.bulk_calls),
+            ("single_calls", report.tally.single_calls),
+            ("awaiting_user_check", report.tally.awaiting_user_check),
+            ("user_checks", report.tally.user_checks),
+            ("user_check_calls", report.tally.user_check_calls),
+            ("users_found", report.tally.users_found),
             ("unsettled_creates", report.unsettled.creates),
         ] {
             map.insert(key.to_owned(), json!(value));
         }
     }
-    let mut errors = report.errors.clone();
+    let mut errors = report.tally.errors.clone();
     if let Some(stop) = stop {
         errors.push(stop.to_string());
     }
@@ -927,7 +907,7 @@ fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
             "create_bulk_invitations": report.budget_left.bulk.left,
             "create_invitation": report.budget_left.single.left,
         }),
-        backlog: report.backlog as i32,
+        backlog: report.tally.backlog as i32,
         backlog_eta_seconds: Some(report.eta_seconds as i64),
     }
 }
@@ -955,8 +935,11 @@ fn record_gauges(report: &Report) {
     }
     Metrics::gauge(&metrics.desired, report.desired_rows);
     Metrics::gauge(&metrics.owned_pending, report.owned_pending);
-    Metrics::gauge(&metrics.backlog, report.backlog);
-    Metrics::gauge(&metrics.awaiting_user_check, report.awaiting_user_check);
+    Metrics::gauge(&metrics.backlog, report.tally.backlog);
+    Metrics::gauge(
+        &metrics.awaiting_user_check,
+        report.tally.awaiting_user_check,
+    );
     Metrics::gauge(&metrics.backlog_eta, report.eta_seconds as usize);
     Metrics::gauge(&metrics.held_revocations, report.held_revocations);
     Metrics::gauge(&metrics.unsettled_creates, report.unsettled.creates);
@@ -993,7 +976,7 @@ fn record_gauges(report: &Report) {
             report.outcome,
             runs::Outcome::Succeeded | runs::Outcome::Held | runs::Outcome::Partial
         )
-        && report.errors.is_empty()
+        && report.tally.errors.is_empty()
     {
         metrics
             .last_success
@@ -1008,11 +991,11 @@ fn log_summary(report: &Report) {
         outcome = report.outcome.as_str(),
         dry_run = report.dry_run,
         counts = %counts,
-        created = report.created,
-        revoked = report.revoked,
+        created = report.tally.created,
+        revoked = report.tally.revoked,
         held_revocations = report.held_revocations,
-        failed = report.failed,
-        backlog = report.backlog,
+        failed = report.tally.failed,
+        backlog = report.tally.backlog,
         eta_seconds = report.eta_seconds,
         unsettled_creates = report.unsettled.creates,
         unsettled_settle_at = ?report.unsettled.settles_at.map(|at| at.to_rfc3339()),

@@ -154,7 +154,7 @@ pub fn next_wake(
     now: chrono::DateTime<Utc>,
 ) -> Option<Duration> {
     let until = |at: chrono::DateTime<Utc>| (at - now).to_std().unwrap_or_default();
-    let backlog = (report.backlog > 0).then(|| backlog_wake_in(report.next_budget_at, now));
+    let backlog = (report.tally.backlog > 0).then(|| backlog_wake_in(report.next_budget_at, now));
     // A lookup that failed leaves its create due already: not sooner than half a minute.
     let unsettled = report.unsettled.settles_at.map(|at| {
         (until(at) + Duration::from_secs(1)).max(if at <= now {
@@ -169,7 +169,7 @@ pub fn next_wake(
     };
     if let Some(after) = wake {
         tracing::info!(
-            backlog = report.backlog,
+            backlog = report.tally.backlog,
             unsettled_creates = report.unsettled.creates,
             next_cycle_in_ms = after.as_millis() as u64,
             "work waits for budget or for unsettled creates to settle; next cycle scheduled"

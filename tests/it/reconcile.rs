@@ -133,7 +133,7 @@ async fn a_cold_start_of_60_people_takes_exactly_6_bulk_calls() {
 
     let report = h.cycle().await;
 
-    assert_eq!(report.created, 60);
+    assert_eq!(report.tally.created, 60);
     let stats = h.sim.stats();
     assert_eq!(stats.total(SimOp::CreateBulkInvitations), 6);
     assert_eq!(stats.total(SimOp::CreateInvitation), 0);
@@ -144,7 +144,7 @@ async fn a_cold_start_of_60_people_takes_exactly_6_bulk_calls() {
     assert_eq!(invited, emails, "one pending invitation each");
 
     let again = h.cycle().await;
-    assert_eq!((again.created, again.revoked), (0, 0));
+    assert_eq!((again.tally.created, again.tally.revoked), (0, 0));
     let stats = h.sim.stats();
     assert_eq!(
         stats.total(SimOp::CreateBulkInvitations),
@@ -167,7 +167,7 @@ async fn a_person_removed_from_the_roster_is_revoked_and_a_foreign_invitation_is
     h.remove_people(&[leaver]).await;
     let report = h.cycle().await;
 
-    assert_eq!(report.revoked, 1);
+    assert_eq!(report.tally.revoked, 1);
     assert_eq!(count(&report, "revoke"), 1);
     assert_eq!(count(&report, "foreign"), 1);
     assert_eq!(report.outcome, Outcome::Succeeded);
@@ -191,7 +191,7 @@ async fn a_person_removed_from_the_roster_is_revoked_and_a_foreign_invitation_is
     assert!(recorded[0].revoked_by_us);
 
     let again = h.cycle().await;
-    assert_eq!(again.revoked, 0);
+    assert_eq!(again.tally.revoked, 0);
     assert_eq!(count(&again, "foreign"), 1, "still reported");
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 1);
     let mut rest: Vec<String> = emails.iter().filter(|e| *e != leaver).cloned().collect();
@@ -214,7 +214,7 @@ async fn an_expired_invitation_is_replaced_by_a_new_one() {
 
     assert_eq!(count(&report, "reinvite"), 1);
     assert_eq!(count(&report, "create"), 0);
-    assert_eq!(report.created, 1);
+    assert_eq!(report.tally.created, 1);
     let theirs = invitations_of(&h, person);
     assert_eq!(theirs.len(), 2);
     assert_eq!(theirs[0].id, old.id);
@@ -240,7 +240,7 @@ async fn an_expired_invitation_is_replaced_by_a_new_one() {
     );
 
     let again = h.cycle().await;
-    assert_eq!((count(&again, "reinvite"), again.created), (0, 0));
+    assert_eq!((count(&again, "reinvite"), again.tally.created), (0, 0));
     assert_one_pending_each(&h, &emails);
 }
 
@@ -261,12 +261,12 @@ async fn an_accepted_invitation_is_never_touched_again() {
     h.remove_people(&[person]).await;
     let before = writes(&h.sim.stats());
     let removed = h.cycle().await;
-    assert_eq!((removed.created, removed.revoked), (0, 0));
+    assert_eq!((removed.tally.created, removed.tally.revoked), (0, 0));
     assert_eq!(count(&removed, "revoke"), 0);
 
     h.add_people(&[person]).await;
     let back = h.cycle().await;
-    assert_eq!((back.created, back.revoked), (0, 0));
+    assert_eq!((back.tally.created, back.tally.revoked), (0, 0));
     assert_eq!(count(&back, "accepted"), 1);
     h.cycle().await;
 
@@ -286,9 +286,12 @@ async fn an_existing_user_is_found_by_a_lookup_and_no_create_is_spent_on_them() 
 
     let report = h.cycle().await;
 
-    assert_eq!(report.created, 9);
-    assert_eq!((report.user_check_calls, report.user_checks), (1, 10));
-    assert_eq!(report.users_found, 1);
+    assert_eq!(report.tally.created, 9);
+    assert_eq!(
+        (report.tally.user_check_calls, report.tally.user_checks),
+        (1, 10)
+    );
+    assert_eq!(report.tally.users_found, 1);
     let stats = h.sim.stats();
     assert_eq!(stats.total(SimOp::ListUsers), 1);
     // Nine are fewer than a bulk call's ten: they go as single calls, none refused.
@@ -325,10 +328,14 @@ async fn an_existing_user_is_found_by_a_lookup_and_no_create_is_spent_on_them() 
     let again = h.cycle().await;
     assert_eq!(count(&again, "already_user"), 1);
     assert_eq!(
-        (again.created, again.bulk_calls, again.single_calls),
+        (
+            again.tally.created,
+            again.tally.bulk_calls,
+            again.tally.single_calls
+        ),
         (0, 0, 0)
     );
-    assert_eq!(again.user_check_calls, 0, "nobody left to look up");
+    assert_eq!(again.tally.user_check_calls, 0, "nobody left to look up");
     assert_eq!(writes(&h.sim.stats()), writes(&stats));
 }
 
@@ -353,10 +360,13 @@ async fn a_roster_where_70_percent_are_users_invites_the_rest_without_a_refused_
         .cloned()
         .collect();
     assert_eq!(invitable.len(), 90);
-    assert_eq!((report.created, report.backlog), (90, 0));
-    assert_eq!((report.user_check_calls, report.users_found), (3, 210));
+    assert_eq!((report.tally.created, report.tally.backlog), (90, 0));
+    assert_eq!(
+        (report.tally.user_check_calls, report.tally.users_found),
+        (3, 210)
+    );
     // 90 people: 9 bulk calls of 10, the fewest there can be.
-    assert_eq!((report.bulk_calls, report.single_calls), (9, 0));
+    assert_eq!((report.tally.bulk_calls, report.tally.single_calls), (9, 0));
     let stats = h.sim.stats();
     for operation in [SimOp::CreateBulkInvitations, SimOp::CreateInvitation] {
         assert_eq!(stats.count(operation, 422), 0, "no create refused");
@@ -398,10 +408,16 @@ async fn a_not_a_user_answer_is_trusted_until_it_is_older_than_its_max_age() {
     assert_eq!((preview.queued, preview.awaiting_user_check), (2, 1));
     let report = h.cycle().await;
 
-    assert_eq!((report.user_check_calls, report.user_checks), (1, 1));
-    assert_eq!(report.users_found, 1, "the stale answer was asked again");
+    assert_eq!(
+        (report.tally.user_check_calls, report.tally.user_checks),
+        (1, 1)
+    );
+    assert_eq!(
+        report.tally.users_found, 1,
+        "the stale answer was asked again"
+    );
     // The fresh answer was trusted: its create was refused and marked the user, as before.
-    assert_eq!(report.created, 0);
+    assert_eq!(report.tally.created, 0);
     let stats = h.sim.stats();
     assert_eq!(stats.count(SimOp::CreateInvitation, 422), 1);
     let again = h.cycle().await;
@@ -438,7 +454,7 @@ async fn a_backlog_drains_through_both_endpoints_as_slots_free_without_a_429() {
         let report = ran(step);
         cycles += 1;
         assert!(cycles <= 6, "a few cycles drain 60 at 24 a window");
-        if report.backlog == 0 {
+        if report.tally.backlog == 0 {
             break;
         }
         assert!(report.next_budget_at.is_some(), "{report:?}");
@@ -489,9 +505,12 @@ async fn a_backfill_of_400_drains_at_the_budgets_pace_across_windows_without_a_4
     let first = h.cycle().await;
     let took = started.elapsed();
 
-    assert_eq!(first.created, 350);
-    assert_eq!((first.bulk_calls, first.single_calls), (25, 100));
-    assert_eq!(first.backlog, 50);
+    assert_eq!(first.tally.created, 350);
+    assert_eq!(
+        (first.tally.bulk_calls, first.tally.single_calls),
+        (25, 100)
+    );
+    assert_eq!(first.tally.backlog, 50);
     let frees = first
         .next_budget_at
         .expect("the backlog says when budget frees");
@@ -511,9 +530,9 @@ async fn a_backfill_of_400_drains_at_the_budgets_pace_across_windows_without_a_4
 
     let mut report = first;
     let mut cycles = 1;
-    while report.backlog > 0 {
+    while report.tally.backlog > 0 {
         assert!(cycles < 6, "the backlog drains in a few windows");
-        let wanted = report.backlog.min(350) as u64;
+        let wanted = report.tally.backlog.min(350) as u64;
         let reconciler = &h.reconciler;
         wait_for(
             "the budget to free up",
@@ -560,9 +579,9 @@ async fn a_stored_retry_after_blocks_the_endpoint_until_it_passes() {
     let stats = h.sim.stats();
     assert_eq!(stats.total(SimOp::CreateBulkInvitations), 1);
     assert_eq!(stats.count(SimOp::CreateBulkInvitations, 429), 1);
-    assert_eq!(first.created, 5, "the single endpoint carries on");
-    assert_eq!(first.single_calls, 5);
-    assert_eq!(first.backlog, 25);
+    assert_eq!(first.tally.created, 5, "the single endpoint carries on");
+    assert_eq!(first.tally.single_calls, 5);
+    assert_eq!(first.tally.backlog, 25);
     let blocks: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "SELECT endpoint, blocked_until FROM invite_sync_rate_blocks WHERE target = $1",
     )
@@ -588,9 +607,9 @@ async fn a_stored_retry_after_blocks_the_endpoint_until_it_passes() {
     // The next cycle finds the block ending within its wait for a slot: it waits it out
     // and sends the rest through the bulk endpoint, not one call before the block ends.
     let second = h.cycle().await;
-    assert_eq!(second.created, 25);
-    assert_eq!(second.bulk_calls, 3);
-    assert_eq!(second.backlog, 0);
+    assert_eq!(second.tally.created, 25);
+    assert_eq!(second.tally.bulk_calls, 3);
+    assert_eq!(second.tally.backlog, 0);
     let first_bulk_after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
         "SELECT min(called_at) FROM invite_sync_clerk_calls
          WHERE endpoint = 'create_bulk_invitations' AND run_id = $1",
@@ -628,7 +647,7 @@ async fn an_emptied_roster_holds_every_revocation_until_an_operator_releases_the
     assert_eq!(held.held_revocations, 30);
     assert_eq!(held.hold_reason, Some(HoldReason::EmptyRoster));
     assert_eq!(held.outcome, Outcome::Held);
-    assert_eq!(held.revoked, 0);
+    assert_eq!(held.tally.revoked, 0);
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
     assert_eq!(h.pending().len(), 30);
     let recorded = run_of(&h, &held).await;
@@ -636,7 +655,7 @@ async fn an_emptied_roster_holds_every_revocation_until_an_operator_releases_the
     assert_eq!(recorded.held_revocations, 30);
 
     let still = h.cycle().await;
-    assert_eq!((still.held_revocations, still.revoked), (30, 0));
+    assert_eq!((still.held_revocations, still.tally.revoked), (30, 0));
 
     let released = h
         .cycle_with(Request {
@@ -645,13 +664,13 @@ async fn an_emptied_roster_holds_every_revocation_until_an_operator_releases_the
         })
         .await;
 
-    assert_eq!(released.revoked, 30);
+    assert_eq!(released.tally.revoked, 30);
     assert_eq!(released.held_revocations, 0);
     assert_eq!(released.outcome, Outcome::Succeeded);
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 30);
     assert!(h.pending().is_empty());
     let after = h.cycle().await;
-    assert_eq!((after.revoked, after.held_revocations), (0, 0));
+    assert_eq!((after.tally.revoked, after.held_revocations), (0, 0));
 }
 
 #[tokio::test]
@@ -670,7 +689,7 @@ async fn a_sharply_shrunk_roster_holds_its_revocations_while_creates_proceed() {
     assert_eq!(report.hold_reason, Some(HoldReason::TooLargeAShare));
     assert_eq!(report.outcome, Outcome::Held);
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
-    assert_eq!(report.created, 2, "creates are not held");
+    assert_eq!(report.tally.created, 2, "creates are not held");
     assert_eq!(pending_of(&h, &newcomers[1]).len(), 1);
 
     let released = h
@@ -679,7 +698,7 @@ async fn a_sharply_shrunk_roster_holds_its_revocations_while_creates_proceed() {
             ..Request::new("operator")
         })
         .await;
-    assert_eq!((released.revoked, released.held_revocations), (2, 1));
+    assert_eq!((released.tally.revoked, released.held_revocations), (2, 1));
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 2);
 }
 
@@ -698,7 +717,7 @@ async fn a_protected_address_is_never_revoked() {
     h.remove_people(&["boss@vip.example"]).await;
     let report = h.cycle().await;
     assert_eq!(report.protected, 1);
-    assert_eq!((report.revoked, report.held_revocations), (0, 0));
+    assert_eq!((report.tally.revoked, report.held_revocations), (0, 0));
 
     let released = h
         .cycle_with(Request {
@@ -706,7 +725,7 @@ async fn a_protected_address_is_never_revoked() {
             ..Request::new("operator")
         })
         .await;
-    assert_eq!(released.revoked, 0);
+    assert_eq!(released.tally.revoked, 0);
     assert_eq!(released.protected, 1);
 
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
@@ -732,8 +751,11 @@ async fn an_unanswered_bulk_create_is_settled_without_a_duplicate(
 
     let first = h.cycle().await;
 
-    assert_eq!(first.bulk_calls, 1, "creates stop at an unknown outcome");
-    assert_eq!(first.backlog, 20);
+    assert_eq!(
+        first.tally.bulk_calls, 1,
+        "creates stop at an unknown outcome"
+    );
+    assert_eq!(first.tally.backlog, 20);
     assert_eq!(first.outcome, Outcome::Partial);
     let sending: Vec<String> = ledger(&h)
         .await
@@ -748,8 +770,8 @@ async fn an_unanswered_bulk_create_is_settled_without_a_duplicate(
 
     let second = h.cycle().await;
 
-    assert_eq!(second.adopted, if applied { 10 } else { 0 });
-    assert_eq!(second.created, if applied { 20 } else { 30 });
+    assert_eq!(second.tally.adopted, if applied { 10 } else { 0 });
+    assert_eq!(second.tally.created, if applied { 20 } else { 30 });
     assert_one_pending_each(&h, &emails);
     assert_eq!(
         h.sim.invitations().len(),
@@ -776,7 +798,14 @@ async fn an_unanswered_bulk_create_is_settled_without_a_duplicate(
     }
 
     let third = h.cycle().await;
-    assert_eq!((third.created, third.adopted, third.bulk_calls), (0, 0, 0));
+    assert_eq!(
+        (
+            third.tally.created,
+            third.tally.adopted,
+            third.tally.bulk_calls
+        ),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -824,7 +853,7 @@ async fn dry_run_shows_exactly_what_would_be_sent(h: &Harness, real: Request, dr
     let emails = people("dry", 12);
     h.add_people(&refs(&emails)).await;
     let setup = h.cycle_with(real).await;
-    assert_eq!(setup.created, 12);
+    assert_eq!(setup.tally.created, 12);
     let leaver = emails[4].clone();
     let leavers_invitation = pending_of(h, &leaver).remove(0);
     h.remove_people(&[leaver.as_str()]).await;
@@ -835,9 +864,9 @@ async fn dry_run_shows_exactly_what_would_be_sent(h: &Harness, real: Request, dr
     let report = h.cycle_with(dry).await;
 
     assert!(report.dry_run);
-    assert_eq!((report.created, report.revoked), (0, 0));
+    assert_eq!((report.tally.created, report.tally.revoked), (0, 0));
     assert_eq!((count(&report, "create"), count(&report, "revoke")), (3, 1));
-    assert_eq!(report.backlog, 3);
+    assert_eq!(report.tally.backlog, 3);
     assert_eq!(writes(&h.sim.stats()), writes(&before), "nothing written");
     let recorded = run_of(h, &report).await;
     assert!(recorded.dry_run);
@@ -935,7 +964,7 @@ async fn a_cycle_is_skipped_while_another_session_holds_the_targets_lock() {
 
     lock.release().await.unwrap();
     let report = h.cycle().await;
-    assert_eq!(report.created, 3);
+    assert_eq!(report.tally.created, 3);
     assert_one_pending_each(&h, &emails);
 }
 
@@ -980,8 +1009,8 @@ async fn every_cycle_leaves_a_run_record_with_its_counts_budget_and_backlog() {
 
     let report = h.cycle_with(Request::new("record")).await;
 
-    assert_eq!(report.created, 12);
-    assert_eq!(report.backlog, 3);
+    assert_eq!(report.tally.created, 12);
+    assert_eq!(report.tally.backlog, 3);
     let recorded = run_of(&h, &report).await;
     assert_eq!(recorded.trigger, "record");
     assert_eq!(recorded.outcome, "succeeded");
@@ -1102,7 +1131,7 @@ async fn with_redact_emails_a_failed_lookup_does_not_log_the_address() {
 
     let report = h.cycle().await;
 
-    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.tally.errors.len(), 1, "{:?}", report.tally.errors);
     let text = logs.text();
     let leaked: Vec<&str> = text.lines().filter(|l| l.contains("hidden")).collect();
     assert!(leaked.is_empty(), "addresses reached the log: {leaked:#?}");
@@ -1122,7 +1151,7 @@ async fn changed_metadata_is_reported_as_stale_and_nothing_is_sent() {
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "stale"), 1);
-    assert_eq!((report.created, report.revoked), (0, 0));
+    assert_eq!((report.tally.created, report.tally.revoked), (0, 0));
     assert_eq!(writes(&h.sim.stats()), before);
     let theirs = invitations_of(&h, person);
     assert_eq!(theirs.len(), 1);
@@ -1148,7 +1177,7 @@ async fn with_on_change_replace_changed_metadata_replaces_the_invitation() {
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "replace"), 1);
-    assert_eq!((report.revoked, report.created), (1, 1));
+    assert_eq!((report.tally.revoked, report.tally.created), (1, 1));
     let after = h.sim.stats();
     assert_eq!(
         after.total(SimOp::RevokeInvitation) - before.total(SimOp::RevokeInvitation),
@@ -1165,7 +1194,7 @@ async fn with_on_change_replace_changed_metadata_replaces_the_invitation() {
 
     let again = h.cycle().await;
     assert_eq!((count(&again, "replace"), count(&again, "in_sync")), (0, 5));
-    assert_eq!((again.created, again.revoked), (0, 0));
+    assert_eq!((again.tally.created, again.tally.revoked), (0, 0));
     assert_one_pending_each(&h, &emails);
 }
 
@@ -1183,7 +1212,7 @@ async fn an_invitation_revoked_outside_invite_sync_is_not_reinvited_until_the_ro
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "revoked_externally"), 1);
-    assert_eq!((report.created, report.revoked), (0, 0));
+    assert_eq!((report.tally.created, report.tally.revoked), (0, 0));
     let entry = ledger_of(&h, person).await.remove(0);
     assert_eq!(entry.state, LedgerState::Revoked);
     assert!(!entry.revoked_by_us);
@@ -1195,7 +1224,7 @@ async fn an_invitation_revoked_outside_invite_sync_is_not_reinvited_until_the_ro
     let changed = h.cycle().await;
 
     assert_eq!(count(&changed, "create"), 1);
-    assert_eq!(changed.created, 1);
+    assert_eq!(changed.tally.created, 1);
     let now_pending = pending_of(&h, person);
     assert_eq!(now_pending.len(), 1);
     assert_ne!(now_pending[0].id, invitation.id);
@@ -1219,7 +1248,7 @@ async fn the_worker_runs_one_cycle_per_request_and_merges_queued_requests() {
 
     triggers.request("x");
     let first = ran(worker.step().await);
-    assert_eq!(first.created, 3);
+    assert_eq!(first.tally.created, 3);
     assert_eq!(runs(&h).await.len(), 1);
 
     triggers.request("a");
@@ -1256,14 +1285,14 @@ async fn the_worker_runs_again_by_itself_once_the_backlogs_budget_frees() {
 
     triggers.request("start");
     let first = ran(worker.step().await);
-    assert_eq!((first.created, first.backlog), (11, 4));
+    assert_eq!((first.tally.created, first.tally.backlog), (11, 4));
     assert!(first.next_budget_at.is_some());
 
     let second = tokio::time::timeout(Duration::from_secs(8), worker.step())
         .await
         .expect("the worker wakes for the backlog without a request");
     let second = ran(second);
-    assert_eq!((second.created, second.backlog), (4, 0));
+    assert_eq!((second.tally.created, second.tally.backlog), (4, 0));
     assert!(
         chrono::Utc::now() >= first.next_budget_at.unwrap(),
         "not before the budget frees"
@@ -1317,7 +1346,7 @@ async fn a_replacement_revokes_only_what_the_budget_can_invite_again() {
     let emails = people("swap", 5);
     h.add_people(&refs(&emails)).await;
     let first = h.cycle().await;
-    assert_eq!((first.created, first.bulk_calls), (5, 1));
+    assert_eq!((first.tally.created, first.tally.bulk_calls), (5, 1));
     for email in &emails[..3] {
         set_metadata(&h, email, json!({ "team": "new" })).await;
     }
@@ -1325,10 +1354,10 @@ async fn a_replacement_revokes_only_what_the_budget_can_invite_again() {
     let report = h.cycle().await;
 
     assert!(
-        report.revoked <= report.created,
+        report.tally.revoked <= report.tally.created,
         "revoked {} but invited again only {}",
-        report.revoked,
-        report.created
+        report.tally.revoked,
+        report.tally.created
     );
     assert_one_pending_each(&h, &emails);
 }
@@ -1402,7 +1431,7 @@ async fn a_cycle_asked_to_stop_sends_nothing_more_and_records_that_it_was_interr
         panic!("the cycle was skipped");
     };
     assert_eq!(report.outcome, Outcome::Interrupted);
-    assert_eq!((report.created, report.backlog), (0, 12));
+    assert_eq!((report.tally.created, report.tally.backlog), (0, 12));
     assert_eq!(writes(&h.sim.stats()), [0, 0, 0]);
     assert!(ledger(&h).await.is_empty(), "nothing left sending");
     let recorded = run_of(&h, &report).await;
@@ -1410,7 +1439,7 @@ async fn a_cycle_asked_to_stop_sends_nothing_more_and_records_that_it_was_interr
     assert!(recorded.error.unwrap_or_default().contains("shutdown"));
 
     let next = h.cycle().await;
-    assert_eq!(next.created, 12);
+    assert_eq!(next.tally.created, 12);
     assert_one_pending_each(&h, &emails);
 }
 
@@ -1485,8 +1514,11 @@ async fn a_cycle_stopped_while_revoking_reports_the_creates_it_did_not_get_to() 
     // The guard allowed the revocation: the stop came before it was sent.
     assert_eq!(stopped.held_revocations, 0);
     assert_eq!(h.sim.stats().total(SimOp::RevokeInvitation), 0);
-    assert_eq!((stopped.revoked, stopped.created), (0, 0));
-    assert_eq!((stopped.backlog, stopped.awaiting_user_check), (5, 5));
+    assert_eq!((stopped.tally.revoked, stopped.tally.created), (0, 0));
+    assert_eq!(
+        (stopped.tally.backlog, stopped.tally.awaiting_user_check),
+        (5, 5)
+    );
     let metrics = invite_sync::metrics::metrics();
     assert_eq!(metrics.backlog.get(), 5);
     assert_eq!(metrics.awaiting_user_check.get(), 5);
@@ -1563,7 +1595,7 @@ async fn losing_the_lock_connection_ends_the_cycle_before_its_next_call() {
         other => panic!("the cycle did not report: {other:?}"),
     };
     assert_eq!(report.outcome, Outcome::Failed);
-    assert_eq!((report.revoked, report.created), (0, 0));
+    assert_eq!((report.tally.revoked, report.tally.created), (0, 0));
     let after = h.sim.stats();
     assert_eq!(
         after.total(SimOp::RevokeInvitation),
@@ -1584,7 +1616,7 @@ async fn losing_the_lock_connection_ends_the_cycle_before_its_next_call() {
     );
 
     let next = h.cycle().await;
-    assert_eq!((next.revoked, next.created), (2, 5));
+    assert_eq!((next.tally.revoked, next.tally.created), (2, 5));
     let mut staying = emails[2..].to_vec();
     staying.extend(newcomers);
     assert_one_pending_each(&h, &staying);
@@ -1605,7 +1637,7 @@ async fn a_refused_create_waits_for_its_roster_row_to_change() {
 
     let refused = h.cycle().await;
 
-    assert_eq!((refused.created, refused.failed), (0, 1));
+    assert_eq!((refused.tally.created, refused.tally.failed), (0, 1));
     assert_eq!(refused.outcome, Outcome::Partial);
     let entry = ledger_of(&h, "solo@example.com").await.remove(0);
     assert_eq!(entry.state, LedgerState::Failed);
@@ -1619,7 +1651,7 @@ async fn a_refused_create_waits_for_its_roster_row_to_change() {
     set_metadata(&h, "solo@example.com", json!({ "fixed": true })).await;
     let changed = h.cycle().await;
 
-    assert_eq!(changed.created, 1);
+    assert_eq!(changed.tally.created, 1);
     assert_one_pending_each(&h, &["solo@example.com".to_owned()]);
     let entries = ledger_of(&h, "solo@example.com").await;
     assert_eq!(entries.len(), 1, "the failure gives way to the new attempt");
@@ -1642,9 +1674,9 @@ async fn a_bulk_refused_without_naming_anyone_is_sent_again_in_two_halves() {
 
     let report = h.cycle().await;
 
-    assert_eq!(report.created, 10);
+    assert_eq!(report.tally.created, 10);
     // The refused call and its two halves of 5, where one by one took 10 single calls.
-    assert_eq!((report.bulk_calls, report.single_calls), (3, 0));
+    assert_eq!((report.tally.bulk_calls, report.tally.single_calls), (3, 0));
     let stats = h.sim.stats();
     assert_eq!(stats.total(SimOp::CreateBulkInvitations), 3);
     assert_eq!(stats.count(SimOp::CreateBulkInvitations, 400), 1);
@@ -1672,8 +1704,8 @@ async fn a_429_from_clerks_own_count_blocks_the_endpoint_and_singles_carry_on() 
 
     let first = h.cycle().await;
 
-    assert_eq!(first.created, 30);
-    assert_eq!((first.bulk_calls, first.single_calls), (1, 30));
+    assert_eq!(first.tally.created, 30);
+    assert_eq!((first.tally.bulk_calls, first.tally.single_calls), (1, 30));
     let stats = h.sim.stats();
     assert_eq!(stats.count(SimOp::CreateBulkInvitations, 429), 1);
     assert_eq!(stats.count(SimOp::CreateInvitation, 429), 0);
@@ -1691,7 +1723,10 @@ async fn a_429_from_clerks_own_count_blocks_the_endpoint_and_singles_carry_on() 
 
     h.add_people(&refs(&people("more", 12))).await;
     let second = h.cycle().await;
-    assert_eq!((second.bulk_calls, second.single_calls), (0, 12));
+    assert_eq!(
+        (second.tally.bulk_calls, second.tally.single_calls),
+        (0, 12)
+    );
     assert_eq!(h.sim.stats().count(SimOp::CreateBulkInvitations, 429), 1);
 }
 
@@ -1709,7 +1744,7 @@ async fn an_invalid_row_is_reported_keeps_its_invitation_and_the_rest_go_on() {
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "invalid"), 2);
-    assert_eq!((report.created, report.revoked), (1, 0));
+    assert_eq!((report.tally.created, report.tally.revoked), (1, 0));
     assert_eq!(
         count(&report, "revoke"),
         0,
@@ -1732,14 +1767,14 @@ async fn a_row_is_not_invited_before_its_not_before() {
 
     let early = h.cycle().await;
 
-    assert_eq!((count(&early, "deferred"), early.created), (1, 0));
+    assert_eq!((count(&early, "deferred"), early.tally.created), (1, 0));
     assert_eq!(writes(&h.sim.stats()), [0, 0, 0]);
     sqlx::query("UPDATE desired_invitees SET not_before = now() - interval '1 second'")
         .execute(&h.db.pool)
         .await
         .unwrap();
     let due = h.cycle().await;
-    assert_eq!(due.created, 1);
+    assert_eq!(due.tally.created, 1);
     assert_one_pending_each(&h, &["soon@example.com".to_owned()]);
 }
 
@@ -1774,7 +1809,7 @@ async fn the_budget_goes_to_the_oldest_rows_first() {
 
     let report = h.cycle().await;
 
-    assert_eq!((report.created, report.backlog), (11, 2));
+    assert_eq!((report.tally.created, report.tally.backlog), (11, 2));
     let waiting: Vec<&str> = emails
         .iter()
         .map(String::as_str)
@@ -1796,7 +1831,7 @@ async fn an_address_is_matched_whatever_its_case_and_spacing() {
 
     let report = h.cycle().await;
 
-    assert_eq!(report.created, 1);
+    assert_eq!(report.tally.created, 1);
     assert_eq!(count(&report, "in_sync"), 1);
     let ann = pending_of(&h, "ann@example.com");
     assert_eq!(ann.len(), 1);
@@ -1807,7 +1842,7 @@ async fn an_address_is_matched_whatever_its_case_and_spacing() {
         "no second invitation"
     );
     let again = h.cycle().await;
-    assert_eq!((again.created, again.revoked), (0, 0));
+    assert_eq!((again.tally.created, again.tally.revoked), (0, 0));
     assert_eq!(count(&again, "in_sync"), 2);
 }
 
@@ -1835,7 +1870,7 @@ async fn two_replicas_cycling_at_once_never_invite_anyone_twice() {
     let created: usize = [a.unwrap(), b.unwrap()]
         .into_iter()
         .map(|result| match result {
-            CycleResult::Ran(report) => report.created,
+            CycleResult::Ran(report) => report.tally.created,
             CycleResult::Skipped { .. } => 0,
         })
         .sum();
@@ -1855,7 +1890,7 @@ async fn a_restarted_process_shares_the_budget_already_spent() {
     let emails = people("again", 15);
     h.add_people(&refs(&emails)).await;
     let first = h.cycle().await;
-    assert_eq!((first.created, first.backlog), (11, 4));
+    assert_eq!((first.tally.created, first.tally.backlog), (11, 4));
     let before = writes(&h.sim.stats());
 
     let restarted = another_replica(&h).await;
@@ -1867,7 +1902,7 @@ async fn a_restarted_process_shares_the_budget_already_spent() {
     let CycleResult::Ran(report) = result else {
         panic!("the cycle was skipped");
     };
-    assert_eq!((report.created, report.backlog), (0, 4));
+    assert_eq!((report.tally.created, report.tally.backlog), (0, 4));
     assert_eq!(
         (report.budget_left.bulk.left, report.budget_left.single.left),
         (0, 0)
@@ -1898,14 +1933,14 @@ async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it
         },
     ));
     let first = h.cycle().await;
-    assert_eq!(first.bulk_calls, 1);
+    assert_eq!(first.tally.bulk_calls, 1);
 
     // Right away: the ten are neither looked up nor sent again; the other two go out.
     let lists_before = h.sim.stats().total(SimOp::ListInvitations);
     let second = h.cycle().await;
-    assert_eq!(second.adopted, 0);
+    assert_eq!(second.tally.adopted, 0);
     assert_eq!(second.counts.get("unsettled"), Some(&10));
-    assert_eq!(second.created, 2);
+    assert_eq!(second.tally.created, 2);
     assert_eq!(
         h.sim.stats().total(SimOp::ListInvitations) - lists_before,
         1,
@@ -1928,7 +1963,7 @@ async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it
     })
     .await;
     let third = h.cycle().await;
-    assert_eq!(third.created, 10);
+    assert_eq!(third.tally.created, 10);
     assert_one_pending_each(&h, &emails);
 }
 
@@ -1993,7 +2028,7 @@ async fn rows_no_reader_can_take_are_reported_invalid_and_the_good_ones_beside_t
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "invalid"), hostile, "{:?}", report.counts);
-    assert_eq!(report.created, good.len());
+    assert_eq!(report.tally.created, good.len());
     assert_one_pending_each(&h, &good);
     let text = logs.text();
     for reason in [
@@ -2015,7 +2050,7 @@ async fn rows_no_reader_can_take_are_reported_invalid_and_the_good_ones_beside_t
     // A second cycle reads the same roster: nothing stops, nothing is sent again.
     let again = h.cycle().await;
     assert_eq!(count(&again, "invalid"), hostile);
-    assert_eq!(again.created, 0);
+    assert_eq!(again.tally.created, 0);
 }
 
 #[tokio::test]
@@ -2069,7 +2104,7 @@ async fn an_invitation_for_an_address_the_email_rule_now_refuses_is_reported_and
     let report = h.cycle().await;
 
     assert_eq!(count(&report, "invalid"), 1, "{:?}", report.counts);
-    assert_eq!(report.revoked, 0);
+    assert_eq!(report.tally.revoked, 0);
     assert_eq!(pending_of(&h, address).len(), 1, "the invitation stays");
     assert_one_pending_each(&h, &[address.to_owned(), "bo@example.com".to_owned()]);
 }
@@ -2112,7 +2147,10 @@ async fn with_pending_only_listing_an_invitation_accepted_expired_or_revoked_by_
     assert_eq!(count(&seen, "accepted"), 1);
     assert_eq!(count(&seen, "reinvite"), 1);
     assert_eq!(count(&seen, "revoked_externally"), 1);
-    assert_eq!(seen.created, 1, "only the expired one is invited again");
+    assert_eq!(
+        seen.tally.created, 1,
+        "only the expired one is invited again"
+    );
     let states = |entries: Vec<LedgerEntry>| -> Vec<LedgerState> {
         entries.into_iter().map(|e| e.state).collect()
     };
@@ -2164,7 +2202,7 @@ async fn a_steady_state_of_pending_and_accepted_invitations_costs_a_list_call_pe
     let emails = people("steady", 2 * N);
     add_many(&h, &emails).await;
     let first = h.cycle().await;
-    assert_eq!(first.created, 2 * N);
+    assert_eq!(first.tally.created, 2 * N);
     for email in &emails[..N] {
         let invitation = pending_of(&h, email).remove(0);
         assert!(h.sim.accept(&invitation.id));
@@ -2188,7 +2226,7 @@ async fn a_steady_state_of_pending_and_accepted_invitations_costs_a_list_call_pe
         (count(&steady, "accepted"), count(&steady, "in_sync")),
         (N, N)
     );
-    assert_eq!((steady.created, steady.revoked), (0, 0));
+    assert_eq!((steady.tally.created, steady.tally.revoked), (0, 0));
 
     let before = list_calls(&h);
     h.cycle_with(Request {
@@ -2231,7 +2269,7 @@ async fn the_scheduled_full_reconciliation_finds_what_pending_only_cycles_miss()
     let full = h.cycle().await;
 
     assert_eq!(count(&full, "accepted"), 1);
-    assert_eq!((count(&full, "reinvite"), full.created), (0, 0));
+    assert_eq!((count(&full, "reinvite"), full.tally.created), (0, 0));
     assert_eq!(writes(&h.sim.stats()), writes_before, "nothing sent");
     assert_eq!(ledger_of(&h, person).await[0].state, LedgerState::Accepted);
     let listed_at: chrono::DateTime<chrono::Utc> =
