@@ -228,7 +228,14 @@ pub async fn for_each(
     let merged = merge(&mut tx, target, &mut batches, &mut each).await;
     // An error stops the reader at its next batch; its transaction rolls back when dropped.
     drop(batches);
-    let _ = reader.await;
+    // The roster ends where the reader stopped sending: one that panicked ended it early,
+    // so its panic goes on here as if it had been read in line, and no plan is made of a
+    // partial roster.
+    if let Err(e) = reader.await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     let count = match merged {
         Ok(count) => count,
         Err(Merge::Roster(e)) => return Err(roster_error(e)),
