@@ -75,7 +75,7 @@ section! {
     #[derive(Debug, Clone)]
     pub struct DatabaseSettings {
         pub url: DatabaseUrl = Kind::Text(check_database_url),
-        pub max_connections: u32 = int(3, 1000),
+        pub max_connections: u32 = int(4, 1000),
         pub min_connections: Option<u32> = int(0, 1000),
         pub connect_timeout_seconds: u64 = int(1, 3600),
         pub migrate_on_start: bool,

@@ -471,11 +471,14 @@ impl Reconciler {
             i64::try_from(self.config.drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
         let checked = users::fresh_not_users(&self.pool, &self.config.target, max_age).await?;
         // Those past a cycle's head of the queue are not looked at: they await a check.
-        Ok(plan
-            .creates()
-            .filter(|i| !checked.contains(&i.email))
-            .count()
-            + plan.past_head())
+        let unchecked = if checked.is_empty() {
+            plan.creates().count()
+        } else {
+            plan.creates()
+                .filter(|i| !checked.contains(&i.email))
+                .count()
+        };
+        Ok(unchecked + plan.past_head())
     }
 
     /// Runs one cycle under the target's lock. Shutdown is checked between Clerk calls: the

@@ -23,6 +23,10 @@ pub enum ReadError {
     Relation { relation: String, message: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The task reading the roster was stopped before the roster's end (the runtime is
+    /// shutting down): what was read is not the whole roster.
+    #[error("reading the roster was stopped before its end")]
+    Interrupted,
 }
 
 /// Quotes a validated relation name (`name` or `schema.name`) for SQL.
@@ -49,9 +53,15 @@ pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterR
     Ok(rows.iter().map(decode).collect())
 }
 
-/// Fails naming the relation when it, or a column the reader takes, cannot be read.
+/// Fails naming the relation when it, or a column the reader takes, cannot be read. A time
+/// column must be a time (`timestamptz`, `timestamp` or `date`), which adding an interval
+/// asks of it: text, which [`select`] would cast one value at a time, is refused here whole,
+/// before a cycle reads a row.
 pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadError> {
-    sqlx::query(&select(relation, " LIMIT 0"))
+    let sql = select_times(relation, " LIMIT 0", |column| {
+        format!("({column} + interval '0')::timestamptz")
+    });
+    sqlx::query(&sql)
         .execute(db)
         .await
         .map_err(|e| relation_error(e, relation))?;
@@ -61,16 +71,24 @@ pub async fn check(db: impl PgExecutor<'_>, relation: &str) -> Result<(), ReadEr
 /// The roster's columns as the reader decodes them, and its key (`sort_key`), followed by
 /// `tail` (an ORDER BY, a LIMIT).
 pub(super) fn select(relation: &str, tail: &str) -> String {
+    select_times(relation, tail, |column| format!("{column}::timestamptz"))
+}
+
+/// [`select`] with each time column read through `time`.
+fn select_times(relation: &str, tail: &str, time: impl Fn(&str) -> String) -> String {
     // The relation comes from the configuration, so this query is built at run time. Times
     // arrive as `timestamptz` in PostgreSQL's binary form, read from their bytes by
     // [`pg_time`], and the rest as text, so no value can make the driver's decoding fail or
     // panic.
     format!(
         "SELECT email::text, public_metadata::text, redirect_url::text, notify::text,
-                expires_in_days::text, template_slug::text, not_before::timestamptz, source::text,
-                created_at::timestamptz, updated_at::timestamptz,
+                expires_in_days::text, template_slug::text, {} AS not_before, source::text,
+                {} AS created_at, {} AS updated_at,
                 lower(btrim(email::text) COLLATE \"C\") AS sort_key
          FROM {}{tail}",
+        time("not_before"),
+        time("created_at"),
+        time("updated_at"),
         quote_relation(relation)
     )
 }

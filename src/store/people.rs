@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
@@ -149,17 +150,25 @@ async fn read_only(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx
 }
 
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
-/// away, or the database fails (sent as the last message).
+/// away, or the database fails (sent as the last message). The connection is closed at the
+/// end, never returned to the pool: it holds the roster's transaction, and, when the
+/// receiver went away early, the rest of the roster, which the server stops sending once the
+/// connection closes.
 async fn stream_roster(
-    mut tx: Transaction<'static, Postgres>,
+    mut conn: PoolConnection<Postgres>,
     sql: String,
     rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
 ) {
-    let mut stream = sqlx::query(&sql).persistent(false).fetch(&mut *tx);
+    let mut stream = sqlx::query(&sql).persistent(false).fetch(&mut *conn);
     let mut batch = Vec::with_capacity(BATCH);
     let mut group = Group::default();
     loop {
-        let row = match stream.try_next().await {
+        let next = tokio::select! {
+            biased;
+            () = rows.closed() => return,
+            next = stream.try_next() => next,
+        };
+        let row = match next {
             Ok(Some(row)) => read(&row),
             Ok(None) => break,
             Err(e) => Err(e),
@@ -183,14 +192,13 @@ async fn stream_roster(
     if !batch.is_empty() {
         let _ = rows.send(Ok(batch)).await;
     }
-    let _ = tx.rollback().await;
 }
 
 /// Hands every roster row, in the roster's order, to `each` with what is known of the person
 /// its address names. Returns how many rows there were.
 ///
 /// Takes two of the pool's connections at once: the roster's and the one the ledger and the
-/// known users are read on.
+/// known users are read on. The relation's shape is [`desired::check`]ed first, by the caller.
 pub async fn for_each(
     pool: &PgPool,
     relation: &str,
@@ -198,9 +206,16 @@ pub async fn for_each(
     mut each: impl FnMut(RosterRow, Person),
 ) -> Result<usize, ReadError> {
     let roster_error = |e| desired::relation_error(e, relation);
-    let mut roster_tx = read_only(pool).await?;
+    // The roster's connection is closed when dropped, wherever this ends: it holds a
+    // transaction of its own, begun here rather than by a pooled `Transaction`, so that the
+    // reading task can own it.
+    let mut roster = pool.acquire().await?;
+    roster.close_on_drop();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *roster)
+        .await?;
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut *roster_tx)
+        .fetch_one(&mut *roster)
         .await?;
     let mut tx = read_only(pool).await?;
     // The ledger and the users as of the roster's snapshot (a name cannot be a bound
@@ -221,26 +236,28 @@ pub async fn for_each(
 
     let (sender, mut batches) = mpsc::channel(AHEAD);
     let reader = tokio::spawn(stream_roster(
-        roster_tx,
+        roster,
         desired::select(relation, " ORDER BY sort_key"),
         sender,
     ));
     let merged = merge(&mut tx, target, &mut batches, &mut each).await;
-    // An error stops the reader at its next batch; its transaction rolls back when dropped.
+    // An error ends the merge: the reader sees the receiver gone and closes its connection.
     drop(batches);
-    // The roster ends where the reader stopped sending: one that panicked ended it early,
-    // so its panic goes on here as if it had been read in line, and no plan is made of a
-    // partial roster.
-    if let Err(e) = reader.await {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-    }
+    let joined = reader.await;
     let count = match merged {
         Ok(count) => count,
         Err(Merge::Roster(e)) => return Err(roster_error(e)),
         Err(Merge::Other(e)) => return Err(e.into()),
     };
+    // The roster ends where the reader stopped sending, so the rows merged are the whole
+    // roster only if it finished: one that panicked carries its panic on here, as if the
+    // roster had been read in line, and one stopped by the runtime fails the read. No plan
+    // is made of a partial roster.
+    match joined {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return Err(ReadError::Interrupted),
+    }
     tx.rollback().await?;
     Ok(count)
 }

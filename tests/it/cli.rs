@@ -2334,6 +2334,29 @@ async fn a_relation_that_does_not_exist_fails_the_cycle_naming_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roster_view_whose_time_column_is_text_fails_the_cycle_naming_it_before_clerk_is_asked() {
+    let h = harness(&[("INVITE_SYNC__SOURCE__RELATION", "text_times")]).await;
+    add(&h, &people("texttime", 1)).await;
+    sqlx::query(
+        "CREATE VIEW text_times AS
+         SELECT email, public_metadata, redirect_url, notify, expires_in_days, template_slug,
+                not_before, source, created_at::text AS created_at, updated_at
+         FROM desired_invitees",
+    )
+    .execute(&h.db.pool)
+    .await
+    .expect("the view is created");
+    let finished = invite_sync(&h, &["sync"]).await;
+    assert_eq!(finished.code(), Some(1), "{finished}");
+    assert!(
+        finished.stderr.contains("source.relation") && finished.stderr.contains("text_times"),
+        "{finished}"
+    );
+    let calls: u64 = h.sim.stats().counts.values().flat_map(|c| c.values()).sum();
+    assert_eq!(calls, 0, "Clerk was asked: {finished}");
+}
+
 // ---------------------------------------------------------------------------
 // The SCIM endpoint of `run`, against python-scim's conformance checker
 
