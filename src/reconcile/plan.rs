@@ -325,14 +325,18 @@ impl Plan {
 
 /// Decides, for each desired row and each pending invitation, what the cycle does.
 pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
-    let owned_ids: HashSet<String> = inputs
-        .ledger
+    let owned_ids = owned_ids(inputs.ledger);
+    let planner = Planner::new(inputs.clerk, &owned_ids, inputs.listing, inputs.now, policy);
+    feed(inputs, planner)
+}
+
+/// The ids of the invitations the ledger says invite-sync created.
+fn owned_ids(ledger: &[LedgerEntry]) -> HashSet<String> {
+    ledger
         .iter()
         .filter(|entry| entry.owned)
         .filter_map(|entry| entry.clerk_invitation_id.clone())
-        .collect();
-    let planner = Planner::new(inputs.clerk, &owned_ids, inputs.listing, inputs.now, policy);
-    feed(inputs, planner)
+        .collect()
 }
 
 /// Adds the roster of `inputs` to `planner`, in the reader's order, with each row's person.
@@ -389,7 +393,6 @@ pub enum Quiet {
 /// held whole: `add` each row with what is known of its person as it is read, then `finish`.
 /// [`plan`] is the same over slices.
 pub struct Planner<'a> {
-    clerk: &'a [Invitation],
     clerk_by_id: HashMap<&'a str, &'a Invitation>,
     listing: Listing<'a>,
     policy: &'a Policy,
@@ -431,14 +434,16 @@ impl<'a> Planner<'a> {
         for invitations in clerk_by_email.values_mut() {
             invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         }
-        let pending_desired = clerk
+        let pending_desired = clerk_by_email
             .iter()
-            .filter(|i| i.status == InvitationStatus::Pending)
-            .filter_map(|i| Email::parse(&i.email_address).ok())
-            .map(|email| (email, false))
+            .filter(|(_, invitations)| {
+                invitations
+                    .iter()
+                    .any(|i| i.status == InvitationStatus::Pending)
+            })
+            .map(|(email, _)| (email.clone(), false))
             .collect();
         Planner {
-            clerk,
             clerk_by_id,
             listing,
             policy,
@@ -582,34 +587,34 @@ impl<'a> Planner<'a> {
         let creates = std::mem::take(&mut self.creates);
         self.items.extend(creates);
         let Planner {
-            clerk,
             policy,
             owned_ids,
+            clerk_by_email,
             pending_desired,
             quiet_counts,
             mut items,
             ..
         } = self;
-        for invitation in clerk {
-            if invitation.status != InvitationStatus::Pending {
+        for (email, invitations) in &clerk_by_email {
+            if pending_desired.get(email).copied().unwrap_or(true) {
                 continue;
             }
-            let Ok(email) = Email::parse(&invitation.email_address) else {
-                continue;
-            };
-            if pending_desired.get(&email).copied().unwrap_or(false) {
-                continue;
-            }
-            let ours = owned_ids.contains(invitation.id.as_str());
-            if ours || policy.ownership == Ownership::All {
-                items.push(Item::Revoke {
-                    email,
-                    invitation_id: invitation.id.clone(),
-                });
-            } else {
-                items.push(Item::Foreign {
-                    email,
-                    invitation_id: invitation.id.clone(),
+            for invitation in invitations
+                .iter()
+                .filter(|i| i.status == InvitationStatus::Pending)
+            {
+                let (email, invitation_id) = (email.clone(), invitation.id.clone());
+                let ours = owned_ids.contains(invitation.id.as_str());
+                items.push(if ours || policy.ownership == Ownership::All {
+                    Item::Revoke {
+                        email,
+                        invitation_id,
+                    }
+                } else {
+                    Item::Foreign {
+                        email,
+                        invitation_id,
+                    }
                 });
             }
         }

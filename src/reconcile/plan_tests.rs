@@ -1817,12 +1817,7 @@ proptest! {
             listing: Listing::Full,
             now: now(),
         };
-        let owned: HashSet<String> = s
-            .ledger
-            .iter()
-            .filter(|e| e.owned)
-            .filter_map(|e| e.clerk_invitation_id.clone())
-            .collect();
+        let owned = owned_ids(&s.ledger);
         let planner = Planner::new(&s.clerk, &owned, Listing::Full, now(), &s.policy)
             .counting_quiet()
             .keeping_creates(head);
