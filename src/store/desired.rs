@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgRow, PgValueFormat};
-use sqlx::{PgExecutor, Row, ValueRef};
+use sqlx::{PgExecutor, PgPool, Row, ValueRef};
 
 use crate::domain::{DesiredRow, Email, InvalidRow};
 
@@ -40,17 +40,12 @@ pub fn quote_relation(relation: &str) -> String {
 
 /// Every roster row by address (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII
 /// letters lower-cased, in byte order), the oldest first among rows of one address, each read
-/// or refused on its own.
-pub async fn load(db: impl PgExecutor<'_>, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
-    let sql = select(
-        relation,
-        " ORDER BY sort_key, created_at NULLS FIRST, email COLLATE \"C\"",
-    );
-    let rows = sqlx::query(&sql)
-        .fetch_all(db)
-        .await
-        .map_err(|e| relation_error(e, relation))?;
-    Ok(rows.iter().map(decode).collect())
+/// or refused on its own: as a cycle reads them ([`super::people::for_each`]), without any
+/// target's ledger.
+pub async fn load(pool: &PgPool, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
+    let mut rows = Vec::new();
+    super::people::for_each(pool, relation, "", |row, _| rows.push(row)).await?;
+    Ok(rows)
 }
 
 /// Fails naming the relation when it, or a column the reader takes, cannot be read. A time
@@ -207,6 +202,11 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
             Err(invalid)
         }
     }
+}
+
+/// The key a row read by [`select`] is ordered by (empty for a NULL address).
+pub(super) fn sort_key(row: &PgRow) -> Result<String, sqlx::Error> {
+    Ok(row.try_get::<Option<String>, _>(10)?.unwrap_or_default())
 }
 
 /// When a row read by [`select`] was written, if that can be read.

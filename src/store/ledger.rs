@@ -87,30 +87,15 @@ pub async fn live(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
     rows.into_iter().map(Row::into_entry).collect()
 }
 
-/// Opens, in the connection's transaction, a cursor named `cursor` over every ledger entry
-/// of the target by address in byte order (`COLLATE "C"`), oldest first among one address's;
-/// its rows decode with [`entry_from_row`].
-pub async fn declare_by_email(
-    db: impl PgExecutor<'_>,
-    cursor: &str,
-    target: &str,
-) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        r#"DECLARE {cursor} NO SCROLL CURSOR FOR
-           SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url, attempts,
-                  last_error_code, last_error, terminal, next_attempt_at, revoked_by_us, created_at,
-                  sent_at
-           FROM invite_sync_ledger WHERE target = $1 ORDER BY email COLLATE "C", id"#
-    );
-    sqlx::query(&sql)
-        .persistent(false)
-        .bind(target)
-        .execute(db)
-        .await?;
-    Ok(())
-}
+/// Every ledger entry of the target (`$1`) by address in byte order (`COLLATE "C"`), oldest
+/// first among one address's: the query of a cursor whose rows decode with
+/// [`entry_from_row`].
+pub const BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url,
+           attempts, last_error_code, last_error, terminal, next_attempt_at, revoked_by_us,
+           created_at, sent_at
+    FROM invite_sync_ledger WHERE target = $1 ORDER BY email COLLATE "C", id"#;
 
-/// A row of [`declare_by_email`]'s cursor.
+/// A row of [`BY_EMAIL`].
 pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
     <Row as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(row)?.into_entry()
 }

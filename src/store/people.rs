@@ -33,13 +33,26 @@ struct Cursor<T> {
 }
 
 impl<T> Cursor<T> {
-    fn new(name: &'static str, decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>) -> Self {
-        Cursor {
+    /// Opens, in the connection's transaction, a cursor `name` over `select`, whose one
+    /// parameter is the target.
+    async fn declare(
+        db: &mut PgConnection,
+        name: &'static str,
+        select: &str,
+        target: &str,
+        decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
+    ) -> Result<Self, sqlx::Error> {
+        sqlx::query(&format!("DECLARE {name} NO SCROLL CURSOR FOR {select}"))
+            .persistent(false)
+            .bind(target)
+            .execute(db)
+            .await?;
+        Ok(Cursor {
             name,
             decode,
             buffer: VecDeque::new(),
             done: false,
-        }
+        })
     }
 
     /// The next row, fetching a batch when none is left.
@@ -97,11 +110,11 @@ impl Read {
 }
 
 fn read(row: &PgRow) -> Result<Read, sqlx::Error> {
-    let key: Option<String> = row.try_get("sort_key")?;
+    let key = desired::sort_key(row)?;
     let created_at = desired::created_at(row);
     let row = desired::decode(row);
     Ok(Read {
-        key: key.unwrap_or_default(),
+        key,
         email: row_address(&row),
         row,
         created_at,
@@ -231,8 +244,6 @@ pub async fn for_each(
     sqlx::query("SET LOCAL cursor_tuple_fraction = 1")
         .execute(&mut *tx)
         .await?;
-    ledger::declare_by_email(&mut *tx, "invite_sync_ledger_by_email", target).await?;
-    users::declare_by_email(&mut *tx, "invite_sync_users_by_email", target).await?;
 
     let (sender, mut batches) = mpsc::channel(AHEAD);
     let reader = tokio::spawn(stream_roster(
@@ -280,8 +291,22 @@ async fn merge(
     batches: &mut mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
     each: &mut impl FnMut(RosterRow, Person),
 ) -> Result<usize, Merge> {
-    let mut ledger = Cursor::new("invite_sync_ledger_by_email", ledger_entry);
-    let mut users = Cursor::new("invite_sync_users_by_email", known_user);
+    let mut ledger = Cursor::declare(
+        tx,
+        "invite_sync_ledger_by_email",
+        ledger::BY_EMAIL,
+        target,
+        ledger_entry,
+    )
+    .await?;
+    let mut users = Cursor::declare(
+        tx,
+        "invite_sync_users_by_email",
+        users::BY_EMAIL,
+        target,
+        known_user,
+    )
+    .await?;
     let mut last_key: Option<String> = None;
     let mut count = 0;
     while let Some(batch) = batches.recv().await {

@@ -77,25 +77,10 @@ pub async fn mark_deleted(
     Ok(emails.iter().filter_map(|e| Email::parse(e).ok()).collect())
 }
 
-/// Opens, in the connection's transaction, a cursor named `cursor` over every known user of
-/// the target by address in byte order (`COLLATE "C"`): rows of `email` and `deleted`.
-pub async fn declare_by_email(
-    db: impl PgExecutor<'_>,
-    cursor: &str,
-    target: &str,
-) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        r#"DECLARE {cursor} NO SCROLL CURSOR FOR
-           SELECT email, deleted_at IS NOT NULL AS deleted FROM invite_sync_known_users
-           WHERE target = $1 ORDER BY email COLLATE "C""#
-    );
-    sqlx::query(&sql)
-        .persistent(false)
-        .bind(target)
-        .execute(db)
-        .await?;
-    Ok(())
-}
+/// Every known user of the target (`$1`) by address in byte order (`COLLATE "C"`): the query
+/// of a cursor whose rows are `email` and `deleted`.
+pub const BY_EMAIL: &str = r#"SELECT email, deleted_at IS NOT NULL AS deleted FROM invite_sync_known_users
+    WHERE target = $1 ORDER BY email COLLATE "C""#;
 
 /// Whether the address is a known user's (`Some`), and whether Clerk deleted that user.
 pub async fn of_email(
