@@ -70,6 +70,19 @@ pub struct InvalidRow {
     pub reason: String,
 }
 
+/// The key the roster is read in the order of: its address as written, spaces trimmed and
+/// ASCII letters lower-cased, as PostgreSQL's `lower(btrim(email) COLLATE "C")` makes it
+/// (the roster reader orders rows by that expression and compares them by this key, in byte
+/// order). Rows of one address come together: an address Clerk would take is ASCII, so two
+/// spellings of one such address always share this key.
+pub fn roster_key(row: &Result<DesiredRow, InvalidRow>) -> String {
+    let email = match row {
+        Ok(row) => &row.email,
+        Err(invalid) => &invalid.email,
+    };
+    email.trim_matches(' ').to_ascii_lowercase()
+}
+
 /// The address a roster row names, when it can be read: the row's, or an unreadable row's
 /// parsed one.
 pub fn row_address(row: &Result<DesiredRow, InvalidRow>) -> Option<Email> {

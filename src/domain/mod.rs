@@ -6,6 +6,7 @@ mod ledger;
 
 pub use email::{Email, EmailError};
 pub use invitee::{
-    row_address, DesiredInvitee, DesiredRow, InvalidRow, RowDefaults, MAX_METADATA_BYTES,
+    roster_key, row_address, DesiredInvitee, DesiredRow, InvalidRow, RowDefaults,
+    MAX_METADATA_BYTES,
 };
 pub use ledger::{LedgerEntry, LedgerState, Person};

@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::clerk::{Invitation, InvitationStatus};
 pub use crate::domain::Person;
 use crate::domain::{
-    row_address, DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, LedgerState,
-    RowDefaults,
+    roster_key, row_address, DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry,
+    LedgerState, RowDefaults,
 };
 
 pub use crate::config::{OnChange, Ownership};
@@ -347,7 +347,7 @@ fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
     }
     // The planner takes rows by address; of several rows with one address the first counts.
     let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
-    rows.sort_by_cached_key(|row| roster_order(row));
+    rows.sort_by_cached_key(|row| roster_key(row));
     for row in rows {
         let person = match row_address(row) {
             Some(email) => {
@@ -367,18 +367,6 @@ fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
         planner.add(row, person);
     }
     planner.finish()
-}
-
-/// The address a row is planned under: normalised as the roster reader's key
-/// (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII letters lower-cased) does, so
-/// rows of one address come together in the reader's order. An address Clerk would take is
-/// ASCII, so two spellings of one such address always share this key.
-pub fn roster_order(row: &Result<DesiredRow, InvalidRow>) -> String {
-    let email = match row {
-        Ok(row) => &row.email,
-        Err(invalid) => &invalid.email,
-    };
-    email.trim_matches(' ').to_ascii_lowercase()
 }
 
 /// Whether a plan keeps an item for each person who needs nothing (accepted, already a user,

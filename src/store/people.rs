@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::desired::{self, PgTime, ReadError, RosterRow};
 use super::{ledger, users};
-use crate::domain::{row_address, Email, LedgerEntry, Person};
+use crate::domain::{roster_key, row_address, Email, LedgerEntry, Person};
 
 /// Rows fetched from a cursor, and roster rows handed from the reading task, at a time.
 const BATCH: usize = 1000;
@@ -109,16 +109,15 @@ impl Read {
     }
 }
 
-fn read(row: &PgRow) -> Result<Read, sqlx::Error> {
-    let key = desired::sort_key(row)?;
+fn read(row: &PgRow) -> Read {
     let created_at = desired::created_at(row);
     let row = desired::decode(row);
-    Ok(Read {
-        key,
+    Read {
+        key: roster_key(&row),
         email: row_address(&row),
         row,
         created_at,
-    })
+    }
 }
 
 /// Rows of one key, gathered to be put in order; the database orders the roster by key alone,
@@ -181,13 +180,9 @@ async fn stream_roster(
             () = rows.closed() => return,
             next = stream.try_next() => next,
         };
-        let row = match next {
-            Ok(Some(row)) => read(&row),
+        match next {
+            Ok(Some(row)) => group.push(read(&row), &mut batch),
             Ok(None) => break,
-            Err(e) => Err(e),
-        };
-        match row {
-            Ok(read) => group.push(read, &mut batch),
             Err(e) => {
                 let _ = rows.send(Err(e)).await;
                 return;
@@ -248,7 +243,7 @@ pub async fn for_each(
     let (sender, mut batches) = mpsc::channel(AHEAD);
     let reader = tokio::spawn(stream_roster(
         roster,
-        desired::select(relation, " ORDER BY sort_key"),
+        desired::select(relation, desired::BY_ADDRESS),
         sender,
     ));
     let merged = merge(&mut tx, target, &mut batches, &mut each).await;
