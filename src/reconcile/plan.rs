@@ -902,19 +902,9 @@ mod ladder_tests {
             .expect("a valid row")
     }
 
+    /// An invitation to ann@example.com, as the property tests build one.
     fn invitation(id: &str, status: InvitationStatus) -> Invitation {
-        Invitation {
-            object: "invitation".to_owned(),
-            id: id.to_owned(),
-            email_address: "ann@example.com".to_owned(),
-            public_metadata: serde_json::Map::new(),
-            revoked: Some(status == InvitationStatus::Revoked),
-            status,
-            url: None,
-            expires_at: None,
-            created_at: 1,
-            updated_at: 1,
-        }
+        super::tests::invitation(id, "ann@example.com", status)
     }
 
     fn entry(state: LedgerState) -> LedgerEntry {

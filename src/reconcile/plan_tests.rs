@@ -33,7 +33,7 @@ fn metadata(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
 
-fn invitation(id: &str, address: &str, status: InvitationStatus) -> Invitation {
+pub(super) fn invitation(id: &str, address: &str, status: InvitationStatus) -> Invitation {
     Invitation {
         object: "invitation".to_owned(),
         id: id.to_owned(),
