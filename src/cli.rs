@@ -173,13 +173,10 @@ pub fn apply_env_file(cli: &mut Cli) -> Result<(), Exit> {
     let Some(path) = &cli.env_file else {
         return Ok(());
     };
-    let assignments = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| config::parse_env_file(&text))
-        .map_err(|reason| {
-            eprintln!("--env-file {}: {reason}", path.display());
-            Exit::Usage
-        })?;
+    let assignments = config::read_env_file(path).map_err(|reason| {
+        eprintln!("--env-file {}: {reason}", path.display());
+        Exit::Usage
+    })?;
     for (key, value) in assignments {
         if key == "INVITE_SYNC_CONFIG" && cli.config.is_none() {
             cli.config = Some(PathBuf::from(&value));

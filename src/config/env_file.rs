@@ -2,6 +2,15 @@
 //! run by hand sees exactly the variables the service sees: no shell, so `&`, `$` and spaces
 //! in a value are kept as written.
 
+/// The assignments of the environment file at `path` (see [`parse_env_file`]), read with the
+/// bound of [`super::ENV_FILE_LIMIT`]. The error says what is wrong, not which file: the
+/// caller names it.
+pub fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text =
+        super::file::read_text(path, super::file::ENV_FILE_LIMIT).map_err(|e| e.to_string())?;
+    parse_env_file(&text)
+}
+
 /// The `KEY=VALUE` assignments of an environment file, in order. Blank lines and lines
 /// starting with `#` or `;` are skipped; whitespace around the key and the value is trimmed;
 /// a value wholly in single quotes is taken literally, one in double quotes with `\"`, `\\`,

@@ -11,6 +11,7 @@
 
 mod env_file;
 mod error;
+mod file;
 mod render;
 mod schema;
 mod secret;
@@ -30,8 +31,9 @@ use url::Url;
 use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
 use crate::domain::RowDefaults;
 
-pub use env_file::parse_env_file;
+pub use env_file::{parse_env_file, read_env_file};
 pub use error::{ConfigError, Problem};
+pub use file::{read_text, Limit, ReadError, CONFIG_FILE_LIMIT, ENV_FILE_LIMIT, SECRET_FILE_LIMIT};
 pub use render::{check, Checked};
 pub use secret::{redact_database_url, DatabaseUrl, Secret, REDACTED};
 pub use sources::{
@@ -468,7 +470,7 @@ impl ClerkSettings {
             }
             (Some(key), None) => ("clerk.secret_key", SecretString::from(key.expose_secret())),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = file::read_text(path, SECRET_FILE_LIMIT).map_err(|e| {
                     ConfigError::single(
                         "clerk.secret_key_file",
                         format!("cannot read {}: {e}", path.display()),

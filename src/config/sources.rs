@@ -64,7 +64,7 @@ impl TomlSource {
     /// quoting the offending line could print a secret.
     pub(crate) fn read(path: &Path) -> Result<TomlSource, Problem> {
         let key = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let text = super::file::read_text(path, super::file::CONFIG_FILE_LIMIT)
             .map_err(|e| Problem::new(key.clone(), format!("cannot read the config file: {e}")))?;
         let table = toml::from_str::<toml::Table>(&text).map_err(|e| {
             let position = e

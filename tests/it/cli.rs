@@ -2109,6 +2109,103 @@ async fn env_file_is_read_as_systemd_reads_it_keeping_an_ampersand_in_the_databa
 }
 
 // ---------------------------------------------------------------------------
+// Files an operator names: read with a bound, never waited on
+
+/// Address space the binary may take in the tests below: far more than it needs, far less
+/// than reading an endless file whole would take.
+const ADDRESS_SPACE_KIB: u64 = 1024 * 1024;
+
+/// `invite-sync ARGS` with `env` alone, under [`ADDRESS_SPACE_KIB`] (and two malloc arenas,
+/// so that the limit does not depend on the machine's count of processors), to its end
+/// within 10 s.
+async fn bounded_invite_sync(env: &[(&str, &str)], args: &[&str]) -> Finished {
+    let mut command = Command::new("sh");
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command
+        .env("MALLOC_ARENA_MAX", "2")
+        .envs(env.iter().copied());
+    let script = format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\"");
+    let mut all = vec!["-c", script.as_str(), env!("CARGO_BIN_EXE_invite-sync")];
+    all.extend_from_slice(args);
+    Proc::start(format!("invite-sync {}", args.join(" ")), command, &all)
+        .wait(Duration::from_secs(10))
+        .await
+}
+
+#[track_caller]
+fn assert_refused_naming(finished: &Finished, needles: &[&str]) {
+    finished.assert_code(2);
+    for needle in needles {
+        assert!(
+            finished.stderr.contains(needle),
+            "no {needle:?}: {finished}"
+        );
+    }
+    assert!(!finished.stderr.contains("out of memory"), "{finished}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_env_file_config_file_or_secret_key_file_is_refused_at_its_limit() {
+    let finished = bounded_invite_sync(&[], &["--env-file", "/dev/zero", "config", "check"]).await;
+    assert_refused_naming(&finished, &["--env-file /dev/zero", "larger than 1 MiB"]);
+
+    for device in ["/dev/zero", "/dev/urandom"] {
+        let finished = bounded_invite_sync(&[], &["--config", device, "config", "check"]).await;
+        assert_refused_naming(&finished, &[device, "the config file", "larger than 1 MiB"]);
+
+        let finished = bounded_invite_sync(
+            &[("INVITE_SYNC__CLERK__SECRET_KEY_FILE", device)],
+            &["config", "check"],
+        )
+        .await;
+        assert_refused_naming(
+            &finished,
+            &["clerk.secret_key_file", device, "larger than 4 KiB"],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_file_over_the_limit_a_fifo_or_a_directory_is_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!(
+        "invite-sync-cli-files-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let huge = dir.join("huge.toml");
+    std::fs::File::create(&huge)
+        .and_then(|file| file.set_len(64 * 1024 * 1024 * 1024))
+        .unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    let (huge, fifo, directory) = (
+        huge.display().to_string(),
+        fifo.display().to_string(),
+        dir.display().to_string(),
+    );
+
+    let finished = bounded_invite_sync(&[], &["--config", &huge, "config", "check"]).await;
+    assert_refused_naming(&finished, &[&huge, "larger than 1 MiB"]);
+    for option in ["--config", "--env-file"] {
+        let finished = bounded_invite_sync(&[], &[option, &fifo, "config", "check"]).await;
+        assert_refused_naming(&finished, &[&fifo, "FIFO"]);
+        let finished = bounded_invite_sync(&[], &[option, &directory, "config", "check"]).await;
+        assert_refused_naming(&finished, &[&directory, "a directory"]);
+    }
+    let finished = bounded_invite_sync(
+        &[("INVITE_SYNC__CLERK__SECRET_KEY_FILE", &fifo)],
+        &["config", "check"],
+    )
+    .await;
+    assert_refused_naming(&finished, &["clerk.secret_key_file", &fifo, "FIFO"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
 // docs/operations.md "Database prerequisites", run as written
 
 /// The SQL block that follows `<!-- prerequisites: NAME -->` in docs/operations.md, or the
