@@ -62,7 +62,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Serve a simulated Clerk Backend API (invitations only) for rehearsals and tests.
+    /// Serve a simulated Clerk Backend API (invitations, users and their webhooks) for
+    /// rehearsals and tests.
     ClerkSim(ClerkSimArgs),
 }
 
@@ -318,7 +319,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<Exit> {
         .context("the schema version could not be read")?;
     store::migrate(&pool)
         .await
-        .context("the migrations could not be applied")?;
+        .with_context(|| commands::migrations_failed(settings))?;
     let total = store::MIGRATOR.iter().count();
     if pending == 0 {
         tracing::info!(migrations = total, "database schema was already up to date");

@@ -105,7 +105,7 @@ impl Metrics {
         };
         registry.register(
             "cycles",
-            "Reconcile cycles by outcome",
+            "Reconcile cycles by outcome (succeeded, partial, held, failed, interrupted)",
             metrics.cycles.clone(),
         );
         registry.register(
@@ -115,7 +115,7 @@ impl Metrics {
         );
         registry.register(
             "actions",
-            "Actions sent to Clerk by kind (create, revoke, adopt) and outcome",
+            "What was done in Clerk per address, by kind (create, revoke, settle, user_check) and outcome",
             metrics.actions.clone(),
         );
         registry.register(
@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "budget_left_calls",
-            "Calls left in the current hourly window, per create endpoint",
+            "Calls left in the current hourly window, per create endpoint (create_bulk_invitations, create_invitation)",
             metrics.budget_left.clone(),
         );
         registry.register(

@@ -22,7 +22,7 @@ pub async fn migrate_if_configured(pool: &PgPool, settings: &Settings) -> anyhow
     if settings.database.migrate_on_start {
         store::migrate(pool)
             .await
-            .context("the migrations could not be applied")?;
+            .with_context(|| migrations_failed(settings))?;
         return Ok(());
     }
     let pending = store::pending_migrations(pool)
@@ -37,6 +37,22 @@ pub async fn migrate_if_configured(pool: &PgPool, settings: &Settings) -> anyhow
         );
     }
     Ok(())
+}
+
+/// The context of a failed migration: it names the role it connected as and where, since
+/// the usual cause is a role that may not change the schema. Never the password.
+pub fn migrations_failed(settings: &Settings) -> String {
+    match settings.database.connect_options() {
+        Ok(options) => format!(
+            "the migrations could not be applied as database user {:?} (database {:?} on {}); \
+             migrating needs a role that may create tables in the schema, such as the schema's \
+             owner",
+            options.get_username(),
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_host()
+        ),
+        Err(_) => "the migrations could not be applied".to_owned(),
+    }
 }
 
 /// Output format of `plan` and `status`.

@@ -292,15 +292,20 @@ fn render_totals(out: &mut String, preview: &Preview) {
         .into_iter()
         .map(|(category, n)| format!("{}={n}", category.as_str()))
         .collect();
-    let _ = writeln!(out, "\nCounts: {}", counts.join(" "));
+    let _ = writeln!(out, "\nCounts: {}", counts_text(&counts));
     let _ = writeln!(
         out,
-        "Budget left this window: {} bulk calls, {} single calls. Backlog {} ({} awaiting a user check), ETA {} for those known to be invitable.",
-        preview.budget.bulk.left,
-        preview.budget.single.left,
-        preview.queued,
-        preview.awaiting_user_check,
-        human_duration(preview.eta.as_secs())
+        "Budget left this window: {} bulk calls, {} single calls.",
+        preview.budget.bulk.left, preview.budget.single.left,
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        backlog_text(
+            preview.queued,
+            preview.awaiting_user_check,
+            preview.eta.as_secs()
+        )
     );
     if let Some(at) = preview.unsettled.settles_at {
         let _ = writeln!(
@@ -308,6 +313,70 @@ fn render_totals(out: &mut String, preview: &Preview) {
             "Unsettled creates: {} (outcome unknown; these people may have no invitation yet), looked up from {}.",
             preview.unsettled.creates,
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+}
+
+/// The counts line's text: `create=3 in_sync=40`, or `none` for a plan with no item at all
+/// (an empty roster and no invitation in Clerk).
+fn counts_text(counts: &[String]) -> String {
+    if counts.is_empty() {
+        "none (nothing on the roster, no invitation in Clerk)".to_owned()
+    } else {
+        counts.join(" ")
+    }
+}
+
+/// The backlog's sentence. The ETA is that of the people known to be invitable: those
+/// awaiting a user check are looked up in Clerk's users before any create, so theirs is not
+/// known yet.
+fn backlog_text(queued: usize, awaiting_user_check: usize, eta_seconds: u64) -> String {
+    let eta = human_duration(eta_seconds);
+    let invitable = queued.saturating_sub(awaiting_user_check);
+    match (queued, awaiting_user_check) {
+        (0, _) => "Backlog 0: nothing waits.".to_owned(),
+        (_, 0) => format!("Backlog {queued}, ETA {eta}."),
+        _ if invitable == 0 => format!(
+            "Backlog {queued}, all awaiting a user check (a lookup in Clerk's users before any \
+             create): no ETA until they are checked."
+        ),
+        _ => format!(
+            "Backlog {queued}, ETA {eta} for the {invitable} known to be invitable; \
+             {awaiting_user_check} await a user check first."
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_plan_says_so_instead_of_a_bare_counts_label() {
+        assert_eq!(
+            counts_text(&[]),
+            "none (nothing on the roster, no invitation in Clerk)"
+        );
+        let counts = ["create=2".to_owned(), "in_sync=40".to_owned()];
+        assert_eq!(counts_text(&counts), "create=2 in_sync=40");
+    }
+
+    #[test]
+    fn the_backlog_sentence_gives_an_eta_only_for_those_known_to_be_invitable() {
+        assert_eq!(backlog_text(0, 0, 0), "Backlog 0: nothing waits.");
+        assert_eq!(
+            backlog_text(1204, 0, 12_420),
+            "Backlog 1204, ETA 3 h 27 min."
+        );
+        assert_eq!(
+            backlog_text(37, 37, 0),
+            "Backlog 37, all awaiting a user check (a lookup in Clerk's users before any \
+             create): no ETA until they are checked."
+        );
+        assert_eq!(
+            backlog_text(1204, 4, 12_420),
+            "Backlog 1204, ETA 3 h 27 min for the 1200 known to be invitable; 4 await a user \
+             check first."
         );
     }
 }
