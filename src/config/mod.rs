@@ -384,6 +384,28 @@ fn cross_check(walked: &schema::Walked, problems: &mut Vec<Problem>) {
             .with_origin(origin("clerk.secret_key")),
         );
     }
+    let address = |key: &str| {
+        get(&walked.table, key)
+            .and_then(toml::Value::as_str)
+            .and_then(|text| text.parse::<SocketAddr>().ok())
+    };
+    if let (Some(listen), Some(admin)) = (address("http.listen"), address("http.admin_listen")) {
+        if let Some(clash) = listeners_clash(listen, admin) {
+            problems.push(
+                Problem::new(
+                    "http.admin_listen",
+                    format!(
+                        "{admin} {clash} http.listen {listen}{}: the probes need a listener \
+                         of their own; give it another port, or leave it unset",
+                        origin("http.listen")
+                            .map(|o| format!(" (from {o})"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_origin(origin("http.admin_listen")),
+            );
+        }
+    }
     let int = |key: &str| get(&walked.table, key).and_then(toml::Value::as_integer);
     if let (Some(min), Some(max)) = (
         int("database.min_connections"),
@@ -399,6 +421,22 @@ fn cross_check(walked: &schema::Walked, problems: &mut Vec<Problem>) {
             );
         }
     }
+}
+
+/// How two listeners' addresses would collide when both are bound, if they would: the same
+/// address, or the same port where one is a wildcard (`0.0.0.0` takes the port on every IPv4
+/// address, `[::]` on every address of both families). Port 0 never collides.
+fn listeners_clash(a: SocketAddr, b: SocketAddr) -> Option<&'static str> {
+    if a.port() != b.port() || a.port() == 0 {
+        return None;
+    }
+    if a.ip() == b.ip() {
+        return Some("is the same address as");
+    }
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    (covers(a, b) || covers(b, a)).then_some("takes the same port as")
 }
 
 impl DatabaseSettings {
@@ -603,6 +641,31 @@ mod tests {
             clerk.request_rate(KeyKind::Live).per,
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn listeners_clash_on_one_address_or_on_one_port_under_a_wildcard() {
+        let clash = |a: &str, b: &str| listeners_clash(a.parse().unwrap(), b.parse().unwrap());
+        assert_eq!(
+            clash("127.0.0.1:8080", "127.0.0.1:8080"),
+            Some("is the same address as")
+        );
+        assert_eq!(
+            clash("0.0.0.0:8080", "127.0.0.1:8080"),
+            Some("takes the same port as")
+        );
+        assert_eq!(
+            clash("127.0.0.1:8080", "[::]:8080"),
+            Some("takes the same port as")
+        );
+        assert_eq!(
+            clash("[::]:8080", "[::1]:8080"),
+            Some("takes the same port as")
+        );
+        assert_eq!(clash("127.0.0.1:8080", "127.0.0.1:9090"), None);
+        assert_eq!(clash("127.0.0.1:8080", "10.0.0.1:8080"), None);
+        assert_eq!(clash("0.0.0.0:8080", "[::1]:8080"), None);
+        assert_eq!(clash("127.0.0.1:0", "127.0.0.1:0"), None);
     }
 
     #[test]

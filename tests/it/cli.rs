@@ -125,6 +125,28 @@ async fn config_check_exits_2_and_names_each_bad_key() {
 }
 
 #[tokio::test]
+async fn config_check_and_run_refuse_an_admin_listener_on_the_main_listeners_address() {
+    let env = [
+        ("INVITE_SYNC__HTTP__ADMIN_LISTEN", "127.0.0.1:8080"),
+        ("CLERK_SECRET_KEY", "sk_test_listenersclash"),
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/never_reached",
+        ),
+    ];
+    for args in [&["config", "check"][..], &["run"][..]] {
+        let finished = run(bare_command(&env), args).await;
+        finished.assert_code(2);
+        assert!(
+            finished
+                .stderr
+                .contains("http.admin_listen: 127.0.0.1:8080 is the same address as http.listen 127.0.0.1:8080"),
+            "{finished}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn config_check_prints_the_effective_toml_without_the_secret_key_or_the_password() {
     let finished = run(
         bare_command(&[

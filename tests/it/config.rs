@@ -647,6 +647,48 @@ fn cross_key_rules() {
 }
 
 #[test]
+fn the_admin_listener_may_not_take_the_main_listeners_address_or_port() {
+    for (listen, admin) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("0.0.0.0:9090", "127.0.0.1:9090"),
+        ("127.0.0.1:9090", "[::]:9090"),
+    ] {
+        let e = load_err(
+            None,
+            &env(&[
+                ("INVITE_SYNC__HTTP__LISTEN", listen),
+                ("INVITE_SYNC__HTTP__ADMIN_LISTEN", admin),
+            ]),
+        );
+        let refused = problem(&e, "http.admin_listen");
+        assert!(
+            refused.reason.contains("http.listen")
+                && refused.reason.contains(listen)
+                && refused.reason.contains(admin),
+            "{listen} and {admin}: {e}"
+        );
+        assert_eq!(
+            refused.origin.as_deref(),
+            Some("env INVITE_SYNC__HTTP__ADMIN_LISTEN")
+        );
+    }
+    for (listen, admin) in [
+        ("127.0.0.1:8080", "127.0.0.1:9090"),
+        ("127.0.0.1:9090", "10.0.0.1:9090"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let settings = load(
+            None,
+            &env(&[
+                ("INVITE_SYNC__HTTP__LISTEN", listen),
+                ("INVITE_SYNC__HTTP__ADMIN_LISTEN", admin),
+            ]),
+        );
+        assert_eq!(settings.http.admin_listen, admin.parse().ok());
+    }
+}
+
+#[test]
 fn a_pool_too_small_for_a_cycle_is_refused() {
     // Under `run`, the roster-change listener, the target's lock, the roster's stream and the
     // ledger's cursors hold a connection each while a cycle reads.
