@@ -6,16 +6,21 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use invite_sync::clerk::sim::SimOptions;
 use invite_sync::config::{
     env_var_name, LogFormat, Settings, CLERK_SECRET_KEY_VAR, CREDENTIALS_DIRECTORY_VAR,
     DATABASE_URL_VAR, ENV_PREFIX,
 };
 use reqwest::StatusCode;
 use serde_yaml::Value;
+use sqlx::Executor;
 
-use crate::common::{env, read, repo_path, yaml, Harness, Service};
+use crate::common::{
+    bare_command, env, free_port, read, repo_path, yaml, Harness, Proc, Scratch, Service, TestDb,
+};
 
 /// A database URL that loads; nothing here connects with it.
 const DUMMY_DATABASE_URL: &str =
@@ -751,4 +756,418 @@ fn the_timer_starts_a_oneshot_whose_failures_show() {
             .any(|code| code == "3"),
         "SuccessExitStatus hides held revocations"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes: the migrations run as the migrator, before the service
+
+#[test]
+fn every_pod_migrates_as_the_migrator_before_its_service_starts_as_the_run_role() {
+    assert!(
+        !kube_settings().database.migrate_on_start,
+        "the service's role may not change the schema: the ConfigMap's config must not migrate"
+    );
+    for (kind, pod) in pod_specs() {
+        let service = container(&pod);
+        let inits = seq(&pod["initContainers"]);
+        assert_eq!(inits.len(), 1, "{kind}: one init container, the migration");
+        let init = &inits[0];
+        assert_eq!(
+            strings(&init["args"]),
+            ["--config", "/etc/invite-sync/config.toml", "migrate"],
+            "{kind}: the init container migrates"
+        );
+        let database = named(&init["env"], DATABASE_URL_VAR);
+        let secret = &database["valueFrom"]["secretKeyRef"];
+        assert_eq!(text(&secret["name"]), "invite-sync-migrator", "{kind}");
+        assert_eq!(text(&secret["key"]), "database-url", "{kind}");
+        // The service itself never sees the migrator's Secret.
+        for var in seq(&service["env"]) {
+            assert_ne!(
+                var["valueFrom"]["secretKeyRef"]["name"].as_str(),
+                Some("invite-sync-migrator"),
+                "{kind}: the service's container reads the migrator's Secret"
+            );
+        }
+        for key in ["image", "securityContext", "volumeMounts", "resources"] {
+            assert_eq!(
+                init[key], service[key],
+                "{kind}: the init container's {key}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The install as written: docs/operations.md's roles and grants, `invite-sync-admin migrate`
+// as the migrator, and the unit's `run` with the shipped config as the run-only role
+
+const OPERATIONS_MD: &str = "docs/operations.md";
+const ADMIN_SCRIPT: &str = "deploy/systemd/invite-sync-admin";
+
+/// The body of the first fenced block after the line `<!-- marker -->` in `doc`.
+pub(crate) fn marked_block(doc: &str, marker: &str) -> String {
+    let comment = format!("<!-- {marker} -->");
+    let after = doc
+        .split_once(&comment)
+        .unwrap_or_else(|| panic!("no {comment} in the document"))
+        .1;
+    let fence = after
+        .find("```")
+        .unwrap_or_else(|| panic!("no code block after {comment}"));
+    let body = &after[fence + 3..];
+    let body = &body[body.find('\n').expect("the fence line ends") + 1..];
+    let end = body.find("```").expect("the code block is closed");
+    body[..end].to_owned()
+}
+
+/// `text` with every `word` (not part of a longer identifier) replaced by `by`.
+fn replace_word(text: &str, word: &str, by: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back().or(out.chars().next_back());
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            out.push_str(word);
+        } else {
+            out.push_str(by);
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The password a `CREATE ROLE name ... PASSWORD '...'` statement of `sql` gives `role`.
+fn password_of(sql: &str, role: &str) -> String {
+    sql.lines()
+        .find(|line| line.contains(&format!("CREATE ROLE {role} ")))
+        .and_then(|line| line.split_once("PASSWORD '"))
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(password, _)| password.to_owned())
+        .unwrap_or_else(|| panic!("the roles block gives {role} no password"))
+}
+
+/// The two roles of one test, under names of their own (roles are cluster-wide), dropped
+/// when the value is: after the databases they hold objects in.
+struct Roles {
+    migrator: String,
+    run: String,
+    admin: String,
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let names = [self.migrator.clone(), self.run.clone()];
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                use sqlx::{ConnectOptions, Executor};
+                let options: sqlx::postgres::PgConnectOptions = admin.parse()?;
+                let mut conn = options.connect().await?;
+                for name in names {
+                    conn.execute(format!(r#"DROP ROLE IF EXISTS "{name}""#).as_str())
+                        .await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop the test's roles: {error}");
+        }
+    }
+}
+
+/// `url` (a test database's) for `user` with `password`.
+fn url_as(url: &str, user: &str, password: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a database URL");
+    url.set_username(user).expect("a user can be set");
+    url.set_password(Some(password))
+        .expect("a password can be set");
+    url.to_string()
+}
+
+/// A shipped environment file with its `DATABASE_URL` line replaced by `url`.
+fn env_file_with_url(shipped_file: &str, url: &str) -> String {
+    let text = read(shipped_file);
+    let mut replaced = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with(&format!("{DATABASE_URL_VAR}=")) {
+                replaced += 1;
+                format!("{DATABASE_URL_VAR}={url}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert_eq!(replaced, 1, "{shipped_file} sets DATABASE_URL once");
+    lines.join("\n") + "\n"
+}
+
+/// The shipped `invite-sync-admin` with its two paths pointing at `etc` and the built binary.
+fn admin_script(etc: &Path) -> String {
+    let script = read(ADMIN_SCRIPT);
+    for line in ["etc=/etc/invite-sync", "bin=/usr/local/bin/invite-sync"] {
+        assert!(
+            script.lines().any(|l| l == line),
+            "{ADMIN_SCRIPT} has no line {line}"
+        );
+    }
+    script
+        .replace("etc=/etc/invite-sync", &format!("etc='{}'", etc.display()))
+        .replace(
+            "bin=/usr/local/bin/invite-sync",
+            &format!("bin='{}'", env!("CARGO_BIN_EXE_invite-sync")),
+        )
+}
+
+fn sh(script: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.arg(script).args(args);
+    command
+}
+
+#[tokio::test]
+async fn the_install_as_written_migrates_as_the_migrator_and_runs_as_the_run_role() {
+    // Declared first, so dropped last: a role is dropped after the databases it owns objects in.
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let roles = Roles {
+        migrator: format!("invite_migrator_{suffix}"),
+        run: format!("invite_sync_{suffix}"),
+        admin: crate::common::server_url(),
+    };
+    let db = TestDb::empty().await;
+    let sim = invite_sync::clerk::sim::start(SimOptions::default())
+        .await
+        .expect("the simulator starts");
+
+    // Database prerequisites, steps 1 and 2, as operations.md writes them.
+    let doc = read(OPERATIONS_MD);
+    let as_test = |sql: &str| {
+        let sql = replace_word(sql, "invite_migrator", &roles.migrator);
+        replace_word(&sql, "invite_sync", &roles.run)
+    };
+    let roles_sql = marked_block(&doc, "prerequisites: roles");
+    let migrator_password = password_of(&roles_sql, "invite_migrator");
+    let run_password = password_of(&roles_sql, "invite_sync");
+    for (name, sql) in [
+        ("roles", roles_sql.clone()),
+        ("grants", marked_block(&doc, "prerequisites: grants")),
+    ] {
+        db.pool
+            .execute(as_test(&sql).as_str())
+            .await
+            .unwrap_or_else(|e| panic!("the {name} block of {OPERATIONS_MD} fails: {e}"));
+    }
+    let migrator_url = url_as(&db.url(), &roles.migrator, &migrator_password);
+    let run_url = url_as(&db.url(), &roles.run, &run_password);
+
+    // /etc/invite-sync as the install writes it, the URLs and the key edited in.
+    let scratch = Scratch::new("install");
+    let etc = scratch.0.join("etc");
+    std::fs::create_dir_all(&etc).expect("etc can be made");
+    let install = |name: &str, contents: &str| {
+        std::fs::write(etc.join(name), contents).expect("a file is installed");
+    };
+    install(
+        "config.toml",
+        &read(&format!("{SYSTEMD}/etc/invite-sync/config.toml")),
+    );
+    let service_env = env_file_with_url(
+        &format!("{SYSTEMD}/etc/invite-sync/invite-sync.env"),
+        &run_url,
+    );
+    install("invite-sync.env", &service_env);
+    install(
+        "migrator.env",
+        &env_file_with_url(
+            &format!("{SYSTEMD}/etc/invite-sync/migrator.env"),
+            &migrator_url,
+        ),
+    );
+    install("clerk-secret-key", &format!("{}\n", sim.secret_key()));
+    let admin = scratch.write("invite-sync-admin", &admin_script(&etc));
+
+    // `config check` through the wrapper, on the shipped files: no error.
+    let mut check = Proc::start(
+        "invite-sync-admin config check".to_owned(),
+        sh(&admin, &["config", "check"]),
+        &[],
+    );
+    let checked = check.wait(Duration::from_secs(30)).await;
+    checked.assert_code(0);
+    assert!(checked.stderr.is_empty(), "{checked}");
+    assert!(!checked.stdout.contains(&run_password), "{checked}");
+
+    // Migrating as the run role fails, naming the role it connected as (not the password).
+    let mut as_run_role = Proc::start(
+        "invite-sync migrate as the run role".to_owned(),
+        bare_command(&[(CREDENTIALS_DIRECTORY_VAR, &etc.display().to_string())]),
+        &[
+            "--env-file",
+            &etc.join("invite-sync.env").display().to_string(),
+            "--config",
+            &etc.join("config.toml").display().to_string(),
+            "migrate",
+        ],
+    );
+    let refused = as_run_role.wait(Duration::from_secs(30)).await;
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("database user \"{}\"", roles.run)),
+        "the error names the role: {refused}"
+    );
+    assert!(!refused.stderr.contains(&run_password), "{refused}");
+
+    // `invite-sync-admin migrate` connects as the migrator, who then owns the tables.
+    let mut migrate = Proc::start(
+        "invite-sync-admin migrate".to_owned(),
+        sh(&admin, &["migrate"]),
+        &[],
+    );
+    let migrated = migrate.wait(Duration::from_secs(60)).await;
+    migrated.assert_code(0);
+    assert!(migrated.stdout.contains("applied"), "{migrated}");
+    let foreign_owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> $1",
+    )
+    .bind(&roles.migrator)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the owners can be read");
+    assert_eq!(foreign_owned, 0, "every table is the migrator's");
+
+    // The unit's ExecStart, its EnvironmentFile= (the service's, with the simulator's address
+    // and a free port added) and its LoadCredential= directory.
+    let port = free_port();
+    let service_env = format!(
+        "{service_env}INVITE_SYNC__CLERK__API_URL={}\nINVITE_SYNC__HTTP__LISTEN=127.0.0.1:{port}\n\
+         INVITE_SYNC__DATABASE__MAX_CONNECTIONS=5\n",
+        sim.base_url()
+    );
+    let unit = unit("invite-sync.service");
+    let exec = one(&unit, "Service", "ExecStart");
+    let words: Vec<String> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|word| {
+            if word == "/etc/invite-sync/config.toml" {
+                etc.join("config.toml").display().to_string()
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect();
+    let mut command = bare_command(&[(CREDENTIALS_DIRECTORY_VAR, &etc.display().to_string())]);
+    command.envs(invite_sync::config::parse_env_file(&service_env).expect("the env file parses"));
+    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut service = Proc::spawn(command, &args);
+    let client = crate::common::http_client();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    service
+        .wait_until("/readyz to answer ready", Duration::from_secs(60), || {
+            let client = client.clone();
+            let ready = ready.clone();
+            async move {
+                match client.get(&ready).send().await {
+                    Ok(response) if response.status() == StatusCode::OK => response
+                        .json::<serde_json::Value>()
+                        .await
+                        .is_ok_and(|body| body["status"] == "ready"),
+                    _ => false,
+                }
+            }
+        })
+        .await;
+
+    // The run role does the service's work: a roster row becomes an invitation.
+    sqlx::query("INSERT INTO desired_invitees (email) VALUES ('ann@example.com')")
+        .execute(&db.pool)
+        .await
+        .expect("a roster row is written");
+    service
+        .wait_until(
+            "the roster row to become a pending invitation",
+            Duration::from_secs(30),
+            || {
+                let invited = sim.invitations().iter().any(|i| {
+                    i.email_address == "ann@example.com"
+                        && i.status == invite_sync::clerk::InvitationStatus::Pending
+                });
+                std::future::ready(invited)
+            },
+        )
+        .await;
+    service.signal("TERM");
+    service.wait(Duration::from_secs(45)).await.assert_code(0);
+
+    // Backup and restore as written: a whole-database dump taken with the service's URL,
+    // restored as the migrator into a new database prepared by the same grants.
+    let backup = marked_block(&doc, "backup: whole database");
+    let mut dump = Command::new("sh");
+    dump.current_dir(&scratch.0)
+        .env(DATABASE_URL_VAR, &run_url)
+        .args(["-c", &backup]);
+    let mut dumping = Proc::start("the backup block".to_owned(), dump, &[]);
+    dumping.wait(Duration::from_secs(60)).await.assert_code(0);
+    let file = std::fs::read_dir(&scratch.0)
+        .expect("the scratch directory lists")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with("invite-sync-") && name.ends_with(".dump"))
+        .expect("the backup block writes invite-sync-<time>.dump");
+
+    let restored = TestDb::empty().await;
+    restored
+        .pool
+        .execute(as_test(&marked_block(&doc, "prerequisites: grants")).as_str())
+        .await
+        .expect("the grants apply to the new database");
+    let restore_block = marked_block(&doc, "restore: whole database");
+    let named = restore_block
+        .split_whitespace()
+        .find(|w| w.starts_with("invite-sync-") && w.ends_with(".dump"))
+        .expect("the restore block names a dump file")
+        .to_owned();
+    let mut restore = Command::new("sh");
+    restore
+        .current_dir(&scratch.0)
+        .env(
+            "MIGRATOR_DATABASE_URL",
+            url_as(&restored.url(), &roles.migrator, &migrator_password),
+        )
+        .args(["-c", &restore_block.replace(&named, &file)]);
+    let mut restoring = Proc::start("the restore block".to_owned(), restore, &[]);
+    restoring.wait(Duration::from_secs(60)).await.assert_code(0);
+    let run_role = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url_as(&restored.url(), &roles.run, &run_password))
+        .await
+        .expect("the run role connects to the restored database");
+    let invited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invite_sync_ledger WHERE email = 'ann@example.com'",
+    )
+    .fetch_one(&run_role)
+    .await
+    .expect("the run role reads the restored ledger");
+    assert!(invited >= 1, "the restored ledger holds the invitation");
+    run_role.close().await;
+    drop(restored);
+    drop(db);
+    drop(roles);
 }
