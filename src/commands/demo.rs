@@ -26,7 +26,14 @@ const EXISTING_USERS: [&str; 3] = ["grace@example.com", "ken@example.com", "vint
 const DEMO_API_TOKEN: &str = "demo-token-not-a-secret";
 /// The simulated Clerk signs its user webhooks with this; the demo's service checks them.
 const DEMO_WEBHOOK_SECRET: &str = "whsec_ZGVtby13ZWJob29rLW5vdC1hLXNlY3JldA==";
-const DEMO_LISTEN: &str = "127.0.0.1:8080";
+/// The demo's service listens on a free port of loopback, so another server cannot stand in
+/// the way of the simulated Clerk's webhooks.
+const DEMO_LISTEN: &str = "127.0.0.1:0";
+/// How long the simulated Clerk's user webhooks may take to reach the demo's service.
+const WEBHOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The accepted user whose account Clerk deletes: she is still on the roster, so she is
+/// invited again.
+const REINVITED: &str = "ada@example.com";
 /// People the demo removes from the roster.
 const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
 
@@ -48,10 +55,19 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     };
     let database_url = create_database(&server_url).await?;
 
+    // The service's address is known before the simulated Clerk starts, so that its webhooks
+    // are sent there; the socket stays bound for the whole demo, script and service alike.
+    let listener = std::net::TcpListener::bind(DEMO_LISTEN)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .with_context(|| format!("the demo's service cannot listen on {DEMO_LISTEN}"))?;
+    let listen = listener
+        .local_addr()
+        .context("the demo's service has no address")?;
+
     // The simulated Clerk tells the demo's service of users made and deleted, as Clerk's
     // webhooks would: the whole loop, rehearsed.
     let webhook = sim::WebhookTarget::new(
-        &format!("http://{DEMO_LISTEN}/v1/webhooks/clerk"),
+        &format!("http://{listen}/v1/webhooks/clerk"),
         DEMO_WEBHOOK_SECRET,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -65,7 +81,7 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
         ("INVITE_SYNC__CLERK__API_URL", simulator.base_url().as_str()),
         ("INVITE_SYNC__SYNC__SCHEDULE", "*/30 * * * * *"),
         ("INVITE_SYNC__SYNC__SHUTDOWN_TIMEOUT_SECONDS", "15"),
-        ("INVITE_SYNC__HTTP__LISTEN", DEMO_LISTEN),
+        ("INVITE_SYNC__HTTP__LISTEN", &listen.to_string()),
         ("INVITE_SYNC__HTTP__API_TOKEN", DEMO_API_TOKEN),
         (
             "INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET",
@@ -82,13 +98,7 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
         .await
         .context("the migrations could not be applied")?;
     // The webhooks' endpoint is up while the script runs; the service takes it over after.
-    let webhooks = match WebhookEndpoint::start(&reconciler, &settings).await {
-        Ok(endpoint) => Some(endpoint),
-        Err(error) => {
-            println!("(Clerk's user webhooks are not delivered in this demo: {error:#})");
-            None
-        }
-    };
+    let webhooks = WebhookEndpoint::start(&reconciler, &settings, &listener)?;
     simulator.seed_users(&EXISTING_USERS);
 
     heading("1. The sample roster goes into desired_invitees");
@@ -141,7 +151,7 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
             })
             .map(|i| i.id.clone())
     };
-    for email in ["ada@example.com", "linus@example.com"] {
+    for email in [REINVITED, "linus@example.com"] {
         if let Some(id) = pending_of(email) {
             simulator.accept(&id);
             println!("{email} accepted {id}");
@@ -158,30 +168,38 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     let ada = simulator
         .users()
         .into_iter()
-        .find(|u| u.emails().any(|e| e == "ada@example.com"));
-    if let Some(ada) = ada {
-        simulator.delete_user(&ada.id);
-        println!(
-            "deleted user {}: the simulated Clerk sends user.deleted to the service",
-            ada.id
+        .find(|u| u.emails().any(|e| e == REINVITED))
+        .with_context(|| format!("{REINVITED} has no account in the simulated Clerk"))?;
+    simulator.delete_user(&ada.id);
+    println!(
+        "deleted user {}: the simulated Clerk sends user.deleted to the service",
+        ada.id
+    );
+    let delivered = simulator.webhooks_settled(WEBHOOK_DEADLINE).await;
+    let webhook_stats = simulator.stats().webhooks;
+    if !delivered || webhook_stats.delivered("user.deleted") == 0 {
+        anyhow::bail!(
+            "the simulated Clerk's user.deleted webhook did not reach the demo's service at \
+             {listen} within {} s: {}",
+            WEBHOOK_DEADLINE.as_secs(),
+            serde_json::to_string(&webhook_stats).unwrap_or_default()
         );
     }
-    if !simulator
-        .webhooks_settled(std::time::Duration::from_secs(15))
-        .await
-    {
-        println!("(the user webhooks were not all delivered within 15 s)");
-    }
     cycle(&reconciler, "demo").await?;
+    let reinvited = simulator.invitations().into_iter().any(|i| {
+        i.email_address.eq_ignore_ascii_case(REINVITED)
+            && i.status == crate::clerk::InvitationStatus::Pending
+    });
+    if !reinvited {
+        anyhow::bail!("{REINVITED} was not invited again after Clerk deleted her account");
+    }
 
     let stats = simulator.stats();
     println!(
         "\nSimulated Clerk received: {}",
         serde_json::to_string(&stats).unwrap_or_default()
     );
-    if let Some(webhooks) = webhooks {
-        webhooks.stop().await;
-    }
+    webhooks.stop().await;
     if once {
         simulator.shutdown().await;
         pool.close().await;
@@ -205,13 +223,14 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     );
     let shutdown = CancellationToken::new();
     service::shutdown::cancel_on_signal(shutdown.clone());
-    let served = service::run(reconciler, &settings, shutdown).await;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .with_context(|| format!("the demo's service cannot listen on {listen}"))?;
+    let served = service::run_on(reconciler, &settings, listener, shutdown).await;
     simulator.shutdown().await;
     served?;
     Ok(Exit::Success)
 }
 
-/// The server the demo uses when DATABASE_URL is not set.
 /// The HTTP endpoint the simulated Clerk's webhooks reach while the script runs.
 struct WebhookEndpoint {
     stop: CancellationToken,
@@ -219,14 +238,17 @@ struct WebhookEndpoint {
 }
 
 impl WebhookEndpoint {
-    async fn start(
+    /// Serves on a handle of its own to `listener`'s socket, which stays bound when it stops.
+    fn start(
         reconciler: &reconcile::Reconciler,
         settings: &Settings,
+        listener: &std::net::TcpListener,
     ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind(settings.http.listen)
-            .await
-            .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?;
+        let listener = listener
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .context("the demo's service cannot serve the simulated Clerk's webhooks")?;
         // Cycles run from the script.
         let served = service::serve_http_alone(reconciler, settings, listener, stop.clone())?;
         Ok(WebhookEndpoint { stop, served })
@@ -238,6 +260,7 @@ impl WebhookEndpoint {
     }
 }
 
+/// The server the demo uses when DATABASE_URL is not set.
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Whether a PostgreSQL server accepts a connection at `url` within 3 s.

@@ -1387,7 +1387,15 @@ async fn sync_with_json_logs_keeps_stdout_for_the_summary_and_writes_json_lines_
 // demo and clerk-sim
 
 #[tokio::test(flavor = "multi_thread")]
-async fn demo_once_shows_the_plan_the_creates_and_the_revocations_of_the_leavers() {
+async fn demo_once_shows_the_plan_the_creates_the_revocations_and_the_reinvite_with_port_8080_taken(
+) {
+    // The port the demo's service once took: another server holding it may not stand in the
+    // way of the simulated Clerk's webhooks.
+    let _holder = match std::net::TcpListener::bind("127.0.0.1:8080") {
+        Ok(listener) => Some(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+        Err(e) => panic!("127.0.0.1:8080 cannot be held: {e}"),
+    };
     let server = server_url();
     let finished = run(
         bare_command(&[("DATABASE_URL", &server)]),
