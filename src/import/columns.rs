@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::{DesiredRow, Email};
-use crate::store::roster::Columns;
+use crate::store::roster::{self, Columns};
 
 const META_PREFIX: &str = "meta.";
 
@@ -199,6 +199,10 @@ impl Layout {
                     )),
                 },
                 Column::TemplateSlug => row.template_slug = Some(value.to_owned()),
+                Column::Source if roster::names_scim(value) => problems.push(format!(
+                    "source {value:?} is reserved for the rows of SCIM users, which are \
+                     written through the identity provider, not imported"
+                )),
                 Column::Source => row.source = Some(value.to_owned()),
                 Column::PublicMetadata => match serde_json::from_str::<Value>(value) {
                     Ok(json) => row.public_metadata = json,

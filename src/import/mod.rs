@@ -149,7 +149,7 @@ pub async fn import_reader<R: Read + Send>(
     if let Some(reason) = roster::not_writable_reason(&options.relation, kind) {
         return Err(ImportError::NotATable(reason));
     }
-    let writer = Writer::keeping_scim_rows(&options.relation, layout.present);
+    let writer = Writer::new(&options.relation, layout.present);
 
     let mut tx = pool.begin().await?;
     let roster = if options.replace {
@@ -182,7 +182,7 @@ pub async fn import_reader<R: Read + Send>(
             summary.inserted += counts.inserted;
             summary.updated += counts.updated;
             summary.unchanged += counts.unchanged;
-            summary.kept_scim += counts.kept_scim;
+            summary.kept_scim += counts.kept_scim.len() as u64;
         }
         if !options.replace {
             named.clear();

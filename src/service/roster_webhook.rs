@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
-use crate::store::roster::SCIM_SOURCE;
+use crate::store::roster::{names_scim, SCIM_SOURCE};
 
 /// Most items one `roster.batch` may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -193,9 +193,10 @@ fn upsert(data: &Map<String, Value>, path: &str) -> Result<DesiredRow, String> {
         Some(_) => return Err(format!("{path}.public_metadata: must be a JSON object")),
     };
     let source = text("source")?.unwrap_or_else(|| "webhook".to_owned());
-    if source == SCIM_SOURCE {
+    if names_scim(&source) {
         return Err(format!(
-            "{path}.source: {SCIM_SOURCE:?} is reserved for the SCIM endpoint's rows"
+            "{path}.source: {source:?} names {SCIM_SOURCE:?}, which is reserved for the rows \
+             of the SCIM endpoint; change those through the identity provider"
         ));
     }
     let row = DesiredRow {
@@ -289,9 +290,11 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Writes the changes in the caller's transaction. A change to a row the SCIM endpoint
-/// manages refuses the whole request: the identity provider owns that person, and a webhook
-/// silently undoing its work (or being undone by it) would leave nobody in charge.
+/// Writes the changes in the caller's transaction. A change to a row the SCIM endpoint owns
+/// refuses the whole request (the caller rolls the transaction back): the identity provider
+/// owns that person, and a webhook silently undoing its work (or being undone by it) would
+/// leave nobody in charge. The writes themselves never touch such a row
+/// ([`crate::store::roster`]'s rule of ownership), whatever SCIM writes meanwhile.
 pub async fn apply(
     conn: &mut PgConnection,
     relation: &str,
@@ -300,27 +303,26 @@ pub async fn apply(
     let writer = crate::store::roster::Writer::new(relation, crate::store::roster::Columns::ALL);
     let mut batch = crate::store::roster::Batch::default();
     let mut removals = Vec::new();
-    let mut named = Vec::with_capacity(changes.len());
     for change in changes {
         match change {
-            Change::Upsert(row) => {
-                named.push(row.email.clone());
-                batch.push(row.clone());
-            }
-            Change::Remove(email) => {
-                named.push(email.as_str().to_owned());
-                removals.push(email.as_str().to_owned());
-            }
+            Change::Upsert(row) => batch.push(row.clone()),
+            Change::Remove(email) => removals.push(email.as_str().to_owned()),
         }
     }
-    let managed = writer.managed_by_scim(conn, &named).await?;
+    let upserted = batch.len() as u64;
+    let written = writer.upsert(conn, &mut batch).await?;
+    let removed = writer.delete(conn, &removals).await?;
+    let mut managed = written.kept_scim;
+    managed.extend(removed.kept_scim);
     if !managed.is_empty() {
+        managed.sort();
+        managed.dedup();
         return Err(ApplyError::ScimManaged(managed));
     }
-    let upserted = batch.len() as u64;
-    writer.upsert(conn, &mut batch).await?;
-    let removed = writer.delete(conn, &removals).await?;
-    Ok(Applied { upserted, removed })
+    Ok(Applied {
+        upserted,
+        removed: removed.deleted,
+    })
 }
 
 #[cfg(test)]
@@ -411,6 +413,14 @@ mod tests {
             (
                 r#"{"type":"invitee.upserted","data":{"email":"a@x.com","source":"h\u0000r"}}"#,
                 "data: source contains a NUL",
+            ),
+            (
+                r#"{"type":"invitee.upserted","data":{"email":"a@x.com","source":"SCIM"}}"#,
+                r#"data.source: "SCIM" names "scim""#,
+            ),
+            (
+                r#"{"type":"roster.batch","data":{"upserted":[{"email":"a@x.com","source":" scim"}]}}"#,
+                r#"data.upserted[0].source: " scim" names "scim""#,
             ),
         ];
         for (body, expected) in cases {

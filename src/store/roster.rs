@@ -1,6 +1,7 @@
 //! Writing the roster: batched upserts by case-insensitive email (an existing row is written
 //! only when a value differs, so its `updated_at` keeps meaning something) and removals.
-//! The CSV import and the roster webhook both write through here.
+//! The CSV import, the roster webhook and the SCIM endpoint all write through here, under
+//! one rule of ownership ([`may_write`]) carried by every statement that writes.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -72,40 +73,66 @@ impl Batch {
 }
 
 /// What an upsert did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
-    /// Rows the SCIM endpoint manages, left as they were (a writer keeping them only).
-    pub kept_scim: u64,
+    /// The addresses (normalised) of the rows the SCIM endpoint owns that this write, not in
+    /// SCIM's name, named and left as they were.
+    pub kept_scim: Vec<String>,
+}
+
+/// What a removal did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub deleted: u64,
+    /// The addresses (normalised) named whose rows the SCIM endpoint owns: not deleted.
+    pub kept_scim: Vec<String>,
 }
 
 /// A session-private table of the addresses an import named, for `--replace`.
 const SEEN: &str = "invite_sync_import_seen";
 
-/// The `source` of the rows the SCIM endpoint manages. Other writers leave them alone: the
-/// import does not overwrite or delete them, the roster webhook is refused on them.
+/// The `source` of the rows the SCIM endpoint owns.
 pub const SCIM_SOURCE: &str = "scim";
+
+/// Whether a `source` given by a writer other than the SCIM endpoint (a webhook payload, an
+/// import's cell) names SCIM's, however it is spelled: such a writer may not claim SCIM's
+/// rows, nor make rows that look like them.
+pub fn names_scim(source: &str) -> bool {
+    let significant = source
+        .chars()
+        .filter(|c| !(c.is_whitespace() || c.is_control() || is_invisible(*c)))
+        .flat_map(char::to_lowercase);
+    significant.eq(SCIM_SOURCE.chars())
+}
+
+/// Characters that show nothing: zero-width spaces and joiners, the word joiner, the BOM.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// The rule of ownership, and the one place it is written: a row whose source is
+/// [`SCIM_SOURCE`] is written or deleted only by a write in SCIM's name (one whose own
+/// source is SCIM's), while the SCIM endpoint may take over any other writer's row. `row` is
+/// the existing row's alias, `incoming` the SQL of the writer's source (`NULL` for a
+/// removal). Every statement that writes the roster carries it in its own WHERE, so a check
+/// made before the write can never be overtaken by a concurrent writer.
+fn may_write(row: &str, incoming: &str) -> String {
+    format!(
+        "({row}.source IS DISTINCT FROM '{SCIM_SOURCE}' \
+          OR {incoming} IS NOT DISTINCT FROM '{SCIM_SOURCE}')"
+    )
+}
 
 pub struct Writer {
     relation: String,
     upsert: String,
-    /// Leave the rows of the SCIM endpoint as they are (the CSV import).
-    keep_scim: bool,
 }
 
 impl Writer {
     pub fn new(relation: &str, columns: Columns) -> Writer {
-        Writer::build(relation, columns, false)
-    }
-
-    /// A writer that never changes or deletes a row whose source is [`SCIM_SOURCE`].
-    pub fn keeping_scim_rows(relation: &str, columns: Columns) -> Writer {
-        Writer::build(relation, columns, true)
-    }
-
-    fn build(relation: &str, columns: Columns, keep_scim: bool) -> Writer {
         let relation = quote_relation(relation);
         let set: Vec<&str> = [
             (columns.public_metadata, "public_metadata"),
@@ -119,8 +146,11 @@ impl Writer {
         .into_iter()
         .filter_map(|(set, column)| set.then_some(column))
         .collect();
+        // Even a writer that sets no column takes the DO UPDATE path (with a WHERE that is
+        // never true): unlike DO NOTHING, it locks every conflicting row until the
+        // transaction ends, so what [`Writer::upsert`] reports of them afterwards holds.
         let on_conflict = if set.is_empty() {
-            "DO NOTHING".to_owned()
+            "DO UPDATE SET email = t.email WHERE false".to_owned()
         } else {
             let list = |prefix: &str| {
                 set.iter()
@@ -129,18 +159,14 @@ impl Writer {
                     .join(", ")
             };
             format!(
-                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}){}",
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) AND {}",
                 set.iter()
                     .map(|c| format!("{c} = EXCLUDED.{c}"))
                     .collect::<Vec<_>>()
                     .join(", "),
                 list("t."),
                 list("EXCLUDED."),
-                if keep_scim {
-                    format!(" AND t.source IS DISTINCT FROM '{SCIM_SOURCE}'")
-                } else {
-                    String::new()
-                },
+                may_write("t", "EXCLUDED.source"),
             )
         };
         let upsert = format!(
@@ -152,14 +178,11 @@ impl Writer {
              ON CONFLICT ((lower(btrim(email)))) {on_conflict}
              RETURNING (t.xmax = 0) AS inserted"
         );
-        Writer {
-            relation,
-            upsert,
-            keep_scim,
-        }
+        Writer { relation, upsert }
     }
 
-    /// Writes a batch and empties it. Rows RETURNING does not name were left as they were.
+    /// Writes a batch and empties it. Rows RETURNING does not name were left as they were:
+    /// unchanged, or SCIM's and this write not in SCIM's name ([`may_write`]).
     pub async fn upsert(
         &self,
         conn: &mut PgConnection,
@@ -168,11 +191,6 @@ impl Writer {
         if batch.is_empty() {
             return Ok(Counts::default());
         }
-        let kept_scim = if self.keep_scim {
-            self.managed_by_scim(conn, &batch.email).await?.len() as u64
-        } else {
-            0
-        };
         let returned: Vec<bool> = sqlx::query_scalar(&self.upsert)
             .bind(&batch.email)
             .bind(&batch.public_metadata)
@@ -184,53 +202,71 @@ impl Writer {
             .bind(&batch.source)
             .fetch_all(&mut *conn)
             .await?;
+        // The upsert locked every row it left as it was, so which of them are SCIM's cannot
+        // change before the transaction ends.
+        let kept_scim = if returned.len() < batch.len() {
+            self.scim_rows_named(conn, &batch.email, &batch.source)
+                .await?
+        } else {
+            Vec::new()
+        };
         let inserted = returned.iter().filter(|inserted| **inserted).count() as u64;
         let counts = Counts {
             inserted,
             updated: returned.len() as u64 - inserted,
-            unchanged: (batch.len() - returned.len()) as u64 - kept_scim,
+            unchanged: ((batch.len() - returned.len()) as u64)
+                .saturating_sub(kept_scim.len() as u64),
             kept_scim,
         };
         batch.clear();
         Ok(counts)
     }
 
-    /// Deletes the rows of these normalised addresses.
+    /// Of the rows these writes named, those SCIM owns where the write was not in its name.
+    async fn scim_rows_named(
+        &self,
+        conn: &mut PgConnection,
+        emails: &[String],
+        sources: &[Option<String>],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(&format!(
+            "SELECT DISTINCT lower(btrim(t.email)) FROM {} AS t
+             JOIN UNNEST($1::text[], $2::text[]) AS w (email, source)
+               ON lower(btrim(t.email)) = lower(btrim(w.email))
+             WHERE NOT {}
+             ORDER BY 1",
+            self.relation,
+            may_write("t", "w.source"),
+        ))
+        .bind(emails)
+        .bind(sources)
+        .fetch_all(&mut *conn)
+        .await
+    }
+
+    /// Deletes the rows of these normalised addresses, except those SCIM owns.
     pub async fn delete(
         &self,
         conn: &mut PgConnection,
         emails: &[String],
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<Removed, sqlx::Error> {
         if emails.is_empty() {
-            return Ok(0);
+            return Ok(Removed::default());
         }
         let deleted = sqlx::query(&format!(
-            "DELETE FROM {} WHERE lower(btrim(email)) = ANY($1)",
-            self.relation
+            "DELETE FROM {} AS t WHERE lower(btrim(t.email)) = ANY($1) AND {}",
+            self.relation,
+            may_write("t", "NULL"),
         ))
         .bind(emails)
         .execute(&mut *conn)
         .await?;
-        Ok(deleted.rows_affected())
-    }
-
-    /// Of these normalised addresses, those whose row the SCIM endpoint manages.
-    pub async fn managed_by_scim(
-        &self,
-        conn: &mut PgConnection,
-        emails: &[String],
-    ) -> Result<Vec<String>, sqlx::Error> {
-        if emails.is_empty() {
-            return Ok(Vec::new());
-        }
-        sqlx::query_scalar(&format!(
-            "SELECT lower(btrim(email)) FROM {} WHERE source = '{SCIM_SOURCE}'
-               AND lower(btrim(email)) = ANY($1) ORDER BY 1",
-            self.relation
-        ))
-        .bind(emails)
-        .fetch_all(&mut *conn)
-        .await
+        let none: Vec<Option<String>> = vec![None; emails.len()];
+        let kept_scim = self.scim_rows_named(conn, emails, &none).await?;
+        Ok(Removed {
+            deleted: deleted.rows_affected(),
+            kept_scim,
+        })
     }
 
     /// Deletes the row of this normalised address if the SCIM endpoint manages it.
@@ -281,29 +317,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes the roster rows whose address the import did not name, except those the SCIM
-    /// endpoint manages when this writer keeps them. Returns (deleted, SCIM rows kept).
+    /// Deletes the roster rows whose address the import did not name, except those SCIM
+    /// owns. Returns (deleted, SCIM rows kept).
     pub async fn delete_unseen(&self, conn: &mut PgConnection) -> Result<(u64, u64), sqlx::Error> {
         let unseen =
-            format!("NOT EXISTS (SELECT 1 FROM {SEEN} AS s WHERE s.email = lower(btrim(r.email)))");
-        let kept: i64 = if self.keep_scim {
-            sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM {} AS r WHERE {unseen} AND r.source = '{SCIM_SOURCE}'",
-                self.relation
-            ))
-            .fetch_one(&mut *conn)
-            .await?
-        } else {
-            0
-        };
-        let keep = if self.keep_scim {
-            format!(" AND r.source IS DISTINCT FROM '{SCIM_SOURCE}'")
-        } else {
-            String::new()
-        };
+            format!("NOT EXISTS (SELECT 1 FROM {SEEN} AS s WHERE s.email = lower(btrim(t.email)))");
+        let kept: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {} AS t WHERE {unseen} AND NOT {}",
+            self.relation,
+            may_write("t", "NULL"),
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
         let deleted = sqlx::query(&format!(
-            "DELETE FROM {} AS r WHERE {unseen}{keep}",
-            self.relation
+            "DELETE FROM {} AS t WHERE {unseen} AND {}",
+            self.relation,
+            may_write("t", "NULL"),
         ))
         .execute(&mut *conn)
         .await?;
@@ -351,5 +380,59 @@ pub fn not_writable_reason(relation: &str, kind: RelationKind) -> Option<String>
             "source.relation \"{relation}\" does not exist: run `invite-sync migrate` to create \
              desired_invitees, or create the relation it names"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_scims_source_names_it_and_nothing_else_does() {
+        for spelling in [
+            "scim",
+            "SCIM",
+            " scim",
+            "scim\t",
+            "S c I m",
+            "\u{200b}scim\u{feff}",
+            "sc\u{0}im",
+        ] {
+            assert!(names_scim(spelling), "{spelling:?}");
+        }
+        for other in ["", "hr", "scimitar", "scim2", "webhook", "s-cim"] {
+            assert!(!names_scim(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn every_writer_carries_the_rule_of_ownership_in_its_upsert() {
+        let rule = may_write("t", "EXCLUDED.source");
+        for columns in [
+            Columns::ALL,
+            Columns {
+                public_metadata: true,
+                redirect_url: false,
+                notify: false,
+                expires_in_days: false,
+                template_slug: false,
+                not_before: false,
+                source: false,
+            },
+        ] {
+            let writer = Writer::new("desired_invitees", columns);
+            assert!(writer.upsert.contains(&rule), "{}", writer.upsert);
+        }
+        let none = Columns {
+            public_metadata: false,
+            redirect_url: false,
+            notify: false,
+            expires_in_days: false,
+            template_slug: false,
+            not_before: false,
+            source: false,
+        };
+        let writer = Writer::new("desired_invitees", none);
+        assert!(writer.upsert.contains("WHERE false"), "{}", writer.upsert);
     }
 }

@@ -851,3 +851,50 @@ async fn an_address_padded_with_whitespace_other_than_spaces_is_a_bad_line() {
         summary.problems
     );
 }
+
+#[tokio::test]
+async fn a_row_claiming_scims_source_in_any_spelling_is_a_bad_line_and_never_written() {
+    let db = TestDb::migrated().await;
+    let text = "email,source\n\
+                orphan@example.com,scim\n\
+                ann@example.com,SCIM\n\
+                bo@example.com,\" sCiM \"\n\
+                cy@example.com,\u{200b}scim\n\
+                dan@example.com,hr\n\
+                eve@example.com,scimitar\n";
+
+    let summary = invalid(import(&db, text, &options()).await);
+    let lines: Vec<u64> = summary.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [2, 3, 4, 5], "{:?}", summary.problems);
+    for problem in &summary.problems {
+        assert!(
+            problem.reason.contains("source") && problem.reason.contains("SCIM users"),
+            "{problem:?}"
+        );
+    }
+    assert_eq!(count(&db).await, 0);
+
+    let summary = import(
+        &db,
+        text,
+        &ImportOptions {
+            skip_invalid: true,
+            ..options()
+        },
+    )
+    .await
+    .expect("the good lines are written");
+    assert_eq!((summary.inserted, summary.invalid), (2, 4));
+    let sources: Vec<(String, Option<String>)> = rows(&db)
+        .await
+        .into_iter()
+        .map(|r| (r.email, r.source))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("dan@example.com".to_owned(), Some("hr".to_owned())),
+            ("eve@example.com".to_owned(), Some("scimitar".to_owned())),
+        ]
+    );
+}

@@ -11,6 +11,7 @@ mod docs;
 mod faults;
 mod http;
 mod import;
+mod ownership;
 mod prometheus;
 mod reconcile;
 mod scim;
