@@ -327,10 +327,10 @@ fn counts_text(counts: &[String]) -> String {
     }
 }
 
-/// The backlog's sentence. The ETA is that of the people known to be invitable: those
+/// The backlog's sentence of `plan`. The ETA is that of the people known to be invitable: those
 /// awaiting a user check are looked up in Clerk's users before any create, so theirs is not
 /// known yet.
-fn backlog_text(queued: usize, awaiting_user_check: usize, eta_seconds: u64) -> String {
+pub fn backlog_text(queued: usize, awaiting_user_check: usize, eta_seconds: u64) -> String {
     let eta = human_duration(eta_seconds);
     let invitable = queued.saturating_sub(awaiting_user_check);
     match (queued, awaiting_user_check) {

@@ -622,3 +622,266 @@ fn the_dashboard_queries_only_exported_metrics_and_shows_every_one() {
         problems.join("\n  ")
     );
 }
+
+// ---------------------------------------------------------------------------
+// Backup, metric help texts, plan's output, the simulator's faults
+
+/// The tables a fresh database holds after every migration that a backup must carry:
+/// invite-sync's own and the roster.
+async fn tables_to_back_up() -> BTreeSet<String> {
+    let db = crate::common::TestDb::migrated().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
+         AND (c.relname LIKE 'invite\\_sync\\_%' OR c.relname = 'desired_invitees')",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("the tables can be listed");
+    assert!(tables.len() > 5, "too few tables found: {tables:?}");
+    tables.into_iter().collect()
+}
+
+#[tokio::test]
+async fn the_backup_names_every_table_the_migrations_create() {
+    let tables = tables_to_back_up().await;
+    let doc = read(OPERATIONS_MD);
+
+    // The data-only dump's -t list.
+    let block = crate::deploy::marked_block(&doc, "backup: tables");
+    let words: Vec<&str> = block.split_whitespace().collect();
+    let dumped: BTreeSet<String> = words
+        .windows(2)
+        .filter(|pair| pair[0] == "-t")
+        .map(|pair| pair[1].to_owned())
+        .collect();
+    assert_eq!(
+        dumped, tables,
+        "{OPERATIONS_MD}'s pg_dump -t list differs from the tables the migrations create"
+    );
+
+    // The table of what each holds.
+    let section = doc
+        .split_once("## Backup and restore")
+        .expect("a backup section")
+        .1;
+    let described: BTreeSet<String> = section
+        .lines()
+        .take_while(|line| !line.starts_with("## "))
+        .filter_map(table_cells)
+        .filter_map(|cells| {
+            let name = cells.first()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some(name.to_owned())
+        })
+        .collect();
+    let missing: Vec<&String> = tables.difference(&described).collect();
+    assert!(
+        missing.is_empty(),
+        "{OPERATIONS_MD}'s backup table does not say what these hold: {missing:?}"
+    );
+}
+
+/// The comma-separated lists in parentheses of a help text: `by kind (create, revoke)`.
+fn listed_values(help: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut rest = help;
+    while let Some((_, after)) = rest.split_once('(') {
+        let Some((inside, tail)) = after.split_once(')') else {
+            break;
+        };
+        let items: Vec<&str> = inside.split(", ").map(str::trim).collect();
+        let all_labels = items.len() > 1
+            && items.iter().all(|item| {
+                !item.is_empty()
+                    && item
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+        if all_labels {
+            values.extend(items.into_iter().map(str::to_owned));
+        }
+        rest = tail;
+    }
+    values
+}
+
+/// The row of operations.md's metrics table for `metric`.
+fn metric_row(doc: &str, metric: &str) -> Option<String> {
+    doc.lines()
+        .filter_map(table_cells)
+        .find(|cells| cells.first() == Some(&format!("`{metric}`").as_str()))
+        .map(|cells| cells.join(" | "))
+}
+
+/// Every `(kind, outcome)` the code counts in `invite_sync_actions`: the literal arguments of
+/// its `.action("kind", "outcome")` calls (an outcome held in a variable gives its kind alone).
+fn counted_actions() -> Vec<(String, Option<String>)> {
+    let mut found = Vec::new();
+    for dir in ["src/reconcile", "src/service", "src/commands"] {
+        for entry in std::fs::read_dir(repo_path(dir)).expect("a source directory lists") {
+            let path = entry.expect("an entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("a source file reads");
+            for (at, _) in source.match_indices(".action(\"") {
+                let args = &source[at + ".action(".len()..];
+                let args = &args[..args.find(')').expect("the call is closed")];
+                let mut parts = args.split(',').map(str::trim);
+                let kind = parts.next().expect("a kind").trim_matches('"').to_owned();
+                let outcome = parts
+                    .next()
+                    .filter(|o| o.starts_with('"'))
+                    .map(|o| o.trim_matches('"').to_owned());
+                found.push((kind, outcome));
+            }
+        }
+    }
+    assert!(
+        found.len() > 8,
+        "too few .action(..) calls found: {found:?}"
+    );
+    found
+}
+
+#[test]
+fn every_metric_help_and_label_value_is_documented() {
+    let doc = read(OPERATIONS_MD);
+    // Labelled families are printed once they have a series, which metric_families gives them.
+    let families = metric_families();
+    let exposition = invite_sync::metrics::metrics().encode();
+    let mut problems = Vec::new();
+    for (family, kind) in &families {
+        let help = exposition
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("# HELP {family} ")))
+            .unwrap_or_else(|| panic!("{family} has no help text"));
+        let shown = if kind == "histogram" {
+            family.clone()
+        } else {
+            sample_names(family, kind).remove(0)
+        };
+        let Some(row) = metric_row(&doc, &shown) else {
+            problems.push(format!("{shown}: no row in {OPERATIONS_MD}"));
+            continue;
+        };
+        for value in listed_values(help) {
+            if !row.contains(&format!("`{value}`")) {
+                problems.push(format!(
+                    "{shown}: its help lists {value}, its row does not: {help:?}"
+                ));
+            }
+        }
+    }
+    // invite_sync_actions: every kind the code counts is in the help text and every kind and
+    // outcome in the docs' row.
+    let actions_help = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("# HELP invite_sync_actions "))
+        .expect("invite_sync_actions has a help text");
+    let help_kinds = listed_values(actions_help);
+    let row = metric_row(&doc, "invite_sync_actions_total").unwrap_or_default();
+    for (kind, outcome) in counted_actions() {
+        if !help_kinds.contains(&kind) {
+            problems.push(format!(
+                "invite_sync_actions: its help does not list {kind}"
+            ));
+        }
+        let documented = match &outcome {
+            Some(outcome) => {
+                row.contains(&format!("`{kind}` (")) && {
+                    let after = row.split_once(&format!("`{kind}` (")).map(|(_, a)| a);
+                    after
+                        .and_then(|a| a.split_once(')'))
+                        .is_some_and(|(list, _)| list.contains(&format!("`{outcome}`")))
+                }
+            }
+            None => row.contains(&format!("`{kind}`")),
+        };
+        if !documented {
+            problems.push(format!(
+                "invite_sync_actions_total: kind {kind} outcome {outcome:?} is not in its row"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the metrics' help texts and {OPERATIONS_MD} disagree:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_plan_example_ends_as_plan_prints_its_backlog() {
+    use invite_sync::commands::plan::backlog_text;
+    let doc = read(OPERATIONS_MD);
+    let (_, after) = doc
+        .split_once("Plan for target default")
+        .expect("operations.md shows a plan");
+    let example = &after[..after.find("```").expect("the example ends")];
+    let counts = example
+        .lines()
+        .find(|line| line.starts_with("Counts: "))
+        .expect("the example has a counts line");
+    let number = |category: &str| -> usize {
+        counts
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix(&format!("{category}=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let queued = number("create") + number("reinvite") + number("replace");
+    let backlog = example
+        .lines()
+        .find(|line| line.starts_with("Backlog "))
+        .expect("the example has a backlog line");
+    // 3 h 27 min: whatever number of seconds rounds up to it.
+    assert_eq!(backlog, backlog_text(queued, 0, 3 * 3600 + 26 * 60 + 1));
+    for (queued, awaiting, eta) in [(1204, 4, 12_420), (0, 0, 0)] {
+        let sentence = backlog_text(queued, awaiting, eta);
+        let shown = sentence.split(" (").next().unwrap_or(&sentence);
+        assert!(
+            doc.replace('\n', " ").contains(shown),
+            "{OPERATIONS_MD} does not show plan's {sentence:?}"
+        );
+    }
+}
+
+#[test]
+fn the_simulators_fault_body_is_documented_and_parses() {
+    use invite_sync::clerk::sim::{Fault, Operation};
+    let readme = read("README.md");
+    let (_, after) = readme
+        .split_once("Faults: `POST /_sim/faults`")
+        .expect("README.md documents /_sim/faults");
+    let fence = after.find("```json").expect("an example block");
+    let block = &after[fence + "```json".len()..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let mut types = BTreeSet::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let fault: Fault = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("README.md's fault example {line} does not parse: {e}"));
+        let value = serde_json::to_value(&fault).expect("a fault serialises");
+        types.insert(
+            value["kind"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    for kind in ["status", "status_after_apply", "drop_after_apply", "hang"] {
+        assert!(types.contains(kind), "no example of the fault {kind}");
+    }
+    let operations = after
+        .split_once("- `operation`:")
+        .expect("the operations are listed")
+        .1;
+    let operations = &operations[..operations.find("\n- ").expect("the list goes on")];
+    let mut named = 0;
+    for name in operations.split('`').skip(1).step_by(2) {
+        serde_json::from_value::<Operation>(serde_json::Value::String(name.to_owned()))
+            .unwrap_or_else(|e| panic!("README.md names an operation {name}: {e}"));
+        named += 1;
+    }
+    assert!(named >= 7, "README.md lists {named} operations");
+}
