@@ -5,6 +5,21 @@ use serde_json::{json, Value};
 
 use super::schema::ERROR;
 
+/// Most characters of client input an error detail quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// Client input as an error detail quotes it: escaped (no control character, no line break
+/// survives) and cut to [`QUOTED_CHARS`] characters, on a character boundary.
+pub fn quoted(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head:?}...")
+    } else {
+        format!("{head:?}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {}: {detail}", scim_type.unwrap_or("-"))]
 pub struct ScimError {
@@ -75,6 +90,14 @@ impl ScimError {
             415,
             None,
             "the body must be application/scim+json or application/json",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            None,
+            format!("the request body is larger than {limit} bytes"),
         )
     }
 

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::error::ScimError;
+use super::error::{quoted, ScimError};
 use super::schema::{schemas, Owner, ENTERPRISE, USER};
 
 /// An attribute named in a filter: its schema, the attribute and an optional sub-attribute.
@@ -123,7 +123,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
                 }
                 let raw: String = chars[start..i].iter().collect();
                 let decoded: String = serde_json::from_str(&raw).map_err(|_| {
-                    ScimError::invalid_filter(format!("{raw} is not a valid string"))
+                    ScimError::invalid_filter(format!("{} is not a valid string", quoted(&raw)))
                 })?;
                 tokens.push(Token::Text(decoded));
             }
@@ -136,8 +136,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
                     i += 1;
                 }
                 let raw: String = chars[start..i].iter().collect();
-                let number: serde_json::Number = serde_json::from_str(&raw)
-                    .map_err(|_| ScimError::invalid_filter(format!("{raw} is not a number")))?;
+                let number: serde_json::Number = serde_json::from_str(&raw).map_err(|_| {
+                    ScimError::invalid_filter(format!("{} is not a number", quoted(&raw)))
+                })?;
                 tokens.push(Token::Number(number));
             }
             c if is_word_char(c) => {
@@ -163,9 +164,15 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
 /// Splits a schema URN prefix off a path: `urn:...:User:name.givenName` → (Core, `name.givenName`).
 /// A bare extension URN gives an empty rest.
 pub(crate) fn split_urn(path: &str) -> Result<(Owner, &str), String> {
+    // `get` rather than indexing: a path is client input, and a byte offset inside a
+    // multi-byte character is no prefix (it panics when sliced).
+    let prefixed = |prefix: &str| {
+        path.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
     for (owner, urn) in [(Owner::Enterprise, ENTERPRISE), (Owner::Core, USER)] {
-        if path.len() >= urn.len() && path[..urn.len()].eq_ignore_ascii_case(urn) {
-            let rest = &path[urn.len()..];
+        if prefixed(urn) {
+            let rest = path.get(urn.len()..).unwrap_or_default();
             if rest.is_empty() {
                 return Ok((owner, rest));
             }
@@ -174,8 +181,8 @@ pub(crate) fn split_urn(path: &str) -> Result<(Owner, &str), String> {
             }
         }
     }
-    if path.len() >= 4 && path[..4].eq_ignore_ascii_case("urn:") {
-        return Err(format!("{path}: unknown schema"));
+    if prefixed("urn:") {
+        return Err(format!("{}: unknown schema", quoted(path)));
     }
     Ok((Owner::Core, path))
 }
@@ -350,6 +357,12 @@ impl Parser {
                 )))
             }
         };
+        if value.as_str().is_some_and(|text| text.contains('\0')) {
+            // PostgreSQL's text cannot hold one, and no stored value has one.
+            return Err(ScimError::invalid_value(format!(
+                "{word}: a filter value must not contain a NUL character"
+            )));
+        }
         Ok(Filter::Compare(attr, op, value))
     }
 }
@@ -404,7 +417,8 @@ pub fn parse_path(text: &str) -> Result<PatchPath, ScimError> {
             });
         }
         return Err(ScimError::invalid_path(format!(
-            "{text:?} names no attribute"
+            "{} names no attribute",
+            quoted(text)
         )));
     }
     let name_end = rest.find(['.', '[']).unwrap_or(rest.len());
@@ -412,8 +426,9 @@ pub fn parse_path(text: &str) -> Result<PatchPath, ScimError> {
     let mut tail = &rest[name_end..];
     let mut filter = None;
     if let Some(inside) = tail.strip_prefix('[') {
-        let close = closing_bracket(inside)
-            .ok_or_else(|| ScimError::invalid_path(format!("{text:?}: a [ is not closed")))?;
+        let close = closing_bracket(inside).ok_or_else(|| {
+            ScimError::invalid_path(format!("{}: a [ is not closed", quoted(text)))
+        })?;
         filter = Some(parse_tokens(tokenize(&inside[..close])?, true)?);
         tail = &inside[close + 1..];
     }
@@ -422,7 +437,8 @@ pub fn parse_path(text: &str) -> Result<PatchPath, ScimError> {
         None if tail.is_empty() => None,
         None => {
             return Err(ScimError::invalid_path(format!(
-                "{text:?} is not an attribute path"
+                "{} is not an attribute path",
+                quoted(text)
             )))
         }
     };
@@ -431,7 +447,8 @@ pub fn parse_path(text: &str) -> Result<PatchPath, ScimError> {
     };
     if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
         return Err(ScimError::invalid_path(format!(
-            "{text:?} is not an attribute path"
+            "{} is not an attribute path",
+            quoted(text)
         )));
     }
     Ok(PatchPath {
@@ -464,12 +481,18 @@ pub fn check_attribute_path(text: &str) -> Result<(), String> {
     let Some(name) = &path.attr else {
         return Ok(());
     };
-    let attribute = schemas()
-        .attribute(path.owner, name)
-        .ok_or_else(|| format!("{text:?}: {name} is not an attribute of the User schemas"))?;
+    let attribute = schemas().attribute(path.owner, name).ok_or_else(|| {
+        format!(
+            "{}: {name} is not an attribute of the User schemas",
+            quoted(text)
+        )
+    })?;
     if let Some(sub) = &path.sub {
         if attribute.sub(sub).is_none() {
-            return Err(format!("{text:?}: {name} has no sub-attribute {sub}"));
+            return Err(format!(
+                "{}: {name} has no sub-attribute {sub}",
+                quoted(text)
+            ));
         }
     }
     Ok(())

@@ -21,7 +21,8 @@ pub enum EmailSource {
 /// What a User means for the roster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RosterEntry {
-    /// `None`: no attribute holds a usable address; the user is kept off the roster.
+    /// `None`: no attribute holds an address Clerk can invite (a user name that is no address,
+    /// or one Clerk refuses, such as a non-ASCII one); the user is kept off the roster.
     pub email: Option<Email>,
     pub active: bool,
     pub public_metadata: Map<String, Value>,
@@ -52,7 +53,7 @@ impl Mapping {
             attributes
                 .get("userName")
                 .and_then(Value::as_str)
-                .and_then(|name| Email::parse(name).ok())
+                .and_then(|name| Email::parse_invitable(name).ok())
         };
         let email = match self.email {
             EmailSource::UserName => from_user_name().or_else(|| from_emails(attributes)),
@@ -96,7 +97,7 @@ fn from_emails(attributes: &Attributes) -> Option<Email> {
     ranked
         .into_iter()
         .filter_map(|item| item.get("value")?.as_str())
-        .find_map(|value| Email::parse(value).ok())
+        .find_map(|value| Email::parse_invitable(value).ok())
 }
 
 /// The value a path names, if the user has one (the first, for a multi-valued attribute).

@@ -4,12 +4,14 @@
 //! "Replace"), and a value filter naming no value yet in an `add` or `replace`
 //! (`emails[type eq "work"].value`) creates the value it describes, as Entra expects.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::filter::{get_ci, item_matches, parse_path, pinned_values, PatchPath};
 use super::resource::{base_mut, check, coerce, coerce_item, tidy, Attributes};
-use super::schema::{schemas, Attribute, Mutability, Owner, ENTERPRISE, PATCH_OP};
+use super::schema::{schemas, Attribute, Mutability, Owner, ENTERPRISE, MAX_OPERATIONS, PATCH_OP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -42,6 +44,13 @@ pub fn apply(attributes: &Attributes, body: &Value) -> Result<Attributes, ScimEr
             ))
         }
     };
+    if operations.len() > MAX_OPERATIONS {
+        return Err(ScimError::too_many(format!(
+            "Operations: {} operations, more than {MAX_OPERATIONS} in one PATCH \
+             (ServiceProviderConfig bulk.maxOperations)",
+            operations.len()
+        )));
+    }
     let mut patched = attributes.clone();
     for (index, operation) in operations.iter().enumerate() {
         let at = |e: ScimError| ScimError {
@@ -195,8 +204,13 @@ fn whole(
                 if attribute.multi_valued =>
             {
                 let listed = coerce(attribute, value, &name)?.unwrap_or(Value::Array(Vec::new()));
-                let listed = listed.as_array().cloned().unwrap_or_default();
-                items.retain(|item| !listed.iter().any(|l| same_value(l, item)));
+                let listed: HashSet<String> = listed
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(value_key)
+                    .collect();
+                items.retain(|item| !listed.contains(&value_key(item)));
                 if items.is_empty() {
                     base.remove(&name);
                 }
@@ -215,6 +229,7 @@ fn whole(
     };
     match (op, coerced, base.get_mut(&name)) {
         (Op::Add, Value::Array(new), Some(Value::Array(items))) => {
+            let mut present: HashSet<String> = items.iter().map(fingerprint).collect();
             for item in new {
                 if item.get("primary") == Some(&Value::Bool(true)) {
                     for other in items.iter_mut() {
@@ -223,7 +238,7 @@ fn whole(
                         }
                     }
                 }
-                if !items.contains(&item) {
+                if present.insert(fingerprint(&item)) {
                     items.push(item);
                 }
             }
@@ -239,11 +254,36 @@ fn whole(
     Ok(())
 }
 
-/// Whether a listed value names an item: the same `value`, or the same item.
-fn same_value(listed: &Value, item: &Value) -> bool {
-    match (listed.get("value"), item.get("value")) {
-        (Some(a), Some(b)) => a == b,
-        _ => listed == item,
+/// A value as a key that equal values share, whatever the order of their fields.
+fn fingerprint(value: &Value) -> String {
+    match value {
+        Value::Object(fields) => {
+            let mut entries: Vec<(&String, String)> = fields
+                .iter()
+                .map(|(key, value)| (key, fingerprint(value)))
+                .collect();
+            entries.sort();
+            let inner: Vec<String> = entries
+                .into_iter()
+                .map(|(key, value)| format!("{}:{value}", Value::String(key.clone())))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(fingerprint).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What names an item in a `remove` listing values: its `value`, else the whole item.
+/// A listed value and an item are the same when their keys are (as `value` with `value`,
+/// or the whole item with the whole item).
+fn value_key(item: &Value) -> String {
+    match item.get("value") {
+        Some(value) => format!("value {}", fingerprint(value)),
+        None => format!("item {}", fingerprint(item)),
     }
 }
 
@@ -375,6 +415,7 @@ fn filtered(
     // One primary value at most (RFC 7643 §2.4): the one just made primary wins.
     let primary = |item: &Value| item.get("primary") == Some(&Value::Bool(true));
     if touched.iter().any(|&index| primary(&items[index])) {
+        let touched: HashSet<usize> = touched.into_iter().collect();
         for (index, item) in items.iter_mut().enumerate() {
             if !touched.contains(&index) {
                 if let Some(fields) = item.as_object_mut() {

@@ -5,9 +5,12 @@
 
 use serde_json::{json, Map, Value};
 
-use super::error::ScimError;
+use super::error::{quoted, ScimError};
 use super::filter::{get_ci, parse_path, split_urn};
-use super::schema::{schemas, Attribute, Mutability, Owner, Returned, Type, ENTERPRISE, USER};
+use super::schema::{
+    is_attribute_name, schemas, Attribute, Mutability, Owner, Returned, Type, ENTERPRISE,
+    MAX_STRING_CHARS, MAX_USER_BYTES, MAX_USER_NAME_CHARS, MAX_VALUES, USER,
+};
 
 /// The attributes of a stored User.
 pub type Attributes = Map<String, Value>;
@@ -32,11 +35,30 @@ fn coerce_simple(attribute: &Attribute, value: &Value, path: &str) -> Result<Val
             _ => Err(wrong("a number")),
         },
         Type::String | Type::Reference | Type::DateTime | Type::Binary => match value {
-            Value::String(_) => Ok(value.clone()),
+            Value::String(text) => {
+                check_text(text, path)?;
+                Ok(value.clone())
+            }
             _ => Err(wrong("a string")),
         },
         Type::Complex => Err(wrong("a simple value")),
     }
+}
+
+/// A string value PostgreSQL can store and an index can hold: no NUL character (text and
+/// jsonb refuse one), at most [`MAX_STRING_CHARS`] characters.
+fn check_text(text: &str, path: &str) -> Result<(), ScimError> {
+    if text.contains('\0') {
+        return Err(ScimError::invalid_value(format!(
+            "{path}: must not contain a NUL character"
+        )));
+    }
+    if text.chars().nth(MAX_STRING_CHARS).is_some() {
+        return Err(ScimError::invalid_value(format!(
+            "{path}: longer than {MAX_STRING_CHARS} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// One value of an attribute (an item, for a multi-valued one). `None`: unassigned.
@@ -85,6 +107,9 @@ pub fn coerce(
         Value::Array(items) => items.iter().collect(),
         single => vec![single],
     };
+    if items.len() > MAX_VALUES {
+        return Err(too_many_values(path));
+    }
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         if let Some(item) = coerce_item(attribute, item, path)? {
@@ -92,6 +117,10 @@ pub fn coerce(
         }
     }
     Ok((!out.is_empty()).then_some(Value::Array(out)))
+}
+
+fn too_many_values(path: &str) -> ScimError {
+    ScimError::invalid_value(format!("{path}: more than {MAX_VALUES} values"))
 }
 
 /// The object holding `owner`'s attributes, created when missing.
@@ -159,6 +188,10 @@ pub fn from_request(body: &Value) -> Result<Attributes, ScimError> {
             continue;
         }
         let Ok((owner, rest)) = split_urn(key) else {
+            // An extension this server does not serve (RFC 7644 §3.3 lets it be ignored).
+            if !key.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(not_a_name(key));
+            }
             continue;
         };
         if rest.is_empty() {
@@ -172,15 +205,29 @@ pub fn from_request(body: &Value) -> Result<Attributes, ScimError> {
                 )));
             };
             for (name, value) in extension {
+                if !is_attribute_name(name) {
+                    return Err(not_a_name(name));
+                }
                 set_from_request(&mut out, owner, name, value)?;
             }
             continue;
+        }
+        if !rest.split('.').all(is_attribute_name) {
+            return Err(not_a_name(key));
         }
         set_from_request(&mut out, owner, rest, value)?;
     }
     tidy(&mut out);
     check(&out)?;
     Ok(out)
+}
+
+/// A body's key that cannot name any attribute. Unknown but well-formed names are ignored.
+fn not_a_name(key: &str) -> ScimError {
+    ScimError::invalid_syntax(format!(
+        "{} is not an attribute name (RFC 7643 §2.1: a letter, then letters, digits, - or _)",
+        quoted(key)
+    ))
 }
 
 fn set_from_request(
@@ -204,14 +251,28 @@ fn set_from_request(
     Ok(())
 }
 
-/// The rules a stored User keeps: a non-empty `userName`; one primary value at most.
+/// The rules a stored User keeps: a non-empty `userName`; `userName` and `externalId` of at
+/// most [`MAX_USER_NAME_CHARS`]; at most [`MAX_VALUES`] values and one primary value in a
+/// multi-valued attribute; at most [`MAX_USER_BYTES`] in all.
 pub fn check(attributes: &Attributes) -> Result<(), ScimError> {
     match attributes.get("userName") {
         Some(Value::String(name)) if !name.trim().is_empty() => {}
         _ => return Err(ScimError::invalid_value("userName is required")),
     }
+    for name in ["userName", "externalId"] {
+        if let Some(Value::String(text)) = attributes.get(name) {
+            if text.chars().nth(MAX_USER_NAME_CHARS).is_some() {
+                return Err(ScimError::invalid_value(format!(
+                    "{name}: longer than {MAX_USER_NAME_CHARS} characters"
+                )));
+            }
+        }
+    }
     for (name, value) in attributes {
         if let Value::Array(items) = value {
+            if items.len() > MAX_VALUES {
+                return Err(too_many_values(name));
+            }
             let primaries = items
                 .iter()
                 .filter(|item| item.get("primary") == Some(&Value::Bool(true)))
@@ -222,6 +283,12 @@ pub fn check(attributes: &Attributes) -> Result<(), ScimError> {
                 )));
             }
         }
+    }
+    let size = serde_json::to_vec(attributes).map_or(usize::MAX, |json| json.len());
+    if size > MAX_USER_BYTES {
+        return Err(ScimError::invalid_value(format!(
+            "the user's attributes take {size} bytes as JSON, more than {MAX_USER_BYTES}"
+        )));
     }
     Ok(())
 }

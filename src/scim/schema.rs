@@ -20,6 +20,30 @@ pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
 /// Most resources one list answer holds, whatever `count` asks for.
 pub const MAX_RESULTS: usize = 500;
+/// Most operations one PATCH request holds (`bulk.maxOperations` in ServiceProviderConfig).
+pub const MAX_OPERATIONS: usize = 100;
+/// Largest request body, in bytes (`bulk.maxPayloadSize`); the HTTP layer enforces it.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Most values a multi-valued attribute (`emails`, `phoneNumbers`, ...) holds.
+pub const MAX_VALUES: usize = 100;
+/// Longest string value, in characters.
+pub const MAX_STRING_CHARS: usize = 2048;
+/// Longest `userName` and `externalId`, in characters: both are indexed, and an index entry
+/// must stay far below PostgreSQL's limit of about 2.7 kB.
+pub const MAX_USER_NAME_CHARS: usize = 256;
+/// Largest User, its attributes as stored JSON, in bytes.
+pub const MAX_USER_BYTES: usize = 64 * 1024;
+/// Most paths `attributes` or `excludedAttributes` may list.
+pub const MAX_PROJECTED: usize = 64;
+
+/// Whether `name` is an attribute name as RFC 7643 §2.1 spells them: a letter, then
+/// letters, digits, `-` or `_` (or `$ref`).
+pub fn is_attribute_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name == "$ref"
+        || (chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+}
 
 const SCHEMAS_JSON: &str = include_str!("schemas.json");
 
@@ -183,7 +207,15 @@ pub fn service_provider_config(base: &str) -> Value {
     json!({
         "schemas": [SERVICE_PROVIDER_CONFIG],
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        // RFC 7643 §5 gives PATCH no limits of its own, and its schema allows no others:
+        // `bulk`'s (bulk itself is not supported) say what one request may hold, a PATCH's
+        // operations and the body's bytes. The other limits are in the documentation and
+        // in the refusals that quote them.
+        "bulk": {
+            "supported": false,
+            "maxOperations": MAX_OPERATIONS,
+            "maxPayloadSize": MAX_PAYLOAD_BYTES
+        },
         "filter": {"supported": true, "maxResults": MAX_RESULTS},
         "changePassword": {"supported": false},
         "sort": {"supported": false},

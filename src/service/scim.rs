@@ -5,9 +5,12 @@
 //! and writes nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,15 +23,19 @@ use uuid::Uuid;
 use super::http::AppState;
 use crate::config::{ScimEmail, Settings};
 use crate::domain::{DesiredInvitee, DesiredRow, RowDefaults};
+use crate::scim::error::quoted;
 use crate::scim::filter::{self, Filter};
 use crate::scim::resource::{self, Attributes, Meta};
-use crate::scim::schema::{self, LIST_RESPONSE, MAX_RESULTS, SEARCH_REQUEST};
+use crate::scim::schema::{self, LIST_RESPONSE, MAX_PROJECTED, MAX_RESULTS, SEARCH_REQUEST};
 use crate::scim::{patch, EmailSource, Mapping, RosterEntry, ScimError};
 use crate::store::roster::{Batch, Columns, Writer, SCIM_SOURCE};
-use crate::store::scim::{self as store, Candidates, ScimUser, UserWrite, WriteError};
+use crate::store::scim::{self as store, Candidates, ScanKey, ScimUser, UserWrite, WriteError};
 use crate::telemetry::Chain;
 
 const CONTENT_TYPE: &str = "application/scim+json";
+
+// ServiceProviderConfig announces the body limit the HTTP layer enforces.
+const _: () = assert!(schema::MAX_PAYLOAD_BYTES == super::http::MAX_BODY);
 
 /// The endpoint's configuration: its tokens and the roster mapping.
 pub struct Scim {
@@ -72,6 +79,11 @@ impl IntoResponse for ScimError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"invite-sync SCIM\""),
             );
+            // Refused before its body was read: the connection closes, so that nothing
+            // waits for (or reads) the rest of it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -117,6 +129,57 @@ pub fn router() -> Router<AppState> {
                 .fallback(not_allowed),
         )
         .fallback(not_found)
+}
+
+/// A request that presented a configured token. Every handler takes it first, so a request
+/// without one is refused from its headers alone: its body is never read, and it holds a
+/// SCIM slot only for as long as the refusal takes.
+struct Authorized(Arc<Scim>);
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ScimError> {
+        authorize(state, &parts.headers)?;
+        state
+            .scim
+            .clone()
+            .map(Authorized)
+            .ok_or_else(|| ScimError::not_found("not found"))
+    }
+}
+
+/// The `{id}` of a path; one that is not text (bad percent-encoding) names no user.
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ScimError> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ScimError::not_found("no such resource: the id is not valid text"))
+}
+
+/// The request body, read only once the request is authorized.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ScimError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ScimError::payload_too_large(crate::service::http::MAX_BODY)
+        } else {
+            ScimError::invalid_syntax(format!("the body could not be read: {}", status.as_u16()))
+        }
+    })
+}
+
+/// Runs the CPU work of a request (parsing a body, applying a PATCH, rendering and filtering
+/// users) on the blocking pool, never on a runtime worker that other requests and the probes
+/// share. A panic there is an internal error whose message (it may quote input) is not logged.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ScimError> + Send + 'static,
+) -> Result<T, ScimError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => {
+            tracing::error!(panicked = error.is_panic(), "SCIM request's work failed");
+            Err(ScimError::internal())
+        }
+    }
 }
 
 /// 404 when the endpoint is off, 401 unless a configured token is presented.
@@ -183,11 +246,7 @@ async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> ScimErr
 // ---------------------------------------------------------------------------------------
 // Discovery
 
-async fn service_provider_config(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
+async fn service_provider_config(_: Authorized, headers: HeaderMap) -> Result<Response, ScimError> {
     Ok(scim_json(
         StatusCode::OK,
         schema::service_provider_config(&base_url(&headers)),
@@ -204,23 +263,22 @@ fn list_response(resources: Vec<Value>, total: usize, start_index: usize) -> Val
     })
 }
 
-async fn resource_types(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
+async fn resource_types(_: Authorized, headers: HeaderMap) -> Result<Response, ScimError> {
     let types = vec![schema::user_resource_type(&base_url(&headers))];
     Ok(scim_json(StatusCode::OK, list_response(types, 1, 1)))
 }
 
 async fn resource_type(
-    State(state): State<AppState>,
+    _: Authorized,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
+    let id = path_id(id)?;
     if id != "User" {
-        return Err(ScimError::not_found(format!("no resource type {id}")));
+        return Err(ScimError::not_found(format!(
+            "no resource type {}",
+            quoted(&id)
+        )));
     }
     Ok(scim_json(
         StatusCode::OK,
@@ -228,11 +286,7 @@ async fn resource_type(
     ))
 }
 
-async fn schema_list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
+async fn schema_list(_: Authorized, headers: HeaderMap) -> Result<Response, ScimError> {
     let documents = schema::schema_documents(&base_url(&headers));
     let total = documents.len();
     Ok(scim_json(
@@ -242,21 +296,21 @@ async fn schema_list(
 }
 
 async fn schema_one(
-    State(state): State<AppState>,
+    _: Authorized,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
+    let id = path_id(id)?;
     schema::schema_document(&base_url(&headers), &id)
         .map(|document| scim_json(StatusCode::OK, document))
-        .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))
+        .ok_or_else(|| ScimError::not_found(format!("no schema {}", quoted(&id))))
 }
 
 // ---------------------------------------------------------------------------------------
 // Reading
 
 fn user_id(raw: &str) -> Result<Uuid, ScimError> {
-    Uuid::parse_str(raw).map_err(|_| ScimError::not_found(format!("no user {raw}")))
+    Uuid::parse_str(raw).map_err(|_| ScimError::not_found(format!("no user {}", quoted(raw))))
 }
 
 fn attributes_of(user: &ScimUser) -> Attributes {
@@ -266,7 +320,7 @@ fn attributes_of(user: &ScimUser) -> Attributes {
     }
 }
 
-fn rendered(user: &ScimUser, base: &str) -> Map<String, Value> {
+fn rendered_user(user: &ScimUser, base: &str) -> Map<String, Value> {
     let id = user.id.to_string();
     resource::render(
         &id,
@@ -299,6 +353,39 @@ impl Projection {
         .unwrap_or_default()
     }
 
+    /// Both lists, checked: each entry an attribute path (unknown attributes are ignored, as
+    /// RFC 7644 §3.4.2.5 lets a server do), at most [`MAX_PROJECTED`] in each.
+    fn new(attributes: Vec<String>, excluded: Vec<String>) -> Result<Projection, ScimError> {
+        for (name, paths) in [
+            ("attributes", &attributes),
+            ("excludedAttributes", &excluded),
+        ] {
+            if paths.len() > MAX_PROJECTED {
+                return Err(ScimError::invalid_value(format!(
+                    "{name}: more than {MAX_PROJECTED} attributes"
+                )));
+            }
+            for path in paths {
+                if path.eq_ignore_ascii_case("meta") {
+                    continue;
+                }
+                filter::parse_path(path)
+                    .map_err(|e| ScimError::invalid_value(format!("{name}: {}", e.detail)))?;
+            }
+        }
+        Ok(Projection {
+            attributes,
+            excluded,
+        })
+    }
+
+    fn from_query(params: &HashMap<String, String>) -> Result<Projection, ScimError> {
+        Projection::new(
+            Projection::split(param(params, "attributes")),
+            Projection::split(param(params, "excludedAttributes")),
+        )
+    }
+
     fn apply(&self, resource: Map<String, Value>) -> Value {
         Value::Object(resource::project(
             resource,
@@ -325,22 +412,19 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 }
 
 async fn read(
+    _: Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
     let params = query_params(query.as_deref());
-    let id = user_id(&id)?;
+    let projection = Projection::from_query(&params)?;
+    let id = user_id(&path_id(id)?)?;
     let user = store::get(&state.pool, id)
         .await
         .map_err(internal)?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    let projection = Projection {
-        attributes: Projection::split(param(&params, "attributes")),
-        excluded: Projection::split(param(&params, "excludedAttributes")),
-    };
     Ok(user_response(StatusCode::OK, &user, &headers, &projection))
 }
 
@@ -351,7 +435,7 @@ fn user_response(
     projection: &Projection,
 ) -> Response {
     let base = base_url(headers);
-    let resource = rendered(user, &base);
+    let resource = rendered_user(user, &base);
     let mut response = scim_json(status, projection.apply(resource));
     if let Ok(location) = HeaderValue::from_str(&format!("{base}/Users/{}", user.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -424,10 +508,7 @@ impl Search {
             param(params, "filter"),
             number("startIndex")?,
             number("count")?,
-            Projection {
-                attributes: Projection::split(param(params, "attributes")),
-                excluded: Projection::split(param(params, "excludedAttributes")),
-            },
+            Projection::from_query(params)?,
         )
     }
 
@@ -471,85 +552,204 @@ impl Search {
             filter_text,
             index(filter::get_ci(fields, "startIndex"), "startIndex")?,
             index(filter::get_ci(fields, "count"), "count")?,
-            Projection {
-                attributes: paths("attributes")?,
-                excluded: paths("excludedAttributes")?,
-            },
+            Projection::new(paths("attributes")?, paths("excludedAttributes")?)?,
         )
     }
 }
 
+/// Users a search reads from the database at a time.
+const SCAN_CHUNK: usize = 32;
+/// Most bytes of users one list answer holds: a page stops early (fewer than `count`, as
+/// RFC 7644 §3.4.2.4 allows; `itemsPerPage` says how many) rather than grow past it.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Which users a search reads before its filter is applied, narrowed by an indexed key when
+/// the filter's top-level `and` chain names one. `None`: no user can match.
+fn candidates(filter: Option<&Filter>) -> Option<Candidates<'_>> {
+    let Some(filter) = filter else {
+        return Some(Candidates::All);
+    };
+    if let Some(id) = filter::required_eq(filter, "id") {
+        return Uuid::parse_str(id).ok().map(Candidates::Id);
+    }
+    if let Some(name) = filter::required_eq(filter, "userName") {
+        return Some(Candidates::UserName(name));
+    }
+    if let Some(external) = filter::required_eq(filter, "externalId") {
+        return Some(Candidates::ExternalId(external));
+    }
+    Some(Candidates::All)
+}
+
+/// A page being filled: the users rendered as JSON text, within [`MAX_PAGE_BYTES`].
+#[derive(Default)]
+struct Page {
+    resources: Vec<String>,
+    bytes: usize,
+    full: bool,
+}
+
+impl Page {
+    /// Adds a rendered user unless the page is full; the first always fits.
+    fn push(&mut self, resource: String, count: usize) {
+        if self.full || self.resources.len() >= count {
+            self.full = true;
+            return;
+        }
+        if !self.resources.is_empty() && self.bytes + resource.len() > MAX_PAGE_BYTES {
+            self.full = true;
+            return;
+        }
+        self.bytes += resource.len();
+        self.resources.push(resource);
+    }
+
+    fn answer(self, total: usize, start_index: usize) -> Response {
+        let mut body = format!(
+            r#"{{"schemas":[{}],"totalResults":{total},"startIndex":{start_index},"itemsPerPage":{},"Resources":["#,
+            Value::String(LIST_RESPONSE.to_owned()),
+            self.resources.len()
+        );
+        body.reserve(self.bytes + self.resources.len() + 2);
+        for (at, resource) in self.resources.iter().enumerate() {
+            if at > 0 {
+                body.push(',');
+            }
+            body.push_str(resource);
+        }
+        body.push_str("]}");
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// A search, paged in the database: without a filter it reads only the page's users (and
+/// counts the rest); with one it reads the (narrowed) users [`SCAN_CHUNK`] at a time,
+/// filtering each chunk off the runtime and keeping only the page's. Memory stays within a
+/// chunk and a page, whatever the number of users.
 async fn run_search(
     state: &AppState,
     headers: &HeaderMap,
     search: Search,
 ) -> Result<Response, ScimError> {
-    let candidates = match &search.filter {
-        None => Candidates::All,
-        Some(filter) => {
-            if let Some(id) = filter::required_eq(filter, "id") {
-                match Uuid::parse_str(id) {
-                    Ok(id) => Candidates::Id(id),
-                    Err(_) => {
-                        return Ok(scim_json(
-                            StatusCode::OK,
-                            list_response(Vec::new(), 0, search.start_index),
-                        ))
-                    }
-                }
-            } else if let Some(name) = filter::required_eq(filter, "userName") {
-                Candidates::UserName(name)
-            } else if let Some(external) = filter::required_eq(filter, "externalId") {
-                Candidates::ExternalId(external)
-            } else {
-                Candidates::All
+    let search = Arc::new(search);
+    let start_index = search.start_index;
+    let Some(which) = candidates(search.filter.as_ref()) else {
+        return Ok(Page::default().answer(0, start_index));
+    };
+    let base: Arc<str> = base_url(headers).into();
+    let mut tx = store::snapshot(&state.pool).await.map_err(internal)?;
+    let skip = start_index - 1;
+    let mut page = Page::default();
+    let mut after: Option<ScanKey> = None;
+    let total = if search.filter.is_none() {
+        let total = usize::try_from(store::count(&mut *tx).await.map_err(internal)?).unwrap_or(0);
+        let mut offset = i64::try_from(skip).unwrap_or(i64::MAX);
+        while !page.full && page.resources.len() < search.count {
+            let want = (search.count - page.resources.len()).min(SCAN_CHUNK);
+            let users = store::scan(&mut *tx, which, after, offset, want as i64)
+                .await
+                .map_err(internal)?;
+            offset = 0;
+            after = users.last().map(ScimUser::scan_key);
+            let last_chunk = users.len() < want;
+            let rendered = {
+                let (search, base) = (search.clone(), base.clone());
+                off_runtime(move || Ok(render_matching(&users, &base, &search, 0, usize::MAX)))
+                    .await?
+            };
+            for resource in rendered.1 {
+                page.push(resource, search.count);
+            }
+            if last_chunk {
+                break;
             }
         }
+        total
+    } else {
+        let mut matched = 0usize;
+        loop {
+            let users = store::scan(&mut *tx, which, after, 0, SCAN_CHUNK as i64)
+                .await
+                .map_err(internal)?;
+            after = users.last().map(ScimUser::scan_key);
+            let last_chunk = users.len() < SCAN_CHUNK;
+            // The page's window of matches, as far as this chunk can reach it.
+            let wanted = if page.full {
+                0
+            } else {
+                search.count - page.resources.len()
+            };
+            let first = skip.saturating_sub(matched);
+            let (found, rendered) = {
+                let (search, base) = (search.clone(), base.clone());
+                off_runtime(move || Ok(render_matching(&users, &base, &search, first, wanted)))
+                    .await?
+            };
+            matched += found;
+            for resource in rendered {
+                page.push(resource, search.count);
+            }
+            if last_chunk {
+                break;
+            }
+        }
+        matched
     };
-    let users = store::candidates(&state.pool, candidates)
-        .await
-        .map_err(internal)?;
-    let base = base_url(headers);
-    let matched: Vec<Map<String, Value>> = users
-        .iter()
-        .map(|user| rendered(user, &base))
-        .filter(|resource| {
-            search
-                .filter
-                .as_ref()
-                .is_none_or(|f| filter::matches(f, resource))
-        })
-        .collect();
-    let total = matched.len();
-    let page: Vec<Value> = matched
-        .into_iter()
-        .skip(search.start_index - 1)
-        .take(search.count)
-        .map(|resource| search.projection.apply(resource))
-        .collect();
-    Ok(scim_json(
-        StatusCode::OK,
-        list_response(page, total, search.start_index),
-    ))
+    tx.rollback().await.map_err(internal)?;
+    Ok(page.answer(total, start_index))
+}
+
+/// Of `users`, how many match the search's filter, and the matches from the `first`-th (of
+/// this chunk's matches) on, at most `wanted` of them, rendered, projected and serialised.
+fn render_matching(
+    users: &[ScimUser],
+    base: &str,
+    search: &Search,
+    first: usize,
+    wanted: usize,
+) -> (usize, Vec<String>) {
+    let mut found = 0;
+    let mut rendered = Vec::new();
+    for user in users {
+        let resource = rendered_user(user, base);
+        if !search
+            .filter
+            .as_ref()
+            .is_none_or(|f| filter::matches(f, &resource))
+        {
+            continue;
+        }
+        if found >= first && rendered.len() < wanted {
+            rendered.push(search.projection.apply(resource).to_string());
+        }
+        found += 1;
+    }
+    (found, rendered)
 }
 
 async fn list(
+    _: Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
     let search = Search::from_query(&query_params(query.as_deref()))?;
     run_search(&state, &headers, search).await
 }
 
 async fn search(
+    _: Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
-    let search = Search::from_body(&json_body(&body)?)?;
+    let body = body_of(body)?;
+    let search = off_runtime(move || Search::from_body(&json_body(&body)?)).await?;
     run_search(&state, &headers, search).await
 }
 
@@ -622,6 +822,12 @@ fn refused(error: WriteError) -> ScimError {
         WriteError::DuplicateEmail => {
             ScimError::uniqueness("another user already has this email address")
         }
+        WriteError::TooLarge => ScimError::invalid_value(
+            "a value is too large to store (userName and externalId: at most 256 characters)",
+        ),
+        WriteError::Unstorable => {
+            ScimError::invalid_value("a value holds a character that cannot be stored (NUL)")
+        }
         WriteError::Database(e) => internal(e),
     }
 }
@@ -676,12 +882,15 @@ fn log_write(state: &AppState, what: &str, id: Uuid, entry: Option<&RosterEntry>
 }
 
 async fn create(
+    Authorized(scim): Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
-    let scim = authorize(&state, &headers)?;
-    let prepared = Prepared::new(scim, resource::from_request(&json_body(&body)?)?)?;
+    let body = body_of(body)?;
+    let prepared =
+        off_runtime(move || Prepared::new(&scim, resource::from_request(&json_body(&body)?)?))
+            .await?;
     let id = Uuid::new_v4();
     let mut tx = state.pool.begin().await.map_err(internal)?;
     let user = store::insert(&mut tx, id, &prepared.write())
@@ -698,12 +907,13 @@ async fn create(
     ))
 }
 
-/// Replaces a user's attributes with what `change` makes of them, in one transaction.
+/// Replaces a user's attributes with what `change` makes of them (off the runtime), in one
+/// transaction.
 async fn rewrite(
     state: &AppState,
-    scim: &Scim,
+    scim: Arc<Scim>,
     raw_id: &str,
-    change: impl FnOnce(&Attributes) -> Result<Attributes, ScimError>,
+    change: impl FnOnce(&Attributes) -> Result<Attributes, ScimError> + Send + 'static,
 ) -> Result<ScimUser, ScimError> {
     let id = user_id(raw_id)?;
     let mut tx = state.pool.begin().await.map_err(internal)?;
@@ -711,7 +921,8 @@ async fn rewrite(
         .await
         .map_err(internal)?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    let prepared = Prepared::new(scim, change(&attributes_of(&before))?)?;
+    let attributes = attributes_of(&before);
+    let prepared = off_runtime(move || Prepared::new(&scim, change(&attributes)?)).await?;
     let user = store::update(&mut tx, id, &prepared.write())
         .await
         .map_err(refused)?;
@@ -722,14 +933,16 @@ async fn rewrite(
 }
 
 async fn replace(
+    Authorized(scim): Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
-    let scim = authorize(&state, &headers)?;
-    let body = json_body(&body)?;
-    let user = rewrite(&state, scim, &id, |_| resource::from_request(&body)).await?;
+    let id = path_id(id)?;
+    let body = body_of(body)?;
+    let body = off_runtime(move || json_body(&body)).await?;
+    let user = rewrite(&state, scim, &id, move |_| resource::from_request(&body)).await?;
     Ok(user_response(
         StatusCode::OK,
         &user,
@@ -739,14 +952,16 @@ async fn replace(
 }
 
 async fn modify(
+    Authorized(scim): Authorized,
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
-    let scim = authorize(&state, &headers)?;
-    let body = json_body(&body)?;
-    let user = rewrite(&state, scim, &id, |attributes| {
+    let id = path_id(id)?;
+    let body = body_of(body)?;
+    let body = off_runtime(move || json_body(&body)).await?;
+    let user = rewrite(&state, scim, &id, move |attributes| {
         patch::apply(attributes, &body)
     })
     .await?;
@@ -759,12 +974,11 @@ async fn modify(
 }
 
 async fn remove(
+    _: Authorized,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ScimError> {
-    authorize(&state, &headers)?;
-    let id = user_id(&id)?;
+    let id = user_id(&path_id(id)?)?;
     let mut tx = state.pool.begin().await.map_err(internal)?;
     let before = store::lock(&mut tx, id)
         .await

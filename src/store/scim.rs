@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A stored SCIM user.
@@ -37,15 +37,30 @@ pub enum WriteError {
     DuplicateUserName,
     #[error("another user has this address")]
     DuplicateEmail,
+    /// A value too large for an index entry (SQLSTATE 54000), which the checks before the
+    /// write should have stopped.
+    #[error("a value is too large to store")]
+    TooLarge,
+    /// Text PostgreSQL cannot hold (a NUL character: SQLSTATE 22021, 22P05).
+    #[error("a value holds a character that cannot be stored")]
+    Unstorable,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
+/// A refusal by its SQLSTATE first: a unique violation by the index it names (another error,
+/// such as an index entry too large, names the index too).
 fn refused(error: sqlx::Error) -> WriteError {
     if let sqlx::Error::Database(db) = &error {
-        match db.constraint() {
-            Some("invite_sync_scim_users_user_name_key") => return WriteError::DuplicateUserName,
-            Some("invite_sync_scim_users_email_key") => return WriteError::DuplicateEmail,
+        match (db.code().as_deref(), db.constraint()) {
+            (Some("23505"), Some("invite_sync_scim_users_user_name_key")) => {
+                return WriteError::DuplicateUserName
+            }
+            (Some("23505"), Some("invite_sync_scim_users_email_key")) => {
+                return WriteError::DuplicateEmail
+            }
+            (Some("54000"), _) => return WriteError::TooLarge,
+            (Some("22021" | "22P05"), _) => return WriteError::Unstorable,
             _ => {}
         }
     }
@@ -132,19 +147,48 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     Ok(deleted.rows_affected() == 1)
 }
 
-/// Which users a search reads before its filter is applied.
-#[derive(Debug, Clone, Copy)]
-pub enum Candidates<'a> {
-    All,
-    Id(Uuid),
-    UserName(&'a str),
-    ExternalId(&'a str),
+/// A transaction reading one unchanging snapshot: a search's count and pages agree.
+pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
-/// Users in creation order, narrowed by an indexed key when the filter names one.
-pub async fn candidates(
+/// How many users there are.
+pub async fn count(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM invite_sync_scim_users"#)
+        .fetch_one(db)
+        .await?;
+    Ok(count)
+}
+
+/// Where a scan in creation order goes on from: the last user it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanKey {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl ScimUser {
+    pub fn scan_key(&self) -> ScanKey {
+        ScanKey {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Up to `limit` users in creation order, narrowed by an indexed key when the filter names
+/// one: those after `after`, skipping `offset` first. A search reads its users a few at a
+/// time, so that neither a page nor a filter over every user holds them all at once.
+pub async fn scan(
     db: impl PgExecutor<'_>,
     which: Candidates<'_>,
+    after: Option<ScanKey>,
+    offset: i64,
+    limit: i64,
 ) -> Result<Vec<ScimUser>, sqlx::Error> {
     let (id, user_name, external_id) = match which {
         Candidates::All => (None, None, None),
@@ -160,11 +204,26 @@ pub async fn candidates(
            WHERE ($1::uuid IS NULL OR id = $1)
              AND ($2::text IS NULL OR lower(user_name) = lower($2))
              AND ($3::text IS NULL OR external_id = $3)
-           ORDER BY created_at, id"#,
+             AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5::uuid))
+           ORDER BY created_at, id
+           OFFSET $6 LIMIT $7"#,
         id,
         user_name,
         external_id,
+        after.map(|key| key.created_at),
+        after.map(|key| key.id),
+        offset,
+        limit,
     )
     .fetch_all(db)
     .await
+}
+
+/// Which users a search reads before its filter is applied.
+#[derive(Debug, Clone, Copy)]
+pub enum Candidates<'a> {
+    All,
+    Id(Uuid),
+    UserName(&'a str),
+    ExternalId(&'a str),
 }
