@@ -19,6 +19,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// How far the signed timestamp may be from the receiver's clock, in either direction.
 pub const TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+/// The longest message id taken. Svix's are 31 characters; the id is stored to recognise a
+/// redelivery, and an index cannot hold a value of any length.
+pub const MAX_ID_LEN: usize = 256;
+
 const SECRET_PREFIX: &str = "whsec_";
 const SIGNATURE_VERSION: &str = "v1";
 
@@ -83,6 +87,9 @@ pub enum VerifyError {
     /// A required header is absent (or, for the id, empty or not readable as text).
     #[error("missing or empty webhook header `{0}`")]
     MissingHeader(&'static str),
+    /// The message id is longer than [`MAX_ID_LEN`].
+    #[error("webhook header `{0}` is longer than {MAX_ID_LEN} characters")]
+    IdTooLong(&'static str),
     #[error("webhook timestamp is not a Unix time in seconds")]
     InvalidTimestamp,
     #[error("webhook timestamp is too old")]
@@ -155,6 +162,9 @@ impl Verifier {
             // An empty id would make every later empty-id delivery a duplicate of this one.
             .filter(|id| !id.trim().is_empty())
             .ok_or(VerifyError::MissingHeader(id_name))?;
+        if id.len() > MAX_ID_LEN {
+            return Err(VerifyError::IdTooLong(id_name));
+        }
         let timestamp_name = scheme.timestamp_header();
         let timestamp = headers
             .get(timestamp_name)
@@ -486,6 +496,25 @@ mod tests {
                     Err(VerifyError::MissingHeader(scheme.id_header()))
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_id_longer_than_the_limit_is_refused_even_when_signed() {
+        let v = verifier(&[SECRET_A]);
+        let timestamp = TS_A.to_string();
+        for scheme in [Scheme::StandardWebhooks, Scheme::Svix] {
+            let longest = "m".repeat(MAX_ID_LEN);
+            let signature = sign(SECRET_A, &longest, TS_A, BODY_A).unwrap();
+            let map = headers(scheme, &longest, &timestamp, &signature);
+            assert!(v.verify(scheme, &map, BODY_A, TS_A).is_ok());
+            let long = "m".repeat(MAX_ID_LEN + 1);
+            let signature = sign(SECRET_A, &long, TS_A, BODY_A).unwrap();
+            let map = headers(scheme, &long, &timestamp, &signature);
+            assert_eq!(
+                v.verify(scheme, &map, BODY_A, TS_A),
+                Err(VerifyError::IdTooLong(scheme.id_header()))
+            );
         }
     }
 

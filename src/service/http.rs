@@ -23,7 +23,7 @@ use crate::domain::Email;
 use crate::reconcile::CycleConfig;
 use crate::store::{self, ledger, roster, runs, users, webhooks};
 use crate::telemetry::Chain;
-use crate::webhook_signature::{Scheme, Verifier};
+use crate::webhook_signature::{Scheme, Verifier, VerifyError};
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -178,9 +178,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin listener's routes: the probes alone.
+/// The admin listener's routes: the probes alone, with errors in JSON like the main
+/// listener's.
 pub fn admin_router(state: AppState) -> Router {
-    probes().with_state(state)
+    probes()
+        .fallback(no_such_path)
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets requests in flight finish.
@@ -546,7 +550,10 @@ fn verify(
     verifier
         .verify(scheme, headers, body, now)
         .map(|delivery| delivery.id)
-        .map_err(|e| ApiError::Unauthorized(format!("signature rejected: {e}")))
+        .map_err(|e| match e {
+            VerifyError::IdTooLong(_) => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Unauthorized(format!("signature rejected: {e}")),
+        })
 }
 
 /// 404 for a webhook whose secret is not set.
@@ -579,7 +586,11 @@ fn precheck(
             .filter(|v| !v.is_empty())
             .ok_or_else(|| refuse(format!("missing webhook header `{name}`")))
     };
-    text(scheme.id_header())?;
+    if text(scheme.id_header())?.len() > crate::webhook_signature::MAX_ID_LEN {
+        return Err(ApiError::BadRequest(
+            VerifyError::IdTooLong(scheme.id_header()).to_string(),
+        ));
+    }
     let timestamp = text(scheme.timestamp_header())?;
     let signed_at: i64 = timestamp
         .parse()
@@ -696,11 +707,7 @@ async fn clerk_hook(
         )
             .into_response());
     }
-    let user_id = event
-        .pointer("/data/id")
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("a {kind} event needs data.id")))?;
+    let user_id = clerk_user_id(&event, kind).map_err(ApiError::BadRequest)?;
     let mut tx = state.pool.begin().await?;
     if !webhooks::record_delivery(&mut *tx, "clerk", &message_id).await? {
         return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response());
@@ -729,6 +736,35 @@ async fn clerk_hook(
         Json(json!({"status": "applied", "users": emails.len()})),
     )
         .into_response())
+}
+
+/// The longest Clerk user id taken; Clerk's are `user_` and 27 characters.
+const MAX_USER_ID_LEN: usize = 128;
+
+/// The Clerk user id a `user.*` event is about (`data.id`), or why it cannot be one. Clerk's
+/// ids are short printable ASCII; anything else could not match a user recorded here, and a
+/// NUL could not even be looked up.
+fn clerk_user_id<'a>(event: &'a Value, kind: &str) -> Result<&'a str, String> {
+    let id = event
+        .pointer("/data/id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| format!("a {kind} event needs data.id, a non-empty string"))?;
+    if id.contains('\0') {
+        return Err("data.id contains a NUL character (U+0000); it is not a Clerk user id".into());
+    }
+    if id.len() > MAX_USER_ID_LEN {
+        return Err(format!(
+            "data.id is {} bytes long; a Clerk user id has at most {MAX_USER_ID_LEN}",
+            id.len()
+        ));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "data.id holds characters other than printable ASCII; it is not a Clerk user id".into(),
+        );
+    }
+    Ok(id)
 }
 
 /// Records the addresses of a `user.created` event as the user's, and their pending

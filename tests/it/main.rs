@@ -9,6 +9,7 @@ mod dashboard;
 mod deploy;
 mod docs;
 mod faults;
+mod hostile_input;
 mod http;
 mod import;
 mod ownership;
