@@ -16,5 +16,6 @@ mod ownership;
 mod prometheus;
 mod reconcile;
 mod scim;
+mod scim_input;
 mod sim;
 mod store;
