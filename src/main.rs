@@ -4,6 +4,7 @@ use invite_sync::cli;
 use invite_sync::commands::Exit;
 
 fn main() -> ExitCode {
+    invite_sync::telemetry::withhold_panic_messages();
     let mut cli = match cli::parse() {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),

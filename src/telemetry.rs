@@ -128,6 +128,24 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
+/// A panic prints where it happened, never its message: a message may quote input (an HTTP
+/// body, a roster row), and echoed raw to stderr it could forge a log line. The binary sets
+/// this first thing.
+pub fn withhold_panic_messages() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "an unknown place".to_owned());
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        eprintln!(
+            "error: internal error: thread '{thread}' panicked at {place} \
+             (its message is withheld, for it may quote input)"
+        );
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +179,37 @@ mod tests {
         );
         let single = layers(&["alone"]).expect("one layer");
         assert_eq!(Chain(single.as_ref()).to_string(), "alone");
+    }
+
+    /// Run in a child process of the test binary, so the hook it sets is not the one of
+    /// every other test.
+    #[test]
+    fn a_panic_prints_its_place_and_never_its_message() {
+        const CHILD: &str = "INVITE_SYNC_TEST_PANIC_CHILD";
+        const NAME: &str = "telemetry::tests::a_panic_prints_its_place_and_never_its_message";
+        if std::env::var_os(CHILD).is_some() {
+            super::withhold_panic_messages();
+            panic!("QUOTED-INPUT\n{{\"level\":\"INFO\"}}");
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let out = std::process::Command::new(exe)
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("the test binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success(),
+            "the child panicked: {stdout}{stderr}"
+        );
+        assert!(
+            stderr.contains("panicked at src/telemetry.rs:"),
+            "the place is printed: {stderr}"
+        );
+        assert!(
+            !stderr.contains("QUOTED-INPUT") && !stdout.contains("QUOTED-INPUT"),
+            "the message is withheld: {stdout}{stderr}"
+        );
     }
 }

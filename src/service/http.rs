@@ -169,22 +169,37 @@ pub fn router(state: AppState) -> Router {
             MAX_SCIM_CONCURRENT,
         ))
         .layer(timeout());
-    probes()
-        .merge(api)
-        .merge(webhooks)
-        .merge(scim)
+    answered_in_json(probes().merge(api).merge(webhooks).merge(scim)).with_state(state)
+}
+
+/// What both listeners do with every answer: an unknown path is a 404, a handler that
+/// panicked a 500 on a connection that stays open, and every error comes in JSON.
+fn answered_in_json<S>(routes: Router<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes
         .fallback(no_such_path)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::map_response(json_errors))
-        .with_state(state)
+}
+
+/// The answer to a request whose handler panicked: a 500 like any internal error, and the
+/// connection kept. The panic's message is neither logged nor returned, for it may quote the
+/// request.
+fn panicked(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("an HTTP request's handler panicked; its message is withheld");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": "internal error" })),
+    )
+        .into_response()
 }
 
 /// The admin listener's routes: the probes alone, with errors in JSON like the main
 /// listener's.
 pub fn admin_router(state: AppState) -> Router {
-    probes()
-        .fallback(no_such_path)
-        .layer(axum::middleware::map_response(json_errors))
-        .with_state(state)
+    answered_in_json(probes()).with_state(state)
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets requests in flight finish.
@@ -821,5 +836,34 @@ mod tests {
         let (status, body) = answer(ApiError::from(failure)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, json!({"error": "internal error"}));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_a_json_500_that_quotes_nothing_of_the_panic() {
+        let mut routes = answered_in_json(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("quoted input\n{{\"level\":\"INFO\"}}");
+                }
+                "unreachable"
+            }),
+        ));
+        let request = axum::http::Request::get("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        let response = match tower::Service::call(&mut routes, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+            .await
+            .unwrap_or_default();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+            json!({"error": "internal error"})
+        );
     }
 }
