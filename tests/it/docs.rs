@@ -713,28 +713,38 @@ fn metric_row(doc: &str, metric: &str) -> Option<String> {
         .map(|cells| cells.join(" | "))
 }
 
+/// Every `.rs` file under `dir`, its subfolders included.
+fn rust_files_under(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source directory lists") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            rust_files_under(&path, files);
+        } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+            files.push(path);
+        }
+    }
+}
+
 /// Every `(kind, outcome)` the code counts in `invite_sync_actions`: the literal arguments of
 /// its `.action("kind", "outcome")` calls (an outcome held in a variable gives its kind alone).
 fn counted_actions() -> Vec<(String, Option<String>)> {
-    let mut found = Vec::new();
+    let mut files = Vec::new();
     for dir in ["src/reconcile", "src/service", "src/commands"] {
-        for entry in std::fs::read_dir(repo_path(dir)).expect("a source directory lists") {
-            let path = entry.expect("an entry").path();
-            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).expect("a source file reads");
-            for (at, _) in source.match_indices(".action(\"") {
-                let args = &source[at + ".action(".len()..];
-                let args = &args[..args.find(')').expect("the call is closed")];
-                let mut parts = args.split(',').map(str::trim);
-                let kind = parts.next().expect("a kind").trim_matches('"').to_owned();
-                let outcome = parts
-                    .next()
-                    .filter(|o| o.starts_with('"'))
-                    .map(|o| o.trim_matches('"').to_owned());
-                found.push((kind, outcome));
-            }
+        rust_files_under(&repo_path(dir), &mut files);
+    }
+    let mut found = Vec::new();
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("a source file reads");
+        for (at, _) in source.match_indices(".action(\"") {
+            let args = &source[at + ".action(".len()..];
+            let args = &args[..args.find(')').expect("the call is closed")];
+            let mut parts = args.split(',').map(str::trim);
+            let kind = parts.next().expect("a kind").trim_matches('"').to_owned();
+            let outcome = parts
+                .next()
+                .filter(|o| o.starts_with('"'))
+                .map(|o| o.trim_matches('"').to_owned());
+            found.push((kind, outcome));
         }
     }
     assert!(
