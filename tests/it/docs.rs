@@ -16,6 +16,7 @@ use crate::common::{read, repo_path, yaml};
 
 const CONFIGURATION_MD: &str = "docs/configuration.md";
 const OPERATIONS_MD: &str = "docs/operations.md";
+const SIMULATOR_MD: &str = "docs/simulator.md";
 const ALERTS_YAML: &str = "deploy/prometheus/alerts.yaml";
 const ALERTS_TEST_YAML: &str = "deploy/prometheus/alerts.test.yaml";
 const PROMETHEUS_RULE_YAML: &str = "deploy/prometheus/prometheusrule.yaml";
@@ -860,17 +861,18 @@ fn the_plan_example_ends_as_plan_prints_its_backlog() {
 #[test]
 fn the_simulators_fault_body_is_documented_and_parses() {
     use invite_sync::clerk::sim::{Fault, Operation};
-    let readme = read("README.md");
-    let (_, after) = readme
+    let doc = read(SIMULATOR_MD);
+    let (_, after) = doc
         .split_once("Faults: `POST /_sim/faults`")
-        .expect("README.md documents /_sim/faults");
+        .expect("the simulator's page documents /_sim/faults");
     let fence = after.find("```json").expect("an example block");
     let block = &after[fence + "```json".len()..];
     let block = &block[..block.find("```").expect("the block ends")];
     let mut types = BTreeSet::new();
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
-        let fault: Fault = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("README.md's fault example {line} does not parse: {e}"));
+        let fault: Fault = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("{SIMULATOR_MD}'s fault example {line} does not parse: {e}")
+        });
         let value = serde_json::to_value(&fault).expect("a fault serialises");
         types.insert(
             value["kind"]["type"]
@@ -890,8 +892,8 @@ fn the_simulators_fault_body_is_documented_and_parses() {
     let mut named = 0;
     for name in operations.split('`').skip(1).step_by(2) {
         serde_json::from_value::<Operation>(serde_json::Value::String(name.to_owned()))
-            .unwrap_or_else(|e| panic!("README.md names an operation {name}: {e}"));
+            .unwrap_or_else(|e| panic!("{SIMULATOR_MD} names an operation {name}: {e}"));
         named += 1;
     }
-    assert!(named >= 7, "README.md lists {named} operations");
+    assert!(named >= 7, "{SIMULATOR_MD} lists {named} operations");
 }
