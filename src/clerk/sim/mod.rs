@@ -17,6 +17,7 @@
 //! - Every call that passes auth and the rate limits counts against the limits,
 //!   including ones then answered by a fault or a validation error.
 
+mod clock;
 mod errors;
 mod http;
 mod input;

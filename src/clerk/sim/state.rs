@@ -3,13 +3,14 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::clock::now_ms;
 use super::errors::ApiError;
 use super::input::{ListQuery, UserOrder, UserQuery};
 use super::users::{StoredUser, Verification};
@@ -204,13 +205,6 @@ pub struct State {
 
 fn email_key(email: &str) -> String {
     email.to_lowercase()
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn random_alphanumeric(len: usize) -> String {

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::telemetry::Chain;
 
-use super::state::now_ms;
+use super::clock::now_ms;
 use super::Sim;
 
 /// Waits before each retry of a failed delivery; after the last, the event is abandoned.
