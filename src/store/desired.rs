@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgRow, PgValueFormat};
-use sqlx::{PgExecutor, PgPool, Row, ValueRef};
+use sqlx::{PgExecutor, Row, ValueRef};
 
 use crate::domain::{DesiredRow, Email, InvalidRow};
 
@@ -36,16 +36,6 @@ pub fn quote_relation(relation: &str) -> String {
         .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(".")
-}
-
-/// Every roster row by address (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII
-/// letters lower-cased, in byte order), the oldest first among rows of one address, each read
-/// or refused on its own: as a cycle reads them ([`super::people::for_each`]), without any
-/// target's ledger.
-pub async fn load(pool: &PgPool, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
-    let mut rows = Vec::new();
-    super::people::for_each(pool, relation, "", |row, _| rows.push(row)).await?;
-    Ok(rows)
 }
 
 /// Fails naming the relation when it, or a column the reader takes, cannot be read. A time

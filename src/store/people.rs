@@ -211,6 +211,26 @@ pub async fn for_each(
     pool: &PgPool,
     relation: &str,
     target: &str,
+    each: impl FnMut(RosterRow, Person),
+) -> Result<usize, ReadError> {
+    stream(pool, relation, Some(target), each).await
+}
+
+/// Every roster row by address (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII
+/// letters lower-cased, in byte order), the oldest first among rows of one address, each read
+/// or refused on its own: as a cycle reads them ([`for_each`]), without any target's ledger.
+pub async fn read_roster(pool: &PgPool, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
+    let mut rows = Vec::new();
+    stream(pool, relation, None, |row, _| rows.push(row)).await?;
+    Ok(rows)
+}
+
+/// [`for_each`], with the person of each address when a target's ledger is given, else an
+/// empty one.
+async fn stream(
+    pool: &PgPool,
+    relation: &str,
+    target: Option<&str>,
     mut each: impl FnMut(RosterRow, Person),
 ) -> Result<usize, ReadError> {
     let roster_error = |e| desired::relation_error(e, relation);
@@ -282,10 +302,20 @@ impl From<sqlx::Error> for Merge {
 
 async fn merge(
     tx: &mut PgConnection,
-    target: &str,
+    target: Option<&str>,
     batches: &mut mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
     each: &mut impl FnMut(RosterRow, Person),
 ) -> Result<usize, Merge> {
+    let Some(target) = target else {
+        let mut count = 0;
+        while let Some(batch) = batches.recv().await {
+            for read in batch.map_err(Merge::Roster)? {
+                count += 1;
+                each(read.row, Person::default());
+            }
+        }
+        return Ok(count);
+    };
     let mut ledger = Cursor::declare(
         tx,
         "invite_sync_ledger_by_email",

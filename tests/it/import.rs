@@ -10,7 +10,7 @@ use invite_sync::domain::DesiredRow;
 use invite_sync::import::{
     import_path, import_reader, ImportError, ImportOptions, ImportSummary, LineProblem,
 };
-use invite_sync::store::desired;
+use invite_sync::store::{desired, people};
 
 fn options() -> ImportOptions {
     ImportOptions {
@@ -38,7 +38,7 @@ async fn import_ok(db: &TestDb, text: &str) -> ImportSummary {
 }
 
 async fn rows(db: &TestDb) -> Vec<DesiredRow> {
-    let mut rows: Vec<DesiredRow> = desired::load(&db.pool, "desired_invitees")
+    let mut rows: Vec<DesiredRow> = people::read_roster(&db.pool, "desired_invitees")
         .await
         .unwrap()
         .into_iter()

@@ -562,7 +562,7 @@ async fn the_time_constraints_migrate_over_rows_written_before_them_which_are_re
         constraints.iter().all(|(_, valid)| !valid),
         "{constraints:?}"
     );
-    let rows = store::desired::load(&db.pool, "desired_invitees")
+    let rows = store::people::read_roster(&db.pool, "desired_invitees")
         .await
         .expect("the roster reads");
     let invalid: Vec<String> = rows
