@@ -1,8 +1,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
-use super::Email;
-use crate::clerk::{CreateInvitation, TemplateSlug};
+use super::{CreateInvitation, Email, TemplateSlug};
 
 /// Clerk keeps at most 8 KiB of public metadata.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
