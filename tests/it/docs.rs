@@ -1,9 +1,11 @@
-//! The operator documentation against the code, so they cannot drift apart: every key of
-//! config/default.toml is in docs/configuration.md with its variable and default, the docs
-//! name no key and no variable that does not exist, every metric is described, the
-//! Prometheus rules parse and name only metrics the process exports, every alert has unit
-//! tests, the PrometheusRule carries the rules, and the Grafana dashboard queries only metrics
-//! the process exports and shows every one of them.
+//! The documentation against the code, so they cannot drift apart: every key of
+//! config/default.toml is in docs/configuration.md with its variable and default, the README
+//! and the pages under docs/ and deploy/ name no key, variable, metric or table that does not
+//! exist, their relative links lead to files and headings that exist, the README links every
+//! page and names every command and only options the command line has, every metric is
+//! described, the Prometheus rules parse and name only metrics the process exports, every
+//! alert has unit tests, the PrometheusRule carries the rules, and the Grafana dashboard
+//! queries only metrics the process exports and shows every one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +19,7 @@ use crate::common::{read, repo_path, yaml};
 const CONFIGURATION_MD: &str = "docs/configuration.md";
 const OPERATIONS_MD: &str = "docs/operations.md";
 const SIMULATOR_MD: &str = "docs/simulator.md";
+const README_MD: &str = "README.md";
 const ALERTS_YAML: &str = "deploy/prometheus/alerts.yaml";
 const ALERTS_TEST_YAML: &str = "deploy/prometheus/alerts.test.yaml";
 const PROMETHEUS_RULE_YAML: &str = "deploy/prometheus/prometheusrule.yaml";
@@ -41,6 +44,36 @@ fn docs() -> Vec<(String, String)> {
             (relative, text)
         })
         .collect()
+}
+
+/// Every Markdown file a reader is sent to: the README, every page under docs/ and under
+/// deploy/, by its path relative to the repository, README.md first.
+fn documents() -> Vec<(String, String)> {
+    let mut found = vec![(README_MD.to_owned(), read(README_MD))];
+    let mut deploy = Vec::new();
+    markdown_under(&repo_path("deploy"), &mut deploy);
+    deploy.sort();
+    found.extend(deploy.into_iter().map(|relative| {
+        let text = read(&relative);
+        (relative, text)
+    }));
+    found.extend(docs());
+    found
+}
+
+/// Every `.md` file under `dir`, its subfolders included, relative to the repository.
+fn markdown_under(dir: &std::path::Path, found: &mut Vec<String>) {
+    let root = repo_path("");
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?} cannot be listed: {e}"))
+    {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            markdown_under(&path, found);
+        } else if path.extension().and_then(|e| e.to_str()) == Some("md") {
+            let relative = path.strip_prefix(&root).expect("under the repository");
+            found.push(relative.to_string_lossy().into_owned());
+        }
+    }
 }
 
 /// A key of config/default.toml.
@@ -309,7 +342,7 @@ fn the_docs_name_no_key_or_variable_that_does_not_exist() {
     let variables: BTreeSet<String> = keys.iter().map(|k| env_var_name(k)).collect();
     let sections = sections();
     let mut unknown = Vec::new();
-    for (path, text) in docs() {
+    for (path, text) in documents() {
         for key in dotted_keys_in(&text, &sections) {
             if !keys.contains(&key) {
                 unknown.push(format!("{path}: {key}"));
@@ -385,11 +418,12 @@ fn the_docs_name_only_metrics_and_tables_that_exist() {
     }
     let schema_names = invite_sync_names_in(&schema);
     let mut unknown = Vec::new();
-    for (path, text) in docs() {
+    for (path, text) in documents() {
         for name in invite_sync_names_in(&text) {
             let known = families.contains_key(&name)
                 || family_of(&name, &families).is_some()
-                || schema_names.contains(&name);
+                || schema_names.contains(&name)
+                || name == invite_sync::commands::demo::DATABASE;
             if !known {
                 unknown.push(format!("{path}: {name}"));
             }
@@ -399,6 +433,291 @@ fn the_docs_name_only_metrics_and_tables_that_exist() {
         unknown.is_empty(),
         "the docs name metrics or tables that do not exist:\n  {}",
         unknown.join("\n  ")
+    );
+}
+
+/// The lines of a Markdown text outside fenced code blocks, with their numbers (from 1).
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut fenced = false;
+    let mut lines = Vec::new();
+    for (at, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            lines.push((at + 1, line));
+        }
+    }
+    lines
+}
+
+/// The anchors of a Markdown text's headings, as GitHub makes them: lower case, punctuation
+/// dropped, spaces made hyphens, a repeated one numbered.
+fn anchors_of(text: &str) -> BTreeSet<String> {
+    let mut anchors = BTreeSet::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, line) in prose_lines(text) {
+        let Some(title) = line.strip_prefix('#') else {
+            continue;
+        };
+        let title = title.trim_start_matches('#');
+        if !title.starts_with(' ') {
+            continue;
+        }
+        let slug: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        let count = seen.entry(slug.clone()).or_insert(0);
+        anchors.insert(if *count == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{count}")
+        });
+        *count += 1;
+    }
+    anchors
+}
+
+/// The targets of a text's Markdown links outside code blocks, with their line numbers.
+fn link_targets(text: &str) -> Vec<(usize, String)> {
+    let mut targets = Vec::new();
+    for (number, line) in prose_lines(text) {
+        for (at, _) in line.match_indices("](") {
+            let rest = &line[at + 2..];
+            if let Some(end) = rest.find(')') {
+                targets.push((number, rest[..end].to_owned()));
+            }
+        }
+    }
+    targets
+}
+
+/// `base/relative` with `.` and `..` resolved, relative to the repository.
+fn resolve(base: &std::path::Path, relative: &str) -> std::path::PathBuf {
+    let mut path = base.to_path_buf();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                path.pop();
+            }
+            part => path.push(part),
+        }
+    }
+    path
+}
+
+#[test]
+fn every_relative_link_of_the_docs_leads_to_a_file_and_heading_that_exist() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for (path, text) in documents() {
+        let dir = std::path::Path::new(&path)
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new(""))
+            .to_path_buf();
+        for (line, target) in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if file.is_empty() {
+                std::path::PathBuf::from(&path)
+            } else {
+                resolve(&dir, file)
+            };
+            let linked_text = linked.to_string_lossy().into_owned();
+            if !repo_path(&linked_text).exists() {
+                broken.push(format!("{path}:{line}: {target}: no file {linked_text}"));
+                continue;
+            }
+            if let Some(anchor) = anchor {
+                if !linked_text.ends_with(".md") {
+                    continue;
+                }
+                if !anchors_of(&read(&linked_text)).contains(anchor) {
+                    broken.push(format!(
+                        "{path}:{line}: {target}: {linked_text} has no heading #{anchor}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "too few links found: {checked}");
+    assert!(
+        broken.is_empty(),
+        "links lead nowhere:\n  {}",
+        broken.join("\n  ")
+    );
+}
+
+#[test]
+fn the_readme_links_every_document_under_docs_and_deploy() {
+    let readme = read(README_MD);
+    let linked: BTreeSet<String> = link_targets(&readme)
+        .into_iter()
+        .filter(|(_, target)| !target.contains("://"))
+        .map(|(_, target)| {
+            let file = target.split('#').next().unwrap_or_default();
+            resolve(std::path::Path::new(""), file)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut unlinked = Vec::new();
+    for (path, _) in documents().into_iter().skip(1) {
+        if !linked.contains(&path) {
+            unlinked.push(path);
+        }
+    }
+    assert!(
+        unlinked.is_empty(),
+        "{README_MD} links none of: {unlinked:?}"
+    );
+}
+
+/// An invocation the text shows: a subcommand (and its own subcommand) and the long options
+/// after it, as words; `None` when the code is no invocation of invite-sync.
+fn invocation<'a>(code: &'a str, cli: &clap::Command) -> Option<(Vec<&'a str>, Vec<&'a str>)> {
+    let mut words = code.split_whitespace().peekable();
+    let named = words.peek() == Some(&"invite-sync");
+    if named {
+        words.next();
+    }
+    let words: Vec<&str> = words.collect();
+    let first = *words.first()?;
+    let sub = cli.find_subcommand(first);
+    // A bare word such as `status` or `plan` is prose, not an invocation.
+    if !named && (words.len() < 2 || sub.is_none()) {
+        return None;
+    }
+    let mut path = vec![first];
+    let mut rest = &words[1..];
+    if let (Some(sub), Some(next)) = (sub, rest.first()) {
+        if sub.has_subcommands() && !next.starts_with('-') {
+            path.push(next);
+            rest = &rest[1..];
+        }
+    }
+    if !named && path.len() == 1 && !rest.first().is_some_and(|w| w.starts_with("--")) {
+        return None;
+    }
+    let options = rest
+        .iter()
+        .map(|word| word.trim_matches(|c| c == '[' || c == ']'))
+        .filter(|word| word.starts_with("--"))
+        .map(|word| word.split('=').next().unwrap_or(word))
+        .collect();
+    Some((path, options))
+}
+
+/// The inline code of a text outside code blocks, Markdown tables' `\|` read as `|`, and the
+/// lines of its shell blocks.
+fn code_of(text: &str) -> Vec<String> {
+    let mut code = Vec::new();
+    for (_, line) in prose_lines(text) {
+        let line = line.replace("\\|", "|");
+        code.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+    }
+    let mut in_shell = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_shell = trimmed == "```sh";
+            continue;
+        }
+        if in_shell {
+            code.push(line.split('#').next().unwrap_or_default().to_owned());
+        }
+    }
+    code
+}
+
+#[test]
+fn the_readme_names_every_command_and_only_commands_options_and_scripts_that_exist() {
+    use clap::CommandFactory;
+    let cli = invite_sync::cli::Cli::command();
+    let global: BTreeSet<String> = cli
+        .get_arguments()
+        .filter_map(|arg| arg.get_long().map(str::to_owned))
+        .collect();
+    let readme = read(README_MD);
+    let mut problems = Vec::new();
+    let mut named = BTreeSet::new();
+    for code in code_of(&readme) {
+        // `cargo run --release -- demo`: the binary's arguments follow `--`.
+        let code = match code.split_once("cargo run") {
+            Some((_, run)) => run.split_once(" -- ").map_or("", |(_, args)| args),
+            None => code.as_str(),
+        };
+        for word in code.split_whitespace() {
+            if word.starts_with("scripts/") && !repo_path(word).is_file() {
+                problems.push(format!("{word}: no such script"));
+            }
+        }
+        let Some((path, options)) = invocation(code, &cli) else {
+            continue;
+        };
+        let mut command = &cli;
+        for name in &path {
+            match command.find_subcommand(name) {
+                Some(sub) => command = sub,
+                None => {
+                    problems.push(format!("`{code}`: invite-sync has no command {name}"));
+                    break;
+                }
+            }
+        }
+        if command.get_name() != path.last().copied().unwrap_or_default() {
+            continue;
+        }
+        named.insert(path.join(" "));
+        for option in options {
+            let long = option.trim_start_matches('-');
+            let known = global.contains(long)
+                || command
+                    .get_arguments()
+                    .any(|arg| arg.get_long() == Some(long));
+            if !known {
+                problems.push(format!(
+                    "`{code}`: {} has no option {option}",
+                    path.join(" ")
+                ));
+            }
+        }
+    }
+    for sub in cli.get_subcommands() {
+        let names: Vec<String> = if sub.has_subcommands() {
+            sub.get_subcommands()
+                .map(|inner| format!("{} {}", sub.get_name(), inner.get_name()))
+                .collect()
+        } else {
+            vec![sub.get_name().to_owned()]
+        };
+        for name in names {
+            if !named.contains(&name) {
+                problems.push(format!(
+                    "the command `invite-sync {name}` is not in {README_MD}"
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{README_MD} and the command line disagree:\n  {}",
+        problems.join("\n  ")
     );
 }
 
