@@ -1,5 +1,12 @@
-//! The executor: sends the guarded revocations, then drains the create queue through
-//! Clerk's two create endpoints within the hourly budget recorded in Postgres.
+//! The executor: carries out what the plan and the guard decided. It sends the guarded
+//! revocations, then drains the create queue through Clerk's two create endpoints within the
+//! hourly budget recorded in Postgres. Its decisions sit beside it, free of I/O: which create
+//! call goes out next ([`next_call`]) and how to read Clerk's refusal ([`refusal`]); `settle`
+//! carries out the settling of creates whose outcome a crash or a refusal left unknown.
+
+pub mod next_call;
+pub mod refusal;
+mod settle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -13,13 +20,16 @@ use crate::clerk::client::MAX_BULK;
 use crate::clerk::model::codes;
 use crate::clerk::{
     budget::{self, Budget},
-    ClerkClient, ClerkError, ClientError, Invitation, InvitationStatus, Operation,
+    ClerkClient, ClientError, Invitation, Operation,
 };
-use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
+use crate::domain::{DesiredInvitee, Email};
 use crate::reconcile::guard::Revocation;
 use crate::reconcile::report::Reporter;
 use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock, users};
 use crate::telemetry::Chain;
+
+use next_call::{halves, next_call, Outbox};
+use refusal::{attribute, backoff_after, classify, users_among, Fate, Refusal};
 
 /// Why the executor stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -141,67 +151,6 @@ enum Sent {
     Halt(Vec<DesiredInvitee>),
 }
 
-/// What waits to be sent in a cycle: the queue, and what refused calls left to send again.
-#[derive(Debug, Default)]
-struct Outbox {
-    queue: VecDeque<DesiredInvitee>,
-    /// Members of a refused bulk call, each batch to go again as one call.
-    batches: Vec<Vec<DesiredInvitee>>,
-    /// Members to go again one by one.
-    singly: VecDeque<DesiredInvitee>,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.batches.is_empty() && self.singly.is_empty()
-    }
-
-    /// Everyone waiting.
-    fn len(&self) -> usize {
-        self.queue.len() + self.singly.len() + self.batches.iter().map(Vec::len).sum::<usize>()
-    }
-
-    fn waiting(&self) -> Waiting {
-        Waiting {
-            retry_batches: self.batches.len(),
-            alone: self.singly.len(),
-            queue: self.queue.len(),
-        }
-    }
-
-    /// The batches that cannot go out as one join the queue's head.
-    fn unbatch(&mut self) {
-        let batches: Vec<DesiredInvitee> = self.batches.drain(..).flatten().collect();
-        self.put_back(batches);
-    }
-
-    /// Members back at the head of the queue, in their order.
-    fn put_back(&mut self, members: Vec<DesiredInvitee>) {
-        for member in members.into_iter().rev() {
-            self.queue.push_front(member);
-        }
-    }
-
-    /// The members of `call`, and the endpoint they go to.
-    fn take(&mut self, call: NextCall) -> (CreateEndpoint, Vec<DesiredInvitee>) {
-        match call {
-            NextCall::RetryBatch => (CreateEndpoint::Bulk, self.batches.pop().unwrap_or_default()),
-            NextCall::Alone => (
-                CreateEndpoint::Single,
-                self.singly.pop_front().into_iter().collect(),
-            ),
-            NextCall::Bulk(n) => (
-                CreateEndpoint::Bulk,
-                self.queue.drain(..n.min(self.queue.len())).collect(),
-            ),
-            NextCall::Single => (
-                CreateEndpoint::Single,
-                self.queue.pop_front().into_iter().collect(),
-            ),
-        }
-    }
-}
-
 /// How draining the outbox ended without a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drained {
@@ -211,142 +160,12 @@ enum Drained {
     Halted,
 }
 
-/// Which create call goes out next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextCall {
-    /// A batch left by a refused bulk call, as one bulk call.
-    RetryBatch,
-    /// One that must go alone, as a single call.
-    Alone,
-    /// The next `n` of the queue as one bulk call.
-    Bulk(usize),
-    /// The next one of the queue as a single call.
-    Single,
-}
-
-/// What waits to be sent, for [`next_call`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waiting {
-    pub retry_batches: usize,
-    pub alone: usize,
-    pub queue: usize,
-}
-
-/// Picks the next create call so the backlog drains soonest: every free slot of either
-/// endpoint is used while anyone waits; bulk calls of 10 while 10 or more wait, single calls
-/// for the rest, and a bulk call for stragglers when no single slot is left and none frees
-/// soon (`single_soon`: within the cycle's wait). `None` when nothing can go out now.
-pub fn next_call(
-    waiting: Waiting,
-    bulk_left: u32,
-    single_left: u32,
-    single_soon: bool,
-) -> Option<NextCall> {
-    if waiting.retry_batches > 0 && bulk_left > 0 {
-        return Some(NextCall::RetryBatch);
-    }
-    if waiting.alone > 0 && single_left > 0 {
-        return Some(NextCall::Alone);
-    }
-    match waiting.queue {
-        0 => None,
-        n if n >= MAX_BULK && bulk_left > 0 => Some(NextCall::Bulk(MAX_BULK)),
-        _ if single_left > 0 => Some(NextCall::Single),
-        n if bulk_left > 0 && !single_soon => Some(NextCall::Bulk(n.min(MAX_BULK))),
-        _ => None,
-    }
-}
-
-/// Splits the members of a bulk call Clerk refused without naming whom for into two halves
-/// sent apart: a cause among them is found in at most 2 x ceil(log2 n) more calls (8 for a
-/// full bulk of 10 with one cause), each half that succeeds inviting its members at once,
-/// where sending them one by one cost n single calls. A half of one goes as a single call.
-pub fn halves(mut members: Vec<DesiredInvitee>) -> (Vec<Vec<DesiredInvitee>>, Vec<DesiredInvitee>) {
-    if members.len() <= 1 {
-        return (Vec::new(), members);
-    }
-    let second = members.split_off(members.len().div_ceil(2));
-    let mut batches = Vec::new();
-    let mut singly = Vec::new();
-    for half in [members, second] {
-        if half.len() == 1 {
-            singly.extend(half);
-        } else {
-            batches.push(half);
-        }
-    }
-    (batches, singly)
-}
-
 impl Executor<'_> {
     async fn checkpoint(&mut self) -> Result<(), Stop> {
         if self.shutdown.is_cancelled() {
             return Err(Stop::Shutdown);
         }
         self.lock.ensure_held().await.map_err(Stop::LockLost)
-    }
-
-    /// Settles creates left `sending` by a crash or an unknown outcome, once
-    /// `settle_after` has passed since they were sent: adopts the invitation Clerk made for
-    /// the address, or forgets the row so the plan queues the person again. Younger ones
-    /// wait (the plan reports them unsettled), since Clerk may still be working on them.
-    pub async fn settle(&mut self) -> Result<(), Stop> {
-        let entries = ledger::live(self.pool, self.target).await?;
-        let now = store::now(self.pool).await?;
-        let settle_after = chrono::Duration::from_std(self.settle_after).unwrap_or_default();
-        let due: Vec<&LedgerEntry> = entries
-            .iter()
-            .filter(|e| e.state == LedgerState::Sending)
-            .filter(|e| e.sent_at.is_none_or(|sent| sent + settle_after <= now))
-            .collect();
-        for entry in due {
-            self.checkpoint().await?;
-            // The invitations the ledger already holds for the address are not this create's.
-            let recorded = ledger::of_email(self.pool, self.target, &entry.email).await?;
-            let known: HashSet<&str> = recorded
-                .iter()
-                .filter_map(|e| e.clerk_invitation_id.as_deref())
-                .collect();
-            let found = match self.clerk.find_by_email(entry.email.as_str(), None).await {
-                Ok(found) => found,
-                Err(error) => {
-                    self.note_error("settle", &error);
-                    continue;
-                }
-            };
-            let email = self.reporter.email(entry.email.as_str());
-            match adoptable(found, &known, entry.sent_at.unwrap_or(entry.created_at)) {
-                Some(invitation) => {
-                    self.adopt(entry.id, &invitation).await?;
-                    crate::metrics::metrics().action("settle", "adopted");
-                    tracing::info!(action = "adopt", email, invitation_id = %invitation.id, "settled an unconfirmed create: Clerk has it");
-                }
-                None => {
-                    ledger::forget(self.pool, &[entry.id]).await?;
-                    crate::metrics::metrics().action("settle", "requeued");
-                    tracing::info!(
-                        action = "requeue",
-                        email,
-                        "settled an unconfirmed create: Clerk does not have it; queued again"
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Records `invitation` as what the ledger entry's create produced. When the entry is
-    /// gone (another process settled it meanwhile) the invitation is still recorded as ours.
-    async fn adopt(&mut self, ledger_id: i64, invitation: &Invitation) -> Result<(), Stop> {
-        if ledger::mark_created(self.pool, ledger_id, invitation).await? {
-            if invitation.status != InvitationStatus::Pending {
-                ledger::set_state(self.pool, ledger_id, invitation.status.into()).await?;
-            }
-        } else {
-            ledger::record_seen(self.pool, self.target, invitation, true).await?;
-        }
-        self.tally.adopted += 1;
-        Ok(())
     }
 
     /// Revokes what the guard allowed. Returns the invitation ids that are gone.
@@ -834,7 +653,7 @@ impl Executor<'_> {
                         .map(|e| e.code.as_str())
                         .unwrap_or("http_error");
                     let attempts = self.attempts(ledger_id).await?;
-                    let next = (!terminal).then(|| backoff_after(attempts));
+                    let next = (!terminal).then(|| backoff_after(attempts, Utc::now()));
                     let shown = self.shown(error);
                     ledger::mark_failed(self.pool, ledger_id, code, &shown, terminal, next).await?;
                     self.tally.failed += 1;
@@ -853,59 +672,8 @@ impl Executor<'_> {
         Ok(Sent::Retry { batches, singly })
     }
 
-    /// Whether Clerk made some of a bulk call it refused without naming anyone is not
-    /// known: looks the member up before it is sent alone. Returns whether it is to be
-    /// sent again (not when Clerk had invited it, nor when the lookup failed: then it is
-    /// left sending, and the next cycles settle it by the same lookup).
-    async fn look_up_unnamed(
-        &mut self,
-        ledger_id: i64,
-        member: &DesiredInvitee,
-        sent_at: DateTime<Utc>,
-        endpoint_name: &str,
-    ) -> Result<bool, Stop> {
-        let found = match self.clerk.find_by_email(member.email.as_str(), None).await {
-            Ok(found) => found,
-            Err(lookup) => {
-                self.note_error("lookup", &lookup);
-                return Ok(false);
-            }
-        };
-        match adoptable(found, &HashSet::new(), sent_at) {
-            Some(invitation) => {
-                self.adopt(ledger_id, &invitation).await?;
-                crate::metrics::metrics().action("create", "adopted");
-                let email = self.reporter.email(member.email.as_str());
-                tracing::info!(action = "create", outcome = "adopted", endpoint = endpoint_name, email, invitation_id = %invitation.id, "the refused bulk call had invited this one");
-                Ok(false)
-            }
-            None => {
-                ledger::forget(self.pool, &[ledger_id]).await?;
-                Ok(true)
-            }
-        }
-    }
-
     async fn attempts(&self, ledger_id: i64) -> Result<i32, sqlx::Error> {
         ledger::attempts(self.pool, ledger_id).await
-    }
-
-    /// Records the pending invitation Clerk already has for the address, as not ours.
-    async fn adopt_pending(&mut self, email: &Email) -> Result<(), Stop> {
-        match self
-            .clerk
-            .find_by_email(email.as_str(), Some(InvitationStatus::Pending))
-            .await
-        {
-            Ok(found) => {
-                for invitation in found {
-                    ledger::record_seen(self.pool, self.target, &invitation, false).await?;
-                }
-                self.tally.adopted += 1;
-            }
-            Err(error) => self.note_error("lookup", &error),
-        }
-        Ok(())
     }
 
     /// An error as logs and the run record show it: Clerk's messages name the addresses
@@ -934,242 +702,12 @@ struct Call {
     ledger_ids: Vec<i64>,
 }
 
-/// What a refused create call means as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The call never reached Clerk: forgotten, and creates stop this cycle.
-    NeverSent,
-    /// The endpoint is rate-limited for `wait` seconds; `sent` says whether Clerk counted
-    /// the call (not when the client's own record of a block stopped it).
-    RateLimited { sent: bool, wait: u64 },
-    /// The credentials were refused: the cycle stops, forgetting the call's rows first
-    /// when Clerk answered 401 or 403.
-    Unauthorized { forget: bool },
-    /// Clerk may have applied it: settled by a lookup next cycle, not sent again.
-    OutcomeUnknown,
-    /// Clerk applied nothing: the refusal is [`attribute`]d to the members; `terminal`
-    /// when one refused alone is not to be tried again.
-    Refused { terminal: bool },
-}
-
-/// What a refused create call means.
-pub fn classify(error: &ClientError) -> Refusal {
-    match error {
-        ClientError::NeverSent { .. } => Refusal::NeverSent,
-        ClientError::RateLimited {
-            retry_after, sent, ..
-        } => Refusal::RateLimited {
-            sent: *sent,
-            wait: retry_after
-                .map_or(60, |d| d.as_secs().max(1))
-                .min(crate::clerk::client::MAX_RETRY_AFTER.as_secs()),
-        },
-        ClientError::InvalidKey(_) => Refusal::Unauthorized { forget: false },
-        _ if error.may_have_applied() => Refusal::OutcomeUnknown,
-        _ if matches!(error.status(), Some(401 | 403)) => Refusal::Unauthorized { forget: true },
-        _ => Refusal::Refused {
-            terminal: error.status() == Some(422),
-        },
-    }
-}
-
-/// What becomes of one member of a create call Clerk refused and applied nothing of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    /// Named as having a pending invitation already: recorded, not sent again.
-    Duplicate,
-    /// Named as a user already: marked, no budget spent on them again.
-    User,
-    /// Not named by a bulk call that named others: sent again with the others not named.
-    Resend,
-    /// In a bulk call refused without naming anyone: looked up, then sent again in halves.
-    LookUp,
-    /// Refused alone: failed, tried again after a backoff unless the refusal is terminal.
-    Failed,
-}
-
-/// Which member Clerk's errors name, and so the fate of each, in member order. A call of
-/// one is named by any error with the code, whether it lists addresses or not.
-pub fn attribute(
-    errors: &[ClerkError],
-    members: &[DesiredInvitee],
-    endpoint: CreateEndpoint,
-) -> Vec<Fate> {
-    let named = |code: &str| -> Vec<Email> {
-        let mut named: Vec<Email> = errors
-            .iter()
-            .filter(|e| e.code == code)
-            .flat_map(|e| e.email_addresses())
-            .filter_map(|e| Email::parse(&e).ok())
-            .collect();
-        if let [alone] = members {
-            if named.is_empty() && errors.iter().any(|e| e.code == code) {
-                named.push(alone.email.clone());
-            }
-        }
-        named
-    };
-    let duplicates = named(codes::DUPLICATE_RECORD);
-    let existing = named(codes::FORM_IDENTIFIER_EXISTS);
-    let anyone_named = !duplicates.is_empty() || !existing.is_empty();
-    members
-        .iter()
-        .map(|member| {
-            if duplicates.contains(&member.email) {
-                Fate::Duplicate
-            } else if existing.contains(&member.email) {
-                Fate::User
-            } else if endpoint == CreateEndpoint::Single {
-                Fate::Failed
-            } else if anyone_named {
-                Fate::Resend
-            } else {
-                Fate::LookUp
-            }
-        })
-        .collect()
-}
-
-/// Splits the addresses asked about into the users Clerk answered with (each with its user
-/// id) and the rest, who are not users.
-pub fn users_among(
-    asked: &[Email],
-    found: &[crate::clerk::User],
-) -> (Vec<users::KnownUser>, Vec<Email>) {
-    let mut ids: HashMap<Email, &str> = HashMap::new();
-    for user in found {
-        for address in &user.email_addresses {
-            if let Ok(email) = Email::parse(&address.email_address) {
-                ids.entry(email).or_insert(user.id.as_str());
-            }
-        }
-    }
-    let mut known = Vec::new();
-    let mut not_users = Vec::new();
-    for email in asked {
-        match ids.get(email) {
-            Some(id) => known.push(users::KnownUser {
-                email: email.clone(),
-                clerk_user_id: Some((*id).to_owned()),
-            }),
-            None => not_users.push(email.clone()),
-        }
-    }
-    (known, not_users)
-}
-
-/// How far Clerk's clock may trail the database's when telling a create of ours from an
-/// invitation made by hand just before it.
-const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
-
-/// The invitation a create sent at `sent_at` most likely made: not revoked, not already in
-/// the ledger, and not older than the create (an older one was made by someone else).
-/// Pending ones first, then the newest.
-fn adoptable(
-    found: Vec<Invitation>,
-    known: &HashSet<&str>,
-    sent_at: DateTime<Utc>,
-) -> Option<Invitation> {
-    let since = (sent_at - CLOCK_SKEW).timestamp_millis();
-    found
-        .into_iter()
-        .filter(|i| i.status != InvitationStatus::Revoked)
-        .filter(|i| !known.contains(i.id.as_str()))
-        .filter(|i| i.created_at >= since)
-        .max_by_key(|i| (i.status == InvitationStatus::Pending, i.created_at))
-}
-
-/// When to try a refused create again: 1 minute doubling per attempt, at most 6 hours.
-pub fn backoff_after(attempts: i32) -> DateTime<Utc> {
-    let exponent = attempts.clamp(1, 20) as u32 - 1;
-    let minutes = 2i64.saturating_pow(exponent).min(360);
-    Utc::now() + chrono::Duration::minutes(minutes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clerk::InvitationStatus as S;
 
-    fn invitation(id: &str, status: S, created_at: DateTime<Utc>) -> Invitation {
-        Invitation {
-            object: "invitation".to_owned(),
-            id: id.to_owned(),
-            email_address: "ann@example.com".to_owned(),
-            public_metadata: serde_json::Map::new(),
-            revoked: Some(status == S::Revoked),
-            status,
-            url: None,
-            expires_at: None,
-            created_at: created_at.timestamp_millis(),
-            updated_at: created_at.timestamp_millis(),
-        }
-    }
-
-    fn waiting(retry_batches: usize, alone: usize, queue: usize) -> Waiting {
-        Waiting {
-            retry_batches,
-            alone,
-            queue,
-        }
-    }
-
-    #[test]
-    fn bulk_calls_carry_the_queue_while_ten_or_more_wait_and_singles_the_rest() {
-        assert_eq!(
-            next_call(waiting(0, 0, 25), 3, 5, false),
-            Some(NextCall::Bulk(10))
-        );
-        assert_eq!(
-            next_call(waiting(0, 0, 9), 3, 5, false),
-            Some(NextCall::Single)
-        );
-        assert_eq!(next_call(waiting(0, 0, 0), 3, 5, false), None);
-    }
-
-    #[test]
-    fn every_free_slot_of_either_endpoint_is_used_while_anyone_waits() {
-        // Bulk used up: singles go on with a long queue.
-        assert_eq!(
-            next_call(waiting(0, 0, 1000), 0, 1, false),
-            Some(NextCall::Single)
-        );
-        // Singles used up and none freeing soon: stragglers go as one bulk call.
-        assert_eq!(
-            next_call(waiting(0, 0, 4), 2, 0, false),
-            Some(NextCall::Bulk(4))
-        );
-        assert_eq!(next_call(waiting(0, 0, 4), 0, 0, false), None);
-    }
-
-    #[test]
-    fn stragglers_wait_for_a_single_slot_that_frees_soon_rather_than_take_a_bulk_one() {
-        assert_eq!(next_call(waiting(0, 0, 4), 2, 0, true), None);
-        assert_eq!(
-            next_call(waiting(0, 0, 12), 2, 0, true),
-            Some(NextCall::Bulk(10))
-        );
-    }
-
-    #[test]
-    fn what_a_refusal_left_goes_before_the_queue() {
-        assert_eq!(
-            next_call(waiting(1, 1, 50), 1, 1, false),
-            Some(NextCall::RetryBatch)
-        );
-        assert_eq!(
-            next_call(waiting(1, 1, 50), 0, 1, false),
-            Some(NextCall::Alone)
-        );
-        // One that must go alone waits for a single slot; the queue uses the bulk one.
-        assert_eq!(
-            next_call(waiting(0, 1, 50), 1, 0, false),
-            Some(NextCall::Bulk(10))
-        );
-        assert_eq!(next_call(waiting(0, 1, 0), 1, 0, false), None);
-    }
-
-    fn invitees(n: usize) -> Vec<DesiredInvitee> {
+    /// Queued invitees `p0@example.com`, `p1@example.com`, ..., for the decisions' tests.
+    pub(super) fn invitees(n: usize) -> Vec<DesiredInvitee> {
         (0..n)
             .map(|i| {
                 let row = crate::domain::DesiredRow::new(format!("p{i}@example.com"));
@@ -1179,306 +717,29 @@ mod tests {
             .collect()
     }
 
-    fn answered(status: u16, errors: Vec<ClerkError>) -> ClientError {
-        ClientError::Clerk {
-            operation: Operation::CreateBulkInvitations,
-            status,
-            errors,
-            trace_id: None,
-        }
-    }
-
-    fn clerk_error(code: &str, addresses: &[&str]) -> ClerkError {
-        ClerkError {
-            message: code.to_owned(),
-            long_message: String::new(),
-            code: code.to_owned(),
-            meta: (!addresses.is_empty()).then(|| {
-                let mut meta = serde_json::Map::new();
-                meta.insert("email_addresses".to_owned(), serde_json::json!(addresses));
-                meta
-            }),
-        }
+    #[test]
+    fn a_cycle_holds_what_it_may_look_up_and_two_windows_of_invitations() {
+        let limits = budget::Limits::default();
+        let drain = Drain::new(limits, Duration::from_secs(3600), 500);
+        // 25 bulk calls of 10 and 100 single calls a window.
+        assert_eq!(drain.cycle_head(), 500 + 2 * (25 * 10 + 100));
+        assert_eq!(
+            Drain::new(limits, Duration::ZERO, usize::MAX).cycle_head(),
+            usize::MAX,
+            "no overflow"
+        );
     }
 
     #[test]
-    fn a_refusal_is_told_by_what_clerk_could_have_done() {
-        let limited = |retry_after: Option<u64>, sent| ClientError::RateLimited {
-            operation: Operation::CreateInvitation,
-            retry_after: retry_after.map(Duration::from_secs),
-            sent,
-            trace_id: None,
+    fn a_cycle_lingers_a_quarter_of_the_window_and_never_more_than_thirty_seconds() {
+        let drain = |window: u64| {
+            let limits = budget::Limits {
+                window: Duration::from_secs(window),
+                ..budget::Limits::default()
+            };
+            Drain::new(limits, Duration::ZERO, 0).linger
         };
-        assert_eq!(
-            classify(&limited(Some(90), true)),
-            Refusal::RateLimited {
-                sent: true,
-                wait: 90
-            }
-        );
-        assert_eq!(
-            classify(&limited(None, false)),
-            Refusal::RateLimited {
-                sent: false,
-                wait: 60
-            },
-            "a minute when Clerk says nothing"
-        );
-        let longest = crate::clerk::client::MAX_RETRY_AFTER.as_secs();
-        assert_eq!(
-            classify(&limited(Some(longest * 10), true)),
-            Refusal::RateLimited {
-                sent: true,
-                wait: longest
-            }
-        );
-        assert_eq!(
-            classify(&limited(Some(0), true)),
-            Refusal::RateLimited {
-                sent: true,
-                wait: 1
-            }
-        );
-        assert_eq!(
-            classify(&ClientError::InvalidKey("empty")),
-            Refusal::Unauthorized { forget: false }
-        );
-        for status in [401, 403] {
-            assert_eq!(
-                classify(&answered(status, Vec::new())),
-                Refusal::Unauthorized { forget: true }
-            );
-        }
-        for status in [500, 502, 503] {
-            assert_eq!(
-                classify(&answered(status, Vec::new())),
-                Refusal::OutcomeUnknown
-            );
-        }
-        let unreadable = ClientError::Decode {
-            operation: Operation::CreateInvitation,
-            status: 200,
-            message: "not JSON".to_owned(),
-        };
-        assert_eq!(classify(&unreadable), Refusal::OutcomeUnknown);
-        assert_eq!(
-            classify(&answered(422, Vec::new())),
-            Refusal::Refused { terminal: true }
-        );
-        assert_eq!(
-            classify(&answered(400, Vec::new())),
-            Refusal::Refused { terminal: false }
-        );
-    }
-
-    #[test]
-    fn a_refused_bulk_names_its_duplicates_and_users_and_sends_the_rest_again() {
-        let members = invitees(4);
-        let errors = [
-            clerk_error(codes::DUPLICATE_RECORD, &["P1@example.com"]),
-            clerk_error(codes::FORM_IDENTIFIER_EXISTS, &["p3@example.com", "nobody"]),
-        ];
-        assert_eq!(
-            attribute(&errors, &members, CreateEndpoint::Bulk),
-            [Fate::Resend, Fate::Duplicate, Fate::Resend, Fate::User]
-        );
-    }
-
-    #[test]
-    fn a_bulk_refused_without_naming_anyone_has_each_member_looked_up() {
-        let members = invitees(3);
-        // A code that names people, but no address: nobody is named.
-        let errors = [clerk_error(codes::DUPLICATE_RECORD, &[])];
-        assert_eq!(
-            attribute(&errors, &members, CreateEndpoint::Bulk),
-            [Fate::LookUp; 3]
-        );
-        assert_eq!(
-            attribute(&[], &members, CreateEndpoint::Bulk),
-            [Fate::LookUp; 3]
-        );
-        // Someone outside the call is named: the members were not the cause.
-        let elsewhere = [clerk_error(codes::DUPLICATE_RECORD, &["else@example.com"])];
-        assert_eq!(
-            attribute(&elsewhere, &members, CreateEndpoint::Bulk),
-            [Fate::Resend; 3]
-        );
-    }
-
-    #[test]
-    fn a_call_of_one_is_named_by_its_code_alone() {
-        let one = invitees(1);
-        let duplicate = [clerk_error(codes::DUPLICATE_RECORD, &[])];
-        let user = [clerk_error(codes::FORM_IDENTIFIER_EXISTS, &[])];
-        let other = [clerk_error("form_param_format_invalid", &[])];
-        for endpoint in [CreateEndpoint::Single, CreateEndpoint::Bulk] {
-            assert_eq!(attribute(&duplicate, &one, endpoint), [Fate::Duplicate]);
-            assert_eq!(attribute(&user, &one, endpoint), [Fate::User]);
-        }
-        assert_eq!(
-            attribute(&other, &one, CreateEndpoint::Single),
-            [Fate::Failed]
-        );
-        assert_eq!(attribute(&[], &one, CreateEndpoint::Single), [Fate::Failed]);
-        assert_eq!(
-            attribute(&other, &one, CreateEndpoint::Bulk),
-            [Fate::LookUp]
-        );
-        // Both codes: the pending invitation is what counts.
-        let both = [duplicate[0].clone(), user[0].clone()];
-        assert_eq!(
-            attribute(&both, &one, CreateEndpoint::Single),
-            [Fate::Duplicate]
-        );
-    }
-
-    #[test]
-    fn the_outbox_counts_everyone_waiting_and_puts_members_back_at_its_head_in_order() {
-        let mut all = invitees(7);
-        let singly: VecDeque<_> = all.split_off(6).into();
-        let batches = vec![all.split_off(4), all.split_off(2)];
-        let mut outbox = Outbox {
-            queue: all.into(),
-            batches,
-            singly,
-        };
-        assert_eq!(outbox.len(), 7);
-        assert_eq!(outbox.waiting(), waiting(2, 1, 2));
-        outbox.unbatch();
-        assert_eq!(outbox.waiting(), waiting(0, 1, 6));
-        let order: Vec<&str> = outbox.queue.iter().map(|m| m.email.as_str()).collect();
-        assert_eq!(
-            order,
-            [
-                "p4@example.com",
-                "p5@example.com",
-                "p2@example.com",
-                "p3@example.com",
-                "p0@example.com",
-                "p1@example.com"
-            ]
-        );
-        let (endpoint, members) = outbox.take(NextCall::Bulk(10));
-        assert_eq!((endpoint, members.len()), (CreateEndpoint::Bulk, 6));
-        outbox.put_back(members);
-        assert_eq!(
-            outbox.queue.front().map(|m| m.email.as_str()),
-            Some("p4@example.com")
-        );
-        let (endpoint, members) = outbox.take(NextCall::Alone);
-        assert_eq!(endpoint, CreateEndpoint::Single);
-        assert_eq!(members[0].email.as_str(), "p6@example.com");
-        assert_eq!(outbox.len(), 6);
-    }
-
-    #[test]
-    fn a_refused_bulk_is_halved_and_a_half_of_one_goes_alone() {
-        let (batches, singly) = halves(invitees(10));
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5]);
-        assert!(singly.is_empty());
-        let (batches, singly) = halves(invitees(3));
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [2]);
-        assert_eq!(singly.len(), 1);
-        let (batches, singly) = halves(invitees(1));
-        assert!(batches.is_empty());
-        assert_eq!(singly.len(), 1);
-    }
-
-    #[test]
-    fn halving_finds_one_cause_among_ten_in_at_most_eight_calls() {
-        // Every half holding the cause is refused and halved again; the others succeed.
-        for cause in 0..10 {
-            let mut calls = 0;
-            let mut refused = vec![invitees(10)];
-            let bad = format!("p{cause}@example.com");
-            while let Some(members) = refused.pop() {
-                let (batches, singly) = halves(members);
-                for part in batches
-                    .into_iter()
-                    .chain(singly.into_iter().map(|m| vec![m]))
-                {
-                    calls += 1;
-                    if part.len() > 1 && part.iter().any(|m| m.email.as_str() == bad) {
-                        refused.push(part);
-                    }
-                }
-            }
-            assert!(calls <= 8, "cause {cause}: {calls} calls");
-        }
-    }
-
-    #[test]
-    fn users_are_told_apart_by_any_of_their_addresses() {
-        let user = |id: &str, addresses: &[&str]| -> crate::clerk::User {
-            serde_json::from_value(serde_json::json!({
-                "id": id,
-                "email_addresses": addresses
-                    .iter()
-                    .map(|a| serde_json::json!({"email_address": a}))
-                    .collect::<Vec<_>>(),
-            }))
-            .expect("a user")
-        };
-        let asked: Vec<Email> = ["ann@example.com", "bob@example.com", "cy@example.com"]
-            .iter()
-            .map(|a| Email::parse(a).expect("an address"))
-            .collect();
-        let found = [
-            user("user_1", &["other@example.com", "Ann@Example.com"]),
-            user("user_2", &["cy@example.com"]),
-        ];
-        let (known, not_users) = users_among(&asked, &found);
-        let known: Vec<_> = known
-            .iter()
-            .map(|u| (u.email.as_str(), u.clerk_user_id.as_deref()))
-            .collect();
-        assert_eq!(
-            known,
-            [
-                ("ann@example.com", Some("user_1")),
-                ("cy@example.com", Some("user_2"))
-            ]
-        );
-        assert_eq!(
-            not_users,
-            [Email::parse("bob@example.com").expect("an address")]
-        );
-    }
-
-    #[test]
-    fn a_lookup_adopts_only_what_the_create_could_have_made() {
-        let sent = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let known: HashSet<&str> = ["inv_known"].into_iter().collect();
-        let minutes = chrono::Duration::minutes;
-        let found = vec![
-            invitation("inv_by_hand", S::Pending, sent - minutes(30)),
-            invitation("inv_known", S::Pending, sent + minutes(1)),
-            invitation("inv_revoked", S::Revoked, sent + minutes(1)),
-            invitation("inv_ours", S::Pending, sent + chrono::Duration::seconds(2)),
-        ];
-        let adopted = adoptable(found, &known, sent).map(|i| i.id);
-        assert_eq!(adopted.as_deref(), Some("inv_ours"));
-
-        let only_by_hand = vec![invitation("inv_by_hand", S::Pending, sent - minutes(30))];
-        assert_eq!(
-            adoptable(only_by_hand, &known, sent),
-            None,
-            "made by hand before the create"
-        );
-
-        // Clerk's clock may trail: a few minutes before the send still counts.
-        let skewed = vec![invitation("inv_skewed", S::Pending, sent - minutes(2))];
-        assert!(adoptable(skewed, &known, sent).is_some());
-
-        let pending_first = vec![
-            invitation("inv_accepted", S::Accepted, sent + minutes(2)),
-            invitation("inv_pending", S::Pending, sent + minutes(1)),
-        ];
-        assert_eq!(
-            adoptable(pending_first, &known, sent)
-                .map(|i| i.id)
-                .as_deref(),
-            Some("inv_pending")
-        );
+        assert_eq!(drain(3600), Duration::from_secs(30));
+        assert_eq!(drain(60), Duration::from_secs(15));
     }
 }
