@@ -1,17 +1,15 @@
 //! The command line: one binary, a subcommand per task.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::clerk::sim::{self, SimOptions};
 use crate::clerk::ClientError;
+pub use crate::commands::clerk_sim::ClerkSimArgs;
+pub use crate::commands::import::ImportArgs;
 use crate::commands::{self, Exit, OutputFormat};
 use crate::config::{self, Settings};
-use crate::{store, telemetry};
+use crate::telemetry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,24 +98,6 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// The CSV file: a header row naming the columns, `email` required.
-    pub file: PathBuf,
-    /// The file is the whole roster: rows not in it are deleted.
-    #[arg(long)]
-    pub replace: bool,
-    /// Report what would change, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Write the good lines even when some are bad.
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// With --replace, delete more than sync.max_revocation_ratio of the roster.
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Stop after the scripted cycles instead of serving until Ctrl-C.
     #[arg(long)]
@@ -128,29 +108,6 @@ pub struct DemoArgs {
 pub enum ConfigCommand {
     /// Print the effective configuration with secrets redacted, or name every bad key (exit 2).
     Check,
-}
-
-#[derive(Debug, Args)]
-pub struct ClerkSimArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8900")]
-    pub listen: SocketAddr,
-    /// The secret key clients must send (sk_test_... or sk_live_..., which sets the request rate).
-    #[arg(long, env = "CLERK_SIM_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-    /// Length in seconds of the "hour" of the hourly create limits.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub hour_seconds: u64,
-    /// Serve without any rate limit.
-    #[arg(long)]
-    pub no_rate_limits: bool,
-    /// Deliver Svix-signed `user.created` / `user.deleted` webhooks to this URL
-    /// (e.g. http://127.0.0.1:8080/v1/webhooks/clerk); needs --webhook-secret.
-    #[arg(long, requires = "webhook_secret")]
-    pub webhook_url: Option<String>,
-    /// The endpoint's signing secret, `whsec_<base64>` (used only with --webhook-url).
-    #[arg(long, env = "CLERK_SIM_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
 }
 
 /// Parses the process's arguments. On a usage error, or after `--help` / `--version`, the
@@ -192,8 +149,8 @@ pub async fn run(cli: Cli) -> Exit {
     let outcome = match cli.command {
         Command::Config {
             command: ConfigCommand::Check,
-        } => return config_check(cli.config),
-        Command::ClerkSim(args) => clerk_sim(args).await,
+        } => return commands::config_check::run(cli.config.as_deref()),
+        Command::ClerkSim(args) => commands::clerk_sim::run(args).await,
         Command::Demo(args) => commands::demo::run(args.once).await,
         command => {
             let config_error = Exit::usage(matches!(
@@ -225,8 +182,8 @@ pub async fn run(cli: Cli) -> Exit {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await
                 }
                 Command::Status(args) => commands::status::run(&settings, args.format).await,
-                Command::Import(args) => import(&settings, args).await,
-                Command::Migrate => migrate(&settings).await,
+                Command::Import(args) => commands::import::run(&settings, args).await,
+                Command::Migrate => commands::migrate::run(&settings).await,
                 Command::Config { .. } | Command::ClerkSim(_) | Command::Demo(_) => {
                     unreachable!("handled above")
                 }
@@ -259,18 +216,6 @@ fn retry_failed(emails: Option<Vec<String>>) -> Result<commands::sync::RetryFail
             })
             .collect::<Result<Vec<_>, _>>()
             .map(RetryFailed::These),
-    }
-}
-
-fn config_check(file: Option<PathBuf>) -> Exit {
-    let env = config::process_env();
-    let config::Checked { text, valid } = config::check(file.as_deref(), &env);
-    if valid {
-        print!("{text}");
-        Exit::Success
-    } else {
-        eprint!("{text}");
-        Exit::Usage
     }
 }
 
@@ -310,92 +255,4 @@ fn load(file: Option<PathBuf>, needs_clerk: bool, config_error: Exit) -> Result<
         config_error
     })?;
     Ok(settings)
-}
-
-async fn migrate(settings: &Settings) -> anyhow::Result<Exit> {
-    let pool = crate::startup::connect(settings).await?;
-    let pending = store::pending_migrations(&pool)
-        .await
-        .context("the schema version could not be read")?;
-    store::migrate(&pool)
-        .await
-        .with_context(|| commands::migrations_failed(settings))?;
-    let total = store::MIGRATOR.iter().count();
-    if pending == 0 {
-        tracing::info!(migrations = total, "database schema was already up to date");
-        println!("database schema was already up to date ({total} migrations)");
-    } else {
-        tracing::info!(applied = pending, migrations = total, "migrations applied");
-        println!(
-            "applied {pending} migrations; database schema is up to date ({total} migrations)"
-        );
-    }
-    Ok(Exit::Success)
-}
-
-async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exit> {
-    let pool = crate::startup::connect(settings).await?;
-    let options = crate::import::ImportOptions {
-        relation: settings.source.relation.clone(),
-        replace: args.replace,
-        dry_run: args.dry_run,
-        skip_invalid: args.skip_invalid,
-        force: args.force,
-        max_delete_ratio: settings.sync.max_revocation_ratio,
-    };
-    match crate::import::import_path(&pool, &args.file, &options).await {
-        Ok(summary) => {
-            print!("{}", summary.render());
-            Ok(Exit::Success)
-        }
-        Err(error) => {
-            if let crate::import::ImportError::RefusedDeletion { summary, .. } = &error {
-                print!("{}", summary.render());
-            }
-            eprintln!("import failed: {error}");
-            Ok(Exit::Failed)
-        }
-    }
-}
-
-async fn clerk_sim(args: ClerkSimArgs) -> anyhow::Result<Exit> {
-    telemetry::init(telemetry::Format::Pretty, "info").map_err(anyhow::Error::msg)?;
-    let mut options = SimOptions {
-        listen: args.listen,
-        hour: Duration::from_secs(args.hour_seconds),
-        rate_limits: !args.no_rate_limits,
-        ..SimOptions::default()
-    };
-    if let Some(key) = args.secret_key {
-        if crate::clerk::KeyKind::of(&key).is_none() {
-            eprintln!("--secret-key must start with sk_test_ or sk_live_");
-            return Ok(Exit::Usage);
-        }
-        options.secret_key = key;
-    }
-    if let (Some(url), Some(secret)) = (&args.webhook_url, &args.webhook_secret) {
-        match sim::WebhookTarget::new(url, secret) {
-            Ok(target) => options.webhook = Some(target),
-            Err(error) => {
-                eprintln!("--webhook-url/--webhook-secret: {error}");
-                return Ok(Exit::Usage);
-            }
-        }
-    }
-    let webhook_url = options.webhook.as_ref().map(|t| t.url().to_string());
-    let handle = sim::start(options)
-        .await
-        .with_context(|| format!("the simulator could not listen on {}", args.listen))?;
-    tracing::info!(
-        api_url = %handle.base_url(),
-        control = %format!("http://{}/_sim/", handle.addr()),
-        hour_seconds = args.hour_seconds,
-        rate_limits = !args.no_rate_limits,
-        webhook_url = webhook_url.as_deref().unwrap_or("none"),
-        "simulated Clerk is serving; Ctrl-C stops it"
-    );
-    crate::service::shutdown::signal().await;
-    handle.shutdown().await;
-    tracing::info!("simulated Clerk stopped");
-    Ok(Exit::Success)
 }

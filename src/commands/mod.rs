@@ -1,7 +1,11 @@
 //! What each subcommand does. `cli` parses; these run.
 
+pub mod clerk_sim;
+pub mod config_check;
 pub mod demo;
 mod exit;
+pub mod import;
+pub mod migrate;
 pub mod plan;
 pub mod private_postgres;
 pub mod run;
