@@ -1,7 +1,8 @@
-//! A throwaway PostgreSQL cluster for `demo` on a machine where none answers: made with the
-//! machine's own PostgreSQL binaries in a temporary directory, stopped and removed when
-//! dropped. `initdb` and `postgres` refuse to run as root, so as root they run as the
-//! `postgres` user (which the distribution's packages create).
+//! A throwaway PostgreSQL cluster, for `demo` on a machine where none answers and for the
+//! fault suite's server restart: made with the machine's own PostgreSQL binaries in a
+//! temporary directory, stopped and removed when dropped. `initdb` and `postgres` refuse to
+//! run as root, so as root they run as the `postgres` user (which the distribution's
+//! packages create).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,24 +26,20 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// The server binaries of the newest installed version, if any.
     pub fn find_binaries() -> Option<PathBuf> {
-        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(BIN_ROOT)
+        let installed = std::fs::read_dir(BIN_ROOT)
             .ok()?
             .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                let bin = entry.path().join("bin");
-                bin.join("initdb").is_file().then_some((version, bin))
-            })
-            .collect();
-        versions.sort();
-        versions.pop().map(|(_, bin)| bin)
+            .filter(|entry| entry.path().join("bin").join("initdb").is_file())
+            .filter_map(|entry| entry.file_name().into_string().ok());
+        let newest = newest_version(installed)?;
+        Some(Path::new(BIN_ROOT).join(newest).join("bin"))
     }
 
     /// Makes and starts a cluster from `bin` under a new temporary directory, on a free
-    /// port of 127.0.0.1, trusting local connections (it lives only as long as the demo).
+    /// port of 127.0.0.1, trusting local connections (it lives only as long as its owner).
     pub fn start(bin: &Path) -> anyhow::Result<PrivateCluster> {
         let root = std::env::temp_dir().join(format!(
-            "invite-sync-demo-postgres-{}",
+            "invite-sync-postgres-{}",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(root.join("socket"))
@@ -50,7 +47,7 @@ impl PrivateCluster {
         let cluster = PrivateCluster {
             bin: bin.to_owned(),
             root,
-            port: free_port()?,
+            port: free_port().context("no free port on 127.0.0.1 for the private PostgreSQL")?,
             run_as_postgres: is_root(),
         };
         if cluster.run_as_postgres {
@@ -63,7 +60,7 @@ impl PrivateCluster {
                 bail!("the private cluster's directory could not be given to the postgres user (is there one? `useradd --system postgres` makes it)");
             }
         }
-        let data = cluster.root.join("data");
+        let data = cluster.data();
         cluster.run(
             "initdb",
             &[
@@ -77,27 +74,7 @@ impl PrivateCluster {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            cluster.port,
-            cluster.root.join("socket").display()
-        );
-        let log = cluster.root.join("server.log");
-        cluster.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "start".as_ref(),
-            ],
-        )?;
+        cluster.pg_ctl("start")?;
         Ok(cluster)
     }
 
@@ -108,6 +85,44 @@ impl PrivateCluster {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Restarts the server (a fast shutdown: sessions are ended, as a crash or a failover
+    /// would end them) on the same port, waiting until it accepts connections again.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl("restart")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// `pg_ctl action`, waiting up to 60 s for it to take effect.
+    fn pg_ctl(&self, action: &str) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.root.join("socket").display()
+        );
+        let data = self.data();
+        let log = self.root.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                action.as_ref(),
+            ],
+        )
     }
 
     fn command(&self, program: &str) -> Command {
@@ -144,7 +159,7 @@ impl PrivateCluster {
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let data = self.root.join("data");
+        let data = self.data();
         if data.join("postmaster.pid").exists() {
             let _ = self
                 .command("pg_ctl")
@@ -159,10 +174,26 @@ impl Drop for PrivateCluster {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("no free port on 127.0.0.1 for the private PostgreSQL")?;
+/// A port of 127.0.0.1 that was free a moment ago, for a program that binds it itself.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The newest of the installed versions named like the directories under
+/// `/usr/lib/postgresql` (`9.6`, `15`), compared as numbers: `15` is newer than `9.6`.
+fn newest_version(names: impl IntoIterator<Item = String>) -> Option<String> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let version = name
+                .split('.')
+                .map(|part| part.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, name))
+        })
+        .max()
+        .map(|(_, name)| name)
 }
 
 fn is_root() -> bool {
@@ -176,4 +207,27 @@ fn is_root() -> bool {
                 .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_version;
+
+    fn newest(names: &[&str]) -> Option<String> {
+        newest_version(names.iter().map(|name| (*name).to_owned()))
+    }
+
+    #[test]
+    fn the_newest_version_is_chosen_by_number_not_by_name() {
+        assert_eq!(newest(&["9.6", "15", "10"]).as_deref(), Some("15"));
+        assert_eq!(newest(&["9.6", "9.5"]).as_deref(), Some("9.6"));
+        assert_eq!(newest(&["16", "15"]).as_deref(), Some("16"));
+    }
+
+    #[test]
+    fn directories_that_are_no_version_are_left_out() {
+        assert_eq!(newest(&["common", "15", ".hidden"]).as_deref(), Some("15"));
+        assert_eq!(newest(&["common"]), None);
+        assert_eq!(newest(&[]), None);
+    }
 }

@@ -4,16 +4,15 @@
 //! (`FAULT_SEED=<n>` replays one).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use invite_sync::clerk::sim::{Fault, FaultKind, Operation, SimOptions};
 use invite_sync::clerk::{CreateInvitation, InvitationStatus};
+use invite_sync::commands::private_postgres::PrivateCluster;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{free_port, people, refs, wait_for, Harness, Proc, NEVER};
+use crate::common::{people, refs, wait_for, Harness, Proc, NEVER};
 
 /// How long one phase may take to converge once faults stop.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -330,147 +329,19 @@ async fn sigkill_of_sync_and_run_under_injected_faults_leaves_no_duplicate_no_mi
 // ---------------------------------------------------------------------------
 // A PostgreSQL restart in the middle of a cycle
 
-/// A PostgreSQL cluster of the test's own, made with the machine's binaries.
-struct PrivateCluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl PrivateCluster {
-    /// `None` when the machine has no PostgreSQL binaries.
-    fn start() -> Option<PrivateCluster> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
-            .filter(|bin| bin.join("initdb").exists())
-            .max()?;
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "invite-sync-faults-pg-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(dir.join("socket")).ok()?;
-        // initdb and postgres refuse to run as root: the postgres user runs them then.
-        let as_postgres = is_root();
-        let cluster = PrivateCluster {
-            dir,
-            bin,
-            port,
-            as_postgres,
-        };
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&cluster.dir)
-                .status()
-                .ok()?;
-            assert!(
-                status.success(),
-                "the cluster's directory can be given to postgres"
-            );
-        }
-        let data = cluster.dir.join("data");
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                path(&data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        cluster.pg_ctl("start");
-        Some(cluster)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let program = self.bin.join(tool);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
-        let output = command
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .unwrap_or_else(|e| panic!("{tool} runs: {e}"));
-        assert!(
-            output.status.success(),
-            "{tool} {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.join("data");
-        let log = self.dir.join("server.log");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            path(&self.dir.join("socket"))
-        );
-        let mut args = vec!["-D", path(&data), "-l", path(&log), "-w", "-t", "60"];
-        if action != "stop" {
-            args.extend(["-o", &options]);
-        }
-        args.extend(["-m", "fast", action]);
-        self.run("pg_ctl", &args);
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let program = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
-        let _ = command
-            .args(["-D", path(&data), "-m", "immediate", "-w", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgresql_restart_in_the_middle_of_a_cycle_is_survived_and_the_service_converges() {
-    let Some(cluster) = PrivateCluster::start() else {
+    let Some(bin) = PrivateCluster::find_binaries() else {
         panic!("no PostgreSQL binaries under /usr/lib/postgresql: the fault suite needs them");
     };
+    let cluster = PrivateCluster::start(&bin)
+        .unwrap_or_else(|e| panic!("a private cluster starts from {}: {e:#}", bin.display()));
     let (seed, mut rng) = seeded_rng("postgres restart");
     // The harness's database is only the simulator's bookkeeping here; the service uses the
     // private cluster.
     let target = format!("faults-{}", uuid::Uuid::new_v4().simple());
     let h = harness(&target).await;
-    let url = cluster.url("postgres");
+    let url = cluster.url();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&url)
@@ -516,7 +387,9 @@ async fn a_postgresql_restart_in_the_middle_of_a_cycle_is_survived_and_the_servi
     .await;
     tokio::time::sleep(Duration::from_millis(delay)).await;
     pool.close().await;
-    cluster.pg_ctl("restart");
+    cluster
+        .restart()
+        .unwrap_or_else(|e| panic!("the private cluster restarts: {e:#}"));
     let restarted_at = chrono::Utc::now();
 
     // The service stays up, and every person ends with exactly one invitation.
