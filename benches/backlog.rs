@@ -14,7 +14,7 @@
 //! build of invite-sync as the service (to compare two versions against the same simulator).
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -132,14 +132,9 @@ async fn run(scenario: &Scenario, service: &str, hour: u64, url: String) -> anyh
 
     let started_ms = now_ms();
     let started = Instant::now();
-    let _service = Proc(
-        Command::new(service)
-            .arg("run")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let mut command = Command::new(service);
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let _service = Proc::start(format!("{service} run"), command, &["run"]);
     let give_up = Duration::from_secs(hour * (scenario.people / PER_WINDOW + 4) as u64);
     let mut created: Vec<i64>;
     loop {

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{wait, with_database, NEVER};
+use support::{poll_until, with_database, NEVER};
 
 use invite_sync::clerk::sim::{self, SimOptions};
 use invite_sync::config::Settings;
 use invite_sync::{service, startup, store};
 
 const SAMPLES: usize = 20;
+/// How often the conditions are checked: a latency is measured to within this.
+const POLL: Duration = Duration::from_millis(2);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,16 +55,16 @@ async fn measure(url: String) -> anyhow::Result<()> {
         async move { service::run_on(reconciler, &settings, listener, shutdown).await }
     });
     // The start cycle runs first; samples begin once it is recorded.
-    wait(Duration::from_secs(30), || async {
+    poll_until("the start cycle", Duration::from_secs(30), POLL, || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM invite_sync_runs WHERE finished_at IS NOT NULL",
         )
         .fetch_one(&pool)
         .await
-        .map(|n| n >= 1)
-        .unwrap_or(false)
+        .is_ok_and(|n| n >= 1)
+        .then_some(())
     })
-    .await?;
+    .await;
 
     let mut samples = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
@@ -72,14 +74,14 @@ async fn measure(url: String) -> anyhow::Result<()> {
             .bind(&email)
             .execute(&pool)
             .await?;
-        wait(Duration::from_secs(30), || {
+        poll_until("the invitation", Duration::from_secs(30), POLL, || {
             let found = simulator
                 .invitations()
                 .iter()
                 .any(|inv| inv.email_address == email);
-            async move { found }
+            std::future::ready(found.then_some(()))
         })
-        .await?;
+        .await;
         let took = started.elapsed();
         println!(
             "sample {:>2}: {:>7.1} ms",

@@ -1449,7 +1449,7 @@ async fn demo_once_shows_the_plan_the_creates_the_revocations_and_the_reinvite_w
 #[tokio::test(flavor = "multi_thread")]
 async fn clerk_sim_serves_the_invitation_api_until_sigterm() {
     // A port that was free a moment ago; the simulator binds it itself.
-    let port = free_port();
+    let port = free_port().expect("a loopback port is free");
     let listen = format!("127.0.0.1:{port}");
     let mut sim = Proc::spawn(
         bare_command(&[]),
@@ -1590,7 +1590,7 @@ async fn clerk_sim_delivers_signed_user_webhooks_to_its_webhook_url() {
     let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(receiver, app).await });
 
-    let port = free_port();
+    let port = free_port().expect("a loopback port is free");
     let listen = format!("127.0.0.1:{port}");
     let mut sim = Proc::spawn(
         bare_command(&[("CLERK_SIM_WEBHOOK_SECRET", SECRET)]),

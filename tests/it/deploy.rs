@@ -1055,7 +1055,7 @@ async fn the_install_as_written_migrates_as_the_migrator_and_runs_as_the_run_rol
 
     // The unit's ExecStart, its EnvironmentFile= (the service's, with the simulator's address
     // and a free port added) and its LoadCredential= directory.
-    let port = free_port();
+    let port = free_port().expect("a loopback port is free");
     let service_env = format!(
         "{service_env}INVITE_SYNC__CLERK__API_URL={}\nINVITE_SYNC__HTTP__LISTEN=127.0.0.1:{port}\n\
          INVITE_SYNC__DATABASE__MAX_CONNECTIONS=5\n",

@@ -390,7 +390,7 @@ async fn healthz_and_readyz_answer_200_while_the_database_is_there_and_readyz_50
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_answers_503_with_a_reason_when_the_database_server_cannot_be_reached() {
     // A port nobody listens on any more.
-    let closed = free_port();
+    let closed = free_port().expect("a loopback port is free");
     let env: std::collections::HashMap<String, String> = [
         (
             "DATABASE_URL",

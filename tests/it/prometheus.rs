@@ -127,7 +127,10 @@ async fn start_prometheus(binary: &Path, scratch: &Scratch, scrape: &str) -> (Pr
     );
     let config = scratch.write("prometheus.yml", &config);
     let storage = scratch.0.join("data");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!(
+        "127.0.0.1:{}",
+        free_port().expect("a loopback port is free")
+    );
     let args = [
         format!("--config.file={}", config.display()),
         format!("--storage.tsdb.path={}", storage.display()),
@@ -275,7 +278,10 @@ async fn a_real_prometheus_scrapes_run_has_the_dashboard_series_and_raises_held_
         })
         .unwrap_or_default();
 
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!(
+        "127.0.0.1:{}",
+        free_port().expect("a loopback port is free")
+    );
     let h = Harness::serving(&[
         ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.2"),
         ("INVITE_SYNC__HTTP__LISTEN", &listen),
