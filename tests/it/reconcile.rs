@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    assert_one_pending_each, capture_logs, count, people, refs, runs, wait_for, writes, Harness,
+    assert_one_pending_each, capture_logs, count, free_port, people, refs, runs, wait_for, writes,
+    Harness,
 };
 
 const TARGET: &str = "default";
@@ -1971,10 +1972,7 @@ async fn an_unknown_outcome_is_not_looked_up_before_clerk_could_have_finished_it
 async fn a_cycle_that_fails_because_the_database_is_gone_is_counted_as_failed() {
     let h = Harness::new().await;
     // A port nobody listens on any more: the database is down.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port is free")
-        .port();
+    let closed = free_port().expect("a port is free");
     let mut env = h.env.clone();
     env.insert(
         "DATABASE_URL".to_owned(),
