@@ -3,22 +3,23 @@
 
 pub mod execute;
 pub mod guard;
+pub mod observation;
 pub mod plan;
+pub mod redact;
 pub mod report;
+pub mod schedule;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clerk::budget::{self, Budget};
-use crate::clerk::{ClerkClient, ClientError, Invitation, InvitationStatus, Operation};
+use crate::clerk::{ClerkClient, ClientError, Invitation, InvitationStatus};
 use crate::config::Settings;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
 use crate::store::{
@@ -26,9 +27,12 @@ use crate::store::{
 };
 use crate::telemetry::Chain;
 use execute::{Executor, Stop, Tally};
-use guard::{HoldReason, Revocation, Verdict};
+use guard::{Revocation, Verdict};
 use plan::{Item, Plan, Policy};
-use report::Reporter;
+use redact::Reporter;
+use report::{count_cycle, log_summary, outcome_of, record_gauges, summary_of, Done};
+pub use report::{Report, Unsettled};
+use schedule::{full_listing_due, parse_schedule};
 
 /// What a cycle obeys, taken from the settings once.
 #[derive(Debug, Clone)]
@@ -87,31 +91,6 @@ impl CycleConfig {
     }
 }
 
-/// A six- or seven-field cron expression, read the way the scheduler reads `sync.schedule`.
-pub fn parse_schedule(expression: &str) -> Option<croner::Cron> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-        .ok()
-}
-
-/// Whether a cycle at `now` lists every invitation: the first cycle ever, and the first one
-/// after each tick of the full schedule since the last full listing began.
-pub fn full_listing_due(
-    schedule: Option<&croner::Cron>,
-    last_full: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> bool {
-    let (Some(schedule), Some(last_full)) = (schedule, last_full) else {
-        return true;
-    };
-    schedule
-        .find_previous_occurrence(&now, true)
-        .is_ok_and(|tick| tick > last_full)
-}
-
 /// What asked for a cycle, and how it should run.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -157,40 +136,6 @@ pub struct Preview {
     pub unsettled: Unsettled,
 }
 
-/// Creates whose outcome is unknown (ledger rows left `sending` by a crash or a lost answer):
-/// how many wait, and from when the first of them can be looked up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Unsettled {
-    pub creates: usize,
-    pub settles_at: Option<DateTime<Utc>>,
-}
-
-impl Unsettled {
-    /// The ledger's unsettled creates; each is looked up `settle_after` after it was sent.
-    pub fn of(ledger: &[LedgerEntry], settle_after: Duration, now: DateTime<Utc>) -> Unsettled {
-        let settle_after = chrono::Duration::from_std(settle_after).unwrap_or_default();
-        let waiting = ledger.iter().filter(|e| e.state == LedgerState::Sending);
-        Unsettled {
-            creates: waiting.clone().count(),
-            settles_at: waiting
-                .map(|e| e.sent_at.map_or(now, |sent| sent + settle_after))
-                .min(),
-        }
-    }
-
-    /// These and `more` created now, whose outcome is unknown too.
-    pub fn and_new(self, more: usize, settle_after: Duration, now: DateTime<Utc>) -> Unsettled {
-        if more == 0 {
-            return self;
-        }
-        let settles = now + chrono::Duration::from_std(settle_after).unwrap_or_default();
-        Unsettled {
-            creates: self.creates + more,
-            settles_at: Some(self.settles_at.map_or(settles, |at| at.min(settles))),
-        }
-    }
-}
-
 /// The end of a cycle.
 #[derive(Debug, Clone)]
 pub enum CycleResult {
@@ -199,30 +144,6 @@ pub enum CycleResult {
         holder: Option<lock::Holder>,
     },
     Ran(Box<Report>),
-}
-
-/// What one cycle did, as the run record stores it.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub run_id: Uuid,
-    pub desired_rows: usize,
-    pub owned_pending: usize,
-    pub outcome: runs::Outcome,
-    pub dry_run: bool,
-    pub counts: BTreeMap<&'static str, usize>,
-    /// What the executor did: the creates, revocations and calls, the user checks, the
-    /// backlog it left, and the errors.
-    pub tally: Tally,
-    pub held_revocations: usize,
-    pub hold_reason: Option<HoldReason>,
-    pub protected: usize,
-    pub eta_seconds: u64,
-    pub budget_left: Budget,
-    /// When more budget frees up, if the backlog waits for it.
-    pub next_budget_at: Option<DateTime<Utc>>,
-    /// Creates whose outcome is unknown (those the ledger held and those sent this cycle),
-    /// looked up once they settle.
-    pub unsettled: Unsettled,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -380,7 +301,7 @@ impl Reconciler {
         allow_revocations: usize,
         quiet: plan::Quiet,
     ) -> Result<Decision, CycleError> {
-        let mut planner = plan::Planner::new(
+        let mut planner = plan::planner::Planner::new(
             &state.clerk,
             &state.owned_ids,
             state.listing(),
@@ -591,7 +512,14 @@ impl Reconciler {
         let planned = matches!(&result, Ok(done) if done.planned);
         let (outcome, summary, report) = match result {
             Ok(done) => {
-                let report = self.report(run_id, dry_run, &done, tally);
+                let report = done.report(
+                    run_id,
+                    dry_run,
+                    tally,
+                    &self.config.budget,
+                    self.config.settle_after,
+                    Utc::now(),
+                );
                 let outcome = outcome_of(done.stop.as_ref(), &report);
                 let report = Report { outcome, ..report };
                 (outcome, summary_of(&report, done.stop.as_ref()), report)
@@ -609,7 +537,7 @@ impl Reconciler {
         };
         runs::finish(&self.pool, run_id, outcome, &summary).await?;
         if planned {
-            record_gauges(&report);
+            record_gauges(&report, Utc::now());
         }
         log_summary(&report);
         Ok(report)
@@ -628,7 +556,14 @@ impl Reconciler {
         }
         let state = self.read_state(request.full).await?;
         if !dry_run {
-            self.store_observations(&state).await?;
+            observation::record(
+                &self.pool,
+                &self.config.target,
+                &state.ledger,
+                &state.clerk,
+                state.listing(),
+            )
+            .await?;
             if let Some(since) = state.full_since {
                 listings::record_full(&self.pool, &self.config.target, since).await?;
             }
@@ -638,10 +573,17 @@ impl Reconciler {
             .await?;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
-        self.config.reporter.drift(&decision.plan, dry_run);
-        self.log_verdict(&decision.verdict, dry_run);
+        report::log_drift(self.config.reporter, &decision.plan, dry_run);
+        report::log_verdict(self.config.reporter, &decision.verdict, dry_run);
         let budget = self.budget().await?;
-        let mut done = Done::planned(&decision, budget, unsettled);
+        let mut done = Done::planned(
+            &decision.plan,
+            &decision.verdict,
+            decision.desired_rows,
+            decision.owned_pending,
+            budget,
+            unsettled,
+        );
         if dry_run {
             // Nothing is sent: the whole queue is the backlog, as the next cycle finds it.
             executor.tally.backlog = decision.plan.queued();
@@ -697,74 +639,6 @@ impl Reconciler {
         executor.tally.awaiting_user_check += past_head;
         created
     }
-
-    /// Stores what Clerk's list shows of the ledger's invitations.
-    async fn store_observations(&self, state: &State) -> Result<(), sqlx::Error> {
-        let observed = plan::observe(&state.ledger, &state.clerk, state.listing());
-        for (before, after) in state.ledger.iter().zip(&observed) {
-            if before.state == after.state {
-                continue;
-            }
-            match (after.state, after.clerk_invitation_id.as_deref()) {
-                (LedgerState::Accepted, Some(id)) => {
-                    ledger::record_accepted(&self.pool, &self.config.target, id, &after.email)
-                        .await?
-                }
-                _ => ledger::set_state(&self.pool, after.id, after.state).await?,
-            }
-        }
-        Ok(())
-    }
-
-    fn log_verdict(&self, verdict: &Verdict, dry_run: bool) {
-        let reporter = self.config.reporter;
-        for held in &verdict.held {
-            tracing::error!(
-                category = "revoke",
-                outcome = "held",
-                email = reporter.email(held.email.as_str()),
-                invitation_id = %held.invitation_id,
-                reason = verdict.reason.map(HoldReason::describe).unwrap_or(""),
-                dry_run,
-                "revocation held by the guard; release with `invite-sync sync --allow-revocations N`"
-            );
-        }
-        for protected in &verdict.protected {
-            tracing::warn!(
-                category = "revoke",
-                outcome = "protected",
-                email = reporter.email(protected.email.as_str()),
-                invitation_id = %protected.invitation_id,
-                dry_run,
-                "protected address: never revoked"
-            );
-        }
-    }
-
-    fn report(&self, run_id: Uuid, dry_run: bool, done: &Done, tally: Tally) -> Report {
-        let now = Utc::now();
-        // Only people known to be invitable: those awaiting a user check may be users.
-        let invitable = tally.backlog.saturating_sub(tally.awaiting_user_check);
-        let eta = done.budget.eta(invitable as u64, &self.config.budget, now);
-        Report {
-            run_id,
-            desired_rows: done.desired_rows,
-            owned_pending: done.owned_pending,
-            outcome: runs::Outcome::Succeeded,
-            dry_run,
-            counts: done.counts.clone(),
-            held_revocations: done.held,
-            hold_reason: done.hold_reason,
-            protected: done.protected,
-            eta_seconds: eta.as_secs(),
-            budget_left: done.budget,
-            next_budget_at: (tally.backlog > 0).then(|| done.budget.next_slot_at(now)),
-            unsettled: done
-                .unsettled
-                .and_new(tally.unsettled, self.config.settle_after, now),
-            tally,
-        }
-    }
 }
 
 /// The revocations that replacements (stale, `on_change = "replace"`) ask for.
@@ -804,23 +678,6 @@ fn revocations_to_send(
         .collect()
 }
 
-/// How a cycle that ran ended: stopped, holding revocations, with failures or doubts, or
-/// with everything done.
-fn outcome_of(stop: Option<&Stop>, report: &Report) -> runs::Outcome {
-    match stop {
-        Some(Stop::Shutdown) => runs::Outcome::Interrupted,
-        Some(_) => runs::Outcome::Failed,
-        None if report.held_revocations > 0 => runs::Outcome::Held,
-        None if report.tally.failed > 0
-            || !report.tally.errors.is_empty()
-            || report.unsettled.creates > 0 =>
-        {
-            runs::Outcome::Partial
-        }
-        None => runs::Outcome::Succeeded,
-    }
-}
-
 /// A plan, the guard's verdict on it, and what they were made from.
 struct Decision {
     plan: Plan,
@@ -829,205 +686,10 @@ struct Decision {
     desired_rows: usize,
 }
 
-/// What the steps of a cycle leave for its report.
-#[derive(Default)]
-struct Done {
-    desired_rows: usize,
-    owned_pending: usize,
-    counts: BTreeMap<&'static str, usize>,
-    held: usize,
-    hold_reason: Option<HoldReason>,
-    protected: usize,
-    budget: Budget,
-    /// The creates still unsettled when the cycle read the ledger (after settling).
-    unsettled: Unsettled,
-    /// Whether the cycle read its state and made a plan: one stopped while settling did
-    /// not, and its figures above are not the target's.
-    planned: bool,
-    stop: Option<Stop>,
-}
-
-impl Done {
-    /// What a plan and its verdict say, before anything is sent.
-    fn planned(decision: &Decision, budget: Budget, unsettled: Unsettled) -> Done {
-        let Decision { plan, verdict, .. } = decision;
-        Done {
-            desired_rows: decision.desired_rows,
-            owned_pending: decision.owned_pending,
-            counts: plan
-                .counts()
-                .into_iter()
-                .map(|(c, n)| (c.as_str(), n))
-                .collect(),
-            held: verdict.held.len(),
-            hold_reason: verdict.reason.filter(|_| !verdict.held.is_empty()),
-            protected: verdict.protected.len(),
-            budget,
-            unsettled,
-            planned: true,
-            stop: None,
-        }
-    }
-
-    /// A cycle stopped before it made its plan: it knows none of the target's figures.
-    fn stopped(stop: Stop) -> Done {
-        Done {
-            stop: Some(stop),
-            ..Done::default()
-        }
-    }
-}
-
-fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary {
-    let mut counts = json!(report.counts);
-    if let Some(map) = counts.as_object_mut() {
-        for (key, value) in [
-            ("created", report.tally.created),
-            ("revoked", report.tally.revoked),
-            ("adopted", report.tally.adopted),
-            ("failed_items", report.tally.failed),
-            ("bulk_calls", report.tally.bulk_calls),
-            ("single_calls", report.tally.single_calls),
-            ("awaiting_user_check", report.tally.awaiting_user_check),
-            ("user_checks", report.tally.user_checks),
-            ("user_check_calls", report.tally.user_check_calls),
-            ("users_found", report.tally.users_found),
-            ("unsettled_creates", report.unsettled.creates),
-        ] {
-            map.insert(key.to_owned(), json!(value));
-        }
-    }
-    let mut errors = report.tally.errors.clone();
-    if let Some(stop) = stop {
-        errors.push(stop.to_string());
-    }
-    runs::Summary {
-        counts,
-        held_revocations: report.held_revocations as i32,
-        errors: errors.len() as i32,
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
-        budget_left: json!({
-            "create_bulk_invitations": report.budget_left.bulk.left,
-            "create_invitation": report.budget_left.single.left,
-        }),
-        backlog: report.tally.backlog as i32,
-        backlog_eta_seconds: Some(report.eta_seconds as i64),
-    }
-}
-
-fn count_cycle(outcome: runs::Outcome) {
-    crate::metrics::metrics()
-        .cycles
-        .get_or_create(&crate::metrics::OutcomeLabel {
-            outcome: outcome.as_str().to_owned(),
-        })
-        .inc();
-}
-
-fn record_gauges(report: &Report) {
-    use crate::metrics::{CategoryLabel, EndpointLabel, Metrics};
-    let metrics = crate::metrics::metrics();
-    for category in plan::Category::ALL {
-        let count = report.counts.get(category.as_str()).copied().unwrap_or(0);
-        Metrics::gauge(
-            &metrics.drift.get_or_create(&CategoryLabel {
-                category: category.as_str().to_owned(),
-            }),
-            count,
-        );
-    }
-    Metrics::gauge(&metrics.desired, report.desired_rows);
-    Metrics::gauge(&metrics.owned_pending, report.owned_pending);
-    Metrics::gauge(&metrics.backlog, report.tally.backlog);
-    Metrics::gauge(
-        &metrics.awaiting_user_check,
-        report.tally.awaiting_user_check,
-    );
-    Metrics::gauge(&metrics.backlog_eta, report.eta_seconds as usize);
-    Metrics::gauge(&metrics.held_revocations, report.held_revocations);
-    Metrics::gauge(&metrics.unsettled_creates, report.unsettled.creates);
-    metrics.unsettled_settle_at.set(
-        report
-            .unsettled
-            .settles_at
-            .map_or(0.0, |at| at.timestamp_millis() as f64 / 1000.0),
-    );
-    for (operation, endpoint) in [
-        (Operation::CreateBulkInvitations, &report.budget_left.bulk),
-        (Operation::CreateInvitation, &report.budget_left.single),
-    ] {
-        if let Some(until) = endpoint.blocked_until {
-            metrics.clerk_blocked(operation.as_str(), until);
-        }
-    }
-    for (endpoint, left) in [
-        (
-            Operation::CreateBulkInvitations,
-            report.budget_left.bulk.left,
-        ),
-        (Operation::CreateInvitation, report.budget_left.single.left),
-    ] {
-        Metrics::gauge(
-            &metrics.budget_left.get_or_create(&EndpointLabel {
-                endpoint: endpoint.as_str().to_owned(),
-            }),
-            left as usize,
-        );
-    }
-    if !report.dry_run
-        && matches!(
-            report.outcome,
-            runs::Outcome::Succeeded | runs::Outcome::Held | runs::Outcome::Partial
-        )
-        && report.tally.errors.is_empty()
-    {
-        metrics
-            .last_success
-            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
-    }
-}
-
-fn log_summary(report: &Report) {
-    let counts = serde_json::to_string(&report.counts).unwrap_or_default();
-    tracing::info!(
-        run_id = %report.run_id,
-        outcome = report.outcome.as_str(),
-        dry_run = report.dry_run,
-        counts = %counts,
-        created = report.tally.created,
-        revoked = report.tally.revoked,
-        held_revocations = report.held_revocations,
-        failed = report.tally.failed,
-        backlog = report.tally.backlog,
-        eta_seconds = report.eta_seconds,
-        unsettled_creates = report.unsettled.creates,
-        unsettled_settle_at = ?report.unsettled.settles_at.map(|at| at.to_rfc3339()),
-        "cycle finished"
-    );
-    if let Some(at) = report.unsettled.settles_at {
-        tracing::warn!(
-            run_id = %report.run_id,
-            unsettled_creates = report.unsettled.creates,
-            settle_at = %at.to_rfc3339(),
-            "creates whose outcome is unknown wait for clerk.settle_after_seconds before they are looked up; these people may have no invitation yet"
-        );
-    }
-    if report.held_revocations > 0 {
-        tracing::error!(
-            run_id = %report.run_id,
-            held_revocations = report.held_revocations,
-            reason = report.hold_reason.map(HoldReason::describe).unwrap_or(""),
-            "revocations held; review `invite-sync plan`, release with `invite-sync sync --allow-revocations N`"
-        );
-    }
-}
-
 use crate::store::lock::this_host as hostname;
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
 
     fn revocation(id: &str) -> Revocation {
@@ -1057,51 +719,5 @@ mod tests {
         assert_eq!(ids(2), ["gone", "old1", "old2", "left"]);
         assert_eq!(ids(10), ["gone", "old1", "old2", "left", "old3"]);
         assert!(revocations_to_send(&[], &replacing, 10).is_empty());
-    }
-
-    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0)
-            .single()
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn the_first_cycle_ever_lists_in_full() {
-        let daily = parse_schedule("0 0 3 * * *");
-        assert!(daily.is_some());
-        assert!(full_listing_due(daily.as_ref(), None, at(12, 0)));
-    }
-
-    #[test]
-    fn a_full_listing_is_due_once_after_each_tick_of_the_full_schedule() {
-        let daily = parse_schedule("0 0 3 * * *");
-        let yesterday_noon = at(12, 0) - chrono::Duration::days(1);
-        assert!(full_listing_due(
-            daily.as_ref(),
-            Some(yesterday_noon),
-            at(3, 0)
-        ));
-        assert!(full_listing_due(
-            daily.as_ref(),
-            Some(yesterday_noon),
-            at(3, 5)
-        ));
-        assert!(!full_listing_due(daily.as_ref(), Some(at(3, 5)), at(3, 10)));
-        assert!(!full_listing_due(
-            daily.as_ref(),
-            Some(at(3, 5)),
-            at(23, 55)
-        ));
-        assert!(!full_listing_due(
-            daily.as_ref(),
-            Some(yesterday_noon),
-            at(2, 55)
-        ));
-    }
-
-    #[test]
-    fn a_schedule_that_cannot_be_read_lists_in_full_every_cycle() {
-        assert!(parse_schedule("not cron").is_none());
-        assert!(full_listing_due(None, Some(at(3, 5)), at(3, 10)));
     }
 }

@@ -24,7 +24,7 @@ use crate::clerk::{
 };
 use crate::domain::{DesiredInvitee, Email};
 use crate::reconcile::guard::Revocation;
-use crate::reconcile::report::Reporter;
+use crate::reconcile::redact::Reporter;
 use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock, users};
 use crate::telemetry::Chain;
 

@@ -1,0 +1,351 @@
+//! The plan built one roster row at a time: the roster and the ledger are streamed through
+//! it, and Clerk's invitations no row asked for are revoked or reported at the end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::ladder::{decide, Facts, Users};
+use super::{Category, Inputs, Item, Listing, Ownership, Plan, Policy, Quiet};
+use crate::clerk::{Invitation, InvitationStatus};
+use crate::domain::{
+    roster_key, row_address, DesiredInvitee, DesiredRow, Email, InvalidRow, LedgerEntry, Person,
+};
+use crate::reconcile::observation::observe_entry;
+
+/// Decides, for each desired row and each pending invitation, what the cycle does.
+pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
+    let owned_ids = owned_ids(inputs.ledger);
+    let planner = Planner::new(inputs.clerk, &owned_ids, inputs.listing, inputs.now, policy);
+    feed(inputs, planner)
+}
+
+/// The ids of the invitations the ledger says invite-sync created.
+pub(super) fn owned_ids(ledger: &[LedgerEntry]) -> HashSet<String> {
+    ledger
+        .iter()
+        .filter(|entry| entry.owned)
+        .filter_map(|entry| entry.clerk_invitation_id.clone())
+        .collect()
+}
+
+/// Adds the roster of `inputs` to `planner`, in the reader's order, with each row's person.
+pub(super) fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
+    let mut people: HashMap<&Email, Vec<&LedgerEntry>> = HashMap::new();
+    for entry in inputs.ledger {
+        people.entry(&entry.email).or_default().push(entry);
+    }
+    // The planner takes rows by address; of several rows with one address the first counts.
+    let mut rows: Vec<&Result<DesiredRow, InvalidRow>> = inputs.desired.iter().collect();
+    rows.sort_by_cached_key(|row| roster_key(row));
+    for row in rows {
+        let person = match row_address(row) {
+            Some(email) => {
+                let mut entries: Vec<LedgerEntry> = people
+                    .get(&email)
+                    .map(|entries| entries.iter().map(|&e| e.clone()).collect())
+                    .unwrap_or_default();
+                entries.sort_by_key(|entry| entry.id);
+                Person {
+                    entries,
+                    user: inputs.known_users.contains(&email),
+                    deleted: inputs.deleted_users.contains(&email),
+                }
+            }
+            None => Person::default(),
+        };
+        planner.add(row, person);
+    }
+    planner.finish()
+}
+
+/// The plan built one roster row at a time, so neither the roster nor the ledger is ever
+/// held whole: `add` each row with what is known of its person as it is read, then `finish`.
+/// [`plan`] is the same over slices.
+pub struct Planner<'a> {
+    clerk_by_id: HashMap<&'a str, &'a Invitation>,
+    listing: Listing<'a>,
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+    /// The ids of Clerk's listed invitations that invite-sync created.
+    owned_ids: &'a HashSet<String>,
+    clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
+    /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
+    pending_desired: HashMap<Email, bool>,
+    /// The last address added: rows come ordered by address, so a repeat follows its first.
+    last_email: Option<Email>,
+    quiet: Quiet,
+    /// Items counted but not kept, by category.
+    quiet_counts: BTreeMap<Category, usize>,
+    /// At most this many creates are kept, the first in queue order; the rest are counted.
+    head: Option<usize>,
+    creates: Vec<Item>,
+    items: Vec<Item>,
+    rows: usize,
+}
+
+impl<'a> Planner<'a> {
+    /// `owned_ids`: which of `clerk`'s invitations invite-sync created (ids of others are
+    /// ignored).
+    pub fn new(
+        clerk: &'a [Invitation],
+        owned_ids: &'a HashSet<String>,
+        listing: Listing<'a>,
+        now: DateTime<Utc>,
+        policy: &'a Policy,
+    ) -> Planner<'a> {
+        let clerk_by_id = clerk.iter().map(|i| (i.id.as_str(), i)).collect();
+        let mut clerk_by_email: HashMap<Email, Vec<&'a Invitation>> = HashMap::new();
+        for invitation in clerk {
+            if let Ok(email) = Email::parse(&invitation.email_address) {
+                clerk_by_email.entry(email).or_default().push(invitation);
+            }
+        }
+        for invitations in clerk_by_email.values_mut() {
+            invitations.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        }
+        let pending_desired = clerk_by_email
+            .iter()
+            .filter(|(_, invitations)| {
+                invitations
+                    .iter()
+                    .any(|i| i.status == InvitationStatus::Pending)
+            })
+            .map(|(email, _)| (email.clone(), false))
+            .collect();
+        Planner {
+            clerk_by_id,
+            listing,
+            policy,
+            now,
+            owned_ids,
+            clerk_by_email,
+            pending_desired,
+            last_email: None,
+            quiet: Quiet::Keep,
+            quiet_counts: BTreeMap::new(),
+            head: None,
+            creates: Vec::new(),
+            items: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Counts, rather than keeps, the items of people who need nothing.
+    pub fn counting_quiet(mut self) -> Planner<'a> {
+        self.quiet = Quiet::Count;
+        self
+    }
+
+    /// Keeps only the first `head` creates in queue order, and counts the rest: a cycle sends
+    /// no more than its budget allows, so a first run over a huge roster holds a cycle's worth.
+    pub fn keeping_creates(mut self, head: usize) -> Planner<'a> {
+        self.head = Some(head.max(1));
+        self
+    }
+
+    /// Drops the creates past the head, counting them.
+    fn trim_creates(&mut self, head: usize) {
+        if self.creates.len() <= head {
+            return;
+        }
+        self.creates.select_nth_unstable_by(head, plan_order);
+        for item in self.creates.drain(head..) {
+            *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
+        }
+    }
+
+    /// How many roster rows were added.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Notes that a roster row asks for `email`; `false` when the row before did already.
+    fn desire(&mut self, email: &Email) -> bool {
+        if let Some(asked) = self.pending_desired.get_mut(email) {
+            *asked = true;
+        }
+        if self.last_email.as_ref() == Some(email) {
+            return false;
+        }
+        self.last_email = Some(email.clone());
+        true
+    }
+
+    fn push(&mut self, item: Item) {
+        let quiet = matches!(
+            item,
+            Item::Accepted { .. } | Item::AlreadyUser { .. } | Item::InSync { .. }
+        );
+        if quiet && self.quiet == Quiet::Count {
+            *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
+        } else if let (Item::Create { .. }, Some(head)) = (&item, self.head) {
+            self.creates.push(item);
+            // Trimmed when twice the head: amortised, the queue costs the head's memory.
+            if self.creates.len() >= head.saturating_mul(2) {
+                self.trim_creates(head);
+            }
+        } else {
+            self.items.push(item);
+        }
+    }
+
+    /// Decides one roster row, given what is known of the person its address names. Rows
+    /// must come ordered by address (normalised), oldest first among rows of one address: of
+    /// several rows with one address, the first counts.
+    pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>, person: Person) {
+        self.rows += 1;
+        let checked = match row {
+            Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
+            Err(unreadable) => Err(unreadable.clone()),
+        };
+        let invitee = match checked {
+            Ok(invitee) => invitee,
+            Err(invalid) => {
+                let email = match invalid.parsed {
+                    Some(email) => {
+                        self.desire(&email);
+                        email.to_string()
+                    }
+                    None => invalid.email,
+                };
+                self.push(Item::Invalid {
+                    email,
+                    reason: invalid.reason,
+                });
+                return;
+            }
+        };
+        if !self.desire(&invitee.email) {
+            self.push(Item::Invalid {
+                email: invitee.email.to_string(),
+                reason: "another roster row has the same address".to_owned(),
+            });
+            return;
+        }
+        let invitations = self
+            .clerk_by_email
+            .get(&invitee.email)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let entries: Vec<LedgerEntry> = person
+            .entries
+            .into_iter()
+            .map(|entry| observe_entry(entry, &self.clerk_by_id, self.listing))
+            .collect();
+        let entries: Vec<&LedgerEntry> = entries.iter().collect();
+        let users = Users {
+            known: person.user,
+            deleted: person.deleted,
+        };
+        let facts = Facts {
+            invitations,
+            entries: &entries,
+            users,
+            owned_ids: self.owned_ids,
+            now: self.now,
+        };
+        let item = decide(invitee, &facts, self.policy);
+        self.push(item);
+    }
+
+    /// The pending invitations no roster row asked for, then everything in plan order.
+    pub fn finish(mut self) -> Plan {
+        if let Some(head) = self.head {
+            self.trim_creates(head);
+        }
+        let creates = std::mem::take(&mut self.creates);
+        self.items.extend(creates);
+        let Planner {
+            policy,
+            owned_ids,
+            clerk_by_email,
+            pending_desired,
+            quiet_counts,
+            mut items,
+            ..
+        } = self;
+        for (email, invitations) in &clerk_by_email {
+            if pending_desired.get(email).copied().unwrap_or(true) {
+                continue;
+            }
+            for invitation in invitations
+                .iter()
+                .filter(|i| i.status == InvitationStatus::Pending)
+            {
+                let (email, invitation_id) = (email.clone(), invitation.id.clone());
+                let ours = owned_ids.contains(invitation.id.as_str());
+                items.push(if ours || policy.ownership == Ownership::All {
+                    Item::Revoke {
+                        email,
+                        invitation_id,
+                    }
+                } else {
+                    Item::Foreign {
+                        email,
+                        invitation_id,
+                    }
+                });
+            }
+        }
+        // One vector sorted in place (an unstable sort needs no scratch copy; the order is
+        // total): revocations by address, then replacements and creates each in queue order,
+        // then everything else by category and address.
+        items.sort_unstable_by(plan_order);
+        Plan {
+            items,
+            quiet: quiet_counts,
+        }
+    }
+}
+
+fn invalid_reason(item: &Item) -> Option<&str> {
+    match item {
+        Item::Invalid { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+/// Where an item stands in a plan.
+fn plan_order(a: &Item, b: &Item) -> std::cmp::Ordering {
+    fn group(item: &Item) -> u8 {
+        match item {
+            Item::Revoke { .. } => 0,
+            Item::Replace { .. } => 1,
+            Item::Create { .. } => 2,
+            _ => 3,
+        }
+    }
+    match (a, b) {
+        (Item::Revoke { .. }, Item::Revoke { .. }) => {
+            (a.email(), a.invitation_id()).cmp(&(b.email(), b.invitation_id()))
+        }
+        (Item::Replace { invitee: a, .. }, Item::Replace { invitee: b, .. })
+        | (Item::Create { invitee: a, .. }, Item::Create { invitee: b, .. }) => {
+            queue_key(a).cmp(&queue_key(b))
+        }
+        _ if group(a) != group(b) => group(a).cmp(&group(b)),
+        _ => (
+            a.category(),
+            a.email(),
+            a.invitation_id(),
+            invalid_reason(a),
+        )
+            .cmp(&(
+                b.category(),
+                b.email(),
+                b.invitation_id(),
+                invalid_reason(b),
+            )),
+    }
+}
+
+/// Queue order: oldest `not_before` (a row without one has waited since it was written),
+/// then oldest row, then address.
+fn queue_key(invitee: &DesiredInvitee) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, &str) {
+    (
+        invitee.not_before.or(invitee.created_at),
+        invitee.created_at,
+        invitee.email.as_str(),
+    )
+}
