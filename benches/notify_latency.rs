@@ -52,7 +52,11 @@ async fn measure(url: String) -> anyhow::Result<()> {
     let running = tokio::spawn({
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        async move { service::run_on(reconciler, &settings, listener, shutdown).await }
+        let listeners = service::Listeners {
+            main: Some(listener),
+            admin: None,
+        };
+        async move { service::run(reconciler, &settings, listeners, shutdown).await }
     });
     // The start cycle runs first; samples begin once it is recorded.
     poll_until("the start cycle", Duration::from_secs(30), POLL, || async {

@@ -225,7 +225,11 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     service::shutdown::cancel_on_signal(shutdown.clone());
     let listener = tokio::net::TcpListener::from_std(listener)
         .with_context(|| format!("the demo's service cannot listen on {listen}"))?;
-    let served = service::run_on(reconciler, &settings, listener, shutdown).await;
+    let listeners = service::Listeners {
+        main: Some(listener),
+        admin: None,
+    };
+    let served = service::run(reconciler, &settings, listeners, shutdown).await;
     simulator.shutdown().await;
     served?;
     Ok(Exit::Success)

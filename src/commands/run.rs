@@ -11,6 +11,12 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Exit> {
     super::migrate_if_configured(&reconciler.pool, settings).await?;
     let shutdown = CancellationToken::new();
     service::shutdown::cancel_on_signal(shutdown.clone());
-    service::run(reconciler, settings, shutdown).await?;
+    service::run(
+        reconciler,
+        settings,
+        service::Listeners::default(),
+        shutdown,
+    )
+    .await?;
     Ok(Exit::Success)
 }

@@ -4,186 +4,20 @@
 pub mod housekeeping;
 pub mod http;
 pub mod notify;
-pub mod roster_webhook;
-pub mod scim;
 pub mod shutdown;
+pub mod state;
+pub mod worker;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+pub use worker::{backlog_wake_in, next_wake, worker, Step, Triggers, Worker};
 
 use anyhow::Context;
-use chrono::Utc;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::reconcile::{CycleError, CycleResult, Reconciler, Request};
+use crate::reconcile::Reconciler;
 use crate::telemetry::Chain;
-
-/// Asks the worker for a cycle. Requests that arrive while one is queued are merged.
-#[derive(Debug, Clone)]
-pub struct Triggers {
-    tx: mpsc::Sender<String>,
-    /// The run id of the next cycle, once someone asked for it: every request before that
-    /// cycle starts is answered with the same id.
-    next_run: Arc<Mutex<Option<uuid::Uuid>>>,
-}
-
-impl Triggers {
-    pub fn request(&self, trigger: &str) {
-        // A full queue already holds a request: the next cycle serves this one too.
-        let _ = self.tx.try_send(trigger.to_owned());
-    }
-
-    /// Requests a cycle and returns the id its run will have.
-    pub fn request_run(&self, trigger: &str) -> uuid::Uuid {
-        let id = match self.next_run.lock() {
-            Ok(mut next) => *next.get_or_insert_with(uuid::Uuid::new_v4),
-            Err(_) => uuid::Uuid::new_v4(),
-        };
-        self.request(trigger);
-        id
-    }
-
-    fn take_run_id(&self) -> Option<uuid::Uuid> {
-        self.next_run.lock().ok().and_then(|mut next| next.take())
-    }
-}
-
-/// Runs cycles one at a time.
-pub struct Worker {
-    reconciler: Reconciler,
-    rx: mpsc::Receiver<String>,
-    triggers: Triggers,
-    shutdown: CancellationToken,
-    /// When the backlog's budget frees up: a cycle runs then without being asked.
-    wake_at: Option<tokio::time::Instant>,
-}
-
-/// What one step of the worker did.
-#[derive(Debug)]
-pub enum Step {
-    Ran(CycleResult),
-    Failed(CycleError),
-    Stopped,
-}
-
-pub fn worker(reconciler: Reconciler, shutdown: CancellationToken) -> (Worker, Triggers) {
-    let (tx, rx) = mpsc::channel(4);
-    let triggers = Triggers {
-        tx,
-        next_run: Arc::default(),
-    };
-    (
-        Worker {
-            reconciler,
-            rx,
-            triggers: triggers.clone(),
-            shutdown,
-            wake_at: None,
-        },
-        triggers,
-    )
-}
-
-impl Worker {
-    /// Waits for the next reason to run, runs one cycle, and returns what it did.
-    pub async fn step(&mut self) -> Step {
-        let wake = self.wake_at;
-        let trigger = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Step::Stopped,
-            trigger = self.rx.recv() => match trigger {
-                Some(trigger) => trigger,
-                None => return Step::Stopped,
-            },
-            _ = sleep_until(wake) => "backlog".to_owned(),
-        };
-        // Requests queued meanwhile are served by this cycle.
-        while self.rx.try_recv().is_ok() {}
-        self.wake_at = None;
-        let request = Request {
-            run_id: self.triggers.take_run_id(),
-            ..Request::new(trigger)
-        };
-        match self.reconciler.run_cycle(&request, &self.shutdown).await {
-            Ok(result) => {
-                if let CycleResult::Ran(report) = &result {
-                    self.wake_at = next_wake(report, Utc::now())
-                        .map(|after| tokio::time::Instant::now() + after);
-                }
-                Step::Ran(result)
-            }
-            Err(error) => {
-                tracing::error!(error.message = %error, error.cause_chain = %Chain(&error), "cycle failed; the next trigger retries");
-                Step::Failed(error)
-            }
-        }
-    }
-
-    pub async fn run(mut self) {
-        loop {
-            if let Step::Stopped = self.step().await {
-                return;
-            }
-        }
-    }
-}
-
-/// When the next cycle runs while a backlog waits: as soon as a create slot frees on either
-/// endpoint (the budget's edge margin already covers Clerk's clock). When a slot is free
-/// already, the cycle stopped for another reason (an error, the lookups' per-cycle limit): a
-/// short pause, so a failing Clerk is not called in a tight loop.
-pub fn backlog_wake_in(
-    next_slot_at: Option<chrono::DateTime<Utc>>,
-    now: chrono::DateTime<Utc>,
-) -> Duration {
-    const PAUSE: Duration = Duration::from_secs(5);
-    match next_slot_at {
-        Some(at) if at > now => (at - now).to_std().unwrap_or(PAUSE),
-        _ => PAUSE,
-    }
-}
-
-/// When the worker runs a cycle unasked after `report`: when budget frees up for a backlog,
-/// or when unsettled creates can be looked up, whichever comes first.
-pub fn next_wake(
-    report: &crate::reconcile::Report,
-    now: chrono::DateTime<Utc>,
-) -> Option<Duration> {
-    let until = |at: chrono::DateTime<Utc>| (at - now).to_std().unwrap_or_default();
-    let backlog = (report.tally.backlog > 0).then(|| backlog_wake_in(report.next_budget_at, now));
-    // A lookup that failed leaves its create due already: not sooner than half a minute.
-    let unsettled = report.unsettled.settles_at.map(|at| {
-        (until(at) + Duration::from_secs(1)).max(if at <= now {
-            Duration::from_secs(30)
-        } else {
-            Duration::ZERO
-        })
-    });
-    let wake = match (backlog, unsettled) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    if let Some(after) = wake {
-        tracing::info!(
-            backlog = report.tally.backlog,
-            unsettled_creates = report.unsettled.creates,
-            next_cycle_in_ms = after.as_millis() as u64,
-            "work waits for budget or for unsettled creates to settle; next cycle scheduled"
-        );
-    }
-    wake
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Serves the HTTP endpoints alone, without the worker: a cycle they ask for is not run
 /// (whoever calls this runs cycles itself), the webhooks and SCIM write as in `run`.
@@ -194,7 +28,7 @@ pub fn serve_http_alone(
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let (_worker, triggers) = worker(reconciler.clone(), shutdown.clone());
-    let state = http::AppState::new(reconciler.pool.clone(), triggers, settings)?;
+    let state = state::AppState::new(reconciler.pool.clone(), triggers, settings)?;
     Ok(tokio::spawn(http::serve(listener, state, shutdown)))
 }
 
@@ -221,47 +55,38 @@ pub async fn schedule(expression: &str, triggers: Triggers) -> anyhow::Result<Jo
     Ok(scheduler)
 }
 
-/// Runs the service until `shutdown` fires: the worker, the schedule, the change listener
-/// and the HTTP server. Then the cycle in progress finishes its call and records itself,
-/// within `sync.shutdown_timeout_seconds`.
-pub async fn run(
-    reconciler: Reconciler,
-    settings: &Settings,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(settings.http.listen)
-        .await
-        .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?;
-    run_on(reconciler, settings, listener, shutdown).await
-}
-
-/// The listeners the HTTP server serves: `http.listen`, and `http.admin_listen` if set.
+/// The listeners the HTTP server serves. Each one the caller did not bind (port 0 in tests)
+/// is bound from the settings: `http.listen`, and `http.admin_listen` if set.
+#[derive(Debug, Default)]
 pub struct Listeners {
-    pub main: tokio::net::TcpListener,
+    pub main: Option<tokio::net::TcpListener>,
     pub admin: Option<tokio::net::TcpListener>,
 }
 
-/// [`run`] with the HTTP server on a listener the caller bound (port 0 in tests); the admin
-/// listener is bound from the settings.
-pub async fn run_on(
-    reconciler: Reconciler,
-    settings: &Settings,
-    http_listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let admin = match settings.http.admin_listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
+impl Listeners {
+    /// The main listener and the admin listener (if any), bound from the settings where the
+    /// caller did not bind them.
+    async fn bound(
+        self,
+        settings: &Settings,
+    ) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+        let main = match self.main {
+            Some(listener) => listener,
+            None => tokio::net::TcpListener::bind(settings.http.listen)
                 .await
-                .with_context(|| format!("http.admin_listen {address} cannot be bound"))?,
-        ),
-        None => None,
-    };
-    let listeners = Listeners {
-        main: http_listener,
-        admin,
-    };
-    run_with(reconciler, settings, listeners, shutdown).await
+                .with_context(|| format!("http.listen {} cannot be bound", settings.http.listen))?,
+        };
+        let admin = match (self.admin, settings.http.admin_listen) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(address)) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("http.admin_listen {address} cannot be bound"))?,
+            ),
+            (None, None) => None,
+        };
+        Ok((main, admin))
+    }
 }
 
 /// Waits for shutdown, or for the worker to end before it: the worker only ends on
@@ -283,22 +108,21 @@ async fn worker_died(shutdown: &CancellationToken, worker: &mut JoinHandle<()>) 
     }
 }
 
-/// [`run`] on listeners the caller bound.
-pub async fn run_with(
+/// Runs the service until `shutdown` fires: the worker, the schedule, the change listener
+/// and the HTTP server, on `listeners`. Then the cycle in progress finishes its call and
+/// records itself, within `sync.shutdown_timeout_seconds`.
+pub async fn run(
     reconciler: Reconciler,
     settings: &Settings,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Listeners {
-        main: http_listener,
-        admin: admin_listener,
-    } = listeners;
+    let (http_listener, admin_listener) = listeners.bound(settings).await?;
     let pool = reconciler.pool.clone();
     let clerk = reconciler.clerk.clone();
     let (worker, triggers) = worker(reconciler, shutdown.clone());
     let state =
-        http::AppState::new(pool.clone(), triggers.clone(), settings)?.with_clerk_client(clerk);
+        state::AppState::new(pool.clone(), triggers.clone(), settings)?.with_clerk_client(clerk);
     let schedule_expression = settings.sync.schedule.as_str();
     let mut scheduler = schedule(schedule_expression, triggers.clone()).await?;
     triggers.request("start");

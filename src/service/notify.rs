@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::Triggers;
+use super::worker::Triggers;
 use crate::telemetry::Chain;
 
 /// The channel the roster trigger notifies.

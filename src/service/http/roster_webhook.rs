@@ -1,13 +1,25 @@
-//! The roster webhook's payloads: `invitee.upserted`, `invitee.removed` and `roster.batch`,
-//! checked whole before anything is written, then applied in one transaction. The HTTP
-//! handler in [`super::http`] checks the delivery's signature ([`crate::webhook_signature`])
-//! before a payload is read here.
+//! `POST /v1/webhooks/roster`: the roster webhook's payloads, `invitee.upserted`,
+//! `invitee.removed` and `roster.batch`, checked whole before anything is written, then
+//! applied in one transaction. The delivery's signature ([`crate::webhook_signature`]) is
+//! checked before a payload is read here.
 
-use serde_json::{Map, Value};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
 use sqlx::PgConnection;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
+use super::error::ApiError;
+use super::signature::{guarded, verify};
 use crate::domain::{DesiredInvitee, DesiredRow, Email, RowDefaults};
-use crate::store::roster::{names_scim, SCIM_SOURCE};
+use crate::service::state::AppState;
+use crate::store::roster::{self, names_scim, SCIM_SOURCE};
+use crate::store::webhooks;
+use crate::webhook_signature::Scheme;
 
 /// Most items one `roster.batch` may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -323,6 +335,64 @@ pub async fn apply(
         upserted,
         removed: removed.deleted,
     })
+}
+
+const PATH: &str = "/v1/webhooks/roster";
+
+/// The webhook's route behind its signature check, in the webhook `slots` it shares.
+pub fn router(state: &AppState, slots: GlobalConcurrencyLimitLayer) -> Router<AppState> {
+    guarded(
+        Router::new().route(PATH, post(hook)),
+        state,
+        Scheme::StandardWebhooks,
+        slots,
+    )
+}
+
+async fn hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let message_id = verify(&state.roster, Scheme::StandardWebhooks, &headers, &body)?;
+    let changes = parse(&body).map_err(ApiError::BadRequest)?;
+    // A view cannot take the writes: a 4xx, so the sender stops retrying what cannot succeed.
+    let kind = roster::relation_kind(&state.pool, &state.config.relation).await?;
+    if let Some(reason) = roster::not_writable_reason(&state.config.relation, kind) {
+        return Err(ApiError::Conflict(reason));
+    }
+    let mut tx = state.pool.begin().await?;
+    if !webhooks::record_delivery(&mut *tx, "roster", &message_id).await? {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "applied": false})),
+        )
+            .into_response());
+    }
+    let applied = apply(&mut tx, &state.config.relation, &changes).await?;
+    tx.commit().await?;
+    tracing::info!(
+        message_id,
+        upserted = applied.upserted,
+        removed = applied.removed,
+        "roster webhook applied"
+    );
+    Ok((
+        StatusCode::OK,
+        Json(
+            json!({"status": "applied", "upserted": applied.upserted, "removed": applied.removed}),
+        ),
+    )
+        .into_response())
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> ApiError {
+        match error {
+            ApplyError::ScimManaged(_) => ApiError::Conflict(error.to_string()),
+            ApplyError::Database(error) => ApiError::Database(error),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -213,9 +213,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// The whole service as `invite-sync run` serves it (`run_on`: the worker and its start
-    /// cycle, the schedule, the change listener, housekeeping and HTTP); an admin listener
-    /// only if the settings name one.
+    /// The whole service as `invite-sync run` serves it (`service::run`: the worker and its
+    /// start cycle, the schedule, the change listener, housekeeping and HTTP); an admin
+    /// listener only if the settings name one.
     pub async fn start(h: &Harness) -> Service {
         let settings = h.settings();
         let listener = bind().await;
@@ -223,7 +223,11 @@ impl Service {
         let reconciler = h.reconciler.clone();
         let stop_within = stop_within(&settings);
         Service::spawn(addr, None, stop_within, move |shutdown| async move {
-            invite_sync::service::run_on(reconciler, &settings, listener, shutdown).await
+            let listeners = invite_sync::service::Listeners {
+                main: Some(listener),
+                admin: None,
+            };
+            invite_sync::service::run(reconciler, &settings, listeners, shutdown).await
         })
     }
 
@@ -239,12 +243,10 @@ impl Service {
         let stop_within = stop_within(&settings);
         Service::spawn(addr, Some(admin_addr), stop_within, move |shutdown| {
             let listeners = invite_sync::service::Listeners {
-                main,
+                main: Some(main),
                 admin: Some(admin),
             };
-            async move {
-                invite_sync::service::run_with(reconciler, &settings, listeners, shutdown).await
-            }
+            async move { invite_sync::service::run(reconciler, &settings, listeners, shutdown).await }
         })
     }
 
