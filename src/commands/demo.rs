@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::private_postgres::{self, PrivateCluster};
+use super::private_postgres::{self, answers, PrivateCluster, LOCAL_SERVER};
 use super::Exit;
 use crate::clerk::sim::{self, SimOptions};
 use crate::config::{self, Settings};
@@ -262,20 +262,6 @@ impl WebhookEndpoint {
         self.stop.cancel();
         let _ = self.served.await;
     }
-}
-
-/// The server the demo uses when DATABASE_URL is not set.
-const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// Whether a PostgreSQL server accepts a connection at `url` within 3 s.
-async fn answers(url: &str) -> bool {
-    let Ok(options) = url.parse::<PgConnectOptions>() else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(3), options.connect()).await,
-        Ok(Ok(_))
-    )
 }
 
 /// Starts a throwaway cluster from the machine's PostgreSQL binaries, or says in one line

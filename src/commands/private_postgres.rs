@@ -8,9 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
 
 /// Where distributions install the server binaries, one directory per major version.
 const BIN_ROOT: &str = "/usr/lib/postgresql";
+
+/// The server used when DATABASE_URL is not set, if it answers; else a private cluster.
+pub const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// How to get the binaries, in one line.
 pub const HOW_TO_INSTALL: &str = "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install postgresql`; they are looked for in /usr/lib/postgresql/*/bin) or set DATABASE_URL to a server that answers";
@@ -172,6 +177,17 @@ impl Drop for PrivateCluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Whether a PostgreSQL server accepts a connection at `url` within 3 s.
+pub async fn answers(url: &str) -> bool {
+    let Ok(options) = url.parse::<PgConnectOptions>() else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), options.connect()).await,
+        Ok(Ok(_))
+    )
 }
 
 /// A port of 127.0.0.1 that was free a moment ago, for a program that binds it itself.

@@ -35,6 +35,7 @@ pub struct TestDb {
     pub name: String,
     pub options: PgConnectOptions,
     admin: PgConnectOptions,
+    server: String,
 }
 
 impl TestDb {
@@ -49,7 +50,13 @@ impl TestDb {
 
     /// A fresh database with nothing in it.
     pub async fn empty() -> TestDb {
-        let admin: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        TestDb::empty_on(&server_url()).await
+    }
+
+    /// A fresh database with nothing in it, on the server whose maintenance database is at
+    /// `server`.
+    pub async fn empty_on(server: &str) -> TestDb {
+        let admin: PgConnectOptions = server.parse().expect("DATABASE_URL parses");
         let name = format!("invite_sync_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin
             .clone()
@@ -70,6 +77,7 @@ impl TestDb {
             name,
             options,
             admin,
+            server: server.to_owned(),
         }
     }
 
@@ -98,7 +106,7 @@ impl TestDb {
 
     /// A URL for this database, for subprocesses and settings.
     pub fn url(&self) -> String {
-        let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is a URL");
+        let mut url = url::Url::parse(&self.server).expect("DATABASE_URL is a URL");
         url.set_path(&format!("/{}", self.name));
         url.to_string()
     }
