@@ -1,6 +1,6 @@
 //! The SCIM 2.0 protocol (RFC 7643, RFC 7644) as invite-sync serves it: the User schemas,
 //! filters and paths, PATCH, and the mapping from a User to a roster row. Pure: the HTTP
-//! surface is `service::scim`, the table `store::scim`.
+//! surface is `service::http::scim`, the table `store::scim`.
 
 pub mod error;
 pub mod filter;

@@ -1144,7 +1144,7 @@ async fn cancelling_the_token_stops_the_service_in_time_and_closes_the_port() {
     let client = service.client.clone();
 
     let started = std::time::Instant::now();
-    service.stop().await.expect("run_on returns Ok");
+    service.stop().await.expect("service::run returns Ok");
     assert!(
         started.elapsed() < Duration::from_secs(SHUTDOWN_TIMEOUT_SECONDS),
         "stopping took {:?}",
