@@ -20,7 +20,7 @@ use crate::clerk::client::MAX_BULK;
 use crate::clerk::model::codes;
 use crate::clerk::{
     budget::{self, Budget},
-    ClerkClient, ClientError, Invitation, Operation,
+    ClerkClient, ClientError, Invitation,
 };
 use crate::domain::{DesiredInvitee, Email};
 use crate::reconcile::guard::Revocation;
@@ -28,7 +28,7 @@ use crate::reconcile::redact::Reporter;
 use crate::store::{self, budget as budget_store, ledger, lock::LeaderLock, users};
 use crate::telemetry::Chain;
 
-use next_call::{halves, next_call, Outbox};
+use next_call::{halves, next_call, CreateEndpoint, Outbox};
 use refusal::{attribute, backoff_after, classify, users_among, Fate, Refusal};
 
 /// Why the executor stopped before its work was done.
@@ -118,22 +118,6 @@ pub struct Executor<'a> {
     pub settle_after: std::time::Duration,
     pub drain: Drain,
     pub tally: Tally,
-}
-
-/// How a create call is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateEndpoint {
-    Bulk,
-    Single,
-}
-
-impl CreateEndpoint {
-    fn operation(self) -> Operation {
-        match self {
-            CreateEndpoint::Bulk => Operation::CreateBulkInvitations,
-            CreateEndpoint::Single => Operation::CreateInvitation,
-        }
-    }
 }
 
 /// What became of one create call.

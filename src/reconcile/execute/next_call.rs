@@ -1,11 +1,27 @@
-//! Which create call goes out next: the queue and what refused calls left to send again, and
-//! how a bulk call refused without naming anyone is split.
+//! Which create call goes out next, and to which endpoint: the queue and what refused calls
+//! left to send again, and how a bulk call refused without naming anyone is split.
 
 use std::collections::VecDeque;
 
-use super::CreateEndpoint;
 use crate::clerk::client::MAX_BULK;
+use crate::clerk::Operation;
 use crate::domain::DesiredInvitee;
+
+/// How a create call is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateEndpoint {
+    Bulk,
+    Single,
+}
+
+impl CreateEndpoint {
+    pub fn operation(self) -> Operation {
+        match self {
+            CreateEndpoint::Bulk => Operation::CreateBulkInvitations,
+            CreateEndpoint::Single => Operation::CreateInvitation,
+        }
+    }
+}
 
 /// What waits to be sent in a cycle: the queue, and what refused calls left to send again.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::CreateEndpoint;
+use super::next_call::CreateEndpoint;
 use crate::clerk::model::codes;
 use crate::clerk::{ClerkError, ClientError, Invitation, InvitationStatus};
 use crate::domain::{DesiredInvitee, Email};
