@@ -33,6 +33,7 @@ pub(super) fn guarded(
         ))
 }
 
+/// The delivery's id, once its signature over `body` checks out; 404 when the webhook is off.
 pub(super) fn verify(
     verifier: &Option<Arc<Verifier>>,
     scheme: Scheme,
