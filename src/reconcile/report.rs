@@ -404,3 +404,77 @@ pub(super) fn log_summary(report: &Report) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 9, minute, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn report_at(now: DateTime<Utc>, tally: Tally) -> Report {
+        let done = Done {
+            planned: true,
+            ..Done::default()
+        };
+        done.report(
+            Uuid::nil(),
+            false,
+            tally,
+            &budget::Limits::default(),
+            Duration::from_secs(60),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_report_takes_its_times_from_the_instant_it_is_given() {
+        let tally = Tally {
+            backlog: 3,
+            unsettled: 2,
+            ..Tally::default()
+        };
+        let report = report_at(at(0), tally);
+        assert_eq!(report.next_budget_at, Some(at(0)));
+        assert_eq!(
+            report.unsettled,
+            Unsettled {
+                creates: 2,
+                settles_at: Some(at(1)),
+            }
+        );
+        let later = report_at(at(10), report.tally.clone());
+        assert_eq!(later.unsettled.settles_at, Some(at(11)));
+        assert_eq!(report_at(at(0), Tally::default()).next_budget_at, None);
+    }
+
+    #[test]
+    fn a_cycle_ends_interrupted_failed_held_partial_or_succeeded_in_that_order() {
+        let done = report_at(at(0), Tally::default());
+        assert_eq!(outcome_of(None, &done), runs::Outcome::Succeeded);
+        let doubtful = Report {
+            unsettled: Unsettled {
+                creates: 1,
+                settles_at: None,
+            },
+            ..done.clone()
+        };
+        assert_eq!(outcome_of(None, &doubtful), runs::Outcome::Partial);
+        let held = Report {
+            held_revocations: 1,
+            ..doubtful
+        };
+        assert_eq!(outcome_of(None, &held), runs::Outcome::Held);
+        let failed = Stop::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(outcome_of(Some(&failed), &held), runs::Outcome::Failed);
+        assert_eq!(
+            outcome_of(Some(&Stop::Shutdown), &held),
+            runs::Outcome::Interrupted
+        );
+    }
+}
