@@ -9,7 +9,8 @@
 //!
 //! `cargo bench --bench backlog [-- backlog|users]` (both by default). It runs the built
 //! binary as the service and its `clerk-sim` as Clerk, each a process of its own, over real
-//! sockets, on the PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database.
+//! sockets, on the PostgreSQL of DATABASE_URL (else 127.0.0.1:5432, else a private cluster as
+//! the demo makes one) in a scratch database.
 //! `BENCH_HOUR_SECONDS` sets the scaled hour (default 60); `BENCH_SERVICE_BIN` runs another
 //! build of invite-sync as the service (to compare two versions against the same simulator).
 

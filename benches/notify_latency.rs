@@ -1,8 +1,9 @@
 //! Time from a row inserted into `desired_invitees` to the simulated Clerk holding its
 //! invitation, with the service running as in production (LISTEN/NOTIFY, default debounce).
 //!
-//! `cargo bench --bench notify_latency` (uses DATABASE_URL, else 127.0.0.1:5432; creates and
-//! drops a scratch database; INVITE_SYNC__SYNC__DEBOUNCE_SECONDS sets another debounce).
+//! `cargo bench --bench notify_latency` (uses DATABASE_URL, else 127.0.0.1:5432, else a private
+//! cluster as the demo makes one; creates and drops a scratch database;
+//! INVITE_SYNC__SYNC__DEBOUNCE_SECONDS sets another debounce).
 //! Prints every sample, the median and the 90th percentile.
 
 use std::collections::HashMap;

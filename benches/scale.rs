@@ -18,7 +18,8 @@
 //! running cycles against a simulator without rate limits (about 3 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
-//! PostgreSQL of DATABASE_URL (else 127.0.0.1:5432) in a scratch database. `BENCH_SERVICE_BIN`
+//! PostgreSQL of DATABASE_URL (else 127.0.0.1:5432, else a private cluster as the demo makes
+//! one) in a scratch database. `BENCH_SERVICE_BIN`
 //! measures another build of invite-sync.
 
 use std::collections::BTreeMap;
