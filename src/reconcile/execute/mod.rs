@@ -1,8 +1,9 @@
 //! The executor: carries out what the plan and the guard decided. It sends the guarded
 //! revocations, then drains the create queue through Clerk's two create endpoints within the
 //! hourly budget recorded in Postgres. Its decisions sit beside it, free of I/O: which create
-//! call goes out next ([`next_call`]) and how to read Clerk's refusal ([`refusal`]); `settle`
-//! carries out the settling of creates whose outcome a crash or a refusal left unknown.
+//! call goes out next ([`next_call`](mod@next_call)) and how to read Clerk's refusal
+//! ([`refusal`]); `settle` carries out the settling of creates whose outcome a crash or a
+//! refusal left unknown.
 
 pub mod next_call;
 pub mod refusal;
