@@ -9,6 +9,7 @@
 //! where the value came from. Secrets (the Clerk key, the database password) never
 //! appear in `Debug`, `Display`, an error, or [`Settings::effective_toml`].
 
+mod checks;
 mod env_file;
 mod error;
 mod file;
@@ -41,7 +42,7 @@ pub use sources::{
     ENV_PREFIX, ENV_SEPARATOR,
 };
 
-use schema::{
+use checks::{
     check_api_token, check_api_url, check_database_url, check_filter, check_metadata_mapping,
     check_path, check_protected, check_redirect_url, check_relation, check_schedule,
     check_secret_key, check_socket_addr, check_target, check_webhook_secret,
@@ -445,7 +446,7 @@ impl DatabaseSettings {
     /// The options' own `Debug` shows the password: log [`Self::redacted_url`] instead.
     pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
         let url = self.url.expose_secret();
-        schema::check_database_url(url)
+        checks::check_database_url(url)
             .map_err(|reason| ConfigError::single("database.url", reason))?;
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             let reason = match Url::parse(url) {
@@ -527,7 +528,7 @@ impl ClerkSettings {
                 ))
             }
         };
-        let checked = schema::check_secret_key(text.expose_secret()).map_err(|reason| {
+        let checked = checks::check_secret_key(text.expose_secret()).map_err(|reason| {
             let reason = if key == "clerk.secret_key_file" {
                 format!("the file's content {reason}")
             } else {

@@ -103,29 +103,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
                 i += 1;
             }
             '"' => {
-                // A JSON string: find its closing quote, skipping escapes, and decode it.
-                let start = i;
-                i += 1;
-                let mut closed = false;
-                while i < chars.len() {
-                    match chars[i] {
-                        '\\' => i += 2,
-                        '"' => {
-                            closed = true;
-                            i += 1;
-                            break;
-                        }
-                        _ => i += 1,
-                    }
-                }
-                if !closed {
-                    return Err(ScimError::invalid_filter("a string is not closed"));
-                }
-                let raw: String = chars[start..i].iter().collect();
-                let decoded: String = serde_json::from_str(&raw).map_err(|_| {
-                    ScimError::invalid_filter(format!("{} is not a valid string", quoted(&raw)))
-                })?;
-                tokens.push(Token::Text(decoded));
+                let (text, next) = string_at(&chars, i)?;
+                tokens.push(Token::Text(text));
+                i = next;
             }
             c if c == '-' || c.is_ascii_digit() => {
                 let start = i;
@@ -156,6 +136,26 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ScimError> {
         }
     }
     Ok(tokens)
+}
+
+/// The JSON string that starts with the quote at `start`, decoded, and the index after its
+/// closing quote.
+fn string_at(chars: &[char], start: usize) -> Result<(String, usize), ScimError> {
+    let mut i = start + 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            '"' => {
+                let raw: String = chars[start..=i].iter().collect();
+                let decoded = serde_json::from_str(&raw).map_err(|_| {
+                    ScimError::invalid_filter(format!("{} is not a valid string", quoted(&raw)))
+                })?;
+                return Ok((decoded, i + 1));
+            }
+            _ => i += 1,
+        }
+    }
+    Err(ScimError::invalid_filter("a string is not closed"))
 }
 
 // ---------------------------------------------------------------------------------------
