@@ -185,7 +185,7 @@ impl Metrics {
         );
         registry.register(
             "lock_held",
-            "1 while this process holds the leader lock",
+            "1 while this process runs a cycle under the target's lock",
             metrics.lock_held.clone(),
         );
         registry.register(
