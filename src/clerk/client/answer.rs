@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::super::model::{ClerkErrors, Operation};
-use super::{ClientError, MAX_RETRY_AFTER};
+use super::error::ClientError;
+
 /// What Clerk answered to one request.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Answer<'a> {
@@ -17,6 +18,10 @@ pub(super) struct Answer<'a> {
     pub(super) retry_after: Option<Duration>,
     pub(super) body: &'a [u8],
 }
+
+/// Longest `Retry-After` taken from Clerk; anything longer is read as this: Clerk's longest
+/// rate-limit window (an hour) and a minute's margin.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 60);
 
 /// Reads an answer: the value of a success, or the error it says.
 pub(super) fn classify<T: DeserializeOwned>(

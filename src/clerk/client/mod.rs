@@ -31,13 +31,6 @@ pub enum KeyKind {
     Live,
 }
 
-/// A request rate: at most `requests` in any `per` interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestRate {
-    pub requests: u32,
-    pub per: Duration,
-}
-
 /// How never-sent requests and lists are retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -100,17 +93,16 @@ mod rate_limiter;
 #[cfg(test)]
 mod tests;
 
+pub use answer::MAX_RETRY_AFTER;
 use answer::{classify, header_trace_id, retry_after, unanswered, Answer};
 pub use error::ClientError;
 use rate_limiter::RateLimiter;
+pub use rate_limiter::RequestRate;
 
 /// Largest page Clerk serves.
 pub const MAX_PAGE: u32 = 500;
 /// Most items one bulk create may carry.
 pub const MAX_BULK: usize = 10;
-/// Longest `Retry-After` taken from Clerk; anything longer is read as this: Clerk's longest
-/// rate-limit window (an hour) and a minute's margin.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 60);
 /// Longest `Retry-After` the client sleeps through itself before giving up on a read.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(60);
 

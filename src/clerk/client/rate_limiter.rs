@@ -1,16 +1,23 @@
 //! The client's own request rate: a sliding window kept below Clerk's limit.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::RequestRate;
 /// A sliding-window limiter: at most `rate.requests` calls start in any `rate.per`, less a
 /// safety margin (see [`RequestRate::with_margin`]).
 pub(super) struct RateLimiter {
     rate: RequestRate,
     started: Mutex<VecDeque<Instant>>,
+}
+
+/// A request rate: at most `requests` in any `per` interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRate {
+    pub requests: u32,
+    pub per: Duration,
 }
 
 impl RequestRate {
