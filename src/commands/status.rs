@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::plan::backlog_text;
 use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
 use crate::reconcile::CycleConfig;
@@ -47,10 +48,12 @@ pub fn render_text(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "Backlog: {} ({} awaiting a user check; ETA {} for those known to be invitable)",
-        status.backlog,
-        status.awaiting_user_check,
-        human_duration(u64::try_from(status.backlog_eta_seconds).unwrap_or(0))
+        "{}",
+        backlog_text(
+            usize::try_from(status.backlog).unwrap_or(0),
+            usize::try_from(status.awaiting_user_check).unwrap_or(0),
+            u64::try_from(status.backlog_eta_seconds).unwrap_or(0),
+        )
     );
     let held = status.held_revocations;
     if held > 0 {

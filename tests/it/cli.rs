@@ -677,7 +677,7 @@ async fn status_json_shows_the_last_run_the_budget_the_backlog_and_held_revocati
         &format!("Target {target}"),
         "Lock: free",
         "Budget left this window: 0 bulk calls, 0 single calls",
-        "Backlog: 4",
+        "Backlog 4,",
         "Held revocations: 0",
         "created=11",
     ] {
