@@ -50,8 +50,10 @@ pub fn observe_entry(
     entry
 }
 
-/// Stores what Clerk's listing shows of the ledger's invitations: each entry whose state
-/// [`observe`] changes.
+/// Stores what Clerk's listing shows: each ledger entry whose state [`observe`] changes, and
+/// each accepted invitation the ledger does not hold (made before invite-sync, or by hand),
+/// with its address as a user's, so that every later cycle, full or pending-only, reports
+/// the person as accepted and neither plans a create nor looks them up.
 pub async fn record(
     pool: &PgPool,
     target: &str,
@@ -70,6 +72,14 @@ pub async fn record(
             }
             _ => ledger::set_state(pool, after.id, after.state).await?,
         }
+    }
+    // An acceptance the ledger never held teaches the same: the address is a user's.
+    let accepted: Vec<&Invitation> = clerk
+        .iter()
+        .filter(|i| i.status == InvitationStatus::Accepted)
+        .collect();
+    if !accepted.is_empty() {
+        ledger::record_accepted_seen(pool, target, &accepted).await?;
     }
     Ok(())
 }

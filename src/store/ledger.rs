@@ -331,6 +331,66 @@ pub async fn record_accepted(
     Ok(())
 }
 
+/// How many accepted invitations [`record_accepted_seen`] writes in one statement.
+const ACCEPTED_BATCH: usize = 5_000;
+
+/// Records the accepted invitations a listing showed that the ledger does not hold (made
+/// before invite-sync, or by hand), as seen and not owned, and their addresses as users', as
+/// a user check would: no later cycle plans a create for them or looks them up. An address
+/// Clerk refuses is skipped (no roster row can name it). A user already known keeps what is
+/// known of them, a deletion included. Returns how many invitations were new to the ledger.
+pub async fn record_accepted_seen(
+    pool: &sqlx::PgPool,
+    target: &str,
+    invitations: &[&Invitation],
+) -> Result<u64, sqlx::Error> {
+    let mut recorded = 0;
+    for batch in invitations.chunks(ACCEPTED_BATCH) {
+        let mut emails = Vec::with_capacity(batch.len());
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut created = Vec::with_capacity(batch.len());
+        let mut expires = Vec::with_capacity(batch.len());
+        for invitation in batch {
+            let Ok(email) = Email::parse(&invitation.email_address) else {
+                continue;
+            };
+            emails.push(email.as_str().to_owned());
+            ids.push(invitation.id.clone());
+            created.push(millis(invitation.created_at));
+            expires.push(invitation.expires_at.and_then(millis));
+        }
+        let new = sqlx::query_scalar!(
+            r#"WITH seen AS (
+                   INSERT INTO invite_sync_ledger
+                     (target, email, clerk_invitation_id, state, owned, clerk_created_at,
+                      expires_at, settled_at)
+                   SELECT $1, l.email, l.id, 'accepted', false, l.created, l.expires, now()
+                   FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+                        AS l(email, id, created, expires)
+                   WHERE NOT EXISTS (SELECT 1 FROM invite_sync_ledger AS x
+                                     WHERE x.target = $1 AND x.clerk_invitation_id = l.id)
+                   ON CONFLICT (target, clerk_invitation_id) WHERE clerk_invitation_id IS NOT NULL
+                   DO NOTHING
+                   RETURNING email
+               ), users AS (
+                   INSERT INTO invite_sync_known_users (target, email, seen_via)
+                   SELECT DISTINCT $1, email, 'accepted' FROM seen
+                   ON CONFLICT (target, email) DO NOTHING
+               )
+               SELECT count(*) AS "new!" FROM seen"#,
+            target,
+            &emails,
+            &ids,
+            &created as &[Option<DateTime<Utc>>],
+            &expires as &[Option<DateTime<Utc>>],
+        )
+        .fetch_one(pool)
+        .await?;
+        recorded += u64::try_from(new).unwrap_or(0);
+    }
+    Ok(recorded)
+}
+
 impl From<crate::clerk::InvitationStatus> for LedgerState {
     fn from(status: crate::clerk::InvitationStatus) -> Self {
         use crate::clerk::InvitationStatus as S;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{
     assert_one_pending_each, capture_logs, count, free_port, people, refs, runs, wait_for, writes,
-    Harness,
+    Harness, Proc,
 };
 
 const TARGET: &str = "default";
@@ -2283,4 +2283,78 @@ async fn the_scheduled_full_reconciliation_finds_what_pending_only_cycles_miss()
         1,
         "and the pending-only cycles know it now"
     );
+}
+
+/// A company adopting invite-sync: half its roster holds pending invitations made by hand,
+/// half accepted theirs long ago. The first cycle lists everything; from then on every
+/// cycle, full or pending-only, and the plan report the same steady state and cost nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_invitations_made_before_invite_sync_are_users_to_every_later_cycle() {
+    const N: usize = 40;
+    let h = Harness::new().await;
+    let emails = people("adopt", N);
+    for email in &emails {
+        create_in_clerk(&h, email).await;
+    }
+    for email in &emails[..N / 2] {
+        let invitation = pending_of(&h, email).remove(0);
+        assert!(h.sim.accept(&invitation.id));
+    }
+    add_many(&h, &emails).await;
+
+    let first = h.cycle().await;
+    assert_eq!(
+        (count(&first, "accepted"), count(&first, "in_sync")),
+        (N / 2, N / 2),
+        "the first cycle lists every invitation"
+    );
+    assert_eq!(first.tally.created, 0);
+    let known: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invite_sync_known_users \
+         WHERE target = $1 AND seen_via = 'accepted' AND deleted_at IS NULL",
+    )
+    .bind(TARGET)
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("the known users count");
+    assert_eq!(known, (N / 2) as i64, "each acceptance makes a known user");
+
+    let preview = h.reconciler.preview(0).await.expect("the plan is made");
+    assert_eq!(preview.plan.creates().count(), 0, "no create is planned");
+    assert_eq!((preview.queued, preview.awaiting_user_check), (0, 0));
+    let plan = Proc::spawn(h.command(), &["plan", "--detailed-exitcode"])
+        .wait(Duration::from_secs(30))
+        .await;
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("Creates (0)"), "{plan}");
+
+    let before = h.sim.stats();
+    let steady = h.cycle().await;
+    assert_eq!(
+        (count(&steady, "accepted"), count(&steady, "in_sync")),
+        (N / 2, N / 2),
+        "a pending-only cycle reports what the full one did"
+    );
+    assert_eq!(count(&steady, "create"), 0);
+    assert_eq!(steady.tally.user_check_calls, 0, "nobody is looked up");
+    let after = h.sim.stats();
+    assert_eq!(
+        after.total(SimOp::ListUsers),
+        before.total(SimOp::ListUsers),
+        "no user lookup"
+    );
+    assert_eq!(writes(&after), writes(&before), "no write call");
+
+    let full = h
+        .cycle_with(Request {
+            full: true,
+            ..Request::new("operator")
+        })
+        .await;
+    assert_eq!(
+        (count(&full, "accepted"), count(&full, "in_sync")),
+        (N / 2, N / 2),
+        "and so does the next full listing"
+    );
+    assert_eq!(writes(&h.sim.stats()), writes(&before), "no write call");
 }
