@@ -121,6 +121,7 @@ pub async fn run(
     let pool = reconciler.pool.clone();
     let clerk = reconciler.clerk.clone();
     let (worker, triggers) = worker(reconciler, shutdown.clone());
+    let worker = worker.with_gap(settings.sync.debounce());
     let state =
         state::AppState::new(pool.clone(), triggers.clone(), settings)?.with_clerk_client(clerk);
     let schedule_expression = settings.sync.schedule.as_str();
@@ -132,12 +133,7 @@ pub async fn run(
         settings.retention.days,
         shutdown.clone(),
     ));
-    let notifications = tokio::spawn(notify::listen(
-        pool,
-        triggers.clone(),
-        settings.sync.debounce(),
-        shutdown.clone(),
-    ));
+    let notifications = tokio::spawn(notify::listen(pool, triggers.clone(), shutdown.clone()));
     let address = http_listener.local_addr().ok();
     let admin_address = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let admin = admin_listener

@@ -1,6 +1,7 @@
 //! Roster change notifications: the trigger on `desired_invitees` sends `NOTIFY invite_sync`;
-//! the listener waits for a burst of changes to end, then asks for a cycle. It reconnects
-//! after the database restarts, and asks for a cycle then, since changes may have been missed.
+//! the listener tells the worker of each one at once (the worker gathers a burst into a cycle:
+//! [`super::worker::change_start`]). It reconnects after the database restarts, and tells the
+//! worker then, since changes may have been missed.
 
 use std::time::Duration;
 
@@ -15,12 +16,7 @@ use crate::telemetry::Chain;
 pub const CHANNEL: &str = "invite_sync";
 
 /// Listens until `shutdown` fires.
-pub async fn listen(
-    pool: PgPool,
-    triggers: Triggers,
-    debounce: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn listen(pool: PgPool, triggers: Triggers, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
     // Set whenever changes may have gone unnoticed: a cycle catches up once listening again.
     let mut missed = false;
@@ -47,10 +43,10 @@ pub async fn listen(
             tracing::info!(
                 "listening for roster changes again; a cycle catches up on what was missed"
             );
-            triggers.request("notify");
+            triggers.roster_changed();
             missed = false;
         }
-        if let Err(error) = relay(&mut listener, &triggers, debounce, &shutdown).await {
+        if let Err(error) = relay(&mut listener, &triggers, &shutdown).await {
             missed = true;
             tracing::warn!(error.message = %error, error.cause_chain = %Chain(&error), "lost the roster change listener");
         }
@@ -79,7 +75,6 @@ enum Lost {
 async fn relay(
     listener: &mut PgListener,
     triggers: &Triggers,
-    debounce: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), Lost> {
     loop {
@@ -90,20 +85,7 @@ async fn relay(
         if received.is_none() {
             return Err(Lost::Closed);
         }
-        // Wait for the burst to end: every further notification restarts the quiet time.
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(debounce) => break,
-                more = listener.try_recv() => {
-                    if more?.is_none() {
-                        triggers.request("notify");
-                        return Err(Lost::Closed);
-                    }
-                }
-            }
-        }
         tracing::debug!("roster changed; a cycle is requested");
-        triggers.request("notify");
+        triggers.roster_changed();
     }
 }

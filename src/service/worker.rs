@@ -1,11 +1,16 @@
 //! The cycle worker: runs cycles one at a time, when asked ([`Triggers`]) and, while a
 //! backlog waits for budget or creates wait to be settled, when that work can go on.
+//!
+//! A roster change ([`Triggers::roster_changed`]) after a quiet period starts a cycle at
+//! once; changes that arrive while a cycle runs, or soon after it, are gathered into the
+//! next one, which starts `sync.debounce_seconds` after the last one ended ([`change_start`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::reconcile::{CycleError, CycleResult, Reconciler, Request};
@@ -20,7 +25,17 @@ pub struct Triggers {
     next_run: Arc<Mutex<Option<uuid::Uuid>>>,
 }
 
+/// The trigger of a cycle asked for by a roster change: it waits for the gap after the last
+/// cycle ([`change_start`]); every other trigger runs at once.
+pub const CHANGE: &str = "notify";
+
 impl Triggers {
+    /// The roster changed: a cycle runs at once after a quiet period, else once the gap
+    /// after the last cycle has passed, gathering every change that arrived meanwhile.
+    pub fn roster_changed(&self) {
+        self.request(CHANGE);
+    }
+
     pub fn request(&self, trigger: &str) {
         // A full queue already holds a request: the next cycle serves this one too.
         let _ = self.tx.try_send(trigger.to_owned());
@@ -48,7 +63,44 @@ pub struct Worker {
     triggers: Triggers,
     shutdown: CancellationToken,
     /// When the backlog's budget frees up: a cycle runs then without being asked.
-    wake_at: Option<tokio::time::Instant>,
+    wake_at: Option<Instant>,
+    /// The least time from the end of a cycle to the start of one for roster changes.
+    gap: Duration,
+    /// When the last cycle ended (failed or not).
+    last_end: Option<Instant>,
+    /// When the first roster change not yet served by a cycle arrived.
+    first_change: Option<Instant>,
+}
+
+/// When a cycle for pending roster changes starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Now: no cycle ended within the gap.
+    Now,
+    /// Then: `gap` after the last cycle ended.
+    At(Instant),
+}
+
+/// When a cycle for roster changes starts, given when the last cycle ended (`None`: none has
+/// run), when the first change not yet served arrived, the least gap between cycles and the
+/// time it is now: at once after a quiet period, else `gap` after the last cycle's end.
+/// `None` when no change waits.
+pub fn change_start(
+    last_end: Option<Instant>,
+    first_change: Option<Instant>,
+    gap: Duration,
+    now: Instant,
+) -> Option<Start> {
+    let first_change = first_change?;
+    let earliest = match last_end {
+        Some(end) => first_change.max(end + gap),
+        None => first_change,
+    };
+    Some(if earliest <= now {
+        Start::Now
+    } else {
+        Start::At(earliest)
+    })
 }
 
 /// What one step of the worker did.
@@ -72,36 +124,62 @@ pub fn worker(reconciler: Reconciler, shutdown: CancellationToken) -> (Worker, T
             triggers: triggers.clone(),
             shutdown,
             wake_at: None,
+            gap: Duration::ZERO,
+            last_end: None,
+            first_change: None,
         },
         triggers,
     )
 }
 
 impl Worker {
+    /// The least time from the end of a cycle to the start of one for roster changes
+    /// (`sync.debounce_seconds`; none unless set).
+    pub fn with_gap(mut self, gap: Duration) -> Self {
+        self.gap = gap;
+        self
+    }
+
     /// Waits for the next reason to run, runs one cycle, and returns what it did.
     pub async fn step(&mut self) -> Step {
-        let wake = self.wake_at;
-        let trigger = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Step::Stopped,
-            trigger = self.rx.recv() => match trigger {
-                Some(trigger) => trigger,
-                None => return Step::Stopped,
-            },
-            _ = sleep_until(wake) => "backlog".to_owned(),
+        let trigger = loop {
+            let change_at =
+                match change_start(self.last_end, self.first_change, self.gap, Instant::now()) {
+                    Some(Start::Now) => break CHANGE.to_owned(),
+                    Some(Start::At(at)) => Some(at),
+                    None => None,
+                };
+            let wake = self.wake_at;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Step::Stopped,
+                trigger = self.rx.recv() => match trigger {
+                    // Decided on the next turn: at once, or after the gap.
+                    Some(trigger) if trigger == CHANGE => {
+                        self.first_change.get_or_insert_with(Instant::now);
+                    }
+                    Some(trigger) => break trigger,
+                    None => return Step::Stopped,
+                },
+                _ = sleep_until(change_at) => break CHANGE.to_owned(),
+                _ = sleep_until(wake) => break "backlog".to_owned(),
+            }
         };
-        // Requests queued meanwhile are served by this cycle.
+        // Requests queued meanwhile, and changes waiting for the gap, are served by this cycle.
         while self.rx.try_recv().is_ok() {}
         self.wake_at = None;
+        self.first_change = None;
         let request = Request {
             run_id: self.triggers.take_run_id(),
             ..Request::new(trigger)
         };
-        match self.reconciler.run_cycle(&request, &self.shutdown).await {
+        let result = self.reconciler.run_cycle(&request, &self.shutdown).await;
+        self.last_end = Some(Instant::now());
+        match result {
             Ok(result) => {
                 if let CycleResult::Ran(report) = &result {
-                    self.wake_at = next_wake(report, Utc::now())
-                        .map(|after| tokio::time::Instant::now() + after);
+                    self.wake_at =
+                        next_wake(report, Utc::now()).map(|after| Instant::now() + after);
                 }
                 Step::Ran(result)
             }
@@ -167,9 +245,89 @@ pub fn next_wake(
     wake
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAP: Duration = Duration::from_secs(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn without_a_pending_change_nothing_starts() {
+        let t0 = Instant::now();
+        assert_eq!(change_start(None, None, GAP, t0), None);
+        assert_eq!(change_start(Some(t0), None, GAP, t0 + ms(10)), None);
+    }
+
+    #[test]
+    fn the_first_change_ever_starts_a_cycle_at_once() {
+        let t0 = Instant::now();
+        assert_eq!(change_start(None, Some(t0), GAP, t0), Some(Start::Now));
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_period_starts_a_cycle_at_once() {
+        let t0 = Instant::now();
+        let ended = t0;
+        // The last cycle ended a gap ago, or longer.
+        for quiet in [GAP, GAP + ms(1), GAP * 60] {
+            let now = ended + quiet;
+            assert_eq!(
+                change_start(Some(ended), Some(now), GAP, now),
+                Some(Start::Now),
+                "{quiet:?} after the last cycle"
+            );
+        }
+    }
+
+    #[test]
+    fn a_change_soon_after_a_cycle_waits_for_the_gap_after_its_end() {
+        let t0 = Instant::now();
+        let ended = t0;
+        let changed = ended + ms(300);
+        assert_eq!(
+            change_start(Some(ended), Some(changed), GAP, changed),
+            Some(Start::At(ended + GAP))
+        );
+        // Later changes of the burst do not push it back: the first one counts.
+        assert_eq!(
+            change_start(Some(ended), Some(changed), GAP, ended + ms(900)),
+            Some(Start::At(ended + GAP))
+        );
+        assert_eq!(
+            change_start(Some(ended), Some(changed), GAP, ended + GAP),
+            Some(Start::Now)
+        );
+    }
+
+    #[test]
+    fn a_change_that_arrived_while_a_cycle_ran_waits_for_the_gap_after_its_end() {
+        let t0 = Instant::now();
+        // The change came before the cycle's end (while it ran).
+        let changed = t0;
+        let ended = t0 + ms(500);
+        assert_eq!(
+            change_start(Some(ended), Some(changed), GAP, ended),
+            Some(Start::At(ended + GAP))
+        );
+    }
+
+    #[test]
+    fn without_a_gap_every_change_starts_at_once() {
+        let t0 = Instant::now();
+        assert_eq!(
+            change_start(Some(t0), Some(t0), Duration::ZERO, t0),
+            Some(Start::Now)
+        );
     }
 }
