@@ -716,7 +716,7 @@ async fn roster_changes_are_invited_and_revoked_without_the_schedule_even_across
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_burst_of_twenty_inserts_is_served_by_a_few_cycles() {
+async fn a_burst_of_twenty_inserts_is_served_by_at_most_two_cycles() {
     let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.5")]).await;
     let service = Service::start(&h).await;
     wait_idle(&h, 1).await;
@@ -742,13 +742,126 @@ async fn a_burst_of_twenty_inserts_is_served_by_a_few_cycles() {
     .await;
     let runs = wait_idle(&h, 2).await;
     let notified: Vec<&RunRecord> = runs.iter().filter(|r| r.trigger != "start").collect();
+    // The first insert starts a cycle at once; the rest are gathered into the next one.
     assert!(
-        !notified.is_empty() && notified.len() <= 3,
+        !notified.is_empty() && notified.len() <= 2,
         "{} cycles for one burst: {runs:?}",
         notified.len()
     );
     assert!(notified.iter().all(|r| r.trigger == "notify"), "{runs:?}");
     service.stop().await.expect("the service stops cleanly");
+}
+
+/// Waits until no cycle runs and none ended within `gap` (and a margin): the next change is
+/// the first after a quiet period.
+async fn quiet(h: &Harness, gap: Duration) -> Vec<RunRecord> {
+    let quiet = chrono::Duration::from_std(gap + Duration::from_millis(200)).unwrap();
+    wait_for("a quiet period", gap + DEADLINE, || async {
+        let runs = wait_idle(h, 1).await;
+        let last = runs.iter().filter_map(|r| r.finished_at).max()?;
+        (chrono::Utc::now() - last >= quiet).then_some(runs)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_roster_change_is_served_at_once_and_a_change_soon_after_a_cycle_waits_for_the_gap()
+{
+    const GAP: Duration = Duration::from_secs(3);
+    let h = harness(&[("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "3")]).await;
+    let service = Service::start(&h).await;
+    wait_idle(&h, 1).await;
+    wait_for("the change listener", DEADLINE, || h.listener_pid()).await;
+    let before = quiet(&h, GAP).await.len();
+
+    // The first change after a quiet period: its cycle does not wait for the gap.
+    let changed = std::time::Instant::now();
+    h.add_people(&["lone@example.com"]).await;
+    wait_invited(&h, "lone@example.com").await;
+    let took = changed.elapsed();
+    assert!(
+        took < GAP / 2,
+        "a lone change took {took:?} to be invited; the gap is {GAP:?}"
+    );
+
+    // A change right after that cycle waits for the gap after its end.
+    wait_idle(&h, before + 1).await;
+    h.add_people(&["soon@example.com"]).await;
+    wait_invited(&h, "soon@example.com").await;
+    let runs = wait_idle(&h, before + 2).await;
+    let notified: Vec<&RunRecord> = runs.iter().filter(|r| r.trigger == "notify").collect();
+    assert_eq!(notified.len(), 2, "{runs:?}");
+    let between = notified[1].started_at - notified[0].finished_at.expect("it finished");
+    let slack = chrono::Duration::milliseconds(50);
+    assert!(
+        between >= chrono::Duration::from_std(GAP).unwrap() - slack,
+        "the second cycle started {between} after the first ended; the gap is {GAP:?}: {runs:?}"
+    );
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test]
+async fn the_worker_runs_a_lone_change_at_once_gathers_later_ones_after_the_gap_and_lets_other_triggers_through(
+) {
+    const GAP: Duration = Duration::from_secs(1);
+    let h = Harness::new().await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let (worker, triggers) = invite_sync::service::worker(h.reconciler.clone(), token.clone());
+    let mut worker = worker.with_gap(GAP);
+    let ran = |step: invite_sync::service::Step| {
+        assert!(
+            matches!(step, invite_sync::service::Step::Ran(_)),
+            "the worker did not run a cycle: {step:?}"
+        );
+    };
+
+    h.add_people(&["one@example.com"]).await;
+    triggers.roster_changed();
+    let asked = std::time::Instant::now();
+    ran(worker.step().await);
+    assert!(asked.elapsed() < GAP, "the first change waited for the gap");
+
+    // Three changes right after it: one cycle, the gap after the first one's end.
+    h.add_people(&["two@example.com", "three@example.com"])
+        .await;
+    for _ in 0..3 {
+        triggers.roster_changed();
+    }
+    ran(worker.step().await);
+    let recorded = runs(&h).await;
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let between = recorded[0].started_at - recorded[1].finished_at.expect("it finished");
+    assert!(
+        between >= chrono::Duration::from_std(GAP).unwrap() - chrono::Duration::milliseconds(50),
+        "started {between} after the last cycle ended: {recorded:?}"
+    );
+    for email in ["two@example.com", "three@example.com"] {
+        assert_eq!(
+            invitations(&h, email, InvitationStatus::Pending),
+            1,
+            "{email}"
+        );
+    }
+
+    // Another trigger does not wait for the gap, and serves the change waiting for it.
+    triggers.roster_changed();
+    triggers.request("api");
+    let asked = std::time::Instant::now();
+    ran(worker.step().await);
+    assert!(asked.elapsed() < GAP, "the API request waited for the gap");
+    let recorded = runs(&h).await;
+    assert_eq!(recorded[0].trigger, "api", "{recorded:?}");
+    assert!(
+        tokio::time::timeout(GAP * 2, worker.step()).await.is_err(),
+        "the waiting change was served by the API's cycle, yet another ran"
+    );
+    assert_eq!(runs(&h).await.len(), 3);
+
+    token.cancel();
+    assert!(matches!(
+        worker.step().await,
+        invite_sync::service::Step::Stopped
+    ));
 }
 
 // ---------------------------------------------------------------------------
