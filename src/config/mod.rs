@@ -140,7 +140,8 @@ section! {
         pub on_change: OnChange,
         pub shutdown_timeout_seconds: u64 = int(1, 3600),
         pub target: String = Kind::Text(check_target),
-        /// Quiet time after a roster change notification before a cycle runs.
+        /// The least time from the end of a cycle to the start of one for roster change
+        /// notifications (the first change after a quiet period starts one at once).
         pub debounce_seconds: f64 = float(0.0, 3600.0),
     }
 }
