@@ -51,9 +51,10 @@ pub fn observe_entry(
 }
 
 /// Stores what Clerk's listing shows: each ledger entry whose state [`observe`] changes, and
-/// each accepted invitation the ledger does not hold (made before invite-sync, or by hand),
-/// with its address as a user's, so that every later cycle, full or pending-only, reports
-/// the person as accepted and neither plans a create nor looks them up.
+/// each accepted or expired invitation the ledger does not hold (made before invite-sync,
+/// or by hand), an accepted one's address as a user's, so that every later cycle, full or
+/// pending-only, reports the person as the full listing did: accepted (no create planned,
+/// nobody looked up), or expired.
 pub async fn record(
     pool: &PgPool,
     target: &str,
@@ -73,13 +74,19 @@ pub async fn record(
             _ => ledger::set_state(pool, after.id, after.state).await?,
         }
     }
-    // An acceptance the ledger never held teaches the same: the address is a user's.
-    let accepted: Vec<&Invitation> = clerk
+    // An acceptance or an expiry the ledger never held is kept too: a pending-only listing
+    // does not show it again.
+    let settled: Vec<&Invitation> = clerk
         .iter()
-        .filter(|i| i.status == InvitationStatus::Accepted)
+        .filter(|i| {
+            matches!(
+                i.status,
+                InvitationStatus::Accepted | InvitationStatus::Expired
+            )
+        })
         .collect();
-    if !accepted.is_empty() {
-        ledger::record_accepted_seen(pool, target, &accepted).await?;
+    if !settled.is_empty() {
+        ledger::record_settled_seen(pool, target, &settled).await?;
     }
     Ok(())
 }

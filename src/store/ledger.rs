@@ -331,56 +331,71 @@ pub async fn record_accepted(
     Ok(())
 }
 
-/// How many accepted invitations [`record_accepted_seen`] writes in one statement.
-const ACCEPTED_BATCH: usize = 5_000;
+/// How many invitations [`record_settled_seen`] writes in one statement.
+const SEEN_BATCH: usize = 5_000;
 
-/// Records the accepted invitations a listing showed that the ledger does not hold (made
-/// before invite-sync, or by hand), as seen and not owned, and their addresses as users', as
-/// a user check would: no later cycle plans a create for them or looks them up. An address
-/// Clerk refuses is skipped (no roster row can name it). A user already known keeps what is
-/// known of them, a deletion included. Returns how many invitations were new to the ledger.
-pub async fn record_accepted_seen(
+/// Records the accepted and expired invitations a listing showed that the ledger does not
+/// hold (made before invite-sync, or by hand), as seen and not owned, so that a cycle that
+/// lists pending invitations only knows them as a full listing does. The address of an
+/// accepted one is a user's, as a user check would say: no later cycle plans a create for
+/// them or looks them up. A user already known keeps what is known of them, a deletion
+/// included. An address Clerk refuses is skipped (no roster row can name it), and so is an
+/// invitation of another status. Returns how many invitations were new to the ledger.
+pub async fn record_settled_seen(
     pool: &sqlx::PgPool,
     target: &str,
     invitations: &[&Invitation],
 ) -> Result<u64, sqlx::Error> {
+    use crate::clerk::InvitationStatus;
     let mut recorded = 0;
-    for batch in invitations.chunks(ACCEPTED_BATCH) {
+    for batch in invitations.chunks(SEEN_BATCH) {
         let mut emails = Vec::with_capacity(batch.len());
         let mut ids = Vec::with_capacity(batch.len());
+        let mut states = Vec::with_capacity(batch.len());
         let mut created = Vec::with_capacity(batch.len());
         let mut expires = Vec::with_capacity(batch.len());
         for invitation in batch {
+            let state = match invitation.status {
+                InvitationStatus::Accepted => LedgerState::Accepted,
+                InvitationStatus::Expired => LedgerState::Expired,
+                InvitationStatus::Pending | InvitationStatus::Revoked => continue,
+            };
             let Ok(email) = Email::parse(&invitation.email_address) else {
                 continue;
             };
             emails.push(email.as_str().to_owned());
             ids.push(invitation.id.clone());
+            states.push(state.as_str().to_owned());
             created.push(millis(invitation.created_at));
             expires.push(invitation.expires_at.and_then(millis));
+        }
+        if ids.is_empty() {
+            continue;
         }
         let new = sqlx::query_scalar!(
             r#"WITH seen AS (
                    INSERT INTO invite_sync_ledger
                      (target, email, clerk_invitation_id, state, owned, clerk_created_at,
                       expires_at, settled_at)
-                   SELECT $1, l.email, l.id, 'accepted', false, l.created, l.expires, now()
-                   FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
-                        AS l(email, id, created, expires)
+                   SELECT $1, l.email, l.id, l.state, false, l.created, l.expires, now()
+                   FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                               $6::timestamptz[])
+                        AS l(email, id, state, created, expires)
                    WHERE NOT EXISTS (SELECT 1 FROM invite_sync_ledger AS x
                                      WHERE x.target = $1 AND x.clerk_invitation_id = l.id)
                    ON CONFLICT (target, clerk_invitation_id) WHERE clerk_invitation_id IS NOT NULL
                    DO NOTHING
-                   RETURNING email
+                   RETURNING email, state
                ), users AS (
                    INSERT INTO invite_sync_known_users (target, email, seen_via)
-                   SELECT DISTINCT $1, email, 'accepted' FROM seen
+                   SELECT DISTINCT $1, email, 'accepted' FROM seen WHERE state = 'accepted'
                    ON CONFLICT (target, email) DO NOTHING
                )
                SELECT count(*) AS "new!" FROM seen"#,
             target,
             &emails,
             &ids,
+            &states,
             &created as &[Option<DateTime<Utc>>],
             &expires as &[Option<DateTime<Utc>>],
         )

@@ -2358,3 +2358,44 @@ async fn accepted_invitations_made_before_invite_sync_are_users_to_every_later_c
     );
     assert_eq!(writes(&h.sim.stats()), writes(&before), "no write call");
 }
+
+/// An invitation made by hand that expired before invite-sync was installed: with
+/// `reinvite_expired = false` the full listing reports it, and so does every pending-only
+/// cycle after it, which invites nobody.
+#[tokio::test]
+async fn an_expired_invitation_made_before_invite_sync_is_reported_by_every_later_cycle() {
+    let h = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__SYNC__REINVITE_EXPIRED", "false")],
+    )
+    .await;
+    let emails = people("lapsed", 4);
+    for email in &emails[..2] {
+        let invitation = create_in_clerk(&h, email).await;
+        assert!(h.sim.expire(&invitation.id));
+    }
+    add_many(&h, &emails).await;
+
+    let first = h.cycle().await;
+    assert_eq!(
+        (count(&first, "expired"), first.tally.created),
+        (2, 2),
+        "the first cycle lists every invitation"
+    );
+
+    let before = h.sim.stats();
+    let steady = h.cycle().await;
+    assert_eq!(
+        (count(&steady, "expired"), count(&steady, "in_sync")),
+        (2, 2),
+        "a pending-only cycle reports what the full one did"
+    );
+    assert_eq!(count(&steady, "create"), 0);
+    assert_eq!(writes(&h.sim.stats()), writes(&before), "no write call");
+    for email in &emails[..2] {
+        assert!(
+            pending_of(&h, email).is_empty(),
+            "{email} is not invited again"
+        );
+    }
+}

@@ -144,9 +144,11 @@ fn changes(
 }
 
 /// The last create for the row failed (for good, or until its backoff passes), or its
-/// invitation was revoked by someone else and the row has not changed since.
+/// invitation was revoked by someone else and the row has not changed since. Invitations
+/// invite-sync only saw (made by hand) are not its creates: one seen later does not hide
+/// a failure.
 fn refused_before(invitee: &DesiredInvitee, facts: &Facts<'_>) -> Option<Item> {
-    let last = facts.entries.last()?;
+    let last = facts.entries.iter().rev().find(|e| e.owned)?;
     let email = invitee.email.clone();
     let same_row = last.row_digest.as_deref() == Some(invitee.digest.as_str());
     match last.state {
@@ -174,7 +176,9 @@ fn refused_before(invitee: &DesiredInvitee, facts: &Facts<'_>) -> Option<Item> {
     }
 }
 
-/// A create, a re-invitation of an expired invitation, or the expired one reported.
+/// A create, a re-invitation of an expired invitation, or the expired one reported. An
+/// expired invitation counts whether Clerk's listing shows it (a full one does) or the
+/// ledger holds it (what a pending-only cycle knows), so that both say the same.
 fn expired_or_new(invitee: DesiredInvitee, facts: &Facts<'_>, policy: &Policy) -> Item {
     let expired = facts
         .invitations
@@ -182,8 +186,8 @@ fn expired_or_new(invitee: DesiredInvitee, facts: &Facts<'_>, policy: &Policy) -
         .any(|i| i.status == InvitationStatus::Expired)
         || facts
             .entries
-            .last()
-            .is_some_and(|e| e.state == LedgerState::Expired);
+            .iter()
+            .any(|e| e.state == LedgerState::Expired);
     match (expired, policy.reinvite_expired) {
         (true, false) => Item::Expired {
             email: invitee.email,
@@ -342,6 +346,20 @@ mod tests {
         assert_eq!(
             refused_before(&invitee, &facts(&[], &[&revoked], NOBODY, &owned)),
             None
+        );
+
+        let seen_later = LedgerEntry {
+            id: 2,
+            owned: false,
+            ..entry(LedgerState::Expired)
+        };
+        let held = refused_before(
+            &invitee,
+            &facts(&[], &[&failed, &seen_later], NOBODY, &owned),
+        );
+        assert!(
+            matches!(held, Some(Item::Failed { retry_at: None, .. })),
+            "an invitation made by hand and seen later does not hide a refusal"
         );
     }
 

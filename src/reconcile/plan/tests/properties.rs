@@ -595,3 +595,122 @@ proptest! {
         prop_assert_eq!(loud(&cycle), loud(&whole));
     }
 }
+
+impl Scenario {
+    /// The world without the ledger entries invite-sync cannot have written: Clerk and the
+    /// ledger agree on the address of each invitation they both hold and on the fate of one
+    /// that can change no more; an invitation Clerk made leaves its create settled; and only
+    /// a create can lack an invitation (every other state is one Clerk showed).
+    fn coherent(&self) -> Scenario {
+        let agrees = |e: &LedgerEntry| {
+            let Some(id) = e.clerk_invitation_id.as_deref() else {
+                return matches!(e.state, LedgerState::Sending | LedgerState::Failed);
+            };
+            self.clerk.iter().filter(|i| i.id == id).all(|i| {
+                Email::parse(&i.email_address).ok().as_ref() == Some(&e.email)
+                    && match e.state {
+                        LedgerState::Accepted | LedgerState::Revoked => {
+                            LedgerState::from(i.status) == e.state
+                        }
+                        LedgerState::Sending | LedgerState::Failed => false,
+                        LedgerState::Pending | LedgerState::Expired => true,
+                    }
+            })
+        };
+        Scenario {
+            ledger: self.ledger.iter().filter(|e| agrees(e)).cloned().collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The world as a full cycle leaves it: the ledger as the full listing shows it, each
+    /// accepted invitation the ledger did not hold recorded as seen (not owned), and its
+    /// address a known user's (see `observation::record`).
+    fn after_a_full_cycle(&self) -> Scenario {
+        let mut ledger = observe(&self.ledger, &self.clerk, Listing::Full);
+        let mut known_users = self.known_users.clone();
+        let held: HashSet<String> = ledger
+            .iter()
+            .filter_map(|e| e.clerk_invitation_id.clone())
+            .collect();
+        let mut next_id = ledger.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        for invitation in &self.clerk {
+            let state = match invitation.status {
+                InvitationStatus::Accepted => LedgerState::Accepted,
+                InvitationStatus::Expired => LedgerState::Expired,
+                _ => continue,
+            };
+            if held.contains(&invitation.id) {
+                continue;
+            }
+            let Ok(email) = Email::parse(&invitation.email_address) else {
+                continue;
+            };
+            ledger.push(LedgerEntry {
+                owned: false,
+                ..entry(next_id, email.as_str(), Some(&invitation.id), state)
+            });
+            next_id += 1;
+            if state == LedgerState::Accepted {
+                known_users.insert(email);
+            }
+        }
+        Scenario {
+            ledger,
+            known_users,
+            ..self.clone()
+        }
+    }
+
+    fn plan_listing(&self, listing: Listing<'_>) -> Plan {
+        let desired: Vec<_> = self.desired.iter().cloned().map(Ok).collect();
+        let clerk: Vec<Invitation> = match listing {
+            Listing::Full => self.clerk.clone(),
+            Listing::Pending { .. } => self
+                .clerk
+                .iter()
+                .filter(|i| i.status == InvitationStatus::Pending)
+                .cloned()
+                .collect(),
+        };
+        let inputs = Inputs {
+            desired: &desired,
+            clerk: &clerk,
+            ledger: &self.ledger,
+            known_users: &self.known_users,
+            deleted_users: &NO_ONE,
+            listing,
+            now: now(),
+        };
+        plan(inputs, &self.policy)
+    }
+}
+
+/// Each person's category, by address.
+fn categories(plan: &Plan) -> BTreeMap<String, Vec<Category>> {
+    let mut by_email: BTreeMap<String, Vec<Category>> = BTreeMap::new();
+    for item in &plan.items {
+        by_email
+            .entry(item.email().to_owned())
+            .or_default()
+            .push(item.category());
+    }
+    for categories in by_email.values_mut() {
+        categories.sort();
+    }
+    by_email
+}
+
+proptest! {
+    #[test]
+    fn after_a_full_cycle_a_pending_only_cycle_reports_every_person_as_the_full_one_does(
+        s in scenario()
+    ) {
+        let s = s.coherent();
+        let settled = s.after_a_full_cycle();
+        let nobody = HashSet::new();
+        let full = settled.plan_listing(Listing::Full);
+        let pending = settled.plan_listing(Listing::Pending { found_nowhere: &nobody });
+        prop_assert_eq!(categories(&pending), categories(&full));
+    }
+}
