@@ -2,7 +2,7 @@
 //! expired takes the status Clerk shows, and the changes are written back. The planner sees
 //! each person's entries the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::PgPool;
 
@@ -75,7 +75,11 @@ pub async fn record(
         }
     }
     // An acceptance or an expiry the ledger never held is kept too: a pending-only listing
-    // does not show it again.
+    // does not show it again. The entries at hand were just recorded above.
+    let held: HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.clerk_invitation_id.as_deref())
+        .collect();
     let settled: Vec<&Invitation> = clerk
         .iter()
         .filter(|i| {
@@ -84,6 +88,7 @@ pub async fn record(
                 InvitationStatus::Accepted | InvitationStatus::Expired
             )
         })
+        .filter(|i| !held.contains(i.id.as_str()))
         .collect();
     if !settled.is_empty() {
         ledger::record_settled_seen(pool, target, &settled).await?;
