@@ -21,6 +21,18 @@ use sqlx::{Executor, PgConnection, PgPool};
 
 pub use error::{CorruptLedgerRow, StoreError};
 
+/// A transaction that reads one unchanging snapshot and writes nothing: the parts of a read
+/// (a cycle's roster and ledger, a SCIM search's count and pages) agree.
+pub async fn read_only(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// The schema, forward-only, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
 
 use super::desired::{self, PgTime, ReadError, RosterRow};
@@ -152,15 +152,6 @@ fn known_user(row: &PgRow) -> Result<(String, bool), sqlx::Error> {
     Ok((row.try_get("email")?, row.try_get("deleted")?))
 }
 
-/// A transaction that reads one unchanging snapshot and writes nothing.
-async fn read_only(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
-
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
 /// away, or the database fails (sent as the last message). The connection is closed at the
 /// end, never returned to the pool: it holds the roster's transaction, and, when the
@@ -245,7 +236,7 @@ async fn stream(
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *roster)
         .await?;
-    let mut tx = read_only(pool).await?;
+    let mut tx = super::read_only(pool).await?;
     // The ledger and the users as of the roster's snapshot (a name cannot be a bound
     // parameter of SET TRANSACTION SNAPSHOT: it is quoted as a literal).
     sqlx::query(&format!(

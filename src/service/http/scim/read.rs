@@ -357,7 +357,9 @@ async fn run_search(
         return Ok(Page::default().answer(0, start_index));
     };
     let base: Arc<str> = base_url(headers).into();
-    let mut tx = store::snapshot(&state.pool).await.map_err(internal)?;
+    let mut tx = crate::store::read_only(&state.pool)
+        .await
+        .map_err(internal)?;
     let skip = start_index - 1;
     let mut page = Page::default();
     let mut after: Option<ScanKey> = None;
