@@ -5,6 +5,7 @@
 //! once; changes that arrive while a cycle runs, or soon after it, are gathered into the
 //! next one, which starts `sync.debounce_seconds` after the last one ended ([`change_start`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub struct Triggers {
     /// The run id of the next cycle, once someone asked for it: every request before that
     /// cycle starts is answered with the same id.
     next_run: Arc<Mutex<Option<uuid::Uuid>>>,
+    /// A roster change is queued and not yet taken by the worker: further changes add
+    /// nothing to the queue, so a burst of them never fills it ahead of other triggers.
+    change_queued: Arc<AtomicBool>,
 }
 
 /// The trigger of a cycle asked for by a roster change: it waits for the gap after the last
@@ -33,7 +37,9 @@ impl Triggers {
     /// The roster changed: a cycle runs at once after a quiet period, else once the gap
     /// after the last cycle has passed, gathering every change that arrived meanwhile.
     pub fn roster_changed(&self) {
-        self.request(CHANGE);
+        if !self.change_queued.swap(true, Ordering::AcqRel) {
+            self.request(CHANGE);
+        }
     }
 
     pub fn request(&self, trigger: &str) {
@@ -116,6 +122,7 @@ pub fn worker(reconciler: Reconciler, shutdown: CancellationToken) -> (Worker, T
     let triggers = Triggers {
         tx,
         next_run: Arc::default(),
+        change_queued: Arc::default(),
     };
     (
         Worker {
@@ -156,6 +163,7 @@ impl Worker {
                 trigger = self.rx.recv() => match trigger {
                     // Decided on the next turn: at once, or after the gap.
                     Some(trigger) if trigger == CHANGE => {
+                        self.triggers.change_queued.store(false, Ordering::Release);
                         self.first_change.get_or_insert_with(Instant::now);
                     }
                     Some(trigger) => break trigger,
@@ -165,7 +173,9 @@ impl Worker {
                 _ = sleep_until(wake) => break "backlog".to_owned(),
             }
         };
-        // Requests queued meanwhile, and changes waiting for the gap, are served by this cycle.
+        // Requests queued meanwhile, and changes waiting for the gap, are served by this cycle:
+        // a change after this point queues again, for the next one.
+        self.triggers.change_queued.store(false, Ordering::Release);
         while self.rx.try_recv().is_ok() {}
         self.wake_at = None;
         self.first_change = None;
