@@ -10,7 +10,8 @@ pub use crate::domain::{CreateInvitation, TemplateSlug};
 pub const API_VERSION: &str = "2026-05-12";
 
 /// The Backend API operations invite-sync and its simulator know: the four invitation
-/// operations and the user lookups (`ListUsers` is the spec's `GetUserList`).
+/// operations, the user lookups (`ListUsers` is the spec's `GetUserList`) and the
+/// organization operations a membership roster needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
@@ -21,6 +22,36 @@ pub enum Operation {
     ListUsers,
     GetUser,
     DeleteUser,
+    /// `GET /users/count`.
+    CountUsers,
+    /// `POST /organizations`.
+    CreateOrganization,
+    /// `GET /organizations`.
+    ListOrganizations,
+    /// `GET /organizations/{id_or_slug}`.
+    GetOrganization,
+    /// `GET /organization_roles`.
+    ListOrganizationRoles,
+    /// `POST /organizations/{id}/invitations`: hourly-limited like `CreateInvitation`.
+    CreateOrganizationInvitation,
+    /// `POST /organizations/{id}/invitations/bulk`: hourly-limited like `CreateBulkInvitations`.
+    CreateOrganizationInvitationsBulk,
+    /// `GET /organizations/{id}/invitations`.
+    ListOrganizationInvitations,
+    /// `GET /organization_invitations`: every organization's.
+    ListInstanceOrganizationInvitations,
+    /// `GET /organizations/{id}/invitations/{invitation_id}`.
+    GetOrganizationInvitation,
+    /// `POST /organizations/{id}/invitations/{invitation_id}/revoke`.
+    RevokeOrganizationInvitation,
+    /// `POST /organizations/{id}/memberships`.
+    CreateOrganizationMembership,
+    /// `GET /organizations/{id}/memberships`.
+    ListOrganizationMemberships,
+    /// `PATCH /organizations/{id}/memberships/{user_id}`.
+    UpdateOrganizationMembership,
+    /// `DELETE /organizations/{id}/memberships/{user_id}`.
+    DeleteOrganizationMembership,
 }
 
 impl Operation {
@@ -33,21 +64,47 @@ impl Operation {
             Operation::ListUsers => "list_users",
             Operation::GetUser => "get_user",
             Operation::DeleteUser => "delete_user",
+            Operation::CountUsers => "count_users",
+            Operation::CreateOrganization => "create_organization",
+            Operation::ListOrganizations => "list_organizations",
+            Operation::GetOrganization => "get_organization",
+            Operation::ListOrganizationRoles => "list_organization_roles",
+            Operation::CreateOrganizationInvitation => "create_organization_invitation",
+            Operation::CreateOrganizationInvitationsBulk => "create_organization_invitations_bulk",
+            Operation::ListOrganizationInvitations => "list_organization_invitations",
+            Operation::ListInstanceOrganizationInvitations => {
+                "list_instance_organization_invitations"
+            }
+            Operation::GetOrganizationInvitation => "get_organization_invitation",
+            Operation::RevokeOrganizationInvitation => "revoke_organization_invitation",
+            Operation::CreateOrganizationMembership => "create_organization_membership",
+            Operation::ListOrganizationMemberships => "list_organization_memberships",
+            Operation::UpdateOrganizationMembership => "update_organization_membership",
+            Operation::DeleteOrganizationMembership => "delete_organization_membership",
         }
     }
 
     /// Whether sending the request twice does no harm: a second list or get reads again, a
-    /// second revoke answers `invitation_already_revoked`, a second delete 404. A second
-    /// create invites twice.
+    /// second revoke answers `invitation_already_revoked` (`organization_invitation_not_pending`),
+    /// a second delete 404, a second role change sets the same role. A second create invites
+    /// (or adds) twice, or is refused where the first was not.
     pub fn idempotent(self) -> bool {
         !self.creates()
+            && !matches!(
+                self,
+                Operation::CreateOrganization | Operation::CreateOrganizationMembership
+            )
     }
 
-    /// Whether the operation spends one of the hourly create limits.
+    /// Whether the operation spends one of the hourly create limits: the instance's
+    /// invitations (single and bulk) or the organization invitations (single and bulk).
     pub fn creates(self) -> bool {
         matches!(
             self,
-            Operation::CreateInvitation | Operation::CreateBulkInvitations
+            Operation::CreateInvitation
+                | Operation::CreateBulkInvitations
+                | Operation::CreateOrganizationInvitation
+                | Operation::CreateOrganizationInvitationsBulk
         )
     }
 }
@@ -261,4 +318,14 @@ pub mod codes {
     pub const RESOURCE_NOT_FOUND: &str = "resource_not_found";
     pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
     pub const AUTHENTICATION_INVALID: &str = "authentication_invalid";
+    // Organizations (NOTES.md section 9).
+    pub const ORGANIZATION_INVITATION_NOT_UNIQUE: &str = "organization_invitation_not_unique";
+    pub const ALREADY_A_MEMBER_IN_ORGANIZATION: &str = "already_a_member_in_organization";
+    pub const ORGANIZATION_MEMBERSHIP_QUOTA_EXCEEDED: &str =
+        "organization_membership_quota_exceeded";
+    pub const ORGANIZATION_MEMBERSHIP_MANAGED_BY_SCIM: &str =
+        "organization_membership_managed_by_scim";
+    pub const ORGANIZATION_MINIMUM_PERMISSIONS_NEEDED: &str =
+        "organization_minimum_permissions_needed";
+    pub const ORGANIZATION_INVITATION_NOT_PENDING: &str = "organization_invitation_not_pending";
 }
