@@ -1,8 +1,9 @@
-//! Clerk's Backend API, as far as invitations and user lookups go: the client, the shapes, and a faithful simulator.
+//! Clerk's Backend API, as far as invitations, user lookups and organizations go: the client, the shapes, and a faithful simulator.
 
 pub mod budget;
 pub mod client;
 pub mod model;
+pub mod organization;
 pub mod sim;
 
 pub use client::{
@@ -12,4 +13,10 @@ pub use client::{
 pub use model::{
     ClerkError, ClerkErrors, CreateInvitation, DeletedObject, Invitation, InvitationPage,
     InvitationStatus, OrderBy, TemplateSlug, User, UserEmailAddress, API_VERSION,
+};
+pub use organization::{
+    CreateOrganizationInvitation, CreateOrganizationMembership, Organization,
+    OrganizationInvitation, OrganizationInvitationStatus, OrganizationMembership,
+    OrganizationMembershipPublicUserData, OrganizationRole, Page, TotalCount,
+    UpdateOrganizationMembership,
 };
