@@ -1,10 +1,72 @@
 //! Clerk's hourly create limits as a budget: what is left in the current window, when more
-//! frees up, and how long a backlog takes to drain.
+//! frees up, and how long a backlog takes to drain. Instance invitations and organization
+//! invitations each have a budget of their own ([`Invitations`]), of the same shape: a single
+//! and a bulk endpoint, each with its calls per window.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use super::model::Operation;
+
+/// Most invitations one bulk call carries, on either kind of invitation.
+pub const BULK_ITEMS: u64 = 10;
+
+/// Which pair of hourly-limited create endpoints a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invitations {
+    /// `POST /invitations` and `POST /invitations/bulk`.
+    Instance,
+    /// `POST /organizations/{id}/invitations` and `…/invitations/bulk`, counted across every
+    /// organization of the instance; a bulk call serves one organization.
+    Organization,
+}
+
+impl Invitations {
+    /// The single create's operation; its `as_str` is the endpoint's name where calls are
+    /// recorded.
+    pub fn single(self) -> Operation {
+        match self {
+            Invitations::Instance => Operation::CreateInvitation,
+            Invitations::Organization => Operation::CreateOrganizationInvitation,
+        }
+    }
+
+    /// The bulk create's operation.
+    pub fn bulk(self) -> Operation {
+        match self {
+            Invitations::Instance => Operation::CreateBulkInvitations,
+            Invitations::Organization => Operation::CreateOrganizationInvitationsBulk,
+        }
+    }
+
+    /// Each endpoint with its limit from `limits`, bulk first (the order of [`Budget`]'s
+    /// fields).
+    pub fn endpoints(self, limits: &Limits) -> [(Operation, u32); 2] {
+        [
+            (self.bulk(), limits.bulk_calls),
+            (self.single(), limits.single_calls),
+        ]
+    }
+
+    /// Clerk's documented limits for this kind: 100 single and 25 bulk calls an hour for
+    /// instance invitations, 250 and 50 for organization invitations.
+    pub fn default_limits(self) -> Limits {
+        match self {
+            Invitations::Instance => Limits::default(),
+            Invitations::Organization => Limits::organizations(),
+        }
+    }
+
+    /// The kind whose create `operation` is, if it is one.
+    pub fn of(operation: Operation) -> Option<Invitations> {
+        [Invitations::Instance, Invitations::Organization]
+            .into_iter()
+            .find(|kind| kind.single() == operation || kind.bulk() == operation)
+    }
+}
 
 /// How long past the window's edge a call still counts: invite-sync records a call just
 /// before it is sent and Clerk counts it when it arrives, so a slot is taken as free only
@@ -30,10 +92,39 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Clerk's limits on organization invitations, per instance and across all
+    /// organizations: 250 single and 50 bulk calls an hour.
+    pub fn organizations() -> Limits {
+        Limits {
+            bulk_calls: 50,
+            single_calls: 250,
+            window: Duration::from_secs(3600),
+        }
+    }
+
     /// Invitations one full window can carry.
     pub fn per_window(&self) -> u64 {
-        u64::from(self.bulk_calls) * 10 + u64::from(self.single_calls)
+        u64::from(self.bulk_calls) * BULK_ITEMS + u64::from(self.single_calls)
     }
+}
+
+/// The most invitations `calls` bulk calls can carry to groups waiting `backlogs` people each,
+/// when one call serves one group (an organization) and carries at most [`BULK_ITEMS`]: each
+/// backlog cut into tens and a remainder, the `calls` largest parts. Full tens first, then the
+/// largest remainders, is the best any choice of calls does.
+pub fn bulk_reach(backlogs: &[u64], calls: u64) -> u64 {
+    let tens: u64 = backlogs.iter().map(|b| b / BULK_ITEMS).sum();
+    if calls <= tens {
+        return calls * BULK_ITEMS;
+    }
+    let mut remainders: Vec<u64> = backlogs
+        .iter()
+        .map(|b| b % BULK_ITEMS)
+        .filter(|r| *r > 0)
+        .collect();
+    remainders.sort_unstable_by(|a, b| b.cmp(a));
+    let extra = usize::try_from(calls - tens).unwrap_or(usize::MAX);
+    tens * BULK_ITEMS + remainders.iter().take(extra).sum::<u64>()
 }
 
 /// One endpoint's state in the current window.
@@ -135,6 +226,46 @@ impl Budget {
             .unwrap_or_default();
         first + limits.window * (windows.saturating_sub(1) as u32)
     }
+
+    /// How long the backlogs of several groups take at most to drain when a bulk call serves
+    /// one group only (organization invitations: `backlogs` holds each organization's
+    /// waiting people). The least whole number of windows after the first frees in which the
+    /// calls left now and each later window's calls can carry everyone, bulk calls spent as
+    /// [`bulk_reach`] says and single calls on the rest: the ideal no choice of calls beats.
+    /// When no endpoint is used up, the calls sent now free their window's slots a whole
+    /// window later, so that is when the first window after this one starts.
+    pub fn eta_grouped(&self, backlogs: &[u64], limits: &Limits, now: DateTime<Utc>) -> Duration {
+        let total: u64 = backlogs.iter().sum();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let bulk = u64::from(limits.bulk_calls);
+        let single = u64::from(limits.single_calls);
+        let carries = |windows: u64| {
+            bulk_reach(backlogs, u64::from(self.bulk.left) + windows * bulk)
+                + u64::from(self.single.left)
+                + windows * single
+        };
+        if carries(0) >= total {
+            return Duration::ZERO;
+        }
+        // Every call carries at least one person while anyone waits, so this many windows
+        // are always enough (when any call is allowed at all).
+        let mut high = total.div_ceil((bulk + single).max(1));
+        let mut low = 1;
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if carries(middle) >= total {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        let first = self
+            .next_free_at()
+            .map_or(limits.window, |t| (t - now).to_std().unwrap_or_default());
+        first + limits.window * (low.saturating_sub(1).min(u64::from(u32::MAX)) as u32)
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +335,91 @@ mod tests {
             },
         };
         assert_eq!(fresh.eta(350, &limits, at(0)), Duration::ZERO);
+    }
+
+    fn left(bulk: u32, single: u32, frees_at: Option<DateTime<Utc>>) -> Budget {
+        let endpoint = |left: u32| Endpoint {
+            left,
+            frees_at: if left == 0 { frees_at } else { None },
+            blocked_until: None,
+        };
+        Budget {
+            bulk: endpoint(bulk),
+            single: endpoint(single),
+        }
+    }
+
+    #[test]
+    fn each_kind_counts_its_own_endpoints_under_the_names_calls_are_recorded_by() {
+        let names = |kind: Invitations| {
+            kind.endpoints(&kind.default_limits())
+                .map(|(operation, limit)| (operation.as_str(), limit))
+        };
+        assert_eq!(
+            names(Invitations::Instance),
+            [("create_bulk_invitations", 25), ("create_invitation", 100)]
+        );
+        assert_eq!(
+            names(Invitations::Organization),
+            [
+                ("create_organization_invitations_bulk", 50),
+                ("create_organization_invitation", 250)
+            ]
+        );
+        assert_eq!(Limits::organizations().per_window(), 750);
+        assert_eq!(
+            Invitations::of(Operation::CreateOrganizationInvitationsBulk),
+            Some(Invitations::Organization)
+        );
+        assert_eq!(
+            Invitations::of(Operation::CreateInvitation),
+            Some(Invitations::Instance)
+        );
+        assert_eq!(
+            Invitations::of(Operation::CreateOrganizationMembership),
+            None
+        );
+    }
+
+    #[test]
+    fn bulk_calls_reach_full_tens_first_then_the_largest_remainders() {
+        let backlogs = [25, 7, 3, 0];
+        let reach: Vec<u64> = (0..=7).map(|calls| bulk_reach(&backlogs, calls)).collect();
+        assert_eq!(reach, [0, 10, 20, 27, 32, 35, 35, 35]);
+        assert_eq!(bulk_reach(&[], 5), 0);
+    }
+
+    #[test]
+    fn the_grouped_eta_counts_what_bulk_calls_of_one_organization_each_can_carry() {
+        let limits = Limits::organizations();
+        let fresh = left(50, 250, None);
+        // Forty organizations of nine: each bulk call carries nine, 450 + 250 singles.
+        assert_eq!(fresh.eta_grouped(&[9; 40], &limits, at(0)), Duration::ZERO);
+        assert_eq!(fresh.eta_grouped(&[], &limits, at(0)), Duration::ZERO);
+        // A thousand organizations of one: 300 a window, so three more windows after this
+        // one, the first starting when this one's calls leave it.
+        let ones = vec![1; 1000];
+        assert_eq!(
+            fresh.eta_grouped(&ones, &limits, at(0)),
+            Duration::from_secs(3 * 3600)
+        );
+        // The same thousand in one organization fill their bulk calls: 750 a window.
+        assert_eq!(
+            fresh.eta_grouped(&[1000], &limits, at(0)),
+            Duration::from_secs(3600)
+        );
+        let used_up = left(0, 0, Some(at(1800)));
+        assert_eq!(
+            used_up.eta_grouped(&[750], &limits, at(0)),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            used_up.eta_grouped(&[751], &limits, at(0)),
+            Duration::from_secs(1800 + 3600)
+        );
+        assert_eq!(
+            used_up.eta_grouped(&ones, &limits, at(0)),
+            Duration::from_secs(1800 + 3 * 3600)
+        );
     }
 }

@@ -502,14 +502,16 @@ impl ClerkClient {
             ClientError::NeverSent { .. } => true,
             ClientError::OutcomeUnknown { .. } => operation.idempotent(),
             ClientError::Clerk { status, .. } => *status >= 500 && operation.idempotent(),
-            // The hourly create limits can block for up to an hour: the caller records
-            // the wait and moves on. Reads and revokes sit out a short block here.
+            // The hourly create limits (the instance's and the organizations') can block for
+            // up to an hour: the caller records the wait and moves on. Everything else sits
+            // out a short block here: a 429 applied nothing, so even a membership create may
+            // go again.
             ClientError::RateLimited {
                 retry_after: Some(wait),
                 sent: true,
                 ..
             } => {
-                return (operation.idempotent() && *wait <= MAX_RETRY_AFTER_WAIT).then_some(*wait);
+                return (!operation.creates() && *wait <= MAX_RETRY_AFTER_WAIT).then_some(*wait);
             }
             _ => false,
         };
