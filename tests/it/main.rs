@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. They talk to a real PostgreSQL
 //! (a fresh database per test) and to the Clerk simulator over a real socket.
 
+mod clerk_sdk;
 mod cli;
 mod client;
 mod common;
