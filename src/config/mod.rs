@@ -30,7 +30,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use url::Url;
 
 use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
-use crate::domain::RowDefaults;
+use crate::domain::{check_role, RowDefaults};
 
 pub use env_file::{parse_env_file, read_env_file};
 pub use error::{ConfigError, Problem};
@@ -67,6 +67,7 @@ settings! {
         pub clerk: ClerkSettings,
         pub source: SourceSettings,
         pub sync: SyncSettings,
+        pub organizations: OrganizationsSettings,
         pub http: HttpSettings,
         pub scim: ScimSettings,
         pub log: LogSettings,
@@ -98,6 +99,12 @@ section! {
         pub bulk_create_per_window: u32 = int(1, 100_000),
         pub single_create_per_window: u32 = int(1, 100_000),
         pub create_window_seconds: u64 = int(1, 86_400),
+        /// `POST /organizations/{id}/invitations/bulk` calls per create window, across all
+        /// organizations.
+        pub org_bulk_create_per_window: u32 = int(1, 100_000),
+        /// `POST /organizations/{id}/invitations` calls per create window, across all
+        /// organizations.
+        pub org_single_create_per_window: u32 = int(1, 100_000),
         pub max_attempts: u32 = int(1, 20),
         /// A create whose outcome is unknown is looked up only this long after it was sent, so
         /// a request Clerk is still working on is not taken for one it never got.
@@ -115,6 +122,8 @@ section! {
     pub struct SourceSettings {
         /// `name` or `schema.name`, each part an SQL identifier (checked at load).
         pub relation: String = Kind::Text(check_relation),
+        /// The membership roster: `name` or `schema.name`, like `relation`.
+        pub memberships_relation: String = Kind::Text(check_relation),
     }
 }
 
@@ -143,6 +152,18 @@ section! {
         /// The least time from the end of a cycle to the start of one for roster change
         /// notifications (the first change after a quiet period starts one at once).
         pub debounce_seconds: f64 = float(0.0, 3600.0),
+    }
+}
+
+section! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OrganizationsSettings {
+        /// The role of a membership roster row that names none (`org:` and a key).
+        pub default_role: String = Kind::Text(check_role),
+        /// What a person who already has an account gets.
+        pub existing_users: ExistingUsers,
+        /// Whether a membership invite-sync made is removed when its row leaves the roster.
+        pub remove_members: bool,
     }
 }
 
@@ -215,6 +236,16 @@ pub enum ScimEmail {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// What a person on the membership roster who already has a Clerk account gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingUsers {
+    /// A membership, created directly: no email.
+    Membership,
+    /// An organization invitation, as a new person gets.
+    Invite,
 }
 
 /// Which pending invitations a cycle may revoke.
@@ -405,6 +436,24 @@ fn cross_check(walked: &schema::Walked, problems: &mut Vec<Problem>) {
                     ),
                 )
                 .with_origin(origin("http.admin_listen")),
+            );
+        }
+    }
+    let text = |key: &str| get(&walked.table, key).and_then(toml::Value::as_str);
+    if let (Some(invitees), Some(memberships)) =
+        (text("source.relation"), text("source.memberships_relation"))
+    {
+        if invitees == memberships {
+            problems.push(
+                Problem::new(
+                    "source.memberships_relation",
+                    format!(
+                        "is the same relation as {}: the membership roster (email, \
+                         organization, role) needs a table or view of its own",
+                        describe("source.relation")
+                    ),
+                )
+                .with_origin(origin("source.memberships_relation")),
             );
         }
     }

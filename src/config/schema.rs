@@ -13,7 +13,7 @@ use url::Url;
 use super::error::Problem;
 use super::secret::{DatabaseUrl, Secret};
 use super::sources::is_env_origin;
-use super::{LogFormat, OnChange, Ownership, ScimEmail};
+use super::{ExistingUsers, LogFormat, OnChange, Ownership, ScimEmail};
 use crate::clerk::TemplateSlug;
 
 /// A check of a string value: the normalised value, or why it is refused. A reason never
@@ -125,7 +125,14 @@ macro_rules! choices {
         }
     )*};
 }
-choices!(LogFormat, Ownership, OnChange, ScimEmail, TemplateSlug);
+choices!(
+    LogFormat,
+    Ownership,
+    OnChange,
+    ScimEmail,
+    TemplateSlug,
+    ExistingUsers
+);
 
 /// The names serde reads for the variants of the enum `T`.
 fn variants<T: de::DeserializeOwned>() -> &'static [&'static str] {

@@ -186,11 +186,11 @@ impl DesiredInvitee {
 }
 
 /// PostgreSQL's text and jsonb cannot hold U+0000, so such a value can never be stored.
-fn nul_reason(field: &str) -> String {
+pub(super) fn nul_reason(field: &str) -> String {
     format!("{field} contains a NUL character (U+0000), which cannot be stored")
 }
 
-fn holds_nul(value: &Value) -> bool {
+pub(super) fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
         Value::Array(items) => items.iter().any(holds_nul),
@@ -201,7 +201,7 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
-fn check_redirect(raw: &str) -> Result<String, String> {
+pub(super) fn check_redirect(raw: &str) -> Result<String, String> {
     match url::Url::parse(raw.trim()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
             Ok(raw.trim().to_owned())
@@ -214,13 +214,17 @@ fn check_redirect(raw: &str) -> Result<String, String> {
 /// SHA-256 of the request's canonical JSON (object keys sorted), without `ignore_existing`,
 /// which is how invite-sync sends rather than what the row asks for.
 fn digest(request: &CreateInvitation) -> String {
-    use sha2::{Digest, Sha256};
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut canonical = request.clone();
     canonical.ignore_existing = None;
-    let json = serde_json::to_vec(&canonical).unwrap_or_default();
+    sha256_hex(&serde_json::to_vec(&canonical).unwrap_or_default())
+}
+
+/// SHA-256 of `bytes`, in lower-case hex.
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(&json) {
+    for byte in Sha256::digest(bytes) {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
         hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }

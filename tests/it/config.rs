@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use invite_sync::clerk::{KeyKind, TemplateSlug};
 use invite_sync::config::{
-    check, Checked, ConfigError, LogFormat, OnChange, Ownership, Settings, DEFAULTS_TOML,
+    check, Checked, ConfigError, ExistingUsers, LogFormat, OnChange, Ownership, Settings,
+    DEFAULTS_TOML,
 };
 use secrecy::ExposeSecret;
 
@@ -76,6 +77,12 @@ fn defaults_equal_default_toml() {
     assert_eq!(s.clerk.create_window(), Duration::from_secs(3600));
     assert_eq!(s.clerk.max_attempts, 4);
     assert_eq!(s.source.relation, "desired_invitees");
+    assert_eq!(s.source.memberships_relation, "desired_memberships");
+    assert_eq!(s.clerk.org_single_create_per_window, 250);
+    assert_eq!(s.clerk.org_bulk_create_per_window, 50);
+    assert_eq!(s.organizations.default_role, "org:member");
+    assert_eq!(s.organizations.existing_users, ExistingUsers::Membership);
+    assert!(!s.organizations.remove_members);
     assert_eq!(s.sync.schedule, "0 */5 * * * *");
     assert!(!s.sync.dry_run);
     assert!(s.sync.notify);
@@ -978,4 +985,116 @@ given_name = ""
         let reason = &problem(&error, "scim.metadata").reason;
         assert!(reason.contains(named), "{value}: {reason}");
     }
+}
+
+#[test]
+fn the_organization_keys_are_read_from_a_file_and_the_environment() {
+    let scratch = Scratch::new("config-test");
+    let file = scratch.write(
+        "c.toml",
+        r#"
+[source]
+memberships_relation = "hr.memberships"
+
+[organizations]
+default_role = "org:viewer_2"
+existing_users = "invite"
+"#,
+    );
+    let s = load(
+        Some(&file),
+        &env(&[
+            ("INVITE_SYNC__ORGANIZATIONS__REMOVE_MEMBERS", "true"),
+            ("INVITE_SYNC__CLERK__ORG_SINGLE_CREATE_PER_WINDOW", "20"),
+            ("INVITE_SYNC__CLERK__ORG_BULK_CREATE_PER_WINDOW", "4"),
+        ]),
+    );
+    assert_eq!(s.source.memberships_relation, "hr.memberships");
+    assert_eq!(s.organizations.default_role, "org:viewer_2");
+    assert_eq!(s.organizations.existing_users, ExistingUsers::Invite);
+    assert!(s.organizations.remove_members);
+    assert_eq!(s.clerk.org_single_create_per_window, 20);
+    assert_eq!(s.clerk.org_bulk_create_per_window, 4);
+    // The instance invitations' budget is its own.
+    assert_eq!(s.clerk.single_create_per_window, 100);
+    assert_eq!(s.clerk.bulk_create_per_window, 25);
+}
+
+#[test]
+fn bad_organization_keys_are_each_named_with_the_reason() {
+    let scratch = Scratch::new("config-test");
+    let file = scratch.write(
+        "c.toml",
+        r#"
+[clerk]
+org_bulk_create_per_window = 0
+
+[source]
+memberships_relation = "Desired_Memberships"
+
+[organizations]
+default_role = "admin"
+existing_users = "always"
+remove_members = "yes"
+"#,
+    );
+    let e = load_err(
+        Some(&file),
+        &env(&[("INVITE_SYNC__CLERK__ORG_SINGLE_CREATE_PER_WINDOW", "-3")]),
+    );
+    let expected = [
+        ("clerk.org_bulk_create_per_window", "between 1 and"),
+        ("clerk.org_single_create_per_window", "between 1 and"),
+        ("source.memberships_relation", "lower case"),
+        ("organizations.default_role", "org: followed by"),
+        ("organizations.existing_users", "\"membership\", \"invite\""),
+        ("organizations.remove_members", "expected a boolean"),
+    ];
+    for (key, reason) in expected {
+        let p = problem(&e, key);
+        assert!(p.reason.contains(reason), "{key}: {p}");
+    }
+    assert_eq!(e.problems().len(), expected.len(), "{e}");
+
+    for (role, reason) in [
+        ("org:Admin", "write \"org:admin\""),
+        ("org:", "names no role"),
+        (
+            "org:read-only",
+            "lower-case letters, digits and underscores",
+        ),
+    ] {
+        let e = load_err(
+            None,
+            &env(&[("INVITE_SYNC__ORGANIZATIONS__DEFAULT_ROLE", role)]),
+        );
+        let p = problem(&e, "organizations.default_role");
+        assert!(p.reason.contains(reason), "{role}: {p}");
+    }
+}
+
+#[test]
+fn the_membership_roster_may_not_be_the_invitation_roster() {
+    let e = load_err(
+        None,
+        &env(&[(
+            "INVITE_SYNC__SOURCE__MEMBERSHIPS_RELATION",
+            "desired_invitees",
+        )]),
+    );
+    let p = problem(&e, "source.memberships_relation");
+    assert!(p.reason.contains("source.relation"), "{p}");
+    assert_eq!(
+        p.origin.as_deref(),
+        Some("env INVITE_SYNC__SOURCE__MEMBERSHIPS_RELATION")
+    );
+    // Another schema's table of the same name is another relation.
+    let s = load(
+        None,
+        &env(&[(
+            "INVITE_SYNC__SOURCE__MEMBERSHIPS_RELATION",
+            "hr.desired_invitees",
+        )]),
+    );
+    assert_eq!(s.source.memberships_relation, "hr.desired_invitees");
 }

@@ -947,13 +947,14 @@ fn the_dashboard_queries_only_exported_metrics_and_shows_every_one() {
 // Backup, metric help texts, plan's output, the simulator's faults
 
 /// The tables a fresh database holds after every migration that a backup must carry:
-/// invite-sync's own and the roster.
+/// invite-sync's own and the rosters.
 async fn tables_to_back_up() -> BTreeSet<String> {
     let db = crate::common::TestDb::migrated().await;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
-         AND (c.relname LIKE 'invite\\_sync\\_%' OR c.relname = 'desired_invitees')",
+         AND (c.relname LIKE 'invite\\_sync\\_%' \
+              OR c.relname IN ('desired_invitees', 'desired_memberships'))",
     )
     .fetch_all(&db.pool)
     .await
