@@ -236,6 +236,8 @@ impl Metrics {
             "create_bulk_invitations",
             "create_invitation",
             "revoke_invitation",
+            "create_organization_invitations_bulk",
+            "create_organization_invitation",
         ] {
             metrics
                 .clerk_blocked_until

@@ -7,8 +7,8 @@ pub mod organization;
 pub mod sim;
 
 pub use client::{
-    ClerkClient, ClientError, ClientOptions, KeyKind, ListQuery, Operation, RequestRate,
-    RetryPolicy,
+    ClerkClient, ClientError, ClientOptions, KeyKind, ListQuery, Operation, OrganizationRefusal,
+    RequestRate, RetryPolicy,
 };
 pub use model::{
     ClerkError, ClerkErrors, CreateInvitation, DeletedObject, Invitation, InvitationPage,

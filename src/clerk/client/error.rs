@@ -55,6 +55,84 @@ pub enum ClientError {
         status: u16,
         message: String,
     },
+    /// The call's arguments break a rule of the endpoint (an empty id, too many items in a
+    /// bulk call). No request was made.
+    #[error("{operation} was not sent: {reason}")]
+    InvalidRequest {
+        operation: Operation,
+        reason: String,
+    },
+}
+
+/// What Clerk's refusal of an organization call says, for the caller to branch on without
+/// comparing codes itself. Read with [`ClientError::organization_refusal`] (the whole answer)
+/// or [`OrganizationRefusal::of`] (one of its errors, e.g. per address of a bulk call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrganizationRefusal {
+    /// A pending invitation of the address to the organization exists already: 400
+    /// `duplicate_record`, or `organization_invitation_not_unique`.
+    PendingInvitationExists,
+    /// The user is a member already: 400 `already_a_member_in_organization`.
+    AlreadyMember,
+    /// The organization is full (pending invitations count against its
+    /// `max_allowed_memberships`): 403 `organization_membership_quota_exceeded`. A 403 that
+    /// is not an authorization failure.
+    OrganizationFull,
+    /// The organization, role, user, invitation or membership named does not exist: 404
+    /// `resource_not_found`.
+    NotFound,
+    /// The membership is managed by Directory Sync and refuses other writers: 409
+    /// `organization_membership_managed_by_scim`.
+    ManagedByDirectorySync,
+    /// The change would leave the organization without an admin: 400
+    /// `organization_minimum_permissions_needed`.
+    LastAdmin,
+    /// Only a pending invitation can be revoked: `organization_invitation_not_pending`.
+    InvitationNotPending,
+}
+
+impl OrganizationRefusal {
+    /// The refusal one Clerk error code means, if it is one of these.
+    pub fn from_code(code: &str) -> Option<OrganizationRefusal> {
+        Some(match code {
+            codes::DUPLICATE_RECORD | codes::ORGANIZATION_INVITATION_NOT_UNIQUE => {
+                OrganizationRefusal::PendingInvitationExists
+            }
+            codes::ALREADY_A_MEMBER_IN_ORGANIZATION => OrganizationRefusal::AlreadyMember,
+            codes::ORGANIZATION_MEMBERSHIP_QUOTA_EXCEEDED => OrganizationRefusal::OrganizationFull,
+            codes::RESOURCE_NOT_FOUND => OrganizationRefusal::NotFound,
+            codes::ORGANIZATION_MEMBERSHIP_MANAGED_BY_SCIM => {
+                OrganizationRefusal::ManagedByDirectorySync
+            }
+            codes::ORGANIZATION_MINIMUM_PERMISSIONS_NEEDED => OrganizationRefusal::LastAdmin,
+            codes::ORGANIZATION_INVITATION_NOT_PENDING => OrganizationRefusal::InvitationNotPending,
+            _ => return None,
+        })
+    }
+
+    /// The refusal one error of Clerk's answer means.
+    pub fn of(error: &ClerkError) -> Option<OrganizationRefusal> {
+        OrganizationRefusal::from_code(&error.code)
+    }
+
+    /// A short name, for logs, metrics and the reason a row waits.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrganizationRefusal::PendingInvitationExists => "pending_invitation_exists",
+            OrganizationRefusal::AlreadyMember => "already_member",
+            OrganizationRefusal::OrganizationFull => "organization_full",
+            OrganizationRefusal::NotFound => "not_found",
+            OrganizationRefusal::ManagedByDirectorySync => "managed_by_directory_sync",
+            OrganizationRefusal::LastAdmin => "last_admin",
+            OrganizationRefusal::InvitationNotPending => "invitation_not_pending",
+        }
+    }
+}
+
+impl std::fmt::Display for OrganizationRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn summary(errors: &[ClerkError]) -> String {
@@ -93,7 +171,8 @@ impl ClientError {
             | ClientError::RateLimited { operation, .. }
             | ClientError::NeverSent { operation, .. }
             | ClientError::OutcomeUnknown { operation, .. }
-            | ClientError::Decode { operation, .. } => Some(*operation),
+            | ClientError::Decode { operation, .. }
+            | ClientError::InvalidRequest { operation, .. } => Some(*operation),
         }
     }
 
@@ -136,6 +215,14 @@ impl ClientError {
             }
             _ => None,
         }
+    }
+
+    /// What Clerk's refusal says when it is one of the organization refusals: the first
+    /// error of the answer that is. `None` for any other error (a 403 without
+    /// `organization_membership_quota_exceeded` is an authorization failure, not a full
+    /// organization).
+    pub fn organization_refusal(&self) -> Option<OrganizationRefusal> {
+        self.clerk_errors().iter().find_map(OrganizationRefusal::of)
     }
 
     /// Whether a create that failed this way may still have created invitations, so

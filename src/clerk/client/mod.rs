@@ -1,4 +1,5 @@
-//! The HTTP client for Clerk's four invitation operations and the user lookup by email.
+//! The HTTP client for Clerk's four invitation operations, the user lookup by email and the
+//! organization calls a membership roster needs (organizations.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -89,13 +90,15 @@ impl KeyKind {
 
 mod answer;
 mod error;
+mod organizations;
 mod rate_limiter;
 #[cfg(test)]
 mod tests;
 
 pub use answer::MAX_RETRY_AFTER;
 use answer::{classify, header_trace_id, retry_after, unanswered, Answer};
-pub use error::ClientError;
+pub use error::{ClientError, OrganizationRefusal};
+pub use organizations::MEMBERSHIP_FILTER_VALUES;
 use rate_limiter::RateLimiter;
 pub use rate_limiter::RequestRate;
 

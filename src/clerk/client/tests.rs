@@ -139,3 +139,118 @@ fn the_limiter_keeps_a_margin_below_clerks_request_limits() {
     // A limit of one cannot spare any.
     assert_eq!(rate(1, 1).with_margin().requests, 1);
 }
+
+fn clerk_refusal(status: u16, codes: &[&str]) -> ClientError {
+    let errors: Vec<serde_json::Value> = codes
+        .iter()
+        .map(|code| serde_json::json!({"message": "refused", "long_message": "", "code": code}))
+        .collect();
+    let body = serde_json::json!({ "errors": errors }).to_string();
+    match classify::<serde_json::Value>(
+        Operation::CreateOrganizationInvitation,
+        answer(status, &body),
+    ) {
+        Ok(value) => panic!("{status} {body} was read as a success: {value}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn each_organization_refusal_is_read_from_its_code() {
+    let cases = [
+        (
+            400,
+            "duplicate_record",
+            OrganizationRefusal::PendingInvitationExists,
+        ),
+        (
+            400,
+            "organization_invitation_not_unique",
+            OrganizationRefusal::PendingInvitationExists,
+        ),
+        (
+            400,
+            "already_a_member_in_organization",
+            OrganizationRefusal::AlreadyMember,
+        ),
+        (
+            403,
+            "organization_membership_quota_exceeded",
+            OrganizationRefusal::OrganizationFull,
+        ),
+        (404, "resource_not_found", OrganizationRefusal::NotFound),
+        (
+            409,
+            "organization_membership_managed_by_scim",
+            OrganizationRefusal::ManagedByDirectorySync,
+        ),
+        (
+            400,
+            "organization_minimum_permissions_needed",
+            OrganizationRefusal::LastAdmin,
+        ),
+        (
+            404,
+            "organization_invitation_not_pending",
+            OrganizationRefusal::InvitationNotPending,
+        ),
+    ];
+    for (status, code, expected) in cases {
+        let error = clerk_refusal(status, &[code]);
+        assert_eq!(error.organization_refusal(), Some(expected), "{code}");
+        assert_eq!(OrganizationRefusal::from_code(code), Some(expected));
+        assert!(!error.may_have_applied(), "{code}");
+    }
+}
+
+#[test]
+fn an_answer_without_an_organization_refusal_reads_as_none() {
+    // A 403 that is not the quota is an authorization failure, not a full organization.
+    assert_eq!(
+        clerk_refusal(403, &["authorization_invalid"]).organization_refusal(),
+        None
+    );
+    assert_eq!(clerk_refusal(502, &[]).organization_refusal(), None);
+    assert_eq!(
+        refusal(502, "<html>bad gateway</html>").organization_refusal(),
+        None
+    );
+    // The first error Clerk lists that is one decides.
+    assert_eq!(
+        clerk_refusal(
+            400,
+            &[
+                "form_param_unknown",
+                "already_a_member_in_organization",
+                "duplicate_record"
+            ]
+        )
+        .organization_refusal(),
+        Some(OrganizationRefusal::AlreadyMember)
+    );
+}
+
+#[test]
+fn operations_that_spend_the_hourly_limits_or_cannot_be_sent_twice_are_not_idempotent() {
+    for operation in [
+        Operation::CreateInvitation,
+        Operation::CreateBulkInvitations,
+        Operation::CreateOrganizationInvitation,
+        Operation::CreateOrganizationInvitationsBulk,
+    ] {
+        assert!(operation.creates(), "{operation}");
+        assert!(!operation.idempotent(), "{operation}");
+    }
+    assert!(!Operation::CreateOrganizationMembership.creates());
+    assert!(!Operation::CreateOrganizationMembership.idempotent());
+    for operation in [
+        Operation::GetOrganization,
+        Operation::ListOrganizationInvitations,
+        Operation::RevokeOrganizationInvitation,
+        Operation::UpdateOrganizationMembership,
+        Operation::DeleteOrganizationMembership,
+    ] {
+        assert!(operation.idempotent(), "{operation}");
+        assert!(!operation.creates(), "{operation}");
+    }
+}
