@@ -3,6 +3,7 @@
 
 pub mod execute;
 pub mod guard;
+pub mod memberships;
 pub mod observation;
 pub mod plan;
 pub mod redact;

@@ -1,0 +1,533 @@
+//! The membership plan: from the membership roster, each organization's memberships and
+//! invitations in Clerk, the membership ledger and the users known with their ids, what to
+//! do about each (address, organization). Pure: no I/O, no clock (the caller passes `now`).
+//!
+//! Invariants (held by property tests): no (address, organization) is both created and
+//! removed; nothing foreign is touched (revoked, removed, changed or replaced); every create
+//! is desired; no create where a pending invitation or a membership exists; a full
+//! organization never gets more creates than its room.
+
+mod decide;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::Email;
+
+/// What the plan obeys, from `[organizations]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The role of a row without one.
+    pub default_role: String,
+    pub existing_users: ExistingUsers,
+    /// Whether a membership invite-sync made is removed when its row goes.
+    pub remove_members: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            default_role: "org:member".to_owned(),
+            existing_users: ExistingUsers::Membership,
+            remove_members: false,
+        }
+    }
+}
+
+/// What an address that already has an account gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingUsers {
+    /// A membership, made at once (no email).
+    Membership,
+    /// An invitation, like anyone else.
+    Invite,
+}
+
+/// One roster row, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub email: Email,
+    /// An organization id (`org_…`) or a slug, as the row names it (trimmed).
+    pub organization: String,
+    /// `None` takes the policy's default role.
+    pub role: Option<String>,
+    pub public_metadata: Value,
+    pub private_metadata: Value,
+    pub redirect_url: Option<String>,
+    pub expires_in_days: Option<i32>,
+    pub notify: Option<bool>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    pub fn new(email: Email, organization: impl Into<String>) -> Row {
+        Row {
+            email,
+            organization: organization.into(),
+            role: None,
+            public_metadata: Value::Object(Default::default()),
+            private_metadata: Value::Object(Default::default()),
+            redirect_url: None,
+            expires_in_days: None,
+            notify: None,
+            not_before: None,
+            created_at: None,
+        }
+    }
+
+    /// A digest of what the row asks Clerk for (not when): a create refused for good is
+    /// tried again once it changes.
+    pub fn digest(&self, role: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "organization": self.organization,
+            "role": role,
+            "public_metadata": self.public_metadata,
+            "private_metadata": self.private_metadata,
+            "redirect_url": self.redirect_url,
+            "expires_in_days": self.expires_in_days,
+            "notify": self.notify,
+        });
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// A roster row that could not be read, with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The address as written.
+    pub email: String,
+    /// The address, when it parses: its membership is not removed for an unreadable row.
+    pub parsed: Option<Email>,
+    pub organization: String,
+    pub reason: String,
+}
+
+/// A roster row as the reader gives it.
+pub type RosterRow = Result<Row, Unreadable>;
+
+/// What Clerk said of an organization a row or the ledger names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    Found(Organization),
+    /// 404: its rows are invalid.
+    Unknown,
+    /// Clerk could not be asked (an error other than 404): the organization is left alone
+    /// this cycle, its rows wait.
+    Unavailable(String),
+}
+
+/// An organization as the cycle read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Organization {
+    pub id: String,
+    pub slug: String,
+    pub room: Room,
+}
+
+/// How many more members and pending invitations an organization takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Unlimited,
+    Left(usize),
+}
+
+impl Room {
+    /// From Clerk's figures: `max_allowed_memberships` counts members and pending
+    /// invitations; 0 means unlimited.
+    pub fn of(max_allowed: i64, members: i64, pending: i64) -> Room {
+        if max_allowed <= 0 {
+            return Room::Unlimited;
+        }
+        let used = members.max(0).saturating_add(pending.max(0));
+        Room::Left(usize::try_from(max_allowed.saturating_sub(used)).unwrap_or(0))
+    }
+}
+
+/// A membership in Clerk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub user_id: String,
+    /// The address Clerk shows (`public_user_data.identifier`), when it is one.
+    pub email: Option<Email>,
+    pub role: String,
+}
+
+/// An organization invitation's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+/// An organization invitation in Clerk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invitation {
+    pub id: String,
+    pub email: Email,
+    pub role: String,
+    pub status: InvitationStatus,
+    /// Unix milliseconds: of several for one address, the newest counts.
+    pub created_at: i64,
+}
+
+/// What Clerk holds for one organization: its memberships, its pending invitations, and
+/// those of other states the cycle found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holdings {
+    pub members: Vec<Member>,
+    pub invitations: Vec<Invitation>,
+}
+
+/// What a ledger entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Invitation,
+    Membership,
+}
+
+/// A ledger entry's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Sending,
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+    Failed,
+    Member,
+    Removed,
+}
+
+/// What the membership ledger recorded, as the plan reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub organization_id: String,
+    pub email: Email,
+    pub kind: Kind,
+    /// The invitation's id, or the member's user id; `None` while sending.
+    pub clerk_id: Option<String>,
+    pub state: State,
+    pub owned: bool,
+    pub row_digest: Option<String>,
+    pub terminal: bool,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error_code: Option<String>,
+}
+
+/// Everything the plan looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub rows: &'a [RosterRow],
+    /// Each organization reference of the roster and each organization id of the ledger,
+    /// resolved once.
+    pub resolved: &'a HashMap<String, Resolution>,
+    /// By organization id.
+    pub holdings: &'a HashMap<String, Holdings>,
+    pub ledger: &'a [Recorded],
+    /// Addresses known to belong to users, with their user ids.
+    pub users: &'a HashMap<Email, String>,
+    /// The instance's roles; `None` when they could not be read (then no row is refused
+    /// for its role).
+    pub roles: Option<&'a HashSet<String>>,
+    pub now: DateTime<Utc>,
+}
+
+/// Why a person waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Wait {
+    /// The organization has no room: `max_allowed_memberships` is reached.
+    Full,
+    /// `not_before` is in the future.
+    NotBefore { at: DateTime<Utc> },
+    /// A create whose outcome is unknown: settled by a lookup before anything is sent.
+    Unsettled,
+    /// Clerk refused the last create; it is tried again then.
+    Refused {
+        code: Option<String>,
+        retry_at: DateTime<Utc>,
+    },
+    /// Clerk could not be asked about the organization this cycle.
+    Unavailable { error: String },
+}
+
+impl Wait {
+    pub fn describe(&self) -> String {
+        match self {
+            Wait::Full => "the organization is full (max_allowed_memberships)".to_owned(),
+            Wait::NotBefore { at } => format!("not before {}", at.to_rfc3339()),
+            Wait::Unsettled => "a create's outcome is not known yet".to_owned(),
+            Wait::Refused { code, retry_at } => format!(
+                "Clerk refused the last create ({}); tried again at {}",
+                code.as_deref().unwrap_or("error"),
+                retry_at.to_rfc3339()
+            ),
+            Wait::Unavailable { error } => format!("the organization could not be read: {error}"),
+        }
+    }
+}
+
+/// Why something is reported and left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Note {
+    /// A membership invite-sync did not make, for an address no row names.
+    ForeignMember,
+    /// A pending invitation invite-sync did not send, for an address no row names.
+    ForeignInvitation,
+    /// A membership invite-sync made, whose row went; `organizations.remove_members` is off.
+    KeptMember,
+    /// A membership or pending invitation invite-sync did not make has another role than
+    /// the row.
+    ForeignRole { have: String, want: String },
+    /// Clerk refused the last create for good; tried again when the row changes.
+    Refused { code: Option<String> },
+}
+
+/// One decision about an (address, organization).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// An organization invitation; `reinvite` when the last one expired.
+    Invite {
+        organization_id: String,
+        row: Row,
+        role: String,
+        reinvite: bool,
+    },
+    /// A membership made at once for a known user.
+    AddMember {
+        organization_id: String,
+        row: Row,
+        user_id: String,
+        role: String,
+    },
+    /// A member invite-sync made has another role than the row: set back.
+    ChangeRole {
+        organization_id: String,
+        email: Email,
+        user_id: String,
+        from: String,
+        to: String,
+    },
+    /// A pending invitation invite-sync sent has another role: revoked, then sent again.
+    Replace {
+        organization_id: String,
+        row: Row,
+        role: String,
+        invitation_id: String,
+        from: String,
+    },
+    /// A pending invitation invite-sync sent, whose row went.
+    Revoke {
+        organization_id: String,
+        email: Email,
+        invitation_id: String,
+    },
+    /// A membership invite-sync made, whose row went (`remove_members` is on).
+    RemoveMember {
+        organization_id: String,
+        email: Email,
+        user_id: String,
+    },
+    Reported {
+        organization_id: String,
+        email: Email,
+        note: Note,
+    },
+    Waiting {
+        organization: String,
+        email: Email,
+        wait: Wait,
+    },
+    Invalid {
+        organization: String,
+        email: String,
+        reason: String,
+    },
+    InSync {
+        organization_id: String,
+        email: Email,
+        owned: bool,
+    },
+}
+
+/// The categories a run counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Revoke,
+    RemoveMember,
+    Replace,
+    Invite,
+    Reinvite,
+    AddMember,
+    ChangeRole,
+    Reported,
+    Waiting,
+    Invalid,
+    InSync,
+}
+
+impl Category {
+    pub const ALL: [Category; 11] = [
+        Category::Revoke,
+        Category::RemoveMember,
+        Category::Replace,
+        Category::Invite,
+        Category::Reinvite,
+        Category::AddMember,
+        Category::ChangeRole,
+        Category::Reported,
+        Category::Waiting,
+        Category::Invalid,
+        Category::InSync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Revoke => "revoke",
+            Category::RemoveMember => "remove_member",
+            Category::Replace => "replace",
+            Category::Invite => "invite",
+            Category::Reinvite => "reinvite",
+            Category::AddMember => "add_member",
+            Category::ChangeRole => "change_role",
+            Category::Reported => "reported",
+            Category::Waiting => "waiting",
+            Category::Invalid => "invalid",
+            Category::InSync => "in_sync",
+        }
+    }
+}
+
+impl Item {
+    pub fn category(&self) -> Category {
+        match self {
+            Item::Invite {
+                reinvite: false, ..
+            } => Category::Invite,
+            Item::Invite { reinvite: true, .. } => Category::Reinvite,
+            Item::AddMember { .. } => Category::AddMember,
+            Item::ChangeRole { .. } => Category::ChangeRole,
+            Item::Replace { .. } => Category::Replace,
+            Item::Revoke { .. } => Category::Revoke,
+            Item::RemoveMember { .. } => Category::RemoveMember,
+            Item::Reported { .. } => Category::Reported,
+            Item::Waiting { .. } => Category::Waiting,
+            Item::Invalid { .. } => Category::Invalid,
+            Item::InSync { .. } => Category::InSync,
+        }
+    }
+
+    /// The address, as normalised (or as written, for a row that could not be read).
+    pub fn email(&self) -> &str {
+        match self {
+            Item::Invite { row, .. } | Item::AddMember { row, .. } | Item::Replace { row, .. } => {
+                row.email.as_str()
+            }
+            Item::Invalid { email, .. } => email,
+            Item::ChangeRole { email, .. }
+            | Item::Revoke { email, .. }
+            | Item::RemoveMember { email, .. }
+            | Item::Reported { email, .. }
+            | Item::Waiting { email, .. }
+            | Item::InSync { email, .. } => email.as_str(),
+        }
+    }
+
+    /// The organization: its id, or the reference a row gave when it did not resolve.
+    pub fn organization(&self) -> &str {
+        match self {
+            Item::Invite {
+                organization_id, ..
+            }
+            | Item::AddMember {
+                organization_id, ..
+            }
+            | Item::ChangeRole {
+                organization_id, ..
+            }
+            | Item::Replace {
+                organization_id, ..
+            }
+            | Item::Revoke {
+                organization_id, ..
+            }
+            | Item::RemoveMember {
+                organization_id, ..
+            }
+            | Item::Reported {
+                organization_id, ..
+            }
+            | Item::InSync {
+                organization_id, ..
+            } => organization_id,
+            Item::Waiting { organization, .. } | Item::Invalid { organization, .. } => organization,
+        }
+    }
+
+    /// Whether the item takes room in its organization (a new member or pending invitation).
+    pub fn takes_room(&self) -> bool {
+        matches!(self, Item::Invite { .. } | Item::AddMember { .. })
+    }
+
+    /// Whether the item sends an organization invitation (what the hourly budget counts).
+    pub fn sends_invitation(&self) -> bool {
+        matches!(self, Item::Invite { .. } | Item::Replace { .. })
+    }
+}
+
+/// What the membership pass would do, item by item: removals first (by organization and
+/// address), then the creates in queue order, then the rest by category, organization and
+/// address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    pub fn counts(&self) -> BTreeMap<Category, usize> {
+        let mut counts = BTreeMap::new();
+        for item in &self.items {
+            *counts.entry(item.category()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The waiting items by reason (`full`, `not_before`, …).
+    pub fn waiting(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for item in &self.items {
+            if let Item::Waiting { wait, .. } = item {
+                let reason = match wait {
+                    Wait::Full => "full",
+                    Wait::NotBefore { .. } => "not_before",
+                    Wait::Unsettled => "unsettled",
+                    Wait::Refused { .. } => "refused",
+                    Wait::Unavailable { .. } => "unavailable",
+                };
+                *counts.entry(reason).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Decides every (address, organization) of the roster, and every membership and pending
+/// invitation of the organizations the roster or the ledger names.
+pub fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
+    decide::plan(inputs, policy)
+}

@@ -1,0 +1,485 @@
+//! What the plan decides, example by example.
+
+use super::*;
+
+#[test]
+fn a_new_person_is_invited_with_the_rows_role_or_the_default_one() {
+    let plan = World::new()
+        .row(row_as("ann@x.com", "acme", "org:admin"))
+        .row(row("bob@x.com", "org_a"))
+        .run();
+    let roles: Vec<(&str, &str, &str)> = plan
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::Invite {
+                organization_id,
+                role,
+                reinvite: false,
+                ..
+            } => (item.email(), organization_id.as_str(), role.as_str()),
+            other => panic!("expected an invite: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ann@x.com", "org_a", "org:admin"),
+            ("bob@x.com", "org_a", "org:member")
+        ]
+    );
+}
+
+#[test]
+fn a_known_user_becomes_a_member_at_once_or_is_invited_as_the_policy_says() {
+    let world = World::new()
+        .row(row("ann@x.com", "acme"))
+        .user("ann@x.com", "user_ann");
+    match only(&world.run()) {
+        Item::AddMember { user_id, role, .. } => {
+            assert_eq!(
+                (user_id.as_str(), role.as_str()),
+                ("user_ann", "org:member")
+            )
+        }
+        other => panic!("expected a membership: {other:?}"),
+    }
+    let inviting = world.policy(|p| p.existing_users = ExistingUsers::Invite);
+    assert_eq!(categories(&inviting.run()), [Category::Invite]);
+}
+
+#[test]
+fn a_member_or_a_pending_invitation_with_the_rows_role_is_in_sync() {
+    let plan = World::new()
+        .row(row("ann@x.com", "acme"))
+        .row(row_as("bob@x.com", "acme", "org:admin"))
+        .member("org_a", member("user_ann", "ann@x.com", "org:member"))
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_b",
+                "bob@x.com",
+                "org:admin",
+                InvitationStatus::Pending,
+            ),
+        )
+        .run();
+    assert_eq!(categories(&plan), [Category::InSync, Category::InSync]);
+}
+
+#[test]
+fn an_owned_members_role_is_set_back_and_a_foreign_ones_is_reported() {
+    let world = World::new()
+        .row(row_as("ann@x.com", "acme", "org:admin"))
+        .member("org_a", member("user_ann", "ann@x.com", "org:member"));
+    match only(&world.run()) {
+        Item::Reported {
+            note: Note::ForeignRole { have, want },
+            ..
+        } => assert_eq!((have.as_str(), want.as_str()), ("org:member", "org:admin")),
+        other => panic!("expected a report: {other:?}"),
+    }
+    let owned = world.recorded(recorded(
+        "org_a",
+        "ann@x.com",
+        Kind::Membership,
+        Some("user_ann"),
+        State::Member,
+    ));
+    assert_eq!(
+        only(&owned.run()),
+        &Item::ChangeRole {
+            organization_id: "org_a".into(),
+            email: email("ann@x.com"),
+            user_id: "user_ann".into(),
+            from: "org:member".into(),
+            to: "org:admin".into(),
+        }
+    );
+}
+
+#[test]
+fn a_member_whose_invitation_invite_sync_sent_was_accepted_is_owned() {
+    let plan = World::new()
+        .row(row_as("ann@x.com", "acme", "org:admin"))
+        .member("org_a", member("user_ann", "ann@x.com", "org:member"))
+        .recorded(recorded(
+            "org_a",
+            "ann@x.com",
+            Kind::Invitation,
+            Some("orginv_1"),
+            State::Accepted,
+        ))
+        .run();
+    assert_eq!(categories(&plan), [Category::ChangeRole]);
+}
+
+#[test]
+fn an_owned_pending_invitation_with_another_role_is_replaced_a_foreign_one_reported() {
+    let world = World::new()
+        .row(row_as("ann@x.com", "acme", "org:admin"))
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_1",
+                "ann@x.com",
+                "org:member",
+                InvitationStatus::Pending,
+            ),
+        );
+    assert_eq!(categories(&world.run()), [Category::Reported]);
+    let owned = world.recorded(recorded(
+        "org_a",
+        "ann@x.com",
+        Kind::Invitation,
+        Some("orginv_1"),
+        State::Pending,
+    ));
+    match only(&owned.run()) {
+        Item::Replace {
+            invitation_id,
+            role,
+            from,
+            ..
+        } => assert_eq!(
+            (invitation_id.as_str(), role.as_str(), from.as_str()),
+            ("orginv_1", "org:admin", "org:member")
+        ),
+        other => panic!("expected a replacement: {other:?}"),
+    }
+}
+
+#[test]
+fn a_removed_rows_owned_invitation_is_revoked_and_a_foreign_one_reported() {
+    let plan = World::new()
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_1",
+                "ann@x.com",
+                "org:member",
+                InvitationStatus::Pending,
+            ),
+        )
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_2",
+                "bob@x.com",
+                "org:member",
+                InvitationStatus::Pending,
+            ),
+        )
+        .recorded(recorded(
+            "org_a",
+            "ann@x.com",
+            Kind::Invitation,
+            Some("orginv_1"),
+            State::Pending,
+        ))
+        .run();
+    assert_eq!(
+        plan.items,
+        [
+            Item::Revoke {
+                organization_id: "org_a".into(),
+                email: email("ann@x.com"),
+                invitation_id: "orginv_1".into(),
+            },
+            Item::Reported {
+                organization_id: "org_a".into(),
+                email: email("bob@x.com"),
+                note: Note::ForeignInvitation,
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_leavers_owned_membership_is_removed_only_when_remove_members_is_on() {
+    let world = World::new()
+        .member("org_a", member("user_ann", "ann@x.com", "org:member"))
+        .member("org_a", member("user_hand", "hand@x.com", "org:member"))
+        .recorded(recorded(
+            "org_a",
+            "ann@x.com",
+            Kind::Membership,
+            Some("user_ann"),
+            State::Member,
+        ));
+    let notes: Vec<Option<Note>> = world
+        .run()
+        .items
+        .into_iter()
+        .map(|item| match item {
+            Item::Reported { note, .. } => Some(note),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [Some(Note::KeptMember), Some(Note::ForeignMember)],
+        "reported, never touched"
+    );
+    let removing = world.policy(|p| p.remove_members = true).run();
+    assert_eq!(
+        categories(&removing),
+        [Category::RemoveMember, Category::Reported]
+    );
+    assert_eq!(removing.items[0].email(), "ann@x.com");
+}
+
+#[test]
+fn an_expired_invitation_is_sent_again() {
+    let plan = World::new()
+        .row(row("ann@x.com", "acme"))
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_1",
+                "ann@x.com",
+                "org:member",
+                InvitationStatus::Expired,
+            ),
+        )
+        .run();
+    assert_eq!(categories(&plan), [Category::Reinvite]);
+}
+
+#[test]
+fn a_deleted_membership_of_someone_on_the_roster_is_made_again() {
+    let plan = World::new()
+        .row(row("ann@x.com", "acme"))
+        .user("ann@x.com", "user_ann")
+        .recorded(recorded(
+            "org_a",
+            "ann@x.com",
+            Kind::Membership,
+            Some("user_ann"),
+            State::Member,
+        ))
+        .run();
+    assert_eq!(categories(&plan), [Category::AddMember]);
+}
+
+#[test]
+fn a_full_organizations_people_beyond_its_room_wait_oldest_first_and_others_go_on() {
+    let mut world = World::new().organization(organization("org_full", "full", Room::Left(2)));
+    for (i, address) in ["d@x.com", "a@x.com", "c@x.com", "b@x.com"]
+        .iter()
+        .enumerate()
+    {
+        world = world.row(Row {
+            created_at: Some(at(i as i64)),
+            ..row(address, "full")
+        });
+    }
+    let plan = world.row(row("z@x.com", "acme")).run();
+    let invited: Vec<&str> = plan
+        .items
+        .iter()
+        .filter(|i| i.organization() == "org_full" && i.takes_room())
+        .map(Item::email)
+        .collect();
+    assert_eq!(invited, ["d@x.com", "a@x.com"], "the oldest rows first");
+    assert_eq!(plan.waiting().get("full"), Some(&2));
+    assert!(plan
+        .items
+        .iter()
+        .any(|i| i.email() == "z@x.com" && i.category() == Category::Invite));
+}
+
+#[test]
+fn room_counts_members_and_pending_invitations_and_zero_is_unlimited() {
+    assert_eq!(Room::of(0, 40, 2), Room::Unlimited);
+    assert_eq!(Room::of(10, 7, 2), Room::Left(1));
+    assert_eq!(Room::of(10, 9, 3), Room::Left(0));
+}
+
+#[test]
+fn unknown_organizations_and_roles_and_duplicate_references_are_invalid_and_the_rest_go_on() {
+    let mut world = World::new()
+        .row(row("ann@x.com", "nope"))
+        .row(row_as("bob@x.com", "acme", "org:boss"))
+        .row(Row {
+            created_at: Some(at(1)),
+            ..row("cy@x.com", "acme")
+        })
+        .row(Row {
+            created_at: Some(at(2)),
+            ..row("cy@x.com", "org_a")
+        })
+        .row(Row {
+            created_at: Some(at(3)),
+            ..row("dee@x.com", "acme")
+        });
+    world.resolved.insert("nope".into(), Resolution::Unknown);
+    let plan = world.run();
+    let invalid: Vec<(&str, &str, &str)> = plan
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Invalid {
+                organization,
+                email,
+                reason,
+            } => Some((email.as_str(), organization.as_str(), reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(invalid.len(), 3, "{invalid:#?}");
+    // By organization reference: acme, nope, org_a.
+    assert!(invalid[0].2.contains("role \"org:boss\""));
+    assert!(invalid[1].2.contains("no organization \"nope\""));
+    assert_eq!((invalid[2].0, invalid[2].1), ("cy@x.com", "org_a"));
+    assert!(invalid[2].2.contains("as \"acme\""), "{}", invalid[2].2);
+    let invited: Vec<&str> = plan
+        .items
+        .iter()
+        .filter(|i| i.category() == Category::Invite)
+        .map(Item::email)
+        .collect();
+    assert_eq!(invited, ["cy@x.com", "dee@x.com"]);
+}
+
+#[test]
+fn an_unlisted_organization_decides_nothing_and_its_rows_wait() {
+    let mut world = World::new().row(row("ann@x.com", "acme"));
+    world.holdings.clear();
+    let plan = world.run();
+    assert!(matches!(
+        only(&plan),
+        Item::Waiting {
+            wait: Wait::Unavailable { .. },
+            ..
+        }
+    ));
+    let mut unreachable = World::new().row(row("ann@x.com", "acme"));
+    unreachable
+        .resolved
+        .insert("acme".into(), Resolution::Unavailable("timed out".into()));
+    assert_eq!(unreachable.run().waiting().get("unavailable"), Some(&1));
+}
+
+#[test]
+fn an_unreadable_row_keeps_its_addresses_invitation() {
+    let mut world = World::new().invitation(
+        "org_a",
+        invitation(
+            "orginv_1",
+            "ann@x.com",
+            "org:member",
+            InvitationStatus::Pending,
+        ),
+    );
+    world = world.recorded(recorded(
+        "org_a",
+        "ann@x.com",
+        Kind::Invitation,
+        Some("orginv_1"),
+        State::Pending,
+    ));
+    world.rows.push(Err(Unreadable {
+        email: "ann@x.com".into(),
+        parsed: Some(email("ann@x.com")),
+        organization: "acme".into(),
+        reason: "public_metadata is not an object".into(),
+    }));
+    assert_eq!(categories(&world.run()), [Category::Invalid]);
+}
+
+#[test]
+fn an_unsettled_create_a_future_row_and_a_refusal_wait_and_a_terminal_refusal_is_reported() {
+    let sending = World::new()
+        .row(row("ann@x.com", "acme"))
+        .recorded(recorded(
+            "org_a",
+            "ann@x.com",
+            Kind::Invitation,
+            None,
+            State::Sending,
+        ));
+    assert_eq!(sending.run().waiting().get("unsettled"), Some(&1));
+    let later = World::new().row(Row {
+        not_before: Some(at(2_000)),
+        ..row("ann@x.com", "acme")
+    });
+    assert_eq!(later.run().waiting().get("not_before"), Some(&1));
+    let backing_off = World::new()
+        .row(row("ann@x.com", "acme"))
+        .recorded(Recorded {
+            next_attempt_at: Some(at(1_010)),
+            last_error_code: Some("internal".into()),
+            ..recorded("org_a", "ann@x.com", Kind::Invitation, None, State::Failed)
+        });
+    assert_eq!(backing_off.run().waiting().get("refused"), Some(&1));
+    let digest = row("ann@x.com", "acme").digest("org:member");
+    let terminal = World::new()
+        .row(row("ann@x.com", "acme"))
+        .recorded(Recorded {
+            terminal: true,
+            row_digest: Some(digest),
+            last_error_code: Some("form_param_format_invalid".into()),
+            ..recorded("org_a", "ann@x.com", Kind::Invitation, None, State::Failed)
+        });
+    assert!(matches!(
+        only(&terminal.run()),
+        Item::Reported {
+            note: Note::Refused { .. },
+            ..
+        }
+    ));
+    let changed = terminal
+        .clone()
+        .policy(|p| p.default_role = "org:admin".into());
+    assert_eq!(categories(&changed.run()), [Category::Invite]);
+}
+
+#[test]
+fn a_member_known_only_by_user_id_is_matched_through_the_known_users() {
+    let plan = World::new()
+        .row(row("ann@x.com", "acme"))
+        .member(
+            "org_a",
+            Member {
+                user_id: "user_ann".into(),
+                email: None,
+                role: "org:member".into(),
+            },
+        )
+        .user("ann@x.com", "user_ann")
+        .run();
+    assert_eq!(categories(&plan), [Category::InSync]);
+}
+
+#[test]
+fn removals_come_first_then_creates_in_queue_order() {
+    let plan = World::new()
+        .row(Row {
+            created_at: Some(at(5)),
+            ..row("late@x.com", "acme")
+        })
+        .row(Row {
+            created_at: Some(at(1)),
+            ..row("early@x.com", "acme")
+        })
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_1",
+                "gone@x.com",
+                "org:member",
+                InvitationStatus::Pending,
+            ),
+        )
+        .recorded(recorded(
+            "org_a",
+            "gone@x.com",
+            Kind::Invitation,
+            Some("orginv_1"),
+            State::Pending,
+        ))
+        .run();
+    let order: Vec<&str> = plan.items.iter().map(Item::email).collect();
+    assert_eq!(order, ["gone@x.com", "early@x.com", "late@x.com"]);
+}

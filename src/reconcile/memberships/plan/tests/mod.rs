@@ -1,0 +1,182 @@
+//! The membership plan's tests: examples by what they decide, and property tests of its
+//! invariants.
+
+mod examples;
+mod properties;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn now() -> DateTime<Utc> {
+    at(1_000)
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).unwrap()
+}
+
+fn row(address: &str, organization: &str) -> Row {
+    Row::new(email(address), organization)
+}
+
+fn row_as(address: &str, organization: &str, role: &str) -> Row {
+    Row {
+        role: Some(role.to_owned()),
+        ..row(address, organization)
+    }
+}
+
+fn organization(id: &str, slug: &str, room: Room) -> Organization {
+    Organization {
+        id: id.to_owned(),
+        slug: slug.to_owned(),
+        room,
+    }
+}
+
+fn member(user_id: &str, address: &str, role: &str) -> Member {
+    Member {
+        user_id: user_id.to_owned(),
+        email: Some(email(address)),
+        role: role.to_owned(),
+    }
+}
+
+fn invitation(id: &str, address: &str, role: &str, status: InvitationStatus) -> Invitation {
+    Invitation {
+        id: id.to_owned(),
+        email: email(address),
+        role: role.to_owned(),
+        status,
+        created_at: 1,
+    }
+}
+
+/// An owned ledger entry; tests override what they are about.
+fn recorded(
+    organization_id: &str,
+    address: &str,
+    kind: Kind,
+    clerk_id: Option<&str>,
+    state: State,
+) -> Recorded {
+    Recorded {
+        organization_id: organization_id.to_owned(),
+        email: email(address),
+        kind,
+        clerk_id: clerk_id.map(str::to_owned),
+        state,
+        owned: true,
+        row_digest: None,
+        terminal: false,
+        next_attempt_at: None,
+        last_error_code: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct World {
+    rows: Vec<RosterRow>,
+    resolved: HashMap<String, Resolution>,
+    holdings: HashMap<String, Holdings>,
+    ledger: Vec<Recorded>,
+    users: HashMap<Email, String>,
+    roles: Option<HashSet<String>>,
+    policy: Policy,
+}
+
+impl World {
+    /// One organization, `org_a` (slug `acme`), unlimited, with the two built-in roles.
+    fn new() -> World {
+        World {
+            rows: Vec::new(),
+            resolved: HashMap::new(),
+            holdings: HashMap::new(),
+            ledger: Vec::new(),
+            users: HashMap::new(),
+            roles: Some(["org:admin", "org:member"].map(str::to_owned).into()),
+            policy: Policy::default(),
+        }
+        .organization(organization("org_a", "acme", Room::Unlimited))
+    }
+
+    fn organization(mut self, organization: Organization) -> World {
+        self.holdings.entry(organization.id.clone()).or_default();
+        self.resolved.insert(
+            organization.slug.clone(),
+            Resolution::Found(organization.clone()),
+        );
+        self.resolved
+            .insert(organization.id.clone(), Resolution::Found(organization));
+        self
+    }
+
+    fn row(mut self, row: Row) -> World {
+        self.rows.push(Ok(row));
+        self
+    }
+
+    fn member(mut self, organization_id: &str, member: Member) -> World {
+        self.holdings
+            .entry(organization_id.to_owned())
+            .or_default()
+            .members
+            .push(member);
+        self
+    }
+
+    fn invitation(mut self, organization_id: &str, invitation: Invitation) -> World {
+        self.holdings
+            .entry(organization_id.to_owned())
+            .or_default()
+            .invitations
+            .push(invitation);
+        self
+    }
+
+    fn recorded(mut self, entry: Recorded) -> World {
+        self.ledger.push(entry);
+        self
+    }
+
+    fn user(mut self, address: &str, user_id: &str) -> World {
+        self.users.insert(email(address), user_id.to_owned());
+        self
+    }
+
+    fn policy(mut self, change: impl FnOnce(&mut Policy)) -> World {
+        change(&mut self.policy);
+        self
+    }
+
+    fn run(&self) -> Plan {
+        plan(
+            Inputs {
+                rows: &self.rows,
+                resolved: &self.resolved,
+                holdings: &self.holdings,
+                ledger: &self.ledger,
+                users: &self.users,
+                roles: self.roles.as_ref(),
+                now: now(),
+            },
+            &self.policy,
+        )
+    }
+}
+
+fn categories(plan: &Plan) -> Vec<Category> {
+    plan.items.iter().map(Item::category).collect()
+}
+
+fn only(plan: &Plan) -> &Item {
+    assert_eq!(plan.items.len(), 1, "expected one item: {:#?}", plan.items);
+    &plan.items[0]
+}
