@@ -3,4 +3,6 @@
 //! [`next_call`](mod@next_call) chooses each organization-invitation call under the
 //! organization budget.
 
+pub mod guard;
+pub mod next_call;
 pub mod plan;
