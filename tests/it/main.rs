@@ -4,6 +4,7 @@
 mod clerk_sdk;
 mod cli;
 mod client;
+mod client_orgs;
 mod common;
 mod config;
 mod dashboard;
