@@ -269,8 +269,7 @@ async fn every_answer_carries_a_clerk_trace_id() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_clerk_errors() {
     let h = RawSim::start().await;
-    h.get("/organizations")
-        .await
+    h.get("/sessions").await
         .error(404, "resource_not_found");
     h.send(h.auth(h.http.post(h.v1("/users"))))
         .await

@@ -261,6 +261,137 @@ impl ApiError {
         )
     }
 
+    /// An organization named by an id or slug that does not exist.
+    pub fn organization_not_found(id_or_slug: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "not found",
+            format!("No organization was found with id or slug {id_or_slug}."),
+        )
+    }
+
+    /// A role key that is not one of the instance's organization roles.
+    pub fn role_not_found(role: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "not found",
+            format!("No organization role was found with key {role}."),
+        )
+        .with_meta(json!({ "param_name": "role" }))
+    }
+
+    pub fn organization_invitation_not_found(id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "not found",
+            format!("No organization invitation was found with id {id}."),
+        )
+    }
+
+    /// The user is not a member of the organization.
+    pub fn membership_not_found(user_id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "not found",
+            format!("No organization membership was found for user {user_id}."),
+        )
+    }
+
+    pub fn slug_taken() -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::FORM_IDENTIFIER_EXISTS,
+            "That slug is taken. Please try another.",
+            "That slug is taken. Please try another.",
+        )
+        .with_meta(json!({ "param_name": "slug" }))
+    }
+
+    pub fn organization_duplicate_invitations(emails: &[String]) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::DUPLICATE_RECORD,
+            "duplicate invitation",
+            format!(
+                "There are already pending organization invitations for the following email addresses: {}",
+                emails.join(", ")
+            ),
+        )
+        .with_meta(json!({ "email_addresses": emails }))
+    }
+
+    pub fn already_a_member(emails: &[String]) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::ALREADY_A_MEMBER_IN_ORGANIZATION,
+            "Already a member",
+            format!(
+                "The following users are already members of this organization: {}",
+                emails.join(", ")
+            ),
+        )
+        .with_meta(json!({ "email_addresses": emails }))
+    }
+
+    pub fn membership_quota_exceeded(max: u64) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::ORGANIZATION_MEMBERSHIP_QUOTA_EXCEEDED,
+            "Membership quota exceeded",
+            format!(
+                "The organization has reached its limit of {max} memberships, pending invitations included."
+            ),
+        )
+    }
+
+    pub fn managed_by_scim() -> Self {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            codes::ORGANIZATION_MEMBERSHIP_MANAGED_BY_SCIM,
+            "Membership managed by Directory Sync",
+            "This organization membership is managed by Directory Sync and cannot be changed through the API.",
+        )
+    }
+
+    pub fn minimum_permissions_needed() -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::ORGANIZATION_MINIMUM_PERMISSIONS_NEEDED,
+            "Minimum permissions needed",
+            "There has to be at least one organization member with the administrator role.",
+        )
+    }
+
+    /// Revoking an organization invitation that is no longer pending.
+    pub fn organization_invitation_not_pending(id: &str, status: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::ORGANIZATION_INVITATION_NOT_PENDING,
+            "Invitation is not pending",
+            format!("Organization invitation {id} is {status}; only pending invitations can be revoked."),
+        )
+    }
+
+    /// An inviter (or revoker) that is not an administrator of the organization.
+    pub fn not_an_admin(user_id: &str) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_an_admin_in_organization",
+            "Not an administrator",
+            format!("User {user_id} is not an administrator of this organization."),
+        )
+    }
+
+    /// A control call would break a rule the control API keeps (409).
+    pub fn control_conflict(message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::new(StatusCode::CONFLICT, "conflict", message.clone(), message)
+    }
+
     /// The answer of an injected `Status` fault.
     pub fn fault(status: u16, retry_after: Option<u64>) -> Self {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,6 +1,8 @@
 //! The simulator's HTTP side: routes, the order Clerk checks a call in, and a
 //! connection loop that can drop a connection without answering.
 
+mod organizations;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +96,7 @@ async fn serve_connection(stream: TcpStream, router: Router, shutdown: Cancellat
 }
 
 fn router(sim: Shared) -> Router {
-    Router::new()
+    organizations::routes(Router::new())
         .route("/v1/invitations", post(create).get(list))
         .route("/v1/invitations/bulk", post(create_bulk))
         .route("/v1/invitations/{invitation_id}/revoke", post(revoke))

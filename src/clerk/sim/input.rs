@@ -4,6 +4,8 @@
 //! bad email format, then out-of-range values. In a bulk body the items are checked
 //! in order and the first error found is the answer.
 
+pub mod organizations;
+
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;

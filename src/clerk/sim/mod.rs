@@ -1,11 +1,14 @@
-//! A faithful in-memory Clerk Backend API for invitations and users, served over a real socket.
+//! A faithful in-memory Clerk Backend API for invitations, users and organizations, served
+//! over a real socket.
 //!
-//! It answers the four invitation operations and the user lookups (`GET /users`,
-//! `GET /users/{id}`, `DELETE /users/{id}`) under `/v1` with Clerk's shapes,
-//! validation, error codes and rate limits, and a control API under `/_sim/`
-//! (no auth) to create and delete users, accept or expire invitations, inject faults
-//! and read counters. Given a webhook target it delivers Svix-signed `user.created`
-//! and `user.deleted` events to it. Where Clerk's behaviour is unknown it takes the harsher reading:
+//! It answers the four invitation operations, the user lookups (`GET /users`,
+//! `GET /users/count`, `GET /users/{id}`, `DELETE /users/{id}`) and the organization
+//! operations (organizations, their invitations, memberships and roles) under `/v1` with
+//! Clerk's shapes, validation, error codes and rate limits, and a control API under `/_sim/`
+//! (no auth) to create and delete users, create organizations, add memberships by hand,
+//! accept or expire invitations, inject faults and read counters. Given a webhook target it
+//! delivers Svix-signed `user.*`, `organizationInvitation.*` and `organizationMembership.*`
+//! events to it. Where Clerk's behaviour is unknown it takes the harsher reading:
 //! one bad item fails a whole bulk call, and `ignore_existing: true` creates a
 //! second pending invitation next to the first.
 //!
@@ -40,8 +43,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::model::{Invitation, User};
+use super::organization::{
+    Organization, OrganizationInvitation, OrganizationMembership, OrganizationRole,
+};
 use crate::telemetry::Chain;
-use state::State;
+use state::{Member, State};
 pub use webhooks::{WebhookStats, WebhookTarget, WebhookTargetError};
 
 /// How a simulator is started.
@@ -407,6 +413,97 @@ impl SimHandle {
     /// is not pending.
     pub fn expire(&self, invitation_id: &str) -> bool {
         self.sim.state().expire(invitation_id).is_ok()
+    }
+
+    /// A new organization, as `POST /organizations` makes it (`slug` made of the name when
+    /// `None`; `max_allowed_memberships` 0 is no limit). `None` if the slug is taken or invalid.
+    pub fn create_organization(
+        &self,
+        name: &str,
+        slug: Option<&str>,
+        max_allowed_memberships: u64,
+    ) -> Option<Organization> {
+        let new = input::organizations::NewOrganization {
+            name: name.to_owned(),
+            slug: slug.map(str::to_owned),
+            created_by: None,
+            max_allowed_memberships: Some(max_allowed_memberships),
+            public_metadata: Map::new(),
+            private_metadata: Map::new(),
+        };
+        if slug.is_some_and(|slug| !input::organizations::is_valid_slug(slug)) {
+            return None;
+        }
+        self.sim.state().create_organization(new).ok()
+    }
+
+    /// Set an organization's `max_allowed_memberships` (by id or slug); `false` if unknown.
+    pub fn set_max_allowed_memberships(&self, organization: &str, max: u64) -> bool {
+        self.sim
+            .state()
+            .set_max_allowed_memberships(organization, max)
+            .is_ok()
+    }
+
+    /// Add `email`'s user (created if there is none) to an organization (by id or slug) with
+    /// `role`, as the dashboard would: no quota check; `scim` marks it managed by Directory
+    /// Sync. `None` if the organization or role is unknown or the user is a member already.
+    pub fn add_membership(
+        &self,
+        organization: &str,
+        email: &str,
+        role: &str,
+        scim: bool,
+    ) -> Option<OrganizationMembership> {
+        self.sim
+            .state()
+            .add_membership(organization, Member::Email(email.to_owned()), role, scim)
+            .ok()
+    }
+
+    /// Mark a membership as managed by Directory Sync (or not); `false` if there is none.
+    pub fn set_membership_scim(&self, organization: &str, user_id: &str, managed: bool) -> bool {
+        self.sim
+            .state()
+            .set_membership_scim(organization, user_id, managed)
+            .is_ok()
+    }
+
+    /// Accept a pending organization invitation: its address becomes a user if it is none, and
+    /// a member with the invitation's role and metadata. `false` if unknown or not pending.
+    pub fn accept_organization_invitation(&self, invitation_id: &str) -> bool {
+        self.sim
+            .state()
+            .accept_org_invitation(invitation_id)
+            .is_ok()
+    }
+
+    /// Expire a pending organization invitation now. `false` if unknown or not pending.
+    pub fn expire_organization_invitation(&self, invitation_id: &str) -> bool {
+        self.sim
+            .state()
+            .expire_org_invitation(invitation_id)
+            .is_ok()
+    }
+
+    /// Define a custom organization role (`org:...`); `None` if the key is invalid or taken.
+    pub fn define_role(&self, key: &str, name: &str) -> Option<OrganizationRole> {
+        self.sim.state().define_role(key, Some(name), None).ok()
+    }
+
+    /// Every organization, oldest first, with its counts.
+    pub fn organizations(&self) -> Vec<Organization> {
+        self.sim.state().all_organizations()
+    }
+
+    /// Every organization invitation of every status, oldest first.
+    pub fn organization_invitations(&self) -> Vec<OrganizationInvitation> {
+        self.sim.state().all_org_invitations()
+    }
+
+    /// Every membership of every organization, oldest first.
+    pub fn memberships(&self) -> Vec<OrganizationMembership> {
+        self.sim.state().all_memberships()
     }
 
     pub fn inject_fault(&self, fault: Fault) {

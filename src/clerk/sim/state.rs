@@ -1,6 +1,8 @@
 //! The simulator's memory: invitations, users, faults, counters and rate-limit windows,
 //! and the rules Clerk applies to them.
 
+mod organizations;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ use super::users::{StoredUser, Verification};
 use super::webhooks::Event;
 use super::{Fault, FaultKind, Operation, SimOptions, SimStats};
 use crate::clerk::model::{Invitation, InvitationPage, InvitationStatus, OrderField};
+pub use organizations::Member;
+use organizations::Organizations;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 const DEFAULT_EXPIRES_IN_DAYS: u32 = 30;
@@ -116,14 +120,21 @@ impl Window {
     }
 }
 
-/// The per-10-s limit of every call, and the hourly limits of the two creates.
+/// The per-10-s limit of every call, and the hourly limits of the creates: the instance's
+/// invitations and, apart, the organization invitations (across every organization).
 #[derive(Debug)]
 struct Limits {
     enabled: bool,
     all: Window,
     create: Window,
     bulk: Window,
+    org_create: Window,
+    org_bulk: Window,
 }
+
+/// Clerk's hourly limits of organization invitations, per instance.
+const ORG_CREATE_PER_HOUR: usize = 250;
+const ORG_BULK_PER_HOUR: usize = 50;
 
 impl Limits {
     fn new(options: &SimOptions) -> Self {
@@ -137,6 +148,8 @@ impl Limits {
             all: Window::new(per_10s, Duration::from_secs(10)),
             create: Window::new(100, options.hour),
             bulk: Window::new(25, options.hour),
+            org_create: Window::new(ORG_CREATE_PER_HOUR, options.hour),
+            org_bulk: Window::new(ORG_BULK_PER_HOUR, options.hour),
         }
     }
 
@@ -145,13 +158,7 @@ impl Limits {
         if !self.enabled {
             return Ok(());
         }
-        let own = match operation {
-            Operation::CreateInvitation => Some(&mut self.create),
-            Operation::CreateBulkInvitations => Some(&mut self.bulk),
-            // Lists, revokes and user lookups cost only the per-10-s limit.
-            _ => None,
-        };
-        let own_wait = own.and_then(|window| window.wait(now));
+        let own_wait = self.own(operation).and_then(|window| window.wait(now));
         let wait = match (self.all.wait(now), own_wait) {
             (None, None) => None,
             (a, b) => a.max(b),
@@ -160,18 +167,30 @@ impl Limits {
             return Err(retry_after_secs(wait));
         }
         self.all.hit(now);
-        match operation {
-            Operation::CreateInvitation => self.create.hit(now),
-            Operation::CreateBulkInvitations => self.bulk.hit(now),
-            _ => {}
+        if let Some(window) = self.own(operation) {
+            window.hit(now);
         }
         Ok(())
+    }
+
+    /// The hourly window of a create operation.
+    fn own(&mut self, operation: Operation) -> Option<&mut Window> {
+        match operation {
+            Operation::CreateInvitation => Some(&mut self.create),
+            Operation::CreateBulkInvitations => Some(&mut self.bulk),
+            Operation::CreateOrganizationInvitation => Some(&mut self.org_create),
+            Operation::CreateOrganizationInvitationsBulk => Some(&mut self.org_bulk),
+            // Everything else costs only the per-10-s limit.
+            _ => None,
+        }
     }
 
     fn clear(&mut self) {
         self.all.clear();
         self.create.clear();
         self.bulk.clear();
+        self.org_create.clear();
+        self.org_bulk.clear();
     }
 }
 
@@ -199,6 +218,7 @@ pub struct State {
     limits: Limits,
     last_created_at: i64,
     last_user_created_at: i64,
+    organizations: Organizations,
     /// Where webhook events go, when the simulator delivers webhooks.
     webhooks: Option<UnboundedSender<Event>>,
 }
@@ -241,6 +261,7 @@ impl State {
             limits: Limits::new(options),
             last_created_at: 0,
             last_user_created_at: 0,
+            organizations: Organizations::new(),
             webhooks,
         }
     }
@@ -252,6 +273,7 @@ impl State {
         self.faults.clear();
         self.stats = SimStats::default();
         self.limits.clear();
+        self.organizations = Organizations::new();
     }
 
     pub fn stats(&self) -> &SimStats {
@@ -337,6 +359,11 @@ impl State {
 
     /// Delete a user (announced by a `user.deleted` event); its address is free again.
     pub fn delete_user(&mut self, id: &str) -> Result<Value, ApiError> {
+        if !self.users.contains_key(id) {
+            return Err(ApiError::user_not_found(id));
+        }
+        // Its memberships go with it, each announced while the user can still be shown.
+        self.drop_memberships_of(id);
         let user = self
             .users
             .remove(id)

@@ -1,4 +1,5 @@
-//! Clerk's webhooks, as Svix delivers them: `user.created` and `user.deleted` events posted
+//! Clerk's webhooks, as Svix delivers them: `user.created`, `user.deleted` and the organization
+//! invitation and membership events posted
 //! to one endpoint, signed with its `whsec_` secret, retried a few times on failure.
 //!
 //! Events are raised while the state is locked and queued on a channel; one task delivers
@@ -110,6 +111,12 @@ impl Event {
     /// `data` is `{"deleted": true, "id": ..., "object": "user"}`.
     pub fn user_deleted(deleted: Value) -> Self {
         Event::new("user.deleted", deleted)
+    }
+
+    /// An organization event (`organizationInvitation.*`, `organizationMembership.*`); `data`
+    /// is the invitation or membership as the Backend API shows it.
+    pub fn organization(kind: &'static str, data: Value) -> Self {
+        Event::new(kind, data)
     }
 
     /// The body Clerk posts: its webhook envelope around `data`.
