@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use url::Url;
 
+use crate::clerk::budget::Limits;
 use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
 use crate::domain::{check_role, RowDefaults};
 
@@ -626,6 +627,16 @@ impl ClerkSettings {
 
     pub fn settle_after(&self) -> Duration {
         Duration::from_secs(self.settle_after_seconds)
+    }
+
+    /// The organization invitations' budget: `org_bulk_create_per_window` and
+    /// `org_single_create_per_window` over the create window, across all organizations.
+    pub fn organization_limits(&self) -> Limits {
+        Limits {
+            bulk_calls: self.org_bulk_create_per_window,
+            single_calls: self.org_single_create_per_window,
+            window: self.create_window(),
+        }
     }
 
     /// The window the create budgets (`bulk_create_per_window`, `single_create_per_window`) refill over.

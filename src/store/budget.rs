@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::clerk::budget::{Budget, Endpoint, Limits, EDGE_MARGIN};
+use crate::clerk::budget::{Budget, Endpoint, Invitations, Limits, EDGE_MARGIN};
 use crate::clerk::client::MAX_RETRY_AFTER;
-use crate::clerk::Operation;
 
 /// Records a call before it is sent and returns its id.
 pub async fn record_call(
@@ -127,17 +126,28 @@ pub async fn blocks(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<Block>,
     .await
 }
 
-/// The budget left now for a target, from the calls recorded in Postgres.
+/// The budget left now for a target's instance invitations, from the calls recorded in
+/// Postgres.
 pub async fn current(pool: &PgPool, target: &str, limits: Limits) -> Result<Budget, sqlx::Error> {
+    current_of(pool, target, Invitations::Instance, limits).await
+}
+
+/// The budget left now for a target's invitations of one kind: the instance's, or the
+/// organizations' (across all of them, `limits` from `clerk.org_bulk_create_per_window` and
+/// `clerk.org_single_create_per_window`). Each kind counts only the calls recorded under its
+/// own endpoints' names.
+pub async fn current_of(
+    pool: &PgPool,
+    target: &str,
+    kind: Invitations,
+    limits: Limits,
+) -> Result<Budget, sqlx::Error> {
     let now = super::now(pool).await?;
     let since = now
         - chrono::Duration::from_std(limits.window + EDGE_MARGIN)
             .unwrap_or(chrono::Duration::hours(1));
     let mut endpoints = Vec::with_capacity(2);
-    for (operation, limit) in [
-        (Operation::CreateBulkInvitations, limits.bulk_calls),
-        (Operation::CreateInvitation, limits.single_calls),
-    ] {
+    for (operation, limit) in kind.endpoints(&limits) {
         let name = operation.as_str();
         let calls = calls_since(pool, target, name, since).await?;
         let blocked = blocked_until(pool, target, name).await?;

@@ -94,20 +94,24 @@ pub async fn count(db: impl PgExecutor<'_>, relation: &str) -> Result<i64, ReadE
 
 /// Undefined table, undefined column, undefined schema, insufficient privilege, wrong type.
 pub(super) fn relation_error(error: sqlx::Error, relation: &str) -> ReadError {
-    let code = error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .map(|code| code.into_owned());
-    match code.as_deref() {
-        Some("42P01" | "42703" | "3F000" | "42501" | "42883" | "42846") => ReadError::Relation {
+    match relation_problem(&error) {
+        Some(message) => ReadError::Relation {
             relation: relation.to_owned(),
-            message: error
-                .as_database_error()
-                .map(|e| e.message().to_owned())
-                .unwrap_or_default(),
+            message,
         },
-        _ => ReadError::Database(error),
+        None => ReadError::Database(error),
     }
+}
+
+/// The database's message when `error` says a relation cannot be read as the reader reads it
+/// (undefined table, column or schema, insufficient privilege, wrong type).
+pub(super) fn relation_problem(error: &sqlx::Error) -> Option<String> {
+    let error = error.as_database_error()?;
+    matches!(
+        error.code().as_deref(),
+        Some("42P01" | "42703" | "3F000" | "42501" | "42883" | "42846")
+    )
+    .then(|| error.message().to_owned())
 }
 
 /// The columns of one row: text, and the times as PostgreSQL keeps them.
@@ -205,7 +209,7 @@ pub(super) fn created_at(row: &PgRow) -> Option<PgTime> {
 }
 
 /// A `timestamptz` column's value, from the eight bytes PostgreSQL sends.
-fn pg_time(row: &PgRow, index: usize) -> Result<Option<PgTime>, String> {
+pub(super) fn pg_time(row: &PgRow, index: usize) -> Result<Option<PgTime>, String> {
     let value = row.try_get_raw(index).map_err(|e| e.to_string())?;
     if value.is_null() {
         return Ok(None);

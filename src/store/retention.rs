@@ -52,7 +52,9 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<Pruned, sqlx::Error> {
         r#"DELETE FROM invite_sync_clerk_calls AS c
            WHERE c.called_at < now() - make_interval(days => $1)
              AND NOT EXISTS (SELECT 1 FROM invite_sync_ledger AS l
-                             WHERE l.call_id = c.id AND l.state = 'sending')"#,
+                             WHERE l.call_id = c.id AND l.state = 'sending')
+             AND NOT EXISTS (SELECT 1 FROM invite_sync_membership_ledger AS m
+                             WHERE m.call_id = c.id AND m.state = 'sending')"#,
         days,
     )
     .execute(pool)

@@ -2,7 +2,7 @@
 //! known, and when Clerk deleted them), and addresses Clerk said are not users, with the
 //! time it said so. No create budget is spent on anyone not known to be invitable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::PgExecutor;
 
@@ -98,6 +98,27 @@ pub async fn of_email(
     .await
 }
 
+/// Which of these addresses are known users' (`Some`), and whether Clerk deleted them, by
+/// address.
+pub async fn of_emails(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: &[&str],
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    if emails.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT email, deleted_at IS NOT NULL FROM invite_sync_known_users
+         WHERE target = $1 AND email = ANY($2)",
+    )
+    .bind(target)
+    .bind(emails)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Remembers that Clerk said these addresses are not users, now.
 pub async fn record_not_users(
     db: impl PgExecutor<'_>,
@@ -132,4 +153,45 @@ pub async fn fresh_not_users(
     .fetch_all(db)
     .await?;
     Ok(rows.iter().filter_map(|e| Email::parse(e).ok()).collect())
+}
+
+/// The Clerk user ids of those of these addresses that are known, live users with a known id:
+/// an organization membership is created for a user id, so only these can be added directly.
+pub async fn user_ids(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: &[Email],
+) -> Result<HashMap<Email, String>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT email, clerk_user_id AS "clerk_user_id!" FROM invite_sync_known_users
+           WHERE target = $1 AND email = ANY($2)
+             AND deleted_at IS NULL AND clerk_user_id IS NOT NULL"#,
+        target,
+        &strings(emails),
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((Email::parse(&row.email).ok()?, row.clerk_user_id)))
+        .collect())
+}
+
+/// The address of a known, live user with this Clerk user id (an organization webhook names
+/// the user by id).
+pub async fn email_of_user_id(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    clerk_user_id: &str,
+) -> Result<Option<Email>, sqlx::Error> {
+    let email = sqlx::query_scalar!(
+        r#"SELECT email FROM invite_sync_known_users
+           WHERE target = $1 AND clerk_user_id = $2 AND deleted_at IS NULL
+           ORDER BY seen_at DESC LIMIT 1"#,
+        target,
+        clerk_user_id,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(email.and_then(|email| Email::parse(&email).ok()))
 }

@@ -21,3 +21,4 @@ mod scim;
 mod scim_input;
 mod sim;
 mod store;
+mod store_memberships;
