@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{
-    Holdings, Inputs, Invitation, InvitationStatus, Item, Kind, Member, Note, Organization, Plan,
-    Policy, Recorded, Resolution, Room, RosterRow, Row, State, Wait,
+    DesiredMembership, Holdings, Inputs, Invitation, InvitationStatus, Item, Member,
+    MembershipKind, MembershipLedgerEntry, MembershipRosterRow, MembershipState, Note,
+    Organization, Plan, Policy, Resolution, Room, Wait,
 };
 use crate::domain::Email;
 use crate::reconcile::memberships::plan::ExistingUsers;
@@ -20,7 +21,7 @@ pub(super) fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
             organizations.insert(organization.id.as_str(), organization);
         }
     }
-    let mut ledger: HashMap<&str, Vec<&Recorded>> = HashMap::new();
+    let mut ledger: HashMap<&str, Vec<&MembershipLedgerEntry>> = HashMap::new();
     for entry in inputs.ledger {
         ledger
             .entry(entry.organization_id.as_str())
@@ -60,7 +61,7 @@ pub(super) fn plan(inputs: Inputs<'_>, policy: &Policy) -> Plan {
 #[derive(Default)]
 struct Grouped<'a> {
     /// Each with the reference it named the organization by, first row per address only.
-    valid: Vec<(&'a Row, &'a str)>,
+    valid: Vec<(&'a DesiredMembership, &'a str)>,
     /// Addresses of rows that could not be read: what Clerk holds for them is left alone.
     unreadable: HashSet<Email>,
 }
@@ -70,7 +71,7 @@ struct Grouped<'a> {
 /// invalid items; rows of an organization Clerk could not be asked about wait.
 fn group_rows<'a>(inputs: Inputs<'a>, items: &mut Vec<Item>) -> HashMap<&'a str, Grouped<'a>> {
     let mut grouped: HashMap<&str, Grouped<'_>> = HashMap::new();
-    let mut rows: Vec<&RosterRow> = inputs.rows.iter().collect();
+    let mut rows: Vec<&MembershipRosterRow> = inputs.rows.iter().collect();
     // Of several rows for one address and organization the oldest counts.
     rows.sort_by_cached_key(|row| match row {
         Ok(row) => (
@@ -150,7 +151,7 @@ fn group_rows<'a>(inputs: Inputs<'a>, items: &mut Vec<Item>) -> HashMap<&'a str,
 struct View<'a> {
     organization: &'a Organization,
     holdings: &'a Holdings,
-    ledger: &'a [&'a Recorded],
+    ledger: &'a [&'a MembershipLedgerEntry],
     inputs: Inputs<'a>,
     policy: &'a Policy,
     /// Each member by each address it is known by: the one Clerk shows, and those the
@@ -165,7 +166,7 @@ impl<'a> View<'a> {
     fn new(
         organization: &'a Organization,
         holdings: &'a Holdings,
-        ledger: &'a [&'a Recorded],
+        ledger: &'a [&'a MembershipLedgerEntry],
         inputs: Inputs<'a>,
         policy: &'a Policy,
     ) -> View<'a> {
@@ -174,7 +175,10 @@ impl<'a> View<'a> {
             by_user.entry(user_id.as_str()).or_default().push(email);
         }
         // The addresses the ledger recorded memberships it made under.
-        for entry in ledger.iter().filter(|e| e.kind == Kind::Membership) {
+        for entry in ledger
+            .iter()
+            .filter(|e| e.kind == MembershipKind::Membership)
+        {
             if let Some(user_id) = entry.clerk_id.as_deref() {
                 by_user.entry(user_id).or_default().push(&entry.email);
             }
@@ -198,7 +202,7 @@ impl<'a> View<'a> {
         }
         let owned_invitations = ledger
             .iter()
-            .filter(|e| e.owned && e.kind == Kind::Invitation)
+            .filter(|e| e.owned && e.kind == MembershipKind::Invitation)
             .filter_map(|e| e.clerk_id.as_deref())
             .collect();
         View {
@@ -223,18 +227,23 @@ impl<'a> View<'a> {
         self.ledger.iter().any(|e| {
             e.owned
                 && match (e.kind, e.state) {
-                    (Kind::Membership, State::Member) => {
+                    (MembershipKind::Membership, MembershipState::Member) => {
                         e.clerk_id.as_deref() == Some(member.user_id.as_str())
                     }
-                    (Kind::Invitation, State::Accepted) => {
-                        self.members.get(&e.email).map(|m| &m.user_id) == Some(&member.user_id)
+                    (MembershipKind::Invitation, MembershipState::Accepted) => {
+                        e.user_id.as_deref() == Some(member.user_id.as_str())
+                            || self.members.get(&e.email).map(|m| &m.user_id)
+                                == Some(&member.user_id)
                     }
                     _ => false,
                 }
         })
     }
 
-    fn entries_for<'e>(&'e self, email: &'e Email) -> impl Iterator<Item = &'a Recorded> + 'e {
+    fn entries_for<'e>(
+        &'e self,
+        email: &'e Email,
+    ) -> impl Iterator<Item = &'a MembershipLedgerEntry> + 'e {
         self.ledger
             .iter()
             .copied()
@@ -278,7 +287,7 @@ impl<'a> View<'a> {
         self.unasked(&asked, items);
     }
 
-    fn decide_row(&self, row: &Row, reference: &str) -> Item {
+    fn decide_row(&self, row: &DesiredMembership, reference: &str) -> Item {
         let role = row
             .role
             .clone()
@@ -294,7 +303,10 @@ impl<'a> View<'a> {
         }
         let email = row.email.clone();
         let organization_id = self.id();
-        if self.entries_for(&email).any(|e| e.state == State::Sending) {
+        if self
+            .entries_for(&email)
+            .any(|e| e.state == MembershipState::Sending)
+        {
             return Item::Waiting {
                 organization: organization_id,
                 email,
@@ -314,7 +326,7 @@ impl<'a> View<'a> {
                 wait: Wait::NotBefore { at },
             };
         }
-        if let Some(item) = self.refused_before(row, &role) {
+        if let Some(item) = self.refused_before(row) {
             return item;
         }
         let user = self.inputs.users.get(&email);
@@ -334,7 +346,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn member_outcome(&self, row: &Row, member: &Member, role: String) -> Item {
+    fn member_outcome(&self, row: &DesiredMembership, member: &Member, role: String) -> Item {
         let owned = self.owns_member(member);
         if member.role == role {
             return Item::InSync {
@@ -363,7 +375,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn pending_outcome(&self, row: &Row, pending: &Invitation, role: String) -> Item {
+    fn pending_outcome(&self, row: &DesiredMembership, pending: &Invitation, role: String) -> Item {
         let owned = self.owned_invitations.contains(pending.id.as_str());
         if pending.role == role {
             return Item::InSync {
@@ -394,15 +406,14 @@ impl<'a> View<'a> {
 
     /// Clerk refused a create for the row: for good while the row is unchanged, or until
     /// its backoff passes.
-    fn refused_before(&self, row: &Row, role: &str) -> Option<Item> {
-        let digest = row.digest(role);
-        let failed: Vec<&Recorded> = self
+    fn refused_before(&self, row: &DesiredMembership) -> Option<Item> {
+        let failed: Vec<&MembershipLedgerEntry> = self
             .entries_for(&row.email)
-            .filter(|e| e.state == State::Failed)
+            .filter(|e| e.state == MembershipState::Failed)
             .collect();
         if let Some(entry) = failed
             .iter()
-            .find(|e| e.terminal && e.row_digest.as_deref() == Some(digest.as_str()))
+            .find(|e| e.terminal && e.row_digest.as_deref() == Some(row.digest.as_str()))
         {
             return Some(Item::Reported {
                 organization_id: self.id(),
@@ -434,7 +445,9 @@ impl<'a> View<'a> {
             .invitations
             .iter()
             .any(|i| &i.email == email && i.status == InvitationStatus::Expired)
-            || self.entries_for(email).any(|e| e.state == State::Expired)
+            || self
+                .entries_for(email)
+                .any(|e| e.state == MembershipState::Expired)
     }
 
     /// The pending invitations and memberships no row asks for: invite-sync's are revoked

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::domain::Email;
 
@@ -48,73 +47,10 @@ pub enum ExistingUsers {
     Invite,
 }
 
-/// One roster row, read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub email: Email,
-    /// An organization id (`org_…`) or a slug, as the row names it (trimmed).
-    pub organization: String,
-    /// `None` takes the policy's default role.
-    pub role: Option<String>,
-    pub public_metadata: Value,
-    pub private_metadata: Value,
-    pub redirect_url: Option<String>,
-    pub expires_in_days: Option<i32>,
-    pub notify: Option<bool>,
-    pub not_before: Option<DateTime<Utc>>,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-impl Row {
-    pub fn new(email: Email, organization: impl Into<String>) -> Row {
-        Row {
-            email,
-            organization: organization.into(),
-            role: None,
-            public_metadata: Value::Object(Default::default()),
-            private_metadata: Value::Object(Default::default()),
-            redirect_url: None,
-            expires_in_days: None,
-            notify: None,
-            not_before: None,
-            created_at: None,
-        }
-    }
-
-    /// A digest of what the row asks Clerk for (not when): a create refused for good is
-    /// tried again once it changes.
-    pub fn digest(&self, role: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let canonical = serde_json::json!({
-            "organization": self.organization,
-            "role": role,
-            "public_metadata": self.public_metadata,
-            "private_metadata": self.private_metadata,
-            "redirect_url": self.redirect_url,
-            "expires_in_days": self.expires_in_days,
-            "notify": self.notify,
-        });
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
-/// A roster row that could not be read, with its reason.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unreadable {
-    /// The address as written.
-    pub email: String,
-    /// The address, when it parses: its membership is not removed for an unreadable row.
-    pub parsed: Option<Email>,
-    pub organization: String,
-    pub reason: String,
-}
-
-/// A roster row as the reader gives it.
-pub type RosterRow = Result<Row, Unreadable>;
+pub use crate::domain::{
+    DesiredMembership, InvalidMembership, MembershipKind, MembershipLedgerEntry,
+    MembershipRosterRow, MembershipState,
+};
 
 /// What Clerk said of an organization a row or the ledger names.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,52 +127,16 @@ pub struct Holdings {
     pub invitations: Vec<Invitation>,
 }
 
-/// What a ledger entry is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Invitation,
-    Membership,
-}
-
-/// A ledger entry's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    Sending,
-    Pending,
-    Accepted,
-    Revoked,
-    Expired,
-    Failed,
-    Member,
-    Removed,
-}
-
-/// What the membership ledger recorded, as the plan reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
-    pub organization_id: String,
-    pub email: Email,
-    pub kind: Kind,
-    /// The invitation's id, or the member's user id; `None` while sending.
-    pub clerk_id: Option<String>,
-    pub state: State,
-    pub owned: bool,
-    pub row_digest: Option<String>,
-    pub terminal: bool,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub last_error_code: Option<String>,
-}
-
 /// Everything the plan looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
-    pub rows: &'a [RosterRow],
+    pub rows: &'a [MembershipRosterRow],
     /// Each organization reference of the roster and each organization id of the ledger,
     /// resolved once.
     pub resolved: &'a HashMap<String, Resolution>,
     /// By organization id.
     pub holdings: &'a HashMap<String, Holdings>,
-    pub ledger: &'a [Recorded],
+    pub ledger: &'a [MembershipLedgerEntry],
     /// Addresses known to belong to users, with their user ids.
     pub users: &'a HashMap<Email, String>,
     /// The instance's roles; `None` when they could not be read (then no row is refused
@@ -303,14 +203,14 @@ pub enum Item {
     /// An organization invitation; `reinvite` when the last one expired.
     Invite {
         organization_id: String,
-        row: Row,
+        row: DesiredMembership,
         role: String,
         reinvite: bool,
     },
     /// A membership made at once for a known user.
     AddMember {
         organization_id: String,
-        row: Row,
+        row: DesiredMembership,
         user_id: String,
         role: String,
     },
@@ -325,7 +225,7 @@ pub enum Item {
     /// A pending invitation invite-sync sent has another role: revoked, then sent again.
     Replace {
         organization_id: String,
-        row: Row,
+        row: DesiredMembership,
         role: String,
         invitation_id: String,
         from: String,

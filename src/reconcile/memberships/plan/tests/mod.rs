@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
+use crate::domain::MembershipRow;
 
 fn at(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::minutes(minutes)
@@ -22,15 +23,25 @@ fn email(raw: &str) -> Email {
     Email::parse(raw).unwrap()
 }
 
-fn row(address: &str, organization: &str) -> Row {
-    Row::new(email(address), organization)
+/// A roster row, read as the roster reader reads it (its digest included).
+fn row_with(
+    address: &str,
+    organization: &str,
+    change: impl FnOnce(&mut MembershipRow),
+) -> DesiredMembership {
+    let mut raw = MembershipRow::new(address, organization);
+    change(&mut raw);
+    DesiredMembership::from_row(&raw).unwrap()
 }
 
-fn row_as(address: &str, organization: &str, role: &str) -> Row {
-    Row {
-        role: Some(role.to_owned()),
-        ..row(address, organization)
-    }
+fn row(address: &str, organization: &str) -> DesiredMembership {
+    row_with(address, organization, |_| {})
+}
+
+fn row_as(address: &str, organization: &str, role: &str) -> DesiredMembership {
+    row_with(address, organization, |raw| {
+        raw.role = Some(role.to_owned())
+    })
 }
 
 fn organization(id: &str, slug: &str, room: Room) -> Organization {
@@ -63,30 +74,41 @@ fn invitation(id: &str, address: &str, role: &str, status: InvitationStatus) -> 
 fn recorded(
     organization_id: &str,
     address: &str,
-    kind: Kind,
+    kind: MembershipKind,
     clerk_id: Option<&str>,
-    state: State,
-) -> Recorded {
-    Recorded {
-        organization_id: organization_id.to_owned(),
+    state: MembershipState,
+) -> MembershipLedgerEntry {
+    MembershipLedgerEntry {
+        id: 1,
         email: email(address),
+        organization_id: organization_id.to_owned(),
         kind,
         clerk_id: clerk_id.map(str::to_owned),
+        user_id: None,
+        role: "org:member".to_owned(),
         state,
         owned: true,
         row_digest: None,
+        attempts: 1,
+        last_error_code: None,
+        last_error: None,
         terminal: false,
         next_attempt_at: None,
-        last_error_code: None,
+        call_id: None,
+        run_id: None,
+        sent_at: None,
+        settled_at: None,
+        created_at: at(0),
+        updated_at: at(0),
     }
 }
 
 #[derive(Debug, Clone)]
 struct World {
-    rows: Vec<RosterRow>,
+    rows: Vec<MembershipRosterRow>,
     resolved: HashMap<String, Resolution>,
     holdings: HashMap<String, Holdings>,
-    ledger: Vec<Recorded>,
+    ledger: Vec<MembershipLedgerEntry>,
     users: HashMap<Email, String>,
     roles: Option<HashSet<String>>,
     policy: Policy,
@@ -118,7 +140,7 @@ impl World {
         self
     }
 
-    fn row(mut self, row: Row) -> World {
+    fn row(mut self, row: DesiredMembership) -> World {
         self.rows.push(Ok(row));
         self
     }
@@ -141,7 +163,7 @@ impl World {
         self
     }
 
-    fn recorded(mut self, entry: Recorded) -> World {
+    fn recorded(mut self, entry: MembershipLedgerEntry) -> World {
         self.ledger.push(entry);
         self
     }

@@ -28,15 +28,15 @@ const ROLES: [Option<&str>; 4] = [
 
 const ORGS: [&str; 2] = ["org_a", "org_b"];
 
-const STATES: [State; 8] = [
-    State::Sending,
-    State::Pending,
-    State::Accepted,
-    State::Revoked,
-    State::Expired,
-    State::Failed,
-    State::Member,
-    State::Removed,
+const STATES: [MembershipState; 8] = [
+    MembershipState::Sending,
+    MembershipState::Pending,
+    MembershipState::Accepted,
+    MembershipState::Revoked,
+    MembershipState::Expired,
+    MembershipState::Failed,
+    MembershipState::Member,
+    MembershipState::Removed,
 ];
 
 const STATUSES: [InvitationStatus; 4] = [
@@ -54,7 +54,7 @@ fn role_of(choice: usize) -> String {
     ROLES[choice].unwrap_or("org:member").to_owned()
 }
 
-fn rows() -> impl Strategy<Value = Vec<RosterRow>> {
+fn rows() -> impl Strategy<Value = Vec<MembershipRosterRow>> {
     prop::collection::vec(
         (
             0..POOL.len(),
@@ -70,19 +70,18 @@ fn rows() -> impl Strategy<Value = Vec<RosterRow>> {
         rows.into_iter()
             .map(|(person, reference, role, created, later, unreadable)| {
                 if unreadable {
-                    return Err(Unreadable {
+                    return Err(InvalidMembership {
                         email: POOL[person].to_owned(),
                         parsed: Some(email(POOL[person])),
                         organization: REFERENCES[reference].to_owned(),
                         reason: "unreadable".to_owned(),
                     });
                 }
-                Ok(Row {
-                    role: ROLES[role].map(str::to_owned),
-                    created_at: created.map(at),
-                    not_before: later.then(|| at(2_000)),
-                    ..row(POOL[person], REFERENCES[reference])
-                })
+                Ok(row_with(POOL[person], REFERENCES[reference], |raw| {
+                    raw.role = ROLES[role].map(str::to_owned);
+                    raw.created_at = created.map(at);
+                    raw.not_before = later.then(|| at(2_000));
+                }))
             })
             .collect()
     })
@@ -122,7 +121,7 @@ fn holdings() -> impl Strategy<Value = Holdings> {
         })
 }
 
-fn ledger() -> impl Strategy<Value = Vec<Recorded>> {
+fn ledger() -> impl Strategy<Value = Vec<MembershipLedgerEntry>> {
     prop::collection::vec(
         (
             0..ORGS.len(),
@@ -139,25 +138,26 @@ fn ledger() -> impl Strategy<Value = Vec<Recorded>> {
         entries
             .into_iter()
             .map(
-                |(org, person, membership, invitation, state, owned, terminal)| Recorded {
-                    organization_id: ORGS[org].to_owned(),
-                    email: email(POOL[person]),
-                    kind: if membership {
-                        Kind::Membership
+                |(org, person, membership, invitation, state, owned, terminal)| {
+                    let (kind, clerk_id) = if membership {
+                        (MembershipKind::Membership, user_id(person))
                     } else {
-                        Kind::Invitation
-                    },
-                    clerk_id: Some(if membership {
-                        user_id(person)
-                    } else {
-                        format!("orginv_{invitation}")
-                    }),
-                    state: STATES[state],
-                    owned,
-                    row_digest: None,
-                    terminal,
-                    next_attempt_at: Some(at(1_010)),
-                    last_error_code: None,
+                        (MembershipKind::Invitation, format!("orginv_{invitation}"))
+                    };
+                    MembershipLedgerEntry {
+                        user_id: (STATES[state] == MembershipState::Accepted)
+                            .then(|| user_id(person)),
+                        owned,
+                        terminal,
+                        next_attempt_at: Some(at(1_010)),
+                        ..recorded(
+                            ORGS[org],
+                            POOL[person],
+                            kind,
+                            Some(&clerk_id),
+                            STATES[state],
+                        )
+                    }
                 },
             )
             .collect()
@@ -231,7 +231,7 @@ impl World {
         let known = self.users.get(&email(address));
         let recorded = |user_id: &str| {
             self.ledger.iter().any(|e| {
-                e.kind == Kind::Membership
+                e.kind == MembershipKind::Membership
                     && e.organization_id == organization_id
                     && e.email.as_str() == address
                     && e.clerk_id.as_deref() == Some(user_id)
@@ -247,7 +247,7 @@ impl World {
     fn owns_invitation(&self, organization_id: &str, invitation_id: &str) -> bool {
         self.ledger.iter().any(|e| {
             e.owned
-                && e.kind == Kind::Invitation
+                && e.kind == MembershipKind::Invitation
                 && e.organization_id == organization_id
                 && e.clerk_id.as_deref() == Some(invitation_id)
         })
@@ -258,9 +258,9 @@ impl World {
             e.owned
                 && e.organization_id == organization_id
                 && match e.state {
-                    State::Member => e.clerk_id.as_deref() == Some(user_id),
-                    State::Accepted => {
-                        e.kind == Kind::Invitation
+                    MembershipState::Member => e.clerk_id.as_deref() == Some(user_id),
+                    MembershipState::Accepted => {
+                        e.kind == MembershipKind::Invitation
                             && self
                                 .member_of(organization_id, e.email.as_str())
                                 .is_some_and(|m| m.user_id == user_id)
