@@ -1,4 +1,6 @@
-//! `invite-sync import`: a CSV roster loaded into the roster table (upsert by email).
+//! `invite-sync import`: a CSV roster loaded into the roster table (upsert by email), or a
+//! membership roster file (a header with `organization`) into the membership roster (upsert
+//! by email and organization).
 
 use std::path::PathBuf;
 
@@ -6,13 +8,16 @@ use clap::Args;
 
 use super::Exit;
 use crate::config::Settings;
-use crate::import::{import_path, ImportError, ImportOptions};
+use crate::import::{import_path_with_memberships, ImportError, ImportOptions};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The CSV file: a header row naming the columns, `email` required.
+    /// The CSV file: a header row naming the columns, `email` required. With an
+    /// `organization` column it is a membership roster file, written into
+    /// source.memberships_relation.
     pub file: PathBuf,
-    /// The file is the whole roster: rows not in it are deleted.
+    /// The file is the whole roster (or the whole membership roster, for a membership file):
+    /// rows not in it are deleted.
     #[arg(long)]
     pub replace: bool,
     /// Report what would change, write nothing.
@@ -36,7 +41,8 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exit> 
         force: args.force,
         max_delete_ratio: settings.sync.max_revocation_ratio,
     };
-    match import_path(&pool, &args.file, &options).await {
+    let memberships = &settings.source.memberships_relation;
+    match import_path_with_memberships(&pool, &args.file, &options, memberships).await {
         Ok(summary) => {
             print!("{}", summary.render());
             Ok(Exit::Success)

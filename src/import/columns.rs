@@ -228,7 +228,7 @@ impl Layout {
 }
 
 /// RFC 3339, or a bare date meaning midnight UTC.
-fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(value) {
         return Some(time.with_timezone(&Utc));
     }
@@ -236,7 +236,7 @@ fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     Some(date.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
-fn parse_flag(value: &str) -> Option<bool> {
+pub(super) fn parse_flag(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Some(true),
         "false" | "no" | "0" => Some(false),
@@ -247,7 +247,7 @@ fn parse_flag(value: &str) -> Option<bool> {
 /// A `meta.KEY` cell: a number or a boolean when it is exactly one, else the text. A number
 /// is taken only when it reads back unchanged, so `02139`, `1e3` or a 25-digit id keep the
 /// spelling the file gave them.
-fn typed(value: &str) -> Value {
+pub(super) fn typed(value: &str) -> Value {
     // Spreadsheets write booleans as TRUE and FALSE.
     if value.eq_ignore_ascii_case("true") {
         return Value::Bool(true);

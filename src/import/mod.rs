@@ -1,4 +1,5 @@
-//! The CSV roster import: the HR export path into the roster relation.
+//! The CSV roster import: the HR export path into the roster relation, or, for a file
+//! whose header has an `organization` column, into the membership roster ([`memberships`]).
 //!
 //! A file is read as a stream of records and written in batches inside one transaction, so
 //! it either lands whole (the bad lines left out only when asked) or not at all. Memory
@@ -6,6 +7,7 @@
 //! `--replace` need anyway.
 
 mod columns;
+mod memberships;
 mod records;
 
 use std::collections::HashMap;
@@ -22,6 +24,10 @@ use records::{Record, RecordError, Records};
 
 /// Rows per upsert statement.
 const BATCH_ROWS: usize = 1000;
+
+/// The membership roster relation [`import_reader`] and [`import_path`] write a membership
+/// file into; [`import_reader_with_memberships`] names another.
+pub const DEFAULT_MEMBERSHIPS_RELATION: &str = "desired_memberships";
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -50,6 +56,9 @@ pub struct ImportSummary {
     /// deleted: left as they are.
     pub kept_scim: u64,
     pub problems: Vec<LineProblem>,
+    /// The file was a membership roster file (its header has an `organization` column): the
+    /// counts are of (address, organization) rows of the membership roster.
+    pub memberships: bool,
     /// Whether the import was committed; false for a dry run and a refused import, whose
     /// counts say what would have happened.
     pub written: bool,
@@ -75,8 +84,9 @@ pub enum ImportError {
     #[error("{0}")]
     NotATable(String),
     #[error(
-        "the file would delete {would_delete} of the roster's {roster} rows, more than the \
+        "the file would delete {would_delete} of the {}'s {roster} rows, more than the \
          allowed {}%; nothing was written (--force allows it)",
+        if summary.memberships { "membership roster" } else { "roster" },
         max_ratio * 100.0
     )]
     RefusedDeletion {
@@ -101,7 +111,12 @@ impl ImportSummary {
     /// The counts on one line, then one line per problem.
     pub fn render(&self) -> String {
         let mut text = format!(
-            "inserted {}, updated {}, deleted {}, unchanged {}, invalid {}{}{}\n",
+            "{}inserted {}, updated {}, deleted {}, unchanged {}, invalid {}{}{}\n",
+            if self.memberships {
+                "membership roster: "
+            } else {
+                ""
+            },
             self.inserted,
             self.updated,
             self.deleted,
@@ -135,16 +150,53 @@ pub async fn import_path(
     import_reader(pool, file, options).await
 }
 
+/// [`import_path`], a membership file going into `memberships_relation`.
+pub async fn import_path_with_memberships(
+    pool: &PgPool,
+    path: &Path,
+    options: &ImportOptions,
+    memberships_relation: &str,
+) -> Result<ImportSummary, ImportError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    import_reader_with_memberships(pool, file, options, memberships_relation).await
+}
+
 /// Imports CSV text. Reading is synchronous, a batch at a time between the awaited writes,
 /// which suits a file or an in-memory buffer.
+/// A membership file goes into [`DEFAULT_MEMBERSHIPS_RELATION`].
 pub async fn import_reader<R: Read + Send>(
     pool: &PgPool,
     reader: R,
     options: &ImportOptions,
 ) -> Result<ImportSummary, ImportError> {
+    import_reader_with_memberships(pool, reader, options, DEFAULT_MEMBERSHIPS_RELATION).await
+}
+
+/// [`import_reader`], a membership file (a header with an `organization` column) going into
+/// `memberships_relation` (`source.memberships_relation`); any other file goes into
+/// `options.relation`. `--replace` replaces only the roster the file is written into.
+pub async fn import_reader_with_memberships<R: Read + Send>(
+    pool: &PgPool,
+    reader: R,
+    options: &ImportOptions,
+    memberships_relation: &str,
+) -> Result<ImportSummary, ImportError> {
     let mut records = Records::new(BufReader::with_capacity(64 * 1024, reader));
     let mut record = Record::default();
-    let layout = read_header(&mut records, &mut record)?;
+    let names = read_header(&mut records, &mut record)?;
+    if memberships::is_membership_header(&names) {
+        return memberships::import(
+            pool,
+            &mut records,
+            &mut record,
+            &names,
+            options,
+            memberships_relation,
+        )
+        .await;
+    }
+    let layout = Layout::from_header(&names).map_err(ImportError::Csv)?;
     let kind = roster::relation_kind(pool, &options.relation).await?;
     if let Some(reason) = roster::not_writable_reason(&options.relation, kind) {
         return Err(ImportError::NotATable(reason));
@@ -225,11 +277,11 @@ pub async fn import_reader<R: Read + Send>(
     Ok(summary)
 }
 
-/// Reads the header line and the columns it names.
+/// Reads the header line: the names of its columns.
 fn read_header<R: io::BufRead>(
     records: &mut Records<R>,
     record: &mut Record,
-) -> Result<Layout, ImportError> {
+) -> Result<Vec<String>, ImportError> {
     if !read(records, record)? {
         return Err(ImportError::Csv(
             "the file is empty; its first line must be a header naming the columns \
@@ -242,7 +294,7 @@ fn read_header<R: io::BufRead>(
         .map(|field| std::str::from_utf8(field).map(str::to_owned))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ImportError::Csv("the header is not valid UTF-8".to_owned()))?;
-    Layout::from_header(&names).map_err(ImportError::Csv)
+    Ok(names)
 }
 
 fn log_finished(summary: &ImportSummary) {
@@ -254,6 +306,7 @@ fn log_finished(summary: &ImportSummary) {
         invalid = summary.invalid,
         kept_scim = summary.kept_scim,
         written = summary.written,
+        memberships = summary.memberships,
         "roster import finished"
     );
 }

@@ -67,6 +67,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub triggers: Triggers,
     pub config: CycleConfig,
+    /// `source.memberships_relation`: where the roster webhook writes memberships.
+    pub memberships_relation: String,
     pub limits: Limits,
     /// The cycles' Clerk client, whose blocks `/readyz` reports.
     pub clerk_client: Option<ClerkClient>,
@@ -93,6 +95,7 @@ impl AppState {
             pool,
             triggers,
             config: CycleConfig::from_settings(settings),
+            memberships_relation: settings.source.memberships_relation.clone(),
             limits: Limits::from_settings(settings),
             clerk_client: None,
             api_token: settings.http.api_token.clone().map(|t| Arc::new(t.into())),

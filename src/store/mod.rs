@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod listings;
 pub mod lock;
 pub mod membership_ledger;
+pub mod membership_roster;
 pub mod memberships;
 pub mod organizations;
 pub mod people;

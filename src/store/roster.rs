@@ -119,7 +119,7 @@ fn is_invisible(c: char) -> bool {
 /// the existing row's alias, `incoming` the SQL of the writer's source (`NULL` for a
 /// removal). Every statement that writes the roster carries it in its own WHERE, so a check
 /// made before the write can never be overtaken by a concurrent writer.
-fn may_write(row: &str, incoming: &str) -> String {
+pub(super) fn may_write(row: &str, incoming: &str) -> String {
     format!(
         "({row}.source IS DISTINCT FROM '{SCIM_SOURCE}' \
           OR {incoming} IS NOT DISTINCT FROM '{SCIM_SOURCE}')"
