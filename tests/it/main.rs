@@ -20,5 +20,6 @@ mod reconcile;
 mod scim;
 mod scim_input;
 mod sim;
+mod sim_orgs;
 mod store;
 mod store_memberships;

@@ -14,24 +14,24 @@ use crate::common::wait_for;
 // ---------------------------------------------------------------------------
 // The simulator alone, driven with raw HTTP
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn ok(&self) -> &Value {
+    pub(crate) fn ok(&self) -> &Value {
         assert_eq!(self.status, 200, "unexpected answer: {}", self.body);
         &self.body
     }
 
     /// Assert a ClerkErrors answer with one error of `code`, and return that error.
-    fn error(&self, status: u16, code: &str) -> &Value {
+    pub(crate) fn error(&self, status: u16, code: &str) -> &Value {
         assert_eq!(self.status, status, "unexpected answer: {}", self.body);
         let errors = self.body["errors"].as_array().expect("an errors array");
         assert_eq!(errors.len(), 1, "{}", self.body);
@@ -44,7 +44,7 @@ impl Reply {
     }
 
     /// Like `error`, and the error's `meta.param_name` is `param`.
-    fn param_error(&self, status: u16, code: &str, param: &str) -> &Value {
+    pub(crate) fn param_error(&self, status: u16, code: &str, param: &str) -> &Value {
         let error = self.error(status, code);
         assert_eq!(error["meta"]["param_name"], param, "{}", self.body);
         error
@@ -53,17 +53,17 @@ impl Reply {
 
 /// A simulator and a plain HTTP client to call it: no database and no reconciler, unlike
 /// the shared `common::Harness`.
-struct RawSim {
-    sim: SimHandle,
-    http: Client,
+pub(crate) struct RawSim {
+    pub(crate) sim: SimHandle,
+    pub(crate) http: Client,
 }
 
 impl RawSim {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with(SimOptions::default()).await
     }
 
-    async fn with(options: SimOptions) -> Self {
+    pub(crate) async fn with(options: SimOptions) -> Self {
         let sim = sim::start(options).await.expect("the simulator starts");
         RawSim {
             sim,
@@ -71,19 +71,19 @@ impl RawSim {
         }
     }
 
-    fn v1(&self, path: &str) -> String {
+    pub(crate) fn v1(&self, path: &str) -> String {
         format!("{}{path}", self.sim.base_url())
     }
 
-    fn control(&self, path: &str) -> String {
+    pub(crate) fn control(&self, path: &str) -> String {
         format!("http://{}/_sim{path}", self.sim.addr())
     }
 
-    fn auth(&self, request: RequestBuilder) -> RequestBuilder {
+    pub(crate) fn auth(&self, request: RequestBuilder) -> RequestBuilder {
         request.bearer_auth(self.sim.secret_key())
     }
 
-    async fn send(&self, request: RequestBuilder) -> Reply {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Reply {
         let response = request.send().await.expect("an HTTP answer");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -96,12 +96,12 @@ impl RawSim {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Reply {
         self.send(self.auth(self.http.post(self.v1(path))).json(body))
             .await
     }
 
-    async fn post_text(&self, path: &str, body: &str) -> Reply {
+    pub(crate) async fn post_text(&self, path: &str, body: &str) -> Reply {
         let request = self
             .auth(self.http.post(self.v1(path)))
             .header("content-type", "application/json")
@@ -109,23 +109,23 @@ impl RawSim {
         self.send(request).await
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.send(self.auth(self.http.get(self.v1(path)))).await
     }
 
-    async fn create(&self, email: &str) -> Value {
+    pub(crate) async fn create(&self, email: &str) -> Value {
         self.create_with(json!({ "email_address": email })).await
     }
 
-    async fn create_with(&self, body: Value) -> Value {
+    pub(crate) async fn create_with(&self, body: Value) -> Value {
         self.post("/invitations", &body).await.ok().clone()
     }
 
-    async fn bulk(&self, body: Value) -> Reply {
+    pub(crate) async fn bulk(&self, body: Value) -> Reply {
         self.post("/invitations/bulk", &body).await
     }
 
-    async fn revoke(&self, id: &str) -> Reply {
+    pub(crate) async fn revoke(&self, id: &str) -> Reply {
         self.send(
             self.auth(
                 self.http
@@ -135,11 +135,11 @@ impl RawSim {
         .await
     }
 
-    async fn list(&self, query: &str) -> Reply {
+    pub(crate) async fn list(&self, query: &str) -> Reply {
         self.get(&format!("/invitations?{query}")).await
     }
 
-    async fn control_post(&self, path: &str, body: Option<Value>) -> Reply {
+    pub(crate) async fn control_post(&self, path: &str, body: Option<Value>) -> Reply {
         let mut request = self.http.post(self.control(path));
         if let Some(body) = body {
             request = request.json(&body);
@@ -147,7 +147,7 @@ impl RawSim {
         self.send(request).await
     }
 
-    async fn control_get(&self, path: &str) -> Reply {
+    pub(crate) async fn control_get(&self, path: &str) -> Reply {
         self.send(self.http.get(self.control(path))).await
     }
 }
@@ -168,18 +168,18 @@ fn ids(list: &Value) -> Vec<String> {
         .collect()
 }
 
-fn id_of(invitation: &Value) -> String {
+pub(crate) fn id_of(invitation: &Value) -> String {
     invitation["id"].as_str().expect("an id").to_owned()
 }
 
-fn live_key() -> SimOptions {
+pub(crate) fn live_key() -> SimOptions {
     SimOptions {
         secret_key: "sk_live_simulator".to_owned(),
         ..SimOptions::default()
     }
 }
 
-fn no_limits() -> SimOptions {
+pub(crate) fn no_limits() -> SimOptions {
     SimOptions {
         rate_limits: false,
         ..SimOptions::default()
@@ -269,8 +269,7 @@ async fn every_answer_carries_a_clerk_trace_id() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_clerk_errors() {
     let h = RawSim::start().await;
-    h.get("/sessions").await
-        .error(404, "resource_not_found");
+    h.get("/sessions").await.error(404, "resource_not_found");
     h.send(h.auth(h.http.post(h.v1("/users"))))
         .await
         .error(405, "method_not_allowed");
@@ -1730,12 +1729,12 @@ fn fault_and_stats_serialise_as_documented() {
 // ---------------------------------------------------------------------------
 // Conformance with Clerk's spec
 
-struct Spec {
+pub(crate) struct Spec {
     root: serde_yaml::Value,
 }
 
 impl Spec {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         Spec {
             root: crate::common::yaml("tests/fixtures/clerk-bapi-2026-05-12.yml"),
         }
@@ -1752,12 +1751,12 @@ impl Spec {
         serde_json::to_value(node).expect("a JSON-compatible schema")
     }
 
-    fn schema(&self, name: &str) -> Value {
+    pub(crate) fn schema(&self, name: &str) -> Value {
         self.resolve(&format!("#/components/schemas/{name}"))
     }
 
     /// The JSON schema of an operation's response, following the spec's `$ref`s.
-    fn response_schema(&self, path: &str, method: &str, status: &str) -> Value {
+    pub(crate) fn response_schema(&self, path: &str, method: &str, status: &str) -> Value {
         let op = self.root["paths"][path][method].clone();
         let response = serde_json::to_value(&op["responses"][status])
             .unwrap_or_else(|_| panic!("{method} {path} {status}"));
@@ -1769,7 +1768,7 @@ impl Spec {
     }
 
     /// Every way `value` breaks `schema`, each with its JSON path.
-    fn check(&self, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    pub(crate) fn check(&self, schema: &Value, value: &Value, at: &str) -> Vec<String> {
         let mut problems = Vec::new();
         self.check_into(schema, value, at, &mut problems);
         problems
@@ -1864,7 +1863,7 @@ impl Spec {
         }
     }
 
-    fn assert_conforms(&self, schema: &Value, value: &Value, what: &str) {
+    pub(crate) fn assert_conforms(&self, schema: &Value, value: &Value, what: &str) {
         let problems = self.check(schema, value, "$");
         assert!(
             problems.is_empty(),
@@ -2123,7 +2122,7 @@ impl RawSim {
         self.get(&format!("/users?{query}")).await
     }
 
-    async fn delete(&self, path: &str) -> Reply {
+    pub(crate) async fn delete(&self, path: &str) -> Reply {
         self.send(self.auth(self.http.delete(self.v1(path)))).await
     }
 
@@ -2501,17 +2500,17 @@ async fn user_answers_conform_to_the_spec() {
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One delivery as the receiver saw it.
-struct Received {
+pub(crate) struct Received {
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -2521,14 +2520,14 @@ impl Received {
 
 /// A webhook endpoint on its own port: every delivery is passed on; the first `fail`
 /// are answered 500, and while `hold` has no permit each answer waits for one.
-struct Receiver {
+pub(crate) struct Receiver {
     url: String,
     deliveries: tokio::sync::mpsc::UnboundedReceiver<Received>,
     hold: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Receiver {
-    async fn start(fail: u32, held: bool) -> Self {
+    pub(crate) async fn start(fail: u32, held: bool) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         use std::sync::Arc;
         let (sender, deliveries) = tokio::sync::mpsc::unbounded_channel();
@@ -2575,26 +2574,26 @@ impl Receiver {
         }
     }
 
-    async fn next(&mut self) -> Received {
+    pub(crate) async fn next(&mut self) -> Received {
         tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
             .await
             .expect("a delivery within 10 s")
             .expect("the receiver is running")
     }
 
-    fn nothing_more(&mut self) -> bool {
+    pub(crate) fn nothing_more(&mut self) -> bool {
         self.deliveries.try_recv().is_err()
     }
 }
 
-async fn sim_delivering_to(receiver: &Receiver) -> RawSim {
+pub(crate) async fn sim_delivering_to(receiver: &Receiver) -> RawSim {
     let target =
         sim::WebhookTarget::new(&receiver.url, WEBHOOK_SECRET).expect("a valid webhook target");
     RawSim::with(SimOptions::default().with_webhook(target)).await
 }
 
 /// Verify a delivery with the project's own verifier and return its payload.
-fn verified(delivery: &Received) -> Value {
+pub(crate) fn verified(delivery: &Received) -> Value {
     use invite_sync::webhook_signature::{Scheme, Verifier, VerifyError};
     let now = chrono::Utc::now().timestamp();
     let verifier = Verifier::new(&[WEBHOOK_SECRET]).expect("the secret is valid");

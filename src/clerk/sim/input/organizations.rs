@@ -579,7 +579,7 @@ mod tests {
         }
         let eleven = format!(
             "[{}]",
-            vec![r#"{"email_address": "a@x.com", "role": "org:member"}"#; 11].join(",")
+            [r#"{"email_address": "a@x.com", "role": "org:member"}"#; 11].join(",")
         );
         assert_eq!(
             parse_invitation_bulk(eleven.as_bytes())

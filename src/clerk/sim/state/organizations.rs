@@ -884,7 +884,9 @@ impl State {
         let user = self.stored_user(&new.user_id)?;
         orgs.role(&new.role)?;
         if orgs.membership_index(&org.id, &user.id).is_some() {
-            return Err(ApiError::already_a_member(std::slice::from_ref(&user.email_address)));
+            return Err(ApiError::already_a_member(std::slice::from_ref(
+                &user.email_address,
+            )));
         }
         let (members, pending) = orgs.counts(&org.id, now);
         let max = org.max_allowed_memberships;
