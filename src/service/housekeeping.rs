@@ -42,6 +42,7 @@ pub async fn prune(pool: &PgPool, days: u32) -> Option<retention::Pruned> {
                 webhook_deliveries = pruned.webhook_deliveries,
                 rate_blocks = pruned.rate_blocks,
                 ledger = pruned.ledger,
+                membership_ledger = pruned.membership_ledger,
                 user_checks = pruned.user_checks,
                 "housekeeping pruned old rows"
             );

@@ -16,6 +16,7 @@ pub struct Pruned {
     pub webhook_deliveries: u64,
     pub rate_blocks: u64,
     pub ledger: u64,
+    pub membership_ledger: u64,
     pub user_checks: u64,
 }
 
@@ -26,6 +27,7 @@ impl Pruned {
             + self.webhook_deliveries
             + self.rate_blocks
             + self.ledger
+            + self.membership_ledger
             + self.user_checks
     }
 }
@@ -91,6 +93,22 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<Pruned, sqlx::Error> {
     .execute(pool)
     .await?
     .rows_affected();
+    // The same for organizations: a settled row superseded by a newer one for the same person
+    // in the same organization.
+    let membership_ledger = sqlx::query!(
+        r#"DELETE FROM invite_sync_membership_ledger AS l
+           WHERE l.state IN ('revoked', 'expired', 'failed', 'removed')
+             AND l.updated_at < now() - make_interval(days => $1)
+             AND EXISTS (SELECT 1 FROM invite_sync_membership_ledger AS newer
+                         WHERE newer.target = l.target
+                           AND newer.organization_id = l.organization_id
+                           AND newer.email = l.email
+                           AND newer.id > l.id)"#,
+        days,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     // A "not a user" answer this old is asked again before any create anyway.
     let user_checks = sqlx::query!(
         r#"DELETE FROM invite_sync_user_checks
@@ -106,6 +124,7 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<Pruned, sqlx::Error> {
         webhook_deliveries,
         rate_blocks,
         ledger,
+        membership_ledger,
         user_checks,
     })
 }

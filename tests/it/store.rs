@@ -469,6 +469,7 @@ async fn housekeeping_prunes_old_history_and_keeps_what_is_still_needed() {
             webhook_deliveries: 1,
             rate_blocks: 1,
             ledger: 2,
+            membership_ledger: 0,
             user_checks: 1,
         }
     );

@@ -770,3 +770,105 @@ async fn organization_invitations_spend_a_budget_of_their_own() {
     let instance = budget::current(&db.pool, TARGET, limits).await.unwrap();
     assert!(instance.bulk.blocked_until.is_none());
 }
+
+#[tokio::test]
+async fn housekeeping_prunes_superseded_membership_history_and_keeps_an_unsettled_creates_call() {
+    let db = TestDb::migrated().await;
+    // An old call carrying a create still `sending`, and an old call nothing needs.
+    let needed = budget::record_call(
+        &db.pool,
+        TARGET,
+        Operation::CreateOrganizationInvitation.as_str(),
+        1,
+        None,
+    )
+    .await
+    .unwrap();
+    budget::record_call(
+        &db.pool,
+        TARGET,
+        Operation::CreateOrganizationInvitationsBulk.as_str(),
+        3,
+        None,
+    )
+    .await
+    .unwrap();
+    execute(
+        &db,
+        "UPDATE invite_sync_clerk_calls SET called_at = now() - interval '40 days'",
+    )
+    .await;
+    // Old history, written first: ann's revoked invitation in org_1 and bo's removed
+    // membership there are superseded by the newer rows below; bo's expired invitation in
+    // org_2 is his latest word there, and stays.
+    for (email, organization, state, clerk_id) in [
+        ("ann@example.com", "org_1", "revoked", "orginv_old_ann"),
+        ("bo@example.com", "org_2", "expired", "orginv_old_bo"),
+        ("bo@example.com", "org_1", "removed", "user_bo"),
+    ] {
+        sqlx::query(
+            "INSERT INTO invite_sync_membership_ledger
+               (target, email, organization_id, kind, clerk_id, role, state, owned, created_at,
+                updated_at)
+             VALUES ($1, $2, $3,
+                     CASE WHEN $5 LIKE 'orginv_%' THEN 'invitation' ELSE 'membership' END,
+                     $5, 'org:member', $4, true, now() - interval '50 days',
+                     now() - interval '40 days')",
+        )
+        .bind(TARGET)
+        .bind(email)
+        .bind(organization)
+        .bind(state)
+        .bind(clerk_id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let ann = email("ann@example.com");
+    let mut conn = db.pool.acquire().await.unwrap();
+    let sending = Sending {
+        call_id: Some(needed),
+        ..invitation(&ann, "org_1", "org:member")
+    };
+    membership_ledger::start_sending(&mut conn, &sending)
+        .await
+        .unwrap()
+        .unwrap();
+    let bo = email("bo@example.com");
+    let id = membership_ledger::start_sending(&mut conn, &invitation(&bo, "org_1", "org:admin"))
+        .await
+        .unwrap()
+        .unwrap();
+    membership_ledger::mark_invited(&db.pool, id, "orginv_new_bo")
+        .await
+        .unwrap();
+
+    let pruned = invite_sync::store::retention::prune(&db.pool, 30)
+        .await
+        .unwrap();
+    assert_eq!(pruned.membership_ledger, 2, "{pruned:?}");
+    assert_eq!(pruned.clerk_calls, 1, "{pruned:?}");
+    let kept: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT email, organization_id, state FROM invite_sync_membership_ledger ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let kept: Vec<(&str, &str, &str)> = kept
+        .iter()
+        .map(|(e, o, s)| (e.as_str(), o.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("bo@example.com", "org_2", "expired"),
+            ("ann@example.com", "org_1", "sending"),
+            ("bo@example.com", "org_1", "pending"),
+        ]
+    );
+    let calls: Vec<i64> = sqlx::query_scalar("SELECT id FROM invite_sync_clerk_calls")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(calls, vec![needed], "the unsettled create's call stays");
+}
