@@ -4,34 +4,36 @@
 //! SDK's error. The script (tests/js/clerk-backend.mjs) checks each answer as the SDK returns
 //! it and prints one JSON report; this test asserts on that report and on the simulator's state.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use invite_sync::clerk::sim::{self, SimHandle, SimOptions};
+use invite_sync::clerk::sim::{self, Operation, SimHandle, SimOptions};
 use invite_sync::clerk::InvitationStatus;
 use serde_json::Value;
 
 use crate::common::{repo_path, Finished, Proc};
 
-/// Every step the script runs, in order: each call named in issue 21's point 7 that the SDK
-/// has (it has no call for the instance-wide `GET /organization_invitations`).
+/// Every step the script runs, in order: each call of issue 21's point 7 that the SDK has (it
+/// has none for the instance-wide `GET /organization_invitations`), and the refusals a
+/// membership roster meets, read through the SDK's error.
 const STEPS: &[&str] = &[
     "seed users (control API)",
     "users.getUserList({ emailAddress })",
     "users.getUserList({ limit, offset })",
     "users.getUser",
     "users.getCount",
-    "users.getUser refused for an unknown id",
+    "users.getUser refused: unknown id",
     "invitations.createInvitation",
     "invitations.createInvitationBulk",
     "invitations.getInvitationList({ status: pending })",
     "invitations.revokeInvitation",
-    "invitations.createInvitation refused: duplicate_record",
+    "invitations.createInvitation refused: a pending one exists",
     "organizations.createOrganization",
     "organizations.getOrganization({ organizationId })",
     "organizations.getOrganization({ slug })",
-    "organizations.getOrganization refused for an unknown slug",
+    "organizations.getOrganization refused: unknown slug",
     "organizations.getOrganizationList",
     "organizations.createOrganizationInvitation",
     "organizations.createOrganizationInvitation to an existing account",
@@ -39,12 +41,22 @@ const STEPS: &[&str] = &[
     "organizations.getOrganizationInvitationList({ status: [pending] })",
     "organizations.getOrganizationInvitation",
     "organizations.revokeOrganizationInvitation",
+    "organizations.revokeOrganizationInvitation refused: not pending",
     "organizations.createOrganizationInvitation refused: a pending one exists",
+    "organizations.createOrganizationInvitation refused: unknown role",
+    "organization invitation accepted (control API), seen through the SDK",
+    "organizations.getOrganization({ includeMembersCount })",
+    "organizations.createOrganizationInvitationBulk up to the limit",
+    "organizations.createOrganizationInvitation refused: the organization is full",
     "organizations.createOrganizationMembership",
     "organizations.getOrganizationMembershipList",
+    "organizations.createOrganizationMembership refused: already a member",
+    "organizations.createOrganizationMembership refused: unknown user",
     "organizations.updateOrganizationMembership",
     "organizations.deleteOrganizationMembership",
-    "organizations.createOrganizationMembership refused: already a member",
+    "organizations.updateOrganizationMembership refused: the last admin",
+    "a Directory Sync membership (control API), seen through the SDK",
+    "organizations.deleteOrganizationMembership refused: managed by Directory Sync",
 ];
 
 /// Installs tests/js's npm packages when missing or stale (scripts/lib/node-sdk.sh, from the
@@ -140,6 +152,17 @@ async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_cal
     );
 
     // What the SDK was told happened is what the simulator holds.
+    assert_instance_invitations(&sim, &report);
+    assert_organizations(&sim, &report);
+    let count_calls = sim.stats().total(Operation::CountUsers);
+    assert!(
+        count_calls > 0 && sim.stats().count(Operation::CountUsers, 200) == count_calls,
+        "getUserList and getCount reach GET /users/count, answered 200: {:?}",
+        sim.stats()
+    );
+}
+
+fn assert_instance_invitations(sim: &SimHandle, report: &Value) {
     let invitations = sim.invitations();
     let status_of = |id: &str| {
         invitations
@@ -148,9 +171,9 @@ async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_cal
             .map(|i| i.status)
             .unwrap_or_else(|| panic!("the simulator holds no invitation {id}"))
     };
-    let revoked = detail_str(&report, "invitations.revokeInvitation", "/id");
+    let revoked = detail_str(report, "invitations.revokeInvitation", "/id");
     assert_eq!(status_of(revoked), InvitationStatus::Revoked);
-    let bulk = step(&report, "invitations.createInvitationBulk")["detail"]["ids"]
+    let bulk = step(report, "invitations.createInvitationBulk")["detail"]["ids"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -159,9 +182,62 @@ async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_cal
         assert_eq!(status_of(id), InvitationStatus::Pending, "{id}");
     }
     assert_eq!(invitations.len(), 3, "{invitations:?}");
-    let user_id = detail_str(&report, "users.getUser", "/id");
-    assert!(
-        sim.users().iter().any(|u| u.id == user_id),
-        "the simulator holds no user {user_id}"
+}
+
+/// Acme: one member (who accepted), four pending invitations filling its five places, one
+/// revoked. Globex: its admin, and a member Directory Sync manages; the member deleted is gone.
+fn assert_organizations(sim: &SimHandle, report: &Value) {
+    let acme = detail_str(report, "organizations.createOrganization", "/acme");
+    let globex = detail_str(report, "organizations.createOrganization", "/globex");
+    let user = |prefix: &str| -> String {
+        step(report, "seed users (control API)")["detail"]["users"]
+            .as_object()
+            .and_then(|users| users.iter().find(|(email, _)| email.starts_with(prefix)))
+            .and_then(|(_, id)| id.as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no seeded user {prefix}… in the report"))
+    };
+
+    let organizations = sim.organizations();
+    let max_of = |id: &str| {
+        organizations
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| o.max_allowed_memberships)
+            .unwrap_or_else(|| panic!("the simulator holds no organization {id}"))
+    };
+    assert_eq!(max_of(acme), 5);
+    assert_eq!(max_of(globex), 0, "no limit unless one is given");
+
+    let invitations = sim.organization_invitations();
+    let mut statuses: BTreeMap<InvitationStatus, usize> = BTreeMap::new();
+    for invitation in &invitations {
+        assert_eq!(invitation.organization_id, acme, "{invitation:?}");
+        *statuses.entry(invitation.status).or_default() += 1;
+    }
+    let expected = BTreeMap::from([
+        (InvitationStatus::Pending, 4),
+        (InvitationStatus::Accepted, 1),
+        (InvitationStatus::Revoked, 1),
+    ]);
+    assert_eq!(statuses, expected, "{invitations:?}");
+
+    let roles_in = |organization: &str| -> BTreeMap<String, String> {
+        sim.memberships()
+            .into_iter()
+            .filter(|m| m.organization.id == organization)
+            .map(|m| (m.user_id().unwrap_or_default().to_owned(), m.role))
+            .collect()
+    };
+    let (ada, cyd) = (user("ada."), user("cyd."));
+    assert_eq!(
+        roles_in(acme),
+        BTreeMap::from([(cyd.clone(), "org:member".to_owned())])
+    );
+    assert_eq!(
+        roles_in(globex),
+        BTreeMap::from([
+            (ada, "org:admin".to_owned()),
+            (cyd, "org:member".to_owned())
+        ])
     );
 }

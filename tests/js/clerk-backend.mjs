@@ -105,6 +105,54 @@ async function refused(call) {
   }
 }
 
+// A step whose call must be refused with `status` and one of `codes` as errors[0].code.
+async function refusal(name, needs, call, status, codes) {
+  await step(name, needs, async () => {
+    const error = await refused(call);
+    equal(error.status, status, 'status');
+    const code = error.errors[0]?.code;
+    check(codes.includes(code), `errors[0].code one of ${codes.join(', ')}`, code);
+    check(typeof error.clerkTraceId === 'string' && error.clerkTraceId.length > 0, 'a clerkTraceId', error.clerkTraceId);
+    return { status: error.status, code };
+  });
+}
+
+// The fields each resource's fromJSON reads that the spec requires (and, for the Backend API,
+// the private metadata and an invitation's organization and status): the answer must hold
+// each (null where the spec allows it), else the SDK's object shows `undefined`.
+const FIELDS = {
+  invitation: ['object', 'id', 'email_address', 'public_metadata', 'status', 'created_at', 'updated_at'],
+  organization: [
+    'object', 'id', 'name', 'slug', 'has_image', 'max_allowed_memberships', 'admin_delete_enabled',
+    'public_metadata', 'private_metadata', 'created_at', 'updated_at',
+  ],
+  organization_invitation: [
+    'object', 'id', 'email_address', 'role', 'role_name', 'organization_id', 'status', 'public_metadata',
+    'private_metadata', 'url', 'expires_at', 'created_at', 'updated_at',
+  ],
+  organization_membership: [
+    'object', 'id', 'role', 'permissions', 'public_metadata', 'private_metadata', 'organization',
+    'public_user_data', 'created_at', 'updated_at',
+  ],
+  public_user_data: ['user_id', 'first_name', 'last_name', 'image_url', 'has_image', 'identifier'],
+};
+
+function shaped(resource, kind) {
+  const raw = kind === 'public_user_data' ? resource : resource?.raw;
+  check(raw && typeof raw === 'object', `${kind}: the SDK kept the answer`, raw);
+  const absent = FIELDS[kind].filter((field) => !(field in raw));
+  check(absent.length === 0, `${kind} ${raw.id ?? ''}: fields the SDK reads are missing: ${absent.join(', ')}`);
+  if (kind !== 'public_user_data') {
+    equal(raw.object, kind, `${kind}: object`);
+    check(Number.isInteger(raw.created_at) && Number.isInteger(raw.updated_at), `${kind}: timestamps in ms`, raw.created_at);
+  }
+  if (kind === 'organization_membership') {
+    shaped(resource.organization, 'organization');
+    shaped(raw.public_user_data, 'public_user_data');
+  }
+  return resource;
+}
+
 async function control(method, path, body) {
   const response = await fetch(`${controlUrl}${path}`, {
     method,
@@ -179,12 +227,13 @@ await step('users.getCount', ['users'], async () => {
   return { all, some };
 });
 
-await step('users.getUser refused for an unknown id', [], async () => {
-  const error = await refused(() => clerk.users.getUser('user_doesnotexist000000000000'));
-  equal(error.status, 404, 'status');
-  equal(error.errors[0]?.code, 'resource_not_found', 'errors[0].code');
-  return { status: error.status, code: error.errors[0].code };
-});
+await refusal(
+  'users.getUser refused: unknown id',
+  [],
+  () => clerk.users.getUser('user_doesnotexist000000000000'),
+  404,
+  ['resource_not_found'],
+);
 
 // ---------------------------------------------------------------------------
 // Instance invitations
@@ -194,13 +243,16 @@ const jan = address('jan');
 const kit = address('kit');
 
 await step('invitations.createInvitation', [], async () => {
-  const invitation = await clerk.invitations.createInvitation({
-    emailAddress: ivy,
-    publicMetadata: { team: 'red', nested: { camelCase: 1 } },
-    redirectUrl: 'https://app.example.com/welcome',
-    expiresInDays: 7,
-    notify: false,
-  });
+  const invitation = shaped(
+    await clerk.invitations.createInvitation({
+      emailAddress: ivy,
+      publicMetadata: { team: 'red', nested: { camelCase: 1 } },
+      redirectUrl: 'https://app.example.com/welcome',
+      expiresInDays: 7,
+      notify: false,
+    }),
+    'invitation',
+  );
   equal(invitation.emailAddress, ivy, 'emailAddress');
   equal(invitation.status, 'pending', 'status');
   equal(invitation.publicMetadata, { team: 'red', nested: { camelCase: 1 } }, 'publicMetadata (nested keys as sent)');
@@ -215,6 +267,7 @@ await step('invitations.createInvitationBulk', [], async () => {
     { emailAddress: kit, publicMetadata: { team: 'blue' }, notify: false },
   ]);
   check(Array.isArray(created), 'an array of invitations', created);
+  created.forEach((i) => shaped(i, 'invitation'));
   equal(emailsOf(created), sorted([jan, kit]), 'their addresses');
   equal(created.map((i) => i.status), ['pending', 'pending'], 'statuses');
   state.bulkInvitations = ids(created);
@@ -223,6 +276,7 @@ await step('invitations.createInvitationBulk', [], async () => {
 
 await step('invitations.getInvitationList({ status: pending })', ['invitation', 'bulkInvitations'], async () => {
   const list = page(await clerk.invitations.getInvitationList({ status: 'pending', limit: 100 }), 'getInvitationList');
+  list.data.forEach((i) => shaped(i, 'invitation'));
   const mine = list.data.filter((i) => [ivy, jan, kit].includes(i.emailAddress));
   equal(emailsOf(mine), sorted([ivy, jan, kit]), 'the pending invitations of this run');
   check(list.data.every((i) => i.status === 'pending'), 'only pending ones', list.data.map((i) => i.status));
@@ -231,7 +285,7 @@ await step('invitations.getInvitationList({ status: pending })', ['invitation', 
 });
 
 await step('invitations.revokeInvitation', ['invitation'], async () => {
-  const revoked = await clerk.invitations.revokeInvitation(state.invitation);
+  const revoked = shaped(await clerk.invitations.revokeInvitation(state.invitation), 'invitation');
   equal(revoked.id, state.invitation, 'id');
   equal(revoked.status, 'revoked', 'status');
   equal(revoked.revoked, true, 'revoked');
@@ -242,13 +296,13 @@ await step('invitations.revokeInvitation', ['invitation'], async () => {
   return { id: revoked.id };
 });
 
-await step('invitations.createInvitation refused: duplicate_record', ['bulkInvitations'], async () => {
-  const error = await refused(() => clerk.invitations.createInvitation({ emailAddress: jan, notify: false }));
-  equal(error.status, 400, 'status');
-  equal(error.errors[0]?.code, 'duplicate_record', 'errors[0].code');
-  check(typeof error.clerkTraceId === 'string' && error.clerkTraceId.length > 0, 'a clerkTraceId', error.clerkTraceId);
-  return { status: error.status, code: error.errors[0].code };
-});
+await refusal(
+  'invitations.createInvitation refused: a pending one exists',
+  ['bulkInvitations'],
+  () => clerk.invitations.createInvitation({ emailAddress: jan, notify: false }),
+  400,
+  ['duplicate_record'],
+);
 
 // ---------------------------------------------------------------------------
 // Organizations
@@ -257,20 +311,26 @@ const acmeSlug = `acme-${tag}`;
 const globexSlug = `globex-${tag}`;
 
 await step('organizations.createOrganization', [], async () => {
-  const acme = await clerk.organizations.createOrganization({
-    name: `Acme ${tag}`,
-    slug: acmeSlug,
-    maxAllowedMemberships: 5,
-    publicMetadata: { tier: 'gold' },
-    privateMetadata: { crm: 'A-1' },
-  });
+  const acme = shaped(
+    await clerk.organizations.createOrganization({
+      name: `Acme ${tag}`,
+      slug: acmeSlug,
+      maxAllowedMemberships: 5,
+      publicMetadata: { tier: 'gold' },
+      privateMetadata: { crm: 'A-1' },
+    }),
+    'organization',
+  );
   check(/^org_/.test(acme.id), 'an org_ id', acme.id);
   equal(acme.slug, acmeSlug, 'slug');
   equal(acme.name, `Acme ${tag}`, 'name');
   equal(acme.maxAllowedMemberships, 5, 'maxAllowedMemberships');
   equal(acme.publicMetadata, { tier: 'gold' }, 'publicMetadata');
   equal(acme.privateMetadata, { crm: 'A-1' }, 'privateMetadata');
-  const globex = await clerk.organizations.createOrganization({ name: `Globex ${tag}`, slug: globexSlug });
+  const globex = shaped(
+    await clerk.organizations.createOrganization({ name: `Globex ${tag}`, slug: globexSlug }),
+    'organization',
+  );
   equal(globex.slug, globexSlug, 'second slug');
   state.acme = acme.id;
   state.globex = globex.id;
@@ -278,28 +338,31 @@ await step('organizations.createOrganization', [], async () => {
 });
 
 await step('organizations.getOrganization({ organizationId })', ['acme'], async () => {
-  const org = await clerk.organizations.getOrganization({ organizationId: state.acme });
+  const org = shaped(await clerk.organizations.getOrganization({ organizationId: state.acme }), 'organization');
   equal(org.id, state.acme, 'id');
   equal(org.slug, acmeSlug, 'slug');
   equal(org.maxAllowedMemberships, 5, 'maxAllowedMemberships');
+  equal(org.privateMetadata, { crm: 'A-1' }, 'privateMetadata');
   return { id: org.id };
 });
 
 await step('organizations.getOrganization({ slug })', ['acme'], async () => {
-  const org = await clerk.organizations.getOrganization({ slug: acmeSlug });
+  const org = shaped(await clerk.organizations.getOrganization({ slug: acmeSlug }), 'organization');
   equal(org.id, state.acme, 'id');
   return { id: org.id };
 });
 
-await step('organizations.getOrganization refused for an unknown slug', [], async () => {
-  const error = await refused(() => clerk.organizations.getOrganization({ slug: `nowhere-${tag}` }));
-  equal(error.status, 404, 'status');
-  equal(error.errors[0]?.code, 'resource_not_found', 'errors[0].code');
-  return { status: error.status, code: error.errors[0].code };
-});
+await refusal(
+  'organizations.getOrganization refused: unknown slug',
+  [],
+  () => clerk.organizations.getOrganization({ slug: `nowhere-${tag}` }),
+  404,
+  ['resource_not_found'],
+);
 
 await step('organizations.getOrganizationList', ['acme', 'globex'], async () => {
   const all = page(await clerk.organizations.getOrganizationList({ limit: 100 }), 'getOrganizationList');
+  all.data.forEach((o) => shaped(o, 'organization'));
   check([state.acme, state.globex].every((id) => ids(all.data).includes(id)), 'both organizations listed', ids(all.data));
   check(all.totalCount >= 2, 'totalCount', all.totalCount);
   const found = page(await clerk.organizations.getOrganizationList({ query: globexSlug }), 'getOrganizationList query');
@@ -312,22 +375,28 @@ await step('organizations.getOrganizationList', ['acme', 'globex'], async () => 
 });
 
 // ---------------------------------------------------------------------------
-// Organization invitations
+// Organization invitations (Acme takes at most 5 members and pending invitations)
 
 const olga = address('olga');
 const otto = address('otto');
 const opal = address('opal');
+const pia = address('pia');
+const quin = address('quin');
+const rex = address('rex');
 
 await step('organizations.createOrganizationInvitation', ['acme'], async () => {
-  const invitation = await clerk.organizations.createOrganizationInvitation({
-    organizationId: state.acme,
-    emailAddress: olga,
-    role: 'org:member',
-    publicMetadata: { seat: 7 },
-    privateMetadata: { source: 'hr' },
-    redirectUrl: 'https://app.example.com/join',
-    expiresInDays: 14,
-  });
+  const invitation = shaped(
+    await clerk.organizations.createOrganizationInvitation({
+      organizationId: state.acme,
+      emailAddress: olga,
+      role: 'org:member',
+      publicMetadata: { seat: 7 },
+      privateMetadata: { source: 'hr' },
+      redirectUrl: 'https://app.example.com/join',
+      expiresInDays: 14,
+    }),
+    'organization_invitation',
+  );
   check(/^orginv_/.test(invitation.id), 'an orginv_ id', invitation.id);
   equal(invitation.emailAddress, olga, 'emailAddress');
   equal(invitation.role, 'org:member', 'role');
@@ -341,11 +410,15 @@ await step('organizations.createOrganizationInvitation', ['acme'], async () => {
 
 await step('organizations.createOrganizationInvitation to an existing account', ['acme', 'users'], async () => {
   // Unlike an instance invitation, an organization invitation may go to an address with an account.
-  const invitation = await clerk.organizations.createOrganizationInvitation({
-    organizationId: state.acme,
-    emailAddress: cyd,
-    role: 'org:member',
-  });
+  const invitation = shaped(
+    await clerk.organizations.createOrganizationInvitation({
+      organizationId: state.acme,
+      emailAddress: cyd,
+      role: 'org:member',
+      publicMetadata: { desk: 'B2' },
+    }),
+    'organization_invitation',
+  );
   equal(invitation.emailAddress, cyd, 'emailAddress');
   equal(invitation.status, 'pending', 'status');
   state.existingAccountInvitation = invitation.id;
@@ -359,6 +432,7 @@ await step('organizations.createOrganizationInvitationBulk', ['acme'], async () 
   ]);
   // The spec answers {data, total_count}; the SDK passes it on as {data, totalCount}.
   const created = page(result, 'createOrganizationInvitationBulk');
+  created.data.forEach((i) => shaped(i, 'organization_invitation'));
   equal(emailsOf(created.data), sorted([otto, opal]), 'their addresses');
   const roles = Object.fromEntries(created.data.map((i) => [i.emailAddress, i.role]));
   equal(roles, { [otto]: 'org:admin', [opal]: 'org:member' }, 'roles');
@@ -376,6 +450,7 @@ await step(
       await clerk.organizations.getOrganizationInvitationList({ organizationId: state.acme, status: ['pending'] }),
       'getOrganizationInvitationList',
     );
+    list.data.forEach((i) => shaped(i, 'organization_invitation'));
     equal(emailsOf(list.data), sorted([olga, cyd, otto, opal]), 'the pending invitations');
     equal(list.totalCount, 4, 'totalCount');
     const paged = page(
@@ -389,21 +464,22 @@ await step(
 );
 
 await step('organizations.getOrganizationInvitation', ['orgInvitation'], async () => {
-  const invitation = await clerk.organizations.getOrganizationInvitation({
-    organizationId: state.acme,
-    invitationId: state.orgInvitation,
-  });
+  const invitation = shaped(
+    await clerk.organizations.getOrganizationInvitation({ organizationId: state.acme, invitationId: state.orgInvitation }),
+    'organization_invitation',
+  );
   equal(invitation.id, state.orgInvitation, 'id');
   equal(invitation.emailAddress, olga, 'emailAddress');
   equal(invitation.role, 'org:member', 'role');
+  equal(invitation.privateMetadata, { source: 'hr' }, 'privateMetadata');
   return { id: invitation.id };
 });
 
 await step('organizations.revokeOrganizationInvitation', ['orgInvitation', 'bulkOrgInvitations'], async () => {
-  const revoked = await clerk.organizations.revokeOrganizationInvitation({
-    organizationId: state.acme,
-    invitationId: state.orgInvitation,
-  });
+  const revoked = shaped(
+    await clerk.organizations.revokeOrganizationInvitation({ organizationId: state.acme, invitationId: state.orgInvitation }),
+    'organization_invitation',
+  );
   equal(revoked.id, state.orgInvitation, 'id');
   equal(revoked.status, 'revoked', 'status');
   const gone = page(
@@ -416,37 +492,116 @@ await step('organizations.revokeOrganizationInvitation', ['orgInvitation', 'bulk
     'getOrganizationInvitationList pending',
   );
   equal(emailsOf(pending.data), sorted([cyd, otto, opal]), 'the pending invitations left');
+  state.revokedOrgInvitation = revoked.id;
   return { id: revoked.id };
 });
 
-await step('organizations.createOrganizationInvitation refused: a pending one exists', ['bulkOrgInvitations'], async () => {
-  const error = await refused(() =>
-    clerk.organizations.createOrganizationInvitation({ organizationId: state.acme, emailAddress: otto, role: 'org:member' }),
+await refusal(
+  'organizations.revokeOrganizationInvitation refused: not pending',
+  ['revokedOrgInvitation'],
+  () => clerk.organizations.revokeOrganizationInvitation({ organizationId: state.acme, invitationId: state.orgInvitation }),
+  404,
+  ['organization_invitation_not_pending'],
+);
+
+await refusal(
+  'organizations.createOrganizationInvitation refused: a pending one exists',
+  ['bulkOrgInvitations'],
+  () => clerk.organizations.createOrganizationInvitation({ organizationId: state.acme, emailAddress: otto, role: 'org:member' }),
+  400,
+  ['duplicate_record', 'organization_invitation_not_unique'],
+);
+
+await refusal(
+  'organizations.createOrganizationInvitation refused: unknown role',
+  ['acme'],
+  () => clerk.organizations.createOrganizationInvitation({ organizationId: state.acme, emailAddress: rex, role: 'org:nosuchrole' }),
+  404,
+  ['resource_not_found'],
+);
+
+await step('organization invitation accepted (control API), seen through the SDK', ['existingAccountInvitation'], async () => {
+  await control('POST', `/organization_invitations/${state.existingAccountInvitation}/accept`);
+  const accepted = shaped(
+    await clerk.organizations.getOrganizationInvitation({
+      organizationId: state.acme,
+      invitationId: state.existingAccountInvitation,
+    }),
+    'organization_invitation',
   );
-  equal(error.status, 400, 'status');
-  const code = error.errors[0]?.code;
-  check(['duplicate_record', 'organization_invitation_not_unique'].includes(code), 'errors[0].code', code);
-  return { status: error.status, code };
+  equal(accepted.status, 'accepted', 'status');
+  const listed = page(
+    await clerk.organizations.getOrganizationInvitationList({ organizationId: state.acme, status: ['accepted'] }),
+    'getOrganizationInvitationList accepted',
+  );
+  equal(ids(listed.data), [state.existingAccountInvitation], 'the accepted invitations');
+  const members = page(
+    await clerk.organizations.getOrganizationMembershipList({ organizationId: state.acme }),
+    'getOrganizationMembershipList of Acme',
+  );
+  members.data.forEach((m) => shaped(m, 'organization_membership'));
+  equal(members.data.map((m) => m.publicUserData.userId), [state.users[cyd]], 'the member the acceptance made');
+  equal(members.data[0].role, 'org:member', "the invitation's role");
+  equal(members.data[0].publicMetadata, { desk: 'B2' }, "the invitation's public metadata");
+  return { member: state.users[cyd] };
 });
 
+await step('organizations.getOrganization({ includeMembersCount })', ['acme'], async () => {
+  const org = shaped(
+    await clerk.organizations.getOrganization({ organizationId: state.acme, includeMembersCount: true }),
+    'organization',
+  );
+  equal(org.membersCount, 1, 'membersCount');
+  equal(org.raw.pending_invitations_count, 2, 'pending_invitations_count');
+  return { membersCount: org.membersCount };
+});
+
+await step('organizations.createOrganizationInvitationBulk up to the limit', ['acme'], async () => {
+  // One member and two pending invitations: two more fill the five places.
+  const created = page(
+    await clerk.organizations.createOrganizationInvitationBulk(state.acme, [
+      { emailAddress: pia, role: 'org:member' },
+      { emailAddress: quin, role: 'org:member' },
+    ]),
+    'createOrganizationInvitationBulk',
+  );
+  equal(emailsOf(created.data), sorted([pia, quin]), 'their addresses');
+  state.acmeFull = true;
+  return { ids: ids(created.data) };
+});
+
+await refusal(
+  'organizations.createOrganizationInvitation refused: the organization is full',
+  ['acmeFull'],
+  () => clerk.organizations.createOrganizationInvitation({ organizationId: state.acme, emailAddress: rex, role: 'org:member' }),
+  403,
+  ['organization_membership_quota_exceeded'],
+);
+
 // ---------------------------------------------------------------------------
-// Memberships
+// Memberships (Globex)
 
 await step('organizations.createOrganizationMembership', ['globex', 'users'], async () => {
-  const admin = await clerk.organizations.createOrganizationMembership({
-    organizationId: state.globex,
-    userId: state.users[ada],
-    role: 'org:admin',
-  });
+  const admin = shaped(
+    await clerk.organizations.createOrganizationMembership({
+      organizationId: state.globex,
+      userId: state.users[ada],
+      role: 'org:admin',
+    }),
+    'organization_membership',
+  );
   equal(admin.role, 'org:admin', 'role');
   equal(admin.organization.id, state.globex, 'organization.id');
   equal(admin.publicUserData.userId, state.users[ada], 'publicUserData.userId');
   equal(admin.publicUserData.identifier, ada, 'publicUserData.identifier');
-  const member = await clerk.organizations.createOrganizationMembership({
-    organizationId: state.globex,
-    userId: state.users[bob],
-    role: 'org:member',
-  });
+  const member = shaped(
+    await clerk.organizations.createOrganizationMembership({
+      organizationId: state.globex,
+      userId: state.users[bob],
+      role: 'org:member',
+    }),
+    'organization_membership',
+  );
   equal(member.role, 'org:member', 'second role');
   state.memberships = [admin.id, member.id];
   return { ids: state.memberships };
@@ -457,6 +612,7 @@ await step('organizations.getOrganizationMembershipList', ['memberships'], async
     await clerk.organizations.getOrganizationMembershipList({ organizationId: state.globex }),
     'getOrganizationMembershipList',
   );
+  all.data.forEach((m) => shaped(m, 'organization_membership'));
   equal(sorted(all.data.map((m) => m.publicUserData.userId)), sorted([state.users[ada], state.users[bob]]), 'members');
   equal(all.totalCount, 2, 'totalCount');
   const byEmail = page(
@@ -474,17 +630,42 @@ await step('organizations.getOrganizationMembershipList', ['memberships'], async
     'getOrganizationMembershipList role',
   );
   equal(byRole.data.map((m) => m.publicUserData.userId), [state.users[bob]], 'filtered by role');
+  const paged = page(
+    await clerk.organizations.getOrganizationMembershipList({ organizationId: state.globex, limit: 1, offset: 1 }),
+    'getOrganizationMembershipList limit 1 offset 1',
+  );
+  equal(paged.data.length, 1, 'a page of 1');
+  equal(paged.totalCount, 2, 'totalCount counts every member, not the page');
   const counted = await clerk.organizations.getOrganization({ organizationId: state.globex, includeMembersCount: true });
   equal(counted.membersCount, 2, 'membersCount with includeMembersCount');
   return { totalCount: all.totalCount };
 });
 
+await refusal(
+  'organizations.createOrganizationMembership refused: already a member',
+  ['memberships'],
+  () => clerk.organizations.createOrganizationMembership({ organizationId: state.globex, userId: state.users[ada], role: 'org:member' }),
+  400,
+  ['already_a_member_in_organization'],
+);
+
+await refusal(
+  'organizations.createOrganizationMembership refused: unknown user',
+  ['globex'],
+  () => clerk.organizations.createOrganizationMembership({ organizationId: state.globex, userId: 'user_doesnotexist000000000000', role: 'org:member' }),
+  404,
+  ['resource_not_found'],
+);
+
 await step('organizations.updateOrganizationMembership', ['memberships'], async () => {
-  const updated = await clerk.organizations.updateOrganizationMembership({
-    organizationId: state.globex,
-    userId: state.users[bob],
-    role: 'org:admin',
-  });
+  const updated = shaped(
+    await clerk.organizations.updateOrganizationMembership({
+      organizationId: state.globex,
+      userId: state.users[bob],
+      role: 'org:admin',
+    }),
+    'organization_membership',
+  );
   equal(updated.role, 'org:admin', 'role');
   equal(updated.publicUserData.userId, state.users[bob], 'publicUserData.userId');
   const admins = page(
@@ -496,10 +677,10 @@ await step('organizations.updateOrganizationMembership', ['memberships'], async 
 });
 
 await step('organizations.deleteOrganizationMembership', ['memberships'], async () => {
-  const deleted = await clerk.organizations.deleteOrganizationMembership({
-    organizationId: state.globex,
-    userId: state.users[bob],
-  });
+  const deleted = shaped(
+    await clerk.organizations.deleteOrganizationMembership({ organizationId: state.globex, userId: state.users[bob] }),
+    'organization_membership',
+  );
   equal(deleted.publicUserData.userId, state.users[bob], 'the membership deleted');
   const left = page(
     await clerk.organizations.getOrganizationMembershipList({ organizationId: state.globex }),
@@ -507,21 +688,40 @@ await step('organizations.deleteOrganizationMembership', ['memberships'], async 
   );
   equal(left.data.map((m) => m.publicUserData.userId), [state.users[ada]], 'members left');
   equal(left.totalCount, 1, 'totalCount');
+  state.deleted = deleted.id;
   return { id: deleted.id };
 });
 
-await step('organizations.createOrganizationMembership refused: already a member', ['memberships'], async () => {
-  const error = await refused(() =>
-    clerk.organizations.createOrganizationMembership({
-      organizationId: state.globex,
-      userId: state.users[ada],
-      role: 'org:member',
-    }),
+await refusal(
+  'organizations.updateOrganizationMembership refused: the last admin',
+  ['deleted'],
+  () => clerk.organizations.updateOrganizationMembership({ organizationId: state.globex, userId: state.users[ada], role: 'org:member' }),
+  400,
+  ['organization_minimum_permissions_needed'],
+);
+
+await step('a Directory Sync membership (control API), seen through the SDK', ['globex', 'users'], async () => {
+  await control('POST', `/organizations/${state.globex}/memberships`, {
+    user_id: state.users[cyd],
+    role: 'org:member',
+    scim: true,
+  });
+  const listed = page(
+    await clerk.organizations.getOrganizationMembershipList({ organizationId: state.globex, userId: [state.users[cyd]] }),
+    'getOrganizationMembershipList of the Directory Sync member',
   );
-  equal(error.status, 400, 'status');
-  equal(error.errors[0]?.code, 'already_a_member_in_organization', 'errors[0].code');
-  return { status: error.status, code: error.errors[0].code };
+  equal(listed.data.map((m) => m.role), ['org:member'], 'its role');
+  state.scimMember = state.users[cyd];
+  return { member: state.scimMember };
 });
+
+await refusal(
+  'organizations.deleteOrganizationMembership refused: managed by Directory Sync',
+  ['scimMember'],
+  () => clerk.organizations.deleteOrganizationMembership({ organizationId: state.globex, userId: state.scimMember }),
+  409,
+  ['organization_membership_managed_by_scim'],
+);
 
 // ---------------------------------------------------------------------------
 
