@@ -844,6 +844,8 @@ fn example_config_is_valid() {
         s.source.relation.split_once('.').map(|(schema, _)| schema),
         Some("hr")
     );
+    assert_eq!(s.source.memberships_relation, "hr.desired_memberships");
+    assert_eq!(s.organizations.existing_users, ExistingUsers::Membership);
     assert!(s.clerk.secret_key_file.is_some());
     assert!(s.database.connect_options().is_ok());
     assert!(s.scim.metadata.contains_key("cost_center"));
