@@ -208,7 +208,11 @@ impl Organizations {
     }
 
     fn org_view(&self, org: &StoredOrg, with_counts: bool, now: i64) -> Organization {
-        let (members, pending) = self.counts(&org.id, now);
+        let (members, pending) = if with_counts {
+            self.counts(&org.id, now)
+        } else {
+            (0, 0)
+        };
         Organization {
             object: "organization".to_owned(),
             id: org.id.clone(),
@@ -274,10 +278,16 @@ fn user_data(user: &StoredUser) -> OrganizationMembershipPublicUserData {
     }
 }
 
-fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> Page<T> {
-    let total_count = items.len() as u64;
+/// One page of what matched, only its items shown.
+fn page<S, T>(matching: Vec<S>, offset: usize, limit: usize, view: impl FnMut(S) -> T) -> Page<T> {
+    let total_count = matching.len() as u64;
     Page {
-        data: items.into_iter().skip(offset).take(limit).collect(),
+        data: matching
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(view)
+            .collect(),
         total_count,
     }
 }
@@ -524,11 +534,9 @@ impl State {
             };
             directed(primary, query.order_by.descending).then_with(|| a.id.cmp(&b.id))
         });
-        let views = matching
-            .into_iter()
-            .map(|org| orgs.org_view(org, query.include_members_count, now))
-            .collect();
-        page(views, query.offset, query.limit)
+        page(matching, query.offset, query.limit, |org| {
+            orgs.org_view(org, query.include_members_count, now)
+        })
     }
 
     /// Set an organization's `max_allowed_memberships` (control API).
@@ -670,12 +678,10 @@ impl State {
     ) -> Result<Page<OrganizationInvitation>, ApiError> {
         let now = now_ms();
         let org_id = self.organizations.org_by_id(org_id)?.id.clone();
-        let views = self
-            .org_invitations_matching(Some(&org_id), query, now)
-            .into_iter()
-            .map(|inv| self.org_invitation_view(inv, now, false))
-            .collect();
-        Ok(page(views, query.offset, query.limit))
+        let matching = self.org_invitations_matching(Some(&org_id), query, now);
+        Ok(page(matching, query.offset, query.limit, |inv| {
+            self.org_invitation_view(inv, now, false)
+        }))
     }
 
     /// `GET /organization_invitations`: every organization's, each with its organization's
@@ -685,12 +691,10 @@ impl State {
         query: &OrgInvitationQuery,
     ) -> Page<OrganizationInvitation> {
         let now = now_ms();
-        let views = self
-            .org_invitations_matching(None, query, now)
-            .into_iter()
-            .map(|inv| self.org_invitation_view(inv, now, true))
-            .collect();
-        page(views, query.offset, query.limit)
+        let matching = self.org_invitations_matching(None, query, now);
+        page(matching, query.offset, query.limit, |inv| {
+            self.org_invitation_view(inv, now, true)
+        })
     }
 
     fn org_invitation_index(&self, org_id: Option<&str>, id: &str) -> Result<usize, ApiError> {
@@ -948,11 +952,9 @@ impl State {
             };
             directed(primary, query.order_by.descending).then_with(|| a.id.cmp(&b.id))
         });
-        let views = matching
-            .into_iter()
-            .map(|m| self.membership_view(m, now))
-            .collect();
-        Ok(page(views, query.offset, query.limit))
+        Ok(page(matching, query.offset, query.limit, |m| {
+            self.membership_view(m, now)
+        }))
     }
 
     fn existing_membership(&self, org_id: &str, user_id: &str) -> Result<usize, ApiError> {
@@ -1121,8 +1123,9 @@ impl State {
             directed(a.created_at.cmp(&b.created_at), query.descending)
                 .then_with(|| a.id.cmp(&b.id))
         });
-        let views = matching.into_iter().map(|r| orgs.role_view(r)).collect();
-        page(views, query.offset, query.limit)
+        page(matching, query.offset, query.limit, |role| {
+            orgs.role_view(role)
+        })
     }
 }
 
