@@ -35,6 +35,7 @@ const STEPS: &[&str] = &[
     "organizations.getOrganization({ slug })",
     "organizations.getOrganization refused: unknown slug",
     "organizations.getOrganizationList",
+    "a 429 read through the SDK: Retry-After as retryAfter",
     "organizations.createOrganizationInvitation",
     "organizations.createOrganizationInvitation to an existing account",
     "organizations.createOrganizationInvitationBulk",

@@ -374,6 +374,22 @@ await step('organizations.getOrganizationList', ['acme', 'globex'], async () => 
   return { totalCount: all.totalCount };
 });
 
+await step('a 429 read through the SDK: Retry-After as retryAfter', ['acme'], async () => {
+  // The next organization listing is answered as Clerk's rate limit would answer it.
+  await control('POST', '/faults', {
+    operation: 'list_organizations',
+    times: 1,
+    kind: { type: 'status', status: 429, retry_after: 7 },
+  });
+  const error = await refused(() => clerk.organizations.getOrganizationList());
+  equal(error.status, 429, 'status');
+  equal(error.errors[0]?.code, 'too_many_requests', 'errors[0].code');
+  equal(error.retryAfter, 7, 'retryAfter (seconds, from Retry-After)');
+  const after = page(await clerk.organizations.getOrganizationList(), 'getOrganizationList after the 429');
+  check(ids(after.data).includes(state.acme), 'the next listing is answered', ids(after.data));
+  return { status: error.status, retryAfter: error.retryAfter };
+});
+
 // ---------------------------------------------------------------------------
 // Organization invitations (Acme takes at most 5 members and pending invitations)
 
