@@ -519,8 +519,8 @@ impl SimHandle {
         self.sim.state().all_invitations()
     }
 
-    /// Forget invitations, users, faults, counters and rate-limit windows. Webhook deliveries
-    /// already queued still go out.
+    /// Forget invitations, users, organizations (custom roles included), faults, counters and
+    /// rate-limit windows. Webhook deliveries already queued still go out.
     pub fn reset(&self) {
         self.sim.state().reset();
     }
