@@ -52,6 +52,8 @@ pub struct CycleConfig {
     /// `None` (an expression the parser refuses; `config check` catches it) lists in full
     /// every cycle.
     pub full_schedule: Option<croner::Cron>,
+    /// The membership roster and `[organizations]`.
+    pub memberships: memberships::Config,
 }
 
 impl CycleConfig {
@@ -88,6 +90,7 @@ impl CycleConfig {
                 settings.clerk.user_checks_per_cycle as usize,
             ),
             full_schedule: parse_schedule(&sync.full_schedule),
+            memberships: memberships::Config::from_settings(settings),
         }
     }
 }
@@ -508,6 +511,13 @@ impl Reconciler {
             .instrument(span)
             .await;
         let tally = executor.tally;
+        // Organization memberships, under the same lock, once the instance part ran whole.
+        let memberships = match &result {
+            Ok(done) if done.stop.is_none() => {
+                memberships::run(self, request, dry_run, run_id, leader, shutdown).await
+            }
+            _ => memberships::MembershipReport::default(),
+        };
         // A cycle stopped before its plan leaves the gauges as the last plan set them:
         // zeros would clear the held-revocations alert.
         let planned = matches!(&result, Ok(done) if done.planned);
@@ -521,6 +531,10 @@ impl Reconciler {
                     self.config.settle_after,
                     Utc::now(),
                 );
+                let report = Report {
+                    memberships,
+                    ..report
+                };
                 let outcome = outcome_of(done.stop.as_ref(), &report);
                 let report = Report { outcome, ..report };
                 (outcome, summary_of(&report, done.stop.as_ref()), report)

@@ -116,6 +116,8 @@ pub struct Report {
     /// Creates whose outcome is unknown (those the ledger held and those sent this cycle),
     /// looked up once they settle.
     pub unsettled: Unsettled,
+    /// What the membership pass did.
+    pub memberships: crate::reconcile::memberships::MembershipReport,
 }
 
 /// Creates whose outcome is unknown (ledger rows left `sending` by a crash or a lost answer):
@@ -235,6 +237,7 @@ impl Done {
             budget_left: done.budget,
             next_budget_at: (tally.backlog > 0).then(|| done.budget.next_slot_at(now)),
             unsettled: done.unsettled.and_new(tally.unsettled, settle_after, now),
+            memberships: Default::default(),
             tally,
         }
     }
@@ -246,10 +249,13 @@ pub(super) fn outcome_of(stop: Option<&Stop>, report: &Report) -> runs::Outcome 
     match stop {
         Some(Stop::Shutdown) => runs::Outcome::Interrupted,
         Some(_) => runs::Outcome::Failed,
-        None if report.held_revocations > 0 => runs::Outcome::Held,
+        None if report.held_revocations > 0 || report.memberships.held > 0 => {
+            runs::Outcome::Held
+        }
         None if report.tally.failed > 0
             || !report.tally.errors.is_empty()
-            || report.unsettled.creates > 0 =>
+            || report.unsettled.creates > 0
+            || report.memberships.troubled() =>
         {
             runs::Outcome::Partial
         }

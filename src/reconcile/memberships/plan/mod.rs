@@ -38,15 +38,7 @@ impl Default for Policy {
     }
 }
 
-/// What an address that already has an account gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExistingUsers {
-    /// A membership, made at once (no email).
-    Membership,
-    /// An invitation, like anyone else.
-    Invite,
-}
-
+pub use crate::config::ExistingUsers;
 pub use crate::domain::{
     DesiredMembership, InvalidMembership, MembershipKind, MembershipLedgerEntry,
     MembershipRosterRow, MembershipState,
