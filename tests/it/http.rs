@@ -1057,6 +1057,229 @@ async fn roster_webhooks_with_a_bad_signature_or_payload_are_refused_and_change_
     service.stop().await.expect("the service stops cleanly");
 }
 
+/// The membership roster's (email, organization, role, source), sorted.
+async fn membership_roster(h: &Harness) -> Vec<(String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT email, organization, role, source FROM desired_memberships
+         ORDER BY organization, email",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .expect("the membership roster loads")
+}
+
+fn member(
+    email: &str,
+    organization: &str,
+    role: Option<&str>,
+    source: &str,
+) -> (String, String, Option<String>, Option<String>) {
+    (
+        email.to_owned(),
+        organization.to_owned(),
+        role.map(str::to_owned),
+        Some(source.to_owned()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_roster_webhooks_write_the_membership_roster_and_refuse_bad_items_whole() {
+    let h = harness(&[("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET)]).await;
+    let service = Service::start(&h).await;
+    let path = "/v1/webhooks/roster";
+
+    let upsert = json!({"type": "membership.upserted", "data": {
+        "email": " Ann@Example.com", "organization": " acme ", "role": "org:admin",
+        "private_metadata": {"employee_id": "E-1"}}});
+    let answer = service.roster(&message_id(), &upsert).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 0, "removed": 0,
+               "memberships": {"upserted": 1, "removed": 0}})
+    );
+    assert_eq!(
+        membership_roster(&h).await,
+        [member(
+            "ann@example.com",
+            "acme",
+            Some("org:admin"),
+            "webhook"
+        )]
+    );
+    assert!(
+        roster(&h).await.is_empty(),
+        "the instance roster is another roster"
+    );
+
+    let batch = json!({"type": "roster.batch", "data": {
+        "upserted": [{"email": "cy@example.com"}],
+        "memberships": {
+            "upserted": [
+                {"email": "cy@example.com", "organization": "acme", "source": "hr"},
+                {"email": "ann@example.com", "organization": "org_2yqfP1uXWkT0rEc3F6hHjO1Lp7m",
+                 "role": ""}],
+            "removed": [{"email": "ANN@example.com", "organization": "acme"}]}}});
+    let answer = service.roster(&message_id(), &batch).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 1, "removed": 0,
+               "memberships": {"upserted": 2, "removed": 1}})
+    );
+    assert_eq!(
+        membership_roster(&h).await,
+        [
+            member("cy@example.com", "acme", None, "hr"),
+            member(
+                "ann@example.com",
+                "org_2yqfP1uXWkT0rEc3F6hHjO1Lp7m",
+                None,
+                "webhook"
+            ),
+        ]
+    );
+    assert_eq!(roster(&h).await, ["cy@example.com"]);
+    let removal = json!({"type": "membership.removed", "data": {
+        "email": "cy@example.com", "organization": "acme"}});
+    let answer = service.roster(&message_id(), &removal).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json()["memberships"],
+        json!({"upserted": 0, "removed": 1})
+    );
+    let before = membership_roster(&h).await;
+
+    // The signature is checked before the body is read, memberships or not.
+    let body = json!({"type": "membership.upserted", "data": {
+        "email": "gus@example.com", "organization": "acme"}})
+    .to_string()
+    .into_bytes();
+    let forged = signed("webhook-", OTHER_SECRET, &message_id(), now(), &body);
+    service
+        .post(path, forged, body.clone())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let mut unsigned = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &body);
+    unsigned.remove("webhook-signature");
+    service
+        .post(path, unsigned, body)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+
+    // A bad item refuses the whole payload, naming the item and its field.
+    let rejections = [
+        (
+            json!({"type": "roster.batch", "data": {
+                "upserted": [{"email": "hal@example.com"}],
+                "memberships": {"upserted": [
+                    {"email": "hal@example.com", "organization": "acme"},
+                    {"email": "ivy@example.com", "organization": "acme", "role": "admin"}]}}}),
+            "data.memberships.upserted[1]: role \"admin\" must be an organization role key",
+        ),
+        (
+            json!({"type": "roster.batch", "data": {"memberships": {
+                "upserted": [{"email": "hal@example.com", "organization": "acme"}],
+                "removed": [{"email": "Hal@example.com", "organization": "acme"}]}}}),
+            "data.memberships.removed[0]: the same address and organization as \
+             data.memberships.upserted[0]",
+        ),
+        (
+            json!({"type": "membership.upserted", "data": {
+                "email": "hal@example.com", "organization": "a b"}}),
+            "data.organization: organization \"a b\" must be",
+        ),
+        (
+            json!({"type": "membership.removed", "data": {"email": "hal@example.com"}}),
+            "data.organization: missing or not a string",
+        ),
+        (
+            json!({"type": "membership.upserted", "data": {
+                "email": "hal@example.com", "organization": "acme", "source": "SCIM"}}),
+            "data.source: \"SCIM\" names \"scim\"",
+        ),
+    ];
+    for (payload, named) in rejections {
+        let answer = service.roster(&message_id(), &payload).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+        let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+        assert!(error.contains(named), "{named}: {error}");
+    }
+    let padding = "x".repeat(invite_sync::service::http::MAX_BODY);
+    let big = json!({"type": "membership.upserted", "data": {
+        "email": "hal@example.com", "organization": "acme",
+        "private_metadata": {"padding": padding}}})
+    .to_string()
+    .into_bytes();
+    let headers = signed("webhook-", ROSTER_SECRET, &message_id(), now(), &big);
+    service
+        .post(path, headers, big)
+        .await
+        .expect(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(membership_roster(&h).await, before, "nothing was applied");
+    assert_eq!(roster(&h).await, ["cy@example.com"]);
+
+    // A membership row SCIM owns refuses the payload whole.
+    sqlx::query(
+        "INSERT INTO desired_memberships (email, organization, source)
+         VALUES ('dee@example.com', 'acme', 'scim')",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let scim = json!({"type": "roster.batch", "data": {
+        "upserted": [{"email": "jo@example.com"}],
+        "memberships": {"removed": [{"email": "dee@example.com", "organization": "acme"}]}}});
+    let answer = service.roster(&message_id(), &scim).await;
+    answer.expect(StatusCode::CONFLICT);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("through the identity provider: dee@example.com in acme")),
+        "{answer:?}"
+    );
+    assert_eq!(roster(&h).await, ["cy@example.com"], "nothing was applied");
+    service.stop().await.expect("the service stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_membership_roster_that_is_a_view_refuses_memberships_and_not_the_instance_roster() {
+    let h = harness(&[
+        ("INVITE_SYNC__HTTP__ROSTER_WEBHOOK_SECRET", ROSTER_SECRET),
+        ("INVITE_SYNC__SOURCE__MEMBERSHIPS_RELATION", "members_view"),
+    ])
+    .await;
+    sqlx::query("CREATE VIEW members_view AS SELECT * FROM desired_memberships")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let service = Service::start(&h).await;
+    let membership = json!({"type": "roster.batch", "data": {
+        "upserted": [{"email": "ann@example.com"}],
+        "memberships": {"upserted": [{"email": "ann@example.com", "organization": "acme"}]}}});
+    let answer = service.roster(&message_id(), &membership).await;
+    answer.expect(StatusCode::CONFLICT);
+    assert!(
+        answer.json()["error"].as_str().is_some_and(
+            |e| e.starts_with("source.memberships_relation \"members_view\" is a view")
+        ),
+        "{answer:?}"
+    );
+    assert!(
+        roster(&h).await.is_empty(),
+        "nothing of the payload was applied"
+    );
+    let instance = json!({"type": "invitee.upserted", "data": {"email": "ann@example.com"}});
+    let answer = service.roster(&message_id(), &instance).await;
+    assert_eq!(
+        answer.expect(StatusCode::OK).json(),
+        json!({"status": "applied", "upserted": 1, "removed": 0})
+    );
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM invite_sync_webhook_deliveries")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1, "the refused delivery was not recorded");
+    service.stop().await.expect("the service stops cleanly");
+}
+
 // ---------------------------------------------------------------------------
 // The Clerk webhook
 

@@ -14,6 +14,7 @@ mod faults;
 mod hostile_input;
 mod http;
 mod import;
+mod membership_writers;
 mod memberships;
 mod ownership;
 mod prometheus;
