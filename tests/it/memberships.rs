@@ -13,7 +13,7 @@ use invite_sync::reconcile::memberships::guard::HoldReason;
 use invite_sync::reconcile::{Report, Request};
 use invite_sync::store::runs;
 
-use crate::common::Harness;
+use crate::common::{wait_for, Harness, Service};
 
 /// What Clerk holds of one person in one organization: a membership or a pending
 /// invitation, with its role.
@@ -439,4 +439,132 @@ async fn emptying_one_organizations_roster_is_held_until_released() {
     let after = harness.cycle().await;
     assert_eq!(after.outcome, runs::Outcome::Succeeded);
     assert_eq!(after.memberships.held, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Clerk's organization webhooks, through the running service
+
+const CLERK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// POSTs a Clerk (Svix) event signed with the configured secret; returns the status and body.
+async fn clerk_event(service: &Service, event: &serde_json::Value) -> (u16, serde_json::Value) {
+    let body = event.to_string().into_bytes();
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = invite_sync::webhook_signature::sign(CLERK_SECRET, &id, timestamp, &body)
+        .expect("the secret is valid");
+    let response = service
+        .client
+        .post(service.url("/v1/webhooks/clerk"))
+        .header("svix-id", id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the service answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the body reads");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_invitation_is_recorded_and_a_membership_deleted_in_clerk_is_made_again() {
+    let harness = Harness::serving(&[
+        ("INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET", CLERK_SECRET),
+        ("INVITE_SYNC__SYNC__DEBOUNCE_SECONDS", "0.1"),
+    ])
+    .await;
+    let acme = harness
+        .sim
+        .create_organization("Acme", Some("acme"), 0)
+        .expect("the organization is created");
+    add_row(&harness, "ann@example.com", "acme", Some("org:admin")).await;
+    add_row(&harness, "bob@example.com", "acme", Some("org:admin")).await;
+    let service = Service::start(&harness).await;
+    let sim = &harness.sim;
+    let invitation = wait_for("ann's organization invitation", DEADLINE, || async {
+        sim.organization_invitations()
+            .into_iter()
+            .find(|i| i.email_address == "ann@example.com")
+    })
+    .await;
+    assert!(sim.accept_organization_invitation(&invitation.id));
+    let ann = sim
+        .users()
+        .into_iter()
+        .find(|u| {
+            u.email_addresses
+                .iter()
+                .any(|a| a.email_address == "ann@example.com")
+        })
+        .expect("ann became a user");
+
+    let accepted = serde_json::json!({"type": "organizationInvitation.accepted", "object": "event",
+        "data": {"object": "organization_invitation", "id": invitation.id,
+                 "email_address": "Ann@Example.com", "organization_id": acme.id,
+                 "role": "org:admin", "status": "accepted", "user_id": ann.id}});
+    let (status, body) = clerk_event(&service, &accepted).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let (state, user_id): (String, Option<String>) = sqlx::query_as(
+        "SELECT state, user_id FROM invite_sync_membership_ledger WHERE clerk_id = $1",
+    )
+    .bind(&invitation.id)
+    .fetch_one(&harness.db.pool)
+    .await
+    .expect("the ledger holds the invitation");
+    assert_eq!(
+        (state.as_str(), user_id.as_deref()),
+        ("accepted", Some(ann.id.as_str()))
+    );
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT clerk_user_id FROM invite_sync_known_users WHERE email = 'ann@example.com'",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .expect("ann is a known user");
+    assert_eq!(known.as_deref(), Some(ann.id.as_str()));
+
+    let broken = serde_json::json!({"type": "organizationInvitation.accepted",
+        "data": {"id": invitation.id, "email_address": "ann@example.com"}});
+    let (status, body) = clerk_event(&service, &broken).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("data.user_id"), "{body}");
+
+    // Bob is invited too (another admin): ann's membership may go.
+    wait_for("bob's organization invitation", DEADLINE, || async {
+        sim.organization_invitations()
+            .into_iter()
+            .find(|i| i.email_address == "bob@example.com")
+            .map(|i| sim.accept_organization_invitation(&i.id))
+    })
+    .await;
+    harness
+        .reconciler
+        .clerk
+        .delete_membership(&acme.id, &ann.id)
+        .await
+        .expect("the membership is deleted in Clerk");
+    let deleted = serde_json::json!({"type": "organizationMembership.deleted",
+        "data": {"object": "organization_membership", "role": "org:admin",
+                 "organization": {"id": acme.id}, "public_user_data": {"user_id": ann.id}}});
+    let (status, _) = clerk_event(&service, &deleted).await;
+    assert_eq!(status, 200);
+    let restored = wait_for("ann's membership made again", DEADLINE, || async {
+        sim.memberships()
+            .into_iter()
+            .find(|m| m.user_id() == Some(ann.id.as_str()))
+    })
+    .await;
+    assert_eq!(restored.role, "org:admin");
+    service.stop().await.expect("the service stops cleanly");
 }
