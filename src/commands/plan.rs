@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
-use crate::reconcile::plan::Item;
+use crate::reconcile::plan::written::{is_drift, Head, Sink, Tail};
+use crate::reconcile::plan::{Category, Item};
 use crate::reconcile::Preview;
 
 pub async fn run(
@@ -15,17 +16,23 @@ pub async fn run(
     detailed_exitcode: bool,
 ) -> anyhow::Result<Exit> {
     let reconciler = crate::startup::reconciler(settings).await?;
-    let preview = reconciler.preview(0).await?;
-    match format {
-        OutputFormat::Text => print!("{}", render_text(&preview, &settings.sync.target)),
-        OutputFormat::Json => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            write_json(&preview, &settings.sync.target, &mut out)?;
-            out.flush()?;
+    let target = &settings.sync.target;
+    let out = io::BufWriter::new(io::stdout().lock());
+    // Written as the roster is read: a plan of a million people is never held.
+    let (written, out) = match format {
+        OutputFormat::Text => {
+            let mut sink = TextSink::new(out, target);
+            let written = reconciler.write_plan(0, &mut sink).await?;
+            (written, sink.finish())
         }
-    }
-    let changes = has_changes(&preview);
-    Ok(if detailed_exitcode && changes {
+        OutputFormat::Json => {
+            let mut sink = JsonSink::new(out, target);
+            let written = reconciler.write_plan(0, &mut sink).await?;
+            (written, sink.finish())
+        }
+    };
+    out?.flush()?;
+    Ok(if detailed_exitcode && written.changes {
         Exit::Changes
     } else {
         Exit::Success
@@ -37,6 +44,42 @@ pub fn has_changes(preview: &Preview) -> bool {
     preview.queued > 0 || !preview.verdict.allowed.is_empty() || !preview.verdict.held.is_empty()
 }
 
+/// Feeds a plan held whole to a sink, as [`crate::reconcile::Reconciler::write_plan`] writes
+/// one as it reads: the creates in queue order, the drift by address.
+fn feed(preview: &Preview, sink: &mut impl Sink) {
+    let counts = preview.plan.counts();
+    sink.head(&Head {
+        counts: &counts,
+        verdict: &preview.verdict,
+        queued: preview.queued,
+    });
+    for item in preview
+        .plan
+        .items
+        .iter()
+        .filter(|i| matches!(i, Item::Create { .. } | Item::Replace { .. }))
+    {
+        sink.create(item);
+    }
+    let mut drift: Vec<&Item> = preview
+        .plan
+        .items
+        .iter()
+        .filter(|i| is_drift(i) && sink.wants_drift(i.category()))
+        .collect();
+    drift.sort_by(|a, b| a.email().cmp(b.email()));
+    for item in drift {
+        sink.drift(item);
+    }
+    sink.tail(&Tail {
+        budget: preview.budget,
+        queued: preview.queued,
+        awaiting_user_check: preview.awaiting_user_check,
+        eta: preview.eta,
+        unsettled: preview.unsettled,
+    });
+}
+
 /// The plan as one JSON value (what [`write_json`] writes).
 pub fn render_json(preview: &Preview, target: &str) -> Value {
     let mut out = Vec::new();
@@ -46,85 +89,180 @@ pub fn render_json(preview: &Preview, target: &str) -> Value {
     }
 }
 
-/// Writes the plan as JSON item by item, so a plan of a million people is never one value in
-/// memory: an object with `target`, `counts`, `revocations`, `held_reason`, `creates`,
-/// `drift`, `budget`, `backlog`, `awaiting_user_check` and `eta_seconds`.
+/// Writes a plan held whole as JSON: an object with `target`, `counts`, `revocations`,
+/// `held_reason`, `creates`, `drift`, `budget`, `backlog`, `awaiting_user_check`,
+/// `eta_seconds` and `unsettled`.
 pub fn write_json(preview: &Preview, target: &str, out: &mut impl Write) -> io::Result<()> {
-    let verdict = &preview.verdict;
-    let counts: std::collections::BTreeMap<&str, usize> = preview
-        .plan
-        .counts()
-        .into_iter()
-        .map(|(category, n)| (category.as_str(), n))
-        .collect();
-    out.write_all(b"{\n  \"target\": ")?;
-    serde_json::to_writer(&mut *out, target)?;
-    out.write_all(b",\n  \"counts\": ")?;
-    serde_json::to_writer(&mut *out, &counts)?;
-    out.write_all(b",\n  \"revocations\": ")?;
-    let revocations = verdict
-        .allowed
-        .iter()
-        .map(|r| (r, "revoke"))
-        .chain(verdict.held.iter().map(|r| (r, "held")))
-        .chain(verdict.protected.iter().map(|r| (r, "protected")))
-        .map(|(r, status)| {
-            json!({"email": r.email.as_str(), "invitation_id": r.invitation_id, "status": status})
+    let mut sink = JsonSink::new(out, target);
+    feed(preview, &mut sink);
+    sink.finish().map(drop)
+}
+
+/// The plan as text (what `plan` prints).
+pub fn render_text(preview: &Preview, target: &str) -> String {
+    let mut sink = TextSink::new(Vec::new(), target);
+    feed(preview, &mut sink);
+    let out = sink.finish().unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes a plan as JSON item by item. The first write error stops the writing and is given
+/// back by `finish`.
+struct JsonSink<'a, W: Write> {
+    out: W,
+    target: &'a str,
+    /// Whether the array being written has an element yet.
+    any: bool,
+    in_drift: bool,
+    error: Option<io::Error>,
+}
+
+impl<'a, W: Write> JsonSink<'a, W> {
+    fn new(out: W, target: &'a str) -> Self {
+        JsonSink {
+            out,
+            target,
+            any: false,
+            in_drift: false,
+            error: None,
+        }
+    }
+
+    fn write(&mut self, write: impl FnOnce(&mut W) -> io::Result<()>) {
+        if self.error.is_none() {
+            if let Err(e) = write(&mut self.out) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// An element of the array being written, one a line.
+    fn element(&mut self, value: &impl serde::Serialize) {
+        let first = !self.any;
+        self.any = true;
+        self.write(|out| {
+            out.write_all(if first { b"\n    " } else { b",\n    " })?;
+            serde_json::to_writer(&mut *out, value)?;
+            Ok(())
         });
-    write_array(out, revocations)?;
-    out.write_all(b",\n  \"held_reason\": ")?;
-    let held_reason = verdict
-        .reason
-        .filter(|_| !verdict.held.is_empty())
-        .map(|r| r.describe());
-    serde_json::to_writer(&mut *out, &held_reason)?;
-    out.write_all(b",\n  \"creates\": ")?;
-    let creates = preview.plan.items.iter().filter_map(|item| match item {
-        Item::Create { invitee, reinvite } => Some(CreateLine::Create {
-            email: invitee.email.as_str(),
-            reinvite: *reinvite,
-            not_before: invitee.not_before,
-        }),
-        Item::Replace {
-            invitee,
-            invitation_id,
-            ..
-        } => Some(CreateLine::Replace {
-            email: invitee.email.as_str(),
-            replaces: invitation_id,
-        }),
-        _ => None,
-    });
-    write_array(out, creates)?;
-    out.write_all(b",\n  \"drift\": ")?;
-    let drift = preview
-        .plan
-        .items
-        .iter()
-        .filter(|item| {
-            !matches!(
-                item,
-                Item::Create { .. } | Item::Replace { .. } | Item::Revoke { .. }
-            )
-        })
-        .map(|item| DriftLine {
+    }
+
+    /// Ends the creates and begins the drift, once.
+    fn begin_drift(&mut self) {
+        if !self.in_drift {
+            self.in_drift = true;
+            self.close_array();
+            self.write(|out| out.write_all(b",\n  \"drift\": ["));
+        }
+    }
+
+    /// Ends the array being written.
+    fn close_array(&mut self) {
+        let any = std::mem::take(&mut self.any);
+        self.write(|out| out.write_all(if any { b"\n  ]" } else { b"]" }));
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
+        }
+    }
+}
+
+impl<W: Write> Sink for JsonSink<'_, W> {
+    fn head(&mut self, head: &Head<'_>) {
+        let verdict = head.verdict;
+        let counts: std::collections::BTreeMap<&str, usize> = head
+            .counts
+            .iter()
+            .map(|(category, n)| (category.as_str(), *n))
+            .collect();
+        let target = self.target;
+        self.write(|out| {
+            out.write_all(b"{\n  \"target\": ")?;
+            serde_json::to_writer(&mut *out, target)?;
+            out.write_all(b",\n  \"counts\": ")?;
+            serde_json::to_writer(&mut *out, &counts)?;
+            out.write_all(b",\n  \"revocations\": [")?;
+            Ok(())
+        });
+        let revocations = verdict
+            .allowed
+            .iter()
+            .map(|r| (r, "revoke"))
+            .chain(verdict.held.iter().map(|r| (r, "held")))
+            .chain(verdict.protected.iter().map(|r| (r, "protected")));
+        for (r, status) in revocations {
+            self.element(&json!({
+                "email": r.email.as_str(),
+                "invitation_id": r.invitation_id,
+                "status": status
+            }));
+        }
+        self.close_array();
+        let held_reason = verdict
+            .reason
+            .filter(|_| !verdict.held.is_empty())
+            .map(|r| r.describe());
+        self.write(|out| {
+            out.write_all(b",\n  \"held_reason\": ")?;
+            serde_json::to_writer(&mut *out, &held_reason)?;
+            out.write_all(b",\n  \"creates\": [")?;
+            Ok(())
+        });
+    }
+
+    fn create(&mut self, item: &Item) {
+        match item {
+            Item::Create { invitee, reinvite } => self.element(&CreateLine::Create {
+                email: invitee.email.as_str(),
+                reinvite: *reinvite,
+                not_before: invitee.not_before,
+            }),
+            Item::Replace {
+                invitee,
+                invitation_id,
+                ..
+            } => self.element(&CreateLine::Replace {
+                email: invitee.email.as_str(),
+                replaces: invitation_id,
+            }),
+            _ => {}
+        }
+    }
+
+    fn wants_drift(&self, _: Category) -> bool {
+        true
+    }
+
+    fn drift(&mut self, item: &Item) {
+        self.begin_drift();
+        self.element(&DriftLine {
             category: item.category().as_str(),
             email: item.email(),
             invitation_id: item.invitation_id(),
             reason: reason(item),
         });
-    write_array(out, drift)?;
-    out.write_all(b",\n  \"budget\": ")?;
-    serde_json::to_writer(&mut *out, &preview.budget)?;
-    write!(
-        out,
-        ",\n  \"backlog\": {},\n  \"awaiting_user_check\": {},\n  \"eta_seconds\": {},\n  \"unsettled\": ",
-        preview.queued,
-        preview.awaiting_user_check,
-        preview.eta.as_secs()
-    )?;
-    serde_json::to_writer(&mut *out, &preview.unsettled)?;
-    out.write_all(b"\n}\n")
+    }
+
+    fn tail(&mut self, tail: &Tail) {
+        self.begin_drift();
+        self.close_array();
+        self.write(|out| {
+            out.write_all(b",\n  \"budget\": ")?;
+            serde_json::to_writer(&mut *out, &tail.budget)?;
+            write!(
+                out,
+                ",\n  \"backlog\": {},\n  \"awaiting_user_check\": {},\n  \"eta_seconds\": {},\n  \"unsettled\": ",
+                tail.queued,
+                tail.awaiting_user_check,
+                tail.eta.as_secs()
+            )?;
+            serde_json::to_writer(&mut *out, &tail.unsettled)?;
+            out.write_all(b"\n}\n")
+        });
+    }
 }
 
 /// One element of `creates`, written without building a JSON value.
@@ -153,21 +291,6 @@ struct DriftLine<'a> {
     reason: Option<String>,
 }
 
-/// A JSON array, one element a line.
-fn write_array<T: serde::Serialize>(
-    out: &mut impl Write,
-    items: impl Iterator<Item = T>,
-) -> io::Result<()> {
-    out.write_all(b"[")?;
-    let mut any = false;
-    for item in items {
-        out.write_all(if any { b",\n    " } else { b"\n    " })?;
-        serde_json::to_writer(&mut *out, &item)?;
-        any = true;
-    }
-    out.write_all(if any { b"\n  ]" } else { b"]" })
-}
-
 fn reason(item: &Item) -> Option<String> {
     match item {
         Item::Invalid { reason, .. } => Some(reason.clone()),
@@ -194,126 +317,162 @@ fn reason(item: &Item) -> Option<String> {
     }
 }
 
-pub fn render_text(preview: &Preview, target: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "Plan for target {target}");
-    render_revocations(&mut out, preview);
-    render_creates(&mut out, preview);
-    render_drift(&mut out, preview);
-    render_totals(&mut out, preview);
-    out
+/// Writes a plan as text section by section. The first write error stops the writing and is
+/// given back by `finish`.
+struct TextSink<W: Write> {
+    out: W,
+    /// The counts line, from the head.
+    counts: Vec<String>,
+    /// How many drift items the drift section lists, from the head.
+    drift: usize,
+    in_drift: bool,
+    error: Option<io::Error>,
 }
 
-fn render_revocations(out: &mut String, preview: &Preview) {
-    use std::fmt::Write;
-    let verdict = &preview.verdict;
-    let revoke_total = verdict.allowed.len() + verdict.held.len() + verdict.protected.len();
-    let _ = writeln!(out, "\nRevocations ({revoke_total}):");
-    for r in &verdict.allowed {
-        let _ = writeln!(out, "  - revoke     {}  {}", r.email, r.invitation_id);
-    }
-    for r in &verdict.held {
-        let _ = writeln!(out, "  ! held       {}  {}", r.email, r.invitation_id);
-    }
-    for r in &verdict.protected {
-        let _ = writeln!(out, "  = protected  {}  {}", r.email, r.invitation_id);
-    }
-    if let Some(reason) = verdict.reason.filter(|_| !verdict.held.is_empty()) {
-        let _ = writeln!(
+impl<W: Write> TextSink<W> {
+    fn new(out: W, target: &str) -> Self {
+        let mut sink = TextSink {
             out,
-            "  {} held: {}. Release with `invite-sync sync --allow-revocations {}`.",
-            verdict.held.len(),
-            reason.describe(),
-            verdict.held.len()
-        );
+            counts: Vec::new(),
+            drift: 0,
+            in_drift: false,
+            error: None,
+        };
+        sink.write(format_args!("Plan for target {target}\n"));
+        sink
+    }
+
+    fn write(&mut self, text: std::fmt::Arguments<'_>) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_fmt(text) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Ends the creates and heads the drift, once.
+    fn begin_drift(&mut self) {
+        if !self.in_drift {
+            self.in_drift = true;
+            let n = self.drift;
+            self.write(format_args!("\nDrift and other items ({n}):\n"));
+        }
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
+        }
     }
 }
 
-fn render_creates(out: &mut String, preview: &Preview) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "\nCreates ({}), in queue order:", preview.queued);
-    for item in &preview.plan.items {
+impl<W: Write> Sink for TextSink<W> {
+    fn head(&mut self, head: &Head<'_>) {
+        self.counts = head
+            .counts
+            .iter()
+            .map(|(category, n)| format!("{}={n}", category.as_str()))
+            .collect();
+        self.drift = head
+            .counts
+            .iter()
+            .filter(|(category, _)| {
+                !matches!(
+                    category,
+                    Category::Create | Category::Reinvite | Category::Replace | Category::Revoke
+                ) && self.wants_drift(**category)
+            })
+            .map(|(_, n)| n)
+            .sum();
+        let verdict = head.verdict;
+        let revoke_total = verdict.allowed.len() + verdict.held.len() + verdict.protected.len();
+        self.write(format_args!("\nRevocations ({revoke_total}):\n"));
+        for r in &verdict.allowed {
+            self.write(format_args!(
+                "  - revoke     {}  {}\n",
+                r.email, r.invitation_id
+            ));
+        }
+        for r in &verdict.held {
+            self.write(format_args!(
+                "  ! held       {}  {}\n",
+                r.email, r.invitation_id
+            ));
+        }
+        for r in &verdict.protected {
+            self.write(format_args!(
+                "  = protected  {}  {}\n",
+                r.email, r.invitation_id
+            ));
+        }
+        if let Some(reason) = verdict.reason.filter(|_| !verdict.held.is_empty()) {
+            self.write(format_args!(
+                "  {} held: {}. Release with `invite-sync sync --allow-revocations {}`.\n",
+                verdict.held.len(),
+                reason.describe(),
+                verdict.held.len()
+            ));
+        }
+        self.write(format_args!(
+            "\nCreates ({}), in queue order:\n",
+            head.queued
+        ));
+    }
+
+    fn create(&mut self, item: &Item) {
         match item {
             Item::Create { invitee, reinvite } => {
                 let label = if *reinvite { "reinvite" } else { "create" };
-                let _ = writeln!(out, "  + {label:<10} {}", invitee.email);
+                self.write(format_args!("  + {label:<10} {}\n", invitee.email));
             }
             Item::Replace {
                 invitee,
                 invitation_id,
                 ..
-            } => {
-                let _ = writeln!(
-                    out,
-                    "  ~ {:<10} {}  (revokes {invitation_id})",
-                    "replace", invitee.email
-                );
-            }
+            } => self.write(format_args!(
+                "  ~ {:<10} {}  (revokes {invitation_id})\n",
+                "replace", invitee.email
+            )),
             _ => {}
         }
     }
-}
 
-fn render_drift(out: &mut String, preview: &Preview) {
-    use std::fmt::Write;
-    let drift: Vec<&Item> = preview
-        .plan
-        .items
-        .iter()
-        .filter(|item| {
-            !matches!(
-                item,
-                Item::Create { .. }
-                    | Item::Replace { .. }
-                    | Item::Revoke { .. }
-                    | Item::InSync { .. }
-            )
-        })
-        .collect();
-    let _ = writeln!(out, "\nDrift and other items ({}):", drift.len());
-    for item in drift {
-        let _ = write!(out, "  * {:<18} {}", item.category().as_str(), item.email());
+    /// In-sync people are counted only.
+    fn wants_drift(&self, category: Category) -> bool {
+        category != Category::InSync
+    }
+
+    fn drift(&mut self, item: &Item) {
+        self.begin_drift();
+        let mut line = format!("  * {:<18} {}", item.category().as_str(), item.email());
         if let Some(id) = item.invitation_id() {
-            let _ = write!(out, "  {id}");
+            line.push_str("  ");
+            line.push_str(id);
         }
         if let Some(reason) = reason(item) {
-            let _ = write!(out, "  ({reason})");
+            line.push_str(&format!("  ({reason})"));
         }
-        let _ = writeln!(out);
+        self.write(format_args!("{line}\n"));
     }
-}
 
-fn render_totals(out: &mut String, preview: &Preview) {
-    use std::fmt::Write;
-    let counts: Vec<String> = preview
-        .plan
-        .counts()
-        .into_iter()
-        .map(|(category, n)| format!("{}={n}", category.as_str()))
-        .collect();
-    let _ = writeln!(out, "\nCounts: {}", counts_text(&counts));
-    let _ = writeln!(
-        out,
-        "Budget left this window: {} bulk calls, {} single calls.",
-        preview.budget.bulk.left, preview.budget.single.left,
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        backlog_text(
-            preview.queued,
-            preview.awaiting_user_check,
-            preview.eta.as_secs()
-        )
-    );
-    if let Some(at) = preview.unsettled.settles_at {
-        let _ = writeln!(
-            out,
-            "Unsettled creates: {} (outcome unknown; these people may have no invitation yet), looked up from {}.",
-            preview.unsettled.creates,
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+    fn tail(&mut self, tail: &Tail) {
+        self.begin_drift();
+        let counts = counts_text(&self.counts);
+        self.write(format_args!("\nCounts: {counts}\n"));
+        self.write(format_args!(
+            "Budget left this window: {} bulk calls, {} single calls.\n",
+            tail.budget.bulk.left, tail.budget.single.left,
+        ));
+        let backlog = backlog_text(tail.queued, tail.awaiting_user_check, tail.eta.as_secs());
+        self.write(format_args!("{backlog}\n"));
+        if let Some(at) = tail.unsettled.settles_at {
+            self.write(format_args!(
+                "Unsettled creates: {} (outcome unknown; these people may have no invitation yet), looked up from {}.\n",
+                tail.unsettled.creates,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
     }
 }
 

@@ -325,6 +325,24 @@ impl Reconciler {
         )
         .await?;
         let plan = planner.finish();
+        let (verdict, owned_pending) = self.judge(state, &plan, desired_rows, allow_revocations);
+        Ok(Decision {
+            plan,
+            verdict,
+            owned_pending,
+            desired_rows,
+        })
+    }
+
+    /// The guard's verdict on a plan's revocations (replacements revoke too: the guard and
+    /// the protected list see them as well), and how many pending invitations are ours.
+    fn judge(
+        &self,
+        state: &State,
+        plan: &Plan,
+        desired_rows: usize,
+        allow_revocations: usize,
+    ) -> (Verdict, usize) {
         let owned_pending = state
             .clerk
             .iter()
@@ -333,14 +351,13 @@ impl Reconciler {
             .map(|i| i.id.as_str())
             .collect::<HashSet<_>>()
             .len();
-        // Replacements revoke too: the guard and the protected list see them as well.
         let revocations = plan
             .revocations()
             .map(|(email, id)| Revocation {
                 email: email.clone(),
                 invitation_id: id.to_owned(),
             })
-            .chain(replacements(&plan))
+            .chain(replacements(plan))
             .collect();
         let verdict = guard::check(
             revocations,
@@ -351,12 +368,7 @@ impl Reconciler {
             },
             &self.config.guard,
         );
-        Ok(Decision {
-            plan,
-            verdict,
-            owned_pending,
-            desired_rows,
-        })
+        (verdict, owned_pending)
     }
 
     /// What the next cycle would do, without the lock and without writing anything.

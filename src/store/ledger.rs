@@ -97,7 +97,52 @@ pub const BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owne
 
 /// A row of [`BY_EMAIL`].
 pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
-    <Row as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(row)?.into_entry()
+    use sqlx::Row as _;
+    // By position, in the order of the query's columns: no lookup by name for every value
+    // of a ledger read whole.
+    Row {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        clerk_invitation_id: row.try_get(2)?,
+        state: row.try_get(3)?,
+        owned: row.try_get(4)?,
+        row_digest: row.try_get(5)?,
+        redirect_url: row.try_get(6)?,
+        attempts: row.try_get(7)?,
+        last_error_code: row.try_get(8)?,
+        last_error: row.try_get(9)?,
+        terminal: row.try_get(10)?,
+        next_attempt_at: row.try_get(11)?,
+        revoked_by_us: row.try_get(12)?,
+        created_at: row.try_get(13)?,
+        sent_at: row.try_get(14)?,
+    }
+    .into_entry()
+}
+
+/// The ledger entries of the target (`$1`) with these addresses (`$2`), by address and
+/// oldest first among one address's: rows that decode with [`entry_from_row`].
+const OF_EMAILS: &str = r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url,
+           attempts, last_error_code, last_error, terminal, next_attempt_at, revoked_by_us,
+           created_at, sent_at
+    FROM invite_sync_ledger WHERE target = $1 AND email = ANY($2)
+    ORDER BY email COLLATE "C", id"#;
+
+/// The ledger entries of these addresses, by address and oldest first among one address's.
+pub async fn of_emails(
+    db: impl PgExecutor<'_>,
+    target: &str,
+    emails: &[&str],
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    if emails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(OF_EMAILS)
+        .bind(target)
+        .bind(emails)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(entry_from_row).collect()
 }
 
 /// The ledger entries of one address, oldest first.

@@ -1,35 +1,156 @@
 //! The roster read beside what the ledger and the known users hold of each address, in one
-//! read-only snapshot: the roster streams on a connection of its own, read and decoded by a
-//! task of its own while the caller plans, and the ledger and the known users follow it
-//! through two cursors in the same order (the address in byte order) on a second connection,
-//! merged one person at a time. So a cycle never holds the roster, the ledger or the users
+//! read-only snapshot. In the roster's order (the address in byte order) the roster, the
+//! ledger and the known users stream at once, each on a connection of its own and read and
+//! decoded by a task of its own while the caller plans, and are merged one person at a time.
+//! In queue order ([`for_each_queued`]) the roster streams alone and the people of each batch
+//! of rows are looked up by address. So a read never holds the roster, the ledger or the users
 //! whole, and the database, the decoding and the planning work at once.
 
 use std::cmp::Ordering;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::desired::{self, PgTime, ReadError, RosterRow};
 use super::{ledger, users};
 use crate::domain::{roster_key, row_address, Email, LedgerEntry, Person};
 
-/// Rows fetched from a cursor, and roster rows handed from the reading task, at a time.
+/// Rows fetched from a cursor, and rows handed from a reading task, at a time.
 const BATCH: usize = 1000;
 
-/// Batches of decoded roster rows the reading task may run ahead of the planner.
+/// Batches of decoded rows a reading task may run ahead of the merge.
 const AHEAD: usize = 4;
+
+/// The pool size from which the ledger and the known users each stream on a connection of
+/// their own: the roster's, theirs and one for the addresses looked up on their own make
+/// four, and a cycle under `run` also holds the target's lock and the roster-change
+/// listener's. A smaller pool reads the ledger and the users through two cursors in turn on
+/// one connection.
+const STREAMS_FROM: u32 = 6;
+
+/// The order the roster is read in: by address ([`for_each`]), or the create queue's order
+/// ([`for_each_queued`]).
+const BY_QUEUE: &str = " ORDER BY coalesce(not_before, created_at) NULLS FIRST, \
+    created_at NULLS FIRST, lower(btrim(email::text) COLLATE \"C\")";
+
+/// A consistent view of the database that several reads share: a read-only transaction that
+/// exported its snapshot, open while this lives. `plan` reads the roster more than once, and
+/// every read sees the same roster, ledger and users.
+pub struct Snapshot {
+    _conn: PoolConnection<Postgres>,
+    id: String,
+}
+
+impl Snapshot {
+    pub async fn export(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        // Closed when dropped: it holds the exporting transaction.
+        conn.close_on_drop();
+        let id = begin_exporting(&mut conn).await?;
+        Ok(Snapshot { _conn: conn, id })
+    }
+}
+
+async fn begin_exporting(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await?;
+    no_jit(conn).await?;
+    sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// A connection of the pool in a read-only transaction that sees `snapshot`, closed when
+/// dropped (it holds the transaction).
+async fn importing(pool: &PgPool, snapshot: &str) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await?;
+    // A name cannot be a bound parameter of SET TRANSACTION SNAPSHOT: it is quoted as a
+    // literal.
+    sqlx::query(&format!(
+        "SET TRANSACTION SNAPSHOT '{}'",
+        snapshot.replace('\'', "''")
+    ))
+    .persistent(false)
+    .execute(&mut *conn)
+    .await?;
+    // Every row is read: plan the queries for the whole result, not for their first rows.
+    sqlx::query("SET LOCAL cursor_tuple_fraction = 1")
+        .execute(&mut *conn)
+        .await?;
+    no_jit(&mut conn).await?;
+    Ok(conn)
+}
+
+/// Turns off, for the transaction, the compiling of a query's expressions that PostgreSQL
+/// does for an expensive one: the reads are index scans whose cost the row count makes
+/// large, and the compiling took longer than it saved.
+async fn no_jit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL jit = off").execute(conn).await?;
+    Ok(())
+}
+
+/// Rows decoded with their address, a batch at a time.
+type Batches<T> = mpsc::Receiver<Result<Vec<(String, T)>, sqlx::Error>>;
+
+/// Streams `select`'s rows (its one parameter the target), decoded, to `rows` in batches until
+/// they end, the receiver goes away, or the database fails (sent as the last message). The
+/// connection is closed at the end, never returned to the pool (see [`stream_roster`]).
+async fn stream_side<T: Send + 'static>(
+    mut conn: PoolConnection<Postgres>,
+    select: &'static str,
+    target: String,
+    decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
+    rows: mpsc::Sender<Result<Vec<(String, T)>, sqlx::Error>>,
+) {
+    let mut stream = sqlx::query(select)
+        .persistent(false)
+        .bind(target)
+        .fetch(&mut *conn);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = rows.closed() => return,
+            next = stream.try_next() => next,
+        };
+        let decoded = match next {
+            Ok(Some(row)) => decode(&row),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        match decoded {
+            Ok(item) => batch.push(item),
+            Err(e) => {
+                let _ = rows.send(Err(e)).await;
+                return;
+            }
+        }
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if rows.send(Ok(full)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = rows.send(Ok(batch)).await;
+    }
+}
 
 /// A server-side cursor read a batch at a time, each row decoded with its address.
 struct Cursor<T> {
     name: &'static str,
     decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
-    buffer: VecDeque<(String, T)>,
-    done: bool,
 }
 
 impl<T> Cursor<T> {
@@ -47,24 +168,59 @@ impl<T> Cursor<T> {
             .bind(target)
             .execute(db)
             .await?;
-        Ok(Cursor {
-            name,
-            decode,
+        Ok(Cursor { name, decode })
+    }
+
+    async fn fetch(&self, db: &mut PgConnection) -> Result<Vec<(String, T)>, sqlx::Error> {
+        let rows = sqlx::query(&format!("FETCH {BATCH} FROM {}", self.name))
+            .persistent(false)
+            .fetch_all(&mut *db)
+            .await?;
+        rows.iter().map(self.decode).collect()
+    }
+}
+
+/// Where the rows of the ledger or of the known users come from, by address.
+enum Source<T> {
+    /// A task streaming them on a connection of its own.
+    Streamed(Batches<T>),
+    /// A cursor on the merge's own connection, fetched in turn with the other's.
+    Cursor(Cursor<T>),
+}
+
+/// Rows by address, taken person by person.
+struct Side<T> {
+    source: Source<T>,
+    buffer: VecDeque<(String, T)>,
+    done: bool,
+}
+
+impl<T> Side<T> {
+    fn new(source: Source<T>) -> Self {
+        Side {
+            source,
             buffer: VecDeque::new(),
             done: false,
-        })
+        }
     }
 
     /// The next row, fetching a batch when none is left.
-    async fn next(&mut self, db: &mut PgConnection) -> Result<Option<(String, T)>, sqlx::Error> {
+    async fn next(
+        &mut self,
+        db: &mut Option<PoolConnection<Postgres>>,
+    ) -> Result<Option<(String, T)>, sqlx::Error> {
         if self.buffer.is_empty() && !self.done {
-            let rows = sqlx::query(&format!("FETCH {BATCH} FROM {}", self.name))
-                .persistent(false)
-                .fetch_all(&mut *db)
-                .await?;
-            self.done = rows.len() < BATCH;
-            for row in &rows {
-                self.buffer.push_back((self.decode)(row)?);
+            match &mut self.source {
+                Source::Streamed(batches) => match batches.recv().await {
+                    Some(batch) => self.buffer.extend(batch?),
+                    None => self.done = true,
+                },
+                Source::Cursor(cursor) => {
+                    let db = db.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+                    let rows = cursor.fetch(db).await?;
+                    self.done = rows.len() < BATCH;
+                    self.buffer.extend(rows);
+                }
             }
         }
         Ok(self.buffer.pop_front())
@@ -72,7 +228,11 @@ impl<T> Cursor<T> {
 
     /// The rows whose address is `key`, passing over those before it (addresses no roster row
     /// names). Keys must be asked in ascending order.
-    async fn take(&mut self, db: &mut PgConnection, key: &str) -> Result<Vec<T>, sqlx::Error> {
+    async fn take(
+        &mut self,
+        db: &mut Option<PoolConnection<Postgres>>,
+        key: &str,
+    ) -> Result<Vec<T>, sqlx::Error> {
         let mut taken = Vec::new();
         while let Some((address, item)) = self.next(db).await? {
             match address.as_str().cmp(key) {
@@ -149,17 +309,19 @@ fn ledger_entry(row: &PgRow) -> Result<(String, LedgerEntry), sqlx::Error> {
 }
 
 fn known_user(row: &PgRow) -> Result<(String, bool), sqlx::Error> {
-    Ok((row.try_get("email")?, row.try_get("deleted")?))
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
-/// away, or the database fails (sent as the last message). The connection is closed at the
+/// away, or the database fails (sent as the last message); by address, rows of one address
+/// put in order (`grouped`), or as the query orders them. The connection is closed at the
 /// end, never returned to the pool: it holds the roster's transaction, and, when the
 /// receiver went away early, the rest of the roster, which the server stops sending once the
 /// connection closes.
 async fn stream_roster(
     mut conn: PoolConnection<Postgres>,
     sql: String,
+    grouped: bool,
     rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
 ) {
     let mut stream = sqlx::query(&sql).persistent(false).fetch(&mut *conn);
@@ -172,7 +334,8 @@ async fn stream_roster(
             next = stream.try_next() => next,
         };
         match next {
-            Ok(Some(row)) => group.push(read(&row), &mut batch),
+            Ok(Some(row)) if grouped => group.push(read(&row), &mut batch),
+            Ok(Some(row)) => batch.push(read(&row)),
             Ok(None) => break,
             Err(e) => {
                 let _ = rows.send(Err(e)).await;
@@ -196,15 +359,28 @@ async fn stream_roster(
 /// Hands every roster row, in the roster's order, to `each` with what is known of the person
 /// its address names. Returns how many rows there were.
 ///
-/// Takes two of the pool's connections at once: the roster's and the one the ledger and the
-/// known users are read on. The relation's shape is [`desired::check`]ed first, by the caller.
+/// Takes three of the pool's connections at once (the roster's, the ledger's and the known
+/// users'), and a fourth when an address must be looked up on its own; a pool of fewer than
+/// six reads the ledger and the users on one connection. The relation's shape is
+/// [`desired::check`]ed first, by the caller.
 pub async fn for_each(
     pool: &PgPool,
     relation: &str,
     target: &str,
     each: impl FnMut(RosterRow, Person),
 ) -> Result<usize, ReadError> {
-    stream(pool, relation, Some(target), each).await
+    stream(pool, None, relation, Some(target), each).await
+}
+
+/// [`for_each`] in a snapshot other reads share.
+pub async fn for_each_in(
+    pool: &PgPool,
+    snapshot: &Snapshot,
+    relation: &str,
+    target: &str,
+    each: impl FnMut(RosterRow, Person),
+) -> Result<usize, ReadError> {
+    stream(pool, Some(&snapshot.id), relation, Some(target), each).await
 }
 
 /// Every roster row by address (`lower(btrim(email) COLLATE "C")`: spaces trimmed, ASCII
@@ -212,71 +388,144 @@ pub async fn for_each(
 /// or refused on its own: as a cycle reads them ([`for_each`]), without any target's ledger.
 pub async fn read_roster(pool: &PgPool, relation: &str) -> Result<Vec<RosterRow>, ReadError> {
     let mut rows = Vec::new();
-    stream(pool, relation, None, |row, _| rows.push(row)).await?;
+    stream(pool, None, relation, None, |row, _| rows.push(row)).await?;
     Ok(rows)
 }
 
+/// A task reading the roster, and the batches it sends.
+struct RosterReader {
+    batches: mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
+    task: JoinHandle<()>,
+}
+
+impl RosterReader {
+    fn start(conn: PoolConnection<Postgres>, sql: String, grouped: bool) -> RosterReader {
+        let (sender, batches) = mpsc::channel(AHEAD);
+        let task = tokio::spawn(stream_roster(conn, sql, grouped, sender));
+        RosterReader { batches, task }
+    }
+
+    /// Waits for the task once the merge ended (an error ends it: the task sees the receiver
+    /// gone and closes its connection). The rows merged are the whole roster only if the task
+    /// finished: one that panicked carries its panic on here, as if the roster had been read
+    /// in line, and one stopped by the runtime fails the read. No plan is made of a partial
+    /// roster.
+    async fn finish(
+        self,
+        merged: Result<usize, Merge>,
+        relation: &str,
+    ) -> Result<usize, ReadError> {
+        let RosterReader { batches, task } = self;
+        drop(batches);
+        let joined = task.await;
+        let count = match merged {
+            Ok(count) => count,
+            Err(Merge::Roster(e)) => return Err(desired::relation_error(e, relation)),
+            Err(Merge::Other(e)) => return Err(e.into()),
+        };
+        match joined {
+            Ok(()) => Ok(count),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ReadError::Interrupted),
+        }
+    }
+}
+
 /// [`for_each`], with the person of each address when a target's ledger is given, else an
-/// empty one.
+/// empty one; in `snapshot` when one is given, else in one the roster's transaction exports.
 async fn stream(
     pool: &PgPool,
+    snapshot: Option<&str>,
     relation: &str,
     target: Option<&str>,
     mut each: impl FnMut(RosterRow, Person),
 ) -> Result<usize, ReadError> {
-    let roster_error = |e| desired::relation_error(e, relation);
     // The roster's connection is closed when dropped, wherever this ends: it holds a
     // transaction of its own, begun here rather than by a pooled `Transaction`, so that the
     // reading task can own it.
-    let mut roster = pool.acquire().await?;
-    roster.close_on_drop();
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *roster)
-        .await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut *roster)
-        .await?;
-    let mut tx = super::read_only(pool).await?;
-    // The ledger and the users as of the roster's snapshot (a name cannot be a bound
-    // parameter of SET TRANSACTION SNAPSHOT: it is quoted as a literal).
-    sqlx::query(&format!(
-        "SET TRANSACTION SNAPSHOT '{}'",
-        snapshot.replace('\'', "''")
-    ))
-    .persistent(false)
-    .execute(&mut *tx)
-    .await?;
-    // Every row is read: plan the cursors for the whole result, not for their first rows.
-    sqlx::query("SET LOCAL cursor_tuple_fraction = 1")
-        .execute(&mut *tx)
-        .await?;
-
-    let (sender, mut batches) = mpsc::channel(AHEAD);
-    let reader = tokio::spawn(stream_roster(
-        roster,
-        desired::select(relation, desired::BY_ADDRESS),
-        sender,
-    ));
-    let merged = merge(&mut tx, target, &mut batches, &mut each).await;
-    // An error ends the merge: the reader sees the receiver gone and closes its connection.
-    drop(batches);
-    let joined = reader.await;
-    let count = match merged {
-        Ok(count) => count,
-        Err(Merge::Roster(e)) => return Err(roster_error(e)),
-        Err(Merge::Other(e)) => return Err(e.into()),
+    let (roster, snapshot) = match snapshot {
+        Some(id) => (importing(pool, id).await?, id.to_owned()),
+        None => {
+            let mut roster = pool.acquire().await?;
+            roster.close_on_drop();
+            let id = begin_exporting(&mut roster).await?;
+            (roster, id)
+        }
     };
-    // The roster ends where the reader stopped sending, so the rows merged are the whole
-    // roster only if it finished: one that panicked carries its panic on here, as if the
-    // roster had been read in line, and one stopped by the runtime fails the read. No plan
-    // is made of a partial roster.
-    match joined {
-        Ok(()) => {}
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => return Err(ReadError::Interrupted),
-    }
-    tx.rollback().await?;
-    Ok(count)
+    let Some(target) = target else {
+        let mut reader =
+            RosterReader::start(roster, desired::select(relation, desired::BY_ADDRESS), true);
+        let merged = async {
+            let mut count = 0;
+            while let Some(batch) = reader.batches.recv().await {
+                for read in batch.map_err(Merge::Roster)? {
+                    count += 1;
+                    each(read.row, Person::default());
+                }
+            }
+            Ok::<usize, Merge>(count)
+        }
+        .await;
+        return reader.finish(merged, relation).await;
+    };
+    // The ledger and the users as of the roster's snapshot: each streaming on a connection of
+    // its own when the pool allows, else two cursors on one.
+    let (ledger, users, lookups) = if pool.options().get_max_connections() >= STREAMS_FROM {
+        let ledger_conn = importing(pool, &snapshot).await?;
+        let users_conn = importing(pool, &snapshot).await?;
+        let (ledger_rows, ledger) = mpsc::channel(AHEAD);
+        let (user_rows, users) = mpsc::channel(AHEAD);
+        tokio::spawn(stream_side(
+            ledger_conn,
+            ledger::BY_EMAIL,
+            target.to_owned(),
+            ledger_entry,
+            ledger_rows,
+        ));
+        tokio::spawn(stream_side(
+            users_conn,
+            users::BY_EMAIL,
+            target.to_owned(),
+            known_user,
+            user_rows,
+        ));
+        (Source::Streamed(ledger), Source::Streamed(users), None)
+    } else {
+        let mut tx = importing(pool, &snapshot).await?;
+        let ledger = Cursor::declare(
+            &mut tx,
+            "invite_sync_ledger_by_email",
+            ledger::BY_EMAIL,
+            target,
+            ledger_entry,
+        )
+        .await?;
+        let users = Cursor::declare(
+            &mut tx,
+            "invite_sync_users_by_email",
+            users::BY_EMAIL,
+            target,
+            known_user,
+        )
+        .await?;
+        (Source::Cursor(ledger), Source::Cursor(users), Some(tx))
+    };
+    let mut reader =
+        RosterReader::start(roster, desired::select(relation, desired::BY_ADDRESS), true);
+    let mut merge = Merger {
+        pool,
+        snapshot: &snapshot,
+        target,
+        ledger: Side::new(ledger),
+        users: Side::new(users),
+        lookups,
+        last_key: None,
+    };
+    let merged = merge.all(&mut reader.batches, &mut each).await;
+    // The side streams end with their receivers: their tasks see them gone and close their
+    // connections.
+    drop(merge);
+    reader.finish(merged, relation).await
 }
 
 /// Why the merge stopped: the roster could not be read, or the ledger or the users could not.
@@ -291,72 +540,123 @@ impl From<sqlx::Error> for Merge {
     }
 }
 
-async fn merge(
-    tx: &mut PgConnection,
-    target: Option<&str>,
-    batches: &mut mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
-    each: &mut impl FnMut(RosterRow, Person),
-) -> Result<usize, Merge> {
-    let Some(target) = target else {
+/// The roster merged with the ledger and the users, by address.
+struct Merger<'a> {
+    pool: &'a PgPool,
+    snapshot: &'a str,
+    target: &'a str,
+    ledger: Side<LedgerEntry>,
+    users: Side<bool>,
+    /// The connection addresses are looked up on one at a time (and the cursors read on, when
+    /// there are cursors): taken when first needed.
+    lookups: Option<PoolConnection<Postgres>>,
+    last_key: Option<String>,
+}
+
+impl Merger<'_> {
+    async fn all(
+        &mut self,
+        batches: &mut mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
+        each: &mut impl FnMut(RosterRow, Person),
+    ) -> Result<usize, Merge> {
         let mut count = 0;
         while let Some(batch) = batches.recv().await {
             for read in batch.map_err(Merge::Roster)? {
                 count += 1;
-                each(read.row, Person::default());
+                let (row, person) = self.person(read).await?;
+                each(row, person);
             }
         }
-        return Ok(count);
-    };
-    let mut ledger = Cursor::declare(
-        tx,
-        "invite_sync_ledger_by_email",
-        ledger::BY_EMAIL,
-        target,
-        ledger_entry,
-    )
-    .await?;
-    let mut users = Cursor::declare(
-        tx,
-        "invite_sync_users_by_email",
-        users::BY_EMAIL,
-        target,
-        known_user,
-    )
-    .await?;
-    let mut last_key: Option<String> = None;
-    let mut count = 0;
-    while let Some(batch) = batches.recv().await {
-        for Read {
-            key, email, row, ..
-        } in batch.map_err(Merge::Roster)?
-        {
-            count += 1;
-            let Some(email) = email else {
-                each(row, Person::default());
-                continue;
-            };
-            // Rows of one address come together; only the first needs its person.
-            if last_key.as_deref() == Some(key.as_str()) {
-                each(row, Person::default());
-                continue;
-            }
-            let in_order = last_key.as_ref().is_none_or(|last| *last < key);
-            let person = if key == email.as_str() && in_order {
-                // The row's address is the key the cursors are ordered by: its person is next.
-                let entries = ledger.take(tx, &key).await?;
-                let found = users.take(tx, &key).await?.first().copied();
-                last_key = Some(key);
-                person(entries, found)
-            } else {
-                // An address the database normalises differently: asked for on its own.
-                let entries = ledger::of_email(&mut *tx, target, &email).await?;
-                let found = users::of_email(&mut *tx, target, &email).await?;
-                person(entries, found)
-            };
-            each(row, person);
-        }
+        Ok(count)
     }
-    Ok(count)
+
+    async fn person(&mut self, read: Read) -> Result<(RosterRow, Person), Merge> {
+        let Read {
+            key, email, row, ..
+        } = read;
+        let Some(email) = email else {
+            return Ok((row, Person::default()));
+        };
+        // Rows of one address come together; only the first needs its person.
+        if self.last_key.as_deref() == Some(key.as_str()) {
+            return Ok((row, Person::default()));
+        }
+        let in_order = self.last_key.as_ref().is_none_or(|last| *last < key);
+        let person = if key == email.as_str() && in_order {
+            // The row's address is the key the streams are ordered by: its person is next.
+            let entries = self.ledger.take(&mut self.lookups, &key).await?;
+            let found = self
+                .users
+                .take(&mut self.lookups, &key)
+                .await?
+                .first()
+                .copied();
+            self.last_key = Some(key);
+            person(entries, found)
+        } else {
+            // An address the database normalises differently: asked for on its own.
+            if self.lookups.is_none() {
+                self.lookups = Some(importing(self.pool, self.snapshot).await?);
+            }
+            let db = self.lookups.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+            let entries = ledger::of_email(&mut *db, self.target, &email).await?;
+            let found = users::of_email(&mut *db, self.target, &email).await?;
+            person(entries, found)
+        };
+        Ok((row, person))
+    }
+}
+
+/// Hands every roster row to `each` in the create queue's order (the oldest `not_before`, a
+/// row without one having waited since it was written, then the oldest row, then the
+/// address), which an index of the roster table gives, with what the ledger and the known
+/// users hold of the address it names, looked up a batch of rows at a time. Rows of one
+/// address each get the person. Returns how many rows there were.
+pub async fn for_each_queued(
+    pool: &PgPool,
+    snapshot: &Snapshot,
+    relation: &str,
+    target: &str,
+    mut each: impl FnMut(RosterRow, Person),
+) -> Result<usize, ReadError> {
+    let roster = importing(pool, &snapshot.id).await?;
+    let mut lookups = importing(pool, &snapshot.id).await?;
+    let mut reader = RosterReader::start(roster, desired::select(relation, BY_QUEUE), false);
+    let merged = async {
+        let mut count = 0;
+        while let Some(batch) = reader.batches.recv().await {
+            let batch = batch.map_err(Merge::Roster)?;
+            count += batch.len();
+            let mut addresses: Vec<&str> = batch
+                .iter()
+                .filter_map(|read| read.email.as_ref().map(Email::as_str))
+                .collect();
+            addresses.sort_unstable();
+            addresses.dedup();
+            let mut entries: HashMap<String, Vec<LedgerEntry>> = HashMap::new();
+            for entry in ledger::of_emails(&mut *lookups, target, &addresses).await? {
+                entries
+                    .entry(entry.email.as_str().to_owned())
+                    .or_default()
+                    .push(entry);
+            }
+            let found = users::of_emails(&mut *lookups, target, &addresses).await?;
+            for read in batch {
+                let person = match &read.email {
+                    Some(email) => person(
+                        entries.get(email.as_str()).cloned().unwrap_or_default(),
+                        found.get(email.as_str()).copied(),
+                    ),
+                    None => Person::default(),
+                };
+                each(read.row, person);
+            }
+        }
+        Ok::<usize, Merge>(count)
+    }
+    .await;
+    drop(lookups);
+    reader.finish(merged, relation).await
 }
 
 /// `deleted`: whether the address is a known user's (`Some`) and whether Clerk deleted them.

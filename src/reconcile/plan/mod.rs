@@ -10,6 +10,7 @@
 
 mod ladder;
 pub mod planner;
+pub mod written;
 #[cfg(test)]
 pub(super) mod tests;
 

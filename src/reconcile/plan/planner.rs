@@ -72,9 +72,17 @@ pub struct Planner<'a> {
     clerk_by_email: HashMap<Email, Vec<&'a Invitation>>,
     /// The addresses of Clerk's pending invitations, and whether a roster row asked for them.
     pending_desired: HashMap<Email, bool>,
-    /// The last address added: rows come ordered by address, so a repeat follows its first.
-    last_email: Option<Email>,
+    /// The last address added, and which row named it first when duplicates are noted: rows
+    /// come ordered by address, so a repeat follows its first.
+    last_email: Option<(Email, Option<RowId>)>,
+    /// The addresses several rows name, with the row that counts (the first).
+    duplicates: HashMap<Email, RowId>,
+    /// Given for rows taken in another order than by address ([`Planner::decide_queued`]):
+    /// the row that counts of each address several rows name, and whether it was seen.
+    first_rows: HashMap<Email, (RowId, bool)>,
     quiet: Quiet,
+    /// Counts every roster row's item but the replacements (which the guard sees), keeping none.
+    count_all: bool,
     /// Items counted but not kept, by category.
     quiet_counts: BTreeMap<Category, usize>,
     /// At most this many creates are kept, the first in queue order; the rest are counted.
@@ -122,7 +130,10 @@ impl<'a> Planner<'a> {
             clerk_by_email,
             pending_desired,
             last_email: None,
+            duplicates: HashMap::new(),
+            first_rows: HashMap::new(),
             quiet: Quiet::Keep,
+            count_all: false,
             quiet_counts: BTreeMap::new(),
             head: None,
             creates: Vec::new(),
@@ -134,6 +145,31 @@ impl<'a> Planner<'a> {
     /// Counts, rather than keeps, the items of people who need nothing.
     pub fn counting_quiet(mut self) -> Planner<'a> {
         self.quiet = Quiet::Count;
+        self
+    }
+
+    /// Counts, rather than keeps, every roster row's item but the replacements: a plan that
+    /// is written as the roster is read again keeps only what Clerk's listing and the guard
+    /// need.
+    pub fn counting_all(mut self) -> Planner<'a> {
+        self.quiet = Quiet::Count;
+        self.count_all = true;
+        self
+    }
+
+    /// The addresses several roster rows name, each with the row that counts: what
+    /// [`Planner::decide_queued`] needs to know of a roster read in another order.
+    pub fn duplicates(&self) -> HashMap<Email, RowId> {
+        self.duplicates.clone()
+    }
+
+    /// Decides rows taken in another order than by address, knowing the `duplicates` a read by
+    /// address found.
+    pub fn knowing_duplicates(mut self, duplicates: HashMap<Email, RowId>) -> Planner<'a> {
+        self.first_rows = duplicates
+            .into_iter()
+            .map(|(email, first)| (email, (first, false)))
+            .collect();
         self
     }
 
@@ -160,24 +196,36 @@ impl<'a> Planner<'a> {
         self.rows
     }
 
-    /// Notes that a roster row asks for `email`; `false` when the row before did already.
-    fn desire(&mut self, email: &Email) -> bool {
+    /// Notes that the roster row `row` asks for `email`; `false` when the row before did
+    /// already (and then notes the address as one several rows name).
+    fn desire(&mut self, email: &Email, row: impl FnOnce() -> RowId) -> bool {
         if let Some(asked) = self.pending_desired.get_mut(email) {
             *asked = true;
         }
-        if self.last_email.as_ref() == Some(email) {
-            return false;
+        if let Some((last, first)) = &self.last_email {
+            if last == email {
+                if let Some(first) = first {
+                    self.duplicates
+                        .entry(email.clone())
+                        .or_insert_with(|| first.clone());
+                }
+                return false;
+            }
         }
-        self.last_email = Some(email.clone());
+        // Only a plan read again in another order needs to know which row was first.
+        let first = self.count_all.then(row);
+        self.last_email = Some((email.clone(), first));
         true
     }
 
-    fn push(&mut self, item: Item) {
+    /// Keeps an item, or counts it.
+    pub fn keep(&mut self, item: Item) {
         let quiet = matches!(
             item,
             Item::Accepted { .. } | Item::AlreadyUser { .. } | Item::InSync { .. }
         );
-        if quiet && self.quiet == Quiet::Count {
+        let counted = self.count_all && !matches!(item, Item::Replace { .. });
+        if counted || (quiet && self.quiet == Quiet::Count) {
             *self.quiet_counts.entry(item.category()).or_insert(0) += 1;
         } else if let (Item::Create { .. }, Some(head)) = (&item, self.head) {
             self.creates.push(item);
@@ -194,7 +242,14 @@ impl<'a> Planner<'a> {
     /// must come ordered by address (normalised), oldest first among rows of one address: of
     /// several rows with one address, the first counts.
     pub fn add(&mut self, row: &Result<DesiredRow, InvalidRow>, person: Person) {
+        let item = self.decide(row, person);
+        self.keep(item);
+    }
+
+    /// [`Planner::add`]'s decision, given back rather than kept (see [`Planner::keep`]).
+    pub fn decide(&mut self, row: &Result<DesiredRow, InvalidRow>, person: Person) -> Item {
         self.rows += 1;
+        let id = || RowId::of(row);
         let checked = match row {
             Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
             Err(unreadable) => Err(unreadable.clone()),
@@ -204,25 +259,50 @@ impl<'a> Planner<'a> {
             Err(invalid) => {
                 let email = match invalid.parsed {
                     Some(email) => {
-                        self.desire(&email);
+                        self.desire(&email, id);
                         email.to_string()
                     }
                     None => invalid.email,
                 };
-                self.push(Item::Invalid {
+                return Item::Invalid {
                     email,
                     reason: invalid.reason,
-                });
-                return;
+                };
             }
         };
-        if !self.desire(&invitee.email) {
-            self.push(Item::Invalid {
+        if !self.desire(&invitee.email, id) {
+            return Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
-            });
-            return;
+            };
         }
+        self.decide_person(invitee, person)
+    }
+
+    /// The item of a roster row taken in another order than by address (the create queue's):
+    /// `None` for a row that cannot be read, or that another row of its address outranks
+    /// (both invalid items, which a read by address reports). Needs
+    /// [`Planner::knowing_duplicates`]; notes nothing.
+    pub fn decide_queued(
+        &mut self,
+        row: &Result<DesiredRow, InvalidRow>,
+        person: Person,
+    ) -> Option<Item> {
+        let Ok(desired) = row else {
+            return None;
+        };
+        let invitee = DesiredInvitee::from_row(desired, &self.policy.defaults).ok()?;
+        if let Some((first, seen)) = self.first_rows.get_mut(&invitee.email) {
+            if *seen || *first != RowId::of(row) {
+                return None;
+            }
+            *seen = true;
+        }
+        Some(self.decide_person(invitee, person))
+    }
+
+    /// The ladder's outcome for a readable row that counts for its address.
+    fn decide_person(&self, invitee: DesiredInvitee, person: Person) -> Item {
         let invitations = self
             .clerk_by_email
             .get(&invitee.email)
@@ -245,8 +325,7 @@ impl<'a> Planner<'a> {
             owned_ids: self.owned_ids,
             now: self.now,
         };
-        let item = decide(invitee, &facts, self.policy);
-        self.push(item);
+        decide(invitee, &facts, self.policy)
     }
 
     /// The pending invitations no roster row asked for, then everything in plan order.
@@ -295,6 +374,32 @@ impl<'a> Planner<'a> {
         Plan {
             items,
             quiet: quiet_counts,
+        }
+    }
+}
+
+/// Which roster row is which, among rows of one address: whether it could be read, its
+/// address as written, and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowId {
+    readable: bool,
+    text: String,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl RowId {
+    fn of(row: &Result<DesiredRow, InvalidRow>) -> RowId {
+        match row {
+            Ok(row) => RowId {
+                readable: true,
+                text: row.email.clone(),
+                created_at: row.created_at,
+            },
+            Err(invalid) => RowId {
+                readable: false,
+                text: invalid.email.clone(),
+                created_at: None,
+            },
         }
     }
 }

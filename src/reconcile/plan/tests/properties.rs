@@ -1,6 +1,7 @@
 //! The plan's invariants over generated worlds.
 
 use super::*;
+use crate::domain::roster_key;
 use crate::reconcile::observation::observe;
 
 const POOL: [&str; 8] = [
@@ -712,5 +713,93 @@ proptest! {
         let full = settled.plan_listing(Listing::Full);
         let pending = settled.plan_listing(Listing::Pending { found_nowhere: &nobody });
         prop_assert_eq!(categories(&pending), categories(&full));
+    }
+}
+
+/// Each roster row of `s` with the person its address names, as the reader gives them: the
+/// ledger's entries oldest first and whether the address is a known user's.
+fn rows_with_people(s: &Scenario) -> Vec<(Result<DesiredRow, InvalidRow>, Person)> {
+    s.desired
+        .iter()
+        .map(|row| {
+            let person = match Email::parse(&row.email) {
+                Ok(email) => {
+                    let mut entries: Vec<LedgerEntry> = s
+                        .ledger
+                        .iter()
+                        .filter(|e| e.email == email)
+                        .cloned()
+                        .collect();
+                    entries.sort_by_key(|e| e.id);
+                    Person {
+                        entries,
+                        user: s.known_users.contains(&email),
+                        deleted: false,
+                    }
+                }
+                Err(_) => Person::default(),
+            };
+            (Ok(row.clone()), person)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `plan` counts by address, then reads the roster again in queue order and decides each
+    /// row again: it writes the same counts, revocations and creates, in the same order, as
+    /// the plan held whole.
+    #[test]
+    fn a_plan_counted_then_decided_again_in_queue_order_is_the_plan_held_whole(
+        s in scenario()
+    ) {
+        let held = s.plan();
+        let owned = owned_ids(&s.ledger);
+        let mut rows = rows_with_people(&s);
+        // By address, as the held plan takes them (of rows of one address, the first counts).
+        rows.sort_by_cached_key(|(row, _)| roster_key(row));
+        let mut counting =
+            Planner::new(&s.clerk, &owned, Listing::Full, now(), &s.policy).counting_all();
+        for (row, person) in &rows {
+            let item = counting.decide(row, person.clone());
+            counting.keep(item);
+        }
+        let duplicates = counting.duplicates();
+        let counted = counting.finish();
+        prop_assert_eq!(counted.counts(), held.counts());
+        prop_assert_eq!(counted.queued(), held.queued());
+        let revocations: Vec<_> = counted.revocations().collect();
+        prop_assert_eq!(revocations, held.revocations().collect::<Vec<_>>());
+
+        // In queue order; rows that tie come in reverse, as the database may give them.
+        rows.reverse();
+        rows.sort_by_cached_key(|(row, _)| {
+            let row = row.as_ref().ok();
+            let created = row.and_then(|r| r.created_at);
+            let not_before = row.and_then(|r| r.not_before);
+            let key = row.map(|r| r.email.trim_matches(' ').to_ascii_lowercase());
+            (not_before.or(created), created, key)
+        });
+        let mut queue =
+            Planner::new(&s.clerk, &owned, Listing::Full, now(), &s.policy)
+                .knowing_duplicates(duplicates);
+        let mut creates: Vec<Item> = counted
+            .items
+            .iter()
+            .filter(|i| matches!(i, Item::Replace { .. }))
+            .cloned()
+            .collect();
+        for (row, person) in rows {
+            if let Some(item @ Item::Create { .. }) = queue.decide_queued(&row, person) {
+                creates.push(item);
+            }
+        }
+        let expected: Vec<&Item> = held
+            .items
+            .iter()
+            .filter(|i| matches!(i, Item::Create { .. } | Item::Replace { .. }))
+            .collect();
+        prop_assert_eq!(creates.iter().collect::<Vec<_>>(), expected);
     }
 }
