@@ -2,18 +2,20 @@
 //! pins), drives the simulator over a real socket as an application would: invitations, users,
 //! organizations, organization invitations and memberships, and refusals read through the
 //! SDK's error. The script (tests/js/clerk-backend.mjs) checks each answer as the SDK returns
-//! it and prints one JSON report; this test asserts on that report and on the simulator's state.
+//! it and prints one JSON report; the tests assert on that report and on the simulator's state.
+//! The second test also has the script receive the simulator's webhooks and verify each with the
+//! SDK's `verifyWebhook`, as an application's webhook endpoint would.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use invite_sync::clerk::sim::{self, Operation, SimHandle, SimOptions};
+use invite_sync::clerk::sim::{self, Operation, SimHandle, SimOptions, WebhookTarget};
 use invite_sync::clerk::InvitationStatus;
 use serde_json::Value;
 
-use crate::common::{repo_path, Finished, Proc};
+use crate::common::{free_port, repo_path, Finished, Proc};
 
 /// Every step the script runs, in order: each call of issue 21's point 7 that the SDK has (it
 /// has none for the instance-wide `GET /organization_invitations`), and the refusals a
@@ -74,8 +76,8 @@ async fn node_project() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&setup.stdout).trim())
 }
 
-/// Runs the script against `sim` and returns how it ended.
-async fn run_script(dir: &std::path::Path, sim: &SimHandle) -> Finished {
+/// Runs the script against `sim`, with `extra` in its environment, and returns how it ended.
+async fn run_script(dir: &std::path::Path, sim: &SimHandle, extra: &[(&str, &str)]) -> Finished {
     let root = sim.root_url().to_string();
     let root = root.trim_end_matches('/');
     let mut command = Command::new("node");
@@ -86,6 +88,7 @@ async fn run_script(dir: &std::path::Path, sim: &SimHandle) -> Finished {
         .env("CLERK_API_URL", root)
         .env("CLERK_SECRET_KEY", sim.secret_key())
         .env("CLERK_SIM_CONTROL_URL", format!("{root}/_sim"))
+        .envs(extra.iter().copied())
         .current_dir(dir);
     let script = dir.join("clerk-backend.mjs");
     let script = script.to_str().expect("the script's path is UTF-8");
@@ -117,19 +120,12 @@ fn detail_str<'a>(report: &'a Value, name: &str, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("step {name:?} has no {pointer} in its detail"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_call_it_makes() {
-    let dir = node_project().await;
-    // The default simulator: the development key's request limit, no webhooks.
-    let sim = sim::start(SimOptions::default())
-        .await
-        .expect("the simulator starts");
-
-    let finished = run_script(&dir, &sim).await;
-    let report = report(&finished);
+/// The script's report once every step in `expected` ran and passed, in that order.
+fn passed(finished: &Finished, expected: &[&str]) -> Value {
+    let report = report(finished);
     let steps = report["steps"].as_array().cloned().unwrap_or_default();
     let names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names, STEPS, "the script ran other steps: {finished}");
+    assert_eq!(names, expected, "the script ran other steps: {finished}");
     let failed: Vec<String> = steps
         .iter()
         .filter(|s| s["ok"] != true)
@@ -151,6 +147,19 @@ async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_cal
         steps.len(),
         report["node"].as_str().unwrap_or("?")
     );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_call_it_makes() {
+    let dir = node_project().await;
+    // The default simulator: the development key's request limit, no webhooks.
+    let sim = sim::start(SimOptions::default())
+        .await
+        .expect("the simulator starts");
+
+    let finished = run_script(&dir, &sim, &[]).await;
+    let report = passed(&finished, STEPS);
 
     // What the SDK was told happened is what the simulator holds.
     assert_instance_invitations(&sim, &report);
@@ -160,6 +169,44 @@ async fn clerk_backend_sdk_gets_what_it_expects_from_the_simulator_for_every_cal
         count_calls > 0 && sim.stats().count(Operation::CountUsers, 200) == count_calls,
         "getUserList and getCount reach GET /users/count, answered 200: {:?}",
         sim.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clerk_backend_verify_webhook_accepts_every_event_the_simulator_signs() {
+    let dir = node_project().await;
+    let port = free_port().expect("a free port for the script's webhook endpoint");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let target = WebhookTarget::new(&format!("http://127.0.0.1:{port}/clerk"), secret)
+        .expect("a webhook target");
+    let sim = sim::start(SimOptions::default().with_webhook(target))
+        .await
+        .expect("the simulator starts");
+
+    let port = port.to_string();
+    let extra = [
+        ("WEBHOOK_LISTEN_PORT", port.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret),
+    ];
+    let finished = run_script(&dir, &sim, &extra).await;
+    let mut expected = STEPS.to_vec();
+    expected.push("webhooks.verifyWebhook accepts every event");
+    let report = passed(&finished, &expected);
+    println!(
+        "verifyWebhook: {}",
+        step(&report, "webhooks.verifyWebhook accepts every event")["detail"]
+    );
+    assert!(
+        sim.webhooks_settled(Duration::from_secs(10)).await,
+        "the simulator's deliveries did not settle: {:?}",
+        sim.stats().webhooks
+    );
+    let webhooks = sim.stats().webhooks;
+    let delivered: u64 = webhooks.delivered.values().sum();
+    assert_eq!(
+        (delivered, webhooks.failed_attempts, webhooks.abandoned),
+        (webhooks.raised, 0, 0),
+        "every event was delivered and answered 2xx at once: {webhooks:?}"
     );
 }
 

@@ -4,7 +4,10 @@
 //
 // Environment: CLERK_API_URL (the server's root, without /v1: the SDK adds its API version),
 // CLERK_SECRET_KEY, and CLERK_SIM_CONTROL_URL (the simulator's /_sim control API, used to make
-// users, as Clerk's dashboard or a sign-up would).
+// users, as Clerk's dashboard or a sign-up would). With WEBHOOK_LISTEN_PORT and
+// CLERK_WEBHOOK_SIGNING_SECRET it also receives the simulator's webhooks on that port, checks
+// each with the SDK's verifyWebhook, and ends with a step that waits for every event type the
+// calls raise.
 //
 // Prints one JSON object: {"sdk", "node", "steps": [{"name", "ok", "detail" | "error"}],
 // "passed", "failed"}. Each step checks what the SDK returned; a failed step records the
@@ -12,8 +15,10 @@
 // 2 when the environment is incomplete.
 
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { createClerkClient } from '@clerk/backend';
 import { isClerkAPIResponseError } from '@clerk/backend/errors';
+import { verifyWebhook } from '@clerk/backend/webhooks';
 
 const apiUrl = process.env.CLERK_API_URL;
 const secretKey = process.env.CLERK_SECRET_KEY;
@@ -173,6 +178,51 @@ function page(result, what) {
   check(result && Array.isArray(result.data), `${what}: a {data, totalCount} page`, result);
   check(Number.isInteger(result.totalCount), `${what}: totalCount is an integer`, result.totalCount);
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// Webhooks, when asked for: every delivery verified as an application would verify it
+
+const webhookPort = process.env.WEBHOOK_LISTEN_PORT;
+const signingSecret = process.env.CLERK_WEBHOOK_SIGNING_SECRET;
+const deliveries = [];
+let webhookServer = null;
+if (webhookPort && signingSecret) {
+  webhookServer = createServer(async (incoming, outgoing) => {
+    const chunks = [];
+    for await (const chunk of incoming) {
+      chunks.push(chunk);
+    }
+    const request = new Request(`http://127.0.0.1${incoming.url}`, {
+      method: incoming.method,
+      headers: Object.entries(incoming.headers).filter(([, value]) => typeof value === 'string'),
+      body: Buffer.concat(chunks),
+    });
+    try {
+      const event = await verifyWebhook(request, { signingSecret });
+      deliveries.push({ ok: true, type: event.type, data: event.data });
+      outgoing.writeHead(200).end();
+    } catch (error) {
+      deliveries.push({ ok: false, error: String(error?.message ?? error) });
+      outgoing.writeHead(400).end();
+    }
+  });
+  await new Promise((resolve, reject) => {
+    webhookServer.once('error', reject);
+    webhookServer.listen(Number(webhookPort), '127.0.0.1', resolve);
+  });
+}
+
+// Waits until `ready()` holds, checking every 20 ms, for at most `ms`; whether it held.
+async function waitFor(ready, ms) {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() >= deadline) {
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
 }
 
 // Addresses unique to this run, so that it can also run against a long-lived simulator.
@@ -738,6 +788,49 @@ await refusal(
   409,
   ['organization_membership_managed_by_scim'],
 );
+
+// ---------------------------------------------------------------------------
+// The webhooks those calls raised
+
+if (webhookServer) {
+  await step('webhooks.verifyWebhook accepts every event', ['users', 'acme', 'globex', 'deleted'], async () => {
+    const expected = [
+      'user.created',
+      'organizationInvitation.created',
+      'organizationInvitation.revoked',
+      'organizationInvitation.accepted',
+      'organizationMembership.created',
+      'organizationMembership.updated',
+      'organizationMembership.deleted',
+    ];
+    // Every call is answered, so the simulator has raised every event it will raise.
+    const raised = (await control('GET', '/stats')).webhooks?.raised ?? 0;
+    const verified = () => deliveries.filter((d) => d.ok);
+    const seen = () => new Set(verified().map((d) => d.type));
+    const arrived = await waitFor(() => verified().length >= raised, 15000);
+    check(arrived, `all ${raised} events within 15 s`, verified().length);
+    const missing = expected.filter((type) => !seen().has(type));
+    check(missing.length === 0, `every event type; missing ${missing.join(', ')}`);
+    const refused = deliveries.filter((d) => !d.ok);
+    check(refused.length === 0, 'every delivery verifies', refused);
+    const of = (type) => deliveries.filter((d) => d.type === type).map((d) => d.data);
+    const accepted = of('organizationInvitation.accepted');
+    equal(accepted.map((d) => d.id), [state.existingAccountInvitation], 'the accepted invitation');
+    equal(accepted[0].user_id, state.users[cyd], 'the accepted event carries user_id');
+    const revoked = of('organizationInvitation.revoked').map((d) => d.id);
+    check(revoked.includes(state.revokedOrgInvitation), 'the revoked invitation', revoked);
+    const deleted = of('organizationMembership.deleted').map((d) => d.public_user_data?.user_id);
+    equal(deleted, [state.users[bob]], 'the deleted membership');
+    const updated = of('organizationMembership.updated').map((d) => [d.public_user_data?.user_id, d.role]);
+    equal(updated, [[state.users[bob], 'org:admin']], 'the role change');
+    return Object.fromEntries(expected.map((type) => [type, of(type).length]));
+  });
+  // Close once every answer went out (idle keep-alive connections are closed at once).
+  const closed = new Promise((resolve) => webhookServer.close(resolve));
+  if (!(await Promise.race([closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]))) {
+    webhookServer.closeAllConnections();
+  }
+}
 
 // ---------------------------------------------------------------------------
 
