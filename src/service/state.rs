@@ -14,6 +14,7 @@ use crate::clerk::ClerkClient;
 use crate::config::{self, ScimEmail, Settings};
 use crate::reconcile::CycleConfig;
 use crate::scim::{EmailSource, Mapping};
+use crate::store::group_memberships::GroupMappings;
 use crate::webhook_signature::Verifier;
 
 /// Largest request body accepted (413 above).
@@ -120,10 +121,12 @@ impl AppState {
     }
 }
 
-/// The endpoint's configuration: its tokens and the roster mapping.
+/// The endpoint's configuration: its tokens, the roster mapping and the groups' mapping.
 pub struct Scim {
     pub(in crate::service) tokens: Vec<SecretString>,
     pub(in crate::service) mapping: Mapping,
+    /// `scim.groups`: what a group's members become on the membership roster.
+    pub(crate) groups: Arc<GroupMappings>,
 }
 
 impl Scim {
@@ -141,6 +144,7 @@ impl Scim {
         Ok(Some(Scim {
             tokens: scim.token.iter().cloned().map(Into::into).collect(),
             mapping,
+            groups: Arc::new(GroupMappings::default()),
         }))
     }
 }

@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod desired;
 mod error;
+pub mod group_memberships;
 pub mod ledger;
 pub mod listings;
 pub mod lock;
@@ -15,6 +16,7 @@ pub mod retention;
 pub mod roster;
 pub mod runs;
 pub mod scim;
+pub mod scim_groups;
 pub mod status;
 pub mod users;
 pub mod webhooks;
