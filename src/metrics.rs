@@ -72,6 +72,8 @@ pub struct Metrics {
     pub clerk_blocked_until: Family<OperationLabel, Gauge<f64, AtomicU64>>,
     pub unsettled_creates: Gauge,
     pub unsettled_settle_at: Gauge<f64, AtomicU64>,
+    pub event_deliveries: Family<OutcomeLabel, Counter>,
+    pub event_dead_letters: Gauge,
 }
 
 impl Metrics {
@@ -101,6 +103,8 @@ impl Metrics {
             clerk_blocked_until: Family::default(),
             unsettled_creates: Gauge::default(),
             unsettled_settle_at: Gauge::default(),
+            event_deliveries: Family::default(),
+            event_dead_letters: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -203,7 +207,25 @@ impl Metrics {
             "Unix time from which the oldest unsettled create can be looked up (0: none waits)",
             metrics.unsettled_settle_at.clone(),
         );
-        // Series a dashboard or an alert reads from the start: present at zero before the
+        registry.register(
+        "event_deliveries",
+        "Outbound event delivery attempts by outcome (delivered, failed, dead)",
+        metrics.event_deliveries.clone(),
+    );
+    registry.register(
+        "event_dead_letters",
+        "Outbound event deliveries given up (dead letters) to the configured endpoints, waiting for `invite-sync events replay`",
+        metrics.event_dead_letters.clone(),
+    );
+    for outcome in ["delivered", "failed", "dead"] {
+        metrics
+            .event_deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(0);
+    }
+    // Series a dashboard or an alert reads from the start: present at zero before the
         // first cycle, so a rule sees 0 rather than nothing.
         for outcome in ["succeeded", "partial", "held", "failed", "interrupted"] {
             metrics
@@ -303,7 +325,16 @@ impl Metrics {
         }
     }
 
-    pub fn gauge(gauge: &Gauge, value: usize) {
+    /// Counts one outbound event delivery attempt with `outcome`.
+pub fn event_delivery(&self, outcome: &str) {
+    self.event_deliveries
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+pub fn gauge(gauge: &Gauge, value: usize) {
         gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 }

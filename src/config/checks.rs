@@ -98,6 +98,12 @@ pub(crate) fn check_api_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// An `events.endpoints` URL: http or https, with a host and no credentials (the URL is
+/// shown in `status` and the logs; the endpoint's secret signs instead).
+pub(crate) fn check_endpoint_url(text: &str) -> Result<String, String> {
+    check_http_url(text.trim()).map(|_| text.trim().to_owned())
+}
+
 pub(crate) fn check_redirect_url(text: &str) -> Result<String, String> {
     check_http_url(text).map(|_| text.to_owned())
 }

@@ -73,6 +73,7 @@ settings! {
         pub scim: ScimSettings,
         pub log: LogSettings,
         pub retention: RetentionSettings,
+        pub events: EventsSettings,
     }
 }
 
@@ -219,6 +220,101 @@ section! {
     pub struct RetentionSettings {
         /// Run history, recorded Clerk calls and webhook deliveries older than this are pruned.
         pub days: u32 = int(1, 36_500),
+    }
+}
+
+section! {
+    #[derive(Debug, Clone)]
+    pub struct EventsSettings {
+        /// The receivers of the outbound events: `{ url, secret }` or `{ url, secret_file }`,
+        /// the secret a `whsec_` key. Empty: events are recorded, and sent nowhere.
+        pub endpoints: Vec<EventEndpoint>,
+        /// How long one delivery may take before it counts as failed.
+        pub timeout_seconds: u64 = int(1, 300),
+        /// Deliveries in flight at once, across endpoints.
+        pub concurrency: u32 = int(1, 1000),
+        /// A delivery failing this many times becomes a dead letter.
+        pub max_attempts: u32 = int(1, 1000),
+        /// An event still undelivered this long after it was made becomes a dead letter.
+        pub max_age_hours: u64 = int(1, 8760),
+        /// The wait after a first failure; each further failure doubles it (with jitter).
+        pub retry_min_seconds: f64 = float(0.0, 86_400.0),
+        /// The longest wait between two attempts.
+        pub retry_max_seconds: f64 = float(0.0, 86_400.0),
+        /// How often the delivery task looks for due deliveries.
+        pub poll_seconds: f64 = float(0.01, 3600.0),
+    }
+}
+
+/// One receiver of the outbound events. Its secret is never shown: `Debug` and the
+/// rendered configuration redact it.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEndpoint {
+    pub url: Url,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for EventEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventEndpoint")
+            .field("url", &self.url.as_str())
+            .field("secret", &REDACTED)
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+impl EventEndpoint {
+    /// The signing secret, from `secret` or read from `secret_file` (trimmed), checked to be
+    /// a `whsec_` key. Errors name the endpoint by its URL, never the secret.
+    pub fn secret(&self) -> Result<SecretString, ConfigError> {
+        let key = "events.endpoints";
+        let text = match (&self.secret, &self.secret_file) {
+            (Some(secret), None) => SecretString::from(secret.expose_secret()),
+            (None, Some(path)) => {
+                let text = file::read_text(path, SECRET_FILE_LIMIT).map_err(|e| {
+                    ConfigError::single(
+                        key,
+                        format!("{}: cannot read secret_file {}: {e}", self.url, path.display()),
+                    )
+                })?;
+                SecretString::from(text)
+            }
+            _ => {
+                return Err(ConfigError::single(
+                    key,
+                    format!("{}: set exactly one of secret and secret_file", self.url),
+                ))
+            }
+        };
+        let checked = checks::check_webhook_secret(text.expose_secret())
+            .map_err(|reason| ConfigError::single(key, format!("{}: secret {reason}", self.url)))?;
+        Ok(SecretString::from(checked))
+    }
+}
+
+impl EventsSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_hours.saturating_mul(3600))
+    }
+
+    pub fn poll(&self) -> Duration {
+        Duration::from_secs_f64(self.poll_seconds)
+    }
+
+    /// The wait before attempt `attempts + 1` after `attempts` failures, without jitter.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exponent = i32::try_from(attempts.saturating_sub(1).min(30)).unwrap_or(30);
+        let wait = (self.retry_min_seconds * 2f64.powi(exponent)).min(self.retry_max_seconds);
+        Duration::from_secs_f64(wait.max(0.0))
     }
 }
 

@@ -37,6 +37,9 @@ pub(crate) enum Kind {
     /// A table of names to strings, each entry checked as `name = value`; from the
     /// environment, `name=value` pairs separated by commas.
     Table(Check),
+    /// `events.endpoints`: an array of `{ url, secret }` or `{ url, secret_file }` tables;
+    /// from the environment, the same written as a TOML array.
+    Endpoints,
 }
 
 pub(crate) const fn int(min: i64, max: i64) -> Kind {
@@ -114,7 +117,17 @@ impl<T: KeyType> KeyType for Option<T> {
     const SECRET: bool = T::SECRET;
 }
 
+impl KeyType for super::EventEndpoint {
+    const KIND: Option<Kind> = Some(Kind::Endpoints);
+    const SECRET: bool = true;
+}
+
 impl<T: KeyType> KeyType for Vec<T> {
+    const KIND: Option<Kind> = match T::KIND {
+        Some(Kind::Endpoints) => Some(Kind::Endpoints),
+        _ => None,
+    };
+
     const SECRET: bool = T::SECRET;
 }
 
@@ -387,6 +400,7 @@ fn expected(kind: &Kind) -> &'static str {
         Kind::Text(_) | Kind::Choice(_) => "a string",
         Kind::List(_) => "an array of strings",
         Kind::Table(_) => "a table of strings",
+        Kind::Endpoints => "an array of { url, secret } tables",
     }
 }
 
@@ -407,6 +421,7 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
         return match spec.kind {
             Kind::List(_) => Ok(Some(toml::Value::Array(Vec::new()))),
             Kind::Table(_) => Ok(Some(toml::Value::Table(toml::Table::new()))),
+            Kind::Endpoints => Ok(Some(toml::Value::Array(Vec::new()))),
             _ if spec.optional => Ok(None),
             _ => Err("is empty".to_owned()),
         };
@@ -449,6 +464,123 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
             }
             table(*check, entries)
         }
+        Kind::Endpoints => {
+            let wrapped = format!("endpoints = {trimmed}");
+            match toml::from_str::<toml::Table>(&wrapped) {
+                Ok(mut parsed) => match parsed.remove("endpoints") {
+                    Some(toml::Value::Array(items)) => endpoints(
+                        items
+                            .into_iter()
+                            .map(|item| match item {
+                                toml::Value::Table(table) => Ok(table
+                                    .into_iter()
+                                    .map(|(name, value)| match value {
+                                        toml::Value::String(text) => (name, Some(text)),
+                                        _ => (name, None),
+                                    })
+                                    .collect()),
+                                _ => Err(()),
+                            })
+                            .collect(),
+                    ),
+                    _ => Err(ENDPOINTS_SHAPE.to_owned()),
+                },
+                // The parser's message may quote a secret: not shown.
+                Err(_) => Err(ENDPOINTS_SHAPE.to_owned()),
+            }
+        }
+    }
+}
+
+/// A value of the merged layers as JSON, for a check of records.
+fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match &value.kind {
+        ValueKind::Nil => Json::Null,
+        ValueKind::Boolean(b) => Json::Bool(*b),
+        ValueKind::I64(n) => Json::from(*n),
+        ValueKind::U64(n) => Json::from(*n),
+        ValueKind::I128(n) => i64::try_from(*n).map_or(Json::Null, Json::from),
+        ValueKind::U128(n) => u64::try_from(*n).map_or(Json::Null, Json::from),
+        ValueKind::Float(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
+        ValueKind::String(text) => Json::String(text.clone()),
+        ValueKind::Table(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(name, item)| (name.clone(), to_json(item)))
+                .collect(),
+        ),
+        ValueKind::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+    }
+}
+
+const ENDPOINTS_SHAPE: &str =
+    "expected a TOML array of tables, e.g. [{ url = \"https://...\", secret_file = \"/path\" }]";
+
+/// `events.endpoints`' items, each a table of its keys (a value that is not a string is
+/// `None`) or `Err` when the item is not a table: each checked, named by its position (its
+/// secret is never shown).
+fn endpoints(items: Vec<Result<Vec<(String, Option<String>)>, ()>>) -> Result<Option<toml::Value>, String> {
+    let mut values = Vec::with_capacity(items.len());
+    let mut reasons = Vec::new();
+    let mut urls = std::collections::HashSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let position = index + 1;
+        let Ok(fields) = item else {
+            reasons.push(format!("item {position}: expected a table {{ url, secret }}"));
+            continue;
+        };
+        let mut table = toml::Table::new();
+        let mut problems = Vec::new();
+        for (name, value) in fields {
+            let Some(value) = value else {
+                problems.push(format!("{name} must be a string"));
+                continue;
+            };
+            let checked = match name.as_str() {
+                "url" => super::checks::check_endpoint_url(&value),
+                "secret" => super::checks::check_webhook_secret(&value),
+                "secret_file" => super::checks::check_path(&value),
+                other => {
+                    problems.push(format!(
+                        "unknown key {other:?} (an endpoint has url, and secret or secret_file)"
+                    ));
+                    continue;
+                }
+            };
+            match checked {
+                Ok(normalised) => {
+                    table.insert(name, toml::Value::String(normalised));
+                }
+                Err(reason) => problems.push(format!("{name} {reason}")),
+            }
+        }
+        match table.get("url").and_then(toml::Value::as_str) {
+            None if !problems.iter().any(|p| p.starts_with("url ")) => {
+                problems.push("url must be set".to_owned());
+            }
+            Some(url) if !urls.insert(url.to_owned()) => {
+                problems.push(format!("url {url:?} is named by an earlier endpoint too"));
+            }
+            _ => {}
+        }
+        match (table.contains_key("secret"), table.contains_key("secret_file")) {
+            (true, true) => problems.push("set secret or secret_file, not both".to_owned()),
+            (false, false) if !problems.iter().any(|p| p.starts_with("secret")) => {
+                problems.push("secret or secret_file must be set".to_owned());
+            }
+            _ => {}
+        }
+        if problems.is_empty() {
+            values.push(toml::Value::Table(table));
+        } else {
+            reasons.push(format!("item {position}: {}", problems.join(", ")));
+        }
+    }
+    if reasons.is_empty() {
+        Ok(Some(toml::Value::Array(values)))
+    } else {
+        Err(reasons.join("; "))
     }
 }
 
@@ -512,6 +644,21 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
             }
             table(*check, entries)
         }
+        (Kind::Endpoints, ValueKind::Array(items)) => endpoints(
+            items
+                .iter()
+                .map(|item| match &item.kind {
+                    ValueKind::Table(fields) => Ok(fields
+                        .iter()
+                        .map(|(name, value)| match &value.kind {
+                            ValueKind::String(text) => (name.clone(), Some(text.clone())),
+                            _ => (name.clone(), None),
+                        })
+                        .collect()),
+                    _ => Err(()),
+                })
+                .collect(),
+        ),
         _ => Err(mismatch()),
     }
 }
@@ -650,6 +797,7 @@ mod tests {
                 "http.roster_webhook_secret",
                 "http.clerk_webhook_secret",
                 "scim.token",
+                "events.endpoints",
             ]
         );
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The long-running service: cycles on a cron schedule, at start, on SIGHUP and on demand,
 //! one at a time, sooner while a backlog waits for budget; a clean stop on SIGTERM / SIGINT.
 
+pub mod events;
 pub mod housekeeping;
 pub mod http;
 pub mod notify;
@@ -133,6 +134,8 @@ pub async fn run(
         settings.retention.days,
         shutdown.clone(),
     ));
+    let deliverer = events::Deliverer::start(pool.clone(), settings).await?;
+    let deliveries = tokio::spawn(deliverer.run(shutdown.clone()));
     let notifications = tokio::spawn(notify::listen(pool, triggers.clone(), shutdown.clone()));
     let address = http_listener.local_addr().ok();
     let admin_address = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -162,6 +165,7 @@ pub async fn run(
         }
         let _ = notifications.await;
         let _ = housekeeping.await;
+        let _ = deliveries.await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }

@@ -11,6 +11,7 @@ pub mod membership_ledger;
 pub mod membership_roster;
 pub mod memberships;
 pub mod organizations;
+pub mod outbox;
 pub mod people;
 pub mod retention;
 pub mod roster;
