@@ -60,6 +60,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The outbound events sent to events.endpoints.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Serve a simulated Clerk Backend API (invitations, users and their webhooks) for
     /// rehearsals and tests.
     ClerkSim(ClerkSimArgs),
@@ -102,6 +107,12 @@ pub struct DemoArgs {
     /// Stop after the scripted cycles instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Send dead letters again (exit 0 when none is left, 1 when some are).
+    Replay(commands::events::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +160,7 @@ pub async fn run(cli: Cli) -> Exit {
     let outcome = match cli.command {
         Command::Config {
             command: ConfigCommand::Check,
-        } => return commands::config_check::run(cli.config.as_deref()),
+        } => return commands::config_check::run(cli.config.as_deref()).await,
         Command::ClerkSim(args) => commands::clerk_sim::run(args).await,
         Command::Demo(args) => commands::demo::run(args.once).await,
         command => {
@@ -184,6 +195,9 @@ pub async fn run(cli: Cli) -> Exit {
                 Command::Status(args) => commands::status::run(&settings, args.format).await,
                 Command::Import(args) => commands::import::run(&settings, args).await,
                 Command::Migrate => commands::migrate::run(&settings).await,
+                Command::Events {
+                    command: EventsCommand::Replay(args),
+                } => commands::events::replay(&settings, args).await,
                 Command::Config { .. } | Command::ClerkSim(_) | Command::Demo(_) => {
                     unreachable!("handled above")
                 }

@@ -3,6 +3,7 @@
 pub mod clerk_sim;
 pub mod config_check;
 pub mod demo;
+pub mod events;
 mod exit;
 pub mod import;
 pub mod migrate;
