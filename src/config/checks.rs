@@ -246,6 +246,66 @@ pub(crate) fn check_metadata_mapping(text: &str) -> Result<String, String> {
     Ok(path.trim().to_owned())
 }
 
+/// The `scim.groups` entries, each a table `{ group, organization, role, precedence }`:
+/// every problem, each naming its entry by position and group.
+pub(crate) fn check_group_mappings(items: Vec<serde_json::Value>) -> Result<toml::Value, String> {
+    use crate::scim::groups_map::{check_mappings, GroupMapping, FIELDS};
+    let mut problems = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let group = item
+            .get("group")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let named = GroupMapping::named(index, &group);
+        let Some(fields) = item.as_object() else {
+            problems.push(format!(
+                "{named}: expected a table {{ group, organization, role, precedence }}"
+            ));
+            continue;
+        };
+        let mut unknown: Vec<&String> = fields
+            .keys()
+            .filter(|name| !FIELDS.contains(&name.as_str()))
+            .collect();
+        unknown.sort();
+        if !unknown.is_empty() {
+            let names: Vec<String> = unknown.iter().map(|name| format!("`{name}`")).collect();
+            problems.push(format!(
+                "{named}: unknown field {}; an entry has {}",
+                names.join(", "),
+                FIELDS.join(", ")
+            ));
+            continue;
+        }
+        let missing: Vec<&str> = ["group", "organization"]
+            .into_iter()
+            .filter(|name| !fields.contains_key(*name))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!("{named}: {} must be set", missing.join(" and ")));
+            continue;
+        }
+        match serde_json::from_value::<GroupMapping>(item) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => problems.push(format!(
+                "{named}: {e} (group, organization and role are strings, precedence an integer)"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        match check_mappings(&entries) {
+            Ok(checked) => entries = checked,
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    toml::Value::try_from(entries).map_err(|e| format!("cannot be stored: {e}"))
+}
+
 /// A webhook signing secret: `whsec_` and base64. Reasons never include the secret.
 pub(crate) fn check_webhook_secret(text: &str) -> Result<String, String> {
     use base64::Engine;

@@ -32,6 +32,7 @@ use url::Url;
 use crate::clerk::budget::Limits;
 use crate::clerk::{ClientOptions, KeyKind, RequestRate, RetryPolicy, TemplateSlug};
 use crate::domain::{check_role, RowDefaults};
+use crate::scim::groups_map::GroupMapping;
 
 pub use env_file::{parse_env_file, read_env_file};
 pub use error::{ConfigError, Problem};
@@ -44,9 +45,9 @@ pub use sources::{
 };
 
 use checks::{
-    check_api_token, check_api_url, check_database_url, check_filter, check_metadata_mapping,
-    check_path, check_protected, check_redirect_url, check_relation, check_schedule,
-    check_secret_key, check_socket_addr, check_target, check_webhook_secret,
+    check_api_token, check_api_url, check_database_url, check_filter, check_group_mappings,
+    check_metadata_mapping, check_path, check_protected, check_redirect_url, check_relation,
+    check_schedule, check_secret_key, check_socket_addr, check_target, check_webhook_secret,
 };
 use schema::{float, int, section, settings, Kind};
 use sources::{EnvSource, TomlSource};
@@ -202,6 +203,8 @@ section! {
         pub email: ScimEmail,
         /// Metadata key → SCIM attribute path whose value it takes.
         pub metadata: BTreeMap<String, String> = Kind::Table(check_metadata_mapping),
+        /// Groups to organizations and roles; a group no entry names is ignored.
+        pub groups: Vec<GroupMapping> = Kind::Records(check_group_mappings),
     }
 }
 

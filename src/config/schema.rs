@@ -20,6 +20,10 @@ use crate::clerk::TemplateSlug;
 /// repeats the value; the walk adds it for keys that are not secret.
 type Check = fn(&str) -> Result<String, String>;
 
+/// A check of a list of records (tables), each as JSON: the normalised list, or every
+/// reason, each naming its entry.
+type RecordsCheck = fn(Vec<serde_json::Value>) -> Result<toml::Value, String>;
+
 pub(crate) enum Kind {
     Bool,
     Int {
@@ -40,6 +44,9 @@ pub(crate) enum Kind {
     /// `events.endpoints`: an array of `{ url, secret }` or `{ url, secret_file }` tables;
     /// from the environment, the same written as a TOML array.
     Endpoints,
+    /// A list of tables (`[[section.key]]` in a file), each checked as JSON by the key's
+    /// check; from the environment, a JSON array of objects.
+    Records(RecordsCheck),
 }
 
 pub(crate) const fn int(min: i64, max: i64) -> Kind {
@@ -98,6 +105,7 @@ impl KeyType for PathBuf {}
 impl KeyType for SocketAddr {}
 impl KeyType for Url {}
 impl KeyType for BTreeMap<String, String> {}
+impl KeyType for crate::scim::groups_map::GroupMapping {}
 
 impl KeyType for bool {
     const KIND: Option<Kind> = Some(Kind::Bool);
@@ -127,7 +135,6 @@ impl<T: KeyType> KeyType for Vec<T> {
         Some(Kind::Endpoints) => Some(Kind::Endpoints),
         _ => None,
     };
-
     const SECRET: bool = T::SECRET;
 }
 
@@ -400,6 +407,7 @@ fn expected(kind: &Kind) -> &'static str {
         Kind::Text(_) | Kind::Choice(_) => "a string",
         Kind::List(_) => "an array of strings",
         Kind::Table(_) => "a table of strings",
+        Kind::Records(_) => "an array of tables",
         Kind::Endpoints => "an array of { url, secret } tables",
     }
 }
@@ -422,6 +430,7 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
             Kind::List(_) => Ok(Some(toml::Value::Array(Vec::new()))),
             Kind::Table(_) => Ok(Some(toml::Value::Table(toml::Table::new()))),
             Kind::Endpoints => Ok(Some(toml::Value::Array(Vec::new()))),
+            Kind::Records(_) => Ok(Some(toml::Value::Array(Vec::new()))),
             _ if spec.optional => Ok(None),
             _ => Err("is empty".to_owned()),
         };
@@ -464,6 +473,14 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
             }
             table(*check, entries)
         }
+        Kind::Records(check) => match serde_json::from_str::<serde_json::Value>(trimmed) {
+            Ok(serde_json::Value::Array(items)) => check(items).map(Some),
+            Ok(_) | Err(_) => Err(format!(
+                "expected a JSON array of objects, e.g. \
+                 [{{\"group\": \"Acme\", \"organization\": \"acme\"}}]{}",
+                got()
+            )),
+        },
         Kind::Endpoints => {
             let wrapped = format!("endpoints = {trimmed}");
             match toml::from_str::<toml::Table>(&wrapped) {
@@ -643,6 +660,9 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
                 }
             }
             table(*check, entries)
+        }
+        (Kind::Records(check), ValueKind::Array(items)) => {
+            check(items.iter().map(to_json).collect()).map(Some)
         }
         (Kind::Endpoints, ValueKind::Array(items)) => endpoints(
             items

@@ -123,6 +123,13 @@ pub async fn run(
     let clerk = reconciler.clerk.clone();
     let (worker, triggers) = worker(reconciler, shutdown.clone());
     let worker = worker.with_gap(settings.sync.debounce());
+    crate::store::group_memberships::recompute_at_start(
+        &pool,
+        &state::group_mappings(settings)?,
+        &settings.sync.target,
+    )
+    .await
+    .context("recomputing the membership roster's SCIM rows for scim.groups")?;
     let state =
         state::AppState::new(pool.clone(), triggers.clone(), settings)?.with_clerk_client(clerk);
     let schedule_expression = settings.sync.schedule.as_str();

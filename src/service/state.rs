@@ -129,6 +129,24 @@ pub struct Scim {
     pub(crate) groups: Arc<GroupMappings>,
 }
 
+/// `scim.groups`, with where its rows go (`source.relation`, `source.memberships_relation`)
+/// and how a SCIM user's instance roster row is written back when they leave every mapped
+/// group.
+pub fn group_mappings(settings: &Settings) -> anyhow::Result<GroupMappings> {
+    let scim = &settings.scim;
+    let email = match scim.email {
+        ScimEmail::UserName => EmailSource::UserName,
+        ScimEmail::WorkEmail => EmailSource::WorkEmail,
+    };
+    let users = Mapping::new(email, &scim.metadata).map_err(anyhow::Error::msg)?;
+    Ok(GroupMappings::new(
+        scim.groups.clone(),
+        &settings.source.relation,
+        &settings.source.memberships_relation,
+        Some(users),
+    ))
+}
+
 impl Scim {
     /// `None` when no token is set: the endpoint is off.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Option<Scim>> {
@@ -144,7 +162,7 @@ impl Scim {
         Ok(Some(Scim {
             tokens: scim.token.iter().cloned().map(Into::into).collect(),
             mapping,
-            groups: Arc::new(GroupMappings::default()),
+            groups: Arc::new(group_mappings(settings)?),
         }))
     }
 }
