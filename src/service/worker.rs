@@ -244,6 +244,11 @@ pub fn next_wake(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    // Organization invitations waiting for their budget, or membership creates to settle.
+    let wake = wake
+        .into_iter()
+        .chain(report.memberships.wake_in(now))
+        .min();
     if let Some(after) = wake {
         tracing::info!(
             backlog = report.tally.backlog,

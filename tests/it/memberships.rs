@@ -494,6 +494,19 @@ async fn an_accepted_invitation_is_recorded_and_a_membership_deleted_in_clerk_is
             .find(|i| i.email_address == "ann@example.com")
     })
     .await;
+    // Accepted once the cycle recorded what it sent.
+    let pool = &harness.db.pool;
+    wait_for("the invitation recorded", DEADLINE, || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM invite_sync_membership_ledger WHERE clerk_id = $1",
+        )
+        .bind(&invitation.id)
+        .fetch_optional(pool)
+        .await
+        .expect("the ledger reads")
+        .filter(|state| state == "pending")
+    })
+    .await;
     assert!(sim.accept_organization_invitation(&invitation.id));
     let ann = sim
         .users()
@@ -567,4 +580,52 @@ async fn an_accepted_invitation_is_recorded_and_a_membership_deleted_in_clerk_is
     .await;
     assert_eq!(restored.role, "org:admin");
     service.stop().await.expect("the service stops cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Crash safety: creates whose answer was lost
+
+#[tokio::test]
+async fn creates_whose_answer_was_lost_are_settled_without_a_second_invitation_or_membership() {
+    use invite_sync::clerk::sim::{Fault, FaultKind};
+    let harness = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__CLERK__SETTLE_AFTER_SECONDS", "0")],
+    )
+    .await;
+    organizations(&harness);
+    harness.sim.create_user("old@example.com");
+    add_row(&harness, "new@example.com", "acme", None).await;
+    add_row(&harness, "old@example.com", "acme", None).await;
+    harness.sim.inject_fault(Fault::new(
+        Operation::CreateOrganizationInvitation,
+        1,
+        FaultKind::DropAfterApply,
+    ));
+    harness.sim.inject_fault(Fault::new(
+        Operation::CreateOrganizationMembership,
+        1,
+        FaultKind::StatusAfterApply { status: 502 },
+    ));
+    let first = harness.cycle().await;
+    assert_eq!(first.memberships.unsettled, 2, "{first:#?}");
+    assert_eq!(first.outcome, runs::Outcome::Partial);
+    // The next cycle looks them up first: Clerk has both, so nothing is sent again.
+    let settled = harness.cycle().await;
+    assert_eq!(settled.memberships.adopted, 2, "{settled:#?}");
+    assert_eq!(
+        settled.memberships.invited + settled.memberships.members_added,
+        0
+    );
+    assert!(settled.memberships.errors.is_empty(), "{settled:#?}");
+    let stats = harness.sim.stats();
+    assert_eq!(stats.total(Operation::CreateOrganizationInvitation), 1);
+    assert_eq!(stats.total(Operation::CreateOrganizationMembership), 1);
+    assert_eq!(harness.sim.organization_invitations().len(), 1);
+    assert_eq!(harness.sim.memberships().len(), 1);
+    let before = writes(&harness.sim.stats());
+    let steady = harness.cycle().await;
+    assert_clean(&steady);
+    assert_eq!(steady.outcome, runs::Outcome::Succeeded);
+    assert_eq!(writes(&harness.sim.stats()), before);
 }

@@ -394,32 +394,16 @@ impl Pass<'_> {
         let mut budget = self.budget().await?;
         let result = self.drain_with(queues, &mut budget).await;
         self.report.backlog = queues.len();
+        if self.report.backlog > 0 {
+            let budget = self.budget().await.unwrap_or(budget);
+            self.report.next_budget_at = Some(budget.next_slot_at(Utc::now()));
+        }
         result
     }
 
     async fn drain_with(&mut self, queues: &mut Queues, budget: &mut Budget) -> Result<(), Stop> {
         while queues.len() > 0 {
-            if budget.single.left > 0 {
-                if let Some((organization, member)) = queues.singly.pop_front() {
-                    let sent = self
-                        .send(
-                            Operation::CreateOrganizationInvitation,
-                            &organization,
-                            vec![member],
-                        )
-                        .await?;
-                    budget.single.left -= 1;
-                    if !self.after(sent, queues, budget, &organization, false) {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            }
-            let (ids, waiting) = queues.waiting();
-            let single_soon =
-                budget.single.left == 0 && self.frees_soon(budget.single.frees_at).await?;
-            let Some(call) = next_call(&waiting, budget.bulk.left, budget.single.left, single_soon)
-            else {
+            let Some((organization, operation, members)) = self.next(queues, budget).await? else {
                 match self.wait_for_slot(budget).await? {
                     Some(fresh) => {
                         *budget = fresh;
@@ -428,25 +412,6 @@ impl Pass<'_> {
                     None => return Ok(()),
                 }
             };
-            let (index, size, operation) = match call {
-                NextCall::Bulk { organization, size } => (
-                    organization,
-                    size,
-                    Operation::CreateOrganizationInvitationsBulk,
-                ),
-                NextCall::Single { organization } => {
-                    (organization, 1, Operation::CreateOrganizationInvitation)
-                }
-            };
-            let organization = ids[index].clone();
-            let queue = queues
-                .by_organization
-                .entry(organization.clone())
-                .or_default();
-            let members: Vec<Invitee> = queue
-                .drain(..size.min(queue.len()))
-                .map(|(_, member)| member)
-                .collect();
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
                 _ = self.clerk.pace() => {}
@@ -456,9 +421,10 @@ impl Pass<'_> {
                 return Err(stop);
             }
             let bulk = operation == Operation::CreateOrganizationInvitationsBulk;
-            match operation {
-                Operation::CreateOrganizationInvitationsBulk => budget.bulk.left -= 1,
-                _ => budget.single.left -= 1,
+            if bulk {
+                budget.bulk.left -= 1;
+            } else {
+                budget.single.left -= 1;
             }
             let sent = self.send(operation, &organization, members).await?;
             if !self.after(sent, queues, budget, &organization, bulk) {
@@ -466,6 +432,49 @@ impl Pass<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The next call's organization, endpoint and members, taken out of the queues: one a
+    /// refused bulk call left goes first while a single slot is free, then what
+    /// [`next_call`] picks. `None` when nothing can go out now.
+    async fn next(
+        &self,
+        queues: &mut Queues,
+        budget: &Budget,
+    ) -> Result<Option<(String, Operation, Vec<Invitee>)>, Stop> {
+        if budget.single.left > 0 {
+            if let Some((organization, member)) = queues.singly.pop_front() {
+                let single = Operation::CreateOrganizationInvitation;
+                return Ok(Some((organization, single, vec![member])));
+            }
+        }
+        let (ids, waiting) = queues.waiting();
+        let single_soon =
+            budget.single.left == 0 && self.frees_soon(budget.single.frees_at).await?;
+        let Some(call) = next_call(&waiting, budget.bulk.left, budget.single.left, single_soon)
+        else {
+            return Ok(None);
+        };
+        let (index, size, operation) = match call {
+            NextCall::Bulk { organization, size } => (
+                organization,
+                size,
+                Operation::CreateOrganizationInvitationsBulk,
+            ),
+            NextCall::Single { organization } => {
+                (organization, 1, Operation::CreateOrganizationInvitation)
+            }
+        };
+        let organization = ids[index].clone();
+        let queue = queues
+            .by_organization
+            .entry(organization.clone())
+            .or_default();
+        let members: Vec<Invitee> = queue
+            .drain(..size.min(queue.len()))
+            .map(|(_, member)| member)
+            .collect();
+        Ok(Some((organization, operation, members)))
     }
 
     /// Takes in what a call left; `false` when creates stop this cycle.

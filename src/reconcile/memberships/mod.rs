@@ -148,7 +148,14 @@ impl Pass<'_> {
                 .count();
             return Ok(());
         }
-        self.execute(decision, &state).await
+        let executed = self.execute(decision, &state).await;
+        let waiting = self.report.waiting.get("unsettled").copied().unwrap_or(0);
+        if self.report.unsettled + waiting > 0 {
+            let settle_after =
+                chrono::Duration::from_std(self.reconciler.config.settle_after).unwrap_or_default();
+            self.report.settles_at = Some(chrono::Utc::now() + settle_after);
+        }
+        executed
     }
 
     /// Notes an error the pass goes on after.

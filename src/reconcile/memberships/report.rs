@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::guard::{HoldReason, Verdict};
@@ -46,6 +47,10 @@ pub struct MembershipReport {
     pub protected: usize,
     /// Invitations left for a later cycle: the budget, or a stop, ended this one first.
     pub backlog: usize,
+    /// When the organization budget next frees a slot, while a backlog waits for it.
+    pub next_budget_at: Option<DateTime<Utc>>,
+    /// When creates of unknown outcome can be looked up, while some wait.
+    pub settles_at: Option<DateTime<Utc>>,
     pub errors: Vec<String>,
     /// Why the pass stopped before its work was done.
     pub stopped: Option<String>,
@@ -64,6 +69,23 @@ impl MembershipReport {
         self.hold_reason = verdict.reason.filter(|_| !verdict.held.is_empty());
         self.emptied = verdict.emptied.clone();
         self.protected = verdict.protected.len();
+    }
+
+    /// How long until a cycle has membership work it can do unasked: budget freeing for a
+    /// backlog (a short pause when no time is known, so a failing Clerk is not called in a
+    /// tight loop), or unsettled creates due for their lookup (half a minute when they are
+    /// due already: their lookup failed). `None` when nothing waits.
+    pub fn wake_in(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        const PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+        let until = |at: DateTime<Utc>| (at - now).to_std().ok();
+        let backlog =
+            (self.backlog > 0).then(|| self.next_budget_at.and_then(until).unwrap_or(PAUSE));
+        // One due already (its lookup failed) waits half a minute, as instance creates do.
+        let settle = self.settles_at.map(|at| match until(at) {
+            Some(wait) if at > now => wait + std::time::Duration::from_secs(1),
+            _ => std::time::Duration::from_secs(30),
+        });
+        backlog.into_iter().chain(settle).min()
     }
 
     /// Whether the pass left something for an operator or a later cycle to look at.
@@ -160,5 +182,49 @@ pub(super) fn log_summary(report: &MembershipReport) {
             organizations = %report.emptied.join(","),
             "membership removals held; review them, release with `invite-sync sync --allow-revocations N`"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, second)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_backlog_wakes_a_cycle_when_budget_frees_and_unsettled_creates_when_due() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(MembershipReport::default().wake_in(at(0)), None);
+        let waiting = MembershipReport {
+            backlog: 3,
+            next_budget_at: Some(at(20)),
+            ..MembershipReport::default()
+        };
+        assert_eq!(waiting.wake_in(at(0)), Some(secs(20)));
+        let unknown = MembershipReport {
+            next_budget_at: None,
+            ..waiting.clone()
+        };
+        assert_eq!(
+            unknown.wake_in(at(0)),
+            Some(secs(5)),
+            "a pause, not a tight loop"
+        );
+        let settling = MembershipReport {
+            settles_at: Some(at(9)),
+            ..waiting
+        };
+        assert_eq!(settling.wake_in(at(0)), Some(secs(10)));
+        let due = MembershipReport {
+            settles_at: Some(at(0)),
+            ..MembershipReport::default()
+        };
+        assert_eq!(due.wake_in(at(0)), Some(secs(30)));
     }
 }
