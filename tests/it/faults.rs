@@ -15,11 +15,11 @@ use rand::{Rng, SeedableRng};
 use crate::common::{people, refs, wait_for, Harness, Proc, NEVER};
 
 /// How long one phase may take to converge once faults stop.
-const CONVERGE: Duration = Duration::from_secs(120);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(120);
 /// How long a simulated hang (latency, then a dropped connection) lasts.
-const HANG: Duration = Duration::from_millis(300);
+pub(crate) const HANG: Duration = Duration::from_millis(300);
 
-fn seeded_rng(test: &str) -> (u64, StdRng) {
+pub(crate) fn seeded_rng(test: &str) -> (u64, StdRng) {
     let seed = std::env::var("FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -35,7 +35,7 @@ fn seeded_rng(test: &str) -> (u64, StdRng) {
 
 /// Settings that make a backlog (a few creates per two-second window), let every revocation
 /// through the guard, and settle unknown outcomes after a second.
-fn overrides(target: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn overrides(target: &str) -> Vec<(&'static str, String)> {
     vec![
         ("INVITE_SYNC__SYNC__TARGET", target.to_owned()),
         ("INVITE_SYNC__SYNC__SCHEDULE", NEVER.to_owned()),
@@ -185,12 +185,17 @@ impl Outcome {
 /// Spawns `invite-sync <command>` and kills it with SIGKILL once the simulator has seen a
 /// random number of further calls (or it ends first). Whether it was killed.
 async fn kill_at_random_moment(h: &Harness, rng: &mut StdRng, args: &[&str]) -> bool {
+    kill_after_calls(h, rng.gen_range(0..8u64), args).await
+}
+
+/// Spawns `invite-sync <command>` and kills it with SIGKILL once the simulator has seen
+/// `after` further calls (or it ends first). Whether it was killed.
+pub(crate) async fn kill_after_calls(h: &Harness, after: u64, args: &[&str]) -> bool {
     let calls = |h: &Harness| -> u64 {
         let stats = h.sim.stats();
         stats.counts.values().flat_map(BTreeMap::values).sum()
     };
     let start = calls(h);
-    let after = rng.gen_range(0..8u64);
     let mut process = Proc::spawn(h.command(), args);
     // An idle `run` makes no further call: it is killed after a while anyway.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

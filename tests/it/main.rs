@@ -11,6 +11,7 @@ mod dashboard;
 mod deploy;
 mod docs;
 mod faults;
+mod faults_orgs;
 mod hostile_input;
 mod http;
 mod import;
