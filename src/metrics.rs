@@ -28,6 +28,11 @@ pub struct CategoryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabel {
     pub endpoint: String,
 }
@@ -48,6 +53,36 @@ pub struct WebhookLabels {
 pub struct OperationLabel {
     pub operation: String,
 }
+
+/// The categories of the membership plan (`membership_items`), as the plan names them.
+pub const MEMBERSHIP_CATEGORIES: &[&str] = &[
+    "revoke",
+    "remove_member",
+    "replace",
+    "invite",
+    "reinvite",
+    "add_member",
+    "change_role",
+    "reported",
+    "waiting",
+    "invalid",
+    "in_sync",
+];
+
+/// Why people of the membership roster wait (`membership_waiting`).
+pub const MEMBERSHIP_WAIT_REASONS: &[&str] =
+    &["full", "not_before", "unsettled", "refused", "unavailable"];
+
+/// What the membership pass counts in `membership_actions`, as (kind, outcome).
+pub const MEMBERSHIP_ACTIONS: &[(&str, &str)] = &[
+    ("invite", "done"),
+    ("add_member", "done"),
+    ("change_role", "done"),
+    ("revoke", "done"),
+    ("remove_member", "done"),
+    ("create", "adopted"),
+    ("create", "failed"),
+];
 
 /// Every metric invite-sync exports.
 pub struct Metrics {
@@ -74,6 +109,14 @@ pub struct Metrics {
     pub unsettled_settle_at: Gauge<f64, AtomicU64>,
     pub event_deliveries: Family<OutcomeLabel, Counter>,
     pub event_dead_letters: Gauge,
+    pub membership_items: Family<CategoryLabel, Gauge>,
+    pub membership_waiting: Family<ReasonLabel, Gauge>,
+    pub membership_actions: Family<ActionLabels, Counter>,
+    pub membership_backlog: Gauge,
+    pub membership_held: Gauge,
+    pub organizations: Gauge,
+    pub organizations_full: Gauge,
+    pub organizations_emptied_held: Gauge,
 }
 
 impl Metrics {
@@ -105,6 +148,14 @@ impl Metrics {
             unsettled_settle_at: Gauge::default(),
             event_deliveries: Family::default(),
             event_dead_letters: Gauge::default(),
+            membership_items: Family::default(),
+            membership_waiting: Family::default(),
+            membership_actions: Family::default(),
+            membership_backlog: Gauge::default(),
+            membership_held: Gauge::default(),
+            organizations: Gauge::default(),
+            organizations_full: Gauge::default(),
+            organizations_emptied_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,7 +205,7 @@ impl Metrics {
         );
         registry.register(
             "budget_left_calls",
-            "Calls left in the current hourly window, per create endpoint (create_bulk_invitations, create_invitation)",
+            "Calls left in the current hourly window, per create endpoint (create_bulk_invitations, create_invitation, create_organization_invitations_bulk, create_organization_invitation)",
             metrics.budget_left.clone(),
         );
         registry.register(
@@ -208,24 +259,64 @@ impl Metrics {
             metrics.unsettled_settle_at.clone(),
         );
         registry.register(
-        "event_deliveries",
-        "Outbound event delivery attempts by outcome (delivered, failed, dead)",
-        metrics.event_deliveries.clone(),
-    );
-    registry.register(
-        "event_dead_letters",
-        "Outbound event deliveries given up (dead letters) to the configured endpoints, waiting for `invite-sync events replay`",
-        metrics.event_dead_letters.clone(),
-    );
-    for outcome in ["delivered", "failed", "dead"] {
-        metrics
-            .event_deliveries
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
-            })
-            .inc_by(0);
-    }
-    // Series a dashboard or an alert reads from the start: present at zero before the
+            "membership_items",
+            "Items of the last membership plan by category (revoke, remove_member, replace, invite, reinvite, add_member, change_role, reported, waiting, invalid, in_sync)",
+            metrics.membership_items.clone(),
+        );
+        registry.register(
+            "membership_waiting",
+            "People of the last membership plan who wait, by reason (full, not_before, unsettled, refused, unavailable)",
+            metrics.membership_waiting.clone(),
+        );
+        registry.register(
+            "membership_actions",
+            "What the membership pass did in Clerk, by kind (invite, add_member, change_role, revoke, remove_member, create) and outcome (done, adopted, failed)",
+            metrics.membership_actions.clone(),
+        );
+        registry.register(
+            "membership_backlog_invitations",
+            "Organization invitations the last membership pass left for the organization budget",
+            metrics.membership_backlog.clone(),
+        );
+        registry.register(
+            "membership_held_removals",
+            "Membership removals (organization invitations revoked, members removed) the guard holds",
+            metrics.membership_held.clone(),
+        );
+        registry.register(
+            "organizations",
+            "Organizations the last membership pass looked at",
+            metrics.organizations.clone(),
+        );
+        registry.register(
+            "organizations_full",
+            "Organizations with no room left (max_allowed_memberships reached by members and pending invitations) as last read",
+            metrics.organizations_full.clone(),
+        );
+        registry.register(
+            "organizations_emptied_held",
+            "Organizations whose roster emptied while invite-sync holds invitations or memberships there: their removals are held",
+            metrics.organizations_emptied_held.clone(),
+        );
+        registry.register(
+            "event_deliveries",
+            "Outbound event delivery attempts by outcome (delivered, failed, dead)",
+            metrics.event_deliveries.clone(),
+        );
+        registry.register(
+            "event_dead_letters",
+            "Outbound event deliveries given up (dead letters) to the configured endpoints, waiting for `invite-sync events replay`",
+            metrics.event_dead_letters.clone(),
+        );
+        for outcome in ["delivered", "failed", "dead"] {
+            metrics
+                .event_deliveries
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(0);
+        }
+        // Series a dashboard or an alert reads from the start: present at zero before the
         // first cycle, so a rule sees 0 rather than nothing.
         for outcome in ["succeeded", "partial", "held", "failed", "interrupted"] {
             metrics
@@ -244,7 +335,12 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
-        for endpoint in ["create_bulk_invitations", "create_invitation"] {
+        for endpoint in [
+            "create_bulk_invitations",
+            "create_invitation",
+            "create_organization_invitations_bulk",
+            "create_organization_invitation",
+        ] {
             metrics
                 .budget_left
                 .get_or_create(&EndpointLabel {
@@ -267,6 +363,31 @@ impl Metrics {
                     operation: operation.to_owned(),
                 })
                 .set(0.0);
+        }
+        for category in MEMBERSHIP_CATEGORIES {
+            metrics
+                .membership_items
+                .get_or_create(&CategoryLabel {
+                    category: (*category).to_owned(),
+                })
+                .set(0);
+        }
+        for reason in MEMBERSHIP_WAIT_REASONS {
+            metrics
+                .membership_waiting
+                .get_or_create(&ReasonLabel {
+                    reason: (*reason).to_owned(),
+                })
+                .set(0);
+        }
+        for (kind, outcome) in MEMBERSHIP_ACTIONS {
+            metrics
+                .membership_actions
+                .get_or_create(&ActionLabels {
+                    kind: (*kind).to_owned(),
+                    outcome: (*outcome).to_owned(),
+                })
+                .inc_by(0);
         }
         Metrics {
             registry,
@@ -325,16 +446,26 @@ impl Metrics {
         }
     }
 
-    /// Counts one outbound event delivery attempt with `outcome`.
-pub fn event_delivery(&self, outcome: &str) {
-    self.event_deliveries
-        .get_or_create(&OutcomeLabel {
-            outcome: outcome.to_owned(),
-        })
-        .inc();
-}
+    /// Counts `n` membership actions of `kind` with `outcome`.
+    pub fn membership_action(&self, kind: &str, outcome: &str, n: usize) {
+        self.membership_actions
+            .get_or_create(&ActionLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
 
-pub fn gauge(gauge: &Gauge, value: usize) {
+    /// Counts one outbound event delivery attempt with `outcome`.
+    pub fn event_delivery(&self, outcome: &str) {
+        self.event_deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn gauge(gauge: &Gauge, value: usize) {
         gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 }

@@ -6,12 +6,20 @@ use super::plan::backlog_text;
 use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
 use crate::reconcile::CycleConfig;
+use crate::scim::groups_map::Mappings;
 use crate::store::runs::RunRecord;
-use crate::store::status::{self, Status};
+use crate::store::status::{self, MembershipStatus, OrganizationStatus, Status};
 
 pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<Exit> {
     let pool = crate::startup::connect(settings).await?;
-    let status = collect(&pool, &CycleConfig::from_settings(settings)).await?;
+    let config = CycleConfig::from_settings(settings);
+    let mut status = collect(&pool, &config).await?;
+    status.unmapped_scim_groups = crate::store::group_memberships::unmapped(
+        &pool,
+        &Mappings::new(settings.scim.groups.clone()),
+        &config.target,
+    )
+    .await?;
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Text => print!("{}", render_text(&status)),
@@ -21,12 +29,65 @@ pub async fn run(settings: &Settings, format: OutputFormat) -> anyhow::Result<Ex
 
 /// The status of the configured target.
 pub async fn collect(pool: &sqlx::PgPool, config: &CycleConfig) -> Result<Status, sqlx::Error> {
-    status::collect(pool, &config.target, config.budget, config.settle_after).await
+    status::collect(
+        pool,
+        &config.target,
+        config.budget,
+        config.settle_after,
+        scope(config),
+    )
+    .await
+}
+
+/// Where the membership roster is and what its invitations may spend.
+pub fn scope(config: &CycleConfig) -> status::MembershipScope<'_> {
+    status::MembershipScope {
+        relation: &config.memberships.relation,
+        limits: config.memberships.limits,
+    }
 }
 
 /// A time as the JSON status writes it.
 fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The outbound events' lines of the text status: one for the outbox, one per endpoint.
+fn events_text(events: &crate::store::outbox::OutboxState) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let configured: Vec<_> = events.endpoints.iter().filter(|e| e.active).collect();
+    if configured.is_empty() {
+        let _ = writeln!(out, "Events: {} retained, no endpoint configured", events.events);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Events: {} retained, {} deliveries pending, {} dead letters{}",
+        events.events,
+        events.pending,
+        events.dead_letters,
+        if events.dead_letters > 0 {
+            " (invite-sync events replay sends them again)"
+        } else {
+            ""
+        }
+    );
+    for endpoint in configured {
+        let _ = write!(
+            out,
+            "  {}: {} delivered, {} pending, {} dead",
+            endpoint.url, endpoint.delivered, endpoint.pending, endpoint.dead
+        );
+        if let Some(at) = endpoint.oldest_pending_at {
+            let _ = write!(out, ", oldest pending since {}", time(at));
+        }
+        if let Some(error) = &endpoint.last_error {
+            let _ = write!(out, ", last error: {error}");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 pub fn render_text(status: &Status) -> String {
@@ -46,6 +107,7 @@ pub fn render_text(status: &Status) -> String {
         "Budget left this window: {} bulk calls, {} single calls",
         status.budget.bulk.left, status.budget.single.left
     );
+    out.push_str(&events_text(&status.events));
     let _ = writeln!(
         out,
         "{}",
@@ -95,9 +157,134 @@ pub fn render_text(status: &Status) -> String {
             );
         }
     }
+    write_organizations(&mut out, &status.memberships);
+    for line in crate::store::group_memberships::unmapped_text(&status.unmapped_scim_groups) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "\nLast runs:");
     write_runs(&mut out, &status.runs);
     out
+}
+
+/// The membership roster's organizations: nothing when there is no membership roster and
+/// invite-sync holds nothing in any organization.
+fn write_organizations(out: &mut String, memberships: &MembershipStatus) {
+    use std::fmt::Write;
+    if memberships.rows == 0 && memberships.organizations.is_empty() && memberships.error.is_none()
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nOrganizations ({}), {} membership roster rows:",
+        memberships.organizations.len(),
+        memberships.rows
+    );
+    if let Some(error) = &memberships.error {
+        let _ = writeln!(out, "  MEMBERSHIP ROSTER UNREADABLE: {error}");
+    }
+    for organization in &memberships.organizations {
+        let _ = writeln!(out, "  {}", organization_heading(organization));
+        let _ = writeln!(
+            out,
+            "    rows {}: to send {}, invited {}, members {}, unsettled {}, refused {}, not before {}, invalid {}",
+            organization.rows,
+            organization.to_send,
+            organization.invited,
+            organization.members,
+            organization.unsettled,
+            organization.refused,
+            organization.not_before,
+            organization.invalid,
+        );
+        if !organization.waiting.is_empty() {
+            let waiting: Vec<String> = organization
+                .waiting
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect();
+            let _ = writeln!(out, "    waiting: {}", waiting.join(" "));
+        }
+    }
+    for row in &memberships.invalid {
+        let _ = writeln!(
+            out,
+            "  invalid  {}  {}  ({})",
+            row.email, row.organization, row.reason
+        );
+    }
+    if memberships.invalid_rows > memberships.invalid.len() as u64 {
+        let _ = writeln!(
+            out,
+            "  ... {} more invalid rows",
+            memberships.invalid_rows - memberships.invalid.len() as u64
+        );
+    }
+    let budget = &memberships.budget;
+    let _ = writeln!(
+        out,
+        "Organization budget left this window: {} bulk calls, {} single calls",
+        budget.bulk.left, budget.single.left
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        membership_backlog_text(memberships.backlog, memberships.backlog_eta_seconds)
+    );
+    let held = memberships.held_removals;
+    if held > 0 {
+        let _ = writeln!(
+            out,
+            "HELD MEMBERSHIP REMOVALS: {held} ({}{}). Review `invite-sync plan`, release with `invite-sync sync --allow-revocations {held}`",
+            memberships.held_reason.as_deref().unwrap_or("held by the guard"),
+            if memberships.emptied.is_empty() {
+                String::new()
+            } else {
+                format!("; emptied: {}", memberships.emptied.join(", "))
+            }
+        );
+    } else {
+        let _ = writeln!(out, "Held membership removals: 0");
+    }
+}
+
+/// An organization's heading line: its slug, id, name and room.
+pub fn organization_heading(organization: &OrganizationStatus) -> String {
+    let mut heading = match (&organization.slug, organization.resolved) {
+        (Some(slug), true) => format!("{slug} ({})", organization.organization),
+        (_, true) => organization.organization.clone(),
+        (_, false) => format!(
+            "{} (not found in Clerk by a cycle)",
+            organization.organization
+        ),
+    };
+    if let Some(name) = organization.name.as_deref().filter(|n| !n.is_empty()) {
+        heading.push_str(&format!(" \"{name}\""));
+    }
+    match (organization.max_allowed_memberships, organization.room) {
+        _ if organization.full => heading.push_str(" FULL"),
+        (Some(max), Some(room)) if max > 0 => {
+            heading.push_str(&format!(" room {room} of {max}"));
+        }
+        (Some(_), _) => heading.push_str(" unlimited"),
+        _ => {}
+    }
+    heading
+}
+
+/// The membership backlog line: the invitations left and when the organization budget
+/// carries them.
+pub fn membership_backlog_text(backlog: u64, eta_seconds: u64) -> String {
+    match backlog {
+        0 => "Membership backlog 0: no organization invitation waits for budget.".to_owned(),
+        n if eta_seconds == 0 => format!(
+            "Membership backlog {n}, all within the organization budget left this window."
+        ),
+        n => format!(
+            "Membership backlog {n}, ETA {} at the organization budget's pace.",
+            human_duration(eta_seconds)
+        ),
+    }
 }
 
 /// The runs, one a line, each with its error if it failed.

@@ -526,7 +526,10 @@ impl Reconciler {
         // Organization memberships, under the same lock, once the instance part ran whole.
         let memberships = match &result {
             Ok(done) if done.stop.is_none() => {
-                memberships::run(self, request, dry_run, run_id, leader, shutdown).await
+                let report =
+                    memberships::run(self, request, dry_run, run_id, leader, shutdown).await;
+                memberships::overview::record_metrics(self, &report).await;
+                report
             }
             _ => memberships::MembershipReport::default(),
         };

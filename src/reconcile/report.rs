@@ -249,9 +249,7 @@ pub(super) fn outcome_of(stop: Option<&Stop>, report: &Report) -> runs::Outcome 
     match stop {
         Some(Stop::Shutdown) => runs::Outcome::Interrupted,
         Some(_) => runs::Outcome::Failed,
-        None if report.held_revocations > 0 || report.memberships.held > 0 => {
-            runs::Outcome::Held
-        }
+        None if report.held_revocations > 0 || report.memberships.held > 0 => runs::Outcome::Held,
         None if report.tally.failed > 0
             || !report.tally.errors.is_empty()
             || report.unsettled.creates > 0
@@ -281,6 +279,11 @@ pub(super) fn summary_of(report: &Report, stop: Option<&Stop>) -> runs::Summary 
             ("unsettled_creates", report.unsettled.creates),
         ] {
             map.insert(key.to_owned(), json!(value));
+        }
+        if let Some(memberships) =
+            crate::reconcile::memberships::overview::record(&report.memberships)
+        {
+            map.insert("memberships".to_owned(), memberships);
         }
     }
     let mut errors = report.tally.errors.clone();

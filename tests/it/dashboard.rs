@@ -244,3 +244,63 @@ fn grafana_variables_are_filled_in_and_an_unknown_one_is_caught() {
         .expect_err("an unknown variable is caught");
     assert!(error.contains("$instance"), "{error}");
 }
+
+/// The families of the membership roster's organizations: each is on the Organizations row,
+/// and no query keeps a label that names one organization (their number is unbounded: the
+/// detail lives in `status`, `plan` and the API).
+#[test]
+fn the_organizations_row_shows_every_membership_metric_and_no_query_keeps_an_organization() {
+    let dashboard = dashboard();
+    let all = panels(&dashboard);
+    let row_y = all
+        .iter()
+        .find(|p| p["type"] == "row" && p["title"] == "Organizations")
+        .and_then(|row| row["gridPos"]["y"].as_u64())
+        .unwrap_or_else(|| panic!("{DASHBOARD_JSON} has no Organizations row"));
+    let below_row: Vec<&Value> = all
+        .iter()
+        .filter(|p| p["type"] != "row" && p["gridPos"]["y"].as_u64() > Some(row_y))
+        .collect();
+    let exprs_below: Vec<String> = below_row
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    let mut problems = Vec::new();
+    for family in [
+        "invite_sync_membership_items",
+        "invite_sync_membership_waiting",
+        "invite_sync_membership_actions_total",
+        "invite_sync_membership_backlog_invitations",
+        "invite_sync_membership_held_removals",
+        "invite_sync_organizations{",
+        "invite_sync_organizations_full",
+        "invite_sync_organizations_emptied_held",
+    ] {
+        if !exprs_below.iter().any(|e| e.contains(family)) {
+            problems.push(format!(
+                "no panel of the Organizations row queries {family}"
+            ));
+        }
+    }
+    for query in queries() {
+        let expr = query.expr.to_lowercase();
+        if expr.contains("organization_id") || expr.contains("by (organization") {
+            problems.push(format!("{}: keeps an organization label", query.place()));
+        }
+    }
+    // Nor does the process export one.
+    let exposition = invite_sync::metrics::metrics().encode();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        if line.contains("organization=") || line.contains("organization_id=") {
+            problems.push(format!(
+                "the exposition has a label per organization: {line}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{DASHBOARD_JSON}:\n  {}",
+        problems.join("\n  ")
+    );
+}

@@ -290,12 +290,33 @@ async fn a_real_prometheus_scrapes_run_has_the_dashboard_series_and_raises_held_
     let roster = people("scraped", 5);
     let emails: Vec<&str> = roster.iter().map(String::as_str).collect();
     h.add_people(&emails).await;
+    // An organization's membership roster, invited in the same start cycle.
+    h.sim
+        .create_organization("Scraped", Some("scraped"), 0)
+        .expect("the organization is created");
+    let members = people("member", 5);
+    for email in &members {
+        sqlx::query("INSERT INTO desired_memberships (email, organization) VALUES ($1, 'scraped')")
+            .bind(email)
+            .execute(&h.db.pool)
+            .await
+            .expect("a membership roster row is inserted");
+    }
+    let pending_memberships = || {
+        h.sim
+            .organization_invitations()
+            .into_iter()
+            .filter(|i| i.status == invite_sync::clerk::InvitationStatus::Pending)
+            .count()
+    };
 
     // The service invites the roster in its start cycle and listens for roster changes.
     let mut service = Proc::start("invite-sync run".to_owned(), h.command(), &["run"]);
     service
         .wait_until("the start cycle's invitations", DEADLINE, || {
-            std::future::ready(h.pending().len() == roster.len())
+            std::future::ready(
+                h.pending().len() == roster.len() && pending_memberships() == members.len(),
+            )
         })
         .await;
     service
@@ -411,6 +432,37 @@ async fn a_real_prometheus_scrapes_run_has_the_dashboard_series_and_raises_held_
     );
     // Held, not sent: every invitation is still pending.
     assert_eq!(h.pending().len(), roster.len());
+
+    // The organization's roster empties too: its removals are held, and Prometheus sees it.
+    sqlx::query("DELETE FROM desired_memberships")
+        .execute(&h.db.pool)
+        .await
+        .expect("the membership roster is emptied");
+    prometheus_proc
+        .wait_until(
+            "InviteSyncMembershipRemovalsHeld to be pending or firing",
+            DEADLINE,
+            || async {
+                prometheus
+                    .alerts("InviteSyncMembershipRemovalsHeld")
+                    .await
+                    .iter()
+                    .any(|alert| alert["state"] == "pending" || alert["state"] == "firing")
+            },
+        )
+        .await;
+    let alerts = prometheus.alerts("InviteSyncMembershipRemovalsHeld").await;
+    let alert = alerts.first().expect("the alert is active");
+    assert_eq!(
+        alert["annotations"]["summary"].as_str().unwrap_or_default(),
+        format!(
+            "invite-sync is holding {} membership removals for an operator",
+            members.len()
+        ),
+        "{alert:#}\n--- invite-sync's log ---\n{}",
+        service.stderr()
+    );
+    assert_eq!(pending_memberships(), members.len());
 
     say(&format!(
         "{test}: {version}; target {JOB} up, {} dashboard series present, {} alerting rules \

@@ -9,6 +9,7 @@ mod execute;
 pub mod guard;
 pub mod next_call;
 mod observe;
+pub mod overview;
 pub mod plan;
 pub mod report;
 mod settle;

@@ -66,7 +66,17 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         &config.target,
         config.budget,
         config.settle_after,
+        store::status::MembershipScope {
+            relation: &config.memberships.relation,
+            limits: config.memberships.limits,
+        },
     )
     .await?;
+    let mut status = status;
+    if let Some(scim) = &state.scim {
+        status.unmapped_scim_groups =
+            store::group_memberships::unmapped(&state.pool, scim.groups.mappings(), &config.target)
+                .await?;
+    }
     Ok(Json(status).into_response())
 }
