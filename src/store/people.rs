@@ -659,6 +659,39 @@ pub async fn for_each_queued(
     reader.finish(merged, relation).await
 }
 
+/// Hands every roster row's address as written and `not_before` to `each`, in the create
+/// queue's order, reading those two columns alone (an index of the roster table holds them,
+/// so the table itself need not be read): for a plan whose every row was found to be a create.
+/// Returns how many rows there were.
+pub async fn addresses_queued(
+    pool: &PgPool,
+    snapshot: &Snapshot,
+    relation: &str,
+    mut each: impl FnMut(&str, Option<chrono::DateTime<chrono::Utc>>),
+) -> Result<usize, ReadError> {
+    let mut conn = importing(pool, &snapshot.id).await?;
+    let sql = format!(
+        "SELECT email::text, not_before::timestamptz FROM {}{BY_QUEUE}",
+        desired::quote_relation(relation)
+    );
+    let mut rows = sqlx::query(&sql).persistent(false).fetch(&mut *conn);
+    let mut count = 0;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| desired::relation_error(e, relation))?
+    {
+        count += 1;
+        let text: Option<&str> = row.try_get(0)?;
+        let not_before = desired::pg_time(&row, 1)
+            .ok()
+            .flatten()
+            .and_then(|t| t.to_utc().ok());
+        each(text.unwrap_or_default(), not_before);
+    }
+    Ok(count)
+}
+
 /// `deleted`: whether the address is a known user's (`Some`) and whether Clerk deleted them.
 fn person(entries: Vec<LedgerEntry>, deleted: Option<bool>) -> Person {
     Person {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::planner::Planner;
 use super::{Category, Item};
@@ -25,12 +25,46 @@ use crate::store::{people, users};
 /// first, then creates, each in queue order), the drift (by address), the tail once.
 pub trait Sink {
     fn head(&mut self, head: &Head<'_>);
-    fn create(&mut self, item: &Item);
+    fn create(&mut self, create: &Create<'_>);
     /// Whether items of `category` (other than creates, replacements and revocations) are
     /// written as drift.
     fn wants_drift(&self, category: Category) -> bool;
     fn drift(&mut self, item: &Item);
     fn tail(&mut self, tail: &Tail);
+}
+
+/// A create, a re-invitation or a replacement, as the plan lists it.
+pub struct Create<'a> {
+    pub email: &'a str,
+    pub reinvite: bool,
+    pub not_before: Option<DateTime<Utc>>,
+    /// The invitation a replacement revokes first.
+    pub replaces: Option<&'a str>,
+}
+
+impl<'a> Create<'a> {
+    /// The create of an item, if it is one.
+    pub fn of(item: &'a Item) -> Option<Create<'a>> {
+        match item {
+            Item::Create { invitee, reinvite } => Some(Create {
+                email: invitee.email.as_str(),
+                reinvite: *reinvite,
+                not_before: invitee.not_before,
+                replaces: None,
+            }),
+            Item::Replace {
+                invitee,
+                invitation_id,
+                ..
+            } => Some(Create {
+                email: invitee.email.as_str(),
+                reinvite: false,
+                not_before: invitee.not_before,
+                replaces: Some(invitation_id),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What comes before the items.
@@ -109,24 +143,49 @@ impl Reconciler {
         });
 
         // Second read: the creates, in queue order.
-        for item in plan
-            .items
-            .iter()
-            .filter(|i| matches!(i, Item::Replace { .. }))
-        {
-            sink.create(item);
+        for create in plan.items.iter().filter_map(Create::of) {
+            sink.create(&create);
         }
         let to_create: usize = [Category::Create, Category::Reinvite]
             .iter()
             .filter_map(|c| counts.get(c))
             .sum();
-        if to_create > 0 {
+        let only_creates = counts.len() == 1 && to_create == desired_rows;
+        if only_creates {
+            // Every row is a create (none has an item of another kind, none is a
+            // re-invitation): its line is the row's address and `not_before`, read alone.
+            let mut written = 0;
+            people::addresses_queued(pool, &snapshot, relation, |text, not_before| {
+                match Email::parse_invitable(text) {
+                    Ok(email) => {
+                        written += 1;
+                        sink.create(&Create {
+                            email: email.as_str(),
+                            reinvite: false,
+                            not_before,
+                            replaces: None,
+                        });
+                    }
+                    Err(_) => tracing::warn!("a roster row read as a create no longer reads"),
+                }
+            })
+            .await?;
+            if written != to_create {
+                tracing::warn!(
+                    counted = to_create,
+                    written,
+                    "the roster read in queue order gave another number of creates than read by address"
+                );
+            }
+        } else if to_create > 0 {
             let mut queue = planner().knowing_duplicates(duplicates);
             let mut written = 0;
             people::for_each_queued(pool, &snapshot, relation, target, |row, person| {
                 if let Some(item @ Item::Create { .. }) = queue.decide_queued(&row, person) {
                     written += 1;
-                    sink.create(&item);
+                    if let Some(create) = Create::of(&item) {
+                        sink.create(&create);
+                    }
                 }
             })
             .await?;
