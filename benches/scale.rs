@@ -9,12 +9,17 @@
 //! known users seeded by SQL, Clerk holding nothing pending): the first lists in full, the
 //! second is the steady state.
 //!
+//! `adoption:N` measures a company adopting invite-sync: Clerk holds N/2 pending and N/2
+//! accepted invitations made before it (through Clerk's API, not by invite-sync), one for each
+//! roster row; the first `sync` (a full listing), then the steady `plan --detailed-exitcode`
+//! (which must exit 0: no create planned) and `sync` (no lookup, no write).
+//!
 //! `first:N` measures the first `sync` ever over N rows with Clerk's own budget and the default
 //! user checks: everyone is queued, a cycle's worth is looked up and sent.
 //!
 //! `cargo bench --bench scale [-- plan:N ... steady:N ... accepted:N ... first:N ...]`; by
-//! default plan:10000, plan:100000, plan:1000000, steady:10000, steady:100000, accepted:1000000
-//! and first:1000000. A steady case seeds Clerk by
+//! default plan:10000, plan:100000, plan:1000000, steady:10000, steady:100000, accepted:1000000,
+//! adoption:100000 and first:1000000. A steady case seeds Clerk by
 //! running cycles against a simulator without rate limits (about 3 minutes per 100,000
 //! people, paced by invite-sync's own request limiter), so steady:1000000 takes long and is
 //! only run when asked. It runs the built binary and its `clerk-sim` as processes, on the
@@ -43,6 +48,9 @@ enum Case {
     /// Everyone accepted long ago: the ledger and the known users say so, Clerk holds no
     /// pending invitation. Seeded by SQL, so it is quick at any size.
     Accepted(usize),
+    /// Clerk holds an invitation for everyone, made before invite-sync: half pending, half
+    /// accepted.
+    Adoption(usize),
     /// The first `sync` ever over the roster, with Clerk's own budget (350 invitations an
     /// hour) and user checks (5,000 a cycle): everyone is queued, a cycle's worth is sent.
     First(usize),
@@ -51,15 +59,20 @@ enum Case {
 impl Case {
     fn parse(text: &str) -> anyhow::Result<Case> {
         let (kind, rows) = text.split_once(':').ok_or_else(|| {
-            anyhow::anyhow!("{text:?}: expected plan:N, steady:N, accepted:N or first:N")
+            anyhow::anyhow!(
+                "{text:?}: expected plan:N, steady:N, accepted:N, adoption:N or first:N"
+            )
         })?;
         let rows: usize = rows.replace('_', "").parse()?;
         match kind {
             "plan" => Ok(Case::Plan(rows)),
             "steady" => Ok(Case::Steady(rows)),
             "accepted" => Ok(Case::Accepted(rows)),
+            "adoption" => Ok(Case::Adoption(rows)),
             "first" => Ok(Case::First(rows)),
-            _ => anyhow::bail!("{text:?}: expected plan:N, steady:N, accepted:N or first:N"),
+            _ => anyhow::bail!(
+                "{text:?}: expected plan:N, steady:N, accepted:N, adoption:N or first:N"
+            ),
         }
     }
 }
@@ -79,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             Case::Steady(10_000),
             Case::Steady(100_000),
             Case::Accepted(1_000_000),
+            Case::Adoption(100_000),
             Case::First(1_000_000),
         ]
     } else {
@@ -192,7 +206,11 @@ fn row(
 }
 
 async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<String>> {
-    let (Case::Plan(rows) | Case::Steady(rows) | Case::Accepted(rows) | Case::First(rows)) = case;
+    let (Case::Plan(rows)
+    | Case::Steady(rows)
+    | Case::Accepted(rows)
+    | Case::Adoption(rows)
+    | Case::First(rows)) = case;
     let (_sim, root) = start_simulator(BIN, KEY, &["--no-rate-limits"]).await?;
     let http = reqwest::Client::new();
 
@@ -282,6 +300,53 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
             }
             Ok(lines)
         }
+        Case::Adoption(_) => {
+            adopt(&http, &root, rows).await?;
+            let holds = format!(
+                "{} pending + {} accepted, made before invite-sync",
+                rows - rows / 2,
+                rows / 2
+            );
+            let mut lines = Vec::new();
+            for (name, args) in [
+                ("sync (first: a full listing)", &["sync"][..]),
+                (
+                    "plan --detailed-exitcode (steady state)",
+                    &["plan", "--detailed-exitcode"][..],
+                ),
+                ("sync (steady state)", &["sync"][..]),
+            ] {
+                let before = stats(&http, &root).await?;
+                let copied = copy()?;
+                // `measure` fails on any exit but 0: the plan exits 2 if it plans a change.
+                let measured = measure(service, args, &env)?;
+                let after = stats(&http, &root).await?;
+                let clerk = difference(&after, &before);
+                if name == "sync (steady state)" {
+                    let spent: Vec<&String> = after
+                        .keys()
+                        .filter(|op| *op != "list_invitations")
+                        .filter(|op| after[*op] != before.get(*op).copied().unwrap_or(0))
+                        .collect();
+                    anyhow::ensure!(
+                        spent.is_empty(),
+                        "the steady sync made calls other than listings: {clerk}"
+                    );
+                }
+                lines.push(row(name, rows, &holds, &measured, &copied, &clerk));
+            }
+            let plan = Command::new(service)
+                .args(["plan", "--format", "json"])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()?;
+            let plan: Value = serde_json::from_slice(&plan.stdout)?;
+            anyhow::ensure!(
+                plan["creates"].as_array().is_some_and(Vec::is_empty) && plan["backlog"] == 0,
+                "the steady plan plans creates: {}",
+                plan["counts"]
+            );
+            Ok(lines)
+        }
         Case::First(_) => {
             let before = stats(&http, &root).await?;
             let copied = copy()?;
@@ -314,6 +379,80 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
             Ok(lines)
         }
     }
+}
+
+/// Invites everyone on the roster through Clerk's API, as a company did before invite-sync
+/// (bulk calls of 10), and accepts the first half of the invitations in the simulator.
+async fn adopt(http: &reqwest::Client, root: &str, rows: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bodies: Vec<Value> = (1..=rows)
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|chunk| {
+            Value::Array(
+                chunk
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "email_address": format!("person{i:07}@example.com"),
+                            "ignore_existing": true
+                        })
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let created: Vec<bool> = futures_util::stream::iter(bodies)
+        .map(|body| {
+            let request = http
+                .post(format!("{root}/v1/invitations/bulk"))
+                .bearer_auth(KEY)
+                .json(&body)
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    anyhow::ensure!(created.iter().all(|c| *c), "a bulk create failed");
+    let invitations: Vec<Value> = http
+        .get(format!("{root}/_sim/invitations"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        invitations.len() == rows,
+        "adoption made {} invitations for {rows} people",
+        invitations.len()
+    );
+    let ids: Vec<String> = invitations
+        .iter()
+        .filter(|i| {
+            i["email_address"].as_str() <= Some(&format!("person{:07}@example.com", rows / 2))
+        })
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    let accepted: Vec<bool> = futures_util::stream::iter(ids)
+        .map(|id| {
+            let request = http
+                .post(format!("{root}/_sim/invitations/{id}/accept"))
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    anyhow::ensure!(
+        accepted.len() == rows / 2 && accepted.iter().all(|a| *a),
+        "an acceptance failed"
+    );
+    eprintln!(
+        "made {rows} invitations before invite-sync ({} accepted) in {:.0} s",
+        rows / 2,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Records everyone on the roster as invited by invite-sync and accepted a month ago, and as a
