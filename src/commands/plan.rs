@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::{human_duration, Exit, OutputFormat};
 use crate::config::Settings;
+use crate::reconcile::memberships::overview;
 use crate::reconcile::plan::written::{is_drift, Create, Head, Sink, Tail};
 use crate::reconcile::plan::{Category, Item};
 use crate::reconcile::Preview;
@@ -17,26 +18,172 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let reconciler = crate::startup::reconciler(settings).await?;
     let target = &settings.sync.target;
+    // The membership plan is read first and held (one item per person and organization);
+    // its section follows the instance plan's.
+    let memberships = overview::preview(&reconciler).await?;
     let out = io::BufWriter::new(io::stdout().lock());
     // Written as the roster is read: a plan of a million people is never held.
     let (written, out) = match format {
         OutputFormat::Text => {
             let mut sink = TextSink::new(out, target);
             let written = reconciler.write_plan(0, &mut sink).await?;
-            (written, sink.finish())
+            let out = sink.finish().and_then(|mut out| {
+                write_memberships_text(&mut out, &memberships)?;
+                Ok(out)
+            });
+            (written, out)
         }
         OutputFormat::Json => {
             let mut sink = JsonSink::new(out, target);
+            sink.memberships = Some(serde_json::to_value(&memberships)?);
             let written = reconciler.write_plan(0, &mut sink).await?;
             (written, sink.finish())
         }
     };
     out?.flush()?;
-    Ok(if detailed_exitcode && written.changes {
+    let changes = written.changes || memberships.changes();
+    Ok(if detailed_exitcode && changes {
         Exit::Changes
     } else {
         Exit::Success
     })
+}
+
+/// The organizations section of `plan`: each organization's items that are not in sync
+/// (invalid rows among them, with their reason), its counts and backlog, the held removals,
+/// the organization budget and the backlog's ETA at its pace. Nothing when there is no
+/// membership roster and invite-sync holds nothing in any organization.
+pub fn write_memberships_text(out: &mut impl Write, preview: &overview::Preview) -> io::Result<()> {
+    if preview.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nOrganizations ({}), {} membership roster rows:",
+        preview.organizations.len(),
+        preview.rows
+    )?;
+    for organization in &preview.organizations {
+        writeln!(out, "  {}", organization_heading(organization))?;
+        for line in &organization.items {
+            let mark = match line.category {
+                _ if line.held => '!',
+                "invite" | "reinvite" | "add_member" => '+',
+                "change_role" | "replace" => '~',
+                "revoke" | "remove_member" => '-',
+                _ => '*',
+            };
+            let category = if line.held {
+                format!("held {}", line.category)
+            } else {
+                line.category.to_owned()
+            };
+            write!(out, "    {mark} {category:<13} {}", line.email)?;
+            match &line.detail {
+                Some(detail) => writeln!(out, "  ({detail})")?,
+                None => writeln!(out)?,
+            }
+        }
+        let counts: Vec<String> = organization
+            .counts
+            .iter()
+            .map(|(category, n)| format!("{category}={n}"))
+            .collect();
+        write!(
+            out,
+            "    Counts: {}; backlog {}",
+            counts.join(" "),
+            organization.backlog
+        )?;
+        if !organization.waiting.is_empty() {
+            let waiting: Vec<String> = organization
+                .waiting
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect();
+            write!(out, "; waiting {}", waiting.join(" "))?;
+        }
+        writeln!(out)?;
+    }
+    if preview.held > 0 {
+        let emptied = if preview.emptied.is_empty() {
+            String::new()
+        } else {
+            format!(" (emptied: {})", preview.emptied.join(", "))
+        };
+        writeln!(
+            out,
+            "Membership removals held: {} ({}){emptied}. Release with `invite-sync sync --allow-revocations {}`.",
+            preview.held,
+            preview.held_reason.unwrap_or("held by the guard"),
+            preview.held
+        )?;
+    }
+    writeln!(
+        out,
+        "Organization budget left this window: {} bulk calls, {} single calls.",
+        preview.budget.bulk.left, preview.budget.single.left
+    )?;
+    writeln!(out, "{}", membership_backlog_text(preview))?;
+    if let Some(until) = preview.clerk_blocked_until {
+        writeln!(
+            out,
+            "CLERK BLOCKS organization invitations (rate limited) until {}.",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
+    }
+    for error in &preview.errors {
+        writeln!(out, "Not read: {error}")?;
+    }
+    Ok(())
+}
+
+/// An organization's heading: slug and id (or the reference Clerk did not resolve), name,
+/// room.
+fn organization_heading(organization: &overview::OrganizationPlan) -> String {
+    let mut heading = match (&organization.slug, organization.resolved) {
+        (Some(slug), true) => format!("{slug} ({})", organization.organization),
+        (None, true) => organization.organization.clone(),
+        (_, false) => format!("{} (not resolved)", organization.organization),
+    };
+    if let Some(name) = organization.name.as_deref().filter(|n| !n.is_empty()) {
+        heading.push_str(&format!(" \"{name}\""));
+    }
+    if organization.resolved {
+        match organization.room {
+            Some(0) => heading.push_str(" FULL"),
+            Some(room) => heading.push_str(&format!(" room {room}")),
+            None => heading.push_str(" unlimited"),
+        }
+    }
+    heading
+}
+
+/// The membership backlog's sentence: invitations to send, their ETA at the organization
+/// budget's pace, and how many the budget left now does not carry.
+fn membership_backlog_text(preview: &overview::Preview) -> String {
+    match preview.backlog {
+        0 => "Membership backlog 0: no organization invitation to send.".to_owned(),
+        n => {
+            let mut text = match preview.eta_seconds {
+                0 => format!(
+                    "Membership backlog {n}, all within the organization budget left this window"
+                ),
+                eta => format!(
+                    "Membership backlog {n}, ETA {} at the organization budget's pace",
+                    human_duration(eta)
+                ),
+            };
+            if preview.waiting_for_budget > 0 {
+                text.push_str(&format!(
+                    "; {} wait for the budget",
+                    preview.waiting_for_budget
+                ));
+            }
+            text.push('.');
+            text
+        }
+    }
 }
 
 /// Whether the next cycle would send anything (created, revoked, or held for release).
@@ -109,6 +256,8 @@ struct JsonSink<'a, W: Write> {
     /// Whether the array being written has an element yet.
     any: bool,
     in_drift: bool,
+    /// The organizations section, written last when there is one.
+    memberships: Option<Value>,
     error: Option<io::Error>,
 }
 
@@ -119,6 +268,7 @@ impl<'a, W: Write> JsonSink<'a, W> {
             target,
             any: false,
             in_drift: false,
+            memberships: None,
             error: None,
         }
     }
@@ -250,8 +400,16 @@ impl<W: Write> Sink for JsonSink<'_, W> {
                 tail.eta.as_secs()
             )?;
             serde_json::to_writer(&mut *out, &tail.unsettled)?;
-            out.write_all(b"\n}\n")
+            Ok(())
         });
+        if let Some(memberships) = self.memberships.take() {
+            self.write(|out| {
+                out.write_all(b",\n  \"memberships\": ")?;
+                serde_json::to_writer(&mut *out, &memberships)?;
+                Ok(())
+            });
+        }
+        self.write(|out| out.write_all(b"\n}\n"));
     }
 }
 
