@@ -1,6 +1,8 @@
 //! `invite-sync demo`: the whole loop on the local PostgreSQL with the built-in simulated
 //! Clerk: a sample roster invited, a few people removed and revoked, acceptance and expiry
-//! noticed, then the service keeps running until Ctrl-C (or stops with `--once`).
+//! noticed, two organizations kept equal to a membership roster (one named by slug, an
+//! admin, existing accounts made members at once, a role change and a leaver), then the
+//! service keeps running until Ctrl-C (or stops with `--once`).
 
 use std::collections::HashMap;
 
@@ -36,6 +38,31 @@ const WEBHOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10)
 const REINVITED: &str = "ada@example.com";
 /// People the demo removes from the roster.
 const LEAVERS: [&str; 3] = ["alan@example.com", "jean@example.com", "tim@example.com"];
+/// The organization the membership roster names by its slug.
+const ACME: &str = "acme";
+/// The existing account whose role in Acme the demo changes to admin.
+const PROMOTED: &str = "grace@example.com";
+/// The existing account that leaves Globex (a member invite-sync added, removed as
+/// `organizations.remove_members` is on in the demo).
+const ORG_LEAVER: &str = "vint@example.com";
+/// The person who accepts her Acme invitation.
+const ORG_ACCEPTS: &str = "barbara@example.com";
+
+/// The membership roster: Acme named by its slug, Globex by its id (`{globex}`). Grace, Ken
+/// and Vint already have accounts: they become members at once, with no email.
+fn membership_roster(globex: &str) -> String {
+    format!(
+        "email,organization,role\n\
+         ada@example.com,{ACME},org:admin\n\
+         {ORG_ACCEPTS},{ACME},\n\
+         {PROMOTED},{ACME},org:member\n\
+         ivan@example.com,{ACME},\n\
+         claude@example.com,{globex},\n\
+         dennis@example.com,{globex},\n\
+         ken@example.com,{globex},org:admin\n\
+         {ORG_LEAVER},{globex},\n"
+    )
+}
 
 pub async fn run(once: bool) -> anyhow::Result<Exit> {
     telemetry::init_with_prefix(telemetry::Format::Pretty, "info", "[simulated Clerk] ")
@@ -87,6 +114,8 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
             "INVITE_SYNC__HTTP__CLERK_WEBHOOK_SECRET",
             DEMO_WEBHOOK_SECRET,
         ),
+        // The demo's leaver is removed from Globex; by default a membership is only reported.
+        ("INVITE_SYNC__ORGANIZATIONS__REMOVE_MEMBERS", "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -100,6 +129,12 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     // The webhooks' endpoint is up while the script runs; the service takes it over after.
     let webhooks = WebhookEndpoint::start(&reconciler, &settings, &listener)?;
     simulator.seed_users(&EXISTING_USERS);
+    let acme = simulator
+        .create_organization("Acme", Some(ACME), 10)
+        .context("the simulated Clerk did not create Acme")?;
+    let globex = simulator
+        .create_organization("Globex", Some("globex"), 0)
+        .context("the simulated Clerk did not create Globex")?;
 
     heading("1. The sample roster goes into desired_invitees");
     let imported = import::import_reader(
@@ -122,11 +157,33 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
         EXISTING_USERS.len(),
         EXISTING_USERS.join(", ")
     );
+    println!(
+        "\nThe simulated Clerk has two organizations: Acme ({}, slug {ACME}, room for 10) and Globex ({}, no limit).\nThe membership roster goes into desired_memberships: Acme named by its slug, Globex by its id; an empty role is organizations.default_role (org:member).",
+        acme.id, globex.id
+    );
+    let memberships = membership_roster(&globex.id);
+    print!("{memberships}");
+    let imported = import::import_reader_with_memberships(
+        &pool,
+        memberships.as_bytes(),
+        &import::ImportOptions {
+            relation: settings.source.relation.clone(),
+            replace: false,
+            dry_run: false,
+            skip_invalid: false,
+            force: false,
+            max_delete_ratio: settings.sync.max_revocation_ratio,
+        },
+        &settings.source.memberships_relation,
+    )
+    .await
+    .context("the sample membership roster could not be loaded")?;
+    print!("{}", imported.render());
 
     heading("2. The plan before the first cycle");
     print_plan(&reconciler, &settings).await?;
 
-    heading("3. First cycle: invitations are created in bulk");
+    heading("3. First cycle: invitations are created in bulk; in the organizations, invitations for the new people and memberships at once for the existing accounts");
     cycle(&reconciler, "demo").await?;
     print_status(&pool, &settings).await?;
 
@@ -157,6 +214,17 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
             println!("{email} accepted {id}");
         }
     }
+    let org_invitation = simulator.organization_invitations().into_iter().find(|i| {
+        i.email_address.eq_ignore_ascii_case(ORG_ACCEPTS)
+            && i.status == crate::clerk::InvitationStatus::Pending
+    });
+    if let Some(invitation) = org_invitation {
+        simulator.accept_organization_invitation(&invitation.id);
+        println!(
+            "{ORG_ACCEPTS} accepted her Acme invitation {}: she is a member",
+            invitation.id
+        );
+    }
     if let Some(id) = pending_of("radia@example.com") {
         simulator.expire(&id);
         println!("radia@example.com: invitation {id} expired");
@@ -164,7 +232,43 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
     cycle(&reconciler, "demo").await?;
     print_status(&pool, &settings).await?;
 
-    heading("6. Clerk deletes ada's account; she is still on the roster, so she is invited again");
+    heading(&format!(
+        "6. Organizations: {PROMOTED} becomes an admin of Acme (a role change), {ORG_LEAVER} leaves Globex"
+    ));
+    let promoted = format!("email,organization,role\n{PROMOTED},{ACME},org:admin\n");
+    let imported = import::import_reader_with_memberships(
+        &pool,
+        promoted.as_bytes(),
+        &import::ImportOptions {
+            relation: settings.source.relation.clone(),
+            replace: false,
+            dry_run: false,
+            skip_invalid: false,
+            force: false,
+            max_delete_ratio: settings.sync.max_revocation_ratio,
+        },
+        &settings.source.memberships_relation,
+    )
+    .await
+    .context("the role change could not be written")?;
+    print!("{promoted}{}", imported.render());
+    let writer = store::membership_roster::MembershipWriter::new(
+        &settings.source.memberships_relation,
+        store::membership_roster::MembershipColumns::ALL,
+    );
+    writer
+        .delete(
+            &mut *pool.acquire().await?,
+            &[(ORG_LEAVER.to_owned(), globex.id.clone())],
+        )
+        .await?;
+    println!("deleted the row of {ORG_LEAVER} in Globex ({})", globex.id);
+    print_plan(&reconciler, &settings).await?;
+    cycle(&reconciler, "demo").await?;
+    check_organizations(&simulator, &acme.id, &globex.id)?;
+    print_status(&pool, &settings).await?;
+
+    heading("7. Clerk deletes ada's account; she is still on the roster, so she is invited again");
     let ada = simulator
         .users()
         .into_iter()
@@ -212,7 +316,7 @@ pub async fn run(once: bool) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
 
-    heading("7. The service keeps running (Ctrl-C stops it)");
+    heading("8. The service keeps running (Ctrl-C stops it)");
     println!(
         "Simulated Clerk: {}  (control API: http://{}/_sim/)\nRoster: {}  (try INSERT INTO desired_invitees (email) VALUES ('new@example.com'): a cycle follows within seconds)\nHTTP: http://{}/metrics, and curl -H 'Authorization: Bearer {DEMO_API_TOKEN}' http://{}/v1/status",
         simulator.base_url(),
@@ -308,16 +412,56 @@ async fn cycle(reconciler: &reconcile::Reconciler, trigger: &str) -> anyhow::Res
             report.tally.single_calls,
             serde_json::to_string(&report.counts).unwrap_or_default()
         );
+        let m = &report.memberships;
+        if m.rows > 0 || m.organizations > 0 {
+            println!(
+                "  organizations: {} invited, {} made members at once, {} roles changed, {} revoked, {} removed, {} held, {} failed; counts {}",
+                m.invited,
+                m.members_added,
+                m.roles_changed,
+                m.revoked,
+                m.removed,
+                m.held,
+                m.failed,
+                serde_json::to_string(&m.counts).unwrap_or_default()
+            );
+        }
     }
+    Ok(())
+}
+
+/// Fails unless the simulated Clerk shows the role change and the leaver done.
+fn check_organizations(simulator: &sim::SimHandle, acme: &str, globex: &str) -> anyhow::Result<()> {
+    let memberships = simulator.memberships();
+    let member = |organization: &str, email: &str| {
+        memberships.iter().find(|m| {
+            m.organization.id == organization
+                && m.identifier()
+                    .is_some_and(|i| i.eq_ignore_ascii_case(email))
+        })
+    };
+    match member(acme, PROMOTED) {
+        Some(m) if m.role == "org:admin" => {
+            println!("{PROMOTED} is an admin of Acme");
+        }
+        other => anyhow::bail!(
+            "{PROMOTED}'s role in Acme was not changed to org:admin: {:?}",
+            other.map(|m| &m.role)
+        ),
+    }
+    if member(globex, ORG_LEAVER).is_some() {
+        anyhow::bail!("{ORG_LEAVER} is still a member of Globex after leaving its roster");
+    }
+    println!("{ORG_LEAVER} is no longer a member of Globex");
     Ok(())
 }
 
 async fn print_plan(reconciler: &reconcile::Reconciler, settings: &Settings) -> anyhow::Result<()> {
     let preview = reconciler.preview(0).await?;
-    print!(
-        "{}",
-        super::plan::render_text(&preview, &settings.sync.target)
-    );
+    let memberships = reconcile::memberships::overview::preview(reconciler).await?;
+    let mut text = super::plan::render_text(&preview, &settings.sync.target).into_bytes();
+    super::plan::write_memberships_text(&mut text, &memberships)?;
+    print!("{}", String::from_utf8_lossy(&text));
     Ok(())
 }
 
