@@ -21,6 +21,7 @@ mod ownership;
 mod prometheus;
 mod reconcile;
 mod scim;
+mod scim_group_orgs;
 mod scim_input;
 mod sim;
 mod sim_orgs;
