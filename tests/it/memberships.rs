@@ -414,7 +414,10 @@ async fn emptying_one_organizations_roster_is_held_until_released() {
         held.memberships.hold_reason,
         Some(HoldReason::EmptyOrganization)
     );
-    assert_eq!(held.memberships.emptied, [orgs.gamma.id.clone()]);
+    assert_eq!(
+        held.memberships.emptied,
+        std::slice::from_ref(&orgs.gamma.id)
+    );
     let gamma_pending = |harness: &Harness| {
         harness
             .sim

@@ -302,9 +302,15 @@ impl Pass<'_> {
             }
         }
         organizations.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut pending = self
+            .pending_of_every_organization(organizations.len())
+            .await?;
         for (id, _) in &organizations {
             self.checkpoint().await?;
-            let listed = match self.list_one(id).await {
+            let known = pending
+                .as_mut()
+                .map(|all| all.remove(id).unwrap_or_default());
+            let listed = match self.list_one(id, known).await {
                 Ok(listed) => listed,
                 Err(error) if refused_credentials(&error) => return Err(Stop::Unauthorized(error)),
                 Err(error) => {
@@ -334,12 +340,62 @@ impl Pass<'_> {
         self.record_rooms(state).await
     }
 
-    async fn list_one(&self, id: &str) -> Result<Listed, ClientError> {
-        let members = self.clerk.list_memberships(id).await?;
-        let pending = self
+    /// The pending invitations of every organization of the instance, by organization, in
+    /// one paged listing, when more than one organization is looked at (then it costs fewer
+    /// calls than a listing each). `None` when each is to be listed on its own: one
+    /// organization, or the instance's listing failed.
+    async fn pending_of_every_organization(
+        &mut self,
+        organizations: usize,
+    ) -> Result<Option<HashMap<String, Vec<OrganizationInvitation>>>, Stop> {
+        if organizations < 2 {
+            return Ok(None);
+        }
+        self.checkpoint().await?;
+        let pending = crate::clerk::InvitationStatus::Pending;
+        match self
             .clerk
-            .list_all_organization_invitations(id, Some(crate::clerk::InvitationStatus::Pending))
-            .await?;
+            .list_instance_organization_invitations(Some(pending))
+            .await
+        {
+            Ok(all) => {
+                let mut by_organization: HashMap<String, Vec<OrganizationInvitation>> =
+                    HashMap::new();
+                for invitation in all {
+                    by_organization
+                        .entry(invitation.organization_id.clone())
+                        .or_default()
+                        .push(invitation);
+                }
+                Ok(Some(by_organization))
+            }
+            Err(error) if refused_credentials(&error) => Err(Stop::Unauthorized(error)),
+            Err(error) => {
+                self.note_error("organization invitations listing", &error);
+                Ok(None)
+            }
+        }
+    }
+
+    /// An organization's memberships, and its pending invitations unless `pending` holds
+    /// them already.
+    async fn list_one(
+        &self,
+        id: &str,
+        pending: Option<Vec<OrganizationInvitation>>,
+    ) -> Result<Listed, ClientError> {
+        let members = self.clerk.list_memberships(id).await?;
+        let pending = match pending {
+            Some(pending) => pending,
+            None => {
+                self.clerk
+                    .list_all_organization_invitations(
+                        id,
+                        Some(crate::clerk::InvitationStatus::Pending),
+                    )
+                    .await?
+            }
+        };
         Ok(Listed { members, pending })
     }
 
