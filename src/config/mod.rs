@@ -829,6 +829,96 @@ mod tests {
         assert_eq!(clash("127.0.0.1:0", "127.0.0.1:0"), None);
     }
 
+    fn with_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load(None, &env)
+    }
+
+    #[test]
+    fn scim_groups_load_from_a_file_and_from_the_environment_as_json() {
+        assert!(defaults().scim.groups.is_empty());
+        let path = std::env::temp_dir().join(format!("scim-groups-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[[scim.groups]]\ngroup = \"Acme\"\norganization = \"acme\"\n\n\
+             [[scim.groups]]\ngroup = \" Acme admins \"\norganization = \"acme\"\n\
+             role = \"org:admin\"\nprecedence = 10\n",
+        )
+        .unwrap();
+        let loaded = Settings::load(Some(&path), &HashMap::new());
+        let _ = std::fs::remove_file(&path);
+        let groups = loaded.unwrap().scim.groups;
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[1].group, "Acme admins", "trimmed");
+        assert_eq!(
+            (groups[1].role.as_deref(), groups[1].precedence),
+            (Some("org:admin"), 10)
+        );
+        assert_eq!((groups[0].role.as_deref(), groups[0].precedence), (None, 0));
+
+        let env = with_env(&[(
+            "INVITE_SYNC__SCIM__GROUPS",
+            r#"[{"group": "00g1", "organization": "org_2abc", "role": "org:billing"}]"#,
+        )])
+        .unwrap();
+        assert_eq!(env.scim.groups[0].organization, "org_2abc");
+        let rendered = env.effective_toml();
+        let again: toml::Table = toml::from_str(&rendered).unwrap();
+        assert_eq!(
+            again["scim"]["groups"][0]["group"].as_str(),
+            Some("00g1"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn bad_scim_groups_are_named_entry_by_entry() {
+        let error = with_env(&[(
+            "INVITE_SYNC__SCIM__GROUPS",
+            r#"[{"group": "Acme", "organization": "acme"},
+                {"group": "Typo", "organization": "acme", "rol": "org:admin"},
+                {"group": "No org"},
+                {"group": "Bad role", "organization": "acme", "role": "Admin", "precedence": 1},
+                {"group": "Words", "organization": "acme", "precedence": "high"}]"#,
+        )])
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "scim.groups",
+            "entry 2 (group \"Typo\"): unknown field `rol`",
+            "entry 3 (group \"No org\"): organization must be set",
+            "entry 5 (group \"Words\"):",
+        ] {
+            assert!(error.contains(expected), "{expected:?} in {error}");
+        }
+        let error = with_env(&[(
+            "INVITE_SYNC__SCIM__GROUPS",
+            r#"[{"group": "A", "organization": "acme", "role": "org:Admin"},
+                {"group": "B", "organization": "acme", "role": "org:admin"},
+                {"group": "C", "organization": "acme"}]"#,
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("entry 1 (group \"A\"): role \"org:Admin\" must be lower case"),
+            "{error}"
+        );
+        assert!(
+            error.contains("entry 3 (group \"C\"): has precedence 0 like entry 2"),
+            "{error}"
+        );
+        let not_json = with_env(&[("INVITE_SYNC__SCIM__GROUPS", "Acme=acme")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_json.contains("expected a JSON array of objects"),
+            "{not_json}"
+        );
+    }
+
     #[test]
     fn database_names() {
         let mut database = defaults().database;
