@@ -1,8 +1,8 @@
 """Runs python-scim's scim2-tester against a SCIM server: every discovery check and every
-User check. Prints each check that did not pass, then one summary line, and exits 1 unless
-every check passed.
+check of the resource types named (User and Group unless some are named). Prints each check
+that did not pass, then one summary line, and exits 1 unless every check passed.
 
-    python scim-conformance.py BASE_URL BEARER_TOKEN
+    python scim-conformance.py BASE_URL BEARER_TOKEN [RESOURCE_TYPE ...]
 """
 
 import json
@@ -19,13 +19,14 @@ PASSING = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}
 
 def main() -> int:
     base_url, token = sys.argv[1], sys.argv[2]
+    resource_types = sys.argv[3:] or ["User", "Group"]
     http = httpx2.Client(
         base_url=base_url,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
     client = SyncSCIMClient(http)
-    results = check_server(client, resource_types=["User"])
+    results = check_server(client, resource_types=resource_types)
     statuses = Counter(result.status.name for result in results)
     passed = sum(1 for result in results if result.status in PASSING)
     for result in results:
@@ -36,7 +37,12 @@ def main() -> int:
             )
     print(
         json.dumps(
-            {"checks": len(results), "passed": passed, "statuses": dict(statuses)},
+            {
+                "checks": len(results),
+                "passed": passed,
+                "resource_types": resource_types,
+                "statuses": dict(statuses),
+            },
             sort_keys=True,
         )
     )

@@ -47,7 +47,7 @@ fn coerce_simple(attribute: &Attribute, value: &Value, path: &str) -> Result<Val
 
 /// A string value PostgreSQL can store and an index can hold: no NUL character (text and
 /// jsonb refuse one), at most [`MAX_STRING_CHARS`] characters.
-fn check_text(text: &str, path: &str) -> Result<(), ScimError> {
+pub fn check_text(text: &str, path: &str) -> Result<(), ScimError> {
     if text.contains('\0') {
         return Err(ScimError::invalid_value(format!(
             "{path}: must not contain a NUL character"

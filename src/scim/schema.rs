@@ -1,6 +1,7 @@
-//! The schemas served: RFC 7643's User and its enterprise extension (`schemas.json`, the RFC's
-//! own representation), read once into attribute definitions that drive input checks,
-//! PATCH, filters and the discovery documents alike.
+//! The schemas served: RFC 7643's User and its enterprise extension, and its Group
+//! (`schemas.json`, the RFC's own representation), read once into attribute definitions that
+//! drive the User's input checks, PATCH, filters and the discovery documents alike. A Group's
+//! few attributes are handled by [`super::group`].
 
 use std::sync::LazyLock;
 
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 
 pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
@@ -33,6 +35,11 @@ pub const MAX_STRING_CHARS: usize = 2048;
 pub const MAX_USER_NAME_CHARS: usize = 256;
 /// Largest User, its attributes as stored JSON, in bytes.
 pub const MAX_USER_BYTES: usize = 64 * 1024;
+/// Longest Group `displayName` and `externalId`, in characters (indexed, as `userName`).
+pub const MAX_GROUP_NAME_CHARS: usize = 256;
+/// Most members one group holds (a request's member list holds at most [`MAX_VALUES`]; a
+/// larger group is built by several PATCH requests).
+pub const MAX_GROUP_MEMBERS: usize = 50_000;
 /// Most paths `attributes` or `excludedAttributes` may list.
 pub const MAX_PROJECTED: usize = 64;
 
@@ -233,7 +240,7 @@ pub fn service_provider_config(base: &str) -> Value {
     })
 }
 
-/// The one resource type served: User, with the enterprise extension.
+/// The User resource type, with the enterprise extension.
 pub fn user_resource_type(base: &str) -> Value {
     json!({
         "schemas": [RESOURCE_TYPE],
@@ -245,6 +252,29 @@ pub fn user_resource_type(base: &str) -> Value {
         "schemaExtensions": [{"schema": ENTERPRISE, "required": false}],
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")}
     })
+}
+
+/// The Group resource type: groups of SCIM users.
+pub fn group_resource_type(base: &str) -> Value {
+    json!({
+        "schemas": [RESOURCE_TYPE],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "A group of users, which the configuration may map to an organization",
+        "schema": GROUP,
+        "schemaExtensions": [],
+        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")}
+    })
+}
+
+/// A resource type by id (`User`, `Group`).
+pub fn resource_type(base: &str, id: &str) -> Option<Value> {
+    match id {
+        "User" => Some(user_resource_type(base)),
+        "Group" => Some(group_resource_type(base)),
+        _ => None,
+    }
 }
 
 /// A schema document by id, with its `meta`.
@@ -266,7 +296,7 @@ pub fn schema_document(base: &str, id: &str) -> Option<Value> {
 
 /// Every schema document.
 pub fn schema_documents(base: &str) -> Vec<Value> {
-    [USER, ENTERPRISE]
+    [USER, ENTERPRISE, GROUP]
         .iter()
         .filter_map(|id| schema_document(base, id))
         .collect()
@@ -279,7 +309,7 @@ mod tests {
     #[test]
     fn the_embedded_schemas_parse_with_user_and_enterprise_attributes() {
         let schemas = schemas();
-        assert_eq!(schemas.documents.len(), 2);
+        assert_eq!(schemas.documents.len(), 3);
         assert!(schemas.attribute(Owner::Core, "USERNAME").is_some());
         assert!(schemas.attribute(Owner::Core, "externalid").is_some());
         let emails = schemas.attribute(Owner::Core, "emails").unwrap();
@@ -289,6 +319,9 @@ mod tests {
             .is_some());
         let password = schemas.attribute(Owner::Core, "password").unwrap();
         assert_eq!(password.mutability, Mutability::WriteOnly);
-        assert_eq!(schema_documents("http://x/scim/v2").len(), 2);
+        assert_eq!(schema_documents("http://x/scim/v2").len(), 3);
+        let group = schema_document("http://x/scim/v2", GROUP).unwrap();
+        assert_eq!(group["attributes"][0]["name"], "displayName");
+        assert_eq!(group["attributes"][1]["subAttributes"][0]["name"], "value");
     }
 }

@@ -65,8 +65,7 @@ fn refused(error: sqlx::Error) -> WriteError {
     WriteError::Database(error)
 }
 
-const COLUMNS: &str =
-    "id, target, display_name, external_id, version, created_at, updated_at";
+const COLUMNS: &str = "id, target, display_name, external_id, version, created_at, updated_at";
 
 pub async fn insert(
     conn: &mut PgConnection,
@@ -196,7 +195,10 @@ pub async fn groups_of_user(
 /// Of `ids`, those that are no SCIM user, in the order given. The others are locked against
 /// deletion until the transaction ends, so that they are still users when they are written
 /// as members.
-pub async fn missing_users(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn missing_users(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -207,7 +209,11 @@ pub async fn missing_users(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<
     .fetch_all(conn)
     .await?;
     let found: HashSet<Uuid> = found.into_iter().collect();
-    Ok(ids.iter().filter(|id| !found.contains(id)).copied().collect())
+    Ok(ids
+        .iter()
+        .filter(|id| !found.contains(id))
+        .copied()
+        .collect())
 }
 
 /// Brings a group's members to `members` (in their order): members not listed are removed,

@@ -22,6 +22,7 @@ mod prometheus;
 mod reconcile;
 mod scim;
 mod scim_group_orgs;
+mod scim_groups;
 mod scim_input;
 mod sim;
 mod sim_orgs;

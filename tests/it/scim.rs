@@ -536,7 +536,7 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
         ),
         (
             Method::GET,
-            "/Groups".to_owned(),
+            "/Roles".to_owned(),
             None,
             StatusCode::NOT_FOUND,
             None,

@@ -36,8 +36,13 @@ pub(super) async fn resource_types(
     _: Authorized,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let types = vec![schema::user_resource_type(&base_url(&headers))];
-    Ok(scim_json(StatusCode::OK, list_response(types, 1, 1)))
+    let base = base_url(&headers);
+    let types = vec![
+        schema::user_resource_type(&base),
+        schema::group_resource_type(&base),
+    ];
+    let total = types.len();
+    Ok(scim_json(StatusCode::OK, list_response(types, total, 1)))
 }
 
 pub(super) async fn resource_type(
@@ -46,16 +51,9 @@ pub(super) async fn resource_type(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ScimError> {
     let id = path_id(id)?;
-    if id != "User" {
-        return Err(ScimError::not_found(format!(
-            "no resource type {}",
-            quoted(&id)
-        )));
-    }
-    Ok(scim_json(
-        StatusCode::OK,
-        schema::user_resource_type(&base_url(&headers)),
-    ))
+    schema::resource_type(&base_url(&headers), &id)
+        .map(|document| scim_json(StatusCode::OK, document))
+        .ok_or_else(|| ScimError::not_found(format!("no resource type {}", quoted(&id))))
 }
 
 pub(super) async fn schema_list(_: Authorized, headers: HeaderMap) -> Result<Response, ScimError> {

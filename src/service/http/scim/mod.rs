@@ -1,12 +1,15 @@
 //! `/scim/v2`: the SCIM 2.0 service provider identity providers (Okta, Microsoft Entra ID,
 //! ...) provision the roster through. Users are kept in `invite_sync_scim_users`; an active
 //! user with an address has a roster row (source `scim`), written in the same transaction,
-//! whose change notifies the service like any roster change. Every refusal is a SCIM error
-//! and writes nothing.
+//! whose change notifies the service like any roster change. Groups of those users are kept
+//! in `invite_sync_scim_groups`, and a group's write brings the membership roster in line in
+//! its transaction (`scim.groups`). Every refusal is a SCIM error and writes nothing.
 
 mod discovery;
+mod groups;
 mod read;
 mod request;
+mod root_search;
 mod write;
 
 use axum::extract::DefaultBodyLimit;
@@ -45,14 +48,30 @@ fn routes() -> Router<AppState> {
         .route("/Schemas/{id}", get(schema_one).fallback(not_allowed))
         .route("/Users", get(list).post(create).fallback(not_allowed))
         .route("/Users/.search", post(search).fallback(not_allowed))
-        // Users are the only resource type, so a search of them all is a search of Users.
-        .route("/.search", post(search).fallback(not_allowed))
+        // A search at the root searches every resource type: Users, then Groups.
+        .route("/.search", post(root_search::all).fallback(not_allowed))
         .route(
             "/Users/{id}",
             get(read)
                 .put(replace)
                 .patch(modify)
                 .delete(remove)
+                .fallback(not_allowed),
+        )
+        .route(
+            "/Groups",
+            get(groups::list).post(groups::create).fallback(not_allowed),
+        )
+        .route(
+            "/Groups/.search",
+            post(groups::search).fallback(not_allowed),
+        )
+        .route(
+            "/Groups/{id}",
+            get(groups::read)
+                .put(groups::replace)
+                .patch(groups::modify)
+                .delete(groups::remove)
                 .fallback(not_allowed),
         )
         .fallback(not_found)

@@ -50,7 +50,7 @@ fn rendered_user(user: &ScimUser, base: &str) -> Map<String, Value> {
 }
 
 /// `attributes` / `excludedAttributes`: comma-separated attribute paths.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Projection {
     attributes: Vec<String>,
     excluded: Vec<String>,
@@ -70,7 +70,10 @@ impl Projection {
 
     /// Both lists, checked: each entry an attribute path (unknown attributes are ignored, as
     /// RFC 7644 §3.4.2.5 lets a server do), at most [`MAX_PROJECTED`] in each.
-    fn new(attributes: Vec<String>, excluded: Vec<String>) -> Result<Projection, ScimError> {
+    pub(super) fn new(
+        attributes: Vec<String>,
+        excluded: Vec<String>,
+    ) -> Result<Projection, ScimError> {
         for (name, paths) in [
             ("attributes", &attributes),
             ("excludedAttributes", &excluded),
@@ -94,14 +97,33 @@ impl Projection {
         })
     }
 
-    fn from_query(params: &HashMap<String, String>) -> Result<Projection, ScimError> {
+    pub(super) fn from_query(params: &HashMap<String, String>) -> Result<Projection, ScimError> {
         Projection::new(
             Projection::split(param(params, "attributes")),
             Projection::split(param(params, "excludedAttributes")),
         )
     }
 
-    fn apply(&self, resource: Map<String, Value>) -> Value {
+    /// Whether the answer shows the core attribute `name` (`members` left out of a group
+    /// needs no members read).
+    pub(super) fn shows(&self, name: &str) -> bool {
+        let names = |path: &String| {
+            let path = path
+                .rsplit_once(':')
+                .map_or(path.as_str(), |(_, rest)| rest);
+            let attr = path.split(['.', '[']).next().unwrap_or_default();
+            attr.eq_ignore_ascii_case(name)
+        };
+        if !self.attributes.is_empty() {
+            return self.attributes.iter().any(names);
+        }
+        !self
+            .excluded
+            .iter()
+            .any(|path| names(path) && !path.contains(['.', '[']))
+    }
+
+    pub(super) fn apply(&self, resource: Map<String, Value>) -> Value {
         Value::Object(resource::project(
             resource,
             &self.attributes,
@@ -112,7 +134,7 @@ impl Projection {
 
 /// The query string's parameters. Bad percent-encoding is kept as it is, never an error:
 /// what it spells is then judged like any other value.
-fn query_params(query: Option<&str>) -> HashMap<String, String> {
+pub(super) fn query_params(query: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect()
@@ -159,12 +181,12 @@ pub(super) fn user_response(
 }
 
 /// A search: from the query string or a `.search` body.
-#[derive(Debug)]
-struct Search {
-    filter: Option<Filter>,
-    start_index: usize,
-    count: usize,
-    projection: Projection,
+#[derive(Debug, Clone)]
+pub(super) struct Search {
+    pub(super) filter: Option<Filter>,
+    pub(super) start_index: usize,
+    pub(super) count: usize,
+    pub(super) projection: Projection,
 }
 
 fn index(value: Option<&Value>, name: &str) -> Result<Option<i64>, ScimError> {
@@ -210,7 +232,7 @@ impl Search {
         })
     }
 
-    fn from_query(params: &HashMap<String, String>) -> Result<Search, ScimError> {
+    pub(super) fn from_query(params: &HashMap<String, String>) -> Result<Search, ScimError> {
         let number = |name: &str| {
             index(
                 param(params, name)
@@ -227,7 +249,7 @@ impl Search {
         )
     }
 
-    fn from_body(body: &Value) -> Result<Search, ScimError> {
+    pub(super) fn from_body(body: &Value) -> Result<Search, ScimError> {
         let Value::Object(fields) = body else {
             return Err(ScimError::invalid_syntax("the body must be a JSON object"));
         };
@@ -273,7 +295,7 @@ impl Search {
 }
 
 /// Users a search reads from the database at a time.
-const SCAN_CHUNK: usize = 32;
+pub(super) const SCAN_CHUNK: usize = 32;
 /// Most bytes of users one list answer holds: a page stops early (fewer than `count`, as
 /// RFC 7644 §3.4.2.4 allows; `itemsPerPage` says how many) rather than grow past it.
 const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
@@ -298,15 +320,15 @@ fn candidates(filter: Option<&Filter>) -> Option<Candidates<'_>> {
 
 /// A page being filled: the users rendered as JSON text, within [`MAX_PAGE_BYTES`].
 #[derive(Default)]
-struct Page {
-    resources: Vec<String>,
+pub(super) struct Page {
+    pub(super) resources: Vec<String>,
     bytes: usize,
-    full: bool,
+    pub(super) full: bool,
 }
 
 impl Page {
     /// Adds a rendered user unless the page is full; the first always fits.
-    fn push(&mut self, resource: String, count: usize) {
+    pub(super) fn push(&mut self, resource: String, count: usize) {
         if self.full || self.resources.len() >= count {
             self.full = true;
             return;
@@ -319,7 +341,7 @@ impl Page {
         self.resources.push(resource);
     }
 
-    fn answer(self, total: usize, start_index: usize) -> Response {
+    pub(super) fn answer(self, total: usize, start_index: usize) -> Response {
         let mut body = format!(
             r#"{{"schemas":[{}],"totalResults":{total},"startIndex":{start_index},"itemsPerPage":{},"Resources":["#,
             Value::String(LIST_RESPONSE.to_owned()),
@@ -351,10 +373,21 @@ async fn run_search(
     headers: &HeaderMap,
     search: Search,
 ) -> Result<Response, ScimError> {
+    let start_index = search.start_index;
+    let (total, page) = user_page(state, headers, search).await?;
+    Ok(page.answer(total, start_index))
+}
+
+/// A search's page of users, and how many users match in all.
+pub(super) async fn user_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    search: Search,
+) -> Result<(usize, Page), ScimError> {
     let search = Arc::new(search);
     let start_index = search.start_index;
     let Some(which) = candidates(search.filter.as_ref()) else {
-        return Ok(Page::default().answer(0, start_index));
+        return Ok((0, Page::default()));
     };
     let base: Arc<str> = base_url(headers).into();
     let mut tx = crate::store::read_only(&state.pool)
@@ -418,7 +451,7 @@ async fn run_search(
         matched
     };
     tx.rollback().await.map_err(internal)?;
-    Ok(page.answer(total, start_index))
+    Ok((total, page))
 }
 
 /// Of `users`, how many match the search's filter, and the matches from the `first`-th (of

@@ -16,6 +16,7 @@ use crate::domain::{DesiredInvitee, DesiredRow, RowDefaults};
 use crate::scim::resource::{self, Attributes};
 use crate::scim::{patch, RosterEntry, ScimError};
 use crate::service::state::{AppState, Scim};
+use crate::store::group_memberships;
 use crate::store::roster::{Batch, Columns, Writer, SCIM_SOURCE};
 use crate::store::scim::{self as store, ScimUser, UserWrite, WriteError};
 
@@ -129,6 +130,26 @@ async fn sync_roster(
     Ok(())
 }
 
+/// After a user's write, in its transaction: the membership roster rows of the groups the
+/// user is in follow the user's address and state.
+async fn groups_follow(
+    conn: &mut PgConnection,
+    scim: &Scim,
+    state: &AppState,
+    id: Uuid,
+    before: Option<&ScimUser>,
+) -> Result<(), ScimError> {
+    group_memberships::user_written(
+        conn,
+        &scim.groups,
+        &state.config.target,
+        id,
+        before.and_then(|u| u.email.as_deref()),
+    )
+    .await
+    .map_err(internal)
+}
+
 fn log_write(state: &AppState, what: &str, id: Uuid, entry: Option<&RosterEntry>) {
     let reporter = state.config.reporter;
     let email = entry
@@ -149,6 +170,7 @@ pub(super) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let body = body_of(body)?;
+    let scim_groups = scim.clone();
     let prepared =
         off_runtime(move || Prepared::new(&scim, resource::from_request(&json_body(&body)?)?))
             .await?;
@@ -158,6 +180,7 @@ pub(super) async fn create(
         .await
         .map_err(refused)?;
     sync_roster(&mut tx, &state, None, Some(&prepared)).await?;
+    groups_follow(&mut tx, &scim_groups, &state, id, None).await?;
     tx.commit().await.map_err(internal)?;
     log_write(&state, "created", id, Some(&prepared.entry));
     Ok(user_response(
@@ -183,11 +206,13 @@ async fn rewrite(
         .map_err(internal)?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     let attributes = attributes_of(&before);
+    let scim_groups = scim.clone();
     let prepared = off_runtime(move || Prepared::new(&scim, change(&attributes)?)).await?;
     let user = store::update(&mut tx, id, &prepared.write())
         .await
         .map_err(refused)?;
     sync_roster(&mut tx, state, Some(&before), Some(&prepared)).await?;
+    groups_follow(&mut tx, &scim_groups, state, id, Some(&before)).await?;
     tx.commit().await.map_err(internal)?;
     log_write(state, "updated", id, Some(&prepared.entry));
     Ok(user)
@@ -235,7 +260,7 @@ pub(super) async fn modify(
 }
 
 pub(super) async fn remove(
-    _: Authorized,
+    Authorized(scim): Authorized,
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ScimError> {
@@ -247,6 +272,7 @@ pub(super) async fn remove(
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     store::delete(&mut tx, id).await.map_err(internal)?;
     sync_roster(&mut tx, &state, Some(&before), None).await?;
+    groups_follow(&mut tx, &scim, &state, id, Some(&before)).await?;
     tx.commit().await.map_err(internal)?;
     log_write(&state, "deleted", id, None);
     Ok(StatusCode::NO_CONTENT.into_response())
