@@ -2617,7 +2617,12 @@ fn organization<'a>(list: &'a Value, id: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_and_status_show_each_organization_its_backlog_waits_invalid_rows_and_held_removals() {
     // The share limit off: emptying Acme is held for being emptied, not for the share.
-    let h = harness(&[("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1")]).await;
+    let token = "operator-token-0123456789abcdef";
+    let h = harness(&[
+        ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1"),
+        ("INVITE_SYNC__HTTP__API_TOKEN", token),
+    ])
+    .await;
     // Acme takes 3 members and pending invitations; Globex has no limit.
     let acme = h
         .sim
@@ -2736,6 +2741,22 @@ async fn plan_and_status_show_each_organization_its_backlog_waits_invalid_rows_a
     assert_eq!(unknown["waiting"]["unresolved"], 1, "{finished}");
     assert_eq!(memberships["held_removals"], 0, "{finished}");
     assert!(memberships["last_pass"].is_object(), "{finished}");
+    // The operator API serves the same organizations.
+    let service = crate::common::Service::http_alone(&h).await;
+    let answer = service
+        .client
+        .get(format!("http://{}/v1/status", service.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the service answers");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let api: Value = answer.json().await.expect("the status is JSON");
+    assert_eq!(
+        api["memberships"]["organizations"], memberships["organizations"],
+        "{api:#}"
+    );
+    service.stop().await.expect("the service stops cleanly");
 
     let text = invite_sync(&h, &["status"]).await;
     text.assert_code(0);
