@@ -127,19 +127,28 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     roster     record;
-    person_key text;
+    v_person_key text;
     data       jsonb;
     stamp      timestamptz := now();
     new_id     bigint;
 BEGIN
     roster := invite_sync_event_roster_row(p_target, p_email, p_organization_id);
-    person_key := CASE WHEN p_organization_id IS NULL THEN p_email
+    v_person_key := CASE WHEN p_organization_id IS NULL THEN p_email
                        ELSE p_email || ' ' || p_organization_id END;
+    -- A person who left the roster (a revocation, a removal) has no row any more: their
+    -- events carry the row as the person's previous event saw it.
+    IF roster.source IS NULL AND roster.metadata IS NULL THEN
+        SELECT o.payload->'data'->>'source', o.payload->'data'->'metadata'
+            INTO roster.source, roster.metadata
+            FROM invite_sync_outbox AS o
+            WHERE o.target = p_target AND o.email = p_email AND o.person_key = v_person_key
+            ORDER BY o.id DESC LIMIT 1;
+    END IF;
     data := jsonb_build_object('email_address', p_email, 'source', roster.source,
                                'metadata', coalesce(roster.metadata, '{}'::jsonb))
             || p_data;
     INSERT INTO invite_sync_outbox (target, type, person_key, email, payload, created_at)
-    VALUES (p_target, p_type, person_key, p_email,
+    VALUES (p_target, p_type, v_person_key, p_email,
             jsonb_build_object(
                 'type', p_type,
                 'timestamp', to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -147,7 +156,7 @@ BEGIN
             stamp)
     RETURNING id INTO new_id;
     INSERT INTO invite_sync_outbox_deliveries (outbox_id, endpoint, target, person_key)
-    SELECT new_id, e.url, p_target, person_key
+    SELECT new_id, e.url, p_target, v_person_key
     FROM invite_sync_event_endpoints AS e
     WHERE e.target = p_target AND e.active;
 END;

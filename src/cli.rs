@@ -111,7 +111,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Send dead letters again (exit 0 when none is left, 1 when some are).
+    /// Send dead letters again: exit 0 when every delivery is made, 1 when dead letters or
+    /// pending deliveries are left.
     Replay(commands::events::ReplayArgs),
 }
 

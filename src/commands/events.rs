@@ -36,7 +36,8 @@ pub struct ReplayArgs {
     /// Only make them due: the running service sends them.
     #[arg(long)]
     pub no_send: bool,
-    /// How long to spend sending before leaving the rest to the service, in seconds.
+    /// How long to spend sending (failed deliveries are retried after their backoff
+    /// meanwhile) before leaving the rest to the service, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub send_for: u64,
     #[arg(long, value_enum, default_value = "text")]
@@ -51,6 +52,8 @@ struct Replayed {
     delivered: usize,
     failed: usize,
     dead: usize,
+    /// Deliveries still to be made when the command ended (left to the service).
+    pending: i64,
     /// Dead letters left to the configured endpoints.
     dead_letters: i64,
 }
@@ -79,13 +82,14 @@ pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<Exi
             .await
             .context("the events could not be delivered")?
     };
-    let dead_letters = outbox::dead_letters(&pool, target).await?;
+    let state = outbox::state(&pool, target).await?;
     let report = Replayed {
         replayed,
         delivered: pass.delivered,
         failed: pass.failed,
         dead: pass.dead,
-        dead_letters,
+        pending: state.pending,
+        dead_letters: state.dead_letters,
     };
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -99,14 +103,17 @@ pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<Exi
                     report.delivered, report.failed, report.dead
                 );
             }
+            println!("pending: {}", report.pending);
             println!("dead letters left: {}", report.dead_letters);
         }
     }
-    Ok(if report.dead_letters > 0 && !args.no_send {
-        Exit::Failed
-    } else {
-        Exit::Success
-    })
+    Ok(
+        if !args.no_send && (report.dead_letters > 0 || report.pending > 0) {
+            Exit::Failed
+        } else {
+            Exit::Success
+        },
+    )
 }
 
 fn filter(settings: &Settings, args: &ReplayArgs) -> Result<ReplayFilter, String> {

@@ -58,7 +58,11 @@ fn events_text(events: &crate::store::outbox::OutboxState) -> String {
     let mut out = String::new();
     let configured: Vec<_> = events.endpoints.iter().filter(|e| e.active).collect();
     if configured.is_empty() {
-        let _ = writeln!(out, "Events: {} retained, no endpoint configured", events.events);
+        let _ = writeln!(
+            out,
+            "Events: {} retained, no endpoint configured",
+            events.events
+        );
         return out;
     }
     let _ = writeln!(

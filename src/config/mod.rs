@@ -282,7 +282,11 @@ impl EventEndpoint {
                 let text = file::read_text(path, SECRET_FILE_LIMIT).map_err(|e| {
                     ConfigError::single(
                         key,
-                        format!("{}: cannot read secret_file {}: {e}", self.url, path.display()),
+                        format!(
+                            "{}: cannot read secret_file {}: {e}",
+                            self.url,
+                            path.display()
+                        ),
                     )
                 })?;
                 SecretString::from(text)

@@ -537,14 +537,18 @@ const ENDPOINTS_SHAPE: &str =
 /// `events.endpoints`' items, each a table of its keys (a value that is not a string is
 /// `None`) or `Err` when the item is not a table: each checked, named by its position (its
 /// secret is never shown).
-fn endpoints(items: Vec<Result<Vec<(String, Option<String>)>, ()>>) -> Result<Option<toml::Value>, String> {
+fn endpoints(
+    items: Vec<Result<Vec<(String, Option<String>)>, ()>>,
+) -> Result<Option<toml::Value>, String> {
     let mut values = Vec::with_capacity(items.len());
     let mut reasons = Vec::new();
     let mut urls = std::collections::HashSet::new();
     for (index, item) in items.into_iter().enumerate() {
         let position = index + 1;
         let Ok(fields) = item else {
-            reasons.push(format!("item {position}: expected a table {{ url, secret }}"));
+            reasons.push(format!(
+                "item {position}: expected a table {{ url, secret }}"
+            ));
             continue;
         };
         let mut table = toml::Table::new();
@@ -581,7 +585,10 @@ fn endpoints(items: Vec<Result<Vec<(String, Option<String>)>, ()>>) -> Result<Op
             }
             _ => {}
         }
-        match (table.contains_key("secret"), table.contains_key("secret_file")) {
+        match (
+            table.contains_key("secret"),
+            table.contains_key("secret_file"),
+        ) {
             (true, true) => problems.push("set secret or secret_file, not both".to_owned()),
             (false, false) if !problems.iter().any(|p| p.starts_with("secret")) => {
                 problems.push("secret or secret_file must be set".to_owned());

@@ -116,8 +116,10 @@ impl Deliverer {
         Ok(pass)
     }
 
-    /// Passes until nothing is due or `deadline` passes: for commands that deliver without
-    /// the service (`events replay`, `sync`). Returns the passes' sums.
+    /// Passes until every delivery to the configured endpoints is delivered or dead, or
+    /// `deadline` passes (a failed one is tried again after its backoff meanwhile): for
+    /// commands that deliver without the service (`events replay`). Returns the passes'
+    /// sums.
     pub async fn drain(&self, deadline: Duration) -> Result<Pass, sqlx::Error> {
         let until = tokio::time::Instant::now() + deadline;
         let mut total = Pass::default();
@@ -128,7 +130,10 @@ impl Deliverer {
             total.failed += pass.failed;
             total.dead += pass.dead;
             if pass.claimed == 0 {
-                break;
+                if outbox::state(&self.pool, &self.target).await?.pending == 0 {
+                    break;
+                }
+                tokio::time::sleep(self.settings.poll()).await;
             }
         }
         Ok(total)

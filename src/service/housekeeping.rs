@@ -34,7 +34,11 @@ pub async fn run(pool: PgPool, days: u32, shutdown: CancellationToken) {
 /// One pass, logged: the history, then the outbound events.
 pub async fn prune(pool: &PgPool, days: u32) -> Option<retention::Pruned> {
     match crate::store::outbox::prune(pool, days).await {
-        Ok(events) => tracing::info!(retention_days = days, events, "housekeeping pruned old events"),
+        Ok(events) => tracing::info!(
+            retention_days = days,
+            events,
+            "housekeeping pruned old events"
+        ),
         Err(error) => tracing::warn!(
             error.message = %error,
             error.cause_chain = %Chain(&error),

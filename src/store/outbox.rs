@@ -300,21 +300,16 @@ pub struct EndpointState {
 }
 
 /// The outbox of a target, for `status`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct OutboxState {
     /// Events retained (delivered or not).
     pub events: i64,
+    /// Deliveries to the configured endpoints not yet made.
+    pub pending: i64,
+    /// Dead letters to the configured endpoints.
+    pub dead_letters: i64,
+    /// Every endpoint ever configured; those no longer configured are `active: false`.
     pub endpoints: Vec<EndpointState>,
-}
-
-impl OutboxState {
-    pub fn dead(&self) -> i64 {
-        self.endpoints.iter().map(|e| e.dead).sum()
-    }
-
-    pub fn pending(&self) -> i64 {
-        self.endpoints.iter().map(|e| e.pending).sum()
-    }
 }
 
 /// The target's events and each endpoint's deliveries.
@@ -361,7 +356,13 @@ pub async fn state(db: &PgPool, target: &str) -> Result<OutboxState, sqlx::Error
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(OutboxState { events, endpoints })
+    let active = endpoints.iter().filter(|e| e.active);
+    Ok(OutboxState {
+        events,
+        pending: active.clone().map(|e| e.pending).sum(),
+        dead_letters: active.map(|e| e.dead).sum(),
+        endpoints,
+    })
 }
 
 /// Dead letters to the target's active endpoints: the metrics' gauge.

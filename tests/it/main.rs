@@ -10,6 +10,7 @@ mod config;
 mod dashboard;
 mod deploy;
 mod docs;
+mod events;
 mod faults;
 mod faults_orgs;
 mod hostile_input;
