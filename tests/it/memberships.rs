@@ -632,3 +632,37 @@ async fn creates_whose_answer_was_lost_are_settled_without_a_second_invitation_o
     assert_eq!(steady.outcome, runs::Outcome::Succeeded);
     assert_eq!(writes(&harness.sim.stats()), before);
 }
+
+#[tokio::test]
+async fn a_dry_run_plans_the_memberships_and_writes_nothing() {
+    let harness = Harness::new().await;
+    organizations(&harness);
+    harness.sim.create_user("old@example.com");
+    add_row(&harness, "new@example.com", "acme", Some("org:admin")).await;
+    add_row(&harness, "old@example.com", "acme", None).await;
+    let report = harness
+        .cycle_with(Request {
+            dry_run: Some(true),
+            ..Request::new("test")
+        })
+        .await;
+    let counts = &report.memberships.counts;
+    assert_eq!(
+        (counts.get("invite"), counts.get("add_member")),
+        (Some(&1), Some(&1)),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.memberships.backlog, 1,
+        "the invitation it would send"
+    );
+    assert_eq!(writes(&harness.sim.stats()), 0);
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM invite_sync_membership_ledger)
+              + (SELECT count(*) FROM invite_sync_organizations)",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .expect("the state reads");
+    assert_eq!(recorded, 0, "a dry run records nothing");
+}

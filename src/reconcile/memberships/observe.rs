@@ -1,9 +1,10 @@
 //! Reading what the membership plan looks at: the roster, the live ledger, each organization
 //! once (by the reference a row gives, or the id the ledger holds), its memberships and
 //! pending invitations, the instance's roles, and the users among those who would be
-//! invited. What the listings show of the ledger's entries is recorded first: an owned
-//! invitation no longer pending (accepted, expired or revoked: looked up by address, as no
-//! webhook tells of an expiry) and an owned membership deleted in Clerk.
+//! invited. What the listings show of the ledger's entries is recorded first (not in a dry
+//! run, whose plan sees it all the same): an owned invitation no longer pending (accepted,
+//! expired or revoked: looked up by address, as no webhook tells of an expiry) and an owned
+//! membership deleted in Clerk.
 
 use std::collections::{HashMap, HashSet};
 
@@ -429,7 +430,9 @@ impl Pass<'_> {
                 pending_invitations_count: u32::try_from(*pending).unwrap_or(u32::MAX),
             })
             .collect();
-        organizations::upsert(pool, &target, &resolved).await?;
+        if !self.dry_run {
+            organizations::upsert(pool, &target, &resolved).await?;
+        }
         let full: HashSet<String> = organizations::all(pool, &target)
             .await?
             .into_iter()
@@ -496,28 +499,16 @@ impl Pass<'_> {
                                 .extend(found.iter().filter(|i| i.id == id).filter_map(invitation));
                             continue;
                         }
-                        Some(InvitationStatus::Accepted) => {
-                            membership_ledger::mark_accepted(pool, &target, &id, None)
-                                .await
-                                .map_err(stop)?;
-                            MembershipState::Accepted
-                        }
+                        Some(InvitationStatus::Accepted) => MembershipState::Accepted,
                         Some(InvitationStatus::Expired) => {
-                            membership_ledger::mark_expired(pool, &target, &id)
-                                .await
-                                .map_err(stop)?;
                             holdings
                                 .invitations
                                 .extend(found.iter().filter(|i| i.id == id).filter_map(invitation));
                             MembershipState::Expired
                         }
-                        Some(InvitationStatus::Revoked) | None => {
-                            membership_ledger::mark_revoked(pool, &target, &id)
-                                .await
-                                .map_err(stop)?;
-                            MembershipState::Revoked
-                        }
+                        Some(InvitationStatus::Revoked) | None => MembershipState::Revoked,
                     };
+                    self.record_fate(&id, state).await.map_err(stop)?;
                     entry.state = state;
                 }
                 (_, MembershipState::Member | MembershipState::Accepted, _) if entry.owned => {
@@ -527,9 +518,11 @@ impl Pass<'_> {
                     if members.contains(&user_id) {
                         continue;
                     }
-                    membership_ledger::mark_removed(pool, &target, organization_id, &user_id)
-                        .await
-                        .map_err(stop)?;
+                    if !self.dry_run {
+                        membership_ledger::mark_removed(pool, &target, organization_id, &user_id)
+                            .await
+                            .map_err(stop)?;
+                    }
                     self.report.memberships_gone += 1;
                     tracing::info!(
                         email = self.reconciler.config.reporter.email(entry.email.as_str()),
@@ -541,6 +534,29 @@ impl Pass<'_> {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Records what became of an owned invitation that left the pending list (nothing in a
+    /// dry run: the plan sees it all the same).
+    async fn record_fate(
+        &self,
+        invitation_id: &str,
+        state: MembershipState,
+    ) -> Result<(), sqlx::Error> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let (pool, target) = (&self.reconciler.pool, self.target());
+        match state {
+            MembershipState::Accepted => {
+                membership_ledger::mark_accepted(pool, target, invitation_id, None).await?
+            }
+            MembershipState::Expired => {
+                membership_ledger::mark_expired(pool, target, invitation_id).await?
+            }
+            _ => membership_ledger::mark_revoked(pool, target, invitation_id).await?,
+        };
         Ok(())
     }
 
@@ -599,8 +615,10 @@ impl Pass<'_> {
                 }
             };
             let (known, not) = crate::reconcile::execute::refusal::users_among(chunk, &found);
-            users::record_users(pool, &target, &known, "lookup").await?;
-            users::record_not_users(pool, &target, &not).await?;
+            if !self.dry_run {
+                users::record_users(pool, &target, &known, "lookup").await?;
+                users::record_not_users(pool, &target, &not).await?;
+            }
             self.report.user_checks += chunk.len();
             self.report.users_found += known.len();
             for user in known {
