@@ -758,3 +758,96 @@ async fn membership_ledger_changes_are_events_in_their_transaction() {
     assert_eq!(events[1].payload["data"]["previous_role"], "org:member");
     assert_eq!(events[2].payload["data"]["user_id"], "user_1");
 }
+
+/// The fenced block of `lang` that follows `marker` in docs/hr-integration.md.
+fn doc_block(marker: &str, lang: &str) -> String {
+    let text = crate::common::read("docs/hr-integration.md");
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in hr-integration.md"));
+    let fence = format!("```{lang}\n");
+    let open = at
+        + text[at..]
+            .find(&fence)
+            .unwrap_or_else(|| panic!("a {lang} block follows {marker:?}"));
+    let body = &text[open + fence.len()..];
+    body[..body.find("```").expect("the block ends")].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_receiver_of_the_hr_guide_verifies_each_event_and_refuses_a_forged_one() {
+    let scratch = crate::common::Scratch::new("events-receiver");
+    let script = scratch.write("receiver.py", &doc_block("### A receiver", "python"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let key: Vec<u8> = (0..32).map(|_| rand::thread_rng().gen()).collect();
+    let secret = format!("whsec_{}", B64.encode(&key));
+    let mut python = std::process::Command::new("python3");
+    python
+        .env("INVITE_SYNC_EVENTS_SECRET", &secret)
+        .env("PORT", port.to_string());
+    let script = script.to_string_lossy().into_owned();
+    let mut receiver = Proc::start("python3 receiver.py".to_owned(), python, &[&script]);
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    wait_for("the receiver listens", Duration::from_secs(20), || {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+
+    // A forged delivery (signed with another key) is refused.
+    let forged = crate::common::http_client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header("webhook-signature", "v1,c2lnbmVkIHdpdGggYW5vdGhlciBrZXk=")
+        .body(
+            r#"{"type":"person.invited","timestamp":"","data":{"email_address":"x@example.com"}}"#,
+        )
+        .send()
+        .await
+        .expect("the receiver answers");
+    assert_eq!(forged.status().as_u16(), 400);
+
+    let endpoints = format!("[{{ url = \"{url}\", secret = \"{secret}\" }}]");
+    let target = unique_target("events-doc");
+    let h = Harness::serving(&[
+        ("INVITE_SYNC__SYNC__TARGET", &target),
+        ("INVITE_SYNC__EVENTS__ENDPOINTS", &endpoints),
+        ("INVITE_SYNC__EVENTS__POLL_SECONDS", "0.05"),
+    ])
+    .await;
+    let emails = people("doc-receiver", 2);
+    add_with_source(&h, &emails).await;
+    let service = Service::start(&h).await;
+    let printed = wait_for(
+        "the receiver printed both events",
+        Duration::from_secs(60),
+        || {
+            let out = receiver.stdout();
+            async move { (out.lines().count() >= 2).then_some(out) }
+        },
+    )
+    .await;
+    service.stop().await.expect("the service stops");
+    let mut lines: Vec<&str> = printed.lines().collect();
+    lines.sort_unstable();
+    let mut want: Vec<String> = emails
+        .iter()
+        .map(|e| format!("person.invited {e}"))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want, "stderr:\n{}", receiver.stderr());
+    assert_eq!(
+        undelivered(&h).await,
+        0,
+        "the receiver answered 204 to each"
+    );
+    assert!(receiver.kill(), "the receiver was still serving");
+}
