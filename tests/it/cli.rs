@@ -2818,4 +2818,13 @@ async fn plan_and_status_show_each_organization_its_backlog_waits_invalid_rows_a
         })
         .count();
     assert_eq!(acme_pending, 0);
+    // Waiting and invalid rows are no change: nothing is left to do.
+    let steady = invite_sync(&h, &["plan", "--detailed-exitcode"]).await;
+    steady.assert_code(0);
+    assert!(
+        steady
+            .stdout
+            .contains("* waiting       og3@example.com  (not before"),
+        "{steady}"
+    );
 }

@@ -658,14 +658,14 @@ impl Read<'_> {
                         holdings.invitations.extend(this);
                     }
                 }
-                (_, MembershipState::Member | MembershipState::Accepted, _) if entry.owned => {
-                    if entry
-                        .user_id
-                        .as_ref()
-                        .is_some_and(|user_id| !members.contains(user_id))
-                    {
-                        entry.state = MembershipState::Removed;
-                    }
+                (_, MembershipState::Member | MembershipState::Accepted, _)
+                    if entry.owned
+                        && entry
+                            .user_id
+                            .as_ref()
+                            .is_some_and(|user_id| !members.contains(user_id)) =>
+                {
+                    entry.state = MembershipState::Removed;
                 }
                 _ => {}
             }
