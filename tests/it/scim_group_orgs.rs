@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use crate::common::{Harness, Service};
 
 const TOKEN: &str = "scim-group-orgs-token-0123456789";
+/// The operator API's token, for `GET /v1/status`.
+const API_TOKEN: &str = "group-orgs-operator-token-0123456789";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -43,6 +45,7 @@ async fn harness() -> Harness {
         ("INVITE_SYNC__SCIM__GROUPS", MAPPINGS),
         ("INVITE_SYNC__SYNC__MAX_REVOCATION_RATIO", "1.0"),
         ("INVITE_SYNC__SYNC__MAX_REVOCATIONS", "1000"),
+        ("INVITE_SYNC__HTTP__API_TOKEN", API_TOKEN),
     ])
     .await;
     h.add_people(&[ANCHOR]).await;
@@ -677,6 +680,36 @@ async fn a_changed_mapping_is_applied_at_start_and_unmapped_groups_are_listed() 
             "SCIM groups no scim.groups entry names (ignored): 1",
             "  \"Everyone\": 2 members"
         ]
+    );
+
+    // `GET /v1/status` and `status`'s text list them too.
+    let status: Value = scim
+        .client
+        .get(format!("http://{}/v1/status", scim.addr))
+        .header(AUTHORIZATION, format!("Bearer {API_TOKEN}"))
+        .send()
+        .await
+        .expect("the status answers")
+        .json()
+        .await
+        .expect("the status is JSON");
+    assert_eq!(
+        status["unmapped_scim_groups"],
+        json!([{"id": unmapped[0].id, "display_name": "Everyone", "external_id": null,
+                "members": 2}]),
+        "{status}"
+    );
+    let config = invite_sync::reconcile::CycleConfig::from_settings(&settings);
+    let mut collected = invite_sync::commands::status::collect(&h.db.pool, &config)
+        .await
+        .expect("the status is read");
+    collected.unmapped_scim_groups = unmapped.clone();
+    let text = invite_sync::commands::status::render_text(&collected);
+    assert!(
+        text.contains(
+            "SCIM groups no scim.groups entry names (ignored): 1\n  \"Everyone\": 2 members\n"
+        ),
+        "{text}"
     );
 
     // The mapping changes: Everyone now names Globex, Acme no longer maps. What `run` does
