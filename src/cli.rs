@@ -49,6 +49,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show the last runs, the backlog, the budget, held revocations and the lock holder.
     Status(StatusArgs),
+    /// Explain one person: roster rows, ledger history, Clerk's state, events, and the
+    /// decision the next cycle would take with the rule that decided. Exit 2 for a bad address.
+    Explain(ExplainArgs),
     /// Load a CSV roster into the roster table (upsert by email).
     Import(ImportArgs),
     /// Run the whole loop on the local PostgreSQL against the built-in simulated Clerk.
@@ -98,6 +101,17 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The address to explain.
+    pub email: String,
+    /// Ask Clerk nothing: decide from the database alone (no guard verdict, no organizations).
+    #[arg(long)]
+    pub offline: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
 }
@@ -169,7 +183,8 @@ pub async fn run(cli: Cli) -> Exit {
                 &command,
                 Command::Plan(args) if args.detailed_exitcode
             ));
-            let needs_clerk = matches!(command, Command::Run | Command::Sync(_) | Command::Plan(_));
+            let needs_clerk = matches!(command, Command::Run | Command::Sync(_) | Command::Plan(_))
+                || matches!(&command, Command::Explain(args) if !args.offline);
             let settings = match load(cli.config, needs_clerk, config_error) {
                 Ok(settings) => settings,
                 Err(code) => return code,
@@ -194,6 +209,9 @@ pub async fn run(cli: Cli) -> Exit {
                     commands::plan::run(&settings, args.format, args.detailed_exitcode).await
                 }
                 Command::Status(args) => commands::status::run(&settings, args.format).await,
+                Command::Explain(args) => {
+                    commands::explain::run(&settings, &args.email, args.offline, args.format).await
+                }
                 Command::Import(args) => commands::import::run(&settings, args).await,
                 Command::Migrate => commands::migrate::run(&settings).await,
                 Command::Events {

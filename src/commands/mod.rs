@@ -5,6 +5,7 @@ pub mod config_check;
 pub mod demo;
 pub mod events;
 mod exit;
+pub mod explain;
 pub mod import;
 pub mod migrate;
 pub mod plan;

@@ -2,6 +2,7 @@
 //! Level-triggered: every cycle recomputes the plan from the whole current state.
 
 pub mod execute;
+pub mod explain;
 pub mod guard;
 pub mod memberships;
 pub mod observation;

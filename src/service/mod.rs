@@ -29,7 +29,8 @@ pub fn serve_http_alone(
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let (_worker, triggers) = worker(reconciler.clone(), shutdown.clone());
-    let state = state::AppState::new(reconciler.pool.clone(), triggers, settings)?;
+    let state = state::AppState::new(reconciler.pool.clone(), triggers, settings)?
+        .with_clerk_client(reconciler.clerk.clone());
     Ok(tokio::spawn(http::serve(listener, state, shutdown)))
 }
 

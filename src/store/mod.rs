@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod desired;
 mod error;
+pub mod explain;
 pub mod group_memberships;
 pub mod ledger;
 pub mod listings;

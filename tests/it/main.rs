@@ -11,6 +11,7 @@ mod dashboard;
 mod deploy;
 mod docs;
 mod events;
+mod explain;
 mod faults;
 mod faults_orgs;
 mod hostile_input;

@@ -19,6 +19,7 @@ pub fn router(limits: Limits) -> Router<AppState> {
     Router::new()
         .route("/v1/sync", post(trigger_sync))
         .route("/v1/status", get(status))
+        .route("/v1/people/{email}", get(super::people::person))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             MAX_API_CONCURRENT,
         ))
@@ -26,7 +27,7 @@ pub fn router(limits: Limits) -> Router<AppState> {
 }
 
 /// 404 when no token is configured (the API is off), 401 unless the bearer token matches.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.api_token else {
         return Err(not_configured("the operator API", "http.api_token"));
     };

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clerk_webhook;
 pub mod error;
+pub mod people;
 pub mod probes;
 pub mod roster_webhook;
 pub mod scim;
