@@ -56,8 +56,6 @@ pub struct DesiredInvitee {
     pub request: CreateInvitation,
     pub not_before: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
-    /// A digest of what the row asks Clerk for: when it changes, a held row is retried.
-    pub digest: String,
 }
 
 /// A roster row that can never succeed, with the reason.
@@ -113,10 +111,28 @@ fn unsendable(row: &DesiredRow) -> Option<String> {
             ));
         }
     }
-    let size = row.public_metadata.to_string().len();
+    let size = json_len(&row.public_metadata);
     (size > MAX_METADATA_BYTES).then(|| {
         format!("public_metadata is {size} bytes; Clerk keeps at most {MAX_METADATA_BYTES}")
     })
+}
+
+/// The length of a value's compact JSON text, counted as it is written rather than held.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can a `Value` fail to serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl DesiredInvitee {
@@ -170,14 +186,19 @@ impl DesiredInvitee {
             expires_in_days,
             template_slug,
         };
-        let digest = digest(&request);
         Ok(DesiredInvitee {
             email,
             request,
             not_before: row.not_before,
             created_at: row.created_at,
-            digest,
         })
+    }
+
+    /// A digest of what the row asks Clerk for: when it changes, a held row is retried.
+    /// Computed when asked (a ledger entry to compare with, a create to record), not for
+    /// every row read.
+    pub fn digest(&self) -> String {
+        digest(&self.request)
     }
 
     pub fn metadata(&self) -> Map<String, Value> {
@@ -399,7 +420,7 @@ mod tests {
             &defaults(),
         )
         .unwrap();
-        assert_eq!(a.digest, same.digest);
+        assert_eq!(a.digest(), same.digest());
         let changed = DesiredInvitee::from_row(
             &DesiredRow {
                 public_metadata: json!({"t": 1}),
@@ -408,6 +429,6 @@ mod tests {
             &defaults(),
         )
         .unwrap();
-        assert_ne!(a.digest, changed.digest);
+        assert_ne!(a.digest(), changed.digest());
     }
 }

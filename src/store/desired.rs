@@ -161,8 +161,10 @@ impl PgTime {
 pub(super) fn decode(row: &PgRow) -> RosterRow {
     let mut problems = Vec::new();
     // By position, in the order of `select`'s columns: no lookup by name for every value.
+    // Every column but the times is cast to text by `select`: its bytes are read as UTF-8
+    // directly, without the driver's type checks for every value.
     let mut text = |index: usize, column: &str| -> Option<String> {
-        row.try_get::<Option<String>, _>(index).unwrap_or_else(|e| {
+        raw_text(row, index).unwrap_or_else(|e| {
             problems.push(format!("{column} cannot be read: {e}"));
             None
         })
@@ -200,6 +202,19 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
             invalid.reason = problems.join("; ");
             Err(invalid)
         }
+    }
+}
+
+/// A text column's value, from the bytes PostgreSQL sends (text's binary form is its UTF-8).
+fn raw_text(row: &PgRow, index: usize) -> Result<Option<String>, String> {
+    let value = row.try_get_raw(index).map_err(|e| e.to_string())?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let bytes = value.as_bytes().map_err(|e| e.to_string())?;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text.to_owned())),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -98,24 +98,25 @@ pub const BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owne
 /// A row of [`BY_EMAIL`].
 pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
     use sqlx::Row as _;
-    // By position, in the order of the query's columns: no lookup by name for every value
-    // of a ledger read whole.
+    // By position, in the order of the query's columns, and unchecked (the query names each
+    // column's type): no lookup by name nor type check for every value of a ledger read
+    // whole.
     Row {
-        id: row.try_get(0)?,
-        email: row.try_get(1)?,
-        clerk_invitation_id: row.try_get(2)?,
-        state: row.try_get(3)?,
-        owned: row.try_get(4)?,
-        row_digest: row.try_get(5)?,
-        redirect_url: row.try_get(6)?,
-        attempts: row.try_get(7)?,
-        last_error_code: row.try_get(8)?,
-        last_error: row.try_get(9)?,
-        terminal: row.try_get(10)?,
-        next_attempt_at: row.try_get(11)?,
-        revoked_by_us: row.try_get(12)?,
-        created_at: row.try_get(13)?,
-        sent_at: row.try_get(14)?,
+        id: row.try_get_unchecked(0)?,
+        email: row.try_get_unchecked(1)?,
+        clerk_invitation_id: row.try_get_unchecked(2)?,
+        state: row.try_get_unchecked(3)?,
+        owned: row.try_get_unchecked(4)?,
+        row_digest: row.try_get_unchecked(5)?,
+        redirect_url: row.try_get_unchecked(6)?,
+        attempts: row.try_get_unchecked(7)?,
+        last_error_code: row.try_get_unchecked(8)?,
+        last_error: row.try_get_unchecked(9)?,
+        terminal: row.try_get_unchecked(10)?,
+        next_attempt_at: row.try_get_unchecked(11)?,
+        revoked_by_us: row.try_get_unchecked(12)?,
+        created_at: row.try_get_unchecked(13)?,
+        sent_at: row.try_get_unchecked(14)?,
     }
     .into_entry()
 }
@@ -209,7 +210,7 @@ pub async fn start_sending(
            RETURNING id"#,
         target,
         invitee.email.as_str(),
-        invitee.digest,
+        invitee.digest(),
         serde_json::Value::Object(invitee.metadata()),
         invitee.request.redirect_url,
         attempts,

@@ -309,7 +309,7 @@ fn ledger_entry(row: &PgRow) -> Result<(String, LedgerEntry), sqlx::Error> {
 }
 
 fn known_user(row: &PgRow) -> Result<(String, bool), sqlx::Error> {
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    Ok((row.try_get_unchecked(0)?, row.try_get_unchecked(1)?))
 }
 
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes

@@ -150,9 +150,10 @@ fn changes(
 fn refused_before(invitee: &DesiredInvitee, facts: &Facts<'_>) -> Option<Item> {
     let last = facts.entries.iter().rev().find(|e| e.owned)?;
     let email = invitee.email.clone();
-    let same_row = last.row_digest.as_deref() == Some(invitee.digest.as_str());
+    // The digest is computed only for the states that ask for it.
+    let same_row = || last.row_digest.as_deref() == Some(invitee.digest().as_str());
     match last.state {
-        LedgerState::Failed if last.terminal && same_row => Some(Item::Failed {
+        LedgerState::Failed if last.terminal && same_row() => Some(Item::Failed {
             email,
             code: last.last_error_code.clone(),
             reason: last.last_error.clone(),
@@ -168,10 +169,12 @@ fn refused_before(invitee: &DesiredInvitee, facts: &Facts<'_>) -> Option<Item> {
                 retry_at: last.next_attempt_at,
             })
         }
-        LedgerState::Revoked if !last.revoked_by_us && same_row => Some(Item::RevokedExternally {
-            email,
-            invitation_id: last.clerk_invitation_id.clone(),
-        }),
+        LedgerState::Revoked if !last.revoked_by_us && same_row() => {
+            Some(Item::RevokedExternally {
+                email,
+                invitation_id: last.clerk_invitation_id.clone(),
+            })
+        }
         _ => None,
     }
 }
@@ -331,7 +334,7 @@ mod tests {
             None,
             "another row than the one refused"
         );
-        failed.row_digest = Some(invitee.digest.clone());
+        failed.row_digest = Some(invitee.digest());
         let terminal = refused_before(&invitee, &facts(&[], &[&failed], NOBODY, &owned));
         assert!(matches!(
             terminal,
@@ -339,7 +342,7 @@ mod tests {
         ));
 
         let mut revoked = entry(LedgerState::Revoked);
-        revoked.row_digest = Some(invitee.digest.clone());
+        revoked.row_digest = Some(invitee.digest());
         let by_hand = refused_before(&invitee, &facts(&[], &[&revoked], NOBODY, &owned));
         assert!(matches!(by_hand, Some(Item::RevokedExternally { .. })));
         revoked.revoked_by_us = true;

@@ -85,7 +85,7 @@ fn a_deleted_user_invited_again_is_in_sync_while_the_new_invitation_waits() {
 #[test]
 fn an_owned_invitation_revoked_outside_invite_sync_is_not_sent_again_for_the_same_row() {
     let ann = row_with("ann@x.com", json!({"team": "ops"}));
-    let digest = World::new().invitee(&ann).digest;
+    let digest = World::new().invitee(&ann).digest();
     let world = World::new().row(ann).entry(LedgerEntry {
         row_digest: Some(digest),
         ..entry(1, "ann@x.com", Some("inv_1"), LedgerState::Pending)
@@ -103,7 +103,7 @@ fn an_owned_invitation_revoked_outside_invite_sync_is_not_sent_again_for_the_sam
 fn once_the_row_changes_a_person_revoked_outside_invite_sync_is_invited_again() {
     let before = row_with("ann@x.com", json!({"team": "ops"}));
     let after = row_with("ann@x.com", json!({"team": "dev"}));
-    let digest = World::new().invitee(&before).digest;
+    let digest = World::new().invitee(&before).digest();
     let world = World::new().row(after.clone()).entry(LedgerEntry {
         row_digest: Some(digest),
         ..entry(1, "ann@x.com", Some("inv_1"), LedgerState::Pending)
@@ -117,7 +117,7 @@ fn once_the_row_changes_a_person_revoked_outside_invite_sync_is_invited_again() 
 #[test]
 fn an_invitation_invite_sync_revoked_itself_is_sent_again_when_the_person_is_desired_again() {
     let ann = row("ann@x.com");
-    let digest = World::new().invitee(&ann).digest;
+    let digest = World::new().invitee(&ann).digest();
     let world = World::new().row(ann).entry(LedgerEntry {
         row_digest: Some(digest),
         revoked_by_us: true,
@@ -140,7 +140,7 @@ fn failed(digest: Option<String>, terminal: bool, next: Option<DateTime<Utc>>) -
 #[test]
 fn a_terminal_failure_holds_the_same_row_without_a_retry_time() {
     let ann = row("ann@x.com");
-    let digest = World::new().invitee(&ann).digest;
+    let digest = World::new().invitee(&ann).digest();
     let world = World::new()
         .row(ann)
         .entry(failed(Some(digest), true, None));
@@ -158,7 +158,7 @@ fn a_terminal_failure_holds_the_same_row_without_a_retry_time() {
 #[test]
 fn a_terminal_failure_is_retried_once_the_row_changes() {
     let before = row("ann@x.com");
-    let digest = World::new().invitee(&before).digest;
+    let digest = World::new().invitee(&before).digest();
     let world = World::new()
         .row(row_with("ann@x.com", json!({"fixed": true})))
         .entry(failed(Some(digest), true, None));

@@ -289,7 +289,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         .iter()
                         .find(|row| Email::parse(&row.email).ok().as_ref() == Some(&email))
                         .and_then(|row| DesiredInvitee::from_row(row, &policy.defaults).ok())
-                        .map(|invitee| invitee.digest);
+                        .map(|invitee| invitee.digest());
                     let row_digest = match raw.digest {
                         0 => None,
                         1 => Some("another row".to_owned()),
