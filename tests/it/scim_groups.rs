@@ -91,6 +91,15 @@ impl Scim<'_> {
     }
 }
 
+/// A request, and the status and `scimType` it is refused with.
+type Refusal = (
+    Method,
+    String,
+    Option<Value>,
+    StatusCode,
+    Option<&'static str>,
+);
+
 fn patch(operations: Value) -> Value {
     json!({"schemas": [PATCH_OP], "Operations": operations})
 }
@@ -612,7 +621,7 @@ async fn every_refusal_is_a_scim_error_and_writes_nothing() {
         unknown(&answer["detail"]);
     }
 
-    let refusals: Vec<(Method, String, Option<Value>, StatusCode, Option<&str>)> = vec![
+    let refusals: Vec<Refusal> = vec![
         (
             Method::GET,
             "/Groups?filter=displayName%20eq".to_owned(),
@@ -706,6 +715,35 @@ async fn every_refusal_is_a_scim_error_and_writes_nothing() {
             )),
             StatusCode::NOT_FOUND,
             None,
+        ),
+        (
+            Method::POST,
+            "/Groups".to_owned(),
+            Some(json!({"displayName": "nul\u{0}name"})),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".to_owned(),
+            Some(json!({"displayName": "x".repeat(257)})),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::PATCH,
+            group.clone(),
+            Some(patch(json!([{"op": "add", "path": "members",
+                               "value": [{"value": ann, "display": "nul\u{0}"}]}]))),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::GET,
+            "/Groups?filter=displayName%20eq%20%22a%5Cu0000%22".to_owned(),
+            None,
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
         ),
         (
             Method::DELETE,
