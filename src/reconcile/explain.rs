@@ -1036,7 +1036,7 @@ fn last_errors(ledger: &[LedgerLine], memberships: &[MembershipHistory]) -> Vec<
             ),
         ));
     }
-    errors.sort_by(|a, b| b.0.cmp(&a.0));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.0));
     errors
         .into_iter()
         .take(ERRORS_SHOWN)
