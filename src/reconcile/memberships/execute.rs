@@ -1,7 +1,7 @@
 //! Carrying out the membership plan: the removals the guard allowed (revocations, then
-//! memberships removed), the roles set back, the memberships made for known users, then the
-//! organization invitations (a replacement's only once its old invitation is gone) drained
-//! under the organization budget, the next call chosen by [`next_call`]. Every create is
+//! memberships removed), the roles set back, the organization invitations (a replacement's
+//! only once its old invitation is gone) drained under the organization budget, the next
+//! call chosen by [`next_call`], then the memberships made for known users. Every create is
 //! written `sending` in the ledger before it goes out.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -107,6 +107,7 @@ impl Pass<'_> {
         let Decision { plan, verdict } = decision;
         let gone = self.remove(&verdict.allowed).await?;
         let mut queues = Queues::default();
+        let mut members = Vec::new();
         for (rank, item) in plan.items.into_iter().enumerate() {
             match item {
                 Item::ChangeRole {
@@ -124,10 +125,7 @@ impl Pass<'_> {
                     row,
                     user_id,
                     role,
-                } => {
-                    self.add_member(&organization_id, &row, &user_id, &role)
-                        .await?
-                }
+                } => members.push((organization_id, row, user_id, role)),
                 Item::Invite {
                     organization_id,
                     row,
@@ -153,7 +151,15 @@ impl Pass<'_> {
                 _ => {}
             }
         }
-        self.drain(&mut queues).await
+        // The invitations first: the organization budget's window starts with its first
+        // call, while memberships cost only the request rate, so they go in the time the
+        // budget leaves (next_call.rs measures the drain against that ideal).
+        self.drain(&mut queues).await?;
+        for (organization_id, row, user_id, role) in members {
+            self.add_member(&organization_id, &row, &user_id, &role)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Carries out the removals the guard allowed; returns the invitation ids now gone.
