@@ -489,14 +489,16 @@ fn from_env_text(spec: &Spec, text: &str) -> Result<Option<toml::Value>, String>
                         items
                             .into_iter()
                             .map(|item| match item {
-                                toml::Value::Table(table) => Ok(table
-                                    .into_iter()
-                                    .map(|(name, value)| match value {
-                                        toml::Value::String(text) => (name, Some(text)),
-                                        _ => (name, None),
-                                    })
-                                    .collect()),
-                                _ => Err(()),
+                                toml::Value::Table(table) => Some(
+                                    table
+                                        .into_iter()
+                                        .map(|(name, value)| match value {
+                                            toml::Value::String(text) => (name, Some(text)),
+                                            _ => (name, None),
+                                        })
+                                        .collect(),
+                                ),
+                                _ => None,
                             })
                             .collect(),
                     ),
@@ -534,18 +536,19 @@ fn to_json(value: &Value) -> serde_json::Value {
 const ENDPOINTS_SHAPE: &str =
     "expected a TOML array of tables, e.g. [{ url = \"https://...\", secret_file = \"/path\" }]";
 
-/// `events.endpoints`' items, each a table of its keys (a value that is not a string is
-/// `None`) or `Err` when the item is not a table: each checked, named by its position (its
+/// An `events.endpoints` item: its keys and values (`None` for a value that is not a
+/// string), or `None` when the item is not a table.
+type EndpointFields = Option<Vec<(String, Option<String>)>>;
+
+/// `events.endpoints`' items, each checked, named by its position (its
 /// secret is never shown).
-fn endpoints(
-    items: Vec<Result<Vec<(String, Option<String>)>, ()>>,
-) -> Result<Option<toml::Value>, String> {
+fn endpoints(items: Vec<EndpointFields>) -> Result<Option<toml::Value>, String> {
     let mut values = Vec::with_capacity(items.len());
     let mut reasons = Vec::new();
     let mut urls = std::collections::HashSet::new();
     for (index, item) in items.into_iter().enumerate() {
         let position = index + 1;
-        let Ok(fields) = item else {
+        let Some(fields) = item else {
             reasons.push(format!(
                 "item {position}: expected a table {{ url, secret }}"
             ));
@@ -675,14 +678,16 @@ fn from_typed(spec: &Spec, kind: &ValueKind) -> Result<Option<toml::Value>, Stri
             items
                 .iter()
                 .map(|item| match &item.kind {
-                    ValueKind::Table(fields) => Ok(fields
-                        .iter()
-                        .map(|(name, value)| match &value.kind {
-                            ValueKind::String(text) => (name.clone(), Some(text.clone())),
-                            _ => (name.clone(), None),
-                        })
-                        .collect()),
-                    _ => Err(()),
+                    ValueKind::Table(fields) => Some(
+                        fields
+                            .iter()
+                            .map(|(name, value)| match &value.kind {
+                                ValueKind::String(text) => (name.clone(), Some(text.clone())),
+                                _ => (name.clone(), None),
+                            })
+                            .collect(),
+                    ),
+                    _ => None,
                 })
                 .collect(),
         ),
