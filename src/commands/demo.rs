@@ -45,20 +45,21 @@ const PROMOTED: &str = "grace@example.com";
 /// The existing account that leaves Globex (a member invite-sync added, removed as
 /// `organizations.remove_members` is on in the demo).
 const ORG_LEAVER: &str = "vint@example.com";
-/// The person who accepts her Acme invitation.
-const ORG_ACCEPTS: &str = "barbara@example.com";
+/// The person who accepts her Acme invitation, as its admin.
+const ORG_ACCEPTS: &str = "mia@example.com";
 
 /// The membership roster: Acme named by its slug, Globex by its id (`{globex}`). Grace, Ken
-/// and Vint already have accounts: they become members at once, with no email.
+/// and Vint already have accounts (and are on the instance roster too): they become members
+/// at once, with no email. Mia, Noah, Olivia and Paul are new and only in organizations: each
+/// gets an organization invitation.
 fn membership_roster(globex: &str) -> String {
     format!(
         "email,organization,role\n\
-         ada@example.com,{ACME},org:admin\n\
-         {ORG_ACCEPTS},{ACME},\n\
+         {ORG_ACCEPTS},{ACME},org:admin\n\
+         noah@example.com,{ACME},\n\
          {PROMOTED},{ACME},org:member\n\
-         ivan@example.com,{ACME},\n\
-         claude@example.com,{globex},\n\
-         dennis@example.com,{globex},\n\
+         olivia@example.com,{globex},\n\
+         paul@example.com,{globex},\n\
          ken@example.com,{globex},org:admin\n\
          {ORG_LEAVER},{globex},\n"
     )

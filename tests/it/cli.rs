@@ -1437,6 +1437,35 @@ async fn demo_once_shows_the_plan_the_creates_the_revocations_and_the_reinvite_w
         "{finished}"
     );
     assert!(out[deleted..].contains(r#""user.deleted":1"#), "{finished}");
+    // The organizations: planned before the first cycle (Acme by its slug, an admin, the
+    // existing accounts made members at once), done by it, then a role change and a leaver.
+    let organizations = at("Organizations (2), 7 membership roster rows:");
+    assert!(
+        plan < organizations && organizations < first_cycle,
+        "{finished}"
+    );
+    for line in [
+        "+ invite        mia@example.com  (as org:admin)",
+        "+ add_member    grace@example.com  (as org:member, an existing account)",
+        "+ add_member    ken@example.com  (as org:admin, an existing account)",
+    ] {
+        let shown = at(line);
+        assert!(plan < shown && shown < first_cycle, "{line}: {finished}");
+    }
+    assert!(
+        out[first_cycle..].contains("organizations: 4 invited, 3 made members at once"),
+        "{finished}"
+    );
+    let changes = at("becomes an admin of Acme");
+    for line in [
+        "~ change_role   grace@example.com  (org:member -> org:admin)",
+        "- remove_member vint@example.com  (its row went)",
+        "1 roles changed, 0 revoked, 1 removed",
+        "grace@example.com is an admin of Acme",
+        "vint@example.com is no longer a member of Globex",
+    ] {
+        assert!(out[changes..].contains(line), "{line}: {finished}");
+    }
     assert!(!finished.stderr.trim().is_empty(), "no log lines");
     for line in finished.stderr.lines() {
         assert!(
