@@ -17,7 +17,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{Harness, Service};
+use crate::common::{bare_command, Harness, Service};
 
 const TOKEN: &str = "scim-group-orgs-token-0123456789";
 /// The operator API's token, for `GET /v1/status`.
@@ -261,6 +261,14 @@ fn check_clerk(h: &Harness, step: &str, places: &[Place], instance: &[&str]) {
     let mut pending: BTreeSet<String> = instance.iter().map(|e| (*e).to_owned()).collect();
     pending.insert(ANCHOR.to_owned());
     assert_eq!(instance_pending(h), pending, "{step}: instance invitations");
+}
+
+/// `invite-sync config check`, off the runtime's threads.
+async fn config_check(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.args(["config", "check"]).output())
+        .await
+        .expect("the blocking task ends")
+        .expect("config check runs")
 }
 
 /// The membership roster's other writer's row, as it was.
@@ -710,6 +718,38 @@ async fn a_changed_mapping_is_applied_at_start_and_unmapped_groups_are_listed() 
             "SCIM groups no scim.groups entry names (ignored): 1\n  \"Everyone\": 2 members\n"
         ),
         "{text}"
+    );
+
+    // `config check` lists them as comments after the configuration, reading the database.
+    let url = h.db.url();
+    let target = settings.sync.target.clone();
+    let check_env = [
+        ("DATABASE_URL", url.as_str()),
+        ("INVITE_SYNC__SYNC__TARGET", target.as_str()),
+        ("INVITE_SYNC__SCIM__TOKEN", TOKEN),
+        ("INVITE_SYNC__SCIM__GROUPS", MAPPINGS),
+    ];
+    let checked = config_check(bare_command(&check_env)).await;
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "\n# SCIM groups no scim.groups entry names (ignored): 1\n#   \"Everyone\": 2 members\n"
+        ),
+        "{stdout}"
+    );
+    let mut bad_env = check_env.to_vec();
+    bad_env.pop();
+    bad_env.push((
+        "INVITE_SYNC__SCIM__GROUPS",
+        r#"[{"group": "Acme", "organisation": "acme"}]"#,
+    ));
+    let refused = config_check(bare_command(&bad_env)).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("scim.groups: entry 1 (group \"Acme\"): unknown field `organisation`"),
+        "{stderr}"
     );
 
     // The mapping changes: Everyone now names Globex, Acme no longer maps. What `run` does
