@@ -30,6 +30,9 @@ pub async fn run(
     let reconciler = crate::startup::reconciler(settings).await?;
     super::migrate_if_configured(&reconciler.pool, settings).await?;
     retry(&reconciler.pool, &settings.sync.target, &retry_failed).await?;
+    // Registered before the cycle, so that the events it makes are due to each endpoint.
+    let deliverer =
+        crate::service::events::Deliverer::start(reconciler.pool.clone(), settings).await?;
     let shutdown = CancellationToken::new();
     crate::service::shutdown::cancel_on_signal(shutdown.clone());
     let request = Request {
@@ -40,6 +43,20 @@ pub async fn run(
         full,
     };
     let result = reconciler.run_cycle(&request, &shutdown).await?;
+    if deliverer.has_endpoints() && !shutdown.is_cancelled() {
+        // One-shot modes have no delivery task: the events due are sent now, for at most
+        // events.timeout_seconds; what is left waits for the next sync (or `run`).
+        match deliverer.drain(settings.events.timeout()).await {
+            Ok(pass) => println!(
+                "events: {} delivered, {} failed (retried later), {} dead letters",
+                pass.delivered, pass.failed, pass.dead
+            ),
+            Err(error) => tracing::warn!(
+                error.message = %error,
+                "the events could not be delivered; the next sync or run sends them"
+            ),
+        }
+    }
     Ok(match result {
         CycleResult::Skipped { holder } => {
             let who = holder

@@ -851,3 +851,22 @@ async fn the_receiver_of_the_hr_guide_verifies_each_event_and_refuses_a_forged_o
     );
     assert!(receiver.kill(), "the receiver was still serving");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_sync_sends_the_events_its_cycle_made() {
+    let receiver = Receiver::start().await;
+    let h = harness_with(&receiver, &[]).await;
+    let emails = people("one-shot", 2);
+    add_with_source(&h, &emails).await;
+    let finished = Proc::spawn(h.command(), &["sync"])
+        .wait(Duration::from_secs(60))
+        .await;
+    finished.assert_code(0);
+    assert!(
+        finished.stdout.contains("events: 2 delivered, 0 failed"),
+        "{finished}"
+    );
+    assert_eq!(undelivered(&h).await, 0);
+    assert_delivered_in_order(&outbox(&h).await, &receiver);
+    assert_eq!(receiver.accepted().len(), 2);
+}
