@@ -870,3 +870,77 @@ async fn a_one_shot_sync_sends_the_events_its_cycle_made() {
     assert_delivered_in_order(&outbox(&h).await, &receiver);
     assert_eq!(receiver.accepted().len(), 2);
 }
+
+#[test]
+fn events_endpoints_are_checked_item_by_item_and_never_show_a_secret() {
+    use invite_sync::config::Settings;
+    use secrecy::ExposeSecret;
+    let scratch = crate::common::Scratch::new("events-config");
+    let secret = "whsec_c2VjcmV0IG9mIHRoZSBldmVudHMgZW5kcG9pbnQ=";
+    let file = scratch.write("events.secret", &format!("{secret}\n"));
+    let endpoints = format!(
+        "[{{ url = \"https://hr.example.com/hooks\", secret = \"{secret}\" }}, \
+         {{ url = \"https://audit.example.com/in\", secret_file = \"{}\" }}]",
+        file.display()
+    );
+    let env = crate::common::env(&[
+        ("DATABASE_URL", "postgres://invite@localhost/invite"),
+        ("INVITE_SYNC__EVENTS__ENDPOINTS", &endpoints),
+    ]);
+    let settings = Settings::load(None, &env).expect("two endpoints load");
+    let loaded = &settings.events.endpoints;
+    assert_eq!(loaded.len(), 2);
+    for endpoint in loaded {
+        let read = endpoint.secret().expect("the secret is read");
+        assert_eq!(read.expose_secret(), secret);
+        assert!(
+            !format!("{endpoint:?}").contains("c2VjcmV0"),
+            "{endpoint:?}"
+        );
+    }
+    assert!(!format!("{settings:?}").contains("c2VjcmV0"));
+
+    let bad = format!(
+        "[{{ url = \"ftp://hr.example.com\", secret = \"{}\" }}, {{ secret = \"{secret}\" }}, \
+         {{ url = \"https://a.example.com\", secret = \"{secret}\", secret_file = \"/x\" }}, \
+         {{ url = \"https://a.example.com\", secret = \"{secret}\", colour = \"red\" }}]",
+        "not base64 but secret!"
+    );
+    let env = crate::common::env(&[
+        ("DATABASE_URL", "postgres://invite@localhost/invite"),
+        ("INVITE_SYNC__EVENTS__ENDPOINTS", &bad),
+    ]);
+    let error = Settings::load(None, &env)
+        .expect_err("bad endpoints are refused")
+        .to_string();
+    for expected in [
+        "item 1: secret must be whsec_",
+        "url must be an http:// or https:// URL",
+        "item 2: url must be set",
+        "item 3: set secret or secret_file, not both",
+        "item 4: unknown key \"colour\"",
+    ] {
+        assert!(error.contains(expected), "{expected:?} in:\n{error}");
+    }
+    assert!(
+        !error.contains("c2VjcmV0") && !error.contains("but secret!"),
+        "{error}"
+    );
+
+    let missing = crate::common::env(&[
+        ("DATABASE_URL", "postgres://invite@localhost/invite"),
+        (
+            "INVITE_SYNC__EVENTS__ENDPOINTS",
+            "[{ url = \"https://hr.example.com/hooks\", secret_file = \"/nonexistent/events\" }]",
+        ),
+    ]);
+    let settings = Settings::load(None, &missing).expect("a file is read when used");
+    let error = settings.events.endpoints[0]
+        .secret()
+        .expect_err("a missing file is an error")
+        .to_string();
+    assert!(
+        error.contains("https://hr.example.com/hooks") && error.contains("/nonexistent/events"),
+        "{error}"
+    );
+}
