@@ -2,14 +2,14 @@
 //! `http.api_token`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::error::{not_configured, ApiError};
+use super::error::ApiError;
+use super::token::authorize;
 use crate::service::state::{AppState, Limits, MAX_API_CONCURRENT};
 use crate::store;
 
@@ -24,30 +24,6 @@ pub fn router(limits: Limits) -> Router<AppState> {
             MAX_API_CONCURRENT,
         ))
         .layer(limits.timeout())
-}
-
-/// 404 when no token is configured (the API is off), 401 unless the bearer token matches.
-pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.api_token else {
-        return Err(not_configured("the operator API", "http.api_token"));
-    };
-    // The scheme name is case-insensitive (RFC 7235); the token is not.
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim());
-    use subtle::ConstantTimeEq;
-    let expected = token.expose_secret().as_bytes();
-    let matches: bool = expected.ct_eq(presented.as_bytes()).into();
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "a valid bearer token is required".to_owned(),
-        ))
-    }
 }
 
 async fn trigger_sync(

@@ -10,6 +10,7 @@ pub mod probes;
 pub mod roster_webhook;
 pub mod scim;
 pub mod signature;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::api::authorize;
+use super::token::authorize;
 use super::error::ApiError;
 use crate::domain::Email;
 use crate::reconcile::explain::{self, ExplainError};
