@@ -70,8 +70,14 @@ pub const MEMBERSHIP_CATEGORIES: &[&str] = &[
 ];
 
 /// Why people of the membership roster wait (`membership_waiting`).
-pub const MEMBERSHIP_WAIT_REASONS: &[&str] =
-    &["full", "not_before", "unsettled", "refused", "unavailable"];
+pub const MEMBERSHIP_WAIT_REASONS: &[&str] = &[
+    "full",
+    "not_before",
+    "unsettled",
+    "refused",
+    "unavailable",
+    "instance_first",
+];
 
 /// What the membership pass counts in `membership_actions`, as (kind, outcome).
 pub const MEMBERSHIP_ACTIONS: &[(&str, &str)] = &[

@@ -519,16 +519,19 @@ impl Reconciler {
             drain: self.config.drain,
             tally: Tally::default(),
         };
+        // What the instance guard let through of `--allow-revocations N`: the membership
+        // guard gets the rest, so N is one allowance for the cycle.
+        let mut released = 0;
         let result = self
-            .cycle_steps(request, dry_run, &mut executor)
+            .cycle_steps(request, dry_run, &mut executor, &mut released)
             .instrument(span)
             .await;
         let tally = executor.tally;
         // Organization memberships, under the same lock, once the instance part ran whole.
         let memberships = match &result {
             Ok(done) if done.stop.is_none() => {
-                let report =
-                    memberships::run(self, request, dry_run, run_id, leader, shutdown).await;
+                let allow = request.allow_revocations.saturating_sub(released);
+                let report = memberships::run(self, allow, dry_run, run_id, leader, shutdown).await;
                 memberships::overview::record_metrics(self, &report).await;
                 report
             }
@@ -574,11 +577,13 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// `released` is set to how many held revocations `--allow-revocations` let through.
     async fn cycle_steps(
         &self,
         request: &Request,
         dry_run: bool,
         executor: &mut Executor<'_>,
+        released: &mut usize,
     ) -> Result<Done, CycleError> {
         if !dry_run {
             if let Err(stop) = executor.settle().await {
@@ -602,6 +607,7 @@ impl Reconciler {
         let decision = self
             .decide(&state, request.allow_revocations, plan::Quiet::Count)
             .await?;
+        *released = decision.verdict.released;
         let unsettled = Unsettled::of(&state.ledger, self.config.settle_after, Utc::now());
         drop(state);
         report::log_drift(self.config.reporter, &decision.plan, dry_run);

@@ -153,6 +153,39 @@ pub async fn read_all(
     Ok(rows)
 }
 
+/// Which of `emails` the instance roster (`source.relation`, a table or a view) also names,
+/// in one read: a row's address is compared spaces trimmed and lower-cased, as the roster's
+/// unique index holds it. A person on both rosters who has no account yet waits for the
+/// instance invitation rather than getting an organization invitation too.
+pub async fn on_instance_roster(
+    db: impl PgExecutor<'_>,
+    instance_relation: &str,
+    emails: &[Email],
+) -> Result<std::collections::HashSet<Email>, desired::ReadError> {
+    if emails.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let addresses: Vec<&str> = emails.iter().map(Email::as_str).collect();
+    let sql = format!(
+        "SELECT DISTINCT lower(btrim(email::text)) FROM {} WHERE lower(btrim(email::text)) = ANY($1)",
+        quote_relation(instance_relation)
+    );
+    let found: Vec<Option<String>> = sqlx::query_scalar(&sql)
+        .persistent(false)
+        .bind(&addresses)
+        .fetch_all(db)
+        .await
+        .map_err(|e| desired::relation_error(e, instance_relation))?;
+    // Answered in the addresses' own spelling: only those asked about count.
+    let asked: std::collections::HashMap<&str, &Email> =
+        emails.iter().map(|e| (e.as_str(), e)).collect();
+    Ok(found
+        .iter()
+        .flatten()
+        .filter_map(|address| asked.get(address.as_str()).map(|e| (*e).clone()))
+        .collect())
+}
+
 /// The columns of one row: text, and the times as PostgreSQL keeps them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RawMembershipRow {

@@ -10,10 +10,11 @@ use invite_sync::clerk::organization::Organization;
 use invite_sync::clerk::sim::{Operation, SimOptions, SimStats};
 use invite_sync::clerk::InvitationStatus;
 use invite_sync::reconcile::memberships::guard::HoldReason;
+use invite_sync::reconcile::memberships::overview;
 use invite_sync::reconcile::{Report, Request};
 use invite_sync::store::runs;
 
-use crate::common::{wait_for, Harness, Service};
+use crate::common::{http_client, wait_for, Harness, Service};
 
 /// What Clerk holds of one person in one organization: a membership or a pending
 /// invitation, with its role.
@@ -442,6 +443,207 @@ async fn emptying_one_organizations_roster_is_held_until_released() {
     let after = harness.cycle().await;
     assert_eq!(after.outcome, runs::Outcome::Succeeded);
     assert_eq!(after.memberships.held, 0);
+}
+
+/// The addresses of every instance invitation and every organization invitation, of any
+/// status, in the simulator.
+fn emails_sent(harness: &Harness) -> (Vec<String>, Vec<String>) {
+    let instance = harness
+        .sim
+        .invitations()
+        .into_iter()
+        .map(|i| i.email_address.to_lowercase())
+        .collect();
+    let organization = harness
+        .sim
+        .organization_invitations()
+        .into_iter()
+        .map(|i| i.email_address.to_lowercase())
+        .collect();
+    (instance, organization)
+}
+
+#[tokio::test]
+async fn someone_on_both_rosters_gets_one_email_then_the_membership_without_another() {
+    let harness = Harness::new().await;
+    let orgs = organizations(&harness);
+    harness.add_people(&["both@example.com"]).await;
+    add_row(&harness, "both@example.com", "acme", Some("org:admin")).await;
+    add_row(&harness, "solo@example.com", "acme", None).await;
+
+    // The instance invitation is the one email; the membership roster alone invites solo.
+    for _ in 0..2 {
+        let report = harness.cycle().await;
+        assert_clean(&report);
+        assert_eq!(
+            report.memberships.waiting.get("instance_first"),
+            Some(&1),
+            "{report:#?}"
+        );
+        assert_eq!(
+            emails_sent(&harness),
+            (
+                vec!["both@example.com".to_owned()],
+                vec!["solo@example.com".to_owned()]
+            )
+        );
+    }
+    // plan shows the reason.
+    let preview = overview::preview(&harness.reconciler)
+        .await
+        .expect("the preview reads");
+    let acme = preview
+        .organizations
+        .iter()
+        .find(|o| o.organization == orgs.acme.id)
+        .expect("acme is previewed");
+    assert_eq!(acme.waiting.get("instance_first"), Some(&1), "{acme:#?}");
+    let line = acme
+        .items
+        .iter()
+        .find(|l| l.email == "both@example.com")
+        .expect("both is a line of the plan");
+    assert_eq!(line.category, "waiting");
+    assert!(
+        line.detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("instance invitation first")),
+        "{line:?}"
+    );
+
+    // Accepted through the simulator's control API: an account, and then a membership with
+    // the row's role, made directly.
+    let invitation = harness
+        .sim
+        .invitations()
+        .into_iter()
+        .find(|i| i.email_address == "both@example.com")
+        .expect("both's instance invitation");
+    let accepted = http_client()
+        .post(
+            harness
+                .sim
+                .base_url()
+                .join(&format!("_sim/invitations/{}/accept", invitation.id))
+                .expect("the control URL"),
+        )
+        .send()
+        .await
+        .expect("the simulator answers");
+    assert!(accepted.status().is_success(), "{accepted:?}");
+    let joined = harness.cycle().await;
+    assert_clean(&joined);
+    assert_eq!(joined.memberships.members_added, 1, "{joined:#?}");
+    assert_eq!(joined.memberships.waiting.get("instance_first"), None);
+    assert!(clerk_places(&harness).contains(&place(
+        &orgs.acme,
+        "both@example.com",
+        "org:admin",
+        "member"
+    )));
+    assert_eq!(
+        emails_sent(&harness),
+        (
+            vec!["both@example.com".to_owned()],
+            vec!["solo@example.com".to_owned()]
+        ),
+        "no organization invitation was ever created for both"
+    );
+    let before = writes(&harness.sim.stats());
+    let steady = harness.cycle().await;
+    assert_clean(&steady);
+    assert_eq!(
+        writes(&harness.sim.stats()),
+        before,
+        "a steady cycle writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn with_existing_users_invite_the_organization_invitation_follows_the_acceptance() {
+    let harness = Harness::with(
+        SimOptions::default(),
+        &[("INVITE_SYNC__ORGANIZATIONS__EXISTING_USERS", "invite")],
+    )
+    .await;
+    organizations(&harness);
+    harness.add_people(&["both@example.com"]).await;
+    add_row(&harness, "both@example.com", "acme", None).await;
+    let first = harness.cycle().await;
+    assert_clean(&first);
+    assert_eq!(first.memberships.waiting.get("instance_first"), Some(&1));
+    assert_eq!(first.memberships.invited, 0);
+    let invitation = harness
+        .sim
+        .invitations()
+        .into_iter()
+        .next()
+        .expect("the instance invitation");
+    assert!(harness.sim.accept(&invitation.id));
+    // An account now: the operator asked for organization invitations to existing accounts.
+    let after = harness.cycle().await;
+    assert_clean(&after);
+    assert_eq!(after.memberships.invited, 1, "{after:#?}");
+    assert_eq!(
+        emails_sent(&harness).1,
+        ["both@example.com"],
+        "the organization invitation, sent to the account"
+    );
+}
+
+#[tokio::test]
+async fn allow_revocations_is_one_allowance_shared_by_the_instance_and_the_membership_guards() {
+    let harness = Harness::new().await;
+    let orgs = organizations(&harness);
+    let instance = ["i0@example.com", "i1@example.com", "i2@example.com"];
+    harness.add_people(&instance).await;
+    for i in 0..3 {
+        add_row(&harness, &format!("a{i}@example.com"), "acme", None).await;
+    }
+    for i in 0..2 {
+        add_row(&harness, &format!("g{i}@example.com"), &orgs.gamma.id, None).await;
+    }
+    let first = harness.cycle().await;
+    assert_clean(&first);
+    assert_eq!(first.memberships.invited, 5);
+
+    // The instance roster emptied (3 held) and Gamma's membership roster (2 held).
+    harness.remove_people(&instance).await;
+    sqlx::query("DELETE FROM desired_memberships WHERE organization = $1")
+        .bind(&orgs.gamma.id)
+        .execute(&harness.db.pool)
+        .await
+        .expect("the organization's rows are deleted");
+    let held = harness.cycle().await;
+    assert_eq!(
+        (held.held_revocations, held.memberships.held),
+        (3, 2),
+        "{held:#?}"
+    );
+
+    // N = 4: the instance guard takes 3, the membership guard the 1 left.
+    let released = harness
+        .cycle_with(Request {
+            allow_revocations: 4,
+            ..Request::new("test")
+        })
+        .await;
+    assert_eq!(released.tally.revoked, 3, "{released:#?}");
+    assert_eq!(
+        (released.memberships.revoked, released.memberships.held),
+        (1, 1),
+        "{released:#?}"
+    );
+    let gamma_pending = harness
+        .sim
+        .organization_invitations()
+        .into_iter()
+        .filter(|i| i.organization_id == orgs.gamma.id)
+        .filter(|i| i.status == InvitationStatus::Pending)
+        .count();
+    assert_eq!(gamma_pending, 1);
+    let still = harness.cycle().await;
+    assert_eq!(still.memberships.held, 1, "held until released");
 }
 
 // ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use crate::clerk::budget;
 use crate::clerk::{ClerkClient, ClientError, OrganizationRefusal};
 use crate::config::Settings;
 use crate::reconcile::execute::Stop;
-use crate::reconcile::{Reconciler, Request};
+use crate::reconcile::Reconciler;
 use crate::store::lock::LeaderLock;
 use crate::telemetry::Chain;
 pub use report::MembershipReport;
@@ -71,15 +71,17 @@ pub(crate) struct Pass<'a> {
     pub(crate) shutdown: &'a CancellationToken,
     pub(crate) run_id: Uuid,
     pub(crate) dry_run: bool,
-    /// `sync --allow-revocations N`.
+    /// What is left of `sync --allow-revocations N` once the instance guard took its share.
     pub(crate) allow: usize,
     pub(crate) report: MembershipReport,
 }
 
-/// Runs the membership pass of a cycle: what it did, and why it stopped if it did.
+/// Runs the membership pass of a cycle: what it did, and why it stopped if it did. `allow`
+/// is what is left of the request's `--allow-revocations N` after the instance pass: N is
+/// one allowance for the whole cycle, instance revocations first.
 pub async fn run(
     reconciler: &Reconciler,
-    request: &Request,
+    allow: usize,
     dry_run: bool,
     run_id: Uuid,
     lock: &mut LeaderLock,
@@ -92,7 +94,7 @@ pub async fn run(
         shutdown,
         run_id,
         dry_run,
-        allow: request.allow_revocations,
+        allow,
         report: MembershipReport::default(),
     };
     if let Err(stop) = pass.steps().await {

@@ -31,6 +31,9 @@ pub(super) struct State {
     pub(super) resolved: HashMap<String, Resolution>,
     pub(super) holdings: HashMap<String, Holdings>,
     pub(super) users: HashMap<Email, String>,
+    /// Of the rows' addresses not known as users with an id, those the instance roster names
+    /// too (see [`plan::Inputs::instance_first`]).
+    pub(super) instance_first: HashSet<Email>,
     pub(super) roles: Option<HashSet<String>>,
     /// What Clerk said of each organization found, by id.
     found: HashMap<String, crate::clerk::organization::Organization>,
@@ -56,6 +59,7 @@ impl State {
                 holdings: &self.holdings,
                 ledger: &self.ledger,
                 users: &self.users,
+                instance_first: &self.instance_first,
                 roles: self.roles.as_ref(),
                 now: Utc::now(),
             },
@@ -223,6 +227,7 @@ impl Pass<'_> {
             resolved: HashMap::new(),
             holdings: HashMap::new(),
             users: HashMap::new(),
+            instance_first: HashSet::new(),
             roles: None,
             found: HashMap::new(),
         };
@@ -232,7 +237,9 @@ impl Pass<'_> {
         if state.rows.iter().any(Result::is_ok) {
             state.roles = self.roles().await?;
         }
-        self.users(&mut state).await?;
+        if !self.users(&mut state).await? {
+            return Ok(None);
+        }
         Ok(Some(state))
     }
 
@@ -574,11 +581,16 @@ impl Pass<'_> {
         }
     }
 
-    /// The users among the rows' addresses: those the store knows with their ids, and,
-    /// when existing accounts become members at once, the rest of those who would be
-    /// invited looked up in Clerk (100 a call), except those Clerk recently said are not
-    /// users.
-    async fn users(&mut self, state: &mut State) -> Result<(), Stop> {
+    /// The users among the rows' addresses: those the store knows with their ids; which of
+    /// the rest the instance roster names, in one read; and those Clerk's users show (100 a
+    /// call, at most `clerk.user_checks_per_cycle`), looked up among those who would be
+    /// sent something: every one when existing accounts become members at once, otherwise
+    /// only those waiting for their instance invitation. An address Clerk recently said is
+    /// not a user is not asked again, except one waiting for its instance invitation: it
+    /// becomes a user by accepting it, which no listing of pending invitations shows, so it
+    /// is asked every cycle until then. `false` when the instance roster cannot be read:
+    /// nothing is decided blind, and the pass ends with the error shown.
+    async fn users(&mut self, state: &mut State) -> Result<bool, Stop> {
         let pool = &self.reconciler.pool;
         let target = self.target().to_owned();
         let mut emails: Vec<Email> = state
@@ -589,8 +601,16 @@ impl Pass<'_> {
         emails.sort();
         emails.dedup();
         state.users = users::user_ids(pool, &target, &emails).await?;
-        if self.config().policy.existing_users != plan::ExistingUsers::Membership {
-            return Ok(());
+        let unknown: Vec<Email> = emails
+            .into_iter()
+            .filter(|e| !state.users.contains_key(e))
+            .collect();
+        if !self.instance_first(state, &unknown).await? {
+            return Ok(false);
+        }
+        let membership = self.config().policy.existing_users == plan::ExistingUsers::Membership;
+        if !membership && state.instance_first.is_empty() {
+            return Ok(true);
         }
         let drain = self.reconciler.config.drain;
         let max_age = i64::try_from(drain.user_check_max_age.as_secs()).unwrap_or(i64::MAX);
@@ -598,7 +618,9 @@ impl Pass<'_> {
         let candidates: Vec<Email> = self
             .candidates(state)
             .into_iter()
-            .filter(|e| !state.users.contains_key(e) && !not_users.contains(e))
+            .filter(|e| membership || state.instance_first.contains(e))
+            .filter(|e| !state.users.contains_key(e))
+            .filter(|e| !not_users.contains(e) || state.instance_first.contains(e))
             .take(drain.user_checks_per_cycle)
             .collect();
         for chunk in candidates.chunks(crate::clerk::client::USERS_PER_LOOKUP) {
@@ -623,11 +645,29 @@ impl Pass<'_> {
             self.report.users_found += known.len();
             for user in known {
                 if let Some(id) = user.clerk_user_id {
+                    state.instance_first.remove(&user.email);
                     state.users.insert(user.email, id);
                 }
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Which of `unknown` the instance roster names too, into `state.instance_first`; `false`
+    /// (the error noted) when the instance roster cannot be read.
+    async fn instance_first(&mut self, state: &mut State, unknown: &[Email]) -> Result<bool, Stop> {
+        let relation = &self.reconciler.config.relation;
+        match memberships::on_instance_roster(&self.reconciler.pool, relation, unknown).await {
+            Ok(found) => {
+                state.instance_first = found;
+                Ok(true)
+            }
+            Err(crate::store::desired::ReadError::Database(error)) => Err(Stop::Database(error)),
+            Err(error) => {
+                self.report.errors.push(error.to_string());
+                Ok(false)
+            }
+        }
     }
 
     /// The addresses the plan may create something for: rows of a listed organization

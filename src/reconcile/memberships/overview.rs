@@ -66,7 +66,7 @@ pub struct OrganizationPlan {
     /// Invitations to send (invite, reinvite, replace).
     pub backlog: usize,
     /// Waiting people by reason (`full`, `not_before`, `unsettled`, `refused`,
-    /// `unavailable`).
+    /// `unavailable`, `instance_first`).
     pub waiting: BTreeMap<&'static str, usize>,
     /// Removals the guard would hold here.
     pub held: usize,
@@ -117,13 +117,7 @@ pub fn is_change(category: &str) -> bool {
 
 /// The waiting reason of a wait, as the report and metrics name it.
 pub fn wait_reason(wait: &Wait) -> &'static str {
-    match wait {
-        Wait::Full => "full",
-        Wait::NotBefore { .. } => "not_before",
-        Wait::Unsettled => "unsettled",
-        Wait::Refused { .. } => "refused",
-        Wait::Unavailable { .. } => "unavailable",
-    }
+    wait.reason()
 }
 
 /// Builds the per-organization view of a plan and the guard's verdict.
@@ -442,9 +436,36 @@ pub async fn preview(reconciler: &Reconciler) -> Result<Preview, PreviewError> {
     emails.sort();
     emails.dedup();
     let mut known = users::user_ids(pool, target, &emails).await?;
-    if config.memberships.policy.existing_users == plan::ExistingUsers::Membership {
-        read.users(&emails, &mut known).await?;
+    // As the cycle reads them: those on the instance roster too wait for that invitation
+    // (looked up in Clerk's users whatever the policy, and every cycle until they are).
+    let unknown: Vec<Email> = emails
+        .iter()
+        .filter(|e| !known.contains_key(*e))
+        .cloned()
+        .collect();
+    let mut instance_first =
+        match memberships::on_instance_roster(pool, &config.relation, &unknown).await {
+            Ok(found) => found,
+            Err(crate::store::desired::ReadError::Database(error)) => return Err(error.into()),
+            Err(error) => {
+                read.errors.push(error.to_string());
+                HashSet::new()
+            }
+        };
+    let lookup: Vec<Email> =
+        if config.memberships.policy.existing_users == plan::ExistingUsers::Membership {
+            emails.clone()
+        } else {
+            emails
+                .iter()
+                .filter(|e| instance_first.contains(*e))
+                .cloned()
+                .collect()
+        };
+    if !lookup.is_empty() {
+        read.users(&lookup, &instance_first, &mut known).await?;
     }
+    instance_first.retain(|e| !known.contains_key(e));
     let plan = plan::plan(
         plan::Inputs {
             rows: &rows,
@@ -452,6 +473,7 @@ pub async fn preview(reconciler: &Reconciler) -> Result<Preview, PreviewError> {
             holdings: &holdings,
             ledger: &ledger,
             users: &known,
+            instance_first: &instance_first,
             roles: roles.as_ref(),
             now: Utc::now(),
         },
@@ -675,10 +697,12 @@ impl Read<'_> {
 
     /// Looks up in Clerk's users, as the cycle does (100 a call, at most
     /// `clerk.user_checks_per_cycle`), the rows' addresses not known to be users and not
-    /// recently found not to be; what it finds is used, not recorded.
+    /// recently found not to be (those waiting for their instance invitation are asked
+    /// whatever Clerk said before); what it finds is used, not recorded.
     async fn users(
         &mut self,
         emails: &[Email],
+        recheck: &HashSet<Email>,
         known: &mut HashMap<Email, String>,
     ) -> Result<(), PreviewError> {
         let pool = &self.reconciler.pool;
@@ -687,7 +711,9 @@ impl Read<'_> {
         let not_users = users::fresh_not_users(pool, &config.target, max_age).await?;
         let candidates: Vec<Email> = emails
             .iter()
-            .filter(|e| !known.contains_key(*e) && !not_users.contains(*e))
+            .filter(|e| {
+                !known.contains_key(*e) && (!not_users.contains(*e) || recheck.contains(*e))
+            })
             .take(config.drain.user_checks_per_cycle)
             .cloned()
             .collect();

@@ -330,6 +330,14 @@ impl<'a> View<'a> {
             return item;
         }
         let user = self.inputs.users.get(&email);
+        if user.is_none() && self.inputs.instance_first.contains(&email) {
+            // One email: the instance invitation. The membership follows its acceptance.
+            return Item::Waiting {
+                organization: organization_id,
+                email,
+                wait: Wait::InstanceFirst,
+            };
+        }
         match (user, self.policy.existing_users) {
             (Some(user_id), ExistingUsers::Membership) => Item::AddMember {
                 organization_id,

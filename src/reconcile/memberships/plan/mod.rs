@@ -131,6 +131,11 @@ pub struct Inputs<'a> {
     pub ledger: &'a [MembershipLedgerEntry],
     /// Addresses known to belong to users, with their user ids.
     pub users: &'a HashMap<Email, String>,
+    /// Addresses the instance roster (`source.relation`) also names: one that is not a
+    /// known user waits for its instance invitation to be accepted rather than getting an
+    /// organization invitation too (one email per person), then becomes a member as any
+    /// known user does.
+    pub instance_first: &'a HashSet<Email>,
     /// The instance's roles; `None` when they could not be read (then no row is refused
     /// for its role).
     pub roles: Option<&'a HashSet<String>>,
@@ -154,6 +159,9 @@ pub enum Wait {
     },
     /// Clerk could not be asked about the organization this cycle.
     Unavailable { error: String },
+    /// The address is on the instance roster too and has no account yet: its instance
+    /// invitation is the one email it gets; the membership follows once it is accepted.
+    InstanceFirst,
 }
 
 impl Wait {
@@ -168,6 +176,21 @@ impl Wait {
                 retry_at.to_rfc3339()
             ),
             Wait::Unavailable { error } => format!("the organization could not be read: {error}"),
+            Wait::InstanceFirst => "instance invitation first: on the instance roster too, \
+                                    a member once that invitation is accepted"
+                .to_owned(),
+        }
+    }
+
+    /// The reason's name, as the report, the metrics and `plan` count it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Wait::Full => "full",
+            Wait::NotBefore { .. } => "not_before",
+            Wait::Unsettled => "unsettled",
+            Wait::Refused { .. } => "refused",
+            Wait::Unavailable { .. } => "unavailable",
+            Wait::InstanceFirst => "instance_first",
         }
     }
 }
@@ -404,14 +427,7 @@ impl Plan {
         let mut counts = BTreeMap::new();
         for item in &self.items {
             if let Item::Waiting { wait, .. } = item {
-                let reason = match wait {
-                    Wait::Full => "full",
-                    Wait::NotBefore { .. } => "not_before",
-                    Wait::Unsettled => "unsettled",
-                    Wait::Refused { .. } => "refused",
-                    Wait::Unavailable { .. } => "unavailable",
-                };
-                *counts.entry(reason).or_insert(0) += 1;
+                *counts.entry(wait.reason()).or_insert(0) += 1;
             }
         }
         counts

@@ -498,3 +498,95 @@ fn removals_come_first_then_creates_in_queue_order() {
     let order: Vec<&str> = plan.items.iter().map(Item::email).collect();
     assert_eq!(order, ["gone@x.com", "early@x.com", "late@x.com"]);
 }
+
+#[test]
+fn someone_on_the_instance_roster_too_waits_for_that_invitation_then_becomes_a_member() {
+    let world = World::new()
+        .row(row_as("ann@x.com", "acme", "org:admin"))
+        .row(row("bob@x.com", "acme"))
+        .on_instance_roster("ann@x.com");
+    let plan = world.run();
+    let ann = plan
+        .items
+        .iter()
+        .find(|i| i.email() == "ann@x.com")
+        .expect("ann is planned");
+    assert_eq!(
+        ann,
+        &Item::Waiting {
+            organization: "org_a".to_owned(),
+            email: email("ann@x.com"),
+            wait: Wait::InstanceFirst,
+        }
+    );
+    assert_eq!(
+        plan.waiting().into_iter().collect::<Vec<_>>(),
+        [("instance_first", 1)]
+    );
+    assert!(Wait::InstanceFirst
+        .describe()
+        .starts_with("instance invitation first"));
+    // Bob is on the membership roster alone: invited by the organization.
+    let bob = plan.items.iter().find(|i| i.email() == "bob@x.com");
+    assert!(matches!(bob, Some(Item::Invite { .. })), "{bob:?}");
+
+    // Accepted: a user with an id. A membership with the row's role, no email.
+    let accepted = world.user("ann@x.com", "user_ann");
+    let ann = accepted.run();
+    let ann = ann
+        .items
+        .iter()
+        .find(|i| i.email() == "ann@x.com")
+        .expect("ann is planned");
+    match ann {
+        Item::AddMember { user_id, role, .. } => {
+            assert_eq!((user_id.as_str(), role.as_str()), ("user_ann", "org:admin"))
+        }
+        other => panic!("expected a membership: {other:?}"),
+    }
+    // With existing_users = "invite" the operator asked for an organization invitation.
+    let inviting = accepted.policy(|p| p.existing_users = ExistingUsers::Invite);
+    let plan = inviting.run();
+    let ann = plan.items.iter().find(|i| i.email() == "ann@x.com");
+    assert!(
+        matches!(ann, Some(Item::Invite { role, .. }) if role == "org:admin"),
+        "{ann:?}"
+    );
+}
+
+#[test]
+fn waiting_for_the_instance_invitation_leaves_what_clerk_holds_alone() {
+    // Already invited by the organization (before the person joined the instance roster),
+    // or already a member: nothing changes, nothing is revoked.
+    let plan = World::new()
+        .row(row("ann@x.com", "acme"))
+        .row(row("bob@x.com", "acme"))
+        .row_with_future("cy@x.com")
+        .on_instance_roster("ann@x.com")
+        .on_instance_roster("bob@x.com")
+        .on_instance_roster("cy@x.com")
+        .invitation(
+            "org_a",
+            invitation(
+                "orginv_1",
+                "ann@x.com",
+                "org:member",
+                InvitationStatus::Pending,
+            ),
+        )
+        .member("org_a", member("user_bob", "bob@x.com", "org:member"))
+        .run();
+    assert_eq!(
+        categories(&plan),
+        [Category::Waiting, Category::InSync, Category::InSync],
+        "{plan:#?}"
+    );
+    // A future row waits for its time first.
+    assert!(matches!(
+        &plan.items[0],
+        Item::Waiting {
+            wait: Wait::NotBefore { .. },
+            ..
+        }
+    ));
+}

@@ -110,6 +110,7 @@ struct World {
     holdings: HashMap<String, Holdings>,
     ledger: Vec<MembershipLedgerEntry>,
     users: HashMap<Email, String>,
+    instance_first: HashSet<Email>,
     roles: Option<HashSet<String>>,
     policy: Policy,
 }
@@ -123,6 +124,7 @@ impl World {
             holdings: HashMap::new(),
             ledger: Vec::new(),
             users: HashMap::new(),
+            instance_first: HashSet::new(),
             roles: Some(["org:admin", "org:member"].map(str::to_owned).into()),
             policy: Policy::default(),
         }
@@ -173,6 +175,19 @@ impl World {
         self
     }
 
+    /// A row of `org_a` for `address` whose `not_before` is a day after now.
+    fn row_with_future(self, address: &str) -> World {
+        self.row(row_with(address, "acme", |raw| {
+            raw.not_before = Some(now() + Duration::days(1))
+        }))
+    }
+
+    /// The address is on the instance roster too.
+    fn on_instance_roster(mut self, address: &str) -> World {
+        self.instance_first.insert(email(address));
+        self
+    }
+
     fn policy(mut self, change: impl FnOnce(&mut Policy)) -> World {
         change(&mut self.policy);
         self
@@ -186,6 +201,7 @@ impl World {
                 holdings: &self.holdings,
                 ledger: &self.ledger,
                 users: &self.users,
+                instance_first: &self.instance_first,
                 roles: self.roles.as_ref(),
                 now: now(),
             },

@@ -171,12 +171,13 @@ fn world() -> impl Strategy<Value = World> {
         holdings(),
         ledger(),
         prop::collection::vec(any::<bool>(), POOL.len()),
+        prop::collection::vec(any::<bool>(), POOL.len()),
         0..4usize,
         any::<bool>(),
         any::<bool>(),
     )
         .prop_map(
-            |(rows, a, b, ledger, users, room, invite, remove_members)| {
+            |(rows, a, b, ledger, users, instance, room, invite, remove_members)| {
                 let mut world = World::new()
                     .organization(organization("org_b", "beta", Room::Left(room)))
                     .policy(|p| {
@@ -193,6 +194,11 @@ fn world() -> impl Strategy<Value = World> {
                 for (person, known) in users.into_iter().enumerate() {
                     if known {
                         world.users.insert(email(POOL[person]), user_id(person));
+                    }
+                }
+                for (person, on_roster) in instance.into_iter().enumerate() {
+                    if on_roster {
+                        world.instance_first.insert(email(POOL[person]));
                     }
                 }
                 world
@@ -362,6 +368,32 @@ proptest! {
                 .filter(|i| i.organization() == organization && i.takes_room())
                 .count();
             prop_assert!(creates <= world.room(organization), "{organization}: {creates}");
+        }
+    }
+
+    #[test]
+    fn someone_on_the_instance_roster_without_an_account_gets_no_organization_invitation(
+        world in world()
+    ) {
+        let plan = world.run();
+        for item in &plan.items {
+            let address = email(item.email());
+            let waits_for_instance = world.instance_first.contains(&address)
+                && !world.users.contains_key(&address);
+            if waits_for_instance {
+                prop_assert!(!item.takes_room(), "{item:?}");
+            }
+            if let Item::Waiting { wait: Wait::InstanceFirst, .. } = item {
+                prop_assert!(waits_for_instance, "{item:?}");
+            }
+            // Once an account is known, the policy decides as for anyone.
+            if let Item::Invite { .. } = item {
+                prop_assert!(
+                    !world.instance_first.contains(&address)
+                        || world.policy.existing_users == ExistingUsers::Invite,
+                    "{item:?}"
+                );
+            }
         }
     }
 
