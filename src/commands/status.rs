@@ -281,9 +281,9 @@ pub fn organization_heading(organization: &OrganizationStatus) -> String {
 pub fn membership_backlog_text(backlog: u64, eta_seconds: u64) -> String {
     match backlog {
         0 => "Membership backlog 0: no organization invitation waits for budget.".to_owned(),
-        n if eta_seconds == 0 => format!(
-            "Membership backlog {n}, all within the organization budget left this window."
-        ),
+        n if eta_seconds == 0 => {
+            format!("Membership backlog {n}, all within the organization budget left this window.")
+        }
         n => format!(
             "Membership backlog {n}, ETA {} at the organization budget's pace.",
             human_duration(eta_seconds)

@@ -10,9 +10,9 @@
 
 mod ladder;
 pub mod planner;
-pub mod written;
 #[cfg(test)]
 pub(super) mod tests;
+pub mod written;
 
 use std::collections::{BTreeMap, HashSet};
 

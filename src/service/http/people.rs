@@ -9,8 +9,8 @@ use axum::Json;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::token::authorize;
 use super::error::ApiError;
+use super::token::authorize;
 use crate::domain::Email;
 use crate::reconcile::explain::{self, ExplainError};
 use crate::reconcile::Reconciler;
