@@ -278,7 +278,20 @@ async fn run(service: &str, hour: u64, url: String) -> anyhow::Result<(String, b
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let mut process = Proc::start(format!("{service} run"), command, &["run"]);
     let give_up = Duration::from_secs(hour * (invitable.div_ceil(PER_WINDOW) + 4) as u64);
+    // Nothing can be done before the last window opens: until then only the process is
+    // watched, so the listings of thousands stay off the two cores the service runs on.
+    let last_window_opens =
+        Duration::from_secs(hour * (invitable.div_ceil(PER_WINDOW) as u64).saturating_sub(1));
     let seen = loop {
+        if started.elapsed() < last_window_opens {
+            anyhow::ensure!(
+                process.exited().is_none(),
+                "the service stopped: {}",
+                process.stderr()
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
         let seen = Seen::read(&http, &root).await?;
         let done = seen.satisfied(&wanted).len() >= wanted.len();
         if done || started.elapsed() > give_up {
@@ -290,7 +303,7 @@ async fn run(service: &str, hour: u64, url: String) -> anyhow::Result<(String, b
             process.stderr()
         );
         // The times measured are Clerk's own (each place's created_at): polling seldom keeps
-        // the listings of thousands off the two cores the service runs on.
+        // the listings off the two cores the service runs on.
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let stats: Value = get(&http, format!("{root}/_sim/stats")).await?;

@@ -188,8 +188,9 @@ impl Worker {
         match result {
             Ok(result) => {
                 if let CycleResult::Ran(report) = &result {
+                    let lead = organization_lead(self.reconciler.config.memberships.limits.window);
                     self.wake_at =
-                        next_wake(report, Utc::now()).map(|after| Instant::now() + after);
+                        next_wake(report, Utc::now(), lead).map(|after| Instant::now() + after);
                 }
                 Step::Ran(result)
             }
@@ -224,11 +225,22 @@ pub fn backlog_wake_in(
     }
 }
 
-/// When the worker runs a cycle unasked after `report`: when budget frees up for a backlog,
-/// or when unsettled creates can be looked up, whichever comes first.
+/// How long before the organization budget frees a slot for a waiting backlog the cycle
+/// starts: a cycle reads the rosters and every organization before it sends, so starting
+/// early lets it send the moment the slot frees (its drain waits for it within its linger, a
+/// quarter of the window and at most 30 s). An eighth of the window, at most 5 s: always
+/// within the linger.
+pub fn organization_lead(window: Duration) -> Duration {
+    (window / 8).min(Duration::from_secs(5))
+}
+
+/// When the worker runs a cycle unasked after `report`: when budget frees up for a backlog
+/// (`lead` before it for organization invitations, see [`organization_lead`]), or when
+/// unsettled creates can be looked up, whichever comes first.
 pub fn next_wake(
     report: &crate::reconcile::Report,
     now: chrono::DateTime<Utc>,
+    lead: Duration,
 ) -> Option<Duration> {
     let until = |at: chrono::DateTime<Utc>| (at - now).to_std().unwrap_or_default();
     let backlog = (report.tally.backlog > 0).then(|| backlog_wake_in(report.next_budget_at, now));
@@ -244,10 +256,13 @@ pub fn next_wake(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    // Organization invitations waiting for their budget, or membership creates to settle.
+    // Organization invitations waiting for their budget (the cycle starts `lead` early when
+    // the slot frees later than now), or membership creates to settle.
+    let early = organization_wake(&report.memberships, now, lead);
     let wake = wake
         .into_iter()
         .chain(report.memberships.wake_in(now))
+        .chain(early)
         .min();
     if let Some(after) = wake {
         tracing::info!(
@@ -258,6 +273,19 @@ pub fn next_wake(
         );
     }
     wake
+}
+
+/// When a cycle starts for the organization invitations a pass left waiting for a slot that
+/// frees later than `now`: `lead` before the slot frees, or at once when it frees sooner.
+pub fn organization_wake(
+    memberships: &crate::reconcile::memberships::MembershipReport,
+    now: chrono::DateTime<Utc>,
+    lead: Duration,
+) -> Option<Duration> {
+    memberships
+        .next_budget_at
+        .filter(|at| memberships.backlog > 0 && *at > now)
+        .map(|at| (at - now).to_std().unwrap_or_default().saturating_sub(lead))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -275,6 +303,37 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_cycle_for_waiting_organization_invitations_starts_early_enough_to_send_as_the_slot_frees()
+    {
+        use crate::reconcile::memberships::MembershipReport;
+        let now = Utc::now();
+        let lead = organization_lead(Duration::from_secs(60));
+        assert_eq!(lead, Duration::from_secs(5));
+        // Within the drain's linger (a quarter of the window, at most 30 s) at any window.
+        for window in [4, 60, 3600] {
+            let window = Duration::from_secs(window);
+            assert!(organization_lead(window) <= (window / 4).min(Duration::from_secs(30)));
+        }
+        let waiting = |backlog, after_ms: i64| MembershipReport {
+            backlog,
+            next_budget_at: Some(now + chrono::Duration::milliseconds(after_ms)),
+            ..MembershipReport::default()
+        };
+        assert_eq!(
+            organization_wake(&waiting(10, 55_000), now, lead),
+            Some(Duration::from_secs(50))
+        );
+        // A slot freeing within the lead: at once, the drain waits for it.
+        assert_eq!(
+            organization_wake(&waiting(10, 2_000), now, lead),
+            Some(Duration::ZERO)
+        );
+        // A slot free already, or nothing waiting: the usual wake decides (a pause).
+        assert_eq!(organization_wake(&waiting(10, 0), now, lead), None);
+        assert_eq!(organization_wake(&waiting(0, 55_000), now, lead), None);
     }
 
     #[test]

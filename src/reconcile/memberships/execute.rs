@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::guard::{Removal, Target};
@@ -14,7 +14,7 @@ use super::next_call::{next_call, NextCall, OrgWaiting};
 use super::observe::{Decision, State};
 use super::plan::{DesiredMembership, Item, MembershipKind, MembershipState};
 use super::{refused_credentials, Pass};
-use crate::clerk::budget::{Budget, Invitations};
+use crate::clerk::budget::{Budget, Endpoint, Invitations, EDGE_MARGIN};
 use crate::clerk::organization::CreateOrganizationInvitation;
 use crate::clerk::{ClientError, Operation, OrganizationRefusal};
 use crate::reconcile::execute::refusal::backoff_after;
@@ -86,6 +86,59 @@ impl Queues {
         for member in members.into_iter().rev() {
             queue.push_front((rank, member));
         }
+    }
+}
+
+/// One endpoint's calls within the window, oldest first.
+#[derive(Debug, Default)]
+struct Calls {
+    limit: u32,
+    calls: Vec<DateTime<Utc>>,
+    blocked_until: Option<DateTime<Utc>>,
+}
+
+/// The organization budget as a drain spends it: the window's calls read from Postgres once,
+/// and the pass's own added at the times Postgres recorded them (one writer holds the lock),
+/// so the budget at any moment is known without a read.
+#[derive(Debug)]
+struct Spent {
+    window: std::time::Duration,
+    bulk: Calls,
+    single: Calls,
+    /// Postgres's clock less this process's, never more than it is: the window is judged on
+    /// Postgres's clock, where the calls are recorded.
+    skew: chrono::Duration,
+    /// A 429 stored a block: the window is to be read again.
+    stale: bool,
+}
+
+impl Spent {
+    /// Postgres's clock now, never ahead of it.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.skew
+    }
+
+    fn budget(&self, now: DateTime<Utc>) -> Budget {
+        let endpoint =
+            |e: &Calls| Endpoint::from_calls(e.limit, self.window, &e.calls, e.blocked_until, now);
+        Budget {
+            bulk: endpoint(&self.bulk),
+            single: endpoint(&self.single),
+        }
+    }
+
+    fn record(&mut self, operation: Operation, at: DateTime<Utc>) {
+        let calls = if operation == Operation::CreateOrganizationInvitationsBulk {
+            &mut self.bulk
+        } else {
+            &mut self.single
+        };
+        let horizon = at
+            - chrono::Duration::from_std(self.window + EDGE_MARGIN)
+                .unwrap_or(chrono::Duration::hours(1));
+        calls.calls.retain(|t| *t > horizon);
+        let place = calls.calls.partition_point(|t| *t <= at);
+        calls.calls.insert(place, at);
     }
 }
 
@@ -392,31 +445,35 @@ impl Pass<'_> {
     }
 
     /// Sends the invitations while the budget lasts, each call chosen by [`next_call`];
-    /// waits within the cycle for a slot that frees within the linger.
+    /// waits within the cycle for a slot that frees within the linger, waking the moment it
+    /// frees: the window's calls are read from Postgres once ([`Spent`]) and this pass's own
+    /// added as they are recorded, so following the previous window's calls as they age out
+    /// costs no read.
     async fn drain(&mut self, queues: &mut Queues) -> Result<(), Stop> {
         if queues.len() == 0 {
             return Ok(());
         }
-        let mut budget = self.budget().await?;
-        let result = self.drain_with(queues, &mut budget).await;
+        let mut spent = self.spent().await?;
+        let result = self.drain_with(queues, &mut spent).await;
         self.report.backlog = queues.len();
         if self.report.backlog > 0 {
-            let budget = self.budget().await.unwrap_or(budget);
+            let budget = match self.budget().await {
+                Ok(budget) => budget,
+                Err(_) => spent.budget(spent.now()),
+            };
             self.report.next_budget_at = Some(budget.next_slot_at(Utc::now()));
         }
         result
     }
 
-    async fn drain_with(&mut self, queues: &mut Queues, budget: &mut Budget) -> Result<(), Stop> {
+    async fn drain_with(&mut self, queues: &mut Queues, spent: &mut Spent) -> Result<(), Stop> {
         while queues.len() > 0 {
-            let Some((organization, operation, members)) = self.next(queues, budget).await? else {
-                match self.wait_for_slot(budget).await? {
-                    Some(fresh) => {
-                        *budget = fresh;
-                        continue;
-                    }
-                    None => return Ok(()),
+            let budget = spent.budget(spent.now());
+            let Some((organization, operation, members)) = self.next(queues, &budget, spent) else {
+                if !self.wait_for_slot(&budget, spent).await? {
+                    return Ok(());
                 }
+                continue;
             };
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
@@ -426,15 +483,13 @@ impl Pass<'_> {
                 queues.put_back(&organization, members);
                 return Err(stop);
             }
-            let bulk = operation == Operation::CreateOrganizationInvitationsBulk;
-            if bulk {
-                budget.bulk.left -= 1;
-            } else {
-                budget.single.left -= 1;
-            }
-            let sent = self.send(operation, &organization, members).await?;
-            if !self.after(sent, queues, budget, &organization, bulk) {
+            let sent = self.send(operation, &organization, members, spent).await?;
+            if !self.after(sent, queues, &organization) {
                 return Ok(());
+            }
+            if spent.stale {
+                // A 429 stored a block: read the window again, block included.
+                *spent = self.spent().await?;
             }
         }
         Ok(())
@@ -443,24 +498,21 @@ impl Pass<'_> {
     /// The next call's organization, endpoint and members, taken out of the queues: one a
     /// refused bulk call left goes first while a single slot is free, then what
     /// [`next_call`] picks. `None` when nothing can go out now.
-    async fn next(
+    fn next(
         &self,
         queues: &mut Queues,
         budget: &Budget,
-    ) -> Result<Option<(String, Operation, Vec<Invitee>)>, Stop> {
+        spent: &Spent,
+    ) -> Option<(String, Operation, Vec<Invitee>)> {
         if budget.single.left > 0 {
             if let Some((organization, member)) = queues.singly.pop_front() {
                 let single = Operation::CreateOrganizationInvitation;
-                return Ok(Some((organization, single, vec![member])));
+                return Some((organization, single, vec![member]));
             }
         }
         let (ids, waiting) = queues.waiting();
-        let single_soon =
-            budget.single.left == 0 && self.frees_soon(budget.single.frees_at).await?;
-        let Some(call) = next_call(&waiting, budget.bulk.left, budget.single.left, single_soon)
-        else {
-            return Ok(None);
-        };
+        let single_soon = budget.single.left == 0 && self.frees_soon(budget.single.frees_at, spent);
+        let call = next_call(&waiting, budget.bulk.left, budget.single.left, single_soon)?;
         let (index, size, operation) = match call {
             NextCall::Bulk { organization, size } => (
                 organization,
@@ -480,26 +532,15 @@ impl Pass<'_> {
             .drain(..size.min(queue.len()))
             .map(|(_, member)| member)
             .collect();
-        Ok(Some((organization, operation, members)))
+        Some((organization, operation, members))
     }
 
     /// Takes in what a call left; `false` when creates stop this cycle.
-    fn after(
-        &mut self,
-        sent: Sent,
-        queues: &mut Queues,
-        budget: &mut Budget,
-        organization: &str,
-        bulk: bool,
-    ) -> bool {
+    fn after(&mut self, sent: Sent, queues: &mut Queues, organization: &str) -> bool {
         match sent {
             Sent::Done => true,
             Sent::EndpointClosed(back) => {
-                if bulk {
-                    budget.bulk.left = 0;
-                } else {
-                    budget.single.left = 0;
-                }
+                // The block is stored: the window is read again before the next call.
                 queues.put_back(organization, back);
                 true
             }
@@ -536,33 +577,59 @@ impl Pass<'_> {
         .await
     }
 
-    async fn frees_soon(
-        &self,
-        frees_at: Option<chrono::DateTime<Utc>>,
-    ) -> Result<bool, sqlx::Error> {
-        let Some(frees_at) = frees_at else {
-            return Ok(false);
-        };
-        let now = store::now(&self.reconciler.pool).await?;
-        Ok((frees_at - now).to_std().unwrap_or_default() <= self.linger())
+    /// The organization budget's window as Postgres holds it now.
+    async fn spent(&self) -> Result<Spent, sqlx::Error> {
+        let pool = &self.reconciler.pool;
+        let limits = self.config().limits;
+        let db_now = store::now(pool).await?;
+        // Read after the answer: the database's clock is taken as at most this far ahead,
+        // so a slot is never thought free before Postgres's clock says so.
+        let skew = db_now - Utc::now();
+        let window = chrono::Duration::from_std(limits.window + EDGE_MARGIN)
+            .unwrap_or(chrono::Duration::hours(1));
+        let since = db_now - window;
+        let mut endpoints = Vec::with_capacity(2);
+        for (operation, limit) in Invitations::Organization.endpoints(&limits) {
+            let name = operation.as_str();
+            endpoints.push(Calls {
+                limit,
+                calls: budget_store::calls_since(pool, self.target(), name, since).await?,
+                blocked_until: budget_store::blocked_until(pool, self.target(), name).await?,
+            });
+        }
+        let single = endpoints.pop().unwrap_or_default();
+        let bulk = endpoints.pop().unwrap_or_default();
+        Ok(Spent {
+            window: limits.window,
+            bulk,
+            single,
+            skew,
+            stale: false,
+        })
     }
 
-    /// Waits for the next slot when it frees within the linger, and returns the budget then.
-    async fn wait_for_slot(&mut self, budget: &Budget) -> Result<Option<Budget>, Stop> {
-        let Some(frees_at) = budget.next_free_at() else {
-            return Ok(None);
+    fn frees_soon(&self, frees_at: Option<chrono::DateTime<Utc>>, spent: &Spent) -> bool {
+        let Some(frees_at) = frees_at else {
+            return false;
         };
-        let now = store::now(&self.reconciler.pool).await?;
-        let wait = (frees_at - now).to_std().unwrap_or_default();
+        (frees_at - spent.now()).to_std().unwrap_or_default() <= self.linger()
+    }
+
+    /// Sleeps until the next slot frees, when it frees within the linger; `false` when it
+    /// does not (the cycle ends and the worker comes back then).
+    async fn wait_for_slot(&mut self, budget: &Budget, spent: &Spent) -> Result<bool, Stop> {
+        let Some(frees_at) = budget.next_free_at() else {
+            return Ok(false);
+        };
+        let wait = (frees_at - spent.now()).to_std().unwrap_or_default();
         if wait > self.linger() {
-            return Ok(None);
+            return Ok(false);
         }
         tokio::select! {
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
             _ = tokio::time::sleep(wait) => {}
         }
-        self.checkpoint().await?;
-        Ok(Some(self.budget().await?))
+        Ok(true)
     }
 
     /// One invitation create call: the call and its members recorded (`sending`) in one
@@ -572,9 +639,10 @@ impl Pass<'_> {
         operation: Operation,
         organization_id: &str,
         members: Vec<Invitee>,
+        spent: &mut Spent,
     ) -> Result<Sent, Stop> {
         let Some((call_id, members, ledger_ids)) = self
-            .record_sending(operation, organization_id, members)
+            .record_sending(operation, organization_id, members, spent)
             .await?
         else {
             return Ok(Sent::Done);
@@ -627,6 +695,9 @@ impl Pass<'_> {
                 Ok(Sent::Done)
             }
             Err(error) => {
+                if matches!(error, ClientError::RateLimited { .. }) {
+                    spent.stale = true;
+                }
                 self.refused(
                     operation,
                     organization_id,
@@ -640,13 +711,15 @@ impl Pass<'_> {
         }
     }
 
-    /// Records the call against the budget and its members `sending`, in one transaction.
-    /// A member another process is creating already is left out; `None` when none is left.
+    /// Records the call against the budget and its members `sending`, in one transaction,
+    /// and in `spent` at the time Postgres recorded it. A member another process is creating
+    /// already is left out; `None` when none is left.
     async fn record_sending(
         &mut self,
         operation: Operation,
         organization_id: &str,
         members: Vec<Invitee>,
+        spent: &mut Spent,
     ) -> Result<Option<(i64, Vec<Invitee>, Vec<i64>)>, Stop> {
         let target = self.target().to_owned();
         let mut tx = self.reconciler.pool.begin().await?;
@@ -681,7 +754,10 @@ impl Pass<'_> {
             tx.rollback().await?;
             return Ok(None);
         }
+        // now() is the transaction's start, the call's recorded time.
+        let called_at = store::now(&mut *tx).await?;
         tx.commit().await?;
+        spent.record(operation, called_at);
         Ok(Some((call_id, kept, ledger_ids)))
     }
 
@@ -772,5 +848,65 @@ impl Pass<'_> {
         }
         self.note_error("invitation create", &error);
         Ok(Sent::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms)
+    }
+
+    fn spent(bulk: u32, single: u32) -> Spent {
+        let calls = |limit| Calls {
+            limit,
+            calls: Vec::new(),
+            blocked_until: None,
+        };
+        Spent {
+            window: std::time::Duration::from_secs(60),
+            bulk: calls(bulk),
+            single: calls(single),
+            skew: chrono::Duration::zero(),
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn the_pass_s_own_calls_use_the_budget_and_free_it_one_window_and_the_margin_later() {
+        let mut spent = spent(2, 3);
+        let single = Operation::CreateOrganizationInvitation;
+        let bulk = Operation::CreateOrganizationInvitationsBulk;
+        spent.record(single, at(0));
+        spent.record(single, at(20));
+        spent.record(single, at(40));
+        spent.record(bulk, at(50));
+        let budget = spent.budget(at(100));
+        assert_eq!((budget.bulk.left, budget.single.left), (1, 0));
+        // The first single frees 61 s (the window and its edge margin) after it was made,
+        // and not a moment sooner; then the next, 20 ms later.
+        assert_eq!(budget.single.frees_at, Some(at(61_000)));
+        assert_eq!(budget.next_free_at(), Some(at(61_000)));
+        assert_eq!(spent.budget(at(60_999)).single.left, 0);
+        assert_eq!(spent.budget(at(61_000)).single.left, 1);
+        assert_eq!(spent.budget(at(61_000)).single.frees_at, None);
+        spent.record(single, at(61_005));
+        let budget = spent.budget(at(61_010));
+        assert_eq!(budget.single.left, 0);
+        assert_eq!(budget.single.frees_at, Some(at(61_020)));
+        // Calls out of the window are forgotten as new ones are recorded.
+        assert_eq!(spent.single.calls, vec![at(20), at(40), at(61_005)]);
+    }
+
+    #[test]
+    fn a_stored_block_keeps_the_endpoint_closed_until_it_ends() {
+        let mut spent = spent(2, 3);
+        spent.single.blocked_until = Some(at(5_000));
+        let budget = spent.budget(at(1_000));
+        assert_eq!(budget.single.left, 0);
+        assert_eq!(budget.single.frees_at, Some(at(5_000)));
+        assert_eq!(spent.budget(at(5_001)).single.left, 3);
     }
 }
