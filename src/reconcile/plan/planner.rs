@@ -249,7 +249,6 @@ impl<'a> Planner<'a> {
     /// [`Planner::add`]'s decision, given back rather than kept (see [`Planner::keep`]).
     pub fn decide(&mut self, row: &Result<DesiredRow, InvalidRow>, person: Person) -> Item {
         self.rows += 1;
-        let id = || RowId::of(row);
         let checked = match row {
             Ok(row) => DesiredInvitee::from_row(row, &self.policy.defaults),
             Err(unreadable) => Err(unreadable.clone()),
@@ -259,7 +258,7 @@ impl<'a> Planner<'a> {
             Err(invalid) => {
                 let email = match invalid.parsed {
                     Some(email) => {
-                        self.desire(&email, id);
+                        self.desire(&email, || RowId::of(row, false));
                         email.to_string()
                     }
                     None => invalid.email,
@@ -270,7 +269,7 @@ impl<'a> Planner<'a> {
                 };
             }
         };
-        if !self.desire(&invitee.email, id) {
+        if !self.desire(&invitee.email, || RowId::of(row, true)) {
             return Item::Invalid {
                 email: invitee.email.to_string(),
                 reason: "another roster row has the same address".to_owned(),
@@ -293,7 +292,7 @@ impl<'a> Planner<'a> {
         };
         let invitee = DesiredInvitee::from_row(desired, &self.policy.defaults).ok()?;
         if let Some((first, seen)) = self.first_rows.get_mut(&invitee.email) {
-            if *seen || *first != RowId::of(row) {
+            if *seen || *first != RowId::of(row, true) {
                 return None;
             }
             *seen = true;
@@ -378,27 +377,78 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Which roster row is which, among rows of one address: whether it could be read, its
-/// address as written, and when it was written.
+/// Which roster row is which, among rows of one address: whether it could be read, whether
+/// it is a valid invitee, its address as written, and when it was written. Two rows of one
+/// address alike in all of these decide alike, so either may stand for the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowId {
     readable: bool,
+    valid: bool,
     text: String,
     created_at: Option<DateTime<Utc>>,
+    /// A hash of the rest of the row, so that rows alike in the fields above but not in
+    /// what they ask for are told apart.
+    content: u64,
+}
+
+/// Feeds a JSON value to a hasher without serialising it.
+fn hash_value(value: &serde_json::Value, hasher: &mut impl std::hash::Hasher) {
+    use serde_json::Value;
+    use std::hash::Hash;
+    match value {
+        Value::Null => 0u8.hash(hasher),
+        Value::Bool(b) => (1u8, b).hash(hasher),
+        Value::Number(n) => (2u8, n.to_string()).hash(hasher),
+        Value::String(text) => (3u8, text).hash(hasher),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(hasher);
+            for item in items {
+                hash_value(item, hasher);
+            }
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(hasher);
+            for (key, item) in map {
+                key.hash(hasher);
+                hash_value(item, hasher);
+            }
+        }
+    }
+}
+
+fn content_of(row: &DesiredRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hash_value(&row.public_metadata, &mut hasher);
+    (
+        &row.redirect_url,
+        row.notify,
+        row.expires_in_days,
+        &row.template_slug,
+        row.not_before,
+        &row.source,
+        row.updated_at,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 impl RowId {
-    fn of(row: &Result<DesiredRow, InvalidRow>) -> RowId {
+    fn of(row: &Result<DesiredRow, InvalidRow>, valid: bool) -> RowId {
         match row {
             Ok(row) => RowId {
                 readable: true,
+                valid,
                 text: row.email.clone(),
                 created_at: row.created_at,
+                content: content_of(row),
             },
             Err(invalid) => RowId {
                 readable: false,
+                valid: false,
                 text: invalid.email.clone(),
                 created_at: None,
+                content: 0,
             },
         }
     }
