@@ -246,45 +246,12 @@ pub fn parse(raw: RawRow) -> RosterRow {
         problems.push("email is NULL".to_owned());
         String::new()
     });
-    let public_metadata = match raw.public_metadata.as_deref().map(serde_json::from_str) {
-        Some(Ok(value)) => value,
-        Some(Err(e)) => {
-            problems.push(format!("public_metadata cannot be read as JSON: {e}"));
-            Value::Null
-        }
-        None => {
-            problems.push("public_metadata is NULL".to_owned());
-            Value::Null
-        }
-    };
-    let notify = match raw.notify.as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            problems.push(format!("notify {other:?} is not a boolean"));
-            None
-        }
-    };
-    let expires_in_days = raw.expires_in_days.and_then(|text| match text.parse() {
-        Ok(days) => Some(days),
-        Err(_) => {
-            problems.push(format!("expires_in_days {text:?} is not a whole number"));
-            None
-        }
-    });
-    let mut time = |column: &str, time: Option<PgTime>| {
-        time.and_then(|time| match time.to_utc() {
-            Ok(time) => Some(time),
-            Err(reason) => {
-                problems.push(format!("{column} {reason}"));
-                None
-            }
-        })
-    };
-    let not_before = time("not_before", raw.not_before);
-    let created_at = time("created_at", raw.created_at);
-    let updated_at = time("updated_at", raw.updated_at);
+    let public_metadata = json_column("public_metadata", raw.public_metadata, &mut problems);
+    let notify = notify_column(raw.notify, &mut problems);
+    let expires_in_days = days_column(raw.expires_in_days, &mut problems);
+    let not_before = time_column("not_before", raw.not_before, &mut problems);
+    let created_at = time_column("created_at", raw.created_at, &mut problems);
+    let updated_at = time_column("updated_at", raw.updated_at, &mut problems);
     let row = DesiredRow {
         email,
         public_metadata,
@@ -302,6 +269,63 @@ pub fn parse(raw: RawRow) -> RosterRow {
     } else {
         Err(unreadable(row.email, problems))
     }
+}
+
+/// A JSON column's value; a NULL or unparsable one is a problem of the row (and `null`).
+pub(super) fn json_column(column: &str, text: Option<String>, problems: &mut Vec<String>) -> Value {
+    match text.as_deref().map(serde_json::from_str) {
+        Some(Ok(value)) => value,
+        Some(Err(e)) => {
+            problems.push(format!("{column} cannot be read as JSON: {e}"));
+            Value::Null
+        }
+        None => {
+            problems.push(format!("{column} is NULL"));
+            Value::Null
+        }
+    }
+}
+
+/// `notify` as text: `true`, `false` or NULL; anything else is a problem of the row.
+pub(super) fn notify_column(text: Option<String>, problems: &mut Vec<String>) -> Option<bool> {
+    match text.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            problems.push(format!("notify {other:?} is not a boolean"));
+            None
+        }
+    }
+}
+
+/// `expires_in_days` as text: a whole number or NULL; anything else is a problem of the row.
+pub(super) fn days_column<T: std::str::FromStr>(
+    text: Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    text.and_then(|text| match text.parse() {
+        Ok(days) => Some(days),
+        Err(_) => {
+            problems.push(format!("expires_in_days {text:?} is not a whole number"));
+            None
+        }
+    })
+}
+
+/// A time column; one out of chrono's range is a problem of the row.
+pub(super) fn time_column(
+    column: &str,
+    time: Option<PgTime>,
+    problems: &mut Vec<String>,
+) -> Option<DateTime<Utc>> {
+    time.and_then(|time| match time.to_utc() {
+        Ok(time) => Some(time),
+        Err(reason) => {
+            problems.push(format!("{column} {reason}"));
+            None
+        }
+    })
 }
 
 fn unreadable(email: String, problems: Vec<String>) -> InvalidRow {

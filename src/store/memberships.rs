@@ -9,7 +9,6 @@
 //! never holds the roster whole.
 
 use futures_util::TryStreamExt;
-use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, PgPool, Row};
 
@@ -258,48 +257,15 @@ fn parse_with(raw: RawMembershipRow, mut problems: Vec<String>) -> MembershipRos
     };
     let email = required("email", raw.email);
     let organization = required("organization", raw.organization);
-    let mut json =
-        |column: &str, text: Option<String>| match text.as_deref().map(serde_json::from_str) {
-            Some(Ok(value)) => value,
-            Some(Err(e)) => {
-                problems.push(format!("{column} cannot be read as JSON: {e}"));
-                Value::Null
-            }
-            None => {
-                problems.push(format!("{column} is NULL"));
-                Value::Null
-            }
-        };
-    let public_metadata = json("public_metadata", raw.public_metadata);
-    let private_metadata = json("private_metadata", raw.private_metadata);
-    let notify = match raw.notify.as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            problems.push(format!("notify {other:?} is not a boolean"));
-            None
-        }
-    };
-    let expires_in_days = raw.expires_in_days.and_then(|text| match text.parse() {
-        Ok(days) => Some(days),
-        Err(_) => {
-            problems.push(format!("expires_in_days {text:?} is not a whole number"));
-            None
-        }
-    });
-    let mut time = |column: &str, time: Option<PgTime>| {
-        time.and_then(|time| match time.to_utc() {
-            Ok(time) => Some(time),
-            Err(reason) => {
-                problems.push(format!("{column} {reason}"));
-                None
-            }
-        })
-    };
-    let not_before = time("not_before", raw.not_before);
-    let created_at = time("created_at", raw.created_at);
-    let updated_at = time("updated_at", raw.updated_at);
+    let public_metadata =
+        desired::json_column("public_metadata", raw.public_metadata, &mut problems);
+    let private_metadata =
+        desired::json_column("private_metadata", raw.private_metadata, &mut problems);
+    let notify = desired::notify_column(raw.notify, &mut problems);
+    let expires_in_days = desired::days_column(raw.expires_in_days, &mut problems);
+    let not_before = desired::time_column("not_before", raw.not_before, &mut problems);
+    let created_at = desired::time_column("created_at", raw.created_at, &mut problems);
+    let updated_at = desired::time_column("updated_at", raw.updated_at, &mut problems);
     let row = MembershipRow {
         email,
         organization,
