@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::desired::quote_relation;
-use super::roster::{may_write, Counts, RelationKind, Removed};
+use super::roster::{may_write, on_conflict, Counts, RelationKind, Removed};
 use crate::domain::MembershipRow;
 
 /// Which optional columns a writer sets on an existing row (new rows get every column).
@@ -111,28 +111,7 @@ impl MembershipWriter {
         .into_iter()
         .filter_map(|(set, column)| set.then_some(column))
         .collect();
-        // As for the instance roster: a writer that sets no column still takes the DO UPDATE
-        // path, which locks the conflicting rows until the transaction ends.
-        let on_conflict = if set.is_empty() {
-            "DO UPDATE SET email = t.email WHERE false".to_owned()
-        } else {
-            let list = |prefix: &str| {
-                set.iter()
-                    .map(|c| format!("{prefix}{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!(
-                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) AND {}",
-                set.iter()
-                    .map(|c| format!("{c} = EXCLUDED.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                list("t."),
-                list("EXCLUDED."),
-                may_write("t", "EXCLUDED.source"),
-            )
-        };
+        let on_conflict = on_conflict(&set);
         let upsert = format!(
             "INSERT INTO {relation} AS t
                  (email, organization, role, public_metadata, private_metadata, redirect_url,

@@ -126,6 +126,33 @@ pub(super) fn may_write(row: &str, incoming: &str) -> String {
     )
 }
 
+/// The `ON CONFLICT` action of a roster writer's upsert that sets the columns `set`, only where
+/// they differ and SCIM's rows are not overwritten by another writer. Even a writer that sets no
+/// column takes the DO UPDATE path (with a WHERE that is never true): unlike DO NOTHING, it
+/// locks every conflicting row until the transaction ends, so what the writer reports of them
+/// afterwards holds.
+pub(super) fn on_conflict(set: &[&str]) -> String {
+    if set.is_empty() {
+        return "DO UPDATE SET email = t.email WHERE false".to_owned();
+    }
+    let list = |prefix: &str| {
+        set.iter()
+            .map(|c| format!("{prefix}{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) AND {}",
+        set.iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        list("t."),
+        list("EXCLUDED."),
+        may_write("t", "EXCLUDED.source"),
+    )
+}
+
 pub struct Writer {
     relation: String,
     upsert: String,
@@ -146,29 +173,7 @@ impl Writer {
         .into_iter()
         .filter_map(|(set, column)| set.then_some(column))
         .collect();
-        // Even a writer that sets no column takes the DO UPDATE path (with a WHERE that is
-        // never true): unlike DO NOTHING, it locks every conflicting row until the
-        // transaction ends, so what [`Writer::upsert`] reports of them afterwards holds.
-        let on_conflict = if set.is_empty() {
-            "DO UPDATE SET email = t.email WHERE false".to_owned()
-        } else {
-            let list = |prefix: &str| {
-                set.iter()
-                    .map(|c| format!("{prefix}{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!(
-                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) AND {}",
-                set.iter()
-                    .map(|c| format!("{c} = EXCLUDED.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                list("t."),
-                list("EXCLUDED."),
-                may_write("t", "EXCLUDED.source"),
-            )
-        };
+        let on_conflict = on_conflict(&set);
         let upsert = format!(
             "INSERT INTO {relation} AS t
                  (email, public_metadata, redirect_url, notify, expires_in_days, template_slug,
