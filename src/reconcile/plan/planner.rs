@@ -214,7 +214,13 @@ impl<'a> Planner<'a> {
         }
         // Only a plan read again in another order needs to know which row was first.
         let first = self.count_all.then(row);
-        self.last_email = Some((email.clone(), first));
+        match &mut self.last_email {
+            Some((last, slot)) => {
+                last.clone_from(email);
+                *slot = first;
+            }
+            None => self.last_email = Some((email.clone(), first)),
+        }
         true
     }
 
