@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::{PgExecutor, Row, ValueRef};
 
+use super::copy_out::Tuple;
 use crate::domain::{DesiredRow, Email, InvalidRow};
 
 /// A roster row as read: the row, or why it could not be read.
@@ -158,16 +159,18 @@ impl PgTime {
     }
 }
 
-pub(super) fn decode(row: &PgRow) -> RosterRow {
+/// A row of [`select`], as a binary copy sends it ([`super::copy_out`]).
+pub(super) fn decode(row: &Tuple<'_>) -> RosterRow {
     let mut problems = Vec::new();
-    // By position, in the order of `select`'s columns: no lookup by name for every value.
-    // Every column but the times is cast to text by `select`: its bytes are read as UTF-8
-    // directly, without the driver's type checks for every value.
+    // By position, in the order of `select`'s columns. Every column but the times is cast to
+    // text by `select`: its bytes are read as UTF-8 directly.
     let mut text = |index: usize, column: &str| -> Option<String> {
-        raw_text(row, index).unwrap_or_else(|e| {
-            problems.push(format!("{column} cannot be read: {e}"));
-            None
-        })
+        row.text(index)
+            .map(|text| text.map(str::to_owned))
+            .unwrap_or_else(|e| {
+                problems.push(format!("{column} cannot be read: {e}"));
+                None
+            })
     };
     let email = text(0, "email");
     let public_metadata = text(1, "public_metadata");
@@ -177,7 +180,7 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
     let template_slug = text(5, "template_slug");
     let source = text(7, "source");
     let mut time = |index: usize, column: &str| -> Option<PgTime> {
-        pg_time(row, index).unwrap_or_else(|e| {
+        tuple_time(row, index).unwrap_or_else(|e| {
             problems.push(format!("{column} cannot be read: {e}"));
             None
         })
@@ -205,22 +208,30 @@ pub(super) fn decode(row: &PgRow) -> RosterRow {
     }
 }
 
-/// A text column's value, from the bytes PostgreSQL sends (text's binary form is its UTF-8).
-fn raw_text(row: &PgRow, index: usize) -> Result<Option<String>, String> {
-    let value = row.try_get_raw(index).map_err(|e| e.to_string())?;
-    if value.is_null() {
-        return Ok(None);
+/// A row of [`select`] as the driver reads it (all in binary form, as a copy's): the same row
+/// [`decode`] makes of it.
+pub(super) fn decode_row(row: &PgRow) -> RosterRow {
+    let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(row.len());
+    for index in 0..row.len() {
+        let value = match row.try_get_raw(index) {
+            Ok(value) if value.is_null() => None,
+            Ok(value) if value.format() == PgValueFormat::Binary => value.as_bytes().ok(),
+            // Not to be read as the copy reads it: the decoding names the column.
+            _ => Some(&[0xff][..]),
+        };
+        fields.push(value);
     }
-    let bytes = value.as_bytes().map_err(|e| e.to_string())?;
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(Some(text.to_owned())),
-        Err(e) => Err(e.to_string()),
-    }
+    decode(&Tuple::new(&fields))
 }
 
 /// When a row read by [`select`] was written, if that can be read.
-pub(super) fn created_at(row: &PgRow) -> Option<PgTime> {
-    pg_time(row, 8).ok().flatten()
+pub(super) fn created_at(row: &Tuple<'_>) -> Option<PgTime> {
+    tuple_time(row, 8).ok().flatten()
+}
+
+/// A `timestamptz` field of a binary copy.
+fn tuple_time(row: &Tuple<'_>, index: usize) -> Result<Option<PgTime>, String> {
+    Ok(row.i64(index)?.map(PgTime))
 }
 
 /// A `timestamptz` column's value, from the eight bytes PostgreSQL sends.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
 
-use super::desired::{decode, relation_error, select, ReadError, RosterRow};
+use super::desired::{decode_row, relation_error, select, ReadError, RosterRow};
 use crate::domain::Email;
 
 /// The instance roster's rows of one address (as the reader normalises it), oldest first.
@@ -23,7 +23,7 @@ pub async fn roster_rows(
         .fetch_all(db)
         .await
         .map_err(|e| relation_error(e, relation))?;
-    Ok(rows.iter().map(decode).collect())
+    Ok(rows.iter().map(decode_row).collect())
 }
 
 /// When each instance ledger entry of an address last changed, by entry id.

@@ -4,6 +4,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::copy_out::Tuple;
+use super::desired::PgTime;
 use super::{CorruptLedgerRow, StoreError};
 use crate::clerk::Invitation;
 use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
@@ -119,6 +121,57 @@ pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::
         sent_at: row.try_get_unchecked(14)?,
     }
     .into_entry()
+}
+
+/// A row of [`BY_EMAIL`] as a binary copy sends it ([`super::copy_out`]): the same entry as
+/// [`entry_from_row`] makes of it.
+pub fn entry_from_tuple(row: &Tuple<'_>) -> Result<LedgerEntry, sqlx::Error> {
+    let id = row.i64(0).ok().flatten().unwrap_or_default();
+    let corrupt = |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
+    fn required<T>(
+        value: Result<Option<T>, String>,
+        column: &str,
+        corrupt: impl Fn(String) -> sqlx::Error,
+    ) -> Result<T, sqlx::Error> {
+        value
+            .map_err(|e| corrupt(format!("{column}: {e}")))?
+            .ok_or_else(|| corrupt(format!("{column} is NULL")))
+    }
+    let optional = |value: Result<Option<&str>, String>, column: &str| {
+        value
+            .map(|text| text.map(str::to_owned))
+            .map_err(|e| corrupt(format!("{column}: {e}")))
+    };
+    let time = |value: Result<Option<i64>, String>, column: &str| {
+        value
+            .map_err(|e| corrupt(format!("{column}: {e}")))?
+            .map(|micros| {
+                PgTime(micros)
+                    .to_utc()
+                    .map_err(|e| corrupt(format!("{column} {e}")))
+            })
+            .transpose()
+    };
+    let email = required(row.text(1), "email", corrupt)?;
+    let state = required(row.text(3), "state", corrupt)?;
+    Ok(LedgerEntry {
+        id: required(row.i64(0), "id", corrupt)?,
+        email: Email::parse(email).map_err(|e| corrupt(e.to_string()))?,
+        clerk_invitation_id: optional(row.text(2), "clerk_invitation_id")?,
+        state: LedgerState::parse(state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
+        owned: required(row.bool(4), "owned", corrupt)?,
+        row_digest: optional(row.text(5), "row_digest")?,
+        redirect_url: optional(row.text(6), "redirect_url")?,
+        attempts: required(row.i32(7), "attempts", corrupt)?,
+        last_error_code: optional(row.text(8), "last_error_code")?,
+        last_error: optional(row.text(9), "last_error")?,
+        terminal: required(row.bool(10), "terminal", corrupt)?,
+        next_attempt_at: time(row.i64(11), "next_attempt_at")?,
+        revoked_by_us: required(row.bool(12), "revoked_by_us", corrupt)?,
+        created_at: time(row.i64(13), "created_at")?
+            .ok_or_else(|| corrupt("created_at is NULL".to_owned()))?,
+        sent_at: time(row.i64(14), "sent_at")?,
+    })
 }
 
 /// The ledger entries of the target (`$1`) with these addresses (`$2`), by address and

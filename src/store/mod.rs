@@ -1,6 +1,7 @@
 //! PostgreSQL: the roster invite-sync reads and the state it keeps. One file per table or concern.
 
 pub mod budget;
+pub mod copy_out;
 pub mod desired;
 mod error;
 pub mod explain;

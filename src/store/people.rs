@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::copy_out::{self, CopyOut, Tuple};
 use super::desired::{self, PgTime, ReadError, RosterRow};
 use super::{ledger, users};
 use crate::domain::{roster_key, row_address, Email, LedgerEntry, Person};
@@ -100,57 +101,88 @@ async fn no_jit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Rows decoded with their address, a batch at a time.
-type Batches<T> = mpsc::Receiver<Result<Vec<(String, T)>, sqlx::Error>>;
+type Batches<T> = mpsc::Receiver<Result<Vec<T>, sqlx::Error>>;
 
-/// Streams `select`'s rows (its one parameter the target), decoded, to `rows` in batches until
-/// they end, the receiver goes away, or the database fails (sent as the last message). The
-/// connection is closed at the end, never returned to the pool (see [`stream_roster`]).
+/// A row of the ledger or of the known users, and the address it is ordered by.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for LedgerEntry {
+    fn key(&self) -> &str {
+        self.email.as_str()
+    }
+}
+
+/// A known user's address, and whether Clerk deleted them.
+struct KnownUser {
+    email: String,
+    deleted: bool,
+}
+
+impl Keyed for KnownUser {
+    fn key(&self) -> &str {
+        &self.email
+    }
+}
+
+/// Streams `select`'s rows (its one parameter, `$1`, the target), decoded, to `rows` in
+/// batches until they end, the receiver goes away, or the database fails (sent as the last
+/// message). The rows are read as a binary copy ([`copy_out`]). The connection is closed at
+/// the end, never returned to the pool (see [`stream_roster`]).
 async fn stream_side<T: Send + 'static>(
     mut conn: PoolConnection<Postgres>,
     select: &'static str,
     target: String,
-    decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
-    rows: mpsc::Sender<Result<Vec<(String, T)>, sqlx::Error>>,
+    decode: fn(&Tuple<'_>) -> Result<T, sqlx::Error>,
+    rows: mpsc::Sender<Result<Vec<T>, sqlx::Error>>,
 ) {
-    let mut stream = sqlx::query(select)
-        .persistent(false)
-        .bind(target)
-        .fetch(&mut *conn);
+    let select = select.replace("$1", &copy_out::literal(&target));
+    let mut copy = match CopyOut::start(&mut conn, &select).await {
+        Ok(copy) => copy,
+        Err(e) => {
+            let _ = rows.send(Err(e)).await;
+            return;
+        }
+    };
     let mut batch = Vec::with_capacity(BATCH);
+    let mut failed = None;
     loop {
-        let next = tokio::select! {
-            biased;
-            () = rows.closed() => return,
-            next = stream.try_next() => next,
-        };
-        let decoded = match next {
-            Ok(Some(row)) => decode(&row),
-            Ok(None) => break,
-            Err(e) => Err(e),
-        };
-        match decoded {
-            Ok(item) => batch.push(item),
-            Err(e) => {
+        // A message carries a row or so: whether the merge went away is asked once a batch,
+        // when it is sent, rather than raced against every message.
+        let next = copy
+            .next(|tuple| {
+                if failed.is_none() {
+                    match decode(tuple) {
+                        Ok(item) => batch.push(item),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            })
+            .await;
+        let more = match (next, failed.take()) {
+            (Err(e), _) | (Ok(_), Some(e)) => {
                 let _ = rows.send(Err(e)).await;
                 return;
             }
-        }
-        if batch.len() >= BATCH {
+            (Ok(more), None) => more,
+        };
+        if batch.len() >= BATCH || !more {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if rows.send(Ok(full)).await.is_err() {
+            if !full.is_empty() && rows.send(Ok(full)).await.is_err() {
                 return;
             }
         }
-    }
-    if !batch.is_empty() {
-        let _ = rows.send(Ok(batch)).await;
+        if !more {
+            return;
+        }
     }
 }
 
 /// A server-side cursor read a batch at a time, each row decoded with its address.
 struct Cursor<T> {
     name: &'static str,
-    decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
+    decode: fn(&PgRow) -> Result<T, sqlx::Error>,
 }
 
 impl<T> Cursor<T> {
@@ -161,7 +193,7 @@ impl<T> Cursor<T> {
         name: &'static str,
         select: &str,
         target: &str,
-        decode: fn(&PgRow) -> Result<(String, T), sqlx::Error>,
+        decode: fn(&PgRow) -> Result<T, sqlx::Error>,
     ) -> Result<Self, sqlx::Error> {
         sqlx::query(&format!("DECLARE {name} NO SCROLL CURSOR FOR {select}"))
             .persistent(false)
@@ -171,7 +203,7 @@ impl<T> Cursor<T> {
         Ok(Cursor { name, decode })
     }
 
-    async fn fetch(&self, db: &mut PgConnection) -> Result<Vec<(String, T)>, sqlx::Error> {
+    async fn fetch(&self, db: &mut PgConnection) -> Result<Vec<T>, sqlx::Error> {
         let rows = sqlx::query(&format!("FETCH {BATCH} FROM {}", self.name))
             .persistent(false)
             .fetch_all(&mut *db)
@@ -191,7 +223,7 @@ enum Source<T> {
 /// Rows by address, taken person by person.
 struct Side<T> {
     source: Source<T>,
-    buffer: VecDeque<(String, T)>,
+    buffer: VecDeque<T>,
     done: bool,
 }
 
@@ -204,11 +236,11 @@ impl<T> Side<T> {
         }
     }
 
-    /// The next row, fetching a batch when none is left.
-    async fn next(
+    /// Fetches a batch when none is left; false once the rows have ended.
+    async fn fill(
         &mut self,
         db: &mut Option<PoolConnection<Postgres>>,
-    ) -> Result<Option<(String, T)>, sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         if self.buffer.is_empty() && !self.done {
             match &mut self.source {
                 Source::Streamed(batches) => match batches.recv().await {
@@ -223,28 +255,64 @@ impl<T> Side<T> {
                 }
             }
         }
-        Ok(self.buffer.pop_front())
+        Ok(!self.buffer.is_empty())
+    }
+}
+
+impl<T: Keyed> Side<T> {
+    /// The next row whose address is not past `key`, and whether it is `key`'s (else it is
+    /// one no roster row names, passed over); `None` once the rows reach past `key` or end.
+    async fn next_through(
+        &mut self,
+        db: &mut Option<PoolConnection<Postgres>>,
+        key: &str,
+    ) -> Result<Option<(bool, T)>, sqlx::Error> {
+        if !self.fill(db).await? {
+            return Ok(None);
+        }
+        let order = match self.buffer.front() {
+            Some(front) => front.key().cmp(key),
+            None => return Ok(None),
+        };
+        if order == Ordering::Greater {
+            return Ok(None);
+        }
+        Ok(self
+            .buffer
+            .pop_front()
+            .map(|item| (order == Ordering::Equal, item)))
     }
 
-    /// The rows whose address is `key`, passing over those before it (addresses no roster row
-    /// names). Keys must be asked in ascending order.
+    /// The rows whose address is `key`, passing over those before it. Keys must be asked in
+    /// ascending order.
     async fn take(
         &mut self,
         db: &mut Option<PoolConnection<Postgres>>,
         key: &str,
     ) -> Result<Vec<T>, sqlx::Error> {
         let mut taken = Vec::new();
-        while let Some((address, item)) = self.next(db).await? {
-            match address.as_str().cmp(key) {
-                Ordering::Less => {}
-                Ordering::Equal => taken.push(item),
-                Ordering::Greater => {
-                    self.buffer.push_front((address, item));
-                    break;
-                }
+        while let Some((its, item)) = self.next_through(db, key).await? {
+            if its {
+                taken.push(item);
             }
         }
         Ok(taken)
+    }
+
+    /// The first row whose address is `key`, passing over those before it and the rest of
+    /// its address's. Keys must be asked in ascending order.
+    async fn take_first(
+        &mut self,
+        db: &mut Option<PoolConnection<Postgres>>,
+        key: &str,
+    ) -> Result<Option<T>, sqlx::Error> {
+        let mut first = None;
+        while let Some((its, item)) = self.next_through(db, key).await? {
+            if its && first.is_none() {
+                first = Some(item);
+            }
+        }
+        Ok(first)
     }
 }
 
@@ -269,7 +337,7 @@ impl Read {
     }
 }
 
-fn read(row: &PgRow) -> Read {
+fn read(row: &Tuple<'_>) -> Read {
     let created_at = desired::created_at(row);
     let row = desired::decode(row);
     Read {
@@ -303,13 +371,24 @@ impl Group {
     }
 }
 
-fn ledger_entry(row: &PgRow) -> Result<(String, LedgerEntry), sqlx::Error> {
-    let entry = ledger::entry_from_row(row)?;
-    Ok((entry.email.as_str().to_owned(), entry))
+fn known_user(row: &PgRow) -> Result<KnownUser, sqlx::Error> {
+    Ok(KnownUser {
+        email: row.try_get_unchecked(0)?,
+        deleted: row.try_get_unchecked(1)?,
+    })
 }
 
-fn known_user(row: &PgRow) -> Result<(String, bool), sqlx::Error> {
-    Ok((row.try_get_unchecked(0)?, row.try_get_unchecked(1)?))
+fn known_user_tuple(row: &Tuple<'_>) -> Result<KnownUser, sqlx::Error> {
+    let corrupt = |e: String| sqlx::Error::Decode(format!("a known user: {e}").into());
+    let email = row.required_text(0).map_err(corrupt)?;
+    let deleted = row
+        .bool(1)
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt("deleted is NULL".to_owned()))?;
+    Ok(KnownUser {
+        email: email.to_owned(),
+        deleted,
+    })
 }
 
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
@@ -324,23 +403,35 @@ async fn stream_roster(
     grouped: bool,
     rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
 ) {
-    let mut stream = sqlx::query(&sql).persistent(false).fetch(&mut *conn);
+    let mut copy = match CopyOut::start(&mut conn, &sql).await {
+        Ok(copy) => copy,
+        Err(e) => {
+            let _ = rows.send(Err(e)).await;
+            return;
+        }
+    };
     let mut batch = Vec::with_capacity(BATCH);
     let mut group = Group::default();
     loop {
-        let next = tokio::select! {
-            biased;
-            () = rows.closed() => return,
-            next = stream.try_next() => next,
-        };
-        match next {
-            Ok(Some(row)) if grouped => group.push(read(&row), &mut batch),
-            Ok(Some(row)) => batch.push(read(&row)),
-            Ok(None) => break,
+        // Whether the merge went away is asked once a batch, when it is sent.
+        let next = copy
+            .next(|tuple| {
+                if grouped {
+                    group.push(read(tuple), &mut batch);
+                } else {
+                    batch.push(read(tuple));
+                }
+            })
+            .await;
+        let more = match next {
+            Ok(more) => more,
             Err(e) => {
                 let _ = rows.send(Err(e)).await;
                 return;
             }
+        };
+        if !more {
+            break;
         }
         if batch.len() >= BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -349,7 +440,6 @@ async fn stream_roster(
             }
         }
     }
-    drop(stream);
     group.flush(&mut batch);
     if !batch.is_empty() {
         let _ = rows.send(Ok(batch)).await;
@@ -479,14 +569,14 @@ async fn stream(
             ledger_conn,
             ledger::BY_EMAIL,
             target.to_owned(),
-            ledger_entry,
+            ledger::entry_from_tuple,
             ledger_rows,
         ));
         tokio::spawn(stream_side(
             users_conn,
             users::BY_EMAIL,
             target.to_owned(),
-            known_user,
+            known_user_tuple,
             user_rows,
         ));
         (Source::Streamed(ledger), Source::Streamed(users), None)
@@ -497,7 +587,7 @@ async fn stream(
             "invite_sync_ledger_by_email",
             ledger::BY_EMAIL,
             target,
-            ledger_entry,
+            ledger::entry_from_row,
         )
         .await?;
         let users = Cursor::declare(
@@ -546,7 +636,7 @@ struct Merger<'a> {
     snapshot: &'a str,
     target: &'a str,
     ledger: Side<LedgerEntry>,
-    users: Side<bool>,
+    users: Side<KnownUser>,
     /// The connection addresses are looked up on one at a time (and the cursors read on, when
     /// there are cursors): taken when first needed.
     lookups: Option<PoolConnection<Postgres>>,
@@ -587,10 +677,9 @@ impl Merger<'_> {
             let entries = self.ledger.take(&mut self.lookups, &key).await?;
             let found = self
                 .users
-                .take(&mut self.lookups, &key)
+                .take_first(&mut self.lookups, &key)
                 .await?
-                .first()
-                .copied();
+                .map(|user| user.deleted);
             self.last_key = Some(key);
             person(entries, found)
         } else {
