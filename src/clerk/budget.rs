@@ -220,10 +220,12 @@ impl Budget {
         let rest = backlog - now_capacity;
         let per_window = limits.per_window().max(1);
         let windows = rest.div_ceil(per_window);
+        // When no endpoint is used up, the calls sent now free their slots a whole window
+        // later (at most): that is when the next window's worth can go.
         let first = self
             .next_free_at()
             .map(|t| (t - now).to_std().unwrap_or_default())
-            .unwrap_or_default();
+            .unwrap_or(limits.window);
         first + limits.window * (windows.saturating_sub(1) as u32)
     }
 
@@ -335,6 +337,10 @@ mod tests {
             },
         };
         assert_eq!(fresh.eta(350, &limits, at(0)), Duration::ZERO);
+        // Past a fresh window's worth, the rest waits for the calls sent now to age out.
+        assert_eq!(fresh.eta(351, &limits, at(0)), Duration::from_secs(3600));
+        assert_eq!(fresh.eta(700, &limits, at(0)), Duration::from_secs(3600));
+        assert_eq!(fresh.eta(701, &limits, at(0)), Duration::from_secs(7200));
     }
 
     fn left(bulk: u32, single: u32, frees_at: Option<DateTime<Utc>>) -> Budget {
