@@ -13,10 +13,9 @@ use uuid::Uuid;
 
 use super::error::{quoted, ScimError};
 use super::filter::{get_ci, item_matches, parse_path, PatchPath};
+use super::patch::{for_each_operation, Op, Operation};
 use super::resource::{check_text, Meta};
-use super::schema::{
-    Owner, GROUP, MAX_GROUP_MEMBERS, MAX_GROUP_NAME_CHARS, MAX_OPERATIONS, MAX_VALUES, PATCH_OP,
-};
+use super::schema::{Owner, GROUP, MAX_GROUP_MEMBERS, MAX_GROUP_NAME_CHARS, MAX_VALUES};
 
 /// One member: a SCIM user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,52 +216,11 @@ pub fn from_request(body: &Value) -> Result<Group, ScimError> {
     Ok(group)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Add,
-    Replace,
-    Remove,
-}
-
 /// Applies a PatchOp request body to `group`, or says what is wrong with it; nothing is
 /// changed unless every operation succeeds.
 pub fn patch(group: &Group, body: &Value) -> Result<Group, ScimError> {
-    let Value::Object(fields) = body else {
-        return Err(ScimError::invalid_syntax("the body must be a JSON object"));
-    };
-    if let Some(declared) = get_ci(fields, "schemas") {
-        let lists = declared.as_array().is_some_and(|s| {
-            s.iter()
-                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP)))
-        });
-        if !lists {
-            return Err(ScimError::invalid_syntax(format!(
-                "schemas must list {PATCH_OP}"
-            )));
-        }
-    }
-    let operations = match get_ci(fields, "Operations") {
-        Some(Value::Array(operations)) if !operations.is_empty() => operations,
-        _ => {
-            return Err(ScimError::invalid_syntax(
-                "Operations must be a non-empty array",
-            ))
-        }
-    };
-    if operations.len() > MAX_OPERATIONS {
-        return Err(ScimError::too_many(format!(
-            "Operations: {} operations, more than {MAX_OPERATIONS} in one PATCH \
-             (ServiceProviderConfig bulk.maxOperations)",
-            operations.len()
-        )));
-    }
     let mut patched = group.clone();
-    for (index, operation) in operations.iter().enumerate() {
-        operate(&mut patched, operation).map_err(|e| ScimError {
-            detail: format!("Operations[{index}]: {}", e.detail),
-            ..e
-        })?;
-    }
+    for_each_operation(body, |operation| operate(&mut patched, operation))?;
     if patched.members.len() > MAX_GROUP_MEMBERS {
         return Err(ScimError::invalid_value(format!(
             "members: the group would have {} members, more than {MAX_GROUP_MEMBERS}",
@@ -272,27 +230,10 @@ pub fn patch(group: &Group, body: &Value) -> Result<Group, ScimError> {
     Ok(patched)
 }
 
-fn operate(group: &mut Group, operation: &Value) -> Result<(), ScimError> {
-    let Value::Object(fields) = operation else {
-        return Err(ScimError::invalid_syntax("an operation must be an object"));
-    };
-    let op = match get_ci(fields, "op").and_then(Value::as_str) {
-        Some(op) if op.eq_ignore_ascii_case("add") => Op::Add,
-        Some(op) if op.eq_ignore_ascii_case("replace") => Op::Replace,
-        Some(op) if op.eq_ignore_ascii_case("remove") => Op::Remove,
-        _ => {
-            return Err(ScimError::invalid_syntax(
-                "op must be add, replace or remove",
-            ))
-        }
-    };
-    let value = get_ci(fields, "value");
-    let path = match get_ci(fields, "path") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(path)) if path.trim().is_empty() => None,
-        Some(Value::String(path)) => Some(path.as_str()),
-        Some(_) => return Err(ScimError::invalid_path("path must be a string")),
-    };
+fn operate(group: &mut Group, operation: Operation<'_>) -> Result<(), ScimError> {
+    let Operation { op, path, value } = operation;
+    // A blank path is no path.
+    let path = path.filter(|path| !path.trim().is_empty());
     match (path, op) {
         (Some(path), _) => at_path(group, op, &group_path(path)?, value),
         (None, Op::Remove) => Err(ScimError::no_target("remove needs a path")),
@@ -537,6 +478,7 @@ pub fn render(id: &str, group: &Group, base: &str, meta: &Meta) -> Map<String, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::schema::{MAX_OPERATIONS, PATCH_OP};
 
     const ANN: &str = "6f1c1f5e-0a4b-4c55-9d0e-6a1d3b2f0a01";
     const BOB: &str = "6f1c1f5e-0a4b-4c55-9d0e-6a1d3b2f0a02";

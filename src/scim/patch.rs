@@ -14,14 +14,28 @@ use super::resource::{base_mut, check, coerce, coerce_item, tidy, Attributes};
 use super::schema::{schemas, Attribute, Mutability, Owner, ENTERPRISE, MAX_OPERATIONS, PATCH_OP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Add,
     Replace,
     Remove,
 }
 
-/// Applies a PatchOp request body to `attributes`, or says what is wrong with it.
-pub fn apply(attributes: &Attributes, body: &Value) -> Result<Attributes, ScimError> {
+/// One operation of a PatchOp body: what it does, its `path` (`None` when absent or null)
+/// and its `value`.
+pub(super) struct Operation<'a> {
+    pub op: Op,
+    pub path: Option<&'a str>,
+    pub value: Option<&'a Value>,
+}
+
+/// Reads a PatchOp request body (its `schemas`, at most [`MAX_OPERATIONS`] `Operations`, each
+/// an object with `op`, `path` and `value`) and hands each operation to `apply` in order; an
+/// error, the body's or an operation's, names the operation it is in. Users and Groups share
+/// it, each applying the operations to a copy of its own.
+pub(super) fn for_each_operation<'a>(
+    body: &'a Value,
+    mut apply: impl FnMut(Operation<'a>) -> Result<(), ScimError>,
+) -> Result<(), ScimError> {
     let Value::Object(fields) = body else {
         return Err(ScimError::invalid_syntax("the body must be a JSON object"));
     };
@@ -51,20 +65,17 @@ pub fn apply(attributes: &Attributes, body: &Value) -> Result<Attributes, ScimEr
             operations.len()
         )));
     }
-    let mut patched = attributes.clone();
     for (index, operation) in operations.iter().enumerate() {
         let at = |e: ScimError| ScimError {
             detail: format!("Operations[{index}]: {}", e.detail),
             ..e
         };
-        operate(&mut patched, operation).map_err(at)?;
+        read_operation(operation).and_then(&mut apply).map_err(at)?;
     }
-    tidy(&mut patched);
-    check(&patched)?;
-    Ok(patched)
+    Ok(())
 }
 
-fn operate(attributes: &mut Attributes, operation: &Value) -> Result<(), ScimError> {
+fn read_operation(operation: &Value) -> Result<Operation<'_>, ScimError> {
     let Value::Object(fields) = operation else {
         return Err(ScimError::invalid_syntax("an operation must be an object"));
     };
@@ -84,6 +95,20 @@ fn operate(attributes: &mut Attributes, operation: &Value) -> Result<(), ScimErr
         Some(Value::String(path)) => Some(path.as_str()),
         Some(_) => return Err(ScimError::invalid_path("path must be a string")),
     };
+    Ok(Operation { op, path, value })
+}
+
+/// Applies a PatchOp request body to `attributes`, or says what is wrong with it.
+pub fn apply(attributes: &Attributes, body: &Value) -> Result<Attributes, ScimError> {
+    let mut patched = attributes.clone();
+    for_each_operation(body, |operation| operate(&mut patched, operation))?;
+    tidy(&mut patched);
+    check(&patched)?;
+    Ok(patched)
+}
+
+fn operate(attributes: &mut Attributes, operation: Operation<'_>) -> Result<(), ScimError> {
+    let Operation { op, path, value } = operation;
     match (path, op) {
         (Some(path), _) => at_path(attributes, op, &parse_path(path)?, value),
         (None, Op::Remove) => Err(ScimError::no_target("remove needs a path")),
