@@ -77,38 +77,7 @@ impl State {
 
     /// Each organization's roster rows and what invite-sync owns in it.
     fn holding(&self) -> HashMap<String, Holding> {
-        let mut holding: HashMap<String, Holding> = HashMap::new();
-        for row in &self.rows {
-            let reference = match row {
-                Ok(row) => row.organization.as_str(),
-                Err(invalid) => invalid.organization.trim_matches(' '),
-            };
-            if let Some(Resolution::Found(organization)) = self.resolved.get(reference) {
-                holding.entry(organization.id.clone()).or_default().rows += 1;
-            }
-        }
-        for (id, holdings) in &self.holdings {
-            let owned_pending = holdings
-                .invitations
-                .iter()
-                .filter(|i| i.status == InvitationStatus::Pending)
-                .filter(|i| {
-                    self.ledger.iter().any(|e| {
-                        e.owned
-                            && e.kind == MembershipKind::Invitation
-                            && e.clerk_id.as_deref() == Some(i.id.as_str())
-                    })
-                })
-                .count();
-            let owned_members = self
-                .ledger
-                .iter()
-                .filter(|e| e.owned && &e.organization_id == id)
-                .filter(|e| matches!(e.state, MembershipState::Member | MembershipState::Accepted))
-                .count();
-            holding.entry(id.clone()).or_default().owned = owned_pending + owned_members;
-        }
-        holding
+        holding(&self.rows, &self.ledger, &self.resolved, &self.holdings)
     }
 
     /// The organizations the pass looked at, by id.
@@ -117,8 +86,49 @@ impl State {
     }
 }
 
+/// Each organization's roster rows and what invite-sync owns in it: what the guard weighs
+/// the removals against (the pass's and the preview's).
+pub(super) fn holding(
+    rows: &[MembershipRosterRow],
+    ledger: &[MembershipLedgerEntry],
+    resolved: &HashMap<String, Resolution>,
+    holdings: &HashMap<String, Holdings>,
+) -> HashMap<String, Holding> {
+    let mut holding: HashMap<String, Holding> = HashMap::new();
+    for row in rows {
+        let reference = match row {
+            Ok(row) => row.organization.as_str(),
+            Err(invalid) => invalid.organization.trim_matches(' '),
+        };
+        if let Some(Resolution::Found(organization)) = resolved.get(reference) {
+            holding.entry(organization.id.clone()).or_default().rows += 1;
+        }
+    }
+    for (id, held) in holdings {
+        let owned_pending = held
+            .invitations
+            .iter()
+            .filter(|i| i.status == InvitationStatus::Pending)
+            .filter(|i| {
+                ledger.iter().any(|e| {
+                    e.owned
+                        && e.kind == MembershipKind::Invitation
+                        && e.clerk_id.as_deref() == Some(i.id.as_str())
+                })
+            })
+            .count();
+        let owned_members = ledger
+            .iter()
+            .filter(|e| e.owned && &e.organization_id == id)
+            .filter(|e| matches!(e.state, MembershipState::Member | MembershipState::Accepted))
+            .count();
+        holding.entry(id.clone()).or_default().owned = owned_pending + owned_members;
+    }
+    holding
+}
+
 /// What the plan takes away: revocations (a replacement's too) and removals.
-fn removals(plan: &Plan) -> Vec<Removal> {
+pub(super) fn removals(plan: &Plan) -> Vec<Removal> {
     plan.items
         .iter()
         .filter_map(|item| {
@@ -163,7 +173,7 @@ fn removals(plan: &Plan) -> Vec<Removal> {
 }
 
 /// An invitation as the plan reads it; `None` for an address that does not parse.
-fn invitation(invitation: &OrganizationInvitation) -> Option<Invitation> {
+pub(super) fn invitation(invitation: &OrganizationInvitation) -> Option<Invitation> {
     Some(Invitation {
         id: invitation.id.clone(),
         email: Email::parse(&invitation.email_address).ok()?,
@@ -184,7 +194,7 @@ fn status(status: crate::clerk::InvitationStatus) -> InvitationStatus {
 }
 
 /// A membership as the plan reads it; `None` without a user.
-fn member(membership: &OrganizationMembership) -> Option<Member> {
+pub(super) fn member(membership: &OrganizationMembership) -> Option<Member> {
     Some(Member {
         user_id: membership.user_id()?.to_owned(),
         email: membership.identifier().and_then(|i| Email::parse(i).ok()),

@@ -9,15 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::guard::{self, Holding, Removal, Target, Verdict};
+use super::guard::{self, Verdict};
+use super::observe::{holding, invitation, member, removals};
 use super::plan::{
-    self, Category, Holdings, Invitation, InvitationStatus, Item, Member, MembershipKind,
+    self, Category, Holdings, Invitation, InvitationStatus, Item, MembershipKind,
     MembershipLedgerEntry, MembershipRosterRow, MembershipState, Organization, Plan, Resolution,
     Room, Wait,
 };
 use super::{refused_credentials, MembershipReport};
 use crate::clerk::budget::{bulk_reach, Budget, Invitations};
-use crate::clerk::organization::{OrganizationInvitation, OrganizationMembership};
 use crate::clerk::{ClientError, OrganizationRefusal};
 use crate::domain::Email;
 use crate::reconcile::Reconciler;
@@ -749,112 +749,4 @@ impl Read<'_> {
             }
         }
     }
-}
-
-/// What the plan takes away: revocations (a replacement's too) and removals.
-fn removals(plan: &Plan) -> Vec<Removal> {
-    plan.items
-        .iter()
-        .filter_map(|item| {
-            let (organization_id, email, target) = match item {
-                Item::Revoke {
-                    organization_id,
-                    email,
-                    invitation_id,
-                } => (
-                    organization_id,
-                    email.clone(),
-                    Target::Invitation(invitation_id.clone()),
-                ),
-                Item::Replace {
-                    organization_id,
-                    row,
-                    invitation_id,
-                    ..
-                } => (
-                    organization_id,
-                    row.email.clone(),
-                    Target::Invitation(invitation_id.clone()),
-                ),
-                Item::RemoveMember {
-                    organization_id,
-                    email,
-                    user_id,
-                } => (
-                    organization_id,
-                    email.clone(),
-                    Target::Member(user_id.clone()),
-                ),
-                _ => return None,
-            };
-            Some(Removal {
-                organization_id: organization_id.clone(),
-                email,
-                target,
-            })
-        })
-        .collect()
-}
-
-/// Each organization's roster rows and what invite-sync owns in it.
-fn holding(
-    rows: &[MembershipRosterRow],
-    ledger: &[MembershipLedgerEntry],
-    resolved: &HashMap<String, Resolution>,
-    holdings: &HashMap<String, Holdings>,
-) -> HashMap<String, Holding> {
-    let mut holding: HashMap<String, Holding> = HashMap::new();
-    for row in rows {
-        let reference = match row {
-            Ok(row) => row.organization.as_str(),
-            Err(invalid) => invalid.organization.trim_matches(' '),
-        };
-        if let Some(Resolution::Found(organization)) = resolved.get(reference) {
-            holding.entry(organization.id.clone()).or_default().rows += 1;
-        }
-    }
-    for (id, held) in holdings {
-        let owned_pending = held
-            .invitations
-            .iter()
-            .filter(|i| i.status == InvitationStatus::Pending)
-            .filter(|i| {
-                ledger.iter().any(|e| {
-                    e.owned
-                        && e.kind == MembershipKind::Invitation
-                        && e.clerk_id.as_deref() == Some(i.id.as_str())
-                })
-            })
-            .count();
-        let owned_members = ledger
-            .iter()
-            .filter(|e| e.owned && &e.organization_id == id)
-            .filter(|e| matches!(e.state, MembershipState::Member | MembershipState::Accepted))
-            .count();
-        holding.entry(id.clone()).or_default().owned = owned_pending + owned_members;
-    }
-    holding
-}
-
-fn invitation(invitation: &OrganizationInvitation) -> Option<Invitation> {
-    Some(Invitation {
-        id: invitation.id.clone(),
-        email: Email::parse(&invitation.email_address).ok()?,
-        role: invitation.role.clone(),
-        status: match invitation.status {
-            crate::clerk::InvitationStatus::Pending => InvitationStatus::Pending,
-            crate::clerk::InvitationStatus::Accepted => InvitationStatus::Accepted,
-            crate::clerk::InvitationStatus::Revoked => InvitationStatus::Revoked,
-            crate::clerk::InvitationStatus::Expired => InvitationStatus::Expired,
-        },
-        created_at: invitation.created_at,
-    })
-}
-
-fn member(membership: &OrganizationMembership) -> Option<Member> {
-    Some(Member {
-        user_id: membership.user_id()?.to_owned(),
-        email: membership.identifier().and_then(|i| Email::parse(i).ok()),
-        role: membership.role.clone(),
-    })
 }
