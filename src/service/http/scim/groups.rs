@@ -26,7 +26,7 @@ use crate::store::scim_groups::{
     self as store, Candidates, Member, ScanKey, ScimGroup, WriteError,
 };
 
-use super::read::{query_params, Page, Projection, Search, SCAN_CHUNK};
+use super::read::{query_params, render_matching, Page, Projection, Search, SCAN_CHUNK};
 use super::request::{
     base_url, body_of, internal, json_body, off_runtime, path_id, scim_json, Authorized,
 };
@@ -419,18 +419,16 @@ pub(super) async fn group_page(
                 members.entry(group).or_default().push(member);
             }
         }
-        let wanted = if page.full {
-            0
-        } else {
-            search.count - page.resources.len()
-        };
+        let wanted = page.room(search.count);
         let first = skip.saturating_sub(matched);
         let (found, rendered) = {
             let (search, base) = (search.clone(), base.clone());
             off_runtime(move || {
-                Ok(render_matching(
-                    &groups, &members, &base, &search, first, wanted,
-                ))
+                let groups = groups.iter().map(|group| {
+                    let members = members.get(&group.id).map_or(&[][..], Vec::as_slice);
+                    rendered(group, members, &base)
+                });
+                Ok(render_matching(groups, &search, first, wanted))
             })
             .await?
         };
@@ -449,39 +447,6 @@ pub(super) async fn group_page(
         matched
     };
     Ok((total, page))
-}
-
-/// Of `groups`, how many match the search's filter, and the matches from the `first`-th
-/// on, at most `wanted` of them, rendered, projected and serialised.
-fn render_matching(
-    groups: &[ScimGroup],
-    members: &HashMap<Uuid, Vec<Member>>,
-    base: &str,
-    search: &Search,
-    first: usize,
-    wanted: usize,
-) -> (usize, Vec<String>) {
-    let mut found = 0;
-    let mut out = Vec::new();
-    for group in groups {
-        let resource = rendered(
-            group,
-            members.get(&group.id).map_or(&[][..], Vec::as_slice),
-            base,
-        );
-        if !search
-            .filter
-            .as_ref()
-            .is_none_or(|f| filter::matches(f, &resource))
-        {
-            continue;
-        }
-        if found >= first && out.len() < wanted {
-            out.push(search.projection.apply(resource).to_string());
-        }
-        found += 1;
-    }
-    (found, out)
 }
 
 pub(super) async fn list(

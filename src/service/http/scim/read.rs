@@ -341,6 +341,15 @@ impl Page {
         self.resources.push(resource);
     }
 
+    /// How many more of `count` resources the page takes: none once it is full.
+    pub(super) fn room(&self, count: usize) -> usize {
+        if self.full {
+            0
+        } else {
+            count.saturating_sub(self.resources.len())
+        }
+    }
+
     pub(super) fn answer(self, total: usize, start_index: usize) -> Response {
         let mut body = format!(
             r#"{{"schemas":[{}],"totalResults":{total},"startIndex":{start_index},"itemsPerPage":{},"Resources":["#,
@@ -409,8 +418,11 @@ pub(super) async fn user_page(
             let last_chunk = users.len() < want;
             let rendered = {
                 let (search, base) = (search.clone(), base.clone());
-                off_runtime(move || Ok(render_matching(&users, &base, &search, 0, usize::MAX)))
-                    .await?
+                off_runtime(move || {
+                    let users = users.iter().map(|user| rendered_user(user, &base));
+                    Ok(render_matching(users, &search, 0, usize::MAX))
+                })
+                .await?
             };
             for resource in rendered.1 {
                 page.push(resource, search.count);
@@ -429,16 +441,15 @@ pub(super) async fn user_page(
             after = users.last().map(ScimUser::scan_key);
             let last_chunk = users.len() < SCAN_CHUNK;
             // The page's window of matches, as far as this chunk can reach it.
-            let wanted = if page.full {
-                0
-            } else {
-                search.count - page.resources.len()
-            };
+            let wanted = page.room(search.count);
             let first = skip.saturating_sub(matched);
             let (found, rendered) = {
                 let (search, base) = (search.clone(), base.clone());
-                off_runtime(move || Ok(render_matching(&users, &base, &search, first, wanted)))
-                    .await?
+                off_runtime(move || {
+                    let users = users.iter().map(|user| rendered_user(user, &base));
+                    Ok(render_matching(users, &search, first, wanted))
+                })
+                .await?
             };
             matched += found;
             for resource in rendered {
@@ -454,19 +465,18 @@ pub(super) async fn user_page(
     Ok((total, page))
 }
 
-/// Of `users`, how many match the search's filter, and the matches from the `first`-th (of
-/// this chunk's matches) on, at most `wanted` of them, rendered, projected and serialised.
-fn render_matching(
-    users: &[ScimUser],
-    base: &str,
+/// Of `resources` (users or groups, rendered as they come), how many match the search's
+/// filter, and the matches from the `first`-th (of this chunk's matches) on, at most `wanted`
+/// of them, projected and serialised.
+pub(super) fn render_matching(
+    resources: impl IntoIterator<Item = Map<String, Value>>,
     search: &Search,
     first: usize,
     wanted: usize,
 ) -> (usize, Vec<String>) {
     let mut found = 0;
     let mut rendered = Vec::new();
-    for user in users {
-        let resource = rendered_user(user, base);
+    for resource in resources {
         if !search
             .filter
             .as_ref()

@@ -26,11 +26,7 @@ pub(super) async fn all(
     let (users, mut page) = user_page(&state, &headers, search.clone()).await?;
     // The groups' part of the page: from where the list reaches past the users, and only as
     // many as the users left room for (none, but counted, when they filled it).
-    let room = if page.full {
-        0
-    } else {
-        count.saturating_sub(page.resources.len())
-    };
+    let room = page.room(count);
     let groups_search = Search {
         start_index: start_index.saturating_sub(users).max(1),
         count: room,
