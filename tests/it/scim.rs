@@ -45,51 +45,8 @@ async fn harness(extra: &[(&str, &str)]) -> Harness {
 /// The SCIM requests, to a service started with `Service::http_alone` (no worker runs: the
 /// test drives cycles) or `Service::start`.
 impl Service {
-    async fn call_with(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.request(
-            method.clone(),
-            format!("http://{}/scim/v2{path}", self.addr),
-        );
-        if let Some(token) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/scim+json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let text = response.text().await.expect("the body can be read");
-        if text.is_empty() {
-            return (status, Value::Null);
-        }
-        assert_eq!(
-            content_type, "application/scim+json",
-            "{method} {path}: {status} {text}"
-        );
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-        (status, body)
-    }
-
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        self.call_with(method, path, Some(TOKEN), body).await
+        self.scim_call(method, path, Some(TOKEN), body).await
     }
 
     async fn expect(
@@ -392,12 +349,12 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
 
     // Tokens: none or a wrong one is 401; the rotated one works.
     for token in [None, Some("scim-token-wrong-0123456789")] {
-        let (status, body) = scim.call_with(Method::GET, "/Users", token, None).await;
+        let (status, body) = scim.scim_call(Method::GET, "/Users", token, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert_eq!(body["schemas"], json!([ERROR]));
     }
     let (status, _) = scim
-        .call_with(
+        .scim_call(
             Method::POST,
             "/Users",
             None,
@@ -406,7 +363,7 @@ async fn refusals_are_scim_errors_with_the_right_status_and_write_nothing() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = scim
-        .call_with(Method::GET, &user, Some(ROTATED_TOKEN), None)
+        .scim_call(Method::GET, &user, Some(ROTATED_TOKEN), None)
         .await;
     assert_eq!(status, StatusCode::OK);
 

@@ -13,7 +13,7 @@ use invite_sync::clerk::InvitationStatus;
 use invite_sync::reconcile::memberships::guard::HoldReason;
 use invite_sync::reconcile::Request;
 use invite_sync::store::group_memberships;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -71,31 +71,7 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (StatusCode, Value) {
-    let mut request = scim
-        .client
-        .request(
-            method.clone(),
-            format!("http://{}/scim/v2{path}", scim.addr),
-        )
-        .header(AUTHORIZATION, format!("Bearer {TOKEN}"));
-    if let Some(body) = body {
-        request = request
-            .header(CONTENT_TYPE, "application/scim+json")
-            .body(body.to_string());
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = response.status();
-    let text = response.text().await.expect("the body can be read");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
-    };
-    (status, body)
+    scim.scim_call(method, path, Some(TOKEN), body).await
 }
 
 async fn expect(

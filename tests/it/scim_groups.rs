@@ -5,7 +5,6 @@
 //! which writes nothing. What a group means for the membership roster is tested in
 //! scim_group_orgs.rs.
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -25,40 +24,6 @@ async fn harness() -> Harness {
 struct Scim<'a>(&'a Service);
 
 impl Scim<'_> {
-    async fn call_with(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let service = self.0;
-        let mut request = service.client.request(
-            method.clone(),
-            format!("http://{}/scim/v2{path}", service.addr),
-        );
-        if let Some(token) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/scim+json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status();
-        let text = response.text().await.expect("the body can be read");
-        if text.is_empty() {
-            return (status, Value::Null);
-        }
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-        (status, body)
-    }
-
     async fn expect(
         &self,
         method: Method,
@@ -67,7 +32,8 @@ impl Scim<'_> {
         status: StatusCode,
     ) -> Value {
         let (got, answer) = self
-            .call_with(method.clone(), path, Some(TOKEN), body)
+            .0
+            .scim_call(method.clone(), path, Some(TOKEN), body)
             .await;
         assert_eq!(got, status, "{method} {path}: {answer}");
         answer
@@ -574,7 +540,8 @@ async fn every_refusal_is_a_scim_error_and_writes_nothing() {
     ] {
         for token in [None, Some("scim-groups-token-wrong-0000")] {
             let (status, body) = scim
-                .call_with(
+                .0
+                .scim_call(
                     method.clone(),
                     &path,
                     token,
@@ -755,7 +722,8 @@ async fn every_refusal_is_a_scim_error_and_writes_nothing() {
     ];
     for (method, path, body, status, kind) in refusals {
         let (got, answer) = scim
-            .call_with(method.clone(), &path, Some(TOKEN), body.as_ref())
+            .0
+            .scim_call(method.clone(), &path, Some(TOKEN), body.as_ref())
             .await;
         assert_eq!(got, status, "{method} {path}: {answer}");
         assert_eq!(answer["schemas"], json!([ERROR]), "{method} {path}");

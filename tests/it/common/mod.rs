@@ -213,6 +213,55 @@ pub struct Service {
 }
 
 impl Service {
+    /// A request to the SCIM endpoint (`/scim/v2{path}`), with `token` as its bearer and
+    /// `body` as `application/scim+json`: the status and the answer's JSON (`Null` when
+    /// empty), whose `Content-Type` must be `application/scim+json`.
+    pub async fn scim_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+        let mut request = self.client.request(
+            method.clone(),
+            format!("http://{}/scim/v2{path}", self.addr),
+        );
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/scim+json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("the body can be read");
+        if text.is_empty() {
+            return (status, serde_json::Value::Null);
+        }
+        assert_eq!(
+            content_type, "application/scim+json",
+            "{method} {path}: {status} {text}"
+        );
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, body)
+    }
+}
+
+impl Service {
     /// The whole service as `invite-sync run` serves it (`service::run`: the worker and its
     /// start cycle, the schedule, the change listener, housekeeping and HTTP); an admin
     /// listener only if the settings name one.
