@@ -95,40 +95,51 @@ impl Tally {
             Operation::ListInvitations,
             Operation::RevokeInvitation,
         ][rng.gen_range(0..4)];
-        let (name, kind) = match rng.gen_range(0..5) {
-            0 => (
-                "5xx before applying",
-                FaultKind::Status {
-                    status: [500, 502, 503][rng.gen_range(0..3)],
-                    retry_after: None,
-                },
-            ),
-            1 => (
-                "5xx after applying",
-                FaultKind::StatusAfterApply {
-                    status: [500, 502, 503][rng.gen_range(0..3)],
-                },
-            ),
-            2 => ("dropped after applying", FaultKind::DropAfterApply),
-            3 => ("latency, then dropped", FaultKind::Hang),
-            _ => (
-                "429 with Retry-After",
-                FaultKind::Status {
-                    status: 429,
-                    retry_after: Some(1),
-                },
-            ),
-        };
-        h.sim.inject_fault(Fault::new(operation, 1, kind));
-        *self
-            .faults
-            .entry(format!("{name} ({})", operation.as_str()))
-            .or_default() += 1;
+        inject_fault(h, rng, operation, &mut self.faults);
     }
 
     fn injected(&self) -> usize {
         self.faults.values().sum()
     }
+}
+
+/// Injects one fault of a random kind on `operation` in the simulator, counting it in `faults`
+/// by kind and operation: a 5xx before or after the call is applied, a connection dropped
+/// after it is applied, latency then a dropped connection, or a 429 with `Retry-After`.
+pub(crate) fn inject_fault(
+    h: &Harness,
+    rng: &mut StdRng,
+    operation: Operation,
+    faults: &mut BTreeMap<String, usize>,
+) {
+    let (name, kind) = match rng.gen_range(0..5) {
+        0 => (
+            "5xx before applying",
+            FaultKind::Status {
+                status: [500, 502, 503][rng.gen_range(0..3)],
+                retry_after: None,
+            },
+        ),
+        1 => (
+            "5xx after applying",
+            FaultKind::StatusAfterApply {
+                status: [500, 502, 503][rng.gen_range(0..3)],
+            },
+        ),
+        2 => ("dropped after applying", FaultKind::DropAfterApply),
+        3 => ("latency, then dropped", FaultKind::Hang),
+        _ => (
+            "429 with Retry-After",
+            FaultKind::Status {
+                status: 429,
+                retry_after: Some(1),
+            },
+        ),
+    };
+    h.sim.inject_fault(Fault::new(operation, 1, kind));
+    *faults
+        .entry(format!("{name} ({})", operation.as_str()))
+        .or_default() += 1;
 }
 
 /// What the simulator holds, checked against the roster and the invitations made by hand.

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::common::{people, wait_for, Harness, Proc};
-use crate::faults::{kill_after_calls, overrides, seeded_rng, CONVERGE, HANG};
+use crate::faults::{inject_fault, kill_after_calls, overrides, seeded_rng, CONVERGE, HANG};
 
 /// One person in one organization: (organization id, lower-cased address).
 type Pair = (String, String);
@@ -399,35 +399,7 @@ impl Tally {
     /// Injects one fault of a random kind on a random organization call.
     fn inject(&mut self, h: &Harness, rng: &mut StdRng, operations: &[Operation]) {
         let operation = operations[rng.gen_range(0..operations.len())];
-        let (name, kind) = match rng.gen_range(0..5) {
-            0 => (
-                "5xx before applying",
-                FaultKind::Status {
-                    status: [500, 502, 503][rng.gen_range(0..3)],
-                    retry_after: None,
-                },
-            ),
-            1 => (
-                "5xx after applying",
-                FaultKind::StatusAfterApply {
-                    status: [500, 502, 503][rng.gen_range(0..3)],
-                },
-            ),
-            2 => ("dropped after applying", FaultKind::DropAfterApply),
-            3 => ("latency, then dropped", FaultKind::Hang),
-            _ => (
-                "429 with Retry-After",
-                FaultKind::Status {
-                    status: 429,
-                    retry_after: Some(1),
-                },
-            ),
-        };
-        h.sim.inject_fault(Fault::new(operation, 1, kind));
-        *self
-            .faults
-            .entry(format!("{name} ({})", operation.as_str()))
-            .or_default() += 1;
+        inject_fault(h, rng, operation, &mut self.faults);
     }
 
     fn injected(&self) -> usize {
