@@ -415,17 +415,7 @@ async fn adopt(http: &reqwest::Client, root: &str, rows: usize) -> anyhow::Resul
         .collect()
         .await;
     anyhow::ensure!(created.iter().all(|c| *c), "a bulk create failed");
-    let invitations: Vec<Value> = http
-        .get(format!("{root}/_sim/invitations"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        invitations.len() == rows,
-        "adoption made {} invitations for {rows} people",
-        invitations.len()
-    );
+    let invitations = sim_invitations(http, root, rows, "adoption").await?;
     let ids: Vec<String> = invitations
         .iter()
         .filter(|i| {
@@ -433,19 +423,11 @@ async fn adopt(http: &reqwest::Client, root: &str, rows: usize) -> anyhow::Resul
         })
         .filter_map(|i| i["id"].as_str().map(str::to_owned))
         .collect();
-    let accepted: Vec<bool> = futures_util::stream::iter(ids)
-        .map(|id| {
-            let request = http
-                .post(format!("{root}/_sim/invitations/{id}/accept"))
-                .send();
-            async move { request.await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let accepted = accept(http, root, ids).await?;
     anyhow::ensure!(
-        accepted.len() == rows / 2 && accepted.iter().all(|a| *a),
-        "an acceptance failed"
+        accepted == rows / 2,
+        "{accepted} invitations accepted, not {}",
+        rows / 2
     );
     eprintln!(
         "made {rows} invitations before invite-sync ({} accepted) in {:.0} s",
@@ -505,33 +487,13 @@ async fn seed(
         .stderr(Stdio::null())
         .status()?;
     anyhow::ensure!(synced.success(), "the seeding cycle failed: {synced:?}");
-    let invitations: Vec<Value> = http
-        .get(format!("{root}/_sim/invitations"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        invitations.len() == rows,
-        "seeding made {} invitations for {rows} people",
-        invitations.len()
-    );
+    let invitations = sim_invitations(http, root, rows, "seeding").await?;
     let ids: Vec<String> = invitations
         .iter()
         .take(rows / 2)
         .filter_map(|i| i["id"].as_str().map(str::to_owned))
         .collect();
-    let accepted: Vec<bool> = futures_util::stream::iter(ids)
-        .map(|id| {
-            let request = http
-                .post(format!("{root}/_sim/invitations/{id}/accept"))
-                .send();
-            async move { request.await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    anyhow::ensure!(accepted.iter().all(|a| *a), "an acceptance failed");
+    accept(http, root, ids).await?;
     for args in [&["sync", "--full"][..], &["sync"][..]] {
         let status = Command::new(service)
             .args(args)
@@ -550,4 +512,42 @@ async fn seed(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The simulator's invitations, which `what` must have made one of for each of `rows` people.
+async fn sim_invitations(
+    http: &reqwest::Client,
+    root: &str,
+    rows: usize,
+    what: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let invitations: Vec<Value> = http
+        .get(format!("{root}/_sim/invitations"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        invitations.len() == rows,
+        "{what} made {} invitations for {rows} people",
+        invitations.len()
+    );
+    Ok(invitations)
+}
+
+/// Accepts these invitations in the simulator, 16 at a time; how many it accepted (all, or
+/// an error).
+async fn accept(http: &reqwest::Client, root: &str, ids: Vec<String>) -> anyhow::Result<usize> {
+    let accepted: Vec<bool> = futures_util::stream::iter(ids)
+        .map(|id| {
+            let request = http
+                .post(format!("{root}/_sim/invitations/{id}/accept"))
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    anyhow::ensure!(accepted.iter().all(|a| *a), "an acceptance failed");
+    Ok(accepted.len())
 }
