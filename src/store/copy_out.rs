@@ -26,7 +26,8 @@ pub struct Tuple<'a> {
 }
 
 impl<'a> Tuple<'a> {
-    /// A tuple of these fields' bytes (a row the driver decoded, read the same way).
+    /// A tuple of these fields' bytes (a row the driver decoded, read the same way: see
+    /// [`row_fields`]).
     pub fn new(fields: &'a [Option<&'a [u8]>]) -> Tuple<'a> {
         Tuple { fields }
     }
@@ -277,6 +278,22 @@ fn be_i16(bytes: &[u8], at: usize) -> Option<i16> {
 fn be_i32(bytes: &[u8], at: usize) -> Option<i32> {
     let bytes: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
     Some(i32::from_be_bytes(bytes))
+}
+
+/// The fields of a row the driver read, each a value's bytes in its type's binary form (as a
+/// copy sends them) or NULL, for [`Tuple::new`]: one decoding serves both reads. The driver
+/// asks for every value in binary; one that came otherwise is given as a byte no decoding
+/// takes (0xFF), so that it names the column rather than being misread.
+pub fn row_fields(row: &sqlx::postgres::PgRow) -> Vec<Option<&[u8]>> {
+    use sqlx::postgres::PgValueFormat;
+    use sqlx::{Row as _, ValueRef as _};
+    (0..row.len())
+        .map(|index| match row.try_get_raw(index) {
+            Ok(value) if value.is_null() => None,
+            Ok(value) if value.format() == PgValueFormat::Binary => value.as_bytes().ok(),
+            _ => Some(&[0xff][..]),
+        })
+        .collect()
 }
 
 /// A SQL string literal of `text`, for a statement that takes no bound parameters (the

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::{PgExecutor, Row, ValueRef};
 
-use super::copy_out::Tuple;
+use super::copy_out::{row_fields, Tuple};
 use crate::domain::{DesiredRow, Email, InvalidRow};
 
 /// A roster row as read: the row, or why it could not be read.
@@ -211,17 +211,7 @@ pub(super) fn decode(row: &Tuple<'_>) -> RosterRow {
 /// A row of [`select`] as the driver reads it (all in binary form, as a copy's): the same row
 /// [`decode`] makes of it.
 pub(super) fn decode_row(row: &PgRow) -> RosterRow {
-    let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(row.len());
-    for index in 0..row.len() {
-        let value = match row.try_get_raw(index) {
-            Ok(value) if value.is_null() => None,
-            Ok(value) if value.format() == PgValueFormat::Binary => value.as_bytes().ok(),
-            // Not to be read as the copy reads it: the decoding names the column.
-            _ => Some(&[0xff][..]),
-        };
-        fields.push(value);
-    }
-    decode(&Tuple::new(&fields))
+    decode(&Tuple::new(&row_fields(row)))
 }
 
 /// When a row read by [`select`] was written, if that can be read.

@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::copy_out::Tuple;
+use super::copy_out::{row_fields, Tuple};
 use super::desired::PgTime;
 use super::{CorruptLedgerRow, StoreError};
 use crate::clerk::Invitation;
@@ -99,32 +99,11 @@ pub const BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owne
 
 /// A row of [`BY_EMAIL`].
 pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
-    use sqlx::Row as _;
-    // By position, in the order of the query's columns, and unchecked (the query names each
-    // column's type): no lookup by name nor type check for every value of a ledger read
-    // whole.
-    Row {
-        id: row.try_get_unchecked(0)?,
-        email: row.try_get_unchecked(1)?,
-        clerk_invitation_id: row.try_get_unchecked(2)?,
-        state: row.try_get_unchecked(3)?,
-        owned: row.try_get_unchecked(4)?,
-        row_digest: row.try_get_unchecked(5)?,
-        redirect_url: row.try_get_unchecked(6)?,
-        attempts: row.try_get_unchecked(7)?,
-        last_error_code: row.try_get_unchecked(8)?,
-        last_error: row.try_get_unchecked(9)?,
-        terminal: row.try_get_unchecked(10)?,
-        next_attempt_at: row.try_get_unchecked(11)?,
-        revoked_by_us: row.try_get_unchecked(12)?,
-        created_at: row.try_get_unchecked(13)?,
-        sent_at: row.try_get_unchecked(14)?,
-    }
-    .into_entry()
+    entry_from_tuple(&Tuple::new(&row_fields(row)))
 }
 
-/// A row of [`BY_EMAIL`] as a binary copy sends it ([`super::copy_out`]): the same entry as
-/// [`entry_from_row`] makes of it.
+/// A row of [`BY_EMAIL`] as a binary copy sends it ([`super::copy_out`]), or as the driver
+/// read it ([`entry_from_row`]).
 pub fn entry_from_tuple(row: &Tuple<'_>) -> Result<LedgerEntry, sqlx::Error> {
     let id = row.i64(0).ok().flatten().unwrap_or_default();
     let corrupt = |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
