@@ -64,12 +64,49 @@ impl LedgerState {
 
 /// What the plan knows of one person besides their roster row: their ledger entries, oldest
 /// first (as the ledger holds them; the planner applies what Clerk's listing shows), and what
-/// Clerk said of them as a user.
+/// Clerk said of them as a user. Of an accepted entry only that it exists, how old it is (its
+/// id) and whether invite-sync sent it decide anything, so a read of the whole ledger takes
+/// no more of it ([`AcceptedEntry`]); build one with [`Person::of`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Person {
+    /// The entries in every state but `accepted`.
     pub entries: Vec<LedgerEntry>,
+    /// The entries the ledger holds as accepted.
+    pub accepted: Vec<AcceptedEntry>,
     /// Clerk says the address is a user's.
     pub user: bool,
     /// Clerk deleted the user: what they accepted before does not count.
     pub deleted: bool,
+}
+
+impl Person {
+    /// The person of these entries (oldest first), the accepted ones as [`AcceptedEntry`]s.
+    pub fn of(entries: Vec<LedgerEntry>, user: bool, deleted: bool) -> Person {
+        let (accepted, entries): (Vec<LedgerEntry>, Vec<LedgerEntry>) = entries
+            .into_iter()
+            .partition(|entry| entry.state == LedgerState::Accepted);
+        Person {
+            entries,
+            accepted: accepted.iter().map(AcceptedEntry::of).collect(),
+            user,
+            deleted,
+        }
+    }
+}
+
+/// A ledger entry in the `accepted` state, as the plan reads it: which it is (ids grow with
+/// age) and whether invite-sync sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedEntry {
+    pub id: i64,
+    pub owned: bool,
+}
+
+impl AcceptedEntry {
+    pub fn of(entry: &LedgerEntry) -> AcceptedEntry {
+        AcceptedEntry {
+            id: entry.id,
+            owned: entry.owned,
+        }
+    }
 }

@@ -13,7 +13,7 @@ pub use invitee::{
     roster_key, row_address, DesiredInvitee, DesiredRow, InvalidRow, RowDefaults,
     MAX_METADATA_BYTES,
 };
-pub use ledger::{LedgerEntry, LedgerState, Person};
+pub use ledger::{AcceptedEntry, LedgerEntry, LedgerState, Person};
 pub use membership::{
     check_organization, check_role, is_organization_id, membership_key, DesiredMembership,
     InvalidMembership, KnownOrganization, MembershipKind, MembershipLedgerEntry,

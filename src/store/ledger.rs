@@ -8,7 +8,7 @@ use super::copy_out::{row_fields, Tuple};
 use super::desired::PgTime;
 use super::{CorruptLedgerRow, StoreError};
 use crate::clerk::Invitation;
-use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
+use crate::domain::{AcceptedEntry, DesiredInvitee, Email, LedgerEntry, LedgerState};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -89,20 +89,51 @@ pub async fn live(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
     rows.into_iter().map(Row::into_entry).collect()
 }
 
-/// Every ledger entry of the target (`$1`) by address in byte order (`COLLATE "C"`), oldest
-/// first among one address's: the query of a cursor whose rows decode with
-/// [`entry_from_row`].
-pub const BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest, redirect_url,
-           attempts, last_error_code, last_error, terminal, next_attempt_at, revoked_by_us,
-           created_at, sent_at
-    FROM invite_sync_ledger WHERE target = $1 ORDER BY email COLLATE "C", id"#;
+/// The ledger entries of the target (`$1`) in every state but `accepted`, by address in byte
+/// order (`COLLATE "C"`), oldest first among one address's: the query of a stream or a cursor
+/// whose rows decode with [`entry_from_tuple`] or [`entry_from_row`]. An index holds these
+/// rows alone, so a ledger of people who accepted long ago is not read again here.
+pub const OPEN_BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest,
+           redirect_url, attempts, last_error_code, last_error, terminal, next_attempt_at,
+           revoked_by_us, created_at, sent_at
+    FROM invite_sync_ledger WHERE target = $1 AND state <> 'accepted'
+    ORDER BY email COLLATE "C", id"#;
 
-/// A row of [`BY_EMAIL`].
+/// The target's (`$1`) accepted ledger entries, as much of each as decides anything (the
+/// address, the id and whether invite-sync sent it), in [`OPEN_BY_EMAIL`]'s order: rows that
+/// decode with [`accepted_from_tuple`]. An index holds all three, so the table is not read.
+pub const ACCEPTED_BY_EMAIL: &str = r#"SELECT email, id, owned FROM invite_sync_ledger
+    WHERE target = $1 AND state = 'accepted' ORDER BY email COLLATE "C", id"#;
+
+/// A row of [`ACCEPTED_BY_EMAIL`]: its address and the entry.
+pub fn accepted_from_tuple(row: &Tuple<'_>) -> Result<(String, AcceptedEntry), sqlx::Error> {
+    let id = row.i64(1).ok().flatten().unwrap_or_default();
+    let corrupt = |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
+    let email = row.required_text(0).map_err(corrupt)?;
+    let id = row
+        .i64(1)
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt("id is NULL".to_owned()))?;
+    let owned = row
+        .bool(2)
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt("owned is NULL".to_owned()))?;
+    Ok((email.to_owned(), AcceptedEntry { id, owned }))
+}
+
+/// A row of [`ACCEPTED_BY_EMAIL`] as the driver read it.
+pub fn accepted_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> Result<(String, AcceptedEntry), sqlx::Error> {
+    accepted_from_tuple(&Tuple::new(&row_fields(row)))
+}
+
+/// A row of [`OPEN_BY_EMAIL`] (or of any query of its columns).
 pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
     entry_from_tuple(&Tuple::new(&row_fields(row)))
 }
 
-/// A row of [`BY_EMAIL`] as a binary copy sends it ([`super::copy_out`]), or as the driver
+/// A row of [`OPEN_BY_EMAIL`] as a binary copy sends it ([`super::copy_out`]), or as the driver
 /// read it ([`entry_from_row`]).
 pub fn entry_from_tuple(row: &Tuple<'_>) -> Result<LedgerEntry, sqlx::Error> {
     let id = row.i64(0).ok().flatten().unwrap_or_default();

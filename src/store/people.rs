@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::copy_out::{self, CopyOut, Tuple};
 use super::desired::{self, PgTime, ReadError, RosterRow};
 use super::{ledger, users};
-use crate::domain::{roster_key, row_address, Email, LedgerEntry, Person};
+use crate::domain::{roster_key, row_address, AcceptedEntry, Email, LedgerEntry, Person};
 
 /// Rows fetched from a cursor, and rows handed from a reading task, at a time.
 const BATCH: usize = 1000;
@@ -27,12 +27,12 @@ const BATCH: usize = 1000;
 /// Batches of decoded rows a reading task may run ahead of the merge.
 const AHEAD: usize = 4;
 
-/// The pool size from which the ledger and the known users each stream on a connection of
-/// their own: the roster's, theirs and one for the addresses looked up on their own make
-/// four, and a cycle under `run` also holds the target's lock and the roster-change
-/// listener's. A smaller pool reads the ledger and the users through two cursors in turn on
-/// one connection.
-const STREAMS_FROM: u32 = 6;
+/// The pool size from which the ledger (its accepted entries and the rest apart) and the known
+/// users each stream on a connection of their own: the roster's, their three and one for the
+/// addresses looked up on their own make five, and a cycle under `run` also holds the
+/// target's lock and the roster-change listener's. A smaller pool reads the ledger and the
+/// users through three cursors in turn on one connection.
+const STREAMS_FROM: u32 = 7;
 
 /// The order the roster is read in: by address ([`for_each`]), or the create queue's order
 /// ([`for_each_queued`]).
@@ -114,6 +114,28 @@ impl Keyed for LedgerEntry {
     }
 }
 
+/// An accepted ledger entry and its address.
+struct Accepted {
+    email: String,
+    entry: AcceptedEntry,
+}
+
+impl Keyed for Accepted {
+    fn key(&self) -> &str {
+        &self.email
+    }
+}
+
+fn accepted_tuple(row: &Tuple<'_>) -> Result<Accepted, sqlx::Error> {
+    let (email, entry) = ledger::accepted_from_tuple(row)?;
+    Ok(Accepted { email, entry })
+}
+
+fn accepted_row(row: &PgRow) -> Result<Accepted, sqlx::Error> {
+    let (email, entry) = ledger::accepted_from_row(row)?;
+    Ok(Accepted { email, entry })
+}
+
 /// A known user's address, and whether Clerk deleted them.
 struct KnownUser {
     email: String,
@@ -177,6 +199,21 @@ async fn stream_side<T: Send + 'static>(
             return;
         }
     }
+}
+
+/// A task streaming `select`'s rows (see [`stream_side`]) on a connection that sees
+/// `snapshot`, and the batches it sends.
+async fn side<T: Send + 'static>(
+    pool: &PgPool,
+    snapshot: &str,
+    select: &'static str,
+    target: &str,
+    decode: fn(&Tuple<'_>) -> Result<T, sqlx::Error>,
+) -> Result<Source<T>, sqlx::Error> {
+    let conn = importing(pool, snapshot).await?;
+    let (rows, batches) = mpsc::channel(AHEAD);
+    tokio::spawn(stream_side(conn, select, target.to_owned(), decode, rows));
+    Ok(Source::Streamed(batches))
 }
 
 /// A server-side cursor read a batch at a time, each row decoded with its address.
@@ -559,35 +596,41 @@ async fn stream(
         return reader.finish(merged, relation).await;
     };
     // The ledger and the users as of the roster's snapshot: each streaming on a connection of
-    // its own when the pool allows, else two cursors on one.
-    let (ledger, users, lookups) = if pool.options().get_max_connections() >= STREAMS_FROM {
-        let ledger_conn = importing(pool, &snapshot).await?;
-        let users_conn = importing(pool, &snapshot).await?;
-        let (ledger_rows, ledger) = mpsc::channel(AHEAD);
-        let (user_rows, users) = mpsc::channel(AHEAD);
-        tokio::spawn(stream_side(
-            ledger_conn,
-            ledger::BY_EMAIL,
-            target.to_owned(),
+    // its own when the pool allows, else three cursors on one.
+    let (ledger, accepted, users, lookups) = if pool.options().get_max_connections() >= STREAMS_FROM
+    {
+        let ledger = side(
+            pool,
+            &snapshot,
+            ledger::OPEN_BY_EMAIL,
+            target,
             ledger::entry_from_tuple,
-            ledger_rows,
-        ));
-        tokio::spawn(stream_side(
-            users_conn,
-            users::BY_EMAIL,
-            target.to_owned(),
-            known_user_tuple,
-            user_rows,
-        ));
-        (Source::Streamed(ledger), Source::Streamed(users), None)
+        );
+        let accepted = side(
+            pool,
+            &snapshot,
+            ledger::ACCEPTED_BY_EMAIL,
+            target,
+            accepted_tuple,
+        );
+        let users = side(pool, &snapshot, users::BY_EMAIL, target, known_user_tuple);
+        (ledger.await?, accepted.await?, users.await?, None)
     } else {
         let mut tx = importing(pool, &snapshot).await?;
         let ledger = Cursor::declare(
             &mut tx,
             "invite_sync_ledger_by_email",
-            ledger::BY_EMAIL,
+            ledger::OPEN_BY_EMAIL,
             target,
             ledger::entry_from_row,
+        )
+        .await?;
+        let accepted = Cursor::declare(
+            &mut tx,
+            "invite_sync_accepted_by_email",
+            ledger::ACCEPTED_BY_EMAIL,
+            target,
+            accepted_row,
         )
         .await?;
         let users = Cursor::declare(
@@ -598,7 +641,12 @@ async fn stream(
             known_user,
         )
         .await?;
-        (Source::Cursor(ledger), Source::Cursor(users), Some(tx))
+        (
+            Source::Cursor(ledger),
+            Source::Cursor(accepted),
+            Source::Cursor(users),
+            Some(tx),
+        )
     };
     let mut reader =
         RosterReader::start(roster, desired::select(relation, desired::BY_ADDRESS), true);
@@ -607,6 +655,7 @@ async fn stream(
         snapshot: &snapshot,
         target,
         ledger: Side::new(ledger),
+        accepted: Side::new(accepted),
         users: Side::new(users),
         lookups,
         last_key: None,
@@ -636,6 +685,7 @@ struct Merger<'a> {
     snapshot: &'a str,
     target: &'a str,
     ledger: Side<LedgerEntry>,
+    accepted: Side<Accepted>,
     users: Side<KnownUser>,
     /// The connection addresses are looked up on one at a time (and the cursors read on, when
     /// there are cursors): taken when first needed.
@@ -675,13 +725,19 @@ impl Merger<'_> {
         let person = if key == email.as_str() && in_order {
             // The row's address is the key the streams are ordered by: its person is next.
             let entries = self.ledger.take(&mut self.lookups, &key).await?;
+            let accepted = self.accepted.take(&mut self.lookups, &key).await?;
             let found = self
                 .users
                 .take_first(&mut self.lookups, &key)
                 .await?
                 .map(|user| user.deleted);
             self.last_key = Some(key);
-            person(entries, found)
+            Person {
+                entries,
+                accepted: accepted.into_iter().map(|a| a.entry).collect(),
+                user: found == Some(false),
+                deleted: found == Some(true),
+            }
         } else {
             // An address the database normalises differently: asked for on its own.
             if self.lookups.is_none() {
@@ -783,9 +839,5 @@ pub async fn addresses_queued(
 
 /// `deleted`: whether the address is a known user's (`Some`) and whether Clerk deleted them.
 fn person(entries: Vec<LedgerEntry>, deleted: Option<bool>) -> Person {
-    Person {
-        entries,
-        user: deleted == Some(false),
-        deleted: deleted == Some(true),
-    }
+    Person::of(entries, deleted == Some(false), deleted == Some(true))
 }

@@ -578,6 +578,13 @@ async fn the_time_constraints_migrate_over_rows_written_before_them_which_are_re
 #[tokio::test]
 async fn the_roster_is_read_beside_each_persons_ledger_entries_and_user_status_across_batches() {
     let db = TestDb::migrated().await;
+    // A pool of five reads the ledger and the users through cursors on one connection; one of
+    // eight streams each on a connection of its own. Both give every person alike.
+    let streaming = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
     // 2,500 roster rows (more than two of the reader's batches), written in mixed case; the
     // ledger and the known users also hold addresses no row names, sorting between them.
     sqlx::query(
@@ -602,6 +609,21 @@ async fn the_roster_is_read_beside_each_persons_ledger_entries_and_user_status_a
         .await
         .unwrap();
     }
+    // Every third person accepted a later invitation (sent by invite-sync for the even ones,
+    // made by hand for the odd), read apart from the other entries.
+    sqlx::query(
+        "INSERT INTO invite_sync_ledger (target, email, state, owned, clerk_invitation_id)
+         SELECT 't', 'p' || lpad(i::text, 5, '0') || '@example.com', 'accepted', i % 2 = 0,
+                'inv_' || i || '_accepted'
+         FROM generate_series(3, 2500, 3) AS i
+         UNION ALL
+         SELECT 't', 'p' || lpad(i::text, 5, '0') || '-x@example.com', 'accepted', true,
+                'inv_x' || i || '_accepted'
+         FROM generate_series(4, 2500, 8) AS i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO invite_sync_ledger (target, email, state, owned, clerk_invitation_id)
          SELECT 't', 'p' || lpad(i::text, 5, '0') || '-x@example.com', 'pending', true,
@@ -625,36 +647,53 @@ async fn the_roster_is_read_beside_each_persons_ledger_entries_and_user_status_a
     .await
     .unwrap();
 
-    let mut seen = Vec::new();
-    let rows = store::people::for_each(&db.pool, "desired_invitees", "t", |row, person| {
-        seen.push((row.expect("every row reads").email, person));
-    })
-    .await
-    .unwrap();
+    for pool in [&db.pool, &streaming] {
+        let mut seen = Vec::new();
+        let rows = store::people::for_each(pool, "desired_invitees", "t", |row, person| {
+            seen.push((row.expect("every row reads").email, person));
+        })
+        .await
+        .unwrap();
 
-    assert_eq!(rows, 2500);
-    assert_eq!(seen.len(), 2500);
-    for (index, (written, person)) in seen.iter().enumerate() {
-        let i = index + 1;
-        let address = format!("p{i:05}@example.com");
-        assert_eq!(
-            written.trim().to_lowercase(),
-            address,
-            "row {i} out of order"
-        );
-        let states: Vec<(&str, &str)> = person
-            .entries
-            .iter()
-            .map(|e| (e.email.as_str(), e.state.as_str()))
-            .collect();
-        let expected: Vec<(&str, &str)> = if i % 2 == 0 {
-            vec![(address.as_str(), "revoked"), (address.as_str(), "pending")]
-        } else {
-            Vec::new()
-        };
-        assert_eq!(states, expected, "row {i}: ledger entries");
-        assert_eq!(person.user, i % 7 == 0 && i % 14 != 0, "row {i}: user");
-        assert_eq!(person.deleted, i % 14 == 0, "row {i}: deleted");
+        assert_eq!(rows, 2500);
+        assert_eq!(seen.len(), 2500);
+        let max = pool.options().get_max_connections();
+        for (index, (written, person)) in seen.iter().enumerate() {
+            let i = index + 1;
+            let address = format!("p{i:05}@example.com");
+            assert_eq!(
+                written.trim().to_lowercase(),
+                address,
+                "pool of {max}: row {i} out of order"
+            );
+            let states: Vec<(&str, &str)> = person
+                .entries
+                .iter()
+                .map(|e| (e.email.as_str(), e.state.as_str()))
+                .collect();
+            let expected: Vec<(&str, &str)> = if i % 2 == 0 {
+                vec![(address.as_str(), "revoked"), (address.as_str(), "pending")]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(states, expected, "pool of {max}: row {i}: ledger entries");
+            let accepted: Vec<bool> = person.accepted.iter().map(|a| a.owned).collect();
+            let expected: Vec<bool> = if i % 3 == 0 { vec![i % 2 == 0] } else { vec![] };
+            assert_eq!(accepted, expected, "pool of {max}: row {i}: accepted");
+            if let (Some(accepted), Some(last)) = (person.accepted.first(), person.entries.last()) {
+                assert!(accepted.id > last.id, "pool of {max}: row {i}: ids");
+            }
+            assert_eq!(
+                person.user,
+                i % 7 == 0 && i % 14 != 0,
+                "pool of {max}: row {i}: user"
+            );
+            assert_eq!(
+                person.deleted,
+                i % 14 == 0,
+                "pool of {max}: row {i}: deleted"
+            );
+        }
     }
 }
 

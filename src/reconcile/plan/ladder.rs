@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Item, OnChange, Ownership, Policy};
 use crate::clerk::{Invitation, InvitationStatus};
-use crate::domain::{DesiredInvitee, Email, LedgerEntry, LedgerState};
+use crate::domain::{AcceptedEntry, DesiredInvitee, Email, LedgerEntry, LedgerState};
 
 /// Who is a user, and who was one until Clerk deleted them.
 #[derive(Clone, Copy)]
@@ -21,8 +21,11 @@ pub(super) struct Users {
 pub(super) struct Facts<'a> {
     /// Clerk's invitations for the address, oldest first.
     pub(super) invitations: &'a [&'a Invitation],
-    /// The ledger's entries for the address (as Clerk's listing shows them), oldest first.
+    /// The ledger's entries for the address (as Clerk's listing shows them), oldest first,
+    /// but those the ledger holds as accepted.
     pub(super) entries: &'a [&'a LedgerEntry],
+    /// The entries the ledger holds as accepted.
+    pub(super) accepted: &'a [AcceptedEntry],
     pub(super) users: Users,
     pub(super) owned_ids: &'a HashSet<String>,
     pub(super) now: DateTime<Utc>,
@@ -75,6 +78,7 @@ fn settled_or_user(email: &Email, facts: &Facts<'_>) -> Option<Item> {
             .invitations
             .iter()
             .any(|i| i.status == InvitationStatus::Accepted)
+            || !facts.accepted.is_empty()
             || facts
                 .entries
                 .iter()
@@ -149,6 +153,10 @@ fn changes(
 /// a failure.
 fn refused_before(invitee: &DesiredInvitee, facts: &Facts<'_>) -> Option<Item> {
     let last = facts.entries.iter().rev().find(|e| e.owned)?;
+    // An accepted create after it (the user since deleted) is the last one: nothing failed.
+    if facts.accepted.iter().any(|a| a.owned && a.id > last.id) {
+        return None;
+    }
     let email = invitee.email.clone();
     // The digest is computed only for the states that ask for it.
     let same_row = || last.row_digest.as_deref() == Some(invitee.digest().as_str());
@@ -243,6 +251,7 @@ mod tests {
         Facts {
             invitations,
             entries,
+            accepted: &[],
             users,
             owned_ids,
             now: Utc::now(),
@@ -287,6 +296,61 @@ mod tests {
         assert_eq!(
             settled_or_user(&email, &facts(&[], &[], user, &owned)),
             Some(Item::AlreadyUser { email })
+        );
+    }
+
+    #[test]
+    fn an_accepted_entry_counts_as_accepted_and_as_the_last_create_it_follows() {
+        let owned = HashSet::new();
+        let invitee = invitee();
+        let email = invitee.email.clone();
+        let accepted = [AcceptedEntry { id: 2, owned: true }];
+        let read = Facts {
+            accepted: &accepted,
+            ..facts(&[], &[], NOBODY, &owned)
+        };
+        assert_eq!(
+            settled_or_user(&email, &read),
+            Some(Item::Accepted {
+                email: email.clone()
+            })
+        );
+        // The user accepted a later create, then Clerk deleted them: the failure before is
+        // history, and they are invited again.
+        let mut failed = entry(LedgerState::Failed);
+        failed.terminal = true;
+        failed.row_digest = Some(invitee.digest());
+        let deleted = Users {
+            known: false,
+            deleted: true,
+        };
+        let entries = [&failed];
+        let later = Facts {
+            accepted: &accepted,
+            ..facts(&[], &entries, deleted, &owned)
+        };
+        assert_eq!(settled_or_user(&email, &later), None);
+        assert_eq!(refused_before(&invitee, &later), None);
+        let before = [AcceptedEntry { id: 0, owned: true }];
+        let earlier = Facts {
+            accepted: &before,
+            ..facts(&[], &entries, deleted, &owned)
+        };
+        assert!(matches!(
+            refused_before(&invitee, &earlier),
+            Some(Item::Failed { retry_at: None, .. })
+        ));
+        let by_hand = [AcceptedEntry {
+            id: 2,
+            owned: false,
+        }];
+        let seen = Facts {
+            accepted: &by_hand,
+            ..facts(&[], &entries, deleted, &owned)
+        };
+        assert!(
+            matches!(refused_before(&invitee, &seen), Some(Item::Failed { .. })),
+            "an invitation made by hand and accepted does not hide a refusal"
         );
     }
 

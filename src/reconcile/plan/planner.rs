@@ -46,11 +46,11 @@ pub(super) fn feed(inputs: Inputs<'_>, mut planner: Planner<'_>) -> Plan {
                     .map(|entries| entries.iter().map(|&e| e.clone()).collect())
                     .unwrap_or_default();
                 entries.sort_by_key(|entry| entry.id);
-                Person {
+                Person::of(
                     entries,
-                    user: inputs.known_users.contains(&email),
-                    deleted: inputs.deleted_users.contains(&email),
-                }
+                    inputs.known_users.contains(&email),
+                    inputs.deleted_users.contains(&email),
+                )
             }
             None => Person::default(),
         };
@@ -326,6 +326,7 @@ impl<'a> Planner<'a> {
         let facts = Facts {
             invitations,
             entries: &entries,
+            accepted: &person.accepted,
             users,
             owned_ids: self.owned_ids,
             now: self.now,

@@ -731,11 +731,7 @@ fn rows_with_people(s: &Scenario) -> Vec<(Result<DesiredRow, InvalidRow>, Person
                         .cloned()
                         .collect();
                     entries.sort_by_key(|e| e.id);
-                    Person {
-                        entries,
-                        user: s.known_users.contains(&email),
-                        deleted: false,
-                    }
+                    Person::of(entries, s.known_users.contains(&email), false)
                 }
                 Err(_) => Person::default(),
             };
