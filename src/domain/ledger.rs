@@ -64,14 +64,17 @@ impl LedgerState {
 
 /// What the plan knows of one person besides their roster row: their ledger entries, oldest
 /// first (as the ledger holds them; the planner applies what Clerk's listing shows), and what
-/// Clerk said of them as a user. Of an accepted entry only that it exists, how old it is (its
-/// id) and whether invite-sync sent it decide anything, so a read of the whole ledger takes
-/// no more of it ([`AcceptedEntry`]); build one with [`Person::of`].
+/// Clerk said of them as a user. Unless Clerk deleted the user, of an accepted entry only that
+/// it exists, how old it is (its id) and whether invite-sync sent it decide anything, so a
+/// read of the whole ledger takes no more of it ([`AcceptedEntry`]); a deleted user's accepted
+/// entries are history, weighed like the others (a pending invitation's recorded redirect, the
+/// last create), and are read in full. Build one with [`Person::of`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Person {
-    /// The entries in every state but `accepted`.
+    /// The entries read in full: every entry of a deleted user, else those in every state
+    /// but `accepted`.
     pub entries: Vec<LedgerEntry>,
-    /// The entries the ledger holds as accepted.
+    /// The entries the ledger holds as accepted, unless they are in `entries`.
     pub accepted: Vec<AcceptedEntry>,
     /// Clerk says the address is a user's.
     pub user: bool,
@@ -80,8 +83,17 @@ pub struct Person {
 }
 
 impl Person {
-    /// The person of these entries (oldest first), the accepted ones as [`AcceptedEntry`]s.
+    /// The person of these entries (oldest first), the accepted ones as [`AcceptedEntry`]s
+    /// unless Clerk deleted the user, as a cycle reads them.
     pub fn of(entries: Vec<LedgerEntry>, user: bool, deleted: bool) -> Person {
+        if deleted {
+            return Person {
+                entries,
+                accepted: Vec::new(),
+                user,
+                deleted,
+            };
+        }
         let (accepted, entries): (Vec<LedgerEntry>, Vec<LedgerEntry>) = entries
             .into_iter()
             .partition(|entry| entry.state == LedgerState::Accepted);

@@ -430,17 +430,28 @@ fn known_user_tuple(row: &Tuple<'_>) -> Result<KnownUser, sqlx::Error> {
 
 /// Streams the roster's rows, decoded, to `rows` in batches until it ends, the receiver goes
 /// away, or the database fails (sent as the last message); by address, rows of one address
-/// put in order (`grouped`), or as the query orders them. The connection is closed at the
-/// end, never returned to the pool: it holds the roster's transaction, and, when the
-/// receiver went away early, the rest of the roster, which the server stops sending once the
-/// connection closes.
+/// put in order (`grouped`), or as the query orders them. Gives the connection back, for the
+/// reader to close once the merge ends ([`RosterReader::finish`]), never to the pool: it
+/// holds the roster's transaction, whose snapshot the addresses looked up on their own import
+/// until then, and, when the receiver went away early, the rest of the roster, which the
+/// server stops sending once the connection closes.
 async fn stream_roster(
     mut conn: PoolConnection<Postgres>,
     sql: String,
     grouped: bool,
     rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
+) -> PoolConnection<Postgres> {
+    send_roster(&mut conn, &sql, grouped, rows).await;
+    conn
+}
+
+async fn send_roster(
+    conn: &mut PgConnection,
+    sql: &str,
+    grouped: bool,
+    rows: mpsc::Sender<Result<Vec<Read>, sqlx::Error>>,
 ) {
-    let mut copy = match CopyOut::start(&mut conn, &sql).await {
+    let mut copy = match CopyOut::start(conn, sql).await {
         Ok(copy) => copy,
         Err(e) => {
             let _ = rows.send(Err(e)).await;
@@ -486,10 +497,10 @@ async fn stream_roster(
 /// Hands every roster row, in the roster's order, to `each` with what is known of the person
 /// its address names. Returns how many rows there were.
 ///
-/// Takes three of the pool's connections at once (the roster's, the ledger's and the known
-/// users'), and a fourth when an address must be looked up on its own; a pool of fewer than
-/// six reads the ledger and the users on one connection. The relation's shape is
-/// [`desired::check`]ed first, by the caller.
+/// Takes four of the pool's connections at once (the roster's, the ledger's accepted entries',
+/// its other entries' and the known users'), and a fifth when an address must be looked up on
+/// its own; a pool of fewer than seven reads the ledger and the users on one connection. The
+/// relation's shape is [`desired::check`]ed first, by the caller.
 pub async fn for_each(
     pool: &PgPool,
     relation: &str,
@@ -522,7 +533,7 @@ pub async fn read_roster(pool: &PgPool, relation: &str) -> Result<Vec<RosterRow>
 /// A task reading the roster, and the batches it sends.
 struct RosterReader {
     batches: mpsc::Receiver<Result<Vec<Read>, sqlx::Error>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<PoolConnection<Postgres>>,
 }
 
 impl RosterReader {
@@ -533,7 +544,7 @@ impl RosterReader {
     }
 
     /// Waits for the task once the merge ended (an error ends it: the task sees the receiver
-    /// gone and closes its connection). The rows merged are the whole roster only if the task
+    /// gone and gives its connection back), and closes the roster's connection. The rows merged are the whole roster only if the task
     /// finished: one that panicked carries its panic on here, as if the roster had been read
     /// in line, and one stopped by the runtime fails the read. No plan is made of a partial
     /// roster.
@@ -551,7 +562,8 @@ impl RosterReader {
             Err(Merge::Other(e)) => return Err(e.into()),
         };
         match joined {
-            Ok(()) => Ok(count),
+            // The roster's connection closes here, ending the snapshot the merge read in.
+            Ok(_roster) => Ok(count),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(ReadError::Interrupted),
         }
@@ -732,23 +744,37 @@ impl Merger<'_> {
                 .await?
                 .map(|user| user.deleted);
             self.last_key = Some(key);
-            Person {
-                entries,
-                accepted: accepted.into_iter().map(|a| a.entry).collect(),
-                user: found == Some(false),
-                deleted: found == Some(true),
+            if found == Some(true) && !accepted.is_empty() {
+                // Clerk deleted a user who accepted: the accepted entries are history, read
+                // in full (see [`Person::of`]).
+                let target = self.target;
+                let entries = ledger::of_email(self.lookup().await?, target, &email).await?;
+                person(entries, found)
+            } else {
+                Person {
+                    entries,
+                    accepted: accepted.into_iter().map(|a| a.entry).collect(),
+                    user: found == Some(false),
+                    deleted: found == Some(true),
+                }
             }
         } else {
             // An address the database normalises differently: asked for on its own.
-            if self.lookups.is_none() {
-                self.lookups = Some(importing(self.pool, self.snapshot).await?);
-            }
-            let db = self.lookups.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
-            let entries = ledger::of_email(&mut *db, self.target, &email).await?;
-            let found = users::of_email(&mut *db, self.target, &email).await?;
+            let target = self.target;
+            let db = self.lookup().await?;
+            let entries = ledger::of_email(&mut *db, target, &email).await?;
+            let found = users::of_email(&mut *db, target, &email).await?;
             person(entries, found)
         };
         Ok((row, person))
+    }
+
+    /// The connection addresses are looked up on, taken when first needed.
+    async fn lookup(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.lookups.is_none() {
+            self.lookups = Some(importing(self.pool, self.snapshot).await?);
+        }
+        self.lookups.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
     }
 }
 
