@@ -5,9 +5,10 @@
 //! (reading the table alone), the peak RSS of the invite-sync process (`/usr/bin/time -v`) and
 //! Clerk's calls by operation (from the simulator's `/_sim/stats`).
 //!
-//! `accepted:N` measures two `sync`s over N rows whose people all accepted long ago (ledger and
+//! `accepted:N` measures `sync`s over N rows whose people all accepted long ago (ledger and
 //! known users seeded by SQL, Clerk holding nothing pending): the first lists in full, the
-//! second is the steady state.
+//! next three are the steady state, each beside a `COPY` of its own, and their medians are
+//! printed after them.
 //!
 //! `adoption:N` measures a company adopting invite-sync: Clerk holds N/2 pending and N/2
 //! accepted invitations made before it (through Clerk's API, not by invite-sync), one for each
@@ -183,6 +184,37 @@ async fn stats(http: &reqwest::Client, root: &str) -> anyhow::Result<BTreeMap<St
     Ok(calls(&stats))
 }
 
+/// Steady `sync`s of the `accepted` case, each beside a `COPY` of its own: one cycle is the
+/// same work as the next, and the median of a few says more than any one on a machine whose
+/// `COPY` alone moves by a quarter from run to run.
+const STEADY_ROUNDS: usize = 3;
+
+/// A line of the medians of `runs` (each a command and the `COPY` beside it): wall time, `COPY`,
+/// their ratio and the largest peak RSS.
+fn medians(case: &str, runs: &[(Measured, Measured)]) -> String {
+    let median = |mut seconds: Vec<f64>| {
+        seconds.sort_by(f64::total_cmp);
+        seconds.get(seconds.len() / 2).copied().unwrap_or_default()
+    };
+    let wall = median(runs.iter().map(|(run, _)| run.wall.as_secs_f64()).collect());
+    let copy = median(
+        runs.iter()
+            .map(|(_, copy)| copy.wall.as_secs_f64())
+            .collect(),
+    );
+    let peak = runs
+        .iter()
+        .map(|(run, _)| run.peak_rss_kb)
+        .max()
+        .unwrap_or_default();
+    format!(
+        "| {case}: median of {} | | | {wall:.2} s | {copy:.2} s | {:.1}x | {} (largest) | |",
+        runs.len(),
+        wall / copy.max(0.001),
+        mb(peak),
+    )
+}
+
 fn mb(kb: u64) -> String {
     format!("{} MB", kb / 1024)
 }
@@ -281,23 +313,27 @@ async fn run(case: Case, service: &str, url: String) -> anyhow::Result<Vec<Strin
         Case::Accepted(_) => {
             seed_accepted(&pool, rows).await?;
             let mut lines = Vec::new();
-            for (name, args) in [
-                ("sync (first: a full listing)", &["sync"][..]),
-                ("sync (steady state)", &["sync"][..]),
-            ] {
+            let mut steady = Vec::new();
+            let names = std::iter::once("sync (first: a full listing)".to_owned())
+                .chain((1..=STEADY_ROUNDS).map(|k| format!("sync (steady state, round {k})")));
+            for name in names {
                 let before = stats(&http, &root).await?;
                 let copied = copy()?;
-                let synced = measure(service, args, &env)?;
+                let synced = measure(service, &["sync"], &env)?;
                 let clerk = difference(&stats(&http, &root).await?, &before);
                 lines.push(row(
-                    name,
+                    &name,
                     rows,
                     "nothing pending; everyone accepted",
                     &synced,
                     &copied,
                     &clerk,
                 ));
+                if name.starts_with("sync (steady") {
+                    steady.push((synced, copied));
+                }
             }
+            lines.push(medians("sync (steady state)", &steady));
             Ok(lines)
         }
         Case::Adoption(_) => {

@@ -626,7 +626,9 @@ async fn stream(
             accepted_tuple,
         );
         let users = side(pool, &snapshot, users::BY_EMAIL, target, known_user_tuple);
-        (ledger.await?, accepted.await?, users.await?, None)
+        // Their connections are opened and their snapshots imported at once.
+        let (ledger, accepted, users) = futures_util::try_join!(ledger, accepted, users)?;
+        (ledger, accepted, users, None)
     } else {
         let mut tx = importing(pool, &snapshot).await?;
         let ledger = Cursor::declare(

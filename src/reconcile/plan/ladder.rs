@@ -64,13 +64,14 @@ pub(super) fn decide(invitee: DesiredInvitee, facts: &Facts<'_>, policy: &Policy
 
 /// Unsettled while a create's outcome is unknown; then accepted, or already a user.
 fn settled_or_user(email: &Email, facts: &Facts<'_>) -> Option<Item> {
-    let email = email.clone();
     if facts
         .entries
         .iter()
         .any(|e| e.state == LedgerState::Sending)
     {
-        return Some(Item::Unsettled { email });
+        return Some(Item::Unsettled {
+            email: email.clone(),
+        });
     }
     // A deleted user's acceptance is history: they are invited again.
     let accepted = !facts.users.deleted
@@ -84,9 +85,13 @@ fn settled_or_user(email: &Email, facts: &Facts<'_>) -> Option<Item> {
                 .iter()
                 .any(|e| e.state == LedgerState::Accepted));
     if accepted {
-        return Some(Item::Accepted { email });
+        return Some(Item::Accepted {
+            email: email.clone(),
+        });
     }
-    facts.users.known.then_some(Item::AlreadyUser { email })
+    facts.users.known.then(|| Item::AlreadyUser {
+        email: email.clone(),
+    })
 }
 
 /// A pending invitation is in sync with the row, or stale (replaced when the policy says
