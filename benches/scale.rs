@@ -499,6 +499,8 @@ async fn seed_accepted(pool: &sqlx::PgPool, rows: usize) -> anyhow::Result<()> {
     sqlx::query("VACUUM ANALYZE invite_sync_ledger, invite_sync_known_users")
         .execute(pool)
         .await?;
+    // The seeding's pages are written out now rather than by a checkpoint during the runs.
+    sqlx::query("CHECKPOINT").execute(pool).await?;
     eprintln!(
         "seeded {rows} accepted people in {:.0} s",
         started.elapsed().as_secs_f64()
