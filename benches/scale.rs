@@ -7,8 +7,8 @@
 //!
 //! `accepted:N` measures `sync`s over N rows whose people all accepted long ago (ledger and
 //! known users seeded by SQL, Clerk holding nothing pending): the first lists in full, the
-//! next three are the steady state, each beside a `COPY` of its own, and their medians are
-//! printed after them.
+//! next three are the steady state, each beside a `COPY` of its own, and their medians (of
+//! the rounds' ratios, of the wall times and of the `COPY`s) are printed after them.
 //!
 //! `adoption:N` measures a company adopting invite-sync: Clerk holds N/2 pending and N/2
 //! accepted invitations made before it (through Clerk's API, not by invite-sync), one for each
@@ -189,13 +189,19 @@ async fn stats(http: &reqwest::Client, root: &str) -> anyhow::Result<BTreeMap<St
 /// `COPY` alone moves by a quarter from run to run.
 const STEADY_ROUNDS: usize = 3;
 
-/// A line of the medians of `runs` (each a command and the `COPY` beside it): wall time, `COPY`,
-/// their ratio and the largest peak RSS.
+/// A line of the medians of `runs` (each a command and the `COPY` beside it): of the rounds'
+/// ratios (each command against its own `COPY`), of the wall times and of the `COPY`s, and the
+/// largest peak RSS.
 fn medians(case: &str, runs: &[(Measured, Measured)]) -> String {
-    let median = |mut seconds: Vec<f64>| {
-        seconds.sort_by(f64::total_cmp);
-        seconds.get(seconds.len() / 2).copied().unwrap_or_default()
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or_default()
     };
+    let ratio = median(
+        runs.iter()
+            .map(|(run, copy)| run.wall.as_secs_f64() / copy.wall.as_secs_f64().max(0.001))
+            .collect(),
+    );
     let wall = median(runs.iter().map(|(run, _)| run.wall.as_secs_f64()).collect());
     let copy = median(
         runs.iter()
@@ -208,9 +214,8 @@ fn medians(case: &str, runs: &[(Measured, Measured)]) -> String {
         .max()
         .unwrap_or_default();
     format!(
-        "| {case}: median of {} | | | {wall:.2} s | {copy:.2} s | {:.1}x | {} (largest) | |",
+        "| {case}: median of {} rounds | | | {wall:.2} s | {copy:.2} s | {ratio:.2}x (of the rounds' ratios) | {} (largest) | |",
         runs.len(),
-        wall / copy.max(0.001),
         mb(peak),
     )
 }
