@@ -274,7 +274,11 @@ pub fn parse(raw: RawRow) -> RosterRow {
 
 /// A JSON column's value; a NULL or unparsable one is a problem of the row (and `null`).
 pub(super) fn json_column(column: &str, text: Option<String>, problems: &mut Vec<String>) -> Value {
-    match text.as_deref().map(serde_json::from_str) {
+    match text.as_deref().map(|text| match text {
+        // The roster's default, on nearly every row: read without the parser.
+        "{}" => Ok(Value::Object(serde_json::Map::new())),
+        text => serde_json::from_str(text),
+    }) {
         Some(Ok(value)) => value,
         Some(Err(e)) => {
             problems.push(format!("{column} cannot be read as JSON: {e}"));

@@ -7,7 +7,7 @@
 //! whole, and the database, the decoding and the planning work at once.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
@@ -260,7 +260,8 @@ enum Source<T> {
 /// Rows by address, taken person by person.
 struct Side<T> {
     source: Source<T>,
-    buffer: VecDeque<T>,
+    /// The rows of the last batch not yet taken.
+    buffer: std::vec::IntoIter<T>,
     done: bool,
 }
 
@@ -268,7 +269,7 @@ impl<T> Side<T> {
     fn new(source: Source<T>) -> Self {
         Side {
             source,
-            buffer: VecDeque::new(),
+            buffer: Vec::new().into_iter(),
             done: false,
         }
     }
@@ -278,21 +279,21 @@ impl<T> Side<T> {
         &mut self,
         db: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<bool, sqlx::Error> {
-        if self.buffer.is_empty() && !self.done {
+        if self.buffer.as_slice().is_empty() && !self.done {
             match &mut self.source {
                 Source::Streamed(batches) => match batches.recv().await {
-                    Some(batch) => self.buffer.extend(batch?),
+                    Some(batch) => self.buffer = batch?.into_iter(),
                     None => self.done = true,
                 },
                 Source::Cursor(cursor) => {
                     let db = db.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
                     let rows = cursor.fetch(db).await?;
                     self.done = rows.len() < BATCH;
-                    self.buffer.extend(rows);
+                    self.buffer = rows.into_iter();
                 }
             }
         }
-        Ok(!self.buffer.is_empty())
+        Ok(!self.buffer.as_slice().is_empty())
     }
 }
 
@@ -307,7 +308,7 @@ impl<T: Keyed> Side<T> {
         if !self.fill(db).await? {
             return Ok(None);
         }
-        let order = match self.buffer.front() {
+        let order = match self.buffer.as_slice().first() {
             Some(front) => front.key().cmp(key),
             None => return Ok(None),
         };
@@ -316,7 +317,7 @@ impl<T: Keyed> Side<T> {
         }
         Ok(self
             .buffer
-            .pop_front()
+            .next()
             .map(|item| (order == Ordering::Equal, item)))
     }
 
@@ -732,10 +733,11 @@ impl Merger<'_> {
             return Ok((row, Person::default()));
         };
         // Rows of one address come together; only the first needs its person.
-        if self.last_key.as_deref() == Some(key.as_str()) {
+        let after_last = self.last_key.as_deref().map(|last| last.cmp(key.as_str()));
+        if after_last == Some(Ordering::Equal) {
             return Ok((row, Person::default()));
         }
-        let in_order = self.last_key.as_ref().is_none_or(|last| *last < key);
+        let in_order = after_last.is_none_or(|order| order == Ordering::Less);
         let person = if key == email.as_str() && in_order {
             // The row's address is the key the streams are ordered by: its person is next.
             let entries = self.ledger.take(&mut self.lookups, &key).await?;
