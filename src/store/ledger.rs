@@ -91,7 +91,7 @@ pub async fn live(db: impl PgExecutor<'_>, target: &str) -> Result<Vec<LedgerEnt
 
 /// The ledger entries of the target (`$1`) in every state but `accepted`, by address in byte
 /// order (`COLLATE "C"`), oldest first among one address's: the query of a stream or a cursor
-/// whose rows decode with [`entry_from_tuple`] or [`entry_from_row`]. An index holds these
+/// whose rows decode with [`entry_from_tuple`]. An index holds these
 /// rows alone, so a ledger of people who accepted long ago is not read again here.
 pub const OPEN_BY_EMAIL: &str = r#"SELECT id, email, clerk_invitation_id, state, owned, row_digest,
            redirect_url, attempts, last_error_code, last_error, terminal, next_attempt_at,
@@ -109,23 +109,21 @@ pub const ACCEPTED_BY_EMAIL: &str = r#"SELECT email, id, owned FROM invite_sync_
 pub fn accepted_from_tuple(row: &Tuple<'_>) -> Result<(String, AcceptedEntry), sqlx::Error> {
     let id = row.i64(1).ok().flatten().unwrap_or_default();
     let corrupt = |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
-    let email = row.required_text(0).map_err(corrupt)?;
-    let id = row
-        .i64(1)
-        .map_err(corrupt)?
-        .ok_or_else(|| corrupt("id is NULL".to_owned()))?;
-    let owned = row
-        .bool(2)
-        .map_err(corrupt)?
-        .ok_or_else(|| corrupt("owned is NULL".to_owned()))?;
+    let email = required(row.text(0), "email", corrupt)?;
+    let id = required(row.i64(1), "id", corrupt)?;
+    let owned = required(row.bool(2), "owned", corrupt)?;
     Ok((email.to_owned(), AcceptedEntry { id, owned }))
 }
 
-/// A row of [`ACCEPTED_BY_EMAIL`] as the driver read it.
-pub fn accepted_from_row(
-    row: &sqlx::postgres::PgRow,
-) -> Result<(String, AcceptedEntry), sqlx::Error> {
-    accepted_from_tuple(&Tuple::new(&row_fields(row)))
+/// A field of a ledger row that may not be NULL, or why it is `corrupt`.
+fn required<T>(
+    value: Result<Option<T>, String>,
+    column: &str,
+    corrupt: impl Fn(String) -> sqlx::Error,
+) -> Result<T, sqlx::Error> {
+    value
+        .map_err(|e| corrupt(format!("{column}: {e}")))?
+        .ok_or_else(|| corrupt(format!("{column} is NULL")))
 }
 
 /// A row of [`OPEN_BY_EMAIL`] (or of any query of its columns).
@@ -138,15 +136,6 @@ pub fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::
 pub fn entry_from_tuple(row: &Tuple<'_>) -> Result<LedgerEntry, sqlx::Error> {
     let id = row.i64(0).ok().flatten().unwrap_or_default();
     let corrupt = |reason: String| sqlx::Error::Decode(Box::new(CorruptLedgerRow { id, reason }));
-    fn required<T>(
-        value: Result<Option<T>, String>,
-        column: &str,
-        corrupt: impl Fn(String) -> sqlx::Error,
-    ) -> Result<T, sqlx::Error> {
-        value
-            .map_err(|e| corrupt(format!("{column}: {e}")))?
-            .ok_or_else(|| corrupt(format!("{column} is NULL")))
-    }
     let optional = |value: Result<Option<&str>, String>, column: &str| {
         value
             .map(|text| text.map(str::to_owned))

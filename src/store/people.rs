@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -131,11 +130,6 @@ fn accepted_tuple(row: &Tuple<'_>) -> Result<Accepted, sqlx::Error> {
     Ok(Accepted { email, entry })
 }
 
-fn accepted_row(row: &PgRow) -> Result<Accepted, sqlx::Error> {
-    let (email, entry) = ledger::accepted_from_row(row)?;
-    Ok(Accepted { email, entry })
-}
-
 /// A known user's address, and whether Clerk deleted them.
 struct KnownUser {
     email: String,
@@ -216,10 +210,11 @@ async fn side<T: Send + 'static>(
     Ok(Source::Streamed(batches))
 }
 
-/// A server-side cursor read a batch at a time, each row decoded with its address.
+/// A server-side cursor read a batch at a time, each row decoded as a stream's is (its binary
+/// values as a [`Tuple`]).
 struct Cursor<T> {
     name: &'static str,
-    decode: fn(&PgRow) -> Result<T, sqlx::Error>,
+    decode: fn(&Tuple<'_>) -> Result<T, sqlx::Error>,
 }
 
 impl<T> Cursor<T> {
@@ -230,7 +225,7 @@ impl<T> Cursor<T> {
         name: &'static str,
         select: &str,
         target: &str,
-        decode: fn(&PgRow) -> Result<T, sqlx::Error>,
+        decode: fn(&Tuple<'_>) -> Result<T, sqlx::Error>,
     ) -> Result<Self, sqlx::Error> {
         sqlx::query(&format!("DECLARE {name} NO SCROLL CURSOR FOR {select}"))
             .persistent(false)
@@ -245,7 +240,9 @@ impl<T> Cursor<T> {
             .persistent(false)
             .fetch_all(&mut *db)
             .await?;
-        rows.iter().map(self.decode).collect()
+        rows.iter()
+            .map(|row| (self.decode)(&Tuple::new(&copy_out::row_fields(row))))
+            .collect()
     }
 }
 
@@ -409,13 +406,6 @@ impl Group {
     }
 }
 
-fn known_user(row: &PgRow) -> Result<KnownUser, sqlx::Error> {
-    Ok(KnownUser {
-        email: row.try_get_unchecked(0)?,
-        deleted: row.try_get_unchecked(1)?,
-    })
-}
-
 fn known_user_tuple(row: &Tuple<'_>) -> Result<KnownUser, sqlx::Error> {
     let corrupt = |e: String| sqlx::Error::Decode(format!("a known user: {e}").into());
     let email = row.required_text(0).map_err(corrupt)?;
@@ -545,10 +535,10 @@ impl RosterReader {
     }
 
     /// Waits for the task once the merge ended (an error ends it: the task sees the receiver
-    /// gone and gives its connection back), and closes the roster's connection. The rows merged are the whole roster only if the task
-    /// finished: one that panicked carries its panic on here, as if the roster had been read
-    /// in line, and one stopped by the runtime fails the read. No plan is made of a partial
-    /// roster.
+    /// gone and gives its connection back), and closes the roster's connection. The rows
+    /// merged are the whole roster only if the task finished: one that panicked carries its
+    /// panic on here, as if the roster had been read in line, and one stopped by the runtime
+    /// fails the read. No plan is made of a partial roster.
     async fn finish(
         self,
         merged: Result<usize, Merge>,
@@ -637,7 +627,7 @@ async fn stream(
             "invite_sync_ledger_by_email",
             ledger::OPEN_BY_EMAIL,
             target,
-            ledger::entry_from_row,
+            ledger::entry_from_tuple,
         )
         .await?;
         let accepted = Cursor::declare(
@@ -645,7 +635,7 @@ async fn stream(
             "invite_sync_accepted_by_email",
             ledger::ACCEPTED_BY_EMAIL,
             target,
-            accepted_row,
+            accepted_tuple,
         )
         .await?;
         let users = Cursor::declare(
@@ -653,7 +643,7 @@ async fn stream(
             "invite_sync_users_by_email",
             users::BY_EMAIL,
             target,
-            known_user,
+            known_user_tuple,
         )
         .await?;
         (
