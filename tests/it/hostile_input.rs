@@ -7,7 +7,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{Harness, Service};
+use crate::common::{content_type, Harness, Service};
 
 const API_TOKEN: &str = "operator-token-0123456789abcdef";
 const ROSTER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -286,12 +286,7 @@ async fn every_hostile_input_to_the_probes_the_api_and_the_webhooks_is_a_4xx_jso
             }
         };
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(&response);
         let text = response.text().await.unwrap_or_default();
         let error = serde_json::from_str::<Value>(&text)
             .ok()

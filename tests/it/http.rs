@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{count, free_port, people, runs, wait_for, Harness, Service};
+use crate::common::{content_type, count, free_port, people, runs, wait_for, Harness, Service};
 
 const API_TOKEN: &str = "operator-token-0123456789abcdef";
 const ROSTER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -94,12 +94,7 @@ struct Answer {
 impl Answer {
     async fn read(response: reqwest::Response) -> Answer {
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(&response);
         let text = response.text().await.expect("the body can be read");
         Answer {
             status,

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Harness, Service};
+use crate::common::{content_type, Harness, Service};
 
 const TOKEN: &str = "scim-token-0123456789abcdef";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -46,12 +46,7 @@ async fn send(
         .await
         .unwrap_or_else(|e| panic!("{method} {short}: no answer: {e}"));
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(&response);
     let text = response.text().await.unwrap_or_default();
     (
         status,

@@ -241,12 +241,7 @@ impl Service {
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(&response);
         let text = response.text().await.expect("the body can be read");
         if text.is_empty() {
             return (status, serde_json::Value::Null);
@@ -398,6 +393,16 @@ async fn bind() -> tokio::net::TcpListener {
 
 fn local_addr(listener: &tokio::net::TcpListener) -> SocketAddr {
     listener.local_addr().expect("the listener has an address")
+}
+
+/// A response's `Content-Type`, or "" when it has none (or none readable).
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// An HTTP client that gives up on a service that does not answer.
