@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 mod support;
-use support::{free_port, start_simulator, with_database, Proc, NEVER};
+use support::{free_port, sim_invitations, start_simulator, with_database, Proc, NEVER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
 const KEY: &str = "sk_test_backlog_bench";
@@ -139,12 +139,7 @@ async fn run(scenario: &Scenario, service: &str, hour: u64, url: String) -> anyh
     let give_up = Duration::from_secs(hour * (scenario.people / PER_WINDOW + 4) as u64);
     let mut created: Vec<i64>;
     loop {
-        let invitations: Vec<Value> = http
-            .get(format!("{root}/_sim/invitations"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let invitations = sim_invitations(&http, &root).await?;
         created = invitations
             .iter()
             .filter_map(|i| i["created_at"].as_i64())

@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 mod support;
-use support::{start_simulator, with_database};
+use support::{sim_invitations, start_simulator, with_database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_invite-sync");
 /// A production key: invite-sync paces itself at 1000 requests per 10 s.
@@ -456,7 +456,7 @@ async fn adopt(http: &reqwest::Client, root: &str, rows: usize) -> anyhow::Resul
         .collect()
         .await;
     anyhow::ensure!(created.iter().all(|c| *c), "a bulk create failed");
-    let invitations = sim_invitations(http, root, rows, "adoption").await?;
+    let invitations = invitations_made(http, root, rows, "adoption").await?;
     let ids: Vec<String> = invitations
         .iter()
         .filter(|i| {
@@ -530,7 +530,7 @@ async fn seed(
         .stderr(Stdio::null())
         .status()?;
     anyhow::ensure!(synced.success(), "the seeding cycle failed: {synced:?}");
-    let invitations = sim_invitations(http, root, rows, "seeding").await?;
+    let invitations = invitations_made(http, root, rows, "seeding").await?;
     let ids: Vec<String> = invitations
         .iter()
         .take(rows / 2)
@@ -558,18 +558,13 @@ async fn seed(
 }
 
 /// The simulator's invitations, which `what` must have made one of for each of `rows` people.
-async fn sim_invitations(
+async fn invitations_made(
     http: &reqwest::Client,
     root: &str,
     rows: usize,
     what: &str,
 ) -> anyhow::Result<Vec<Value>> {
-    let invitations: Vec<Value> = http
-        .get(format!("{root}/_sim/invitations"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let invitations = sim_invitations(http, root).await?;
     anyhow::ensure!(
         invitations.len() == rows,
         "{what} made {} invitations for {rows} people",

@@ -82,3 +82,16 @@ pub async fn start_simulator(
     .await;
     Ok((process, root))
 }
+
+/// Every invitation the simulator at `root` holds, as its control API lists them.
+pub async fn sim_invitations(
+    http: &reqwest::Client,
+    root: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(http
+        .get(format!("{root}/_sim/invitations"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
